@@ -1,0 +1,1 @@
+//! The ticketrush Layer-7 HTTP load balancer.

@@ -1,0 +1,1 @@
+//! The ticket API, purchase workers, stores, stack runner and buyer crowd.

@@ -1,0 +1,5 @@
+//! `ticket-svc`: not built yet.
+fn main() {
+    eprintln!("ticket-svc: not built yet");
+    std::process::exit(2);
+}
