@@ -1,1 +1,9 @@
-//! The ticketrush broker.
+//! ticketrush's broker: a durable append-log job broker.
+//!
+//! Producers append records to topics of P partitions; consumer groups pull them as leased
+//! deliveries, acknowledge or reject them, and failed records are retried and dead-lettered.
+//! See the crate README for operating it and `PROTOCOL.md` for the wire format.
+
+pub mod codec;
+pub mod protocol;
+pub mod storage;

@@ -1,0 +1,912 @@
+//! Typed requests and responses and their bodies.
+//!
+//! Every body is a sequence of the primitives in [`crate::codec`]; `PROTOCOL.md` has the
+//! tables. Decoding a body checks every length first and rejects trailing bytes, so a
+//! malformed body is an error naming the field, never a panic or a large allocation.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::codec::{self, DecodeError, Reader, WriteExt};
+
+/// Numeric identifiers of the APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ApiKey {
+    /// Version negotiation and authentication.
+    Hello = 0,
+    /// Create a topic.
+    CreateTopic = 1,
+    /// Append records.
+    Produce = 2,
+    /// Long-poll for deliveries as a member of a consumer group.
+    Fetch = 3,
+    /// Mark deliveries done.
+    Ack = 4,
+    /// Hand deliveries back for a later retry.
+    Nack = 5,
+    /// Topics, partitions and groups as JSON.
+    Stats = 6,
+}
+
+impl ApiKey {
+    /// The api key for a raw number, if this build knows it.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            0 => Self::Hello,
+            1 => Self::CreateTopic,
+            2 => Self::Produce,
+            3 => Self::Fetch,
+            4 => Self::Ack,
+            5 => Self::Nack,
+            6 => Self::Stats,
+            _ => return None,
+        })
+    }
+
+    /// A short lower-case name, used as a metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hello => "hello",
+            Self::CreateTopic => "create_topic",
+            Self::Produce => "produce",
+            Self::Fetch => "fetch",
+            Self::Ack => "ack",
+            Self::Nack => "nack",
+            Self::Stats => "stats",
+        }
+    }
+}
+
+/// Error codes carried in the response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// Success.
+    None = 0,
+    /// The body could not be decoded.
+    Malformed = 1,
+    /// The api key is not one this server knows.
+    UnknownApi = 2,
+    /// The request's version is not supported.
+    UnsupportedVersion = 3,
+    /// The frame was over the size limit (the connection is closed).
+    FrameTooLarge = 4,
+    /// Hello is required first, or the token was wrong (the connection is closed).
+    Unauthorized = 5,
+    /// The topic does not exist.
+    UnknownTopic = 6,
+    /// The request was well-formed but not acceptable (a bad name, zero partitions, ...).
+    InvalidRequest = 7,
+    /// The server could not write to or read from its storage.
+    Storage = 8,
+    /// The group exists with another mode.
+    GroupMismatch = 9,
+    /// The server is shutting down.
+    ShuttingDown = 10,
+    /// The frame was shorter than its header (the connection is closed).
+    FrameTooShort = 11,
+    /// The server is overloaded; retry later.
+    Busy = 12,
+}
+
+impl ErrorCode {
+    /// The code for a raw number; unknown numbers are reported as `Malformed`'s neighbour
+    /// `InvalidRequest` by callers that need one.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            0 => Self::None,
+            1 => Self::Malformed,
+            2 => Self::UnknownApi,
+            3 => Self::UnsupportedVersion,
+            4 => Self::FrameTooLarge,
+            5 => Self::Unauthorized,
+            6 => Self::UnknownTopic,
+            7 => Self::InvalidRequest,
+            8 => Self::Storage,
+            9 => Self::GroupMismatch,
+            10 => Self::ShuttingDown,
+            11 => Self::FrameTooShort,
+            12 => Self::Busy,
+            _ => return None,
+        })
+    }
+
+    /// A short name, used in logs and as a metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Malformed => "malformed",
+            Self::UnknownApi => "unknown_api",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::Unauthorized => "unauthorized",
+            Self::UnknownTopic => "unknown_topic",
+            Self::InvalidRequest => "invalid_request",
+            Self::Storage => "storage",
+            Self::GroupMismatch => "group_mismatch",
+            Self::ShuttingDown => "shutting_down",
+            Self::FrameTooShort => "frame_too_short",
+            Self::Busy => "busy",
+        }
+    }
+
+    /// Whether a client may retry the same request later and expect it to succeed.
+    pub fn is_retriable(self) -> bool {
+        matches!(self, Self::Storage | Self::ShuttingDown | Self::Busy)
+    }
+}
+
+/// A record header: a name and an opaque value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The name.
+    pub name: String,
+    /// The value.
+    pub value: Bytes,
+}
+
+/// A record as a producer sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// Partitioning key; records with equal keys land in one partition, in order.
+    pub key: Option<Bytes>,
+    /// Deduplication id: a repeat within the dedup window returns the first offset.
+    pub dedup_id: Option<String>,
+    /// Headers.
+    pub headers: Vec<Header>,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+impl Record {
+    /// A record with just a payload.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Self {
+            payload: payload.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the key.
+    #[must_use]
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the dedup id.
+    #[must_use]
+    pub fn with_dedup_id(mut self, id: impl Into<String>) -> Self {
+        self.dedup_id = Some(id.into());
+        self
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header {
+            name: name.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| &h.value)
+    }
+
+    /// Bytes this record takes in a produce body.
+    pub fn encoded_size(&self) -> usize {
+        codec::opt_bytes_size(self.key.as_deref())
+            + codec::str_size(self.dedup_id.as_deref().unwrap_or(""))
+            + headers_size(&self.headers)
+            + codec::bytes_size(&self.payload)
+    }
+
+    /// Writes key, dedup id, headers and payload.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_opt_bytes(self.key.as_deref());
+        out.put_str(self.dedup_id.as_deref().unwrap_or(""));
+        encode_headers(&self.headers, out);
+        out.put_bytes_field(&self.payload);
+    }
+
+    /// Reads what [`Record::encode`] wrote.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let key = r.opt_bytes("record.key")?;
+        let dedup = r.str("record.dedup_id")?;
+        let headers = decode_headers(r)?;
+        let payload = r.bytes("record.payload")?;
+        Ok(Self {
+            key,
+            dedup_id: (!dedup.is_empty()).then_some(dedup),
+            headers,
+            payload,
+        })
+    }
+}
+
+/// Smallest encoded record: absent key, empty dedup id, no headers, empty payload.
+const MIN_RECORD_BYTES: usize = 4 + 2 + 2 + 4;
+
+fn headers_size(headers: &[Header]) -> usize {
+    2 + headers
+        .iter()
+        .map(|h| codec::str_size(&h.name) + codec::bytes_size(&h.value))
+        .sum::<usize>()
+}
+
+fn encode_headers(headers: &[Header], out: &mut BytesMut) {
+    let n = headers.len().min(usize::from(u16::MAX));
+    out.put_u16(u16::try_from(n).unwrap_or(u16::MAX));
+    for h in headers.iter().take(n) {
+        out.put_str(&h.name);
+        out.put_bytes_field(&h.value);
+    }
+}
+
+fn decode_headers(r: &mut Reader<'_>) -> Result<Vec<Header>, DecodeError> {
+    let n = usize::from(r.u16("record.headers")?);
+    if n.saturating_mul(6) > r.remaining() {
+        return Err(DecodeError::Short {
+            field: "record.headers",
+            need: n * 6,
+            have: r.remaining(),
+            offset: r.position(),
+        });
+    }
+    let mut headers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.str("header.name")?;
+        let value = r.bytes("header.value")?;
+        headers.push(Header { name, value });
+    }
+    Ok(headers)
+}
+
+/// How a consumer group hands out records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FetchMode {
+    /// Any member gets any record; each delivery is a lease.
+    Shared,
+    /// A partition belongs to one member at a time; strict offset order.
+    Ordered,
+}
+
+impl FetchMode {
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Shared => 0,
+            Self::Ordered => 1,
+        }
+    }
+
+    fn from_u8(v: u8, offset: usize) -> Result<Self, DecodeError> {
+        match v {
+            0 => Ok(Self::Shared),
+            1 => Ok(Self::Ordered),
+            _ => Err(DecodeError::Invalid {
+                field: "fetch.mode",
+                reason: "mode must be 0 (shared) or 1 (ordered)",
+                offset,
+            }),
+        }
+    }
+
+    /// `"shared"` or `"ordered"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Ordered => "ordered",
+        }
+    }
+}
+
+/// A Fetch request: long-poll for up to `max_records` deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// The topic.
+    pub topic: String,
+    /// The consumer group; created on first fetch with the options below.
+    pub group: String,
+    /// The group's mode.
+    pub mode: FetchMode,
+    /// Most deliveries to return.
+    pub max_records: u32,
+    /// How long to wait when nothing is ready (milliseconds).
+    pub max_wait_ms: u32,
+    /// Visibility timeout of each delivery (milliseconds); 0 = the server default.
+    pub lease_ms: u32,
+    /// Deliveries of one record before it is dead-lettered; 0 = the server default.
+    pub max_attempts: u32,
+    /// Most unacknowledged deliveries this consumer may hold; 0 = the server default.
+    pub prefetch: u32,
+}
+
+/// One record handed to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Identifies this delivery in Ack and Nack: `partition << 48 | offset`.
+    pub delivery_id: u64,
+    /// Partition of the record.
+    pub partition: u32,
+    /// Offset of the record in its partition.
+    pub offset: u64,
+    /// 1 for the first delivery, then 2, 3, ...
+    pub attempt: u32,
+    /// When the broker appended the record (Unix milliseconds).
+    pub timestamp_ms: u64,
+    /// The record.
+    pub record: Record,
+}
+
+/// Where a produced record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceAck {
+    /// Partition.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: u64,
+    /// The record repeated a dedup id seen within the window; `offset` is the first one's.
+    pub duplicate: bool,
+}
+
+/// What an Ack did to one delivery id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckStatus {
+    /// Acknowledged now.
+    Acked = 0,
+    /// It had been acknowledged already.
+    AlreadyAcked = 1,
+    /// No such delivery.
+    Unknown = 2,
+}
+
+/// What a Nack did to one delivery id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NackStatus {
+    /// It will be delivered again after the delay.
+    Requeued = 0,
+    /// It had no attempts left and went to the dead-letter topic.
+    DeadLettered = 1,
+    /// This consumer no longer holds it (its lease expired, or it was acknowledged).
+    Stale = 2,
+    /// No such delivery.
+    Unknown = 3,
+}
+
+/// A decoded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Negotiate a version and authenticate.
+    Hello {
+        /// Highest version the client speaks.
+        max_version: u16,
+        /// Free-form client name, for logs.
+        client_id: String,
+        /// The shared secret; empty when none.
+        token: String,
+    },
+    /// Create a topic (no error if it exists).
+    CreateTopic {
+        /// Name: 1-200 of `[A-Za-z0-9._-]`.
+        name: String,
+        /// Partition count, 1-1024.
+        partitions: u32,
+        /// Retention by size per partition; 0 = the server default.
+        retention_bytes: u64,
+        /// Retention by age; 0 = the server default.
+        retention_ms: u64,
+    },
+    /// Append records.
+    Produce {
+        /// The topic.
+        topic: String,
+        /// The records.
+        records: Vec<Record>,
+    },
+    /// Fetch deliveries.
+    Fetch(FetchRequest),
+    /// Mark deliveries done.
+    Ack {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+        /// Delivery ids.
+        ids: Vec<u64>,
+    },
+    /// Hand deliveries back.
+    Nack {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+        /// Wait this long before delivering again (milliseconds).
+        delay_ms: u32,
+        /// Why; recorded on the dead letter if it comes to that.
+        reason: String,
+        /// Delivery ids.
+        ids: Vec<u64>,
+    },
+    /// Stats as JSON; empty topic = every topic.
+    Stats {
+        /// The topic, or empty.
+        topic: String,
+    },
+}
+
+impl Request {
+    /// The api key of this request.
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Self::Hello { .. } => ApiKey::Hello,
+            Self::CreateTopic { .. } => ApiKey::CreateTopic,
+            Self::Produce { .. } => ApiKey::Produce,
+            Self::Fetch(_) => ApiKey::Fetch,
+            Self::Ack { .. } => ApiKey::Ack,
+            Self::Nack { .. } => ApiKey::Nack,
+            Self::Stats { .. } => ApiKey::Stats,
+        }
+    }
+
+    /// Writes the body (not the frame header).
+    pub fn encode_body(&self, out: &mut BytesMut) {
+        match self {
+            Self::Hello {
+                max_version,
+                client_id,
+                token,
+            } => {
+                out.put_u16(*max_version);
+                out.put_str(client_id);
+                out.put_str(token);
+            }
+            Self::CreateTopic {
+                name,
+                partitions,
+                retention_bytes,
+                retention_ms,
+            } => {
+                out.put_str(name);
+                out.put_u32(*partitions);
+                out.put_u64(*retention_bytes);
+                out.put_u64(*retention_ms);
+            }
+            Self::Produce { topic, records } => {
+                out.put_str(topic);
+                out.put_count(records.len());
+                for r in records {
+                    r.encode(out);
+                }
+            }
+            Self::Fetch(f) => {
+                out.put_str(&f.topic);
+                out.put_str(&f.group);
+                out.put_u8(f.mode.to_u8());
+                out.put_u32(f.max_records);
+                out.put_u32(f.max_wait_ms);
+                out.put_u32(f.lease_ms);
+                out.put_u32(f.max_attempts);
+                out.put_u32(f.prefetch);
+            }
+            Self::Ack { topic, group, ids } => {
+                out.put_str(topic);
+                out.put_str(group);
+                put_ids(ids, out);
+            }
+            Self::Nack {
+                topic,
+                group,
+                delay_ms,
+                reason,
+                ids,
+            } => {
+                out.put_str(topic);
+                out.put_str(group);
+                out.put_u32(*delay_ms);
+                out.put_str(reason);
+                put_ids(ids, out);
+            }
+            Self::Stats { topic } => out.put_str(topic),
+        }
+    }
+
+    /// Decodes a body for `api`; the whole body must be used.
+    pub fn decode_body(api: ApiKey, body: &Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::shared(body);
+        let req = match api {
+            ApiKey::Hello => Self::Hello {
+                max_version: r.u16("hello.max_version")?,
+                client_id: r.str("hello.client_id")?,
+                token: r.str("hello.token")?,
+            },
+            ApiKey::CreateTopic => Self::CreateTopic {
+                name: r.str("create_topic.name")?,
+                partitions: r.u32("create_topic.partitions")?,
+                retention_bytes: r.u64("create_topic.retention_bytes")?,
+                retention_ms: r.u64("create_topic.retention_ms")?,
+            },
+            ApiKey::Produce => {
+                let topic = r.str("produce.topic")?;
+                let n = r.count("produce.records", MIN_RECORD_BYTES)?;
+                let mut records = Vec::with_capacity(n);
+                for _ in 0..n {
+                    records.push(Record::decode(&mut r)?);
+                }
+                Self::Produce { topic, records }
+            }
+            ApiKey::Fetch => {
+                let topic = r.str("fetch.topic")?;
+                let group = r.str("fetch.group")?;
+                let at = r.position();
+                let mode = FetchMode::from_u8(r.u8("fetch.mode")?, at)?;
+                Self::Fetch(FetchRequest {
+                    topic,
+                    group,
+                    mode,
+                    max_records: r.u32("fetch.max_records")?,
+                    max_wait_ms: r.u32("fetch.max_wait_ms")?,
+                    lease_ms: r.u32("fetch.lease_ms")?,
+                    max_attempts: r.u32("fetch.max_attempts")?,
+                    prefetch: r.u32("fetch.prefetch")?,
+                })
+            }
+            ApiKey::Ack => Self::Ack {
+                topic: r.str("ack.topic")?,
+                group: r.str("ack.group")?,
+                ids: get_ids(&mut r, "ack.ids")?,
+            },
+            ApiKey::Nack => Self::Nack {
+                topic: r.str("nack.topic")?,
+                group: r.str("nack.group")?,
+                delay_ms: r.u32("nack.delay_ms")?,
+                reason: r.str("nack.reason")?,
+                ids: get_ids(&mut r, "nack.ids")?,
+            },
+            ApiKey::Stats => Self::Stats {
+                topic: r.str("stats.topic")?,
+            },
+        };
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+fn put_ids(ids: &[u64], out: &mut BytesMut) {
+    out.put_count(ids.len());
+    for id in ids {
+        out.put_u64(*id);
+    }
+}
+
+fn get_ids(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<u64>, DecodeError> {
+    let n = r.count(field, 8)?;
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(r.u64(field)?);
+    }
+    Ok(ids)
+}
+
+/// A decoded successful response; errors travel as an [`ErrorCode`] and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Answer to Hello.
+    Hello {
+        /// The version both sides will speak.
+        version: u16,
+        /// Server name and build.
+        server: String,
+    },
+    /// Answer to CreateTopic.
+    CreateTopic {
+        /// False when the topic existed already.
+        created: bool,
+        /// Its partition count.
+        partitions: u32,
+    },
+    /// Answer to Produce, one entry per record in request order.
+    Produce(Vec<ProduceAck>),
+    /// Answer to Fetch.
+    Fetch(Vec<Delivery>),
+    /// Answer to Ack, one status per id.
+    Ack(Vec<AckStatus>),
+    /// Answer to Nack, one status per id.
+    Nack(Vec<NackStatus>),
+    /// Answer to Stats: a JSON document.
+    Stats(Bytes),
+}
+
+impl Response {
+    /// Writes the body.
+    pub fn encode_body(&self, out: &mut BytesMut) {
+        match self {
+            Self::Hello { version, server } => {
+                out.put_u16(*version);
+                out.put_str(server);
+            }
+            Self::CreateTopic {
+                created,
+                partitions,
+            } => {
+                out.put_u8(u8::from(*created));
+                out.put_u32(*partitions);
+            }
+            Self::Produce(acks) => {
+                out.put_count(acks.len());
+                for a in acks {
+                    out.put_u32(a.partition);
+                    out.put_u64(a.offset);
+                    out.put_u8(u8::from(a.duplicate));
+                }
+            }
+            Self::Fetch(deliveries) => {
+                out.put_count(deliveries.len());
+                for d in deliveries {
+                    out.put_u64(d.delivery_id);
+                    out.put_u32(d.partition);
+                    out.put_u64(d.offset);
+                    out.put_u32(d.attempt);
+                    out.put_u64(d.timestamp_ms);
+                    d.record.encode(out);
+                }
+            }
+            Self::Ack(statuses) => {
+                out.put_count(statuses.len());
+                for s in statuses {
+                    out.put_u8(*s as u8);
+                }
+            }
+            Self::Nack(statuses) => {
+                out.put_count(statuses.len());
+                for s in statuses {
+                    out.put_u8(*s as u8);
+                }
+            }
+            Self::Stats(json) => out.put_bytes_field(json),
+        }
+    }
+
+    /// Decodes the body of a successful response to `api`.
+    pub fn decode_body(api: ApiKey, body: &Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::shared(body);
+        let resp = match api {
+            ApiKey::Hello => Self::Hello {
+                version: r.u16("hello.version")?,
+                server: r.str("hello.server")?,
+            },
+            ApiKey::CreateTopic => Self::CreateTopic {
+                created: r.u8("create_topic.created")? != 0,
+                partitions: r.u32("create_topic.partitions")?,
+            },
+            ApiKey::Produce => {
+                let n = r.count("produce.acks", 13)?;
+                let mut acks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    acks.push(ProduceAck {
+                        partition: r.u32("ack.partition")?,
+                        offset: r.u64("ack.offset")?,
+                        duplicate: r.u8("ack.duplicate")? != 0,
+                    });
+                }
+                Self::Produce(acks)
+            }
+            ApiKey::Fetch => {
+                let n = r.count("fetch.deliveries", 32 + MIN_RECORD_BYTES)?;
+                let mut ds = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ds.push(Delivery {
+                        delivery_id: r.u64("delivery.id")?,
+                        partition: r.u32("delivery.partition")?,
+                        offset: r.u64("delivery.offset")?,
+                        attempt: r.u32("delivery.attempt")?,
+                        timestamp_ms: r.u64("delivery.timestamp_ms")?,
+                        record: Record::decode(&mut r)?,
+                    });
+                }
+                Self::Fetch(ds)
+            }
+            ApiKey::Ack => {
+                let n = r.count("ack.statuses", 1)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let at = r.position();
+                    v.push(match r.u8("ack.status")? {
+                        0 => AckStatus::Acked,
+                        1 => AckStatus::AlreadyAcked,
+                        2 => AckStatus::Unknown,
+                        _ => return Err(invalid("ack.status", at)),
+                    });
+                }
+                Self::Ack(v)
+            }
+            ApiKey::Nack => {
+                let n = r.count("nack.statuses", 1)?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let at = r.position();
+                    v.push(match r.u8("nack.status")? {
+                        0 => NackStatus::Requeued,
+                        1 => NackStatus::DeadLettered,
+                        2 => NackStatus::Stale,
+                        3 => NackStatus::Unknown,
+                        _ => return Err(invalid("nack.status", at)),
+                    });
+                }
+                Self::Nack(v)
+            }
+            ApiKey::Stats => Self::Stats(r.bytes("stats.json")?),
+        };
+        r.finish()?;
+        Ok(resp)
+    }
+}
+
+fn invalid(field: &'static str, offset: usize) -> DecodeError {
+    DecodeError::Invalid {
+        field,
+        reason: "unknown status value",
+        offset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        (
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
+            proptest::option::of("[a-z0-9]{1,12}"),
+            proptest::collection::vec(
+                ("[a-z-]{0,8}", proptest::collection::vec(any::<u8>(), 0..8)),
+                0..3,
+            ),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|(key, dedup, headers, payload)| Record {
+                key: key.map(Bytes::from),
+                dedup_id: dedup,
+                headers: headers
+                    .into_iter()
+                    .map(|(name, value)| Header {
+                        name,
+                        value: Bytes::from(value),
+                    })
+                    .collect(),
+                payload: Bytes::from(payload),
+            })
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            (any::<u16>(), "[a-z]{0,10}", "[a-z]{0,10}").prop_map(|(v, c, t)| Request::Hello {
+                max_version: v,
+                client_id: c,
+                token: t
+            }),
+            ("[a-z]{1,10}", any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
+                |(name, partitions, retention_bytes, retention_ms)| Request::CreateTopic {
+                    name,
+                    partitions,
+                    retention_bytes,
+                    retention_ms
+                }
+            ),
+            ("[a-z]{1,10}", proptest::collection::vec(arb_record(), 0..5))
+                .prop_map(|(topic, records)| Request::Produce { topic, records }),
+            (
+                "[a-z]{1,10}",
+                "[a-z]{1,10}",
+                any::<bool>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>()
+            )
+                .prop_map(|(topic, group, ordered, a, b, c)| Request::Fetch(
+                    FetchRequest {
+                        topic,
+                        group,
+                        mode: if ordered {
+                            FetchMode::Ordered
+                        } else {
+                            FetchMode::Shared
+                        },
+                        max_records: a,
+                        max_wait_ms: b,
+                        lease_ms: c,
+                        max_attempts: a ^ b,
+                        prefetch: b ^ c,
+                    }
+                )),
+            (
+                "[a-z]{1,10}",
+                "[a-z]{1,10}",
+                proptest::collection::vec(any::<u64>(), 0..10)
+            )
+                .prop_map(|(topic, group, ids)| Request::Ack { topic, group, ids }),
+            (
+                "[a-z]{1,10}",
+                "[a-z]{1,10}",
+                any::<u32>(),
+                "[a-z ]{0,20}",
+                proptest::collection::vec(any::<u64>(), 0..10)
+            )
+                .prop_map(|(topic, group, delay_ms, reason, ids)| Request::Nack {
+                    topic,
+                    group,
+                    delay_ms,
+                    reason,
+                    ids
+                }),
+            "[a-z]{0,10}".prop_map(|topic| Request::Stats { topic }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(req in arb_request()) {
+            let mut out = BytesMut::new();
+            req.encode_body(&mut out);
+            let body = out.freeze();
+            let back = Request::decode_body(req.api_key(), &body).unwrap();
+            prop_assert_eq!(back, req);
+        }
+
+        #[test]
+        fn fetch_responses_round_trip(records in proptest::collection::vec(arb_record(), 0..5)) {
+            let resp = Response::Fetch(records.into_iter().enumerate().map(|(i, record)| Delivery {
+                delivery_id: i as u64,
+                partition: 3,
+                offset: i as u64 * 7,
+                attempt: 1,
+                timestamp_ms: 99,
+                record,
+            }).collect());
+            let mut out = BytesMut::new();
+            resp.encode_body(&mut out);
+            let back = Response::decode_body(ApiKey::Fetch, &out.freeze()).unwrap();
+            prop_assert_eq!(back, resp);
+        }
+
+        #[test]
+        fn arbitrary_bodies_never_panic(api in 0u16..8, body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let body = Bytes::from(body);
+            if let Some(api) = ApiKey::from_u16(api) {
+                let _ = Request::decode_body(api, &body);
+                let _ = Response::decode_body(api, &body);
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut out = BytesMut::new();
+        Request::Stats { topic: "t".into() }.encode_body(&mut out);
+        out.put_u8(0);
+        let err = Request::decode_body(ApiKey::Stats, &out.freeze()).unwrap_err();
+        assert_eq!(err, DecodeError::Trailing { extra: 1 });
+    }
+
+    #[test]
+    fn produce_count_beyond_body_is_rejected_without_allocating() {
+        let mut out = BytesMut::new();
+        out.put_str("t");
+        out.put_u32(u32::MAX);
+        let err = Request::decode_body(ApiKey::Produce, &out.freeze()).unwrap_err();
+        assert!(matches!(
+            err,
+            DecodeError::Short {
+                field: "produce.records",
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,19 @@
+//! The broker's wire protocol, sans I/O: framing (`frame`) and typed messages (`message`).
+//!
+//! `broker/PROTOCOL.md` is the byte-by-byte description; this module is its implementation
+//! and the two must agree.
+
+pub mod frame;
+pub mod message;
+
+pub use frame::{FrameError, RequestHeader, ResponseHeader};
+pub use message::{
+    AckStatus, ApiKey, Delivery, ErrorCode, FetchMode, FetchRequest, Header, NackStatus,
+    ProduceAck, Record, Request, Response,
+};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default largest frame accepted (8 MiB), the length prefix excluded.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;

@@ -1,0 +1,409 @@
+//! A partition's log: an ordered list of segments, the last one active.
+//!
+//! Invariants:
+//! 1. Offsets are dense: segment `i+1` starts where segment `i` ends.
+//! 2. Only the last segment is written; the others are sealed and only read or deleted.
+//! 3. `append` writes into the page cache; bytes are durable only after the files returned by
+//!    `take_unsynced` were synced. The caller decides when, and what readers may see before.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::StorageError;
+use super::record::{self, StoredRecord};
+use super::recovery::RecoveryReport;
+use super::segment::Segment;
+use crate::protocol::Record;
+
+/// Sizes that shape a partition's log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogConfig {
+    /// Roll to a new segment when the active one reaches this size.
+    pub segment_bytes: u64,
+    /// Largest record accepted or read back.
+    pub max_record_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 * 1024 * 1024,
+            max_record_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// One partition's log.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: Vec<Segment>,
+    unsynced: Vec<(Arc<File>, PathBuf)>,
+    scratch: BytesMut,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering its last segment.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(Self, RecoveryReport), StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
+        let mut bases = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<u64>() {
+                    bases.push(base);
+                }
+            }
+        }
+        bases.sort_unstable();
+        let mut report = RecoveryReport::default();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, base) in bases.iter().enumerate() {
+            let expected = bases.get(i + 1).map(|next| next.saturating_sub(*base));
+            let (seg, cut, reason, rebuilt) =
+                Segment::open(dir, *base, expected, config.max_record_bytes)?;
+            if expected.is_some_and(|n| seg.end() != base + n) {
+                // A sealed segment that lost records cannot be followed by a dense log.
+                return Err(StorageError::Corrupt {
+                    offset: seg.end(),
+                    path: seg.path().to_path_buf(),
+                    reason: format!(
+                        "sealed segment holds {} records, the next segment expects {}",
+                        seg.end() - base,
+                        expected.unwrap_or(0)
+                    ),
+                });
+            }
+            report.truncated_bytes += cut;
+            if reason.is_some() {
+                report.reason = reason;
+            }
+            if rebuilt && expected.is_some() {
+                report.rebuilt_indexes += 1;
+            }
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0)?);
+        }
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+                config,
+                segments,
+                unsynced: Vec::new(),
+                scratch: BytesMut::new(),
+            },
+            report,
+        ))
+    }
+
+    /// Offset of the oldest retained record.
+    pub fn start_offset(&self) -> u64 {
+        self.segments.first().map_or(0, Segment::base)
+    }
+
+    /// Offset the next record will get.
+    pub fn end_offset(&self) -> u64 {
+        self.segments.last().map_or(0, Segment::end)
+    }
+
+    /// Bytes in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn active(&mut self) -> Result<&mut Segment, StorageError> {
+        if self.segments.is_empty() {
+            self.segments.push(Segment::create(&self.dir, 0)?);
+        }
+        let last = self.segments.len() - 1;
+        self.segments.get_mut(last).ok_or(StorageError::Closed)
+    }
+
+    /// Appends `records` with one timestamp; returns the first offset given.
+    pub fn append<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a Record>,
+        timestamp_ms: u64,
+    ) -> Result<u64, StorageError> {
+        let first = self.end_offset();
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let mut rel = Vec::new();
+        let mut offset = first;
+        for r in records {
+            let size = record::encoded_size(r);
+            if size > self.config.max_record_bytes {
+                self.scratch = buf;
+                return Err(StorageError::RecordTooLarge {
+                    bytes: size,
+                    max: self.config.max_record_bytes,
+                });
+            }
+            rel.push(u32::try_from(buf.len()).unwrap_or(u32::MAX));
+            record::encode(offset, timestamp_ms, r, &mut buf);
+            offset += 1;
+        }
+        if rel.is_empty() {
+            self.scratch = buf;
+            return Ok(first);
+        }
+        let needs_roll = {
+            let active = self.active()?;
+            active.size() > 0 && active.size() + buf.len() as u64 > self.config.segment_bytes
+        };
+        if needs_roll {
+            let seg = Segment::create(&self.dir, first)?;
+            self.segments.push(seg);
+        }
+        let result = self
+            .active()
+            .and_then(|seg| seg.append(&buf, &rel, timestamp_ms).map(|()| seg));
+        let outcome = match result {
+            Ok(seg) => {
+                let file = seg.file();
+                let path = seg.path().to_path_buf();
+                if !self.unsynced.iter().any(|(f, _)| Arc::ptr_eq(f, &file)) {
+                    self.unsynced.push((file, path));
+                }
+                Ok(first)
+            }
+            Err(e) => Err(e),
+        };
+        self.scratch = buf;
+        outcome
+    }
+
+    /// The files written since the last call, to be synced by the caller.
+    pub fn take_unsynced(&mut self) -> Vec<(Arc<File>, PathBuf)> {
+        std::mem::take(&mut self.unsynced)
+    }
+
+    /// Reads up to `max_records` records from `from`, below `upto`, within about `max_bytes`.
+    pub fn read(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        upto: u64,
+    ) -> Result<Vec<StoredRecord>, StorageError> {
+        let mut out: Vec<StoredRecord> = Vec::new();
+        let mut next = from.max(self.start_offset());
+        let mut budget = max_bytes;
+        while out.len() < max_records && next < upto.min(self.end_offset()) {
+            let idx = self.segments.partition_point(|s| s.base() <= next);
+            let Some(seg) = idx.checked_sub(1).and_then(|i| self.segments.get(i)) else {
+                break;
+            };
+            let want = usize::try_from(upto.min(seg.end()) - next)
+                .unwrap_or(usize::MAX)
+                .min(max_records - out.len());
+            let got = match seg.read_from(next, want, budget, self.config.max_record_bytes) {
+                Ok(got) => got,
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => break,
+            };
+            let Some(last) = got.last() else { break };
+            next = last.offset + 1;
+            let used: usize = got.iter().map(|r| record::encoded_size(&r.record)).sum();
+            out.extend(got);
+            budget = budget.saturating_sub(used);
+            if budget == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes sealed segments from the front while `may_delete(segment_end, size_after,
+    /// last_timestamp_ms)` says so. The active segment is never deleted. Returns how many.
+    pub fn delete_front(
+        &mut self,
+        mut may_delete: impl FnMut(u64, u64, u64) -> bool,
+    ) -> Result<usize, StorageError> {
+        let mut total = self.size_bytes();
+        let mut removed = 0;
+        while self.segments.len() > 1 {
+            let Some(first) = self.segments.first() else {
+                break;
+            };
+            let after = total - first.size();
+            if !may_delete(first.end(), after, first.last_timestamp_ms()) {
+                break;
+            }
+            let seg = self.segments.remove(0);
+            total = after;
+            seg.delete()?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Calls `f` on every record whose segment holds records at or after `since_ms`, oldest
+    /// first: used to rebuild the dedup window after a restart.
+    pub fn scan_recent(
+        &self,
+        since_ms: u64,
+        mut f: impl FnMut(&StoredRecord),
+    ) -> Result<(), StorageError> {
+        let first = self
+            .segments
+            .iter()
+            .position(|s| s.last_timestamp_ms() >= since_ms)
+            .unwrap_or(self.segments.len());
+        let Some(from) = self.segments.get(first).map(Segment::base) else {
+            return Ok(());
+        };
+        let end = self.end_offset();
+        let mut next = from;
+        while next < end {
+            let batch = self.read(next, 4096, 8 * 1024 * 1024, end)?;
+            let Some(last) = batch.last() else { break };
+            next = last.offset + 1;
+            for r in &batch {
+                if r.timestamp_ms >= since_ms {
+                    f(r);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn rec(i: u64) -> Record {
+        Record::new(format!("record-{i:05}"))
+    }
+
+    fn small() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1024,
+            max_record_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn append_read_and_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, report) = PartitionLog::open(dir.path(), small()).unwrap();
+        assert_eq!(report, RecoveryReport::default());
+        for i in 0..200 {
+            assert_eq!(log.append([&rec(i)], 10 + i).unwrap(), i);
+        }
+        assert!(
+            log.segment_count() > 5,
+            "rolled into {} segments",
+            log.segment_count()
+        );
+        let all = log.read(0, 1000, usize::MAX, u64::MAX).unwrap();
+        assert_eq!(all.len(), 200);
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(r.offset, i as u64);
+            assert_eq!(r.record, rec(i as u64));
+        }
+        let mid = log.read(150, 10, usize::MAX, 155).unwrap();
+        assert_eq!(
+            mid.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![150, 151, 152, 153, 154]
+        );
+        drop(log);
+        let (log, report) = PartitionLog::open(dir.path(), small()).unwrap();
+        assert_eq!(report.truncated_bytes, 0);
+        assert_eq!(log.end_offset(), 200);
+        assert_eq!(
+            log.read(199, 1, usize::MAX, u64::MAX).unwrap()[0].record,
+            rec(199)
+        );
+    }
+
+    #[test]
+    fn recovery_cuts_a_torn_tail_and_keeps_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        for i in 0..10 {
+            log.append([&rec(i)], i).unwrap();
+        }
+        drop(log);
+        let path = dir.path().join(super::super::segment::log_name(0));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&[0, 0, 0, 200, 1, 2, 3]).unwrap();
+        drop(f);
+        let (mut log, report) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(report.truncated_bytes, 7);
+        assert!(report.reason.is_some());
+        assert_eq!(log.end_offset(), 10);
+        assert_eq!(log.append([&rec(10)], 99).unwrap(), 10);
+        assert_eq!(log.read(0, 100, usize::MAX, u64::MAX).unwrap().len(), 11);
+    }
+
+    #[test]
+    fn recovery_cuts_from_a_flipped_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        for i in 0..10 {
+            log.append([&rec(i)], i).unwrap();
+        }
+        drop(log);
+        let path = dir.path().join(super::super::segment::log_name(0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let one = bytes.len() / 10;
+        bytes[one * 6 + 30] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        let (log, report) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.end_offset(), 6, "records 0..6 survive, 6.. are cut");
+        assert_eq!(report.truncated_bytes, (bytes.len() - one * 6) as u64);
+        let got = log.read(0, 100, usize::MAX, u64::MAX).unwrap();
+        assert_eq!(got.len(), 6);
+    }
+
+    #[test]
+    fn a_lost_index_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small()).unwrap();
+        for i in 0..100 {
+            log.append([&rec(i)], i).unwrap();
+        }
+        drop(log);
+        std::fs::write(dir.path().join(format!("{:020}.index", 0)), b"xx").unwrap();
+        let (log, report) = PartitionLog::open(dir.path(), small()).unwrap();
+        assert_eq!(report.rebuilt_indexes, 1);
+        assert_eq!(log.read(0, 1000, usize::MAX, u64::MAX).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn delete_front_keeps_the_active_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small()).unwrap();
+        for i in 0..100 {
+            log.append([&rec(i)], i).unwrap();
+        }
+        let n = log.segment_count();
+        let removed = log.delete_front(|end, _, _| end <= 50).unwrap();
+        assert!(removed > 0 && removed < n);
+        assert!(log.start_offset() <= 50);
+        let removed_all = log.delete_front(|_, _, _| true).unwrap();
+        assert_eq!(log.segment_count(), 1);
+        assert!(removed_all > 0);
+        assert_eq!(log.end_offset(), 100);
+    }
+}

@@ -1,0 +1,80 @@
+//! The on-disk log: one directory per topic-partition holding segment files.
+//!
+//! Layout under the data directory:
+//!
+//! ```text
+//! topics/<topic>/topic.json                  partitions and retention (written once, atomically)
+//! topics/<topic>/<partition>/<base:020>.log  records, appended
+//! topics/<topic>/<partition>/<base:020>.index  u32 file position of each record (dense)
+//! groups/<topic>/<group>/...                 consumer-group progress (see `queue::journal`)
+//! ```
+//!
+//! A segment is named by the offset of its first record. The index is derived data: recovery
+//! rebuilds it whenever it does not match its log.
+
+pub mod log;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+
+pub use log::{LogConfig, PartitionLog};
+pub use record::StoredRecord;
+pub use recovery::RecoveryReport;
+
+use std::path::PathBuf;
+
+/// A storage failure, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record failed its checksum or could not be decoded.
+    #[error("corrupt record at offset {offset} in {path}: {reason}")]
+    Corrupt {
+        /// The record's offset.
+        offset: u64,
+        /// The segment file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A record too large for a segment.
+    #[error("record of {bytes} bytes is over the limit of {max} bytes")]
+    RecordTooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The log's writer has stopped (the broker is shutting down).
+    #[error("the partition writer has stopped")]
+    Closed,
+}
+
+impl StorageError {
+    /// Wraps an I/O error with what was being done and where.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

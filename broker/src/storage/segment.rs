@@ -1,0 +1,321 @@
+//! One segment: a `.log` file of records and its dense `.index` of record positions.
+//!
+//! Appends go through `pwrite` at the tracked end of the file; reads through `pread`, so a
+//! reader never disturbs the writer and needs only `&self`. Durability (`fdatasync`) is the
+//! caller's decision: see `PartitionLog::sync`.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::StorageError;
+use super::record::{Decoded, StoredRecord, decode};
+use super::recovery::{self, Scan};
+
+/// One segment of a partition's log.
+#[derive(Debug)]
+pub struct Segment {
+    base: u64,
+    log_path: PathBuf,
+    index_path: PathBuf,
+    log: Arc<File>,
+    index: File,
+    positions: Vec<u32>,
+    size: u64,
+    last_timestamp_ms: u64,
+}
+
+/// The file name of the segment starting at `base`.
+pub fn log_name(base: u64) -> String {
+    format!("{base:020}.log")
+}
+
+fn index_name(base: u64) -> String {
+    format!("{base:020}.index")
+}
+
+fn open_rw(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StorageError::io("open", path, e))
+}
+
+impl Segment {
+    /// Creates an empty segment starting at `base`.
+    pub fn create(dir: &Path, base: u64) -> Result<Self, StorageError> {
+        let log_path = dir.join(log_name(base));
+        let index_path = dir.join(index_name(base));
+        let log = open_rw(&log_path)?;
+        log.set_len(0)
+            .map_err(|e| StorageError::io("truncate", &log_path, e))?;
+        let index = open_rw(&index_path)?;
+        index
+            .set_len(0)
+            .map_err(|e| StorageError::io("truncate", &index_path, e))?;
+        Ok(Self {
+            base,
+            log_path,
+            index_path,
+            log: Arc::new(log),
+            index,
+            positions: Vec::new(),
+            size: 0,
+            last_timestamp_ms: 0,
+        })
+    }
+
+    /// Opens an existing segment.
+    ///
+    /// `expected_records` is known for a sealed segment (the next segment's base minus this
+    /// one's); its index is trusted when it has exactly that many increasing entries. The last
+    /// segment (`None`) is always scanned record by record, its torn or corrupt tail cut.
+    /// Returns the segment, the bytes cut and why, and whether the index was rebuilt.
+    pub fn open(
+        dir: &Path,
+        base: u64,
+        expected_records: Option<u64>,
+        max_record_bytes: usize,
+    ) -> Result<(Self, u64, Option<&'static str>, bool), StorageError> {
+        let log_path = dir.join(log_name(base));
+        let index_path = dir.join(index_name(base));
+        let log = open_rw(&log_path)?;
+        let index = open_rw(&index_path)?;
+        let size = log
+            .metadata()
+            .map_err(|e| StorageError::io("stat", &log_path, e))?
+            .len();
+        let mut seg = Self {
+            base,
+            log_path,
+            index_path,
+            log: Arc::new(log),
+            index,
+            positions: Vec::new(),
+            size,
+            last_timestamp_ms: 0,
+        };
+        if let Some(n) = expected_records {
+            if let Some(positions) = seg.load_index(n)? {
+                seg.positions = positions;
+                seg.last_timestamp_ms = seg.read_last_timestamp(max_record_bytes);
+                return Ok((seg, 0, None, false));
+            }
+        }
+        let bytes = seg.read_all()?;
+        let Scan {
+            positions,
+            valid_len,
+            cut_reason,
+            last_timestamp_ms,
+        } = recovery::scan(&bytes, base, max_record_bytes);
+        let cut = size - valid_len;
+        if cut > 0 {
+            seg.log
+                .set_len(valid_len)
+                .map_err(|e| StorageError::io("truncate", &seg.log_path, e))?;
+            seg.log
+                .sync_all()
+                .map_err(|e| StorageError::io("fsync", &seg.log_path, e))?;
+            seg.size = valid_len;
+        }
+        seg.positions = positions;
+        seg.last_timestamp_ms = last_timestamp_ms.unwrap_or(0);
+        seg.rewrite_index()?;
+        Ok((seg, cut, cut_reason.filter(|_| cut > 0), true))
+    }
+
+    fn load_index(&self, expected: u64) -> Result<Option<Vec<u32>>, StorageError> {
+        let len = self
+            .index
+            .metadata()
+            .map_err(|e| StorageError::io("stat", &self.index_path, e))?
+            .len();
+        if len != expected.saturating_mul(4) {
+            return Ok(None);
+        }
+        let mut raw = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        self.index
+            .read_exact_at(&mut raw, 0)
+            .map_err(|e| StorageError::io("read", &self.index_path, e))?;
+        let positions: Vec<u32> = raw
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let increasing = positions.windows(2).all(|w| w[0] < w[1]);
+        let in_file = positions.last().is_none_or(|p| u64::from(*p) < self.size);
+        let starts_at_zero = positions.first().is_none_or(|p| *p == 0);
+        Ok((increasing && in_file && starts_at_zero).then_some(positions))
+    }
+
+    fn read_last_timestamp(&self, max_record_bytes: usize) -> u64 {
+        let Some(last) = self.positions.len().checked_sub(1) else {
+            return 0;
+        };
+        match self.read_from(self.base + last as u64, 1, usize::MAX, max_record_bytes) {
+            Ok(v) => v.first().map_or(0, |r| r.timestamp_ms),
+            Err(_) => 0,
+        }
+    }
+
+    fn read_all(&self) -> Result<Bytes, StorageError> {
+        let mut buf = vec![0u8; usize::try_from(self.size).unwrap_or(0)];
+        self.log
+            .read_exact_at(&mut buf, 0)
+            .map_err(|e| StorageError::io("read", &self.log_path, e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    fn rewrite_index(&mut self) -> Result<(), StorageError> {
+        let mut raw = Vec::with_capacity(self.positions.len() * 4);
+        for p in &self.positions {
+            raw.extend_from_slice(&p.to_be_bytes());
+        }
+        self.index
+            .set_len(0)
+            .map_err(|e| StorageError::io("truncate", &self.index_path, e))?;
+        self.index
+            .write_all_at(&raw, 0)
+            .map_err(|e| StorageError::io("write", &self.index_path, e))
+    }
+
+    /// Offset of the first record.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Offset one past the last record.
+    pub fn end(&self) -> u64 {
+        self.base + self.positions.len() as u64
+    }
+
+    /// Bytes in the log file.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Timestamp of the last record (0 when empty).
+    pub fn last_timestamp_ms(&self) -> u64 {
+        self.last_timestamp_ms
+    }
+
+    /// The log file, for a sync outside any lock.
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.log)
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Appends encoded records; `rel_positions` are each record's start within `buf`.
+    pub fn append(
+        &mut self,
+        buf: &[u8],
+        rel_positions: &[u32],
+        last_timestamp_ms: u64,
+    ) -> Result<(), StorageError> {
+        let start = self.size;
+        let start32 = u32::try_from(start).map_err(|_| StorageError::RecordTooLarge {
+            bytes: buf.len(),
+            max: u32::MAX as usize,
+        })?;
+        self.log
+            .write_all_at(buf, start)
+            .map_err(|e| StorageError::io("write", &self.log_path, e))?;
+        let mut idx = Vec::with_capacity(rel_positions.len() * 4);
+        for rel in rel_positions {
+            let p = start32.saturating_add(*rel);
+            self.positions.push(p);
+            idx.extend_from_slice(&p.to_be_bytes());
+        }
+        let idx_at = (self.positions.len() - rel_positions.len()) as u64 * 4;
+        self.index
+            .write_all_at(&idx, idx_at)
+            .map_err(|e| StorageError::io("write", &self.index_path, e))?;
+        self.size = start + buf.len() as u64;
+        self.last_timestamp_ms = last_timestamp_ms;
+        Ok(())
+    }
+
+    /// Reads up to `max_records` records from `from` (which must be in this segment), stopping
+    /// early past `max_bytes` (at least one record is returned if any exists).
+    pub fn read_from(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        max_record_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, StorageError> {
+        let Some(first) = from
+            .checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return Ok(Vec::new());
+        };
+        let Some(&start) = self.positions.get(first) else {
+            return Ok(Vec::new());
+        };
+        let mut last = first
+            .saturating_add(max_records.max(1))
+            .min(self.positions.len());
+        // Bound the read by bytes: stop at the first record ending beyond max_bytes.
+        let end_of = |i: usize| -> u64 {
+            self.positions
+                .get(i + 1)
+                .map_or(self.size, |p| u64::from(*p))
+        };
+        while last > first + 1 && end_of(last - 1) - u64::from(start) > max_bytes as u64 {
+            last -= 1;
+        }
+        let end = end_of(last - 1);
+        let len = usize::try_from(end - u64::from(start)).unwrap_or(0);
+        let mut raw = BytesMut::zeroed(len);
+        self.log
+            .read_exact_at(&mut raw, u64::from(start))
+            .map_err(|e| StorageError::io("read", &self.log_path, e))?;
+        let raw = raw.freeze();
+        let mut out = Vec::with_capacity(last - first);
+        let mut pos = 0usize;
+        for i in first..last {
+            let offset = self.base + i as u64;
+            match decode(&raw.slice(pos..), offset, max_record_bytes) {
+                Decoded::Record(rec, used) => {
+                    pos += used;
+                    out.push(rec);
+                }
+                Decoded::Torn | Decoded::Corrupt(_) if !out.is_empty() => break,
+                Decoded::Torn => {
+                    return Err(StorageError::Corrupt {
+                        offset,
+                        path: self.log_path.clone(),
+                        reason: "record ends beyond the file".into(),
+                    });
+                }
+                Decoded::Corrupt(why) => {
+                    return Err(StorageError::Corrupt {
+                        offset,
+                        path: self.log_path.clone(),
+                        reason: why.into(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes both files of this segment.
+    pub fn delete(self) -> Result<(), StorageError> {
+        std::fs::remove_file(&self.log_path)
+            .map_err(|e| StorageError::io("remove", &self.log_path, e))?;
+        std::fs::remove_file(&self.index_path)
+            .map_err(|e| StorageError::io("remove", &self.index_path, e))
+    }
+}
