@@ -1,1 +1,8 @@
 //! The ticket API, purchase workers, stores, stack runner and buyer crowd.
+//!
+//! Layout: [`domain`] holds the sale rules (pure), [`store`] the databases, [`queue`] the purchase
+//! queue abstraction, [`http`] the API, [`worker`] the deciding loop.
+
+pub mod domain;
+pub mod queue;
+pub mod store;

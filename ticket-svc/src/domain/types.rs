@@ -1,0 +1,419 @@
+//! The sale's nouns: events, purchase requests, purchases and the jobs that carry them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::DomainError;
+
+/// An event's id, assigned by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(pub i64);
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(EventId)
+    }
+}
+
+/// A purchase's id: a UUID v7, so ids made later sort later and indexes grow at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PurchaseId(pub Uuid);
+
+impl PurchaseId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for PurchaseId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for PurchaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for PurchaseId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(PurchaseId)
+    }
+}
+
+/// A purchase's place in its event's line: its offset in the event's queue partition.
+/// A smaller position arrived earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Position(pub u64);
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What `POST /events` asks for, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    /// Shown to buyers.
+    pub name: String,
+    /// How many tickets exist.
+    pub tickets: u32,
+    /// The most tickets one buyer may hold for this event.
+    pub max_per_buyer: u32,
+}
+
+impl EventSpec {
+    /// The longest event name, in characters.
+    pub const MAX_NAME_CHARS: usize = 200;
+    /// The most tickets one event may have.
+    pub const MAX_TICKETS: u32 = 100_000_000;
+    /// The highest per-buyer limit.
+    pub const MAX_PER_BUYER_LIMIT: u32 = 1_000;
+
+    /// Checks every field; the error names the first one that is wrong.
+    pub fn new(name: &str, tickets: i64, max_per_buyer: i64) -> Result<Self, DomainError> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.chars().count() > Self::MAX_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
+            return Err(DomainError::BadName {
+                max: Self::MAX_NAME_CHARS,
+            });
+        }
+        let tickets = u32::try_from(tickets)
+            .ok()
+            .filter(|t| *t <= Self::MAX_TICKETS)
+            .ok_or(DomainError::BadTickets {
+                max: Self::MAX_TICKETS,
+            })?;
+        let max_per_buyer = u32::try_from(max_per_buyer)
+            .ok()
+            .filter(|m| (1..=Self::MAX_PER_BUYER_LIMIT).contains(m))
+            .ok_or(DomainError::BadMaxPerBuyer {
+                max: Self::MAX_PER_BUYER_LIMIT,
+            })?;
+        Ok(Self {
+            name: name.to_owned(),
+            tickets,
+            max_per_buyer,
+        })
+    }
+}
+
+/// An event as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// Its id.
+    pub id: EventId,
+    /// Shown to buyers.
+    pub name: String,
+    /// How many tickets exist.
+    pub tickets: u32,
+    /// The most tickets one buyer may hold.
+    pub max_per_buyer: u32,
+    /// How many are sold (the sum of confirmed quantities).
+    pub sold: u32,
+}
+
+impl Event {
+    /// Tickets still for sale.
+    pub fn remaining(&self) -> u32 {
+        self.tickets.saturating_sub(self.sold)
+    }
+}
+
+/// A buyer's request to buy `quantity` tickets, validated against its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchaseRequest {
+    /// Who buys (an opaque name the client chooses).
+    pub buyer: String,
+    /// How many tickets, 1..=max_per_buyer.
+    pub quantity: u32,
+}
+
+impl PurchaseRequest {
+    /// The longest buyer name, in characters.
+    pub const MAX_BUYER_CHARS: usize = 128;
+
+    /// Checks the buyer and the quantity against the event's per-buyer limit.
+    pub fn new(buyer: &str, quantity: i64, event: &Event) -> Result<Self, DomainError> {
+        if buyer.is_empty()
+            || buyer.chars().count() > Self::MAX_BUYER_CHARS
+            || buyer.chars().any(char::is_control)
+        {
+            return Err(DomainError::BadBuyer {
+                max: Self::MAX_BUYER_CHARS,
+            });
+        }
+        let quantity = u32::try_from(quantity)
+            .ok()
+            .filter(|q| (1..=event.max_per_buyer).contains(q))
+            .ok_or(DomainError::BadQuantity {
+                got: quantity,
+                max_per_buyer: event.max_per_buyer,
+            })?;
+        Ok(Self {
+            buyer: buyer.to_owned(),
+            quantity,
+        })
+    }
+}
+
+/// A client-chosen key that makes a retried purchase request answer with the first one's
+/// purchase (scoped to buyer and event).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The longest key, in bytes.
+    pub const MAX_BYTES: usize = 128;
+
+    /// Accepts 1..=128 visible ASCII characters.
+    pub fn new(key: &str) -> Result<Self, DomainError> {
+        if key.is_empty()
+            || key.len() > Self::MAX_BYTES
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(DomainError::BadIdempotencyKey {
+                max: Self::MAX_BYTES,
+            });
+        }
+        Ok(Self(key.to_owned()))
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a purchase was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Not enough tickets left when its turn came.
+    SoldOut,
+    /// The buyer would go over the event's `max_per_buyer`.
+    LimitExceeded,
+    /// The job could not be processed (dead-lettered); nothing was sold.
+    Failed,
+}
+
+impl RejectReason {
+    /// The wire and database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SoldOut => "sold_out",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses the wire and database spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sold_out" => Some(Self::SoldOut),
+            "limit_exceeded" => Some(Self::LimitExceeded),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// Where a purchase stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PurchaseStatus {
+    /// Queued, not decided yet.
+    Pending,
+    /// Sold.
+    Confirmed,
+    /// Not sold, and why.
+    Rejected(RejectReason),
+}
+
+impl PurchaseStatus {
+    /// The wire and database spelling of the status (without the reason).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::Rejected(_) => "rejected",
+        }
+    }
+
+    /// The reason, for a rejection.
+    pub fn reason(self) -> Option<RejectReason> {
+        match self {
+            Self::Rejected(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds a status from its stored spelling; `None` for an inconsistent pair.
+    pub fn parse(status: &str, reason: Option<&str>) -> Option<Self> {
+        match (status, reason) {
+            ("pending", None) => Some(Self::Pending),
+            ("confirmed", None) => Some(Self::Confirmed),
+            ("rejected", Some(r)) => RejectReason::parse(r).map(Self::Rejected),
+            _ => None,
+        }
+    }
+
+    /// Whether a worker (or the dead-letter path) has decided it.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending)
+    }
+}
+
+/// A purchase as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    /// Its id.
+    pub id: PurchaseId,
+    /// The event it buys tickets for.
+    pub event_id: EventId,
+    /// Who buys.
+    pub buyer: String,
+    /// How many tickets.
+    pub quantity: u32,
+    /// Its place in the event's line.
+    pub position: Position,
+    /// Where it stands.
+    pub status: PurchaseStatus,
+}
+
+/// The job the API queues and a worker decides: everything needed to decide a purchase.
+/// This is the queue payload (JSON), so its field names are a wire format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseJob {
+    /// The purchase id; also the queue's dedup id.
+    pub purchase_id: PurchaseId,
+    /// The event; also the queue key, so an event's jobs share one partition, in arrival order.
+    pub event_id: EventId,
+    /// Who buys.
+    pub buyer: String,
+    /// How many tickets (already validated against `max_per_buyer` by the API).
+    pub quantity: u32,
+}
+
+/// A job together with the position the queue gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedJob {
+    /// The job.
+    pub job: PurchaseJob,
+    /// Its offset in the event's partition.
+    pub position: Position,
+}
+
+impl QueuedJob {
+    /// The purchase this job stands for, with the given status.
+    pub fn to_purchase(&self, status: PurchaseStatus) -> Purchase {
+        Purchase {
+            id: self.job.purchase_id,
+            event_id: self.job.event_id,
+            buyer: self.job.buyer.clone(),
+            quantity: self.job.quantity,
+            position: self.position,
+            status,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(max_per_buyer: u32) -> Event {
+        Event {
+            id: EventId(1),
+            name: "x".into(),
+            tickets: 10,
+            max_per_buyer,
+            sold: 0,
+        }
+    }
+
+    #[test]
+    fn event_spec_names_the_bad_field() {
+        assert!(EventSpec::new("DJ night", 100, 4).is_ok());
+        assert!(matches!(
+            EventSpec::new("  ", 1, 1),
+            Err(DomainError::BadName { .. })
+        ));
+        assert!(matches!(
+            EventSpec::new("a", -1, 1),
+            Err(DomainError::BadTickets { .. })
+        ));
+        assert!(matches!(
+            EventSpec::new("a", 1, 0),
+            Err(DomainError::BadMaxPerBuyer { .. })
+        ));
+    }
+
+    #[test]
+    fn quantity_must_be_within_one_and_max_per_buyer() {
+        let e = event(4);
+        assert!(PurchaseRequest::new("ann", 1, &e).is_ok());
+        assert!(PurchaseRequest::new("ann", 4, &e).is_ok());
+        for bad in [0, -1, 5, i64::MAX] {
+            assert!(matches!(
+                PurchaseRequest::new("ann", bad, &e),
+                Err(DomainError::BadQuantity { .. })
+            ));
+        }
+        assert!(matches!(
+            PurchaseRequest::new("", 1, &e),
+            Err(DomainError::BadBuyer { .. })
+        ));
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        assert!(IdempotencyKey::new("abc-123").is_ok());
+        assert!(IdempotencyKey::new("").is_err());
+        assert!(IdempotencyKey::new("a b").is_err());
+        assert!(IdempotencyKey::new(&"k".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn status_round_trips_through_its_stored_spelling() {
+        for s in [
+            PurchaseStatus::Pending,
+            PurchaseStatus::Confirmed,
+            PurchaseStatus::Rejected(RejectReason::SoldOut),
+            PurchaseStatus::Rejected(RejectReason::LimitExceeded),
+            PurchaseStatus::Rejected(RejectReason::Failed),
+        ] {
+            let reason = s.reason().map(RejectReason::as_str);
+            assert_eq!(PurchaseStatus::parse(s.as_str(), reason), Some(s));
+        }
+        assert_eq!(PurchaseStatus::parse("rejected", None), None);
+    }
+
+    #[test]
+    fn purchase_ids_round_trip_and_reject_garbage() {
+        let id = PurchaseId::new();
+        assert_eq!(id.to_string().parse::<PurchaseId>().unwrap(), id);
+        assert!("nope".parse::<PurchaseId>().is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! Where events, purchases and decisions live: the [`Store`] trait and its two implementations.
+//!
+//! - [`SqliteStore`]: the embedded default (`sqlite://PATH`), WAL, every call on the blocking
+//!   pool behind an async lock so the runtime never blocks and waiters never pin threads.
+//! - [`PostgresStore`]: `postgres://...`, a small pool of tokio-postgres connections.
+//!
+//! What both guarantee (one shared test suite checks it against both):
+//! - migrations are applied at open;
+//! - sold ≤ tickets and a buyer's confirmed total ≤ max_per_buyer are CHECK constraints, so even
+//!   a buggy caller cannot oversell;
+//! - [`Store::decide_batch`] decides a whole batch in ONE transaction with the rules of
+//!   [`crate::domain::Ledger`]; a purchase id is decided once, and a redelivered job reads back
+//!   its decision;
+//! - an idempotency key (event, buyer, key) maps to one purchase forever.
+
+use std::future::Future;
+
+use crate::domain::{
+    Decision, Event, EventId, EventSpec, IdempotencyKey, Purchase, PurchaseId, PurchaseJob,
+    PurchaseStatus, QueuedJob,
+};
+
+mod postgres;
+mod schema;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL has no scheme this crate knows.
+    #[error("unsupported database URL {url:?}: expected sqlite://PATH or postgres://...")]
+    BadUrl {
+        /// The URL, as given.
+        url: String,
+    },
+    /// SQLite said no.
+    #[error("sqlite: {context}: {source}")]
+    Sqlite {
+        /// What the store was doing.
+        context: &'static str,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// PostgreSQL said no.
+    #[error("postgres: {context}: {source}")]
+    Postgres {
+        /// What the store was doing.
+        context: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database could not be reached in time, or the store's worker thread is gone.
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        /// What happened.
+        reason: String,
+    },
+    /// A row the store wrote does not read back as a valid value.
+    #[error("corrupt row: {what}")]
+    Corrupt {
+        /// Which value.
+        what: String,
+    },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (busy database, lost connection, serialization
+    /// failure); the worker nacks with backoff on these.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } => true,
+            Self::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Self::Postgres { source, .. } => {
+                source.is_closed()
+                    || source.code().is_some_and(|c| {
+                        *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                            || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                    })
+                    || source.as_db_error().is_none()
+            }
+            Self::BadUrl { .. } | Self::Corrupt { .. } => false,
+        }
+    }
+}
+
+/// The ticket store. Every method is one transaction.
+pub trait Store: Send + Sync + 'static {
+    /// Creates an event with nothing sold.
+    fn create_event(
+        &self,
+        spec: &EventSpec,
+    ) -> impl Future<Output = Result<Event, StoreError>> + Send;
+
+    /// An event, or `None` if there is no such id.
+    fn event(&self, id: EventId) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
+
+    /// Maps (event, buyer, key) to a purchase: the first claim stores `candidate` (its purchase
+    /// id and quantity) and returns it; every later claim returns that first job.
+    fn claim_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        candidate: &PurchaseJob,
+    ) -> impl Future<Output = Result<PurchaseJob, StoreError>> + Send;
+
+    /// Records a queued purchase as pending, unless the purchase is already recorded (a worker
+    /// may have decided it first).
+    fn record_pending(
+        &self,
+        job: &QueuedJob,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A purchase, or `None` if there is no such id.
+    fn purchase(
+        &self,
+        id: PurchaseId,
+    ) -> impl Future<Output = Result<Option<Purchase>, StoreError>> + Send;
+
+    /// Decides a batch of jobs in one transaction (see the module docs); one decision per job,
+    /// in the batch's order.
+    fn decide_batch(
+        &self,
+        jobs: &[QueuedJob],
+    ) -> impl Future<Output = Result<Vec<Decision>, StoreError>> + Send;
+
+    /// The dead-letter path: marks a purchase `rejected: failed` unless it is already decided,
+    /// and returns its final status.
+    fn mark_failed(
+        &self,
+        job: &QueuedJob,
+    ) -> impl Future<Output = Result<PurchaseStatus, StoreError>> + Send;
+
+    /// Up to `limit` purchases of an event, by position (for checks and reports).
+    fn event_purchases(
+        &self,
+        event: EventId,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Purchase>, StoreError>> + Send;
+
+    /// Ok when the database answers (readiness).
+    fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Either store, chosen at run time by URL.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// `sqlite://PATH`.
+    Sqlite(SqliteStore),
+    /// `postgres://...`.
+    Postgres(PostgresStore),
+}
+
+impl AnyStore {
+    /// Opens the store a URL names and applies migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            Ok(Self::Sqlite(SqliteStore::open(path).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(
+                PostgresStore::connect(url, PostgresStore::DEFAULT_POOL_SIZE).await?,
+            ))
+        } else {
+            Err(StoreError::BadUrl { url: url.into() })
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $call.await,
+            AnyStore::Postgres($s) => $call.await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
+        delegate!(self, s => s.create_event(spec))
+    }
+    async fn event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
+        delegate!(self, s => s.event(id))
+    }
+    async fn claim_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        candidate: &PurchaseJob,
+    ) -> Result<PurchaseJob, StoreError> {
+        delegate!(self, s => s.claim_idempotency_key(key, candidate))
+    }
+    async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
+        delegate!(self, s => s.record_pending(job))
+    }
+    async fn purchase(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
+        delegate!(self, s => s.purchase(id))
+    }
+    async fn decide_batch(&self, jobs: &[QueuedJob]) -> Result<Vec<Decision>, StoreError> {
+        delegate!(self, s => s.decide_batch(jobs))
+    }
+    async fn mark_failed(&self, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
+        delegate!(self, s => s.mark_failed(job))
+    }
+    async fn event_purchases(
+        &self,
+        event: EventId,
+        limit: u32,
+    ) -> Result<Vec<Purchase>, StoreError> {
+        delegate!(self, s => s.event_purchases(event, limit))
+    }
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        delegate!(self, s => s.check_ready())
+    }
+}

@@ -1,0 +1,624 @@
+//! The PostgreSQL store: a small pool of tokio-postgres connections.
+//!
+//! Concurrency: [`Store::decide_batch`] locks the batch's event rows (`FOR UPDATE`, in id order,
+//! so two batches never deadlock) before reading buyer totals and prior decisions; everything
+//! that decides a purchase takes that lock, so under READ COMMITTED every read after it sees the
+//! latest committed decisions. A lost connection is replaced on the next call. Every call is
+//! bounded: pool wait, connect and `statement_timeout`.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio_postgres::{Client, NoTls};
+
+use super::sqlite::{parse_status, to_purchase};
+use super::{Store, StoreError, schema};
+use crate::domain::{
+    Decision, Event, EventId, EventSpec, IdempotencyKey, Ledger, Purchase, PurchaseId, PurchaseJob,
+    PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const POOL_WAIT: Duration = Duration::from_secs(5);
+const STATEMENT_TIMEOUT_MS: u32 = 10_000;
+/// Serializes concurrent migrators (several APIs starting at once).
+const MIGRATION_LOCK: i64 = 0x7469_636b_6574;
+
+fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |source| StoreError::Postgres { context, source }
+}
+
+fn u32_of(v: i32, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt {
+        what: format!("{what} = {v}"),
+    })
+}
+
+fn i32_of(v: u32) -> i32 {
+    // Quantities and ticket counts are validated far below 2^31.
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A schema name safe to splice into SQL: `[a-z_][a-z0-9_]*`, at most 63 bytes.
+fn is_plain_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The PostgreSQL [`Store`].
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    schema: Option<String>,
+    conns: Vec<Arc<Mutex<Option<Client>>>>,
+    next: AtomicUsize,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.schema)
+            .field("pool_size", &self.inner.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn connect_one(url: &str, schema: Option<&str>) -> Result<Client, StoreError> {
+    let (client, connection) =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(url, NoTls))
+            .await
+            .map_err(|_| StoreError::Unavailable {
+                reason: format!("postgres connect timed out after {CONNECT_TIMEOUT:?}"),
+            })?
+            .map_err(pg("connect"))?;
+    // The connection task ends when the client is dropped (pool replaced it or shut down).
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "postgres connection ended");
+        }
+    });
+    let mut setup = format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS};");
+    if let Some(s) = schema {
+        setup.push_str(&format!(" SET search_path TO {s};"));
+    }
+    client
+        .batch_execute(&setup)
+        .await
+        .map_err(pg("set session"))?;
+    Ok(client)
+}
+
+async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(pg("begin migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg("lock migrations"))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+        .await
+        .map_err(pg("create schema_migrations"))?;
+    for (version, sql) in schema::POSTGRES {
+        let is_done: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)",
+                &[version],
+            )
+            .await
+            .map_err(pg("read schema_migrations"))?
+            .get(0);
+        if !is_done {
+            tx.batch_execute(sql).await.map_err(pg("apply migration"))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(pg("record migration"))?;
+        }
+    }
+    tx.commit().await.map_err(pg("commit migration"))
+}
+
+/// A pooled connection, held until dropped.
+struct Pooled(OwnedMutexGuard<Option<Client>>);
+
+impl Pooled {
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        self.0.as_mut().ok_or_else(|| StoreError::Unavailable {
+            reason: "postgres connection missing".into(),
+        })
+    }
+}
+
+impl PostgresStore {
+    /// Connections per store unless told otherwise.
+    pub const DEFAULT_POOL_SIZE: usize = 4;
+
+    /// Connects, applies migrations, and keeps up to `pool_size` connections.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        Self::open(url, None, pool_size).await
+    }
+
+    /// Like [`PostgresStore::connect`] but with every table in `schema` (created if missing):
+    /// what lets tests run side by side in one database.
+    pub async fn connect_in_schema(
+        url: &str,
+        schema: &str,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
+        if !is_plain_identifier(schema) {
+            return Err(StoreError::Unavailable {
+                reason: format!("schema name {schema:?} is not a plain identifier"),
+            });
+        }
+        let boot = connect_one(url, None).await?;
+        boot.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .map_err(pg("create schema"))?;
+        Self::open(url, Some(schema.to_owned()), pool_size).await
+    }
+
+    /// Drops this store's schema and everything in it (tests clean up with this).
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let Some(schema) = &self.inner.schema else {
+            return Ok(());
+        };
+        let mut c = self.pooled().await?;
+        c.client()?
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .map_err(pg("drop schema"))
+    }
+
+    async fn open(url: &str, schema: Option<String>, pool_size: usize) -> Result<Self, StoreError> {
+        let mut first = connect_one(url, schema.as_deref()).await?;
+        migrate(&mut first).await?;
+        let mut conns = vec![Arc::new(Mutex::new(Some(first)))];
+        for _ in 1..pool_size.max(1) {
+            conns.push(Arc::new(Mutex::new(None)));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                url: url.to_owned(),
+                schema,
+                conns,
+                next: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    async fn pooled(&self) -> Result<Pooled, StoreError> {
+        let conns = &self.inner.conns;
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let mut guard = None;
+        for k in 0..conns.len() {
+            if let Some(slot) = conns.get((start + k) % conns.len())
+                && let Ok(g) = Arc::clone(slot).try_lock_owned()
+            {
+                guard = Some(g);
+                break;
+            }
+        }
+        let mut guard = match guard {
+            Some(g) => g,
+            None => {
+                let slot = conns.get(start % conns.len().max(1)).ok_or_else(|| {
+                    StoreError::Unavailable {
+                        reason: "empty postgres pool".into(),
+                    }
+                })?;
+                tokio::time::timeout(POOL_WAIT, Arc::clone(slot).lock_owned())
+                    .await
+                    .map_err(|_| StoreError::Unavailable {
+                        reason: format!("no postgres connection free within {POOL_WAIT:?}"),
+                    })?
+            }
+        };
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(connect_one(&self.inner.url, self.inner.schema.as_deref()).await?);
+        }
+        Ok(Pooled(guard))
+    }
+}
+
+type PgPurchaseRow = (String, i64, String, i64, i64, String, Option<String>);
+
+fn purchase_of(r: &tokio_postgres::Row) -> Result<Purchase, StoreError> {
+    let row: PgPurchaseRow = (
+        r.try_get(0).map_err(pg("read purchase.id"))?,
+        r.try_get(1).map_err(pg("read purchase.event_id"))?,
+        r.try_get(2).map_err(pg("read purchase.buyer"))?,
+        i64::from(
+            r.try_get::<_, i32>(3)
+                .map_err(pg("read purchase.quantity"))?,
+        ),
+        r.try_get(4).map_err(pg("read purchase.position"))?,
+        r.try_get(5).map_err(pg("read purchase.status"))?,
+        r.try_get(6).map_err(pg("read purchase.reason"))?,
+    );
+    to_purchase(row)
+}
+
+fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: EventId(r.try_get(0).map_err(pg("read event.id"))?),
+        name: r.try_get(1).map_err(pg("read event.name"))?,
+        tickets: u32_of(
+            r.try_get(2).map_err(pg("read event.tickets"))?,
+            "events.tickets",
+        )?,
+        max_per_buyer: u32_of(
+            r.try_get(3).map_err(pg("read event.max_per_buyer"))?,
+            "events.max_per_buyer",
+        )?,
+        sold: u32_of(r.try_get(4).map_err(pg("read event.sold"))?, "events.sold")?,
+    })
+}
+
+const PURCHASE_COLUMNS: &str = "id, event_id, buyer, quantity, position, status, reason";
+
+impl Store for PostgresStore {
+    async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
+        let mut c = self.pooled().await?;
+        let row = c
+            .client()?
+            .query_one(
+                "INSERT INTO events (name, tickets, max_per_buyer) VALUES ($1, $2, $3)
+                 RETURNING id, name, tickets, max_per_buyer, sold",
+                &[
+                    &spec.name,
+                    &i32_of(spec.tickets),
+                    &i32_of(spec.max_per_buyer),
+                ],
+            )
+            .await
+            .map_err(pg("insert event"))?;
+        event_of(&row)
+    }
+
+    async fn event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
+        let mut c = self.pooled().await?;
+        c.client()?
+            .query_opt(
+                "SELECT id, name, tickets, max_per_buyer, sold FROM events WHERE id = $1",
+                &[&id.0],
+            )
+            .await
+            .map_err(pg("read event"))?
+            .as_ref()
+            .map(event_of)
+            .transpose()
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        candidate: &PurchaseJob,
+    ) -> Result<PurchaseJob, StoreError> {
+        let mut c = self.pooled().await?;
+        let client = c.client()?;
+        client
+            .execute(
+                "INSERT INTO idempotency_keys (event_id, buyer, key, purchase_id, quantity)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &candidate.event_id.0,
+                    &candidate.buyer,
+                    &key.as_str(),
+                    &candidate.purchase_id.to_string(),
+                    &i32_of(candidate.quantity),
+                ],
+            )
+            .await
+            .map_err(pg("claim key"))?;
+        let row = client
+            .query_one(
+                "SELECT purchase_id, quantity FROM idempotency_keys
+                 WHERE event_id = $1 AND buyer = $2 AND key = $3",
+                &[&candidate.event_id.0, &candidate.buyer, &key.as_str()],
+            )
+            .await
+            .map_err(pg("read key"))?;
+        let id: String = row.try_get(0).map_err(pg("read key.purchase_id"))?;
+        Ok(PurchaseJob {
+            purchase_id: id.parse().map_err(|_| StoreError::Corrupt {
+                what: format!("idempotency_keys.purchase_id = {id:?}"),
+            })?,
+            quantity: u32_of(
+                row.try_get(1).map_err(pg("read key.quantity"))?,
+                "idempotency_keys.quantity",
+            )?,
+            ..candidate.clone()
+        })
+    }
+
+    async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
+        let mut c = self.pooled().await?;
+        c.client()?
+            .execute(
+                "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
+                 VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT (id) DO NOTHING",
+                &[
+                    &job.job.purchase_id.to_string(),
+                    &job.job.event_id.0,
+                    &job.job.buyer,
+                    &i32_of(job.job.quantity),
+                    &i64_of(job.position.0),
+                ],
+            )
+            .await
+            .map_err(pg("record pending"))?;
+        Ok(())
+    }
+
+    async fn purchase(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
+        let mut c = self.pooled().await?;
+        c.client()?
+            .query_opt(
+                &format!("SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = $1"),
+                &[&id.to_string()],
+            )
+            .await
+            .map_err(pg("read purchase"))?
+            .as_ref()
+            .map(purchase_of)
+            .transpose()
+    }
+
+    async fn decide_batch(&self, jobs: &[QueuedJob]) -> Result<Vec<Decision>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.pooled().await?;
+        let tx = c
+            .client()?
+            .transaction()
+            .await
+            .map_err(pg("begin decide"))?;
+
+        let mut ledger = Ledger::new();
+        let events: Vec<i64> = jobs
+            .iter()
+            .map(|j| j.job.event_id.0)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut max_per_buyer = HashMap::new();
+        for r in tx
+            .query(
+                "SELECT id, tickets, max_per_buyer, sold FROM events WHERE id = ANY($1)
+                 ORDER BY id FOR UPDATE",
+                &[&events],
+            )
+            .await
+            .map_err(pg("lock events"))?
+        {
+            let id = EventId(r.try_get(0).map_err(pg("read event.id"))?);
+            let max = u32_of(
+                r.try_get(2).map_err(pg("read max"))?,
+                "events.max_per_buyer",
+            )?;
+            ledger.add_event(
+                id,
+                u32_of(r.try_get(1).map_err(pg("read tickets"))?, "events.tickets")?,
+                max,
+                u32_of(r.try_get(3).map_err(pg("read sold"))?, "events.sold")?,
+            );
+            max_per_buyer.insert(id, max);
+        }
+
+        let pairs: HashSet<(i64, &str)> = jobs
+            .iter()
+            .map(|j| (j.job.event_id.0, j.job.buyer.as_str()))
+            .collect();
+        let (pe, pb): (Vec<i64>, Vec<&str>) = pairs.into_iter().unzip();
+        for r in tx
+            .query(
+                "SELECT t.event_id, t.buyer, t.confirmed FROM buyer_totals t
+                 JOIN UNNEST($1::bigint[], $2::text[]) AS k(event_id, buyer)
+                   ON t.event_id = k.event_id AND t.buyer = k.buyer",
+                &[&pe, &pb],
+            )
+            .await
+            .map_err(pg("read buyer totals"))?
+        {
+            let e = EventId(r.try_get(0).map_err(pg("read total.event_id"))?);
+            let b: &str = r.try_get(1).map_err(pg("read total.buyer"))?;
+            let n = u32_of(
+                r.try_get(2).map_err(pg("read total"))?,
+                "buyer_totals.confirmed",
+            )?;
+            ledger.add_buyer_total(e, b, n);
+        }
+
+        let ids: Vec<String> = jobs.iter().map(|j| j.job.purchase_id.to_string()).collect();
+        for r in tx
+            .query(
+                "SELECT id, status, reason FROM purchases WHERE id = ANY($1::text[])",
+                &[&ids],
+            )
+            .await
+            .map_err(pg("read decisions"))?
+        {
+            let id: String = r.try_get(0).map_err(pg("read purchase.id"))?;
+            let status: String = r.try_get(1).map_err(pg("read purchase.status"))?;
+            let reason: Option<String> = r.try_get(2).map_err(pg("read purchase.reason"))?;
+            let id: PurchaseId = id.parse().map_err(|_| StoreError::Corrupt {
+                what: format!("purchases.id = {id:?}"),
+            })?;
+            ledger.add_decided(id, parse_status(&status, reason.as_deref())?);
+        }
+
+        let decisions = decide_in_order(&mut ledger, jobs);
+
+        let (se, ss): (Vec<i64>, Vec<i32>) =
+            ledger.sold_counts().map(|(e, s)| (e.0, i32_of(s))).unzip();
+        tx.execute(
+            "UPDATE events AS e SET sold = v.sold
+             FROM UNNEST($1::bigint[], $2::int[]) AS v(id, sold)
+             WHERE e.id = v.id AND e.sold <> v.sold",
+            &[&se, &ss],
+        )
+        .await
+        .map_err(pg("update sold"))?;
+
+        let mut totals: (Vec<i64>, Vec<String>, Vec<i32>, Vec<i32>) = Default::default();
+        let mut seen = HashSet::new();
+        let mut rows: (
+            Vec<String>,
+            Vec<i64>,
+            Vec<String>,
+            Vec<i32>,
+            Vec<i64>,
+            Vec<String>,
+            Vec<Option<String>>,
+        ) = Default::default();
+        for (j, d) in jobs.iter().zip(&decisions) {
+            if !d.is_new {
+                continue;
+            }
+            let e = j.job.event_id;
+            if d.status == PurchaseStatus::Confirmed && seen.insert((e, j.job.buyer.as_str())) {
+                totals.0.push(e.0);
+                totals.1.push(j.job.buyer.clone());
+                totals.2.push(i32_of(ledger.buyer_total(e, &j.job.buyer)));
+                totals
+                    .3
+                    .push(i32_of(max_per_buyer.get(&e).copied().unwrap_or(0)));
+            }
+            rows.0.push(j.job.purchase_id.to_string());
+            rows.1.push(e.0);
+            rows.2.push(j.job.buyer.clone());
+            rows.3.push(i32_of(j.job.quantity));
+            rows.4.push(i64_of(j.position.0));
+            rows.5.push(d.status.as_str().to_owned());
+            rows.6.push(
+                d.status
+                    .reason()
+                    .map(|r| RejectReason::as_str(r).to_owned()),
+            );
+        }
+        if !totals.0.is_empty() {
+            tx.execute(
+                "INSERT INTO buyer_totals (event_id, buyer, confirmed, max_per_buyer)
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::int[])
+                 ON CONFLICT (event_id, buyer) DO UPDATE SET confirmed = EXCLUDED.confirmed",
+                &[&totals.0, &totals.1, &totals.2, &totals.3],
+            )
+            .await
+            .map_err(pg("write buyer totals"))?;
+        }
+        if !rows.0.is_empty() {
+            tx.execute(
+                "INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::int[],
+                                      $5::bigint[], $6::text[], $7::text[])
+                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason
+                 WHERE purchases.status = 'pending'",
+                &[
+                    &rows.0, &rows.1, &rows.2, &rows.3, &rows.4, &rows.5, &rows.6,
+                ],
+            )
+            .await
+            .map_err(pg("write decisions"))?;
+        }
+        tx.commit().await.map_err(pg("commit decide"))?;
+        Ok(decisions)
+    }
+
+    async fn mark_failed(&self, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
+        let mut c = self.pooled().await?;
+        let tx = c
+            .client()?
+            .transaction()
+            .await
+            .map_err(pg("begin mark failed"))?;
+        let has_event = tx
+            .query_opt(
+                "SELECT id FROM events WHERE id = $1 FOR UPDATE",
+                &[&job.job.event_id.0],
+            )
+            .await
+            .map_err(pg("lock event"))?
+            .is_some();
+        let current = tx
+            .query_opt(
+                "SELECT status, reason FROM purchases WHERE id = $1",
+                &[&job.job.purchase_id.to_string()],
+            )
+            .await
+            .map_err(pg("read purchase"))?;
+        if let Some(r) = current {
+            let status: String = r.try_get(0).map_err(pg("read status"))?;
+            let reason: Option<String> = r.try_get(1).map_err(pg("read reason"))?;
+            let status = parse_status(&status, reason.as_deref())?;
+            if status.is_final() {
+                return Ok(status);
+            }
+        }
+        if has_event {
+            tx.execute(
+                "INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
+                 VALUES ($1, $2, $3, $4, $5, 'rejected', 'failed')
+                 ON CONFLICT (id) DO UPDATE SET status = 'rejected', reason = 'failed'
+                 WHERE purchases.status = 'pending'",
+                &[
+                    &job.job.purchase_id.to_string(),
+                    &job.job.event_id.0,
+                    &job.job.buyer,
+                    &i32_of(job.job.quantity.max(1)),
+                    &i64_of(job.position.0),
+                ],
+            )
+            .await
+            .map_err(pg("mark failed"))?;
+        }
+        tx.commit().await.map_err(pg("commit mark failed"))?;
+        Ok(PurchaseStatus::Rejected(RejectReason::Failed))
+    }
+
+    async fn event_purchases(
+        &self,
+        event: EventId,
+        limit: u32,
+    ) -> Result<Vec<Purchase>, StoreError> {
+        let mut c = self.pooled().await?;
+        c.client()?
+            .query(
+                &format!(
+                    "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE event_id = $1
+                     ORDER BY position LIMIT $2"
+                ),
+                &[&event.0, &i64::from(limit)],
+            )
+            .await
+            .map_err(pg("read purchases"))?
+            .iter()
+            .map(purchase_of)
+            .collect()
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let mut c = self.pooled().await?;
+        c.client()?
+            .batch_execute("SELECT 1")
+            .await
+            .map_err(pg("ping"))
+    }
+}

@@ -1,0 +1,546 @@
+//! The SQLite store: one writer connection and a few readers on one WAL database file.
+//!
+//! Every call takes its connection's async lock first and only then moves to the blocking pool,
+//! so waiting callers cost no threads and the runtime never runs SQLite. Writes use
+//! `BEGIN IMMEDIATE` (the write lock up front: no upgrade deadlocks) and `synchronous=FULL`
+//! (a committed decision survives power loss; batching keeps that cheap). `busy_timeout` lets
+//! several processes share the file.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::Mutex;
+
+use super::{Store, StoreError, schema};
+use crate::domain::{
+    Decision, Event, EventId, EventSpec, IdempotencyKey, Ledger, Position, Purchase, PurchaseId,
+    PurchaseJob, PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
+};
+
+const READERS: usize = 4;
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// The SQLite [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Vec<Arc<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+fn sq(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { context, source }
+}
+
+fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt {
+        what: format!("{what} = {v}"),
+    })
+}
+
+fn u64_of(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt {
+        what: format!("{what} = {v}"),
+    })
+}
+
+fn i64_of(v: u64) -> i64 {
+    // Positions are offsets in a log; they never reach 2^63.
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(sq("open database"))?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))
+        .map_err(sq("set busy_timeout"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(sq("enable WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable {
+            reason: format!("{} cannot use WAL (journal_mode = {mode})", path.display()),
+        });
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(sq("set pragmas"))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)",
+    )
+    .map_err(sq("create schema_migrations"))?;
+    for (version, sql) in schema::SQLITE {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sq("begin migration"))?;
+        let is_done: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
+            .map_err(sq("read schema_migrations"))?;
+        if !is_done {
+            tx.execute_batch(sql).map_err(sq("apply migration"))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES (?1)",
+                [version],
+            )
+            .map_err(sq("record migration"))?;
+        }
+        tx.commit().map_err(sq("commit migration"))?;
+    }
+    Ok(())
+}
+
+async fn run<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    let mut guard = Arc::clone(conn).lock_owned().await;
+    tokio::task::spawn_blocking(move || f(&mut guard))
+        .await
+        .map_err(|e| StoreError::Unavailable {
+            reason: format!("sqlite task ended: {e}"),
+        })?
+}
+
+const EVENT_COLUMNS: &str = "id, name, tickets, max_per_buyer, sold";
+const PURCHASE_COLUMNS: &str = "id, event_id, buyer, quantity, position, status, reason";
+
+type EventRow = (i64, String, i64, i64, i64);
+type PurchaseRow = (String, i64, String, i64, i64, String, Option<String>);
+
+fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_event((id, name, tickets, max_per_buyer, sold): EventRow) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: EventId(id),
+        name,
+        tickets: u32_of(tickets, "events.tickets")?,
+        max_per_buyer: u32_of(max_per_buyer, "events.max_per_buyer")?,
+        sold: u32_of(sold, "events.sold")?,
+    })
+}
+
+fn purchase_row(r: &Row<'_>) -> rusqlite::Result<PurchaseRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+/// Turns stored columns into a purchase (shared with the PostgreSQL store).
+pub(super) fn to_purchase(
+    (id, event_id, buyer, quantity, position, status, reason): PurchaseRow,
+) -> Result<Purchase, StoreError> {
+    Ok(Purchase {
+        id: id.parse().map_err(|_| StoreError::Corrupt {
+            what: format!("purchases.id = {id:?}"),
+        })?,
+        event_id: EventId(event_id),
+        buyer,
+        quantity: u32_of(quantity, "purchases.quantity")?,
+        position: Position(u64_of(position, "purchases.position")?),
+        status: parse_status(&status, reason.as_deref())?,
+    })
+}
+
+/// Parses a stored status pair (shared with the PostgreSQL store).
+pub(super) fn parse_status(
+    status: &str,
+    reason: Option<&str>,
+) -> Result<PurchaseStatus, StoreError> {
+    PurchaseStatus::parse(status, reason).ok_or_else(|| StoreError::Corrupt {
+        what: format!("purchase status {status:?} reason {reason:?}"),
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and applies migrations.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if path.as_os_str().is_empty() {
+            return Err(StoreError::BadUrl {
+                url: "sqlite://".into(),
+            });
+        }
+        let p = path.clone();
+        let (writer, readers) = tokio::task::spawn_blocking(move || {
+            let mut writer = open_connection(&p)?;
+            migrate(&mut writer)?;
+            let readers = (0..READERS)
+                .map(|_| open_connection(&p))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, StoreError>((writer, readers))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable {
+            reason: format!("sqlite open task ended: {e}"),
+        })??;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Arc::new(Mutex::new(writer)),
+                readers: readers
+                    .into_iter()
+                    .map(|c| Arc::new(Mutex::new(c)))
+                    .collect(),
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn reader(&self) -> &Arc<Mutex<Connection>> {
+        let n = self.inner.next_reader.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .readers
+            .get(n % self.inner.readers.len().max(1))
+            .unwrap_or(&self.inner.writer)
+    }
+}
+
+fn decide_batch_sync(
+    conn: &mut Connection,
+    jobs: &[QueuedJob],
+) -> Result<Vec<Decision>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sq("begin decide"))?;
+    let mut ledger = Ledger::new();
+    let events: BTreeSet<EventId> = jobs.iter().map(|j| j.job.event_id).collect();
+    let mut max_per_buyer = std::collections::HashMap::new();
+    {
+        let mut ev = tx
+            .prepare_cached("SELECT tickets, max_per_buyer, sold FROM events WHERE id = ?1")
+            .map_err(sq("prepare event read"))?;
+        for id in &events {
+            let row: Option<(i64, i64, i64)> = ev
+                .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(sq("read event"))?;
+            if let Some((t, m, s)) = row {
+                let m = u32_of(m, "events.max_per_buyer")?;
+                ledger.add_event(
+                    *id,
+                    u32_of(t, "events.tickets")?,
+                    m,
+                    u32_of(s, "events.sold")?,
+                );
+                max_per_buyer.insert(*id, m);
+            }
+        }
+        let mut bt = tx
+            .prepare_cached("SELECT confirmed FROM buyer_totals WHERE event_id = ?1 AND buyer = ?2")
+            .map_err(sq("prepare buyer total read"))?;
+        let pairs: HashSet<(EventId, &str)> = jobs
+            .iter()
+            .map(|j| (j.job.event_id, j.job.buyer.as_str()))
+            .collect();
+        for (e, b) in pairs {
+            let n: Option<i64> = bt
+                .query_row(params![e.0, b], |r| r.get(0))
+                .optional()
+                .map_err(sq("read buyer total"))?;
+            if let Some(n) = n {
+                ledger.add_buyer_total(e, b, u32_of(n, "buyer_totals.confirmed")?);
+            }
+        }
+        let mut ps = tx
+            .prepare_cached("SELECT status, reason FROM purchases WHERE id = ?1")
+            .map_err(sq("prepare purchase read"))?;
+        for j in jobs {
+            let row: Option<(String, Option<String>)> = ps
+                .query_row([j.job.purchase_id.to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(sq("read purchase"))?;
+            if let Some((s, r)) = row {
+                ledger.add_decided(j.job.purchase_id, parse_status(&s, r.as_deref())?);
+            }
+        }
+    }
+
+    let decisions = decide_in_order(&mut ledger, jobs);
+
+    {
+        let mut up = tx
+            .prepare_cached("UPDATE events SET sold = ?2 WHERE id = ?1 AND sold <> ?2")
+            .map_err(sq("prepare sold update"))?;
+        for (id, sold) in ledger.sold_counts() {
+            up.execute(params![id.0, sold]).map_err(sq("update sold"))?;
+        }
+        let mut bt = tx
+            .prepare_cached(
+                "INSERT INTO buyer_totals (event_id, buyer, confirmed, max_per_buyer)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (event_id, buyer) DO UPDATE SET confirmed = excluded.confirmed",
+            )
+            .map_err(sq("prepare buyer total write"))?;
+        let mut written = HashSet::new();
+        let mut ins = tx
+            .prepare_cached(
+                "INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason
+                 WHERE purchases.status = 'pending'",
+            )
+            .map_err(sq("prepare decision write"))?;
+        for (j, d) in jobs.iter().zip(&decisions) {
+            if !d.is_new {
+                continue;
+            }
+            let e = j.job.event_id;
+            if d.status == PurchaseStatus::Confirmed && written.insert((e, j.job.buyer.as_str())) {
+                let max = max_per_buyer.get(&e).copied().unwrap_or(0);
+                bt.execute(params![
+                    e.0,
+                    j.job.buyer,
+                    ledger.buyer_total(e, &j.job.buyer),
+                    max
+                ])
+                .map_err(sq("write buyer total"))?;
+            }
+            ins.execute(params![
+                j.job.purchase_id.to_string(),
+                e.0,
+                j.job.buyer,
+                j.job.quantity,
+                i64_of(j.position.0),
+                d.status.as_str(),
+                d.status.reason().map(RejectReason::as_str),
+            ])
+            .map_err(sq("write decision"))?;
+        }
+    }
+    tx.commit().map_err(sq("commit decide"))?;
+    Ok(decisions)
+}
+
+fn mark_failed_sync(conn: &mut Connection, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sq("begin mark failed"))?;
+    let row: Option<(String, Option<String>)> = tx
+        .query_row(
+            "SELECT status, reason FROM purchases WHERE id = ?1",
+            [job.job.purchase_id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(sq("read purchase"))?;
+    let current = row
+        .map(|(s, r)| parse_status(&s, r.as_deref()))
+        .transpose()?;
+    if let Some(status) = current.filter(|s| s.is_final()) {
+        return Ok(status);
+    }
+    let failed = PurchaseStatus::Rejected(RejectReason::Failed);
+    let has_event: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE id = ?1)",
+            [job.job.event_id.0],
+            |r| r.get(0),
+        )
+        .map_err(sq("read event"))?;
+    if has_event {
+        tx.execute(
+            "INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'rejected', 'failed')
+             ON CONFLICT (id) DO UPDATE SET status = 'rejected', reason = 'failed'
+             WHERE purchases.status = 'pending'",
+            params![
+                job.job.purchase_id.to_string(),
+                job.job.event_id.0,
+                job.job.buyer,
+                job.job.quantity.max(1),
+                i64_of(job.position.0),
+            ],
+        )
+        .map_err(sq("mark failed"))?;
+    }
+    tx.commit().map_err(sq("commit mark failed"))?;
+    Ok(failed)
+}
+
+impl Store for SqliteStore {
+    async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
+        let spec = spec.clone();
+        run(&self.inner.writer, move |c| {
+            c.execute(
+                "INSERT INTO events (name, tickets, max_per_buyer) VALUES (?1, ?2, ?3)",
+                params![spec.name, spec.tickets, spec.max_per_buyer],
+            )
+            .map_err(sq("insert event"))?;
+            Ok(Event {
+                id: EventId(c.last_insert_rowid()),
+                name: spec.name,
+                tickets: spec.tickets,
+                max_per_buyer: spec.max_per_buyer,
+                sold: 0,
+            })
+        })
+        .await
+    }
+
+    async fn event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
+        run(self.reader(), move |c| {
+            c.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))
+                .map_err(sq("prepare event read"))?
+                .query_row([id.0], event_row)
+                .optional()
+                .map_err(sq("read event"))?
+                .map(to_event)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        candidate: &PurchaseJob,
+    ) -> Result<PurchaseJob, StoreError> {
+        let key = key.as_str().to_owned();
+        let job = candidate.clone();
+        run(&self.inner.writer, move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sq("begin claim"))?;
+            tx.execute(
+                "INSERT INTO idempotency_keys (event_id, buyer, key, purchase_id, quantity)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![
+                    job.event_id.0,
+                    job.buyer,
+                    key,
+                    job.purchase_id.to_string(),
+                    job.quantity
+                ],
+            )
+            .map_err(sq("claim key"))?;
+            let (id, quantity): (String, i64) = tx
+                .query_row(
+                    "SELECT purchase_id, quantity FROM idempotency_keys
+                     WHERE event_id = ?1 AND buyer = ?2 AND key = ?3",
+                    params![job.event_id.0, job.buyer, key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sq("read key"))?;
+            tx.commit().map_err(sq("commit claim"))?;
+            Ok(PurchaseJob {
+                purchase_id: id.parse().map_err(|_| StoreError::Corrupt {
+                    what: format!("idempotency_keys.purchase_id = {id:?}"),
+                })?,
+                quantity: u32_of(quantity, "idempotency_keys.quantity")?,
+                ..job
+            })
+        })
+        .await
+    }
+
+    async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
+        let job = job.clone();
+        run(&self.inner.writer, move |c| {
+            c.prepare_cached(
+                "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending') ON CONFLICT (id) DO NOTHING",
+            )
+            .map_err(sq("prepare pending write"))?
+            .execute(params![
+                job.job.purchase_id.to_string(),
+                job.job.event_id.0,
+                job.job.buyer,
+                job.job.quantity,
+                i64_of(job.position.0),
+            ])
+            .map_err(sq("record pending"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purchase(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
+        run(self.reader(), move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = ?1"
+            ))
+            .map_err(sq("prepare purchase read"))?
+            .query_row([id.to_string()], purchase_row)
+            .optional()
+            .map_err(sq("read purchase"))?
+            .map(to_purchase)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn decide_batch(&self, jobs: &[QueuedJob]) -> Result<Vec<Decision>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let jobs = jobs.to_vec();
+        run(&self.inner.writer, move |c| decide_batch_sync(c, &jobs)).await
+    }
+
+    async fn mark_failed(&self, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
+        let job = job.clone();
+        run(&self.inner.writer, move |c| mark_failed_sync(c, &job)).await
+    }
+
+    async fn event_purchases(
+        &self,
+        event: EventId,
+        limit: u32,
+    ) -> Result<Vec<Purchase>, StoreError> {
+        run(self.reader(), move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE event_id = ?1
+                     ORDER BY position LIMIT ?2"
+                ))
+                .map_err(sq("prepare purchases read"))?;
+            let rows = st
+                .query_map(params![event.0, limit], purchase_row)
+                .map_err(sq("read purchases"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(to_purchase(row.map_err(sq("read purchase row"))?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        run(self.reader(), |c| {
+            c.query_row("SELECT 1", [], |_| Ok(())).map_err(sq("ping"))
+        })
+        .await
+    }
+}
