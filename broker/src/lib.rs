@@ -6,4 +6,5 @@
 
 pub mod codec;
 pub mod protocol;
+pub mod queue;
 pub mod storage;

@@ -1,0 +1,948 @@
+//! The consumer-group state machine.
+//!
+//! Per partition a group keeps:
+//! - `committed`: every offset below it is done (acknowledged or dead-lettered);
+//! - `acked`: done offsets at or above `committed` (acknowledgements may come out of order);
+//! - `next`: the first offset never handed out (in ordered mode, the cursor, which a failure
+//!   rewinds);
+//! - `leases`: offsets out with a consumer until a deadline;
+//! - `retry` (shared mode): offsets waiting for a delay to pass before the next delivery;
+//! - `attempts`: how many times each unfinished offset was delivered.
+//!
+//! Invariants (checked by the tests below):
+//! 1. An offset is in at most one of `acked`, `leases`, `retry`, `dead_pending`.
+//! 2. A done offset is never delivered again; an offset is never leased to two consumers.
+//! 3. A failure (nack, lease expiry, consumer gone) counts as an attempt; after `max_attempts`
+//!    deliveries a failure moves the record to the dead-letter path instead of retrying it.
+//! 4. Ordered mode: a partition is owned by one consumer at a time and delivered in offset
+//!    order; a failure at offset `o` takes back every later delivery of that partition (they
+//!    are not charged an attempt) and delivery resumes from `o` after the delay.
+//! 5. Only `committed` and `acked` need to survive a restart: everything else is rebuilt as
+//!    "not yet delivered".
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::protocol::FetchMode;
+
+/// Identifies a consumer: one per connection and group.
+pub type ConsumerId = u64;
+
+/// How a group behaves; fixed when the group is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupConfig {
+    /// Shared or ordered.
+    pub mode: FetchMode,
+    /// Visibility timeout of a delivery; also how long an ordered-mode owner keeps its
+    /// partitions without fetching or acknowledging.
+    pub lease_ms: u64,
+    /// Deliveries of one record before a failure dead-letters it.
+    pub max_attempts: u32,
+    /// Most unacknowledged deliveries one consumer may hold.
+    pub prefetch: u32,
+}
+
+/// Durable progress of one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// Every offset below is done.
+    pub committed: u64,
+    /// Done offsets at or above `committed`.
+    pub acked: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lease {
+    consumer: ConsumerId,
+    deadline_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    committed: u64,
+    acked: BTreeSet<u64>,
+    next: u64,
+    delivered_max: u64,
+    leases: BTreeMap<u64, Lease>,
+    retry: BTreeMap<u64, u64>,
+    attempts: HashMap<u64, u32>,
+    dead_pending: BTreeSet<u64>,
+    owner: Option<ConsumerId>,
+    paused_until_ms: u64,
+}
+
+impl PartitionState {
+    fn is_done(&self, offset: u64) -> bool {
+        offset < self.committed || self.acked.contains(&offset)
+    }
+
+    fn mark_done(&mut self, offset: u64) {
+        self.attempts.remove(&offset);
+        self.retry.remove(&offset);
+        self.dead_pending.remove(&offset);
+        if offset >= self.committed {
+            self.acked.insert(offset);
+        }
+        while self.acked.remove(&self.committed) {
+            self.committed += 1;
+        }
+        self.next = self.next.max(self.committed);
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ConsumerState {
+    in_flight: u32,
+    last_seen_ms: u64,
+}
+
+/// One record granted to a consumer by [`GroupState::poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Which delivery of this record this is (1 = first).
+    pub attempt: u32,
+}
+
+/// A record that ran out of attempts and must go to the dead-letter topic. Once appended
+/// there, call [`GroupState::dead_lettered`]; if that fails, [`GroupState::dead_letter_failed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Deliveries made.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub reason: String,
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Newly done: persist it.
+    Acked,
+    /// Done before.
+    AlreadyAcked,
+    /// Never delivered.
+    Unknown,
+}
+
+/// What a negative acknowledgement did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NackOutcome {
+    /// Will be delivered again after the delay.
+    Requeued,
+    /// Out of attempts: dead-letter it.
+    DeadLetter(DeadLetter),
+    /// Not held by this consumer any more.
+    Stale,
+    /// Never delivered.
+    Unknown,
+}
+
+/// All the state of one consumer group of one topic.
+#[derive(Debug)]
+pub struct GroupState {
+    config: GroupConfig,
+    partitions: Vec<PartitionState>,
+    consumers: HashMap<ConsumerId, ConsumerState>,
+    rotate: usize,
+    redeliveries: u64,
+    dead_letters: u64,
+}
+
+impl GroupState {
+    /// A group over `progress.len()` partitions resuming from durable progress.
+    pub fn new(config: GroupConfig, progress: Vec<PartitionProgress>) -> Self {
+        let partitions = progress
+            .into_iter()
+            .map(|p| {
+                let mut st = PartitionState {
+                    committed: p.committed,
+                    next: p.committed,
+                    delivered_max: p.committed,
+                    ..PartitionState::default()
+                };
+                for o in p.acked {
+                    st.mark_done(o);
+                    st.delivered_max = st.delivered_max.max(o + 1);
+                }
+                st
+            })
+            .collect();
+        Self {
+            config,
+            partitions,
+            consumers: HashMap::new(),
+            rotate: 0,
+            redeliveries: 0,
+            dead_letters: 0,
+        }
+    }
+
+    /// The group's configuration.
+    pub fn config(&self) -> GroupConfig {
+        self.config
+    }
+
+    /// Partition count.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// Durable progress of every partition.
+    pub fn progress(&self) -> Vec<PartitionProgress> {
+        self.partitions
+            .iter()
+            .map(|p| PartitionProgress {
+                committed: p.committed,
+                acked: p.acked.iter().copied().collect(),
+            })
+            .collect()
+    }
+
+    /// Every offset below the partition's committed offset is done.
+    pub fn committed(&self, partition: u32) -> u64 {
+        self.part(partition).map_or(0, |p| p.committed)
+    }
+
+    /// Records not yet done below `end_offset` in a partition.
+    pub fn lag(&self, partition: u32, end_offset: u64) -> u64 {
+        self.part(partition).map_or(0, |p| {
+            end_offset
+                .saturating_sub(p.committed)
+                .saturating_sub(p.acked.range(..end_offset).count() as u64)
+        })
+    }
+
+    /// Deliveries out with consumers.
+    pub fn in_flight(&self) -> usize {
+        self.partitions.iter().map(|p| p.leases.len()).sum()
+    }
+
+    /// Deliveries after the first, ever.
+    pub fn redeliveries(&self) -> u64 {
+        self.redeliveries
+    }
+
+    /// Records sent to the dead-letter topic, ever.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters
+    }
+
+    /// Consumers currently known.
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// The owner of a partition (ordered mode).
+    pub fn owner(&self, partition: u32) -> Option<ConsumerId> {
+        self.part(partition).and_then(|p| p.owner)
+    }
+
+    fn part(&self, partition: u32) -> Option<&PartitionState> {
+        self.partitions.get(usize::try_from(partition).ok()?)
+    }
+
+    fn part_mut(&mut self, partition: u32) -> Option<&mut PartitionState> {
+        self.partitions.get_mut(usize::try_from(partition).ok()?)
+    }
+
+    /// Retention deleted everything below `start`: nothing below it can be delivered.
+    pub fn advance_start(&mut self, partition: u32, start: u64) {
+        if let Some(p) = self.part_mut(partition) {
+            if start > p.committed {
+                p.committed = start;
+                p.acked = p.acked.split_off(&start);
+                p.retry = p.retry.split_off(&start);
+                p.attempts.retain(|o, _| *o >= start);
+                p.next = p.next.max(start);
+                p.delivered_max = p.delivered_max.max(start);
+                while p.acked.remove(&p.committed) {
+                    p.committed += 1;
+                }
+            }
+        }
+    }
+
+    /// Records that `consumer` is alive.
+    pub fn touch(&mut self, consumer: ConsumerId, now_ms: u64) {
+        self.consumers.entry(consumer).or_default().last_seen_ms = now_ms;
+    }
+
+    /// Hands `consumer` up to `max` deliveries from partitions whose readable end offsets are
+    /// `ends` (records at or above these are not yet readable).
+    pub fn poll(
+        &mut self,
+        consumer: ConsumerId,
+        now_ms: u64,
+        max: usize,
+        ends: &[u64],
+    ) -> Vec<Grant> {
+        self.touch(consumer, now_ms);
+        let in_flight = self.consumers.get(&consumer).map_or(0, |c| c.in_flight);
+        let budget = max.min(self.config.prefetch.saturating_sub(in_flight) as usize);
+        if budget == 0 || self.partitions.is_empty() {
+            return Vec::new();
+        }
+        let grants = match self.config.mode {
+            FetchMode::Shared => self.poll_shared(now_ms, budget, ends),
+            FetchMode::Ordered => {
+                self.rebalance(consumer, now_ms);
+                self.poll_ordered(consumer, now_ms, budget, ends)
+            }
+        };
+        for g in &grants {
+            self.lease(consumer, g, now_ms);
+        }
+        self.rotate = self.rotate.wrapping_add(1);
+        grants
+    }
+
+    fn lease(&mut self, consumer: ConsumerId, g: &Grant, now_ms: u64) {
+        let deadline_ms = now_ms.saturating_add(self.config.lease_ms);
+        if let Some(p) = self.part_mut(g.partition) {
+            p.leases.insert(
+                g.offset,
+                Lease {
+                    consumer,
+                    deadline_ms,
+                },
+            );
+            p.delivered_max = p.delivered_max.max(g.offset + 1);
+        }
+        if let Some(c) = self.consumers.get_mut(&consumer) {
+            c.in_flight += 1;
+        }
+        if g.attempt > 1 {
+            self.redeliveries += 1;
+        }
+    }
+
+    fn poll_shared(&mut self, now_ms: u64, budget: usize, ends: &[u64]) -> Vec<Grant> {
+        let n = self.partitions.len();
+        let mut grants = Vec::with_capacity(budget);
+        // Redeliveries whose delay has passed come first, oldest offset first.
+        for k in 0..n {
+            let i = (self.rotate + k) % n;
+            let Some(p) = self.partitions.get_mut(i) else {
+                continue;
+            };
+            let ready: Vec<u64> = p
+                .retry
+                .iter()
+                .filter(|(_, at)| **at <= now_ms)
+                .map(|(o, _)| *o)
+                .take(budget - grants.len())
+                .collect();
+            for o in ready {
+                p.retry.remove(&o);
+                let attempt = bump(&mut p.attempts, o);
+                grants.push(Grant {
+                    partition: i as u32,
+                    offset: o,
+                    attempt,
+                });
+            }
+            if grants.len() >= budget {
+                return grants;
+            }
+        }
+        // Then new records, one partition at a time in turn so that none starves.
+        let mut progressed = true;
+        while grants.len() < budget && progressed {
+            progressed = false;
+            for k in 0..n {
+                if grants.len() >= budget {
+                    break;
+                }
+                let i = (self.rotate + k) % n;
+                let end = ends.get(i).copied().unwrap_or(0);
+                let Some(p) = self.partitions.get_mut(i) else {
+                    continue;
+                };
+                while p.next < end && (p.is_done(p.next) || p.dead_pending.contains(&p.next)) {
+                    p.next += 1;
+                }
+                if p.next < end {
+                    let o = p.next;
+                    p.next += 1;
+                    let attempt = bump(&mut p.attempts, o);
+                    grants.push(Grant {
+                        partition: i as u32,
+                        offset: o,
+                        attempt,
+                    });
+                    progressed = true;
+                }
+            }
+        }
+        grants
+    }
+
+    fn active_consumers(&self, now_ms: u64) -> usize {
+        self.consumers
+            .values()
+            .filter(|c| now_ms.saturating_sub(c.last_seen_ms) <= self.config.lease_ms)
+            .count()
+            .max(1)
+    }
+
+    fn owned_by(&self, consumer: ConsumerId) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| p.owner == Some(consumer))
+            .count()
+    }
+
+    /// Ordered mode: claim or give up partitions so that every live consumer gets a fair share.
+    fn rebalance(&mut self, consumer: ConsumerId, now_ms: u64) {
+        let n = self.partitions.len();
+        let members = self.active_consumers(now_ms);
+        let floor = n / members;
+        let ceil = n.div_ceil(members);
+        let owned = self.owned_by(consumer);
+        let starving = self.consumers.iter().any(|(id, c)| {
+            *id != consumer
+                && now_ms.saturating_sub(c.last_seen_ms) <= self.config.lease_ms
+                && self.owned_by(*id) < floor
+        });
+        if owned > ceil || (starving && owned > floor) {
+            let target = if owned > ceil { ceil } else { floor };
+            let mut to_release = owned - target;
+            for p in &mut self.partitions {
+                if to_release == 0 {
+                    break;
+                }
+                if p.owner == Some(consumer) && p.leases.is_empty() {
+                    p.owner = None;
+                    to_release -= 1;
+                }
+            }
+        } else if owned < floor || (owned < ceil && !starving) {
+            let limit = if owned < floor && starving {
+                floor
+            } else {
+                ceil
+            };
+            let mut to_claim = limit - owned;
+            for p in &mut self.partitions {
+                if to_claim == 0 {
+                    break;
+                }
+                if p.owner.is_none() {
+                    p.owner = Some(consumer);
+                    to_claim -= 1;
+                }
+            }
+        }
+    }
+
+    fn poll_ordered(
+        &mut self,
+        consumer: ConsumerId,
+        now_ms: u64,
+        budget: usize,
+        ends: &[u64],
+    ) -> Vec<Grant> {
+        let n = self.partitions.len();
+        let mut grants = Vec::with_capacity(budget);
+        for k in 0..n {
+            let i = (self.rotate + k) % n;
+            let end = ends.get(i).copied().unwrap_or(0);
+            let Some(p) = self.partitions.get_mut(i) else {
+                continue;
+            };
+            if p.owner != Some(consumer) || p.paused_until_ms > now_ms {
+                continue;
+            }
+            while grants.len() < budget && p.next < end {
+                let o = p.next;
+                p.next += 1;
+                if p.is_done(o) || p.dead_pending.contains(&o) || p.leases.contains_key(&o) {
+                    continue;
+                }
+                let attempt = bump(&mut p.attempts, o);
+                grants.push(Grant {
+                    partition: i as u32,
+                    offset: o,
+                    attempt,
+                });
+            }
+        }
+        grants
+    }
+
+    fn release_lease(&mut self, partition: u32, offset: u64) -> Option<Lease> {
+        let lease = self.part_mut(partition)?.leases.remove(&offset)?;
+        if let Some(c) = self.consumers.get_mut(&lease.consumer) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        Some(lease)
+    }
+
+    /// A delivery failed (its lease was already released): retry it or dead-letter it.
+    fn fail(
+        &mut self,
+        partition: u32,
+        offset: u64,
+        now_ms: u64,
+        delay_ms: u64,
+        reason: &str,
+    ) -> Option<DeadLetter> {
+        let mode = self.config.mode;
+        let max_attempts = self.config.max_attempts;
+        let p = self.part_mut(partition)?;
+        let attempts = p.attempts.get(&offset).copied().unwrap_or(0);
+        if attempts >= max_attempts {
+            p.dead_pending.insert(offset);
+            self.dead_letters += 1;
+            return Some(DeadLetter {
+                partition,
+                offset,
+                attempts,
+                reason: reason.to_string(),
+            });
+        }
+        let ready = now_ms.saturating_add(delay_ms);
+        match mode {
+            FetchMode::Shared => {
+                p.retry.insert(offset, ready);
+            }
+            FetchMode::Ordered => self.rewind(partition, offset, ready),
+        }
+        None
+    }
+
+    /// Ordered mode: take back every delivery after `offset` and resume from it at `ready`.
+    fn rewind(&mut self, partition: u32, offset: u64, ready_ms: u64) {
+        let later: Vec<u64> = match self.part(partition) {
+            Some(p) => p.leases.range(offset + 1..).map(|(o, _)| *o).collect(),
+            None => return,
+        };
+        for o in later {
+            self.release_lease(partition, o);
+            if let Some(p) = self.part_mut(partition) {
+                // Not this record's failure: the delivery does not count.
+                if let Some(a) = p.attempts.get_mut(&o) {
+                    *a = a.saturating_sub(1);
+                }
+            }
+        }
+        if let Some(p) = self.part_mut(partition) {
+            p.next = p.next.min(offset);
+            p.paused_until_ms = p.paused_until_ms.max(ready_ms);
+        }
+    }
+
+    /// Acknowledges a delivery. Any consumer may acknowledge a delivered record: the work was
+    /// done, even if its lease had expired and it went to someone else.
+    pub fn ack(
+        &mut self,
+        consumer: ConsumerId,
+        now_ms: u64,
+        partition: u32,
+        offset: u64,
+    ) -> AckOutcome {
+        self.touch(consumer, now_ms);
+        let Some(p) = self.part(partition) else {
+            return AckOutcome::Unknown;
+        };
+        if p.is_done(offset) {
+            return AckOutcome::AlreadyAcked;
+        }
+        if offset >= p.delivered_max {
+            return AckOutcome::Unknown;
+        }
+        self.release_lease(partition, offset);
+        if let Some(p) = self.part_mut(partition) {
+            p.mark_done(offset);
+        }
+        AckOutcome::Acked
+    }
+
+    /// Hands a delivery back: retried after `delay_ms`, or dead-lettered when out of attempts.
+    pub fn nack(
+        &mut self,
+        consumer: ConsumerId,
+        now_ms: u64,
+        partition: u32,
+        offset: u64,
+        delay_ms: u64,
+        reason: &str,
+    ) -> NackOutcome {
+        self.touch(consumer, now_ms);
+        let Some(p) = self.part(partition) else {
+            return NackOutcome::Unknown;
+        };
+        match p.leases.get(&offset) {
+            Some(l) if l.consumer == consumer => {}
+            _ if offset >= p.delivered_max => return NackOutcome::Unknown,
+            _ => return NackOutcome::Stale,
+        }
+        self.release_lease(partition, offset);
+        match self.fail(partition, offset, now_ms, delay_ms, reason) {
+            Some(dl) => NackOutcome::DeadLetter(dl),
+            None => NackOutcome::Requeued,
+        }
+    }
+
+    /// Expires leases past their deadline and forgets consumers that went quiet. Returns the
+    /// records that ran out of attempts.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<DeadLetter> {
+        let mut dead = Vec::new();
+        for i in 0..self.partitions.len() {
+            let partition = i as u32;
+            let expired: Vec<u64> = self.partitions[i]
+                .leases
+                .iter()
+                .filter(|(_, l)| l.deadline_ms <= now_ms)
+                .map(|(o, _)| *o)
+                .collect();
+            for o in expired {
+                // A rewind for an earlier offset may have taken this one back already.
+                if self.release_lease(partition, o).is_some() {
+                    dead.extend(self.fail(partition, o, now_ms, 0, "lease expired"));
+                }
+            }
+        }
+        let lease_ms = self.config.lease_ms;
+        let quiet: Vec<ConsumerId> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.in_flight == 0 && now_ms.saturating_sub(c.last_seen_ms) > lease_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in quiet {
+            self.consumers.remove(&id);
+            for p in &mut self.partitions {
+                if p.owner == Some(id) {
+                    p.owner = None;
+                }
+            }
+        }
+        dead
+    }
+
+    /// A consumer disconnected: its deliveries fail and its partitions are free.
+    pub fn leave(&mut self, consumer: ConsumerId, now_ms: u64) -> Vec<DeadLetter> {
+        let mut dead = Vec::new();
+        for i in 0..self.partitions.len() {
+            let partition = i as u32;
+            let held: Vec<u64> = self.partitions[i]
+                .leases
+                .iter()
+                .filter(|(_, l)| l.consumer == consumer)
+                .map(|(o, _)| *o)
+                .collect();
+            for o in held {
+                if self.release_lease(partition, o).is_some() {
+                    dead.extend(self.fail(partition, o, now_ms, 0, "consumer disconnected"));
+                }
+            }
+            if self.partitions[i].owner == Some(consumer) {
+                self.partitions[i].owner = None;
+            }
+        }
+        self.consumers.remove(&consumer);
+        dead
+    }
+
+    /// The dead letter is safely in the dead-letter topic: the record is done. Returns true if
+    /// that is news to persist.
+    pub fn dead_lettered(&mut self, partition: u32, offset: u64) -> bool {
+        match self.part_mut(partition) {
+            Some(p) if !p.is_done(offset) => {
+                p.mark_done(offset);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Appending the dead letter failed: try again later.
+    pub fn dead_letter_failed(&mut self, partition: u32, offset: u64, now_ms: u64, retry_ms: u64) {
+        let mode = self.config.mode;
+        let Some(p) = self.part_mut(partition) else {
+            return;
+        };
+        if !p.dead_pending.remove(&offset) {
+            return;
+        }
+        self.dead_letters = self.dead_letters.saturating_sub(1);
+        let ready = now_ms.saturating_add(retry_ms);
+        match mode {
+            FetchMode::Shared => {
+                if let Some(p) = self.part_mut(partition) {
+                    p.retry.insert(offset, ready);
+                }
+            }
+            FetchMode::Ordered => self.rewind(partition, offset, ready),
+        }
+    }
+}
+
+fn bump(attempts: &mut HashMap<u64, u32>, offset: u64) -> u32 {
+    let a = attempts.entry(offset).or_insert(0);
+    *a += 1;
+    *a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cfg(mode: FetchMode) -> GroupConfig {
+        GroupConfig {
+            mode,
+            lease_ms: 1000,
+            max_attempts: 3,
+            prefetch: 100,
+        }
+    }
+
+    fn group(mode: FetchMode, partitions: usize) -> GroupState {
+        GroupState::new(cfg(mode), vec![PartitionProgress::default(); partitions])
+    }
+
+    fn offsets(g: &[Grant]) -> Vec<(u32, u64)> {
+        g.iter().map(|g| (g.partition, g.offset)).collect()
+    }
+
+    #[test]
+    fn shared_delivers_each_record_once_and_commits_in_order() {
+        let mut g = group(FetchMode::Shared, 1);
+        let a = g.poll(1, 0, 2, &[5]);
+        let b = g.poll(2, 0, 10, &[5]);
+        assert_eq!(offsets(&a), vec![(0, 0), (0, 1)]);
+        assert_eq!(offsets(&b), vec![(0, 2), (0, 3), (0, 4)]);
+        assert_eq!(g.ack(2, 1, 0, 3), AckOutcome::Acked);
+        assert_eq!(g.committed(0), 0, "a gap below holds the commit back");
+        assert_eq!(g.ack(1, 1, 0, 0), AckOutcome::Acked);
+        assert_eq!(g.ack(1, 1, 0, 1), AckOutcome::Acked);
+        assert_eq!(g.ack(2, 1, 0, 2), AckOutcome::Acked);
+        assert_eq!(g.committed(0), 4);
+        assert_eq!(g.ack(2, 1, 0, 2), AckOutcome::AlreadyAcked);
+        assert_eq!(g.ack(2, 1, 0, 9), AckOutcome::Unknown);
+        assert_eq!(g.lag(0, 5), 1);
+    }
+
+    #[test]
+    fn shared_redelivers_after_lease_expiry_and_after_disconnect() {
+        let mut g = group(FetchMode::Shared, 1);
+        assert_eq!(g.poll(1, 0, 1, &[2]).len(), 1);
+        assert!(g.tick(999).is_empty());
+        assert!(g.poll(2, 999, 10, &[2]).iter().all(|x| x.offset != 0));
+        g.tick(1000);
+        let again = g.poll(2, 1000, 10, &[2]);
+        assert_eq!(
+            again,
+            vec![Grant {
+                partition: 0,
+                offset: 0,
+                attempt: 2
+            }]
+        );
+        assert_eq!(g.redeliveries(), 1);
+        assert!(g.leave(2, 1001).is_empty());
+        let third = g.poll(3, 1001, 10, &[2]);
+        assert_eq!(offsets(&third), vec![(0, 0), (0, 1)]);
+        assert_eq!(third[0].attempt, 3);
+    }
+
+    #[test]
+    fn nack_with_delay_then_dead_letter_after_max_attempts() {
+        let mut g = group(FetchMode::Shared, 1);
+        for attempt in 1..=3u32 {
+            let now = u64::from(attempt) * 100;
+            let got = g.poll(1, now, 1, &[1]);
+            assert_eq!(
+                got,
+                vec![Grant {
+                    partition: 0,
+                    offset: 0,
+                    attempt
+                }]
+            );
+            assert!(g.poll(1, now, 1, &[1]).is_empty(), "not while leased");
+            let out = g.nack(1, now, 0, 0, 50, "boom");
+            if attempt < 3 {
+                assert_eq!(out, NackOutcome::Requeued);
+                assert!(g.poll(1, now + 49, 1, &[1]).is_empty(), "delay respected");
+            } else {
+                assert_eq!(
+                    out,
+                    NackOutcome::DeadLetter(DeadLetter {
+                        partition: 0,
+                        offset: 0,
+                        attempts: 3,
+                        reason: "boom".into()
+                    })
+                );
+            }
+        }
+        assert!(
+            g.poll(1, 10_000, 1, &[1]).is_empty(),
+            "pending dead letter is not delivered"
+        );
+        assert!(g.dead_lettered(0, 0));
+        assert_eq!(g.committed(0), 1);
+        assert_eq!(g.dead_letters(), 1);
+    }
+
+    #[test]
+    fn nack_from_a_non_holder_is_stale() {
+        let mut g = group(FetchMode::Shared, 1);
+        g.poll(1, 0, 1, &[1]);
+        assert_eq!(g.nack(2, 0, 0, 0, 0, "x"), NackOutcome::Stale);
+        assert_eq!(g.nack(2, 0, 0, 5, 0, "x"), NackOutcome::Unknown);
+    }
+
+    #[test]
+    fn ordered_keeps_order_and_rewinds_on_failure() {
+        let mut g = group(FetchMode::Ordered, 1);
+        let first = g.poll(1, 0, 3, &[5]);
+        assert_eq!(offsets(&first), vec![(0, 0), (0, 1), (0, 2)]);
+        assert!(
+            g.poll(2, 0, 3, &[5]).is_empty(),
+            "the partition belongs to consumer 1"
+        );
+        assert_eq!(g.ack(1, 1, 0, 0), AckOutcome::Acked);
+        assert_eq!(g.nack(1, 1, 0, 1, 10, "retry"), NackOutcome::Requeued);
+        assert!(g.poll(1, 5, 10, &[5]).is_empty(), "paused for the delay");
+        let again = g.poll(1, 11, 10, &[5]);
+        assert_eq!(offsets(&again), vec![(0, 1), (0, 2), (0, 3), (0, 4)]);
+        assert_eq!(again[0].attempt, 2);
+        assert_eq!(again[1].attempt, 1, "taken back, not charged");
+    }
+
+    #[test]
+    fn ordered_hands_partitions_over_when_a_member_dies() {
+        let mut g = group(FetchMode::Ordered, 2);
+        let a = g.poll(1, 0, 10, &[3, 3]);
+        assert_eq!(a.len(), 6, "alone, consumer 1 owns both partitions");
+        let dead = g.leave(1, 1);
+        assert!(dead.is_empty());
+        let b = g.poll(2, 2, 10, &[3, 3]);
+        assert_eq!(b.len(), 6);
+        // The first record of each partition is charged for the death; the ones behind it
+        // were taken back in order and are not.
+        for x in &b {
+            assert_eq!(x.attempt, if x.offset == 0 { 2 } else { 1 }, "{x:?}");
+        }
+    }
+
+    #[test]
+    fn ordered_shares_partitions_fairly() {
+        let mut g = group(FetchMode::Ordered, 4);
+        let ends = [10, 10, 10, 10];
+        g.poll(1, 0, 0, &ends);
+        g.touch(2, 0);
+        g.touch(3, 0);
+        for round in 0..4 {
+            for c in 1..=3 {
+                let got = g.poll(c, round, 100, &ends);
+                for x in got {
+                    g.ack(c, round, x.partition, x.offset);
+                }
+            }
+        }
+        let owned: Vec<usize> = (1..=3).map(|c| g.owned_by(c)).collect();
+        assert_eq!(owned.iter().sum::<usize>(), 4);
+        assert!(owned.iter().all(|n| *n >= 1), "{owned:?}");
+    }
+
+    #[test]
+    fn progress_survives_a_restart() {
+        let mut g = group(FetchMode::Shared, 1);
+        g.poll(1, 0, 10, &[5]);
+        g.ack(1, 0, 0, 0);
+        g.ack(1, 0, 0, 2);
+        let g2 = GroupState::new(g.config(), g.progress());
+        assert_eq!(g2.committed(0), 1);
+        let mut g2 = g2;
+        let got = g2.poll(1, 0, 10, &[5]);
+        assert_eq!(offsets(&got), vec![(0, 1), (0, 3), (0, 4)]);
+    }
+
+    proptest! {
+        /// Random interleavings of polls, acks, nacks, expiries and departures never deliver a
+        /// done record, never lease one record twice, and every record ends done or pending.
+        #[test]
+        fn no_double_lease_and_no_redelivery_of_done(
+            ordered in any::<bool>(),
+            ops in proptest::collection::vec((0u8..6, 1u64..4, 0usize..8), 1..200),
+        ) {
+            let mode = if ordered { FetchMode::Ordered } else { FetchMode::Shared };
+            let mut g = GroupState::new(GroupConfig { mode, lease_ms: 50, max_attempts: 4, prefetch: 5 },
+                vec![PartitionProgress::default(); 2]);
+            let ends = [6u64, 6u64];
+            let mut now = 0u64;
+            let mut held: Vec<(u64, Grant)> = Vec::new();
+            let mut done: BTreeSet<(u32, u64)> = BTreeSet::new();
+            for (op, c, k) in ops {
+                now += 7;
+                match op {
+                    0 | 1 => {
+                        for gr in g.poll(c, now, 3, &ends) {
+                            prop_assert!(!done.contains(&(gr.partition, gr.offset)), "done record delivered");
+                            prop_assert!(g.part(gr.partition).unwrap().leases.get(&gr.offset).map(|l| l.consumer) == Some(c));
+                            held.retain(|(_, h)| (h.partition, h.offset) != (gr.partition, gr.offset));
+                            held.push((c, gr));
+                        }
+                    }
+                    2 if !held.is_empty() => {
+                        let (c, gr) = held.remove(k % held.len());
+                        if g.ack(c, now, gr.partition, gr.offset) == AckOutcome::Acked {
+                            done.insert((gr.partition, gr.offset));
+                        }
+                    }
+                    3 if !held.is_empty() => {
+                        let (c, gr) = held.remove(k % held.len());
+                        if let NackOutcome::DeadLetter(d) = g.nack(c, now, gr.partition, gr.offset, 5, "x") {
+                            prop_assert!(g.dead_lettered(d.partition, d.offset));
+                            done.insert((d.partition, d.offset));
+                        }
+                    }
+                    4 => {
+                        for d in g.tick(now) {
+                            prop_assert!(g.dead_lettered(d.partition, d.offset));
+                            done.insert((d.partition, d.offset));
+                        }
+                    }
+                    5 => {
+                        for d in g.leave(c, now) {
+                            prop_assert!(g.dead_lettered(d.partition, d.offset));
+                            done.insert((d.partition, d.offset));
+                        }
+                        held.retain(|(h, _)| *h != c);
+                    }
+                    _ => {}
+                }
+                for p in &g.partitions {
+                    for o in p.leases.keys() {
+                        prop_assert!(!p.is_done(*o));
+                        prop_assert!(!p.retry.contains_key(o));
+                    }
+                }
+            }
+            // Drain: everything not done is eventually delivered again and can be finished.
+            for _ in 0..100 {
+                now += 1000;
+                for d in g.tick(now) {
+                    g.dead_lettered(d.partition, d.offset);
+                }
+                for gr in g.poll(9, now, 100, &ends) {
+                    g.ack(9, now, gr.partition, gr.offset);
+                }
+            }
+            prop_assert_eq!(g.committed(0), 6);
+            prop_assert_eq!(g.committed(1), 6);
+        }
+    }
+}
