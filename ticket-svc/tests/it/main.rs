@@ -1,0 +1,3 @@
+//! ticket-svc integration tests: one binary, one module per area.
+
+mod store;

@@ -1,0 +1,388 @@
+//! The shared store suite: every test here runs against SQLite (temp dir) and PostgreSQL
+//! (`TICKET_TEST_POSTGRES_URL`, each test in a fresh schema dropped at the end; skipped with a
+//! printed reason when the variable is unset).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ticket_svc::domain::{
+    EventId, EventSpec, IdempotencyKey, Position, PurchaseId, PurchaseJob, PurchaseStatus,
+    QueuedJob, RejectReason,
+};
+use ticket_svc::store::{PostgresStore, SqliteStore, Store};
+
+/// A PostgreSQL store in a schema of its own, or `None` (with the reason printed) when no
+/// server is configured.
+pub async fn postgres_store() -> Option<PostgresStore> {
+    let Ok(url) = std::env::var("TICKET_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: TICKET_TEST_POSTGRES_URL is not set (PostgreSQL store tests)");
+        return None;
+    };
+    let schema = format!("tk_test_{}", uuid::Uuid::new_v4().simple());
+    Some(
+        PostgresStore::connect_in_schema(&url, &schema, 4)
+            .await
+            .expect("TICKET_TEST_POSTGRES_URL is set, so the server must accept a connection"),
+    )
+}
+
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::SqliteStore::open(dir.path().join("t.db")).await.unwrap();
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(store) = super::postgres_store().await else { return };
+                    super::$name(&store).await;
+                    store.drop_schema().await.unwrap();
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(
+    events_round_trip,
+    decisions_follow_the_rules_and_are_made_once,
+    buyer_limit_holds_across_batches,
+    pending_purchases_become_decided_and_stay_decided,
+    a_decision_before_the_pending_record_wins,
+    idempotency_keys_map_to_the_first_purchase,
+    dead_letters_fail_only_undecided_purchases,
+    concurrent_overlapping_batches_never_oversell,
+    event_purchases_come_in_position_order,
+    readiness_answers,
+);
+
+fn spec(tickets: i64, max: i64) -> EventSpec {
+    EventSpec::new("DJ night", tickets, max).unwrap()
+}
+
+fn job(event: EventId, buyer: &str, quantity: u32, position: u64) -> QueuedJob {
+    QueuedJob {
+        job: PurchaseJob {
+            purchase_id: PurchaseId::new(),
+            event_id: event,
+            buyer: buyer.into(),
+            quantity,
+        },
+        position: Position(position),
+    }
+}
+
+async fn events_round_trip<S: Store>(s: &S) {
+    let e = s.create_event(&spec(100, 4)).await.unwrap();
+    assert_eq!(e.sold, 0);
+    assert_eq!(e.remaining(), 100);
+    let back = s.event(e.id).await.unwrap().unwrap();
+    assert_eq!(back, e);
+    let other = s.create_event(&spec(5, 1)).await.unwrap();
+    assert_ne!(other.id, e.id);
+    assert!(s.event(EventId(987_654)).await.unwrap().is_none());
+}
+
+async fn decisions_follow_the_rules_and_are_made_once<S: Store>(s: &S) {
+    let e = s.create_event(&spec(5, 4)).await.unwrap();
+    let jobs = vec![
+        job(e.id, "a", 4, 0),
+        job(e.id, "b", 2, 1),
+        job(e.id, "c", 1, 2),
+        job(e.id, "d", 1, 3),
+    ];
+    let d = s.decide_batch(&jobs).await.unwrap();
+    let statuses: Vec<_> = d.iter().map(|d| d.status).collect();
+    use PurchaseStatus::*;
+    assert_eq!(
+        statuses,
+        [
+            Confirmed,
+            Rejected(RejectReason::SoldOut),
+            Confirmed,
+            Rejected(RejectReason::SoldOut)
+        ]
+    );
+    assert!(d.iter().all(|d| d.is_new));
+    assert_eq!(s.event(e.id).await.unwrap().unwrap().sold, 5);
+
+    // Redelivered (whole batch, and a part of it mixed with a new job): read back, sell nothing.
+    let again = s.decide_batch(&jobs).await.unwrap();
+    assert!(again.iter().all(|d| !d.is_new));
+    assert_eq!(again.iter().map(|d| d.status).collect::<Vec<_>>(), statuses);
+    let mixed = vec![jobs[2].clone(), job(e.id, "e", 1, 4)];
+    let m = s.decide_batch(&mixed).await.unwrap();
+    assert_eq!(m[0].status, Confirmed);
+    assert!(!m[0].is_new);
+    assert_eq!(m[1].status, Rejected(RejectReason::SoldOut));
+    assert_eq!(s.event(e.id).await.unwrap().unwrap().sold, 5);
+
+    for (j, st) in jobs.iter().zip(&statuses) {
+        let p = s.purchase(j.job.purchase_id).await.unwrap().unwrap();
+        assert_eq!(p.status, *st);
+        assert_eq!(p.quantity, j.job.quantity);
+        assert_eq!(p.position, j.position);
+        assert_eq!(p.buyer, j.job.buyer);
+        assert_eq!(p.event_id, e.id);
+    }
+    assert!(s.purchase(PurchaseId::new()).await.unwrap().is_none());
+}
+
+async fn buyer_limit_holds_across_batches<S: Store>(s: &S) {
+    let e = s.create_event(&spec(100, 4)).await.unwrap();
+    let first = s.decide_batch(&[job(e.id, "ann", 3, 0)]).await.unwrap();
+    assert_eq!(first[0].status, PurchaseStatus::Confirmed);
+    let second = s
+        .decide_batch(&[job(e.id, "ann", 2, 1), job(e.id, "ann", 1, 2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        second[0].status,
+        PurchaseStatus::Rejected(RejectReason::LimitExceeded)
+    );
+    assert_eq!(second[1].status, PurchaseStatus::Confirmed);
+    let third = s.decide_batch(&[job(e.id, "ann", 1, 3)]).await.unwrap();
+    assert_eq!(
+        third[0].status,
+        PurchaseStatus::Rejected(RejectReason::LimitExceeded)
+    );
+    assert_eq!(s.event(e.id).await.unwrap().unwrap().sold, 4);
+}
+
+async fn pending_purchases_become_decided_and_stay_decided<S: Store>(s: &S) {
+    let e = s.create_event(&spec(10, 4)).await.unwrap();
+    let j = job(e.id, "a", 2, 0);
+    s.record_pending(&j).await.unwrap();
+    let p = s.purchase(j.job.purchase_id).await.unwrap().unwrap();
+    assert_eq!(p.status, PurchaseStatus::Pending);
+    s.decide_batch(std::slice::from_ref(&j)).await.unwrap();
+    s.record_pending(&j).await.unwrap();
+    let p = s.purchase(j.job.purchase_id).await.unwrap().unwrap();
+    assert_eq!(p.status, PurchaseStatus::Confirmed);
+}
+
+async fn a_decision_before_the_pending_record_wins<S: Store>(s: &S) {
+    let e = s.create_event(&spec(10, 4)).await.unwrap();
+    let j = job(e.id, "a", 2, 7);
+    s.decide_batch(std::slice::from_ref(&j)).await.unwrap();
+    s.record_pending(&j).await.unwrap();
+    let p = s.purchase(j.job.purchase_id).await.unwrap().unwrap();
+    assert_eq!(p.status, PurchaseStatus::Confirmed);
+    assert_eq!(p.position, Position(7));
+}
+
+async fn idempotency_keys_map_to_the_first_purchase<S: Store>(s: &S) {
+    let e = s.create_event(&spec(10, 4)).await.unwrap();
+    let key = IdempotencyKey::new("retry-1").unwrap();
+    let first = job(e.id, "a", 2, 0).job;
+    let second = job(e.id, "a", 3, 0).job;
+    assert_eq!(s.claim_idempotency_key(&key, &first).await.unwrap(), first);
+    let got = s.claim_idempotency_key(&key, &second).await.unwrap();
+    assert_eq!(got.purchase_id, first.purchase_id);
+    assert_eq!(got.quantity, 2, "a retry repeats the first request");
+    // Another buyer with the same key is another purchase.
+    let other = job(e.id, "b", 1, 0).job;
+    assert_eq!(s.claim_idempotency_key(&key, &other).await.unwrap(), other);
+}
+
+async fn dead_letters_fail_only_undecided_purchases<S: Store>(s: &S) {
+    let e = s.create_event(&spec(10, 4)).await.unwrap();
+    let failed = PurchaseStatus::Rejected(RejectReason::Failed);
+
+    let pending = job(e.id, "a", 1, 0);
+    s.record_pending(&pending).await.unwrap();
+    assert_eq!(s.mark_failed(&pending).await.unwrap(), failed);
+    assert_eq!(
+        s.purchase(pending.job.purchase_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        failed
+    );
+
+    let never_recorded = job(e.id, "b", 1, 1);
+    assert_eq!(s.mark_failed(&never_recorded).await.unwrap(), failed);
+    assert_eq!(
+        s.purchase(never_recorded.job.purchase_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        failed
+    );
+
+    let confirmed = job(e.id, "c", 1, 2);
+    s.decide_batch(std::slice::from_ref(&confirmed))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.mark_failed(&confirmed).await.unwrap(),
+        PurchaseStatus::Confirmed
+    );
+    // A failed purchase stays failed when its job shows up again.
+    let again = s
+        .decide_batch(std::slice::from_ref(&pending))
+        .await
+        .unwrap();
+    assert_eq!(again[0].status, failed);
+    assert_eq!(s.event(e.id).await.unwrap().unwrap().sold, 1);
+}
+
+async fn concurrent_overlapping_batches_never_oversell<S: Store + Clone>(s: &S) {
+    let e = s.create_event(&spec(60, 4)).await.unwrap();
+    let jobs: Arc<Vec<QueuedJob>> = Arc::new(
+        (0..200u64)
+            .map(|i| job(e.id, &format!("buyer{}", i % 23), 1 + (i % 4) as u32, i))
+            .collect(),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..6usize {
+        let (s, jobs) = (s.clone(), Arc::clone(&jobs));
+        tasks.spawn(async move {
+            // Each task walks the line in chunks from its own offset: many jobs are decided
+            // concurrently by several tasks (redeliveries to several workers).
+            let mut i = (t * 17) % jobs.len();
+            for _ in 0..12 {
+                let end = (i + 25).min(jobs.len());
+                let mut tries = 0;
+                loop {
+                    match s.decide_batch(&jobs[i..end]).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_transient() && tries < 50 => tries += 1,
+                        Err(e) => panic!("decide_batch: {e}"),
+                    }
+                }
+                i = if end == jobs.len() { 0 } else { end };
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    s.decide_batch(&jobs).await.unwrap();
+
+    let event = s.event(e.id).await.unwrap().unwrap();
+    let all = s.event_purchases(e.id, 1_000).await.unwrap();
+    assert_eq!(all.len(), jobs.len());
+    let confirmed: u32 = all
+        .iter()
+        .filter(|p| p.status == PurchaseStatus::Confirmed)
+        .map(|p| p.quantity)
+        .sum();
+    assert!(event.sold <= event.tickets);
+    assert_eq!(event.sold, confirmed);
+    let mut per_buyer: HashMap<&str, u32> = HashMap::new();
+    for p in all.iter().filter(|p| p.status == PurchaseStatus::Confirmed) {
+        *per_buyer.entry(&p.buyer).or_default() += p.quantity;
+    }
+    assert!(per_buyer.values().all(|n| *n <= 4));
+    // Decisions read back unchanged.
+    let again = s.decide_batch(&jobs).await.unwrap();
+    for (d, p) in again.iter().zip(&all) {
+        assert_eq!(d.status, p.status);
+    }
+}
+
+async fn event_purchases_come_in_position_order<S: Store>(s: &S) {
+    let e = s.create_event(&spec(10, 4)).await.unwrap();
+    for pos in [5u64, 1, 3] {
+        s.record_pending(&job(e.id, "a", 1, pos)).await.unwrap();
+    }
+    let got: Vec<u64> = s
+        .event_purchases(e.id, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.position.0)
+        .collect();
+    assert_eq!(got, [1, 3, 5]);
+    assert_eq!(s.event_purchases(e.id, 2).await.unwrap().len(), 2);
+}
+
+async fn readiness_answers<S: Store>(s: &S) {
+    s.check_ready().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_keeps_everything_across_reopen_and_enforces_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let id = {
+        let s = SqliteStore::open(&path).await.unwrap();
+        let e = s.create_event(&spec(3, 4)).await.unwrap();
+        s.decide_batch(&[job(e.id, "a", 2, 0)]).await.unwrap();
+        e.id
+    };
+    let s = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(s.event(id).await.unwrap().unwrap().sold, 2);
+
+    // The CHECK constraints hold even against a caller that bypasses the rules.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let over = raw.execute("UPDATE events SET sold = tickets + 1 WHERE id = ?1", [id.0]);
+    assert!(over.is_err(), "sold > tickets must be refused by the store");
+    let over_limit = raw.execute(
+        "UPDATE buyer_totals SET confirmed = max_per_buyer + 1 WHERE event_id = ?1",
+        [id.0],
+    );
+    assert!(
+        over_limit.is_err(),
+        "a buyer over the limit must be refused"
+    );
+}
+
+#[tokio::test]
+async fn postgres_keeps_everything_across_reconnect_and_enforces_inventory() {
+    let Ok(url) = std::env::var("TICKET_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: TICKET_TEST_POSTGRES_URL is not set (PostgreSQL store tests)");
+        return;
+    };
+    let schema = format!("tk_test_{}", uuid::Uuid::new_v4().simple());
+    let s = PostgresStore::connect_in_schema(&url, &schema, 2)
+        .await
+        .unwrap();
+    let e = s.create_event(&spec(3, 4)).await.unwrap();
+    s.decide_batch(&[job(e.id, "a", 2, 0)]).await.unwrap();
+    // Migrations run again on a second open and keep the data.
+    let s2 = PostgresStore::connect_in_schema(&url, &schema, 2)
+        .await
+        .unwrap();
+    assert_eq!(s2.event(e.id).await.unwrap().unwrap().sold, 2);
+
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    client
+        .batch_execute(&format!("SET search_path TO {schema}"))
+        .await
+        .unwrap();
+    let over = client
+        .execute(
+            "UPDATE events SET sold = tickets + 1 WHERE id = $1",
+            &[&e.id.0],
+        )
+        .await;
+    assert!(over.is_err(), "sold > tickets must be refused by the store");
+    let over_limit = client
+        .execute(
+            "UPDATE buyer_totals SET confirmed = max_per_buyer + 1 WHERE event_id = $1",
+            &[&e.id.0],
+        )
+        .await;
+    assert!(
+        over_limit.is_err(),
+        "a buyer over the limit must be refused"
+    );
+    drop(client);
+    let _ = conn.await;
+    s.drop_schema().await.unwrap();
+}
