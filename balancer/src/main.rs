@@ -1,5 +1,104 @@
-//! `balancer`: not built yet.
-fn main() {
-    eprintln!("balancer: not built yet");
-    std::process::exit(2);
+//! `balancer`: flags → config → [`balancer::Balancer`]; signals → drain (SIGTERM, SIGINT)
+//! or reload (SIGHUP).
+
+use std::process::ExitCode;
+
+use balancer::config::{Args, FileConfig, LogFormat};
+use balancer::{Balancer, Config};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("balancer: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(args.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("balancer: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(args: &Args) -> anyhow::Result<Config> {
+    let file = args.config.as_deref().map(FileConfig::load).transpose()?;
+    Ok(Config::resolve(args, file.as_ref())?)
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    // One current-thread runtime per worker (PERF.md): this thread is worker 0.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let balancer = Balancer::bind(config)?;
+        let handle = balancer.handle();
+        let shutdown = CancellationToken::new();
+        let mut run = std::pin::pin!(balancer.run(shutdown.clone()));
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            let mut int = signal(SignalKind::interrupt())?;
+            let mut hup = signal(SignalKind::hangup())?;
+            loop {
+                tokio::select! {
+                    r = &mut run => return Ok(r?),
+                    _ = term.recv() => { tracing::info!("SIGTERM: draining"); shutdown.cancel(); }
+                    _ = int.recv() => { tracing::info!("SIGINT: draining"); shutdown.cancel(); }
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading");
+                        match load_config(&args) {
+                            Ok(cfg) => {
+                                if let Err(error) = handle.reload(cfg) {
+                                    tracing::error!(%error, "reload refused");
+                                }
+                                if let Err(error) = handle.reload_tls() {
+                                    tracing::error!(%error, "TLS reload failed; keeping the old certificate");
+                                }
+                            }
+                            Err(error) => tracing::error!(%error, "reload failed; keeping the old config"),
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::select! {
+                r = &mut run => Ok(r?),
+                _ = tokio::signal::ctrl_c() => { shutdown.cancel(); Ok(run.await?) }
+            }
+        }
+    })
 }

@@ -1,0 +1,312 @@
+//! The two body types the proxy moves: [`ReqBody`] (client → backend) and [`RespBody`]
+//! (backend or balancer → client). Both stream frame by frame and never buffer a whole body.
+//!
+//! Invariants:
+//! - A request body never yields more than its limit: the frame that would cross it becomes an
+//!   error, and the shared [`BodyFlag`] records why so the error maps to 413, not 502.
+//! - A body that makes no progress for the stall timeout errors instead of holding a backend
+//!   connection forever.
+//! - An upstream response body carries the [`Exchange`] guard; the guard gives the pooled
+//!   connection back only after the body ended cleanly, and always releases the backend's
+//!   in-flight count and queue slot.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::upstream::Exchange;
+
+/// Boxed error type of the bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request body stopped early.
+#[derive(Debug, Default)]
+pub struct BodyFlag(AtomicU8);
+
+/// Outcome recorded in a [`BodyFlag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Nothing went wrong on the client side.
+    None,
+    /// The body crossed the size limit.
+    TooLarge,
+    /// The client's body was malformed or the client went away.
+    Client,
+    /// The client sent nothing for the stall timeout.
+    Stalled,
+}
+
+impl BodyFlag {
+    fn set(&self, fault: BodyFault) {
+        let v = match fault {
+            BodyFault::None => 0,
+            BodyFault::TooLarge => 1,
+            BodyFault::Client => 2,
+            BodyFault::Stalled => 3,
+        };
+        self.0.store(v, Ordering::Release);
+    }
+
+    /// The recorded fault.
+    pub fn fault(&self) -> BodyFault {
+        match self.0.load(Ordering::Acquire) {
+            1 => BodyFault::TooLarge,
+            2 => BodyFault::Client,
+            3 => BodyFault::Stalled,
+            _ => BodyFault::None,
+        }
+    }
+}
+
+/// Error a body yields when it stops early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The request body is larger than allowed.
+    #[error("request body larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// No bytes moved for the stall timeout.
+    #[error("body stalled for {0:?}")]
+    Stalled(Duration),
+    /// The peer's body failed.
+    #[error("body read failed: {0}")]
+    Read(#[from] hyper::Error),
+}
+
+/// A lazily armed deadline reset on every frame.
+#[derive(Debug)]
+struct StallTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallTimer {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+        }
+    }
+
+    fn progress(&mut self) {
+        if let Some(s) = self.sleep.as_mut() {
+            s.as_mut().reset(Instant::now() + self.timeout);
+        }
+    }
+
+    /// Ready when the deadline passed; arms the timer on first use.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let timeout = self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        sleep.as_mut().poll(cx)
+    }
+}
+
+/// Client → backend body.
+#[derive(Debug)]
+pub struct ReqBody {
+    inner: Option<LimitedIncoming>,
+}
+
+#[derive(Debug)]
+struct LimitedIncoming {
+    body: Incoming,
+    limit: u64,
+    seen: u64,
+    flag: Arc<BodyFlag>,
+    stall: StallTimer,
+}
+
+impl ReqBody {
+    /// No body.
+    pub fn empty() -> Self {
+        Self { inner: None }
+    }
+
+    /// The client's body, limited to `limit` bytes and `stall` without progress.
+    pub fn limited(body: Incoming, limit: u64, stall: Duration, flag: Arc<BodyFlag>) -> Self {
+        Self {
+            inner: Some(LimitedIncoming {
+                body,
+                limit,
+                seen: 0,
+                flag,
+                stall: StallTimer::new(stall),
+            }),
+        }
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let Some(inner) = self.get_mut().inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut inner.body).poll_frame(cx) {
+            Poll::Pending => {
+                if inner.stall.poll_expired(cx).is_ready() {
+                    inner.flag.set(BodyFault::Stalled);
+                    return Poll::Ready(Some(Err(BodyError::Stalled(inner.stall.timeout))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                inner.flag.set(BodyFault::Client);
+                Poll::Ready(Some(Err(BodyError::Read(e))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                inner.stall.progress();
+                if let Some(data) = frame.data_ref() {
+                    let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    inner.seen = inner.seen.saturating_add(len);
+                    if inner.seen > inner.limit {
+                        inner.flag.set(BodyFault::TooLarge);
+                        return Poll::Ready(Some(Err(BodyError::TooLarge { limit: inner.limit })));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|i| i.body.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |i| i.body.size_hint())
+    }
+}
+
+/// Backend (or balancer) → client body.
+#[derive(Debug)]
+pub enum RespBody {
+    /// A short body the balancer wrote itself.
+    Full(Option<Bytes>),
+    /// A backend's streamed body with its exchange guard.
+    Upstream(UpstreamBody),
+}
+
+impl RespBody {
+    /// A body of fixed bytes.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let b: Bytes = bytes.into();
+        Self::Full((!b.is_empty()).then_some(b))
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+/// A backend's response body, streaming, holding the exchange until it ends.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    body: Incoming,
+    exchange: Option<Exchange>,
+    stall: StallTimer,
+}
+
+impl UpstreamBody {
+    /// Wraps `body`; `exchange` completes when the body ends.
+    pub fn new(body: Incoming, exchange: Exchange, stall: Duration) -> Self {
+        let mut this = Self {
+            body,
+            exchange: Some(exchange),
+            stall: StallTimer::new(stall),
+        };
+        if this.body.is_end_stream() {
+            this.finish();
+        }
+        this
+    }
+
+    fn finish(&mut self) {
+        if let Some(ex) = self.exchange.take() {
+            ex.complete();
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Upstream(up) => {
+                let polled = Pin::new(&mut up.body).poll_frame(cx);
+                let frame = match polled {
+                    Poll::Pending => {
+                        ready!(up.stall.poll_expired(cx));
+                        up.exchange = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyError::Stalled(
+                            up.stall.timeout,
+                        )))));
+                    }
+                    Poll::Ready(f) => f,
+                };
+                match frame {
+                    None => {
+                        up.finish();
+                        Poll::Ready(None)
+                    }
+                    Some(Err(e)) => {
+                        // Dropping the exchange closes the connection instead of pooling it.
+                        up.exchange = None;
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
+                    Some(Ok(frame)) => {
+                        up.stall.progress();
+                        if up.body.is_end_stream() {
+                            up.finish();
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.is_none(),
+            Self::Upstream(up) => up.body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(b) => SizeHint::with_exact(
+                b.as_ref()
+                    .map_or(0, |b| u64::try_from(b.len()).unwrap_or(0)),
+            ),
+            Self::Upstream(up) => up.body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Protection for the backends and for the balancer itself: the per-client token bucket
+//! ([`rate`]), the per-backend concurrency cap with its FIFO wait queue ([`queue`]) and the
+//! retry budget ([`retry`]). The algorithms are pure and tested without sockets or sleeps.
+
+pub mod queue;
+pub mod rate;
+pub mod retry;

@@ -1,0 +1,168 @@
+//! The client-facing side: bind (SO_REUSEPORT so each worker runtime can own a listener),
+//! accept within the connection limit, optionally terminate TLS, and serve HTTP/1.1 and h2
+//! (ALPN or h2c prior knowledge) with hyper-util's auto builder.
+//!
+//! Limits enforced here: at most `max_connections` open connections (the accept loop waits
+//! for a slot, leaving excess connections in the kernel backlog); the request head must arrive
+//! within the header timeout (slowloris; it also bounds keep-alive idle time) and fit in
+//! `max_header_bytes` (hyper answers 431); TLS handshakes share the header timeout.
+//! On shutdown the loop stops accepting and each connection finishes its in-flight request
+//! then closes (HTTP/1.1 `Connection: close`, h2 GOAWAY).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::proxy::{ConnInfo, handle};
+use crate::state::Shared;
+
+/// Accept backlog.
+pub const BACKLOG: i32 = 1024;
+
+/// Binds a listener with SO_REUSEADDR and, when `reuse_port`, SO_REUSEPORT.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Accepts and serves until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    worker: usize,
+    slots: Arc<Semaphore>,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        shared.metrics.connection_opened();
+        let shared2 = Arc::clone(&shared);
+        shared.conns.spawn(async move {
+            let span = tracing::debug_span!("conn", %peer, worker);
+            let _permit = permit;
+            serve_tcp(stream, peer, Arc::clone(&shared2), worker)
+                .instrument_with(span)
+                .await;
+            shared2.metrics.connection_closed();
+        });
+    }
+    tracing::debug!(worker, "accept loop stopped");
+}
+
+trait InstrumentExt: Sized {
+    fn instrument_with(self, span: tracing::Span) -> tracing::instrument::Instrumented<Self>;
+}
+
+impl<F: std::future::Future> InstrumentExt for F {
+    fn instrument_with(self, span: tracing::Span) -> tracing::instrument::Instrumented<Self> {
+        tracing::Instrument::instrument(self, span)
+    }
+}
+
+async fn serve_tcp(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, worker: usize) {
+    let acceptor = shared.tls.load_full();
+    match acceptor {
+        None => serve_io(stream, peer, shared, worker, false).await,
+        Some(acceptor) => {
+            let timeout = shared.config.load().timeouts.header_read;
+            let handshake = tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                r = tokio::time::timeout(timeout, acceptor.accept(stream)) => r,
+            };
+            match handshake {
+                Ok(Ok(tls)) => {
+                    shared.metrics.tls_handshake(true);
+                    serve_io(tls, peer, shared, worker, true).await;
+                }
+                Ok(Err(error)) => {
+                    shared.metrics.tls_handshake(false);
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                }
+                Err(_) => {
+                    shared.metrics.tls_handshake(false);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
+            }
+        }
+    }
+}
+
+async fn serve_io<I>(io: I, peer: SocketAddr, shared: Arc<Shared>, worker: usize, is_tls: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = shared.config.load_full();
+    let info = Arc::new(ConnInfo {
+        shared: Arc::clone(&shared),
+        peer,
+        is_tls,
+        worker,
+    });
+    let service = service_fn(move |req| handle(req, Arc::clone(&info)));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.timeouts.header_read)
+        .max_buf_size(cfg.limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(cfg.limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(cfg.timeouts.idle))
+        .keep_alive_timeout(cfg.timeouts.header_read);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shared.hard_stop.cancelled() => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with error");
+    }
+}

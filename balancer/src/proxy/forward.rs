@@ -1,0 +1,432 @@
+//! Forwarding one request: validate, rate-limit, pick a backend, wait for a turn, send over a
+//! pooled connection, retry elsewhere when the request never reached the backend, and hand
+//! the streamed response back wrapped so the connection returns to the pool when it ends.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::request::Parts;
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use hyper::body::{Body as _, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::{BodyFault, BodyFlag, ReqBody, RespBody, UpstreamBody};
+use crate::config::Config;
+use crate::limit::queue::QueueError;
+use crate::limit::rate::RateDecision;
+use crate::state::Shared;
+use crate::upstream::{Backend, Exchange};
+
+use super::error::ProxyError;
+use super::headers;
+use super::upgrade;
+
+/// What the proxy knows about the client connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Arrived over TLS.
+    pub is_tls: bool,
+    /// Worker runtime index (selects the connection pool).
+    pub worker: usize,
+}
+
+/// The hyper service function: never fails; errors become responses here.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+) -> Result<Response<RespBody>, Infallible> {
+    let start = Instant::now();
+    let shared = &conn.shared;
+    let cfg = shared.config.load_full();
+    let method = req.method().clone();
+    let access = cfg.access_log.then(|| req.uri().path().to_owned());
+    let mut backend_addr = None;
+    let resp = match forward(req, &conn, &cfg, start, &mut backend_addr).await {
+        Ok(resp) => resp,
+        Err(error) => {
+            shared.metrics.reject(error.rejection());
+            match error.side() {
+                super::Side::Downstream => {
+                    tracing::debug!(peer = %conn.peer, %error, "request refused")
+                }
+                _ => tracing::warn!(peer = %conn.peer, %error, "request failed"),
+            }
+            error.to_response()
+        }
+    };
+    let elapsed = start.elapsed();
+    shared
+        .metrics
+        .observe_request(resp.status().as_u16(), elapsed);
+    if let Some(path) = access {
+        tracing::info!(
+            target: "balancer::access",
+            peer = %conn.peer,
+            %method,
+            path,
+            status = resp.status().as_u16(),
+            backend = backend_addr.map(|a: SocketAddr| a.to_string()),
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+        );
+    }
+    Ok(resp)
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    cfg: &Config,
+    start: Instant,
+    backend_addr: &mut Option<SocketAddr>,
+) -> Result<Response<RespBody>, ProxyError> {
+    let shared = &conn.shared;
+    let is_h2 = req.version() == Version::HTTP_2;
+    headers::check_framing(req.headers(), is_h2)?;
+    if let Some(len) = headers::content_length(req.headers())
+        && len > cfg.limits.max_body_bytes
+    {
+        return Err(ProxyError::BodyTooLarge {
+            limit: cfg.limits.max_body_bytes,
+        });
+    }
+    let key = headers::client_key(conn.peer.ip(), req.headers(), &cfg.limits.trust_forwarded);
+    if let RateDecision::Limit { retry_after } = shared.rate.check(
+        key,
+        Instant::now(),
+        cfg.limits.rate_per_sec,
+        cfg.limits.rate_burst,
+    ) {
+        return Err(ProxyError::RateLimited { retry_after });
+    }
+
+    let is_upgrade = !is_h2 && headers::is_upgrade(req.headers());
+    let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    rewrite_request(&mut parts, conn, is_upgrade)?;
+
+    let flag = Arc::new(BodyFlag::default());
+    let has_body = !body.is_end_stream();
+    let body = if has_body {
+        ReqBody::limited(
+            body,
+            cfg.limits.max_body_bytes,
+            cfg.timeouts.idle,
+            Arc::clone(&flag),
+        )
+    } else {
+        ReqBody::empty()
+    };
+    // Idempotent bodiless requests can be rebuilt, so they may be retried after a 502/503.
+    let replay = (cfg.retry.on_5xx && !has_body && is_idempotent(&parts.method))
+        .then(|| clone_parts(&parts));
+    let upstream_req = Request::from_parts(parts, body);
+
+    shared.budget.deposit();
+    let deadline = cfg.timeouts.total.saturating_sub(start.elapsed());
+    let outcome = tokio::time::timeout(
+        deadline,
+        attempts(upstream_req, replay, conn, cfg, &flag, is_upgrade),
+    )
+    .await
+    .map_err(|_| ProxyError::Deadline(cfg.timeouts.total))?;
+    let (mut resp, exchange) = outcome?;
+    *backend_addr = Some(exchange.backend().addr());
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = downstream_upgrade {
+            let up = hyper::upgrade::on(&mut resp);
+            upgrade::spawn_tunnel(shared, down, up, exchange, cfg.timeouts.idle);
+        }
+        let (mut parts, _body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, true);
+        return Ok(Response::from_parts(parts, RespBody::empty()));
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    let body = UpstreamBody::new(body, exchange, cfg.timeouts.idle);
+    Ok(Response::from_parts(parts, RespBody::Upstream(body)))
+}
+
+/// Origin-form URI, Host, forwarding headers, request id, hop-by-hop removal.
+fn rewrite_request(
+    parts: &mut Parts,
+    conn: &ConnInfo,
+    keep_upgrade: bool,
+) -> Result<(), ProxyError> {
+    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(path);
+    parts.version = Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
+    if !parts.headers.contains_key(header::HOST) {
+        let Some(auth) = authority.as_deref() else {
+            return Err(ProxyError::BadRequest("missing Host"));
+        };
+        let v = HeaderValue::from_str(auth).map_err(|_| ProxyError::BadRequest("bad authority"))?;
+        parts.headers.insert(header::HOST, v);
+    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let proto = if conn.is_tls { "https" } else { "http" };
+    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, host.as_deref());
+    headers::ensure_request_id(&mut parts.headers);
+    Ok(())
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn clone_parts(p: &Parts) -> (Method, Uri, http::HeaderMap) {
+    (p.method.clone(), p.uri.clone(), p.headers.clone())
+}
+
+type Replay = (Method, Uri, http::HeaderMap);
+
+/// Tries backends until one answers, a non-retryable error happens, or retries run out.
+async fn attempts(
+    req: Request<ReqBody>,
+    replay: Option<Replay>,
+    conn: &ConnInfo,
+    cfg: &Config,
+    flag: &BodyFlag,
+    is_upgrade: bool,
+) -> Result<(Response<Incoming>, Exchange), ProxyError> {
+    let shared = &conn.shared;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut pending = Some(req);
+    let mut last_error: Option<ProxyError> = None;
+    for attempt in 0..=cfg.retry.max_retries {
+        let req = match pending.take() {
+            Some(r) => r,
+            None => match &replay {
+                Some((m, u, h)) => {
+                    let mut r = Request::new(ReqBody::empty());
+                    *r.method_mut() = m.clone();
+                    *r.uri_mut() = u.clone();
+                    *r.headers_mut() = h.clone();
+                    r
+                }
+                None => break,
+            },
+        };
+        if attempt > 0 {
+            if !shared.budget.try_withdraw() {
+                tracing::debug!("retry budget exhausted");
+                break;
+            }
+            shared.metrics.retry();
+        }
+        let Some(backend) = shared.backends.load().pick(&tried) else {
+            break;
+        };
+        tried.push(backend.addr());
+        let admission = backend
+            .gate()
+            .admit(cfg.timeouts.queue)
+            .await
+            .map_err(|e| match e {
+                QueueError::Full => ProxyError::QueueFull {
+                    backend: backend.addr(),
+                },
+                QueueError::Timeout => ProxyError::QueueTimeout {
+                    backend: backend.addr(),
+                },
+            })?;
+        let mut exchange = Exchange::begin(Arc::clone(&backend), conn.worker, admission);
+        match send(&mut exchange, req, conn, cfg, is_upgrade).await {
+            Ok(resp) => {
+                let status = resp.status();
+                if status.is_server_error() {
+                    backend.record_failure(cfg.passive.failures, cfg.passive.eject_for);
+                } else {
+                    backend.record_success();
+                }
+                let retry_5xx = replay.is_some()
+                    && (status == StatusCode::BAD_GATEWAY
+                        || status == StatusCode::SERVICE_UNAVAILABLE)
+                    && attempt < cfg.retry.max_retries;
+                if retry_5xx {
+                    // Drop the response (and the connection with it) and rebuild the request.
+                    continue;
+                }
+                return Ok((resp, exchange));
+            }
+            Err(Failed { error, request }) => {
+                let fault = flag.fault();
+                if fault != BodyFault::None {
+                    return Err(ProxyError::ClientBody {
+                        fault,
+                        backend: backend.addr(),
+                    });
+                }
+                backend.record_response(None, Duration::ZERO);
+                if matches!(
+                    error,
+                    ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. }
+                ) {
+                    backend.record_connect_error();
+                }
+                if backend.record_failure(cfg.passive.failures, cfg.passive.eject_for) {
+                    tracing::warn!(backend = %backend.addr(), %error, "backend ejected");
+                }
+                match request {
+                    Some(r) if error.is_retryable() => {
+                        tracing::debug!(backend = %backend.addr(), %error, "retrying elsewhere");
+                        pending = Some(r);
+                        last_error = Some(error);
+                    }
+                    _ => return Err(error),
+                }
+            }
+        }
+    }
+    Err(last_error.unwrap_or(ProxyError::NoBackend))
+}
+
+/// A failed send, with the request when it was not consumed.
+struct Failed {
+    error: ProxyError,
+    request: Option<Request<ReqBody>>,
+}
+
+/// Sends on a pooled connection (skipping stale ones) or a fresh one.
+async fn send(
+    exchange: &mut Exchange,
+    mut req: Request<ReqBody>,
+    conn: &ConnInfo,
+    cfg: &Config,
+    is_upgrade: bool,
+) -> Result<Response<Incoming>, Failed> {
+    let backend = Arc::clone(exchange.backend());
+    let addr = backend.addr();
+    // Up to three stale pooled connections may be skipped; the last try is always fresh.
+    for round in 0..4 {
+        let pooled = if is_upgrade || round == 3 {
+            None
+        } else {
+            backend.pool(conn.worker).take(cfg.timeouts.idle)
+        };
+        let is_pooled = pooled.is_some();
+        let mut sender = match pooled {
+            Some(s) => s,
+            None => match connect(&backend, conn, cfg).await {
+                Ok(s) => s,
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        request: Some(req),
+                    });
+                }
+            },
+        };
+        if is_pooled {
+            match tokio::time::timeout(cfg.timeouts.connect, sender.ready()).await {
+                Ok(Ok(())) => {}
+                _ => continue,
+            }
+        }
+        let sent_at = Instant::now();
+        match tokio::time::timeout(cfg.timeouts.upstream_header, sender.try_send_request(req)).await
+        {
+            Err(_) => {
+                return Err(Failed {
+                    error: ProxyError::UpstreamTimeout {
+                        backend: addr,
+                        timeout: cfg.timeouts.upstream_header,
+                    },
+                    request: None,
+                });
+            }
+            Ok(Ok(resp)) => {
+                backend.record_response(Some(resp.status().as_u16()), sent_at.elapsed());
+                if !is_upgrade {
+                    exchange.attach(sender);
+                }
+                return Ok(resp);
+            }
+            Ok(Err(mut e)) => {
+                let request = e.take_message();
+                match request {
+                    // The pooled connection died before our request went out: try another.
+                    Some(r) if is_pooled => req = r,
+                    request => {
+                        return Err(Failed {
+                            error: ProxyError::Exchange {
+                                backend: addr,
+                                sent: request.is_none(),
+                                source: e.into_error(),
+                            },
+                            request,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    // Unreachable in practice: round 3 always uses a fresh connection and returns.
+    Err(Failed {
+        error: ProxyError::NoBackend,
+        request: Some(req),
+    })
+}
+
+/// Opens a new HTTP/1.1 connection to `backend`; its driver task is tracked and stops at
+/// hard stop.
+async fn connect(
+    backend: &Backend,
+    conn: &ConnInfo,
+    cfg: &Config,
+) -> Result<SendRequest<ReqBody>, ProxyError> {
+    let addr = backend.addr();
+    let stream = match tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ProxyError::ConnectTimeout { backend: addr }),
+        Ok(Err(source)) => {
+            return Err(ProxyError::Connect {
+                backend: addr,
+                source,
+            });
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ProxyError::Exchange {
+            backend: addr,
+            sent: false,
+            source,
+        })?;
+    let stop = conn.shared.hard_stop.clone();
+    conn.shared.background.spawn(async move {
+        tokio::select! {
+            r = connection.with_upgrades() => {
+                if let Err(error) = r {
+                    tracing::debug!(backend = %addr, %error, "upstream connection ended with error");
+                }
+            }
+            _ = stop.cancelled() => {}
+        }
+    });
+    Ok(sender)
+}

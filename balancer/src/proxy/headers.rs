@@ -1,0 +1,335 @@
+//! Pure header logic: framing checks against request smuggling, hop-by-hop removal, the
+//! `X-Forwarded-*` family, request ids, and the client key for rate limiting.
+//!
+//! Framing invariant: a request is forwarded only when its body length is unambiguous. Both
+//! `Content-Length` and `Transfer-Encoding`, several differing `Content-Length`s, a
+//! non-numeric length, or a `Transfer-Encoding` whose last coding is not `chunked` are all
+//! refused with 400. (hyper already refuses most of these while parsing; checking again here
+//! keeps the guarantee independent of the parser and covers h2, where `Transfer-Encoding`
+//! is not allowed at all.)
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use rand::Rng;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus legacy ones).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client-supplied request id we pass on; longer ones are replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Why a request's framing is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    /// Both Content-Length and Transfer-Encoding.
+    #[error("both Content-Length and Transfer-Encoding")]
+    BothLengths,
+    /// Several Content-Length values that differ.
+    #[error("conflicting Content-Length headers")]
+    ConflictingLength,
+    /// A Content-Length that is not a number.
+    #[error("invalid Content-Length")]
+    InvalidLength,
+    /// Transfer-Encoding not ending in chunked.
+    #[error("Transfer-Encoding must end with chunked")]
+    BadTransferEncoding,
+    /// Transfer-Encoding in HTTP/2.
+    #[error("Transfer-Encoding is not allowed in HTTP/2")]
+    TransferEncodingInH2,
+}
+
+/// The declared Content-Length, after [`check_framing`] passed.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Refuses ambiguous body framing (see the module docs).
+pub fn check_framing(headers: &HeaderMap, is_h2: bool) -> Result<(), FramingError> {
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        let text = v.to_str().map_err(|_| FramingError::InvalidLength)?;
+        // A single header may also carry a comma-separated list; every element must agree.
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(FramingError::InvalidLength);
+            }
+            let n: u64 = part.parse().map_err(|_| FramingError::InvalidLength)?;
+            match length {
+                Some(prev) if prev != n => return Err(FramingError::ConflictingLength),
+                _ => length = Some(n),
+            }
+        }
+    }
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if te.peek().is_some() {
+        if is_h2 {
+            return Err(FramingError::TransferEncodingInH2);
+        }
+        if length.is_some() {
+            return Err(FramingError::BothLengths);
+        }
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .last();
+        if !last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
+            return Err(FramingError::BadTransferEncoding);
+        }
+    }
+    Ok(())
+}
+
+/// The request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers and every header named in `Connection`. With `keep_upgrade`
+/// the `Connection: upgrade` / `Upgrade` pair survives (for protocol switches).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Appends `client` to `X-Forwarded-For` (one combined header) and sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<&str>,
+) {
+    let previous: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if previous.is_empty() {
+        client.to_string()
+    } else {
+        format!("{}, {client}", previous.join(", "))
+    };
+    match HeaderValue::from_str(&value) {
+        Ok(v) => {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        Err(_) => {
+            // Only reachable with a garbage previous value: start the chain afresh.
+            if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+                headers.insert(X_FORWARDED_FOR.clone(), v);
+            }
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(X_FORWARDED_HOST.clone(), h);
+    }
+}
+
+/// Keeps a sane client `X-Request-Id` or sets a fresh random one; returns the id.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID)
+        && !v.is_empty()
+        && v.len() <= MAX_REQUEST_ID_LEN
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return v.clone();
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// 128 random bits as 32 hex digits.
+pub fn new_request_id() -> HeaderValue {
+    let n: u128 = rand::rng().random();
+    HeaderValue::from_str(&format!("{n:032x}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The address the rate limiter charges: the peer, or — when the peer is a trusted proxy —
+/// the rightmost `X-Forwarded-For` entry that is not itself trusted.
+pub fn client_key(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if trusted.is_empty() || !trusted.contains(&peer) {
+        return peer;
+    }
+    let entries: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    entries
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert!(check_framing(&map(&[("content-length", "5")]), false).is_ok());
+        assert!(
+            check_framing(
+                &map(&[("content-length", "5"), ("content-length", "5")]),
+                false
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            check_framing(
+                &map(&[("content-length", "5"), ("content-length", "6")]),
+                false
+            ),
+            Err(FramingError::ConflictingLength)
+        );
+        assert_eq!(
+            check_framing(&map(&[("content-length", "5, 6")]), false),
+            Err(FramingError::ConflictingLength)
+        );
+        assert_eq!(
+            check_framing(&map(&[("content-length", "+5")]), false),
+            Err(FramingError::InvalidLength)
+        );
+        assert_eq!(
+            check_framing(
+                &map(&[("content-length", "5"), ("transfer-encoding", "chunked")]),
+                false
+            ),
+            Err(FramingError::BothLengths)
+        );
+        assert_eq!(
+            check_framing(&map(&[("transfer-encoding", "chunked, gzip")]), false),
+            Err(FramingError::BadTransferEncoding)
+        );
+        assert!(check_framing(&map(&[("transfer-encoding", "gzip, chunked")]), false).is_ok());
+        assert_eq!(
+            check_framing(&map(&[("transfer-encoding", "chunked")]), true),
+            Err(FramingError::TransferEncodingInH2)
+        );
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+        let mut u = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&u));
+        strip_hop_by_hop(&mut u, true);
+        assert_eq!(u.get("upgrade").unwrap(), "websocket");
+        assert_eq!(u.get("connection").unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let mut h = map(&[("x-forwarded-for", "1.1.1.1")]);
+        set_forwarded(
+            &mut h,
+            "2.2.2.2".parse().unwrap(),
+            "https",
+            Some("tickets.example"),
+        );
+        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "1.1.1.1, 2.2.2.2");
+        assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(h.get(&X_FORWARDED_HOST).unwrap(), "tickets.example");
+    }
+
+    #[test]
+    fn request_id_kept_or_generated() {
+        let mut h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 32);
+        assert_eq!(h.get(&X_REQUEST_ID).unwrap(), &id);
+    }
+
+    #[test]
+    fn client_key_trusts_only_listed_proxies() {
+        let h = map(&[("x-forwarded-for", "9.9.9.9, 10.0.0.2")]);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let inner: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(client_key(proxy, &h, &[]), proxy);
+        assert_eq!(client_key(proxy, &h, &[proxy]), inner);
+        assert_eq!(
+            client_key(proxy, &h, &[proxy, inner]),
+            "9.9.9.9".parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The request path: validate the client's request, choose a backend, forward it over a
+//! pooled connection (retrying on another backend when it never reached one), and stream the
+//! response back. [`headers`] holds the pure header rewriting and framing checks, [`error`]
+//! the one mapping from failures to statuses, [`forward`] the I/O.
+
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod upgrade;
+
+pub use error::{ProxyError, Side};
+pub use forward::{ConnInfo, handle};
