@@ -4,7 +4,14 @@
 //! deliveries, acknowledge or reject them, and failed records are retried and dead-lettered.
 //! See the crate README for operating it and `PROTOCOL.md` for the wire format.
 
+pub mod client;
 pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod metrics;
 pub mod protocol;
 pub mod queue;
+pub mod server;
 pub mod storage;
+#[cfg(feature = "test-util")]
+pub mod testing;

@@ -1,2 +1,489 @@
-//! `broker`
-fn main() {}
+//! `broker`: serve the durable job broker, or talk to one (produce, consume, topics, stats).
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use broker::client::{Client, ClientConfig, Consumer};
+use broker::config::{BrokerConfig, FsyncPolicy, parse_duration, parse_size};
+use broker::protocol::{FetchMode, Record};
+use broker::server::Server;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// ticketrush's durable append-log job broker.
+///
+/// Producers append records to topics; consumer groups pull them as leased deliveries,
+/// acknowledge or reject them; failed records are retried and finally moved to `<topic>.dlq`.
+#[derive(Debug, Parser)]
+#[command(name = "broker", version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=broker=debug).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "BROKER_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+    /// Append newline-delimited payloads from stdin; exits non-zero unless all were acknowledged.
+    Produce(ProduceArgs),
+    /// Print payloads of a group's deliveries, one per line, acknowledging each after printing.
+    Consume(ConsumeArgs),
+    /// Create or list topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// End offsets, per-group committed offsets, in flight, lag and dead letters.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address for client connections.
+    #[arg(long, default_value = "127.0.0.1:7070", env = "BROKER_LISTEN")]
+    listen: SocketAddr,
+    /// Directory for topics and group progress; created if missing.
+    #[arg(long, default_value = "./data", env = "BROKER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address for GET /metrics and /healthz (Prometheus text format).
+    #[arg(long, default_value = "127.0.0.1:9070", env = "BROKER_METRICS_LISTEN")]
+    metrics_listen: SocketAddr,
+    /// Serve no metrics listener.
+    #[arg(long)]
+    no_metrics: bool,
+    /// When appends reach the disk: `always` (acknowledge after fdatasync, shared by concurrent
+    /// producers), `interval[:DURATION]` (sync every 100ms or DURATION; a power cut loses up to
+    /// that), or `never` (leave it to the kernel). A killed process loses nothing under any.
+    #[arg(long, default_value = "always", value_parser = FsyncPolicy::parse, env = "BROKER_FSYNC")]
+    fsync: FsyncPolicy,
+    /// Shared secret clients must send in Hello (prefer the env var to keep it out of `ps`).
+    #[arg(long, env = "BROKER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Largest request frame; a larger one is answered with an error and the connection closed.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    max_frame_bytes: u64,
+    /// Roll to a new segment file at this size.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    segment_bytes: u64,
+    /// Default retention by size, per partition (0 = keep everything).
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    retention_bytes: u64,
+    /// Default retention by age, e.g. 7d (0 = keep everything).
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    retention: Duration,
+    /// Let retention delete segments that a consumer group has not finished. Without this,
+    /// retention never deletes what a group still needs.
+    #[arg(long)]
+    retention_ignores_groups: bool,
+    /// How long a produce's dedup id is remembered.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    dedup_window: Duration,
+    /// Default visibility timeout of a delivery (a group's first fetch may set its own).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    lease: Duration,
+    /// Default deliveries of a record before it goes to `<topic>.dlq`.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
+    /// Default most unacknowledged deliveries per consumer.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    prefetch: u32,
+    /// Most client connections; more are refused with a `busy` error.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Close a connection that sent nothing for this long.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Create unknown topics on first produce or fetch with this many partitions (0 = never).
+    #[arg(long, default_value_t = 0)]
+    auto_create_partitions: u32,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Broker address.
+    #[arg(long, default_value = "127.0.0.1:7070", env = "BROKER_ADDR")]
+    addr: String,
+    /// The broker's token, if it has one.
+    #[arg(long, env = "BROKER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How long to keep trying to connect.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+}
+
+impl ClientArgs {
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let mut config = ClientConfig::new(self.addr.clone()).with_token(self.token.clone());
+        config.connect_timeout = self.connect_timeout;
+        Ok(Client::connect(config).await?)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Topic to append to.
+    #[arg(long)]
+    topic: String,
+    /// Key of every record (records with one key share a partition, in order).
+    #[arg(long)]
+    key: Option<String>,
+    /// Records per produce request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Topic to consume.
+    #[arg(long)]
+    topic: String,
+    /// Consumer group (created on first use; a new group starts at the oldest record).
+    #[arg(long)]
+    group: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    max: Option<u64>,
+    /// Stop when nothing arrives within this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    wait_ms: u32,
+    /// Group mode when the group is created.
+    #[arg(long, value_enum, default_value_t = Mode::Shared)]
+    mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Shared,
+    Ordered,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic (succeeds if it exists).
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Topic name: 1-249 of A-Z a-z 0-9 . _ -
+        name: String,
+        /// Partition count (1-1024).
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Retention by size per partition (0 = the broker's default).
+        #[arg(long, default_value = "0", value_parser = parse_size)]
+        retention_bytes: u64,
+        /// Retention by age (0 = the broker's default).
+        #[arg(long, default_value = "0", value_parser = parse_duration)]
+        retention: Duration,
+    },
+    /// List topics with partitions and end offsets.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Only this topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("broker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("broker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Produce(args) => produce(args).await,
+        Command::Consume(args) => consume(args).await,
+        Command::Topic(TopicCommand::Create {
+            client,
+            name,
+            partitions,
+            retention_bytes,
+            retention,
+        }) => {
+            let c = client.connect().await?;
+            let ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+            let created = c
+                .create_topic_with(&name, partitions, retention_bytes, ms)
+                .await?;
+            println!(
+                "{} topic {name}",
+                if created { "created" } else { "exists:" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topic(TopicCommand::List { client }) => {
+            let stats = client.connect().await?.stats("").await?;
+            println!("{:<40} {:>10} {:>14}", "TOPIC", "PARTITIONS", "END OFFSETS");
+            for t in stats["topics"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<40} {:>10} {:>14}",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["partitions"],
+                    t["end_offset"]
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats(args) => {
+            let stats = args
+                .client
+                .connect()
+                .await?
+                .stats(args.topic.as_deref().unwrap_or(""))
+                .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print_stats(&stats);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_stats(stats: &serde_json::Value) {
+    for t in stats["topics"].as_array().into_iter().flatten() {
+        println!(
+            "topic {}  partitions {}  end offsets {}",
+            t["name"].as_str().unwrap_or("?"),
+            t["partitions"],
+            t["end_offset"]
+        );
+        for p in t["partition_stats"].as_array().into_iter().flatten() {
+            println!(
+                "  partition {:<4} start {:<10} end {:<10} bytes {}",
+                p["partition"], p["start_offset"], p["end_offset"], p["bytes"]
+            );
+        }
+        for g in t["groups"].as_array().into_iter().flatten() {
+            println!(
+                "  group {} ({})  consumers {}  in flight {}  lag {}  redeliveries {}  dead letters {}",
+                g["name"].as_str().unwrap_or("?"),
+                g["mode"].as_str().unwrap_or("?"),
+                g["consumers"],
+                g["in_flight"],
+                g["lag"],
+                g["redeliveries"],
+                g["dead_letters"]
+            );
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = BrokerConfig::new(&args.data_dir, args.listen);
+    config.metrics_listen = (!args.no_metrics).then_some(args.metrics_listen);
+    config.fsync = args.fsync;
+    config.token = args.token.filter(|t| !t.is_empty());
+    config.max_frame_bytes = usize::try_from(args.max_frame_bytes)
+        .ok()
+        .filter(|n| (1024..=1 << 30).contains(n))
+        .context("--max-frame-bytes must be between 1KiB and 1GiB")?;
+    if !(1 << 16..=1 << 30).contains(&args.segment_bytes) {
+        bail!("--segment-bytes must be between 64KiB and 1GiB");
+    }
+    config.segment_bytes = args.segment_bytes;
+    config.retention_bytes = args.retention_bytes;
+    config.retention = args.retention;
+    config.retention_ignores_groups = args.retention_ignores_groups;
+    config.dedup_window = args.dedup_window;
+    config.lease = args.lease;
+    config.max_attempts = args.max_attempts;
+    config.prefetch = args.prefetch;
+    config.max_connections = args.max_connections.max(1);
+    config.idle_timeout = args.idle_timeout;
+    config.auto_create_partitions = args
+        .auto_create_partitions
+        .min(broker::engine::MAX_PARTITIONS);
+    config.drain_timeout = args.drain_timeout;
+    let fsync = config.fsync;
+    let server = Server::bind(config, prometheus_client::registry::Registry::default()).await?;
+    tracing::info!(
+        listen = %server.local_addr()?,
+        metrics = ?server.metrics_addr(),
+        data_dir = %args.data_dir.display(),
+        fsync = fsync.name(),
+        "broker serving"
+    );
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: draining");
+        signals.cancel();
+    });
+    server.run(shutdown).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client.connect().await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(4);
+    let batch = args.batch.max(1);
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let stdin = std::io::stdin();
+        let mut lines = Vec::with_capacity(batch);
+        for line in stdin.lock().lines() {
+            lines.push(line.context("reading stdin")?);
+            if lines.len() >= batch && tx.blocking_send(std::mem::take(&mut lines)).is_err() {
+                return Ok(());
+            }
+        }
+        if !lines.is_empty() {
+            let _ = tx.blocking_send(lines);
+        }
+        Ok(())
+    });
+    let mut acked = 0u64;
+    let mut failed = 0u64;
+    while let Some(lines) = rx.recv().await {
+        let n = lines.len() as u64;
+        let records = lines
+            .into_iter()
+            .map(|l| {
+                let r = Record::new(l);
+                match &args.key {
+                    Some(k) => r.with_key(k.clone()),
+                    None => r,
+                }
+            })
+            .collect();
+        match client.produce_batch(&args.topic, records).await {
+            Ok(_) => acked += n,
+            Err(e) => {
+                failed += n;
+                eprintln!("broker: {n} records not acknowledged: {e}");
+                if !e.is_retriable() || client.is_closed() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(rx);
+    reader.await.context("stdin reader")??;
+    eprintln!("produced {acked} records to {}", args.topic);
+    if failed > 0 {
+        eprintln!("broker: {failed} records were not acknowledged");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn consume(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
+    let client = args.client.connect().await?;
+    let mode = match args.mode {
+        Mode::Shared => FetchMode::Shared,
+        Mode::Ordered => FetchMode::Ordered,
+    };
+    let consumer = Consumer::new(client, &args.topic, &args.group, mode)
+        .wait(Duration::from_millis(u64::from(args.wait_ms)));
+    let mut printed = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        let left = args.max.map(|m| m.saturating_sub(printed));
+        if left == Some(0) {
+            break;
+        }
+        let consumer = match left {
+            Some(l) => consumer
+                .clone()
+                .max_records(u32::try_from(l.min(1000)).unwrap_or(1000)),
+            None => consumer.clone(),
+        };
+        let deliveries = consumer.fetch().await?;
+        if deliveries.is_empty() {
+            break;
+        }
+        let mut ids = Vec::with_capacity(deliveries.len());
+        {
+            let mut out = stdout.lock();
+            for d in &deliveries {
+                out.write_all(&d.record.payload)?;
+                out.write_all(b"\n")?;
+                ids.push(d.delivery_id);
+            }
+            out.flush()?;
+        }
+        consumer.ack(&ids).await?;
+        printed += ids.len() as u64;
+    }
+    eprintln!("consumed {printed} records from {}", args.topic);
+    Ok(ExitCode::SUCCESS)
+}

@@ -228,8 +228,8 @@ impl PartitionLog {
         Ok(out)
     }
 
-    /// Deletes sealed segments from the front while `may_delete(segment_end, size_after,
-    /// last_timestamp_ms)` says so. The active segment is never deleted. Returns how many.
+    /// Deletes sealed segments from the front while `may_delete(segment_end, log_bytes,
+    /// segment_last_timestamp_ms)` says so (`log_bytes`: the log's size before this deletion). The active segment is never deleted. Returns how many.
     pub fn delete_front(
         &mut self,
         mut may_delete: impl FnMut(u64, u64, u64) -> bool,
@@ -241,7 +241,7 @@ impl PartitionLog {
                 break;
             };
             let after = total - first.size();
-            if !may_delete(first.end(), after, first.last_timestamp_ms()) {
+            if !may_delete(first.end(), total, first.last_timestamp_ms()) {
                 break;
             }
             let seg = self.segments.remove(0);

@@ -27,15 +27,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// An I/O call failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {cause}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// The file or directory.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A record failed its checksum or could not be decoded.
     #[error("corrupt record at offset {offset} in {path}: {reason}")]
@@ -62,11 +61,11 @@ pub enum StorageError {
 
 impl StorageError {
     /// Wraps an I/O error with what was being done and where.
-    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Self::Io {
             op,
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

@@ -1,0 +1,177 @@
+//! A consumer group at run time: its state machine behind a mutex, and a journal thread that
+//! makes acknowledged progress durable with one sync per batch (group commit).
+
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::config::FsyncPolicy;
+use crate::queue::journal::{self, Journal};
+use crate::queue::{GroupConfig, GroupState};
+use crate::storage::StorageError;
+
+struct Persist {
+    done: Vec<(u32, u64)>,
+    reply: oneshot::Sender<Result<(), StorageError>>,
+}
+
+/// A consumer group of one topic.
+#[derive(Debug)]
+pub struct Group {
+    name: String,
+    state: Mutex<GroupState>,
+    tx: Mutex<Option<Sender<Persist>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Group {
+    /// Opens (or creates, with `config`) the group stored in `dir`. Returns the group and the
+    /// bytes recovery cut from its journal. The stored configuration wins over `config`.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        config: GroupConfig,
+        partitions: usize,
+        policy: FsyncPolicy,
+    ) -> Result<(Self, u64), StorageError> {
+        let config = match journal::read_config(dir)? {
+            Some(stored) => stored,
+            None => {
+                journal::write_config(dir, &config)?;
+                config
+            }
+        };
+        let (journal, progress, cut) = Journal::open(dir, partitions)?;
+        let mut progress = progress;
+        progress.truncate(partitions.max(1));
+        let state = GroupState::new(config, progress);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread_name = format!("j-{name}");
+        let thread = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || run_journal(journal, rx, policy))
+            .map_err(|e| StorageError::io("spawn journal thread for", dir, e))?;
+        Ok((
+            Self {
+                name: name.to_string(),
+                state: Mutex::new(state),
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+            },
+            cut,
+        ))
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The state machine. Never hold the guard across an await.
+    pub fn state(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes done records durable; the receiver answers once they are (per the fsync policy).
+    pub fn persist(&self, done: Vec<(u32, u64)>) -> oneshot::Receiver<Result<(), StorageError>> {
+        let (reply, rx) = oneshot::channel();
+        if done.is_empty() {
+            let _ = reply.send(Ok(()));
+            return rx;
+        }
+        let guard = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent = match guard.as_ref() {
+            Some(tx) => tx.send(Persist { done, reply }).map_err(|e| e.0.reply),
+            None => Err(reply),
+        };
+        if let Err(reply) = sent {
+            let _ = reply.send(Err(StorageError::Closed));
+        }
+        rx
+    }
+
+    /// Stops the journal thread after it wrote, synced and compacted what was queued.
+    pub fn close(&self) {
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                tracing::error!(group = %self.name, "journal thread panicked");
+            }
+        }
+    }
+}
+
+fn run_journal(mut journal: Journal, rx: Receiver<Persist>, policy: FsyncPolicy) {
+    let mut last_sync = Instant::now();
+    let mut dirty = false;
+    loop {
+        let first = match policy {
+            FsyncPolicy::Interval(every) => {
+                let wait = every.saturating_sub(last_sync.elapsed());
+                match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+                    Ok(p) => p,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if dirty {
+                            if let Err(e) = journal.sync() {
+                                tracing::error!(error = %e, "group journal sync failed");
+                            }
+                            dirty = false;
+                        }
+                        last_sync = Instant::now();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let done: Vec<(u32, u64)> = batch.iter().flat_map(|p| p.done.iter().copied()).collect();
+        let mut result = journal.append(&done);
+        if result.is_ok() && policy == FsyncPolicy::Always {
+            result = journal.sync();
+            last_sync = Instant::now();
+        } else {
+            dirty = true;
+        }
+        for p in batch {
+            let _ = p.reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StorageError::io(
+                    "journal",
+                    "acks.log",
+                    std::io::Error::other(e.to_string()),
+                )),
+            });
+        }
+        if result.is_ok() && journal.should_compact() {
+            if let Err(e) = journal.compact() {
+                tracing::error!(error = %e, "group journal compaction failed");
+            }
+        }
+    }
+    if let Err(e) = journal.compact() {
+        tracing::error!(error = %e, "group journal final compaction failed");
+    }
+}

@@ -1,0 +1,231 @@
+//! The broker's listeners: the client protocol on `--listen`, `/metrics` on `--metrics-listen`.
+//!
+//! [`Server::bind`] does everything that can fail at start (open and recover the data, bind
+//! both ports) so `main` can report it in one line; [`Server::run`] serves until the shutdown
+//! token fires, then drains: it stops accepting, lets in-flight requests finish (up to the
+//! drain timeout), and syncs and closes every log and journal.
+
+mod connection;
+mod metrics_http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::BrokerConfig;
+use crate::engine::{Broker, EngineError};
+use crate::metrics::Metrics;
+
+/// How often leases are checked for expiry.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
+/// How often retention runs.
+const RETAIN_EVERY: Duration = Duration::from_secs(10);
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be opened or recovered.
+    #[error("cannot open data dir {dir}: {cause}")]
+    Open {
+        /// The directory.
+        dir: String,
+        /// The cause.
+        cause: EngineError,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {cause}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Which listener.
+        what: &'static str,
+        /// The cause.
+        cause: std::io::Error,
+    },
+}
+
+/// A bound, ready broker.
+#[derive(Debug)]
+pub struct Server {
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    registry: Arc<Registry>,
+}
+
+impl Server {
+    /// Opens the data directory (recovering it) and binds the listeners.
+    pub async fn bind(config: BrokerConfig, mut registry: Registry) -> Result<Self, ServerError> {
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let dir = config.data_dir.display().to_string();
+        let listen = config.listen;
+        let metrics_listen = config.metrics_listen;
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config, metrics))
+            .await
+            .map_err(|_| ServerError::Open {
+                dir: dir.clone(),
+                cause: EngineError::ShuttingDown,
+            })?
+            .map_err(|cause| ServerError::Open { dir, cause })?;
+        let broker = Arc::new(broker);
+        let listener = match TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(cause) => {
+                broker.close();
+                return Err(ServerError::Bind {
+                    addr: listen,
+                    what: "client listener",
+                    cause,
+                });
+            }
+        };
+        let metrics_listener = match metrics_listen {
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(cause) => {
+                    broker.close();
+                    return Err(ServerError::Bind {
+                        addr,
+                        what: "metrics listener",
+                        cause,
+                    });
+                }
+            },
+            None => None,
+        };
+        Ok(Self {
+            broker,
+            listener,
+            metrics_listener,
+            registry: Arc::new(registry),
+        })
+    }
+
+    /// Where clients connect (useful after binding port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The broker's state (for tests and in-process embedding).
+    pub fn broker(&self) -> Arc<Broker> {
+        Arc::clone(&self.broker)
+    }
+
+    /// Serves until `shutdown` fires, then drains and closes.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Self {
+            broker,
+            listener,
+            metrics_listener,
+            registry,
+        } = self;
+        let tasks = TaskTracker::new();
+        let background = CancellationToken::new();
+        {
+            let broker = Arc::clone(&broker);
+            let stop = background.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(MAINTAIN_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut last_retention = tokio::time::Instant::now();
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        () = stop.cancelled() => break,
+                    }
+                    let retention = last_retention.elapsed() >= RETAIN_EVERY;
+                    if retention {
+                        last_retention = tokio::time::Instant::now();
+                    }
+                    broker.maintain(retention).await;
+                }
+            });
+        }
+        if let Some(l) = metrics_listener {
+            tasks.spawn(metrics_http::serve(
+                l,
+                Arc::clone(&broker),
+                registry,
+                background.clone(),
+            ));
+        }
+        let connections = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(broker.config().max_connections));
+        let ids = AtomicU64::new(1);
+        let conn_shutdown = CancellationToken::new();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = shutdown.cancelled() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let metrics = broker.metrics();
+            let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                metrics.connections_rejected.inc();
+                tracing::warn!(%peer, "connection limit reached; refusing");
+                connections.spawn(connection::refuse(stream));
+                continue;
+            };
+            metrics.connections_accepted.inc();
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            let broker = Arc::clone(&broker);
+            let token = conn_shutdown.clone();
+            let span = tracing::debug_span!("conn", %peer, id);
+            connections.spawn(
+                async move {
+                    connection::serve(stream, peer, broker, id, token).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        drop(listener);
+        tracing::info!("shutting down: draining connections");
+        conn_shutdown.cancel();
+        connections.close();
+        let drain = broker.config().drain_timeout;
+        if tokio::time::timeout(drain, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?drain,
+                "connections still open after the drain timeout; closing"
+            );
+        }
+        background.cancel();
+        tasks.close();
+        tasks.wait().await;
+        let b = Arc::clone(&broker);
+        if tokio::task::spawn_blocking(move || b.close())
+            .await
+            .is_err()
+        {
+            tracing::error!("closing the logs panicked");
+        }
+        tracing::info!("broker stopped; every log and journal synced");
+    }
+}
