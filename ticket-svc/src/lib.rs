@@ -4,5 +4,8 @@
 //! queue abstraction, [`http`] the API, [`worker`] the deciding loop.
 
 pub mod domain;
+pub mod http;
+pub mod metrics;
 pub mod queue;
 pub mod store;
+pub mod worker;

@@ -168,6 +168,8 @@ pub struct QueueStats {
     pub dead_letters_lag: u64,
     /// Jobs ever dead-lettered.
     pub dead_lettered: u64,
+    /// Enqueue calls ever started (including refused and still running ones).
+    pub enqueue_calls: u64,
 }
 
 /// An in-memory [`PurchaseQueue`] (not durable across restarts: for tests and local runs).
@@ -192,6 +194,7 @@ struct State {
     dedup: HashMap<PurchaseId, Position>,
     jobs: usize,
     dead_lettered: u64,
+    enqueue_calls: u64,
     next_consumer: u64,
 }
 
@@ -264,6 +267,7 @@ impl MemoryQueue {
             dedup: HashMap::new(),
             jobs: 0,
             dead_lettered: 0,
+            enqueue_calls: 0,
             next_consumer: 0,
         };
         Self {
@@ -300,6 +304,7 @@ impl MemoryQueue {
             purchases_lag: st.purchases.iter().map(Partition::lag).sum(),
             dead_letters_lag: st.dead_letters.iter().map(Partition::lag).sum(),
             dead_lettered: st.dead_lettered,
+            enqueue_calls: st.enqueue_calls,
         }
     }
 
@@ -320,7 +325,8 @@ impl PurchaseQueue for MemoryQueue {
 
     async fn enqueue(&self, job: &PurchaseJob) -> Result<Enqueued, QueueError> {
         let delay = {
-            let st = self.state();
+            let mut st = self.state();
+            st.enqueue_calls += 1;
             if !st.is_available {
                 return Err(QueueError::Unavailable {
                     reason: "in-memory queue switched off".into(),

@@ -271,6 +271,18 @@ fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
     })
 }
 
+/// New decisions as column arrays, written with one `INSERT ... SELECT FROM UNNEST`.
+#[derive(Default)]
+struct DecisionRows {
+    ids: Vec<String>,
+    events: Vec<i64>,
+    buyers: Vec<String>,
+    quantities: Vec<i32>,
+    positions: Vec<i64>,
+    statuses: Vec<String>,
+    reasons: Vec<Option<String>>,
+}
+
 const PURCHASE_COLUMNS: &str = "id, event_id, buyer, quantity, position, status, reason";
 
 impl Store for PostgresStore {
@@ -480,15 +492,7 @@ impl Store for PostgresStore {
 
         let mut totals: (Vec<i64>, Vec<String>, Vec<i32>, Vec<i32>) = Default::default();
         let mut seen = HashSet::new();
-        let mut rows: (
-            Vec<String>,
-            Vec<i64>,
-            Vec<String>,
-            Vec<i32>,
-            Vec<i64>,
-            Vec<String>,
-            Vec<Option<String>>,
-        ) = Default::default();
+        let mut rows = DecisionRows::default();
         for (j, d) in jobs.iter().zip(&decisions) {
             if !d.is_new {
                 continue;
@@ -502,13 +506,13 @@ impl Store for PostgresStore {
                     .3
                     .push(i32_of(max_per_buyer.get(&e).copied().unwrap_or(0)));
             }
-            rows.0.push(j.job.purchase_id.to_string());
-            rows.1.push(e.0);
-            rows.2.push(j.job.buyer.clone());
-            rows.3.push(i32_of(j.job.quantity));
-            rows.4.push(i64_of(j.position.0));
-            rows.5.push(d.status.as_str().to_owned());
-            rows.6.push(
+            rows.ids.push(j.job.purchase_id.to_string());
+            rows.events.push(e.0);
+            rows.buyers.push(j.job.buyer.clone());
+            rows.quantities.push(i32_of(j.job.quantity));
+            rows.positions.push(i64_of(j.position.0));
+            rows.statuses.push(d.status.as_str().to_owned());
+            rows.reasons.push(
                 d.status
                     .reason()
                     .map(|r| RejectReason::as_str(r).to_owned()),
@@ -524,7 +528,7 @@ impl Store for PostgresStore {
             .await
             .map_err(pg("write buyer totals"))?;
         }
-        if !rows.0.is_empty() {
+        if !rows.ids.is_empty() {
             tx.execute(
                 "INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
                  SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::int[],
@@ -532,7 +536,13 @@ impl Store for PostgresStore {
                  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason
                  WHERE purchases.status = 'pending'",
                 &[
-                    &rows.0, &rows.1, &rows.2, &rows.3, &rows.4, &rows.5, &rows.6,
+                    &rows.ids,
+                    &rows.events,
+                    &rows.buyers,
+                    &rows.quantities,
+                    &rows.positions,
+                    &rows.statuses,
+                    &rows.reasons,
                 ],
             )
             .await

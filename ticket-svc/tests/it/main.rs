@@ -1,3 +1,9 @@
 //! ticket-svc integration tests: one binary, one module per area.
 
+// Helpers here are test code too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
 mod store;
+mod support;
+mod worker;

@@ -1,0 +1,126 @@
+//! `AppError`: everything a request can fail with, and the one place errors become statuses.
+//! Each error is logged here, once, where it ends.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::DomainError;
+use crate::queue::QueueError;
+use crate::store::StoreError;
+
+/// Seconds a client is told to wait when the queue or store cannot take work.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The body is not the JSON this route takes (syntax, types, missing or unknown fields).
+    #[error("malformed JSON body: {0}")]
+    BadJson(String),
+    /// A header is malformed.
+    #[error("bad header {name}: {problem}")]
+    BadHeader {
+        /// Which header.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The request breaks a sale rule.
+    #[error("{0}")]
+    Invalid(#[from] DomainError),
+    /// The body is over the limit.
+    #[error("body over {limit_bytes} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit_bytes: usize,
+    },
+    /// The body could not be read.
+    #[error("could not read the body: {0}")]
+    BadBody(String),
+    /// No such event (or a malformed event id).
+    #[error("no such event")]
+    EventNotFound,
+    /// No such purchase (or a malformed purchase id).
+    #[error("no such purchase")]
+    PurchaseNotFound,
+    /// No such route.
+    #[error("no such route")]
+    RouteNotFound,
+    /// The queue refused the job.
+    #[error("the purchase queue cannot take it now: {0}")]
+    QueueUnavailable(#[from] QueueError),
+    /// The queue did not answer in time.
+    #[error("the purchase queue did not answer within {0:?}")]
+    QueueTimeout(Duration),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A readiness dependency is down.
+    #[error("not ready: {0}")]
+    NotReady(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+impl AppError {
+    /// The status and the machine-readable code.
+    fn classify(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
+            Self::BadHeader { .. } => (StatusCode::BAD_REQUEST, "bad_header"),
+            Self::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            Self::EventNotFound => (StatusCode::NOT_FOUND, "event_not_found"),
+            Self::PurchaseNotFound => (StatusCode::NOT_FOUND, "purchase_not_found"),
+            Self::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::QueueUnavailable(_) | Self::QueueTimeout(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable")
+            }
+            Self::Store(e) if e.is_transient() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
+            Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+            Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.classify();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+        } else {
+            tracing::debug!(error = %self, status = status.as_u16(), "request refused");
+        }
+        let message = match &self {
+            // Internal detail stays in the log.
+            Self::Store(_) if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                "internal store error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = (
+            status,
+            Json(ErrorBody {
+                error: code,
+                message,
+            }),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}

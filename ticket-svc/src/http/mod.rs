@@ -1,0 +1,127 @@
+//! The ticket HTTP API (routes and JSON per DESIGN.md), on axum.
+//!
+//! `POST /events/{id}/purchases` answers 202 only after [`PurchaseQueue::enqueue`] returned: a
+//! queue that fails or does not answer within [`ApiConfig::enqueue_timeout`] gets a 503 with
+//! `Retry-After`. Every error becomes a status in exactly one place, [`AppError`]'s
+//! `IntoResponse`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::domain::{Event, EventId};
+use crate::metrics::Metrics;
+use crate::queue::PurchaseQueue;
+use crate::store::Store;
+
+mod error;
+mod routes;
+
+pub use error::{AppError, RETRY_AFTER_SECS};
+
+/// API settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The longest a purchase waits for the queue before it is answered 503.
+    pub enqueue_timeout: Duration,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// The longest a readiness check waits for each dependency.
+    pub ready_timeout: Duration,
+    /// Events remembered for validating purchases (their limits never change).
+    pub event_cache_entries: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enqueue_timeout: Duration::from_secs(2),
+            max_body_bytes: 16 * 1024,
+            ready_timeout: Duration::from_secs(1),
+            event_cache_entries: 10_000,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct ApiState<S, Q> {
+    store: Arc<S>,
+    queue: Arc<Q>,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    config: ApiConfig,
+    events: Arc<Mutex<HashMap<EventId, Event>>>,
+}
+
+impl<S, Q> Clone for ApiState<S, Q> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            queue: Arc::clone(&self.queue),
+            metrics: Arc::clone(&self.metrics),
+            registry: Arc::clone(&self.registry),
+            config: self.config.clone(),
+            events: Arc::clone(&self.events),
+        }
+    }
+}
+
+impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
+    /// State over a store, a queue, metrics (registered in `registry`, which `/metrics` shows).
+    pub fn new(
+        store: Arc<S>,
+        queue: Arc<Q>,
+        metrics: Arc<Metrics>,
+        registry: Arc<Registry>,
+        config: ApiConfig,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            metrics,
+            registry,
+            config,
+            events: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+/// The API's routes over a state.
+pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/events", post(routes::create_event::<S, Q>))
+        .route("/events/{id}", get(routes::show_event::<S, Q>))
+        .route(
+            "/events/{id}/purchases",
+            post(routes::create_purchase::<S, Q>),
+        )
+        .route("/purchases/{id}", get(routes::show_purchase::<S, Q>))
+        .route("/healthz", get(routes::healthz::<S, Q>))
+        .route("/metrics", get(routes::metrics::<S, Q>))
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::track::<S, Q>,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,340 @@
+//! The handlers and their JSON shapes (DESIGN.md, "HTTP API").
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::{ApiState, AppError};
+use crate::domain::{
+    Event, EventId, EventSpec, IdempotencyKey, Position, Purchase, PurchaseId, PurchaseJob,
+    PurchaseRequest, QueuedJob,
+};
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::queue::PurchaseQueue;
+use crate::store::Store;
+
+/// `POST /events` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateEventBody {
+    name: String,
+    tickets: i64,
+    max_per_buyer: i64,
+}
+
+/// `POST /events/{id}/purchases` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreatePurchaseBody {
+    buyer: String,
+    quantity: i64,
+}
+
+/// An event as `POST /events` and `GET /events/{id}` show it.
+#[derive(Debug, Serialize)]
+struct EventView<'a> {
+    id: EventId,
+    name: &'a str,
+    tickets: u32,
+    max_per_buyer: u32,
+    sold: u32,
+    remaining: u32,
+}
+
+impl<'a> From<&'a Event> for EventView<'a> {
+    fn from(e: &'a Event) -> Self {
+        Self {
+            id: e.id,
+            name: &e.name,
+            tickets: e.tickets,
+            max_per_buyer: e.max_per_buyer,
+            sold: e.sold,
+            remaining: e.remaining(),
+        }
+    }
+}
+
+/// The 202 answer to a purchase.
+#[derive(Debug, Serialize)]
+struct Accepted {
+    purchase_id: PurchaseId,
+    status: &'static str,
+    status_url: String,
+    position: Position,
+}
+
+/// `GET /purchases/{id}`.
+#[derive(Debug, Serialize)]
+struct PurchaseView<'a> {
+    purchase_id: PurchaseId,
+    event_id: EventId,
+    buyer: &'a str,
+    quantity: u32,
+    position: Position,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+impl<'a> From<&'a Purchase> for PurchaseView<'a> {
+    fn from(p: &'a Purchase) -> Self {
+        Self {
+            purchase_id: p.id,
+            event_id: p.event_id,
+            buyer: &p.buyer,
+            quantity: p.quantity,
+            position: p.position,
+            status: p.status.as_str(),
+            reason: p.status.reason().map(|r| r.as_str()),
+        }
+    }
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, AppError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::BodyTooLarge { limit_bytes: limit }
+        } else {
+            AppError::BadBody(rejection.body_text())
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(body).map_err(|e| AppError::BadJson(e.to_string()))
+}
+
+fn status_url(id: PurchaseId) -> String {
+    format!("/purchases/{id}")
+}
+
+impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
+    /// An event, from the cache when seen before (only its immutable fields are used).
+    async fn known_event(&self, id: EventId) -> Result<Event, AppError> {
+        let cached = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned();
+        if let Some(e) = cached {
+            return Ok(e);
+        }
+        let event = self.store.event(id).await?.ok_or(AppError::EventNotFound)?;
+        let mut cache = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= self.config.event_cache_entries {
+            cache.clear();
+        }
+        cache.insert(id, event.clone());
+        Ok(event)
+    }
+}
+
+pub(super) async fn create_event<S: Store, Q: PurchaseQueue>(
+    State(st): State<ApiState<S, Q>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let body = body_bytes(body, st.config.max_body_bytes)?;
+    let raw: CreateEventBody = parse_json(&body)?;
+    let spec = EventSpec::new(&raw.name, raw.tickets, raw.max_per_buyer)?;
+    let event = st.store.create_event(&spec).await?;
+    let mut resp = (StatusCode::CREATED, Json(EventView::from(&event))).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/events/{}", event.id)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+pub(super) async fn show_event<S: Store, Q: PurchaseQueue>(
+    State(st): State<ApiState<S, Q>>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let id: EventId = id.parse().map_err(|_| AppError::EventNotFound)?;
+    let event = st.store.event(id).await?.ok_or(AppError::EventNotFound)?;
+    Ok(Json(EventView::from(&event)).into_response())
+}
+
+pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
+    State(st): State<ApiState<S, Q>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let event_id: EventId = id.parse().map_err(|_| AppError::EventNotFound)?;
+    let body = body_bytes(body, st.config.max_body_bytes)?;
+    let raw: CreatePurchaseBody = parse_json(&body)?;
+    let event = st.known_event(event_id).await?;
+    let request = PurchaseRequest::new(&raw.buyer, raw.quantity, &event)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().map_err(|_| AppError::BadHeader {
+                name: "Idempotency-Key",
+                problem: "not visible ASCII".into(),
+            })?;
+            Some(IdempotencyKey::new(text)?)
+        }
+    };
+
+    let mut job = PurchaseJob {
+        purchase_id: PurchaseId::new(),
+        event_id,
+        buyer: request.buyer,
+        quantity: request.quantity,
+    };
+    if let Some(key) = &key {
+        // A retry gets the first request's purchase (id and quantity), queued again under the
+        // same dedup id, so the queue answers with the first position.
+        job = st.store.claim_idempotency_key(key, &job).await?;
+    }
+
+    let started = Instant::now();
+    let enqueued = tokio::time::timeout(st.config.enqueue_timeout, st.queue.enqueue(&job)).await;
+    st.metrics
+        .enqueue_duration
+        .observe(started.elapsed().as_secs_f64());
+    let enqueued = match enqueued {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            st.metrics.enqueue_failures.inc();
+            return Err(AppError::QueueUnavailable(e));
+        }
+        Err(_) => {
+            st.metrics.enqueue_failures.inc();
+            return Err(AppError::QueueTimeout(st.config.enqueue_timeout));
+        }
+    };
+
+    let queued = QueuedJob {
+        job,
+        position: enqueued.position,
+    };
+    // The job is durably queued: from here on the answer is 202. A failed pending record only
+    // means `GET /purchases/{id}` shows 404 until a worker records the decision.
+    if let Err(e) = st.store.record_pending(&queued).await {
+        tracing::warn!(error = %e, purchase_id = %queued.job.purchase_id, "could not record pending purchase");
+    }
+    st.metrics.purchases_accepted.inc();
+    if enqueued.is_duplicate {
+        st.metrics.purchases_deduplicated.inc();
+    }
+    let id = queued.job.purchase_id;
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            purchase_id: id,
+            status: "pending",
+            status_url: status_url(id),
+            position: queued.position,
+        }),
+    )
+        .into_response();
+    if let Ok(loc) = HeaderValue::from_str(&status_url(id)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+pub(super) async fn show_purchase<S: Store, Q: PurchaseQueue>(
+    State(st): State<ApiState<S, Q>>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let id: PurchaseId = id.parse().map_err(|_| AppError::PurchaseNotFound)?;
+    let purchase = st
+        .store
+        .purchase(id)
+        .await?
+        .ok_or(AppError::PurchaseNotFound)?;
+    Ok(Json(PurchaseView::from(&purchase)).into_response())
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+pub(super) async fn healthz<S: Store, Q: PurchaseQueue>(
+    State(st): State<ApiState<S, Q>>,
+) -> Result<Response, AppError> {
+    let limit = st.config.ready_timeout;
+    match tokio::time::timeout(limit, st.store.check_ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(AppError::NotReady(format!("store: {e}"))),
+        Err(_) => {
+            return Err(AppError::NotReady(format!(
+                "store did not answer within {limit:?}"
+            )));
+        }
+    }
+    match tokio::time::timeout(limit, st.queue.check_ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(AppError::NotReady(format!("queue: {e}"))),
+        Err(_) => {
+            return Err(AppError::NotReady(format!(
+                "queue did not answer within {limit:?}"
+            )));
+        }
+    }
+    Ok(Json(Health { status: "ok" }).into_response())
+}
+
+pub(super) async fn metrics<S: Store, Q: PurchaseQueue>(
+    State(st): State<ApiState<S, Q>>,
+) -> Response {
+    let mut text = String::new();
+    if let Err(e) = encode(&mut text, &st.registry) {
+        tracing::warn!(error = %e, "could not encode metrics");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+pub(super) async fn not_found() -> AppError {
+    AppError::RouteNotFound
+}
+
+/// Counts and times every request by its route template (bounded labels).
+pub(super) async fn track<S: Store, Q: PurchaseQueue>(
+    State(st): State<ApiState<S, Q>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    st.metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    st.metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}

@@ -1,0 +1,153 @@
+//! The `ticket_*` metric families. Built once (in `main`, or a test) against a registry that is
+//! passed down; no globals. Labels are bounded: routes are matched route templates, statuses are
+//! HTTP codes, outcomes are the fixed decision names.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route template (`/events/{id}`), or `unmatched`.
+    pub route: String,
+    /// The HTTP status code.
+    pub status: u16,
+}
+
+/// Labels naming a route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route template, or `unmatched`.
+    pub route: String,
+}
+
+/// Labels naming a decision outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `confirmed`, `sold_out`, `limit_exceeded`, `failed` or `redelivered`.
+    pub outcome: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~3.3 s
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+}
+
+/// Every metric the API and the workers export.
+#[derive(Debug)]
+pub struct Metrics {
+    /// `ticket_http_requests_total{route,status}`.
+    pub http_requests: Family<RequestLabels, Counter>,
+    /// `ticket_http_request_duration_seconds{route}`.
+    pub http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// `ticket_purchases_accepted_total`: 202s answered.
+    pub purchases_accepted: Counter,
+    /// `ticket_purchases_deduplicated_total`: 202s for a purchase already queued.
+    pub purchases_deduplicated: Counter,
+    /// `ticket_queue_enqueue_duration_seconds`: time to a durable enqueue.
+    pub enqueue_duration: Histogram,
+    /// `ticket_queue_enqueue_failures_total`: enqueues that failed or timed out (each a 503).
+    pub enqueue_failures: Counter,
+    /// `ticket_worker_decisions_total{outcome}`.
+    pub decisions: Family<OutcomeLabels, Counter>,
+    /// `ticket_worker_batch_duration_seconds`: one store transaction deciding a batch.
+    pub batch_duration: Histogram,
+    /// `ticket_worker_batch_jobs`: jobs per decided batch.
+    pub batch_jobs: Histogram,
+    /// `ticket_worker_nacks_total`: batches given back after a store error.
+    pub nacks: Counter,
+    /// `ticket_worker_dead_letters_total`: purchases marked failed from the dead-letter lane.
+    pub dead_letters: Counter,
+    /// `ticket_worker_busy`: workers inside a batch right now.
+    pub workers_busy: Gauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+            purchases_accepted: Counter::default(),
+            purchases_deduplicated: Counter::default(),
+            enqueue_duration: latency_histogram(),
+            enqueue_failures: Counter::default(),
+            decisions: Family::default(),
+            batch_duration: latency_histogram(),
+            batch_jobs: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            nacks: Counter::default(),
+            dead_letters: Counter::default(),
+            workers_busy: Gauge::default(),
+        };
+        registry.register(
+            "ticket_http_requests",
+            "HTTP requests answered, by route and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "ticket_http_request_duration_seconds",
+            "HTTP request latency, by route",
+            m.http_duration.clone(),
+        );
+        registry.register(
+            "ticket_purchases_accepted",
+            "Purchases durably queued and answered 202",
+            m.purchases_accepted.clone(),
+        );
+        registry.register(
+            "ticket_purchases_deduplicated",
+            "202s for a purchase that was already queued (retried Idempotency-Key)",
+            m.purchases_deduplicated.clone(),
+        );
+        registry.register(
+            "ticket_queue_enqueue_duration_seconds",
+            "Time until the queue acknowledged a purchase job durably",
+            m.enqueue_duration.clone(),
+        );
+        registry.register(
+            "ticket_queue_enqueue_failures",
+            "Enqueues that failed or timed out (answered 503)",
+            m.enqueue_failures.clone(),
+        );
+        registry.register(
+            "ticket_worker_decisions",
+            "Purchase decisions, by outcome",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "ticket_worker_batch_duration_seconds",
+            "Store transaction time per decided batch",
+            m.batch_duration.clone(),
+        );
+        registry.register(
+            "ticket_worker_batch_jobs",
+            "Jobs per decided batch",
+            m.batch_jobs.clone(),
+        );
+        registry.register(
+            "ticket_worker_nacks",
+            "Batches given back to the queue after a store error",
+            m.nacks.clone(),
+        );
+        registry.register(
+            "ticket_worker_dead_letters",
+            "Dead-lettered purchases marked failed",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "ticket_worker_busy",
+            "Workers deciding a batch right now",
+            m.workers_busy.clone(),
+        );
+        m
+    }
+
+    /// Metrics registered in a throwaway registry (for tests and tools that export nothing).
+    pub fn unregistered() -> Self {
+        Self::new(&mut Registry::default())
+    }
+}

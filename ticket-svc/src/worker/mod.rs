@@ -1,0 +1,368 @@
+//! The purchase worker: pull a batch, decide it in one store transaction, commit, then ack.
+//!
+//! Why this order is safe: the decision is committed before the ack, so a worker that dies
+//! between the two only causes a redelivery, and the store reads the committed decision back
+//! instead of selling again ([`crate::store::Store::decide_batch`]). The queue's ordered lane
+//! hands an event's jobs to one worker at a time, in position order, so decisions are first
+//! come, first served.
+//!
+//! Failures:
+//! - a transient store error (busy, lost connection, timeout) nacks the whole batch with a
+//!   jittered exponential backoff;
+//! - any other store error decides the batch one job at a time, acks what succeeds and nacks
+//!   only what fails (the jobs after it in its partition wait and come back with it, keeping
+//!   the order), so one poison job cannot drag its batch-mates to the dead-letter lane;
+//! - the queue dead-letters a job after its last attempt; the dead-letter loop here marks its
+//!   purchase `rejected: failed` (unless it was decided after all), so nothing is silently lost.
+//!
+//! Shutdown: cancellation is only observed between batches, so a batch in progress is
+//! committed and acked before [`run`] returns.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Decision, PurchaseStatus, QueuedJob};
+use crate::metrics::{Metrics, OutcomeLabels};
+use crate::queue::{Delivery, DeliveryTag, JobConsumer, Lane, PurchaseQueue, QueueError};
+use crate::store::{Store, StoreError};
+
+/// Why a worker stopped before it was told to.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The queue would not give a consumer.
+    #[error("could not join the queue as {name}: {source}")]
+    Consumer {
+        /// The worker's name.
+        name: String,
+        /// The queue's error.
+        #[source]
+        source: QueueError,
+    },
+}
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The most jobs decided in one transaction.
+    pub batch_max_jobs: usize,
+    /// How long one fetch waits for a first job.
+    pub fetch_wait: Duration,
+    /// The longest one store call may take before it counts as a transient failure.
+    pub store_timeout: Duration,
+    /// The first retry delay; doubles per consecutive failure.
+    pub backoff_base: Duration,
+    /// The longest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_jobs: 256,
+            fetch_wait: Duration::from_millis(500),
+            store_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// The delay before retry number `failures` (1-based): exponential, capped, with jitter in
+    /// [½, 1] of the step so a crowd of workers does not retry in lockstep.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let step = self
+            .backoff_base
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(self.backoff_max);
+        let half = step / 2;
+        half + step
+            .saturating_sub(half)
+            .mul_f64(rand::rng().random_range(0.0..=1.0))
+    }
+}
+
+/// One worker: its store, queue, metrics and settings.
+pub struct Worker<S, Q> {
+    store: Arc<S>,
+    queue: Arc<Q>,
+    metrics: Arc<Metrics>,
+    config: WorkerConfig,
+    name: String,
+}
+
+enum Outcome {
+    Done,
+    Stopped,
+}
+
+impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
+    /// A worker named `name` (logs, queue membership).
+    pub fn new(
+        store: Arc<S>,
+        queue: Arc<Q>,
+        metrics: Arc<Metrics>,
+        config: WorkerConfig,
+        name: impl Into<String>,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            metrics,
+            config,
+            name: name.into(),
+        }
+    }
+
+    /// Runs the deciding loop and the dead-letter loop until `shutdown` is cancelled.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let (a, b) = tokio::join!(
+            self.decide_loop(shutdown.clone()),
+            self.dead_letter_loop(shutdown.clone())
+        );
+        a.and(b)
+    }
+
+    async fn consumer(&self, lane: Lane) -> Result<Q::Consumer, WorkerError> {
+        self.queue
+            .consumer(lane, &self.name)
+            .await
+            .map_err(|source| WorkerError::Consumer {
+                name: self.name.clone(),
+                source,
+            })
+    }
+
+    async fn pause(&self, delay: Duration, shutdown: &CancellationToken) -> Outcome {
+        tokio::select! {
+            () = shutdown.cancelled() => Outcome::Stopped,
+            () = tokio::time::sleep(delay) => Outcome::Done,
+        }
+    }
+
+    async fn decide_loop(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let mut consumer = self.consumer(Lane::Purchases).await?;
+        let mut failures = 0u32;
+        loop {
+            let fetched = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                r = consumer.fetch(self.config.batch_max_jobs, self.config.fetch_wait) => r,
+            };
+            let deliveries = match fetched {
+                Ok(d) => d,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(worker = %self.name, error = %e, "fetch failed");
+                    match self.pause(self.config.backoff(failures), &shutdown).await {
+                        Outcome::Stopped => return Ok(()),
+                        Outcome::Done => continue,
+                    }
+                }
+            };
+            if deliveries.is_empty() {
+                continue;
+            }
+            self.metrics.workers_busy.inc();
+            let ok = self.decide(&mut consumer, &deliveries, &mut failures).await;
+            self.metrics.workers_busy.dec();
+            if !ok
+                && matches!(
+                    self.pause(self.config.backoff(failures), &shutdown).await,
+                    Outcome::Stopped
+                )
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn decide_with_timeout(&self, jobs: &[QueuedJob]) -> Result<Vec<Decision>, StoreError> {
+        let limit = self.config.store_timeout;
+        tokio::time::timeout(limit, self.store.decide_batch(jobs))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable {
+                    reason: format!("decide_batch took over {limit:?}"),
+                })
+            })
+    }
+
+    /// Decides one fetched batch and acks or nacks it. False when anything was nacked.
+    async fn decide(
+        &self,
+        consumer: &mut Q::Consumer,
+        deliveries: &[Delivery],
+        failures: &mut u32,
+    ) -> bool {
+        let jobs: Vec<QueuedJob> = deliveries.iter().map(|d| d.job.clone()).collect();
+        let tags: Vec<DeliveryTag> = deliveries.iter().map(|d| d.tag).collect();
+        let started = Instant::now();
+        match self.decide_with_timeout(&jobs).await {
+            Ok(decisions) => {
+                self.metrics
+                    .batch_duration
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.batch_jobs.observe(jobs.len() as f64);
+                self.count(&decisions);
+                *failures = 0;
+                self.ack(consumer, &tags).await;
+                true
+            }
+            Err(e) if e.is_transient() || jobs.len() == 1 => {
+                *failures = failures.saturating_add(1);
+                tracing::warn!(worker = %self.name, error = %e, jobs = jobs.len(), "batch not decided; giving it back");
+                self.nack(consumer, &tags, self.config.backoff(*failures))
+                    .await;
+                false
+            }
+            Err(e) => {
+                tracing::warn!(worker = %self.name, error = %e, jobs = jobs.len(), "batch failed; deciding its jobs one by one");
+                // Ordered lane: after a job fails, the rest of its partition must wait for it
+                // (the nack redelivers them after it), so they are neither decided nor acked.
+                let mut blocked = HashSet::new();
+                for (job, tag) in jobs.iter().zip(&tags) {
+                    if blocked.contains(&tag.partition) {
+                        continue;
+                    }
+                    match self.decide_with_timeout(std::slice::from_ref(job)).await {
+                        Ok(d) => {
+                            self.count(&d);
+                            self.ack(consumer, std::slice::from_ref(tag)).await;
+                        }
+                        Err(e) => {
+                            blocked.insert(tag.partition);
+                            *failures = failures.saturating_add(1);
+                            tracing::warn!(worker = %self.name, error = %e, purchase_id = %job.job.purchase_id, "job not decided; giving it back");
+                            self.nack(
+                                consumer,
+                                std::slice::from_ref(tag),
+                                self.config.backoff(*failures),
+                            )
+                            .await;
+                        }
+                    }
+                }
+                blocked.is_empty()
+            }
+        }
+    }
+
+    fn count(&self, decisions: &[Decision]) {
+        for d in decisions {
+            let outcome = match (d.is_new, d.status) {
+                (false, _) => "redelivered",
+                (true, PurchaseStatus::Rejected(r)) => r.as_str(),
+                (true, PurchaseStatus::Confirmed) => "confirmed",
+                (true, PurchaseStatus::Pending) => "pending",
+            };
+            self.metrics
+                .decisions
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc();
+        }
+    }
+
+    async fn ack(&self, consumer: &mut Q::Consumer, tags: &[DeliveryTag]) {
+        if let Err(e) = consumer.ack(tags).await {
+            // Decisions are committed: a redelivery will read them back.
+            tracing::warn!(worker = %self.name, error = %e, "ack failed; the jobs will come back and be read back");
+        }
+    }
+
+    async fn nack(&self, consumer: &mut Q::Consumer, tags: &[DeliveryTag], delay: Duration) {
+        self.metrics.nacks.inc();
+        if let Err(e) = consumer.nack(tags, delay).await {
+            tracing::warn!(worker = %self.name, error = %e, "nack failed; the jobs come back when their lease ends");
+        }
+    }
+
+    async fn dead_letter_loop(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let mut consumer = self.consumer(Lane::DeadLetters).await?;
+        let mut failures = 0u32;
+        loop {
+            let fetched = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                r = consumer.fetch(self.config.batch_max_jobs, self.config.fetch_wait) => r,
+            };
+            let deliveries = match fetched {
+                Ok(d) => d,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(worker = %self.name, error = %e, "dead-letter fetch failed");
+                    match self.pause(self.config.backoff(failures), &shutdown).await {
+                        Outcome::Stopped => return Ok(()),
+                        Outcome::Done => continue,
+                    }
+                }
+            };
+            for d in &deliveries {
+                let limit = self.config.store_timeout;
+                let marked = tokio::time::timeout(limit, self.store.mark_failed(&d.job))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable {
+                            reason: format!("mark_failed took over {limit:?}"),
+                        })
+                    });
+                match marked {
+                    Ok(status) => {
+                        failures = 0;
+                        self.metrics.dead_letters.inc();
+                        tracing::warn!(
+                            worker = %self.name,
+                            purchase_id = %d.job.job.purchase_id,
+                            reason = d.dead_letter_reason.as_deref().unwrap_or("unknown"),
+                            status = status.as_str(),
+                            "dead-lettered purchase"
+                        );
+                        self.ack(&mut consumer, std::slice::from_ref(&d.tag)).await;
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(worker = %self.name, error = %e, "could not mark a dead-lettered purchase failed");
+                        self.nack(
+                            &mut consumer,
+                            std::slice::from_ref(&d.tag),
+                            self.config.backoff(failures),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters_within_bounds() {
+        let c = WorkerConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            ..Default::default()
+        };
+        for (n, step) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (60, 1000),
+        ] {
+            let d = c.backoff(n);
+            let step = Duration::from_millis(step);
+            assert!(
+                d >= step / 2 && d <= step,
+                "failure {n}: {d:?} not within [{:?}, {step:?}]",
+                step / 2
+            );
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The HTTP API: each route, each error case, idempotency across two instances, 503s.
+
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use ticket_svc::http::ApiConfig;
+use ticket_svc::queue::{MemoryQueueConfig, PurchaseQueue};
+
+use crate::support::{backend, call, create_event, get, post_json, start_api};
+
+#[tokio::test]
+async fn events_are_created_201_and_read_back() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    let r = post_json(
+        api.addr,
+        "/events",
+        json!({"name": "DJ night", "tickets": 500, "max_per_buyer": 4}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.json["id"].as_i64().unwrap();
+    assert_eq!(r.json["tickets"], 500);
+    assert_eq!(
+        r.headers.get("location").unwrap().to_str().unwrap(),
+        format!("/events/{id}")
+    );
+    let g = get(api.addr, &format!("/events/{id}")).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(
+        g.json,
+        json!({"id": id, "name": "DJ night", "tickets": 500, "max_per_buyer": 4, "sold": 0, "remaining": 500})
+    );
+    for missing in ["/events/999999", "/events/abc", "/events/-1"] {
+        let r = get(api.addr, missing).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{missing}");
+        assert_eq!(r.json["error"], "event_not_found");
+    }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn bad_event_requests_get_400_naming_the_problem() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    let cases = [
+        (json!({"name": "x", "tickets": 5}), "max_per_buyer"),
+        (
+            json!({"name": "x", "tickets": 5, "max_per_buyer": 1, "price": 3}),
+            "price",
+        ),
+        (
+            json!({"name": "x", "tickets": -5, "max_per_buyer": 1}),
+            "tickets",
+        ),
+        (
+            json!({"name": "x", "tickets": 5, "max_per_buyer": 0}),
+            "max_per_buyer",
+        ),
+        (
+            json!({"name": "", "tickets": 5, "max_per_buyer": 1}),
+            "name",
+        ),
+        (
+            json!({"name": "x", "tickets": "many", "max_per_buyer": 1}),
+            "string",
+        ),
+    ];
+    for (body, word) in cases {
+        let r = post_json(api.addr, "/events", body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+        let msg = r.json["message"].as_str().unwrap();
+        assert!(msg.contains(word), "{body}: {msg:?} should name {word:?}");
+    }
+    let r = call(api.addr, Method::POST, "/events", &[], "{not json").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json["error"], "bad_json");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_purchase_is_202_with_its_place_in_line_and_pending_until_decided() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    let event = create_event(api.addr, 10, 4).await;
+    let path = format!("/events/{event}/purchases");
+    let first = post_json(api.addr, &path, json!({"buyer": "ann", "quantity": 2})).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    assert_eq!(first.json["status"], "pending");
+    assert_eq!(first.json["position"], 0);
+    let id = first.json["purchase_id"].as_str().unwrap().to_owned();
+    assert_eq!(first.json["status_url"], format!("/purchases/{id}"));
+    let second = post_json(api.addr, &path, json!({"buyer": "bob", "quantity": 1})).await;
+    assert_eq!(second.json["position"], 1);
+
+    let p = get(api.addr, &format!("/purchases/{id}")).await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert_eq!(
+        p.json,
+        json!({"purchase_id": id, "event_id": event, "buyer": "ann", "quantity": 2, "position": 0, "status": "pending"})
+    );
+    assert_eq!(b.queue.stats().purchases_lag, 2);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn bad_purchases_get_4xx_naming_the_problem() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(
+        &b,
+        ApiConfig {
+            max_body_bytes: 1024,
+            ..Default::default()
+        },
+    )
+    .await;
+    let event = create_event(api.addr, 10, 4).await;
+    let path = format!("/events/{event}/purchases");
+    let cases = [
+        (json!({"buyer": "a", "quantity": 0}), "quantity"),
+        (json!({"buyer": "a", "quantity": -3}), "quantity"),
+        (
+            json!({"buyer": "a", "quantity": 5}),
+            "quantity must be between 1 and 4",
+        ),
+        (json!({"buyer": "a", "quantity": 1.5}), "floating point"),
+        (json!({"buyer": "a"}), "missing field `quantity`"),
+        (
+            json!({"buyer": "a", "quantity": 1, "vip": true}),
+            "unknown field `vip`",
+        ),
+        (json!({"buyer": "", "quantity": 1}), "buyer"),
+    ];
+    for (body, words) in cases {
+        let r = post_json(api.addr, &path, body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+        let msg = r.json["message"].as_str().unwrap();
+        assert!(msg.contains(words), "{body}: {msg:?} should say {words:?}");
+    }
+    let r = call(api.addr, Method::POST, &path, &[], "[1,2").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json["error"], "bad_json");
+
+    let huge = json!({"buyer": "x".repeat(4096), "quantity": 1});
+    let r = post_json(api.addr, &path, huge).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json["error"], "body_too_large");
+    assert!(r.json["message"].as_str().unwrap().contains("1024"));
+
+    let r = post_json(
+        api.addr,
+        "/events/424242/purchases",
+        json!({"buyer": "a", "quantity": 1}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(
+        api.addr,
+        Method::POST,
+        &path,
+        &[("idempotency-key", "has space")],
+        json!({"buyer": "a", "quantity": 1}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key")
+    );
+    assert_eq!(b.queue.stats().purchases_lag, 0, "nothing bad was queued");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_purchase_ids_are_404() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    for path in [
+        "/purchases/not-a-uuid",
+        "/purchases/0190d5e4-7f3a-7000-8000-000000000000",
+        "/nowhere",
+    ] {
+        let r = get(api.addr, path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(r.json["error"].is_string(), "{path}: JSON error body");
+    }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_answers_the_first_purchase_across_instances() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let one = start_api(&b, ApiConfig::default()).await;
+    let two = start_api(&b, ApiConfig::default()).await;
+    let event = create_event(one.addr, 10, 4).await;
+    let path = format!("/events/{event}/purchases");
+    let send = |addr, key: &'static str, quantity: u32| {
+        let path = path.clone();
+        async move {
+            call(
+                addr,
+                Method::POST,
+                &path,
+                &[("idempotency-key", key)],
+                json!({"buyer": "ann", "quantity": quantity}).to_string(),
+            )
+            .await
+        }
+    };
+    let (a, c) = tokio::join!(send(one.addr, "k-1", 2), send(two.addr, "k-1", 2));
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    assert_eq!(c.status, StatusCode::ACCEPTED);
+    assert_eq!(a.json["purchase_id"], c.json["purchase_id"]);
+    assert_eq!(a.json["position"], c.json["position"]);
+    // A retry with another quantity still answers (and queues) the first request.
+    let again = send(two.addr, "k-1", 3).await;
+    assert_eq!(again.json["purchase_id"], a.json["purchase_id"]);
+    let other = send(one.addr, "k-2", 1).await;
+    assert_ne!(other.json["purchase_id"], a.json["purchase_id"]);
+    assert_eq!(b.queue.stats().purchases_lag, 2, "one job per key");
+    let id = a.json["purchase_id"].as_str().unwrap();
+    let p = get(one.addr, &format!("/purchases/{id}")).await;
+    assert_eq!(p.json["quantity"], 2);
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test]
+async fn a_down_queue_gets_503_with_retry_after_and_nothing_queued() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    let event = create_event(api.addr, 10, 4).await;
+    b.queue.set_available(false);
+    let r = post_json(
+        api.addr,
+        &format!("/events/{event}/purchases"),
+        json!({"buyer": "a", "quantity": 1}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers.get("retry-after").unwrap(), "1");
+    assert_eq!(r.json["error"], "queue_unavailable");
+    let h = get(api.addr, "/healthz").await;
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(h.json["message"].as_str().unwrap().contains("queue"));
+    b.queue.set_available(true);
+    assert_eq!(get(api.addr, "/healthz").await.status, StatusCode::OK);
+    assert_eq!(b.queue.stats().purchases_lag, 0);
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_queue_gets_503_within_the_enqueue_timeout() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(
+        &b,
+        ApiConfig {
+            enqueue_timeout: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await;
+    let event = create_event(api.addr, 10, 4).await;
+    b.queue.set_enqueue_delay(Duration::from_secs(30));
+    let started = Instant::now();
+    let r = post_json(
+        api.addr,
+        &format!("/events/{event}/purchases"),
+        json!({"buyer": "a", "quantity": 1}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    assert!(b.queue.check_ready().await.is_ok());
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_and_metrics_answer() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    let h = get(api.addr, "/healthz").await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.json["status"], "ok");
+    let event = create_event(api.addr, 10, 4).await;
+    post_json(
+        api.addr,
+        &format!("/events/{event}/purchases"),
+        json!({"buyer": "a", "quantity": 1}),
+    )
+    .await;
+    let m = get(api.addr, "/metrics").await;
+    assert_eq!(m.status, StatusCode::OK);
+    for name in [
+        "ticket_http_requests_total{route=\"/events/{id}/purchases\",status=\"202\"} 1",
+        "ticket_purchases_accepted_total 1",
+        "ticket_queue_enqueue_duration_seconds_count 1",
+        "ticket_http_request_duration_seconds_bucket",
+    ] {
+        assert!(
+            m.text.contains(name),
+            "metrics should contain {name:?}:\n{}",
+            m.text
+        );
+    }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_purchase_finish() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    let event = create_event(api.addr, 10, 4).await;
+    b.queue.set_enqueue_delay(Duration::from_millis(300));
+    let addr = api.addr;
+    let inflight = tokio::spawn(async move {
+        post_json(
+            addr,
+            &format!("/events/{event}/purchases"),
+            json!({"buyer": "a", "quantity": 1}),
+        )
+        .await
+    });
+    // Wait until the request is inside the handler, waiting on the queue.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.queue.stats().enqueue_calls == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the purchase never reached the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    api.stop().await;
+    let r = inflight.await.unwrap();
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(b.queue.stats().purchases_lag, 1);
+}
