@@ -105,10 +105,10 @@ impl Group {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(h) = handle {
-            if h.join().is_err() {
-                tracing::error!(group = %self.name, "journal thread panicked");
-            }
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!(group = %self.name, "journal thread panicked");
         }
     }
 }
@@ -165,10 +165,11 @@ fn run_journal(mut journal: Journal, rx: Receiver<Persist>, policy: FsyncPolicy)
                 )),
             });
         }
-        if result.is_ok() && journal.should_compact() {
-            if let Err(e) = journal.compact() {
-                tracing::error!(error = %e, "group journal compaction failed");
-            }
+        if result.is_ok()
+            && journal.should_compact()
+            && let Err(e) = journal.compact()
+        {
+            tracing::error!(error = %e, "group journal compaction failed");
         }
     }
     if let Err(e) = journal.compact() {

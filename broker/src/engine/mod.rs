@@ -218,10 +218,10 @@ impl Broker {
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| StorageError::io("list", &dir, e))?;
-            if let Some(name) = entry.file_name().to_str() {
-                if entry.path().join("topic.json").exists() {
-                    names.push(name.to_string());
-                }
+            if let Some(name) = entry.file_name().to_str()
+                && entry.path().join("topic.json").exists()
+            {
+                names.push(name.to_string());
             }
         }
         names.sort();
@@ -738,10 +738,10 @@ impl Broker {
             }
         }
         drop(st);
-        if deliveries.is_empty() {
-            if let Some(e) = error {
-                return Err(e.into());
-            }
+        if deliveries.is_empty()
+            && let Some(e) = error
+        {
+            return Err(e.into());
         }
         self.metrics
             .delivered_records

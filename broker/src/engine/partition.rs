@@ -95,10 +95,10 @@ impl Partition {
         let mut dedup_order = VecDeque::new();
         if window_ms > 0 {
             log.scan_recent(now_ms().saturating_sub(window_ms), |r| {
-                if let Some(id) = &r.record.dedup_id {
-                    if dedup.insert(id.clone(), r.offset).is_none() {
-                        dedup_order.push_back((r.timestamp_ms, id.clone()));
-                    }
+                if let Some(id) = &r.record.dedup_id
+                    && dedup.insert(id.clone(), r.offset).is_none()
+                {
+                    dedup_order.push_back((r.timestamp_ms, id.clone()));
                 }
             })?;
         }
@@ -245,10 +245,10 @@ impl Partition {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(h) = handle {
-            if h.join().is_err() {
-                tracing::error!(topic = %self.topic, partition = self.id, "partition writer panicked");
-            }
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!(topic = %self.topic, partition = self.id, "partition writer panicked");
         }
     }
 }
@@ -415,14 +415,13 @@ impl Writer {
     }
 
     fn sync_if_due(&mut self) {
-        if let FsyncPolicy::Interval(every) = self.policy {
-            if self.last_sync.elapsed() >= every {
-                if let Err(e) = self.sync() {
-                    self.metrics.storage_errors.inc();
-                    self.failed.store(true, Ordering::Release);
-                    tracing::error!(topic = %self.topic, error = %e, "periodic sync failed; the partition stops taking writes until restarted");
-                }
-            }
+        if let FsyncPolicy::Interval(every) = self.policy
+            && self.last_sync.elapsed() >= every
+            && let Err(e) = self.sync()
+        {
+            self.metrics.storage_errors.inc();
+            self.failed.store(true, Ordering::Release);
+            tracing::error!(topic = %self.topic, error = %e, "periodic sync failed; the partition stops taking writes until restarted");
         }
     }
 

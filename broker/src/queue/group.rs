@@ -254,17 +254,17 @@ impl GroupState {
 
     /// Retention deleted everything below `start`: nothing below it can be delivered.
     pub fn advance_start(&mut self, partition: u32, start: u64) {
-        if let Some(p) = self.part_mut(partition) {
-            if start > p.committed {
-                p.committed = start;
-                p.acked = p.acked.split_off(&start);
-                p.retry = p.retry.split_off(&start);
-                p.attempts.retain(|o, _| *o >= start);
-                p.next = p.next.max(start);
-                p.delivered_max = p.delivered_max.max(start);
-                while p.acked.remove(&p.committed) {
-                    p.committed += 1;
-                }
+        if let Some(p) = self.part_mut(partition)
+            && start > p.committed
+        {
+            p.committed = start;
+            p.acked = p.acked.split_off(&start);
+            p.retry = p.retry.split_off(&start);
+            p.attempts.retain(|o, _| *o >= start);
+            p.next = p.next.max(start);
+            p.delivered_max = p.delivered_max.max(start);
+            while p.acked.remove(&p.committed) {
+                p.committed += 1;
             }
         }
     }

@@ -219,14 +219,14 @@ impl Conn {
                 client_id,
             } => {
                 drop(permit);
-                if let Some(expected) = &self.broker.config().token {
-                    if !constant_time_eq(expected.as_bytes(), token.as_bytes()) {
-                        self.count(api_name, false, started);
-                        tracing::warn!(peer = %self.peer, client_id, "bad token");
-                        self.send_error(corr, ErrorCode::Unauthorized, "bad token")
-                            .await;
-                        return false;
-                    }
+                if let Some(expected) = &self.broker.config().token
+                    && !constant_time_eq(expected.as_bytes(), token.as_bytes())
+                {
+                    self.count(api_name, false, started);
+                    tracing::warn!(peer = %self.peer, client_id, "bad token");
+                    self.send_error(corr, ErrorCode::Unauthorized, "bad token")
+                        .await;
+                    return false;
                 }
                 if max_version < PROTOCOL_VERSION {
                     self.count(api_name, false, started);

@@ -56,10 +56,10 @@ impl PartitionLog {
             let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(stem) = name.strip_suffix(".log") {
-                if let Ok(base) = stem.parse::<u64>() {
-                    bases.push(base);
-                }
+            if let Some(stem) = name.strip_suffix(".log")
+                && let Ok(base) = stem.parse::<u64>()
+            {
+                bases.push(base);
             }
         }
         bases.sort_unstable();
@@ -143,8 +143,7 @@ impl PartitionLog {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         let mut rel = Vec::new();
-        let mut offset = first;
-        for r in records {
+        for (offset, r) in (first..).zip(records) {
             let size = record::encoded_size(r);
             if size > self.config.max_record_bytes {
                 self.scratch = buf;
@@ -155,7 +154,6 @@ impl PartitionLog {
             }
             rel.push(u32::try_from(buf.len()).unwrap_or(u32::MAX));
             record::encode(offset, timestamp_ms, r, &mut buf);
-            offset += 1;
         }
         if rel.is_empty() {
             self.scratch = buf;

@@ -101,12 +101,12 @@ impl Segment {
             size,
             last_timestamp_ms: 0,
         };
-        if let Some(n) = expected_records {
-            if let Some(positions) = seg.load_index(n)? {
-                seg.positions = positions;
-                seg.last_timestamp_ms = seg.read_last_timestamp(max_record_bytes);
-                return Ok((seg, 0, None, false));
-            }
+        if let Some(n) = expected_records
+            && let Some(positions) = seg.load_index(n)?
+        {
+            seg.positions = positions;
+            seg.last_timestamp_ms = seg.read_last_timestamp(max_record_bytes);
+            return Ok((seg, 0, None, false));
         }
         let bytes = seg.read_all()?;
         let Scan {

@@ -42,10 +42,10 @@ pub async fn spawn_broker(dir: &Path, extra: &[&str]) -> Proc {
     let mut lines = BufReader::new(stderr).lines();
     let addr = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["fields"]["message"] == "broker serving" {
-                    return v["fields"]["listen"].as_str().map(str::to_string);
-                }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["fields"]["message"] == "broker serving"
+            {
+                return v["fields"]["listen"].as_str().map(str::to_string);
             }
         }
         None

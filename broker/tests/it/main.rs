@@ -1,4 +1,5 @@
 //! Integration tests for the broker: real servers on loopback port 0, temp dirs.
+#![allow(clippy::unwrap_used)]
 
 mod bad_input;
 mod basics;
