@@ -205,7 +205,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
         "h" => value * 3600.0,
         _ => return Err(bad()),
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 * 365.0 {
+    if !seconds.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&seconds) {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(seconds))

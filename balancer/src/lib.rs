@@ -32,6 +32,7 @@ pub mod limit;
 pub mod listener;
 pub mod proxy;
 pub mod select;
+pub mod sniff;
 pub mod state;
 #[cfg(feature = "test-util")]
 pub mod testing;

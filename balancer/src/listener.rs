@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -22,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::proxy::{ConnInfo, handle};
+use crate::sniff::SniffIo;
 use crate::state::Shared;
 
 /// Accept backlog.
@@ -129,11 +131,14 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = shared.config.load_full();
+    let ambiguous = Arc::new(AtomicBool::new(false));
+    let io = SniffIo::new(io, Arc::clone(&ambiguous));
     let info = Arc::new(ConnInfo {
         shared: Arc::clone(&shared),
         peer,
         is_tls,
         worker,
+        ambiguous,
     });
     let service = service_fn(move |req| handle(req, Arc::clone(&info)));
     let mut builder = auto::Builder::new(TokioExecutor::new());

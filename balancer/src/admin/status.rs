@@ -104,10 +104,10 @@ pub fn render_html(status: &Status) -> String {
         } else {
             ("up", "ok")
         };
-        let _ = write!(
+        let _ = writeln!(
             rows,
             "<tr><td>{addr}</td><td class=\"{class}\">{state}</td><td>{w}</td><td>{inf}</td>\
-             <td>{q}</td><td>{rate:.1}</td><td>{req}</td><td>{err}</td><td>{idle}</td></tr>\n",
+             <td>{q}</td><td>{rate:.1}</td><td>{req}</td><td>{err}</td><td>{idle}</td></tr>",
             addr = escape(&b.addr),
             w = b.weight,
             inf = b.in_flight,

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::request::Parts;
@@ -37,6 +38,9 @@ pub struct ConnInfo {
     pub is_tls: bool,
     /// Worker runtime index (selects the connection pool).
     pub worker: usize,
+    /// Raised by [`crate::sniff::SniffIo`] when a head carried both Content-Length and
+    /// Transfer-Encoding (hyper hides the conflict from the request itself).
+    pub ambiguous: Arc<AtomicBool>,
 }
 
 /// The hyper service function: never fails; errors become responses here.
@@ -90,6 +94,9 @@ async fn forward(
 ) -> Result<Response<RespBody>, ProxyError> {
     let shared = &conn.shared;
     let is_h2 = req.version() == Version::HTTP_2;
+    if !is_h2 && conn.ambiguous.swap(false, Ordering::AcqRel) {
+        return Err(headers::FramingError::BothLengths.into());
+    }
     headers::check_framing(req.headers(), is_h2)?;
     if let Some(len) = headers::content_length(req.headers())
         && len > cfg.limits.max_body_bytes
@@ -196,8 +203,20 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-fn clone_parts(p: &Parts) -> (Method, Uri, http::HeaderMap) {
+fn clone_parts(p: &Parts) -> Replay {
     (p.method.clone(), p.uri.clone(), p.headers.clone())
+}
+
+fn clone_parts_of(r: &Request<ReqBody>) -> Replay {
+    (r.method().clone(), r.uri().clone(), r.headers().clone())
+}
+
+fn rebuild(method: Method, uri: Uri, headers: http::HeaderMap) -> Request<ReqBody> {
+    let mut r = Request::new(ReqBody::empty());
+    *r.method_mut() = method;
+    *r.uri_mut() = uri;
+    *r.headers_mut() = headers;
+    r
 }
 
 type Replay = (Method, Uri, http::HeaderMap);
@@ -219,13 +238,7 @@ async fn attempts(
         let req = match pending.take() {
             Some(r) => r,
             None => match &replay {
-                Some((m, u, h)) => {
-                    let mut r = Request::new(ReqBody::empty());
-                    *r.method_mut() = m.clone();
-                    *r.uri_mut() = u.clone();
-                    *r.headers_mut() = h.clone();
-                    r
-                }
+                Some((m, u, h)) => rebuild(m.clone(), u.clone(), h.clone()),
                 None => break,
             },
         };
@@ -237,6 +250,10 @@ async fn attempts(
             shared.metrics.retry();
         }
         let Some(backend) = shared.backends.load().pick(&tried) else {
+            // Every backend refused the connection (or none is up): all are down.
+            if last_error.as_ref().is_some_and(ProxyError::is_retryable) {
+                last_error = Some(ProxyError::NoBackend);
+            }
             break;
         };
         tried.push(backend.addr());
@@ -264,7 +281,8 @@ async fn attempts(
                 let retry_5xx = replay.is_some()
                     && (status == StatusCode::BAD_GATEWAY
                         || status == StatusCode::SERVICE_UNAVAILABLE)
-                    && attempt < cfg.retry.max_retries;
+                    && attempt < cfg.retry.max_retries
+                    && has_untried(shared, &tried);
                 if retry_5xx {
                     // Drop the response (and the connection with it) and rebuild the request.
                     continue;
@@ -300,7 +318,21 @@ async fn attempts(
             }
         }
     }
+    if last_error.as_ref().is_some_and(ProxyError::is_retryable) && !has_untried(shared, &tried) {
+        // Every backend was tried and none could be reached: all are down.
+        return Err(ProxyError::NoBackend);
+    }
     Err(last_error.unwrap_or(ProxyError::NoBackend))
+}
+
+/// Some available backend has not been tried for this request yet.
+fn has_untried(shared: &Shared, tried: &[SocketAddr]) -> bool {
+    shared
+        .backends
+        .load()
+        .backends
+        .iter()
+        .any(|b| b.is_available() && !tried.contains(&b.addr()))
 }
 
 /// A failed send, with the request when it was not consumed.
@@ -345,6 +377,11 @@ async fn send(
                 _ => continue,
             }
         }
+        // A pooled connection can be closed by the backend just as we write to it (the
+        // keep-alive race). A bodiless idempotent request is safe to replay on a fresh
+        // connection then, so keep what is needed to rebuild it.
+        let backup = (is_pooled && req.body().is_end_stream() && is_idempotent(req.method()))
+            .then(|| clone_parts_of(&req));
         let sent_at = Instant::now();
         match tokio::time::timeout(cfg.timeouts.upstream_header, sender.try_send_request(req)).await
         {
@@ -366,10 +403,15 @@ async fn send(
             }
             Ok(Err(mut e)) => {
                 let request = e.take_message();
-                match request {
+                let raced = e.error().is_incomplete_message() || e.error().is_canceled();
+                match (request, backup) {
                     // The pooled connection died before our request went out: try another.
-                    Some(r) if is_pooled => req = r,
-                    request => {
+                    (Some(r), _) if is_pooled => req = r,
+                    (None, Some((m, u, h))) if raced => {
+                        tracing::debug!(backend = %addr, "pooled connection closed under a request; replaying");
+                        req = rebuild(m, u, h);
+                    }
+                    (request, _) => {
                         return Err(Failed {
                             error: ProxyError::Exchange {
                                 backend: addr,

@@ -97,8 +97,7 @@ pub fn check_framing(headers: &HeaderMap, is_h2: bool) -> Result<(), FramingErro
             .filter_map(|v| v.to_str().ok())
             .flat_map(|s| s.split(','))
             .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .last();
+            .rfind(|s| !s.is_empty());
         if !last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
             return Err(FramingError::BadTransferEncoding);
         }

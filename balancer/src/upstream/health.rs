@@ -91,15 +91,20 @@ async fn check_inner(addr: SocketAddr, path: &str) -> Result<(), HealthError> {
         .header(header::CONNECTION, "close")
         .body(ReqBody::empty())
         .map_err(|source| HealthError::Request { addr, source })?;
-    let conn = std::pin::pin!(conn);
+    let mut conn = std::pin::pin!(conn);
+    let mut send = std::pin::pin!(sender.send_request(req));
     // Drive the connection and the request together in this task: nothing to spawn or track.
+    // With `Connection: close` the connection may finish first; the response is then already
+    // delivered to the request future, so await it rather than racing.
     let resp = tokio::select! {
-        r = sender.send_request(req) => r.map_err(|source| HealthError::Http { addr, source })?,
-        r = conn => {
+        biased;
+        r = &mut send => r,
+        r = &mut conn => {
             r.map_err(|source| HealthError::Http { addr, source })?;
-            return Err(HealthError::Status { addr, status: 0 });
+            send.await
         }
-    };
+    }
+    .map_err(|source| HealthError::Http { addr, source })?;
     let status = resp.status().as_u16();
     if (200..400).contains(&status) {
         Ok(())

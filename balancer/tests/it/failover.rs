@@ -1,0 +1,142 @@
+//! Backends dying and coming back: retries hide the failure, passive and active checks take
+//! the backend out, the health checker brings it back.
+
+use std::time::Duration;
+
+use balancer::testing::{Client, FakeBackend, get};
+
+use crate::support::{TestBalancer, config, row, wait_until};
+
+#[tokio::test]
+async fn killed_backend_is_invisible_to_clients_then_readmitted() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let b = FakeBackend::start("b").await.unwrap();
+    let c = FakeBackend::start("c").await.unwrap();
+    let b_addr = b.addr();
+    let cfg = config(&[&a, &b, &c]);
+    let lb = TestBalancer::start(cfg);
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    for _ in 0..9 {
+        assert_eq!(client.get("/").await.unwrap().status, 200);
+    }
+    assert_eq!(b.hits(), 3);
+    b.stop().await;
+    // Every request still succeeds: connect-refused attempts move to another backend.
+    for i in 0..30 {
+        let r = client.get("/").await.unwrap();
+        assert_eq!(r.status, 200, "request {i} after the kill: {}", r.text());
+        assert_ne!(r.header("x-backend").as_deref(), Some("b"));
+    }
+    let h = lb.handle.clone();
+    wait_until(
+        "b marked down by the health checker",
+        Duration::from_secs(5),
+        || row(&h, b_addr).is_some_and(|r| !r.healthy && !r.available),
+    )
+    .await;
+    let b = FakeBackend::start_on("b", b_addr).await.unwrap();
+    wait_until("b re-admitted", Duration::from_secs(5), || {
+        row(&h, b_addr).is_some_and(|r| r.available)
+    })
+    .await;
+    for _ in 0..30 {
+        assert_eq!(client.get("/").await.unwrap().status, 200);
+    }
+    assert!(b.hits() >= 5, "b got {} after coming back", b.hits());
+    lb.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn failing_health_check_takes_a_backend_out_and_back() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let b = FakeBackend::start("b").await.unwrap();
+    let lb = TestBalancer::start(config(&[&a, &b]));
+    let h = lb.handle.clone();
+    b.set_healthy(false);
+    wait_until("b down", Duration::from_secs(5), || {
+        row(&h, b.addr()).is_some_and(|r| !r.healthy)
+    })
+    .await;
+    let before = b.hits();
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            client.get("/").await.unwrap().header("x-backend").unwrap(),
+            "a"
+        );
+    }
+    assert_eq!(b.hits(), before);
+    b.set_healthy(true);
+    wait_until("b up", Duration::from_secs(5), || {
+        row(&h, b.addr()).is_some_and(|r| r.healthy)
+    })
+    .await;
+    for _ in 0..10 {
+        client.get("/").await.unwrap();
+    }
+    assert!(b.hits() > before);
+    lb.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn consecutive_5xx_eject_a_backend() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let b = FakeBackend::start("b").await.unwrap();
+    let mut cfg = config(&[&a, &b]);
+    cfg.passive.failures = 2;
+    cfg.passive.eject_for = Duration::from_secs(30);
+    let lb = TestBalancer::start(cfg);
+    b.fail_next(100);
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    let mut failures = 0;
+    for _ in 0..20 {
+        if client.get("/").await.unwrap().status == 500 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 2, "ejected after two 5xx in a row");
+    assert!(row(&lb.handle, b.addr()).unwrap().ejected);
+    lb.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn all_backends_down_gives_503_with_a_clear_body() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let b = FakeBackend::start("b").await.unwrap();
+    let lb = TestBalancer::start(config(&[&a, &b]));
+    a.stop().await;
+    b.stop().await;
+    // Before the checker notices: every connect is refused, still 503.
+    let r = get(lb.addr, "/").await.unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("down"), "{}", r.text());
+    let h = lb.handle.clone();
+    wait_until("all down", Duration::from_secs(5), || {
+        h.status().backends.iter().all(|r| !r.available)
+    })
+    .await;
+    let r = get(lb.addr, "/").await.unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.header("content-type").unwrap(),
+        "text/plain; charset=utf-8"
+    );
+    assert!(r.text().contains("no backend available"));
+    lb.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_on_5xx_for_idempotent_requests_when_configured() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let b = FakeBackend::start("b").await.unwrap();
+    let mut cfg = config(&[&a, &b]);
+    cfg.retry.on_5xx = true;
+    cfg.passive.failures = 0;
+    let lb = TestBalancer::start(cfg);
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    // Both backends answer 503 here: one retry on the other backend, then its 503 is passed on.
+    let r = client.get("/status/503").await.unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(a.hits() + b.hits(), 2, "one retry on the other backend");
+    lb.stop().await.unwrap();
+}

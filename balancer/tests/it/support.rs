@@ -1,0 +1,105 @@
+//! Starting and stopping a balancer in a test, and bounded waiting.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use balancer::testing::FakeBackend;
+use balancer::{BackendSpec, Balancer, BalancerError, Config, Handle};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A balancer running inside the test.
+pub struct TestBalancer {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub handle: Handle,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), BalancerError>>>,
+}
+
+/// A config for `backends` with fast health checks and the admin listener on port 0.
+pub fn config(backends: &[&FakeBackend]) -> Config {
+    let specs = backends
+        .iter()
+        .map(|b| BackendSpec::new(b.addr()))
+        .collect();
+    let mut c = Config::new("127.0.0.1:0".parse().unwrap(), specs);
+    c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    c.health.interval = Duration::from_millis(50);
+    c.health.timeout = Duration::from_millis(500);
+    c.health.rise = 1;
+    c.health.fall = 1;
+    c.seed = Some(7);
+    c.timeouts.drain = Duration::from_secs(5);
+    c
+}
+
+impl TestBalancer {
+    /// Binds and spawns `config`.
+    pub fn start(config: Config) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let b = Balancer::bind(config).expect("bind balancer");
+        let addr = b.listen_addr();
+        let admin = b.admin_addr().expect("admin listener configured");
+        let handle = b.handle();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(b.run(shutdown.clone()));
+        Self {
+            addr,
+            admin,
+            handle,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Drains and waits (bounded) for `run` to return.
+    pub async fn stop(mut self) -> Result<(), BalancerError> {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("stopped once");
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("balancer stopped in time")
+            .expect("balancer task did not panic")
+    }
+
+    /// Begins the drain without waiting.
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// The `run` task, for tests that cancel themselves.
+    pub fn take_task(&mut self) -> JoinHandle<Result<(), BalancerError>> {
+        self.task.take().expect("task present")
+    }
+}
+
+impl Drop for TestBalancer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds, at most `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The status row of `addr`.
+pub fn row(handle: &Handle, addr: SocketAddr) -> Option<balancer::admin::status::BackendStatus> {
+    handle
+        .status()
+        .backends
+        .into_iter()
+        .find(|b| b.addr == addr.to_string())
+}
