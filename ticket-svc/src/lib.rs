@@ -7,5 +7,6 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod queue;
+pub mod rush;
 pub mod store;
 pub mod worker;

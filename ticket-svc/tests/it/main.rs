@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod cli;
+mod rush;
 mod store;
 mod support;
 mod worker;

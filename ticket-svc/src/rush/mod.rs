@@ -1,0 +1,663 @@
+//! `ticket-svc rush`: a crowd of simulated buyers against any deployment's HTTP API.
+//!
+//! Each of `concurrency` slots keeps one keep-alive connection and takes the next buyer from a
+//! shared counter. A buyer buys 1..=min(4, max_per_buyer) tickets; some retry with the same
+//! Idempotency-Key (and must get the same purchase back); a few send a bad request (and must get
+//! a 400). With `--rate R` buyer `i` is due at `start + i/R` and its latency is measured from
+//! that intended time, so a slow server cannot hide its queueing (no coordinated omission).
+//! With `--verify` every accepted purchase is polled to a final state and the DESIGN.md
+//! invariants are checked ([`verify`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{Method, StatusCode};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{EventId, Position, PurchaseStatus};
+
+pub mod client;
+pub mod verify;
+
+use client::Conn;
+use verify::{EventCounts, Observed, Verification};
+
+/// Why a rush could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RushError {
+    /// The target URL is not `http://HOST:PORT[/PREFIX]` or does not resolve.
+    #[error("bad target {url:?}: {reason}")]
+    BadTarget {
+        /// The URL given.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A setting is out of range.
+    #[error("bad setting: {0}")]
+    BadConfig(String),
+    /// The event could not be read.
+    #[error("could not read event {event}: {reason}")]
+    Event {
+        /// The event.
+        event: EventId,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Where the crowd goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URL as given.
+    pub url: String,
+    /// The resolved address.
+    pub addr: SocketAddr,
+    /// `Host` header value.
+    pub host: String,
+    /// Path prefix (no trailing slash), usually empty.
+    pub prefix: String,
+}
+
+impl Target {
+    /// Parses and resolves `http://HOST:PORT[/PREFIX]` (TLS targets are not supported by the
+    /// crowd's client).
+    pub async fn resolve(url: &str) -> Result<Self, RushError> {
+        let bad = |reason: &str| RushError::BadTarget {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("only http:// targets are supported"))?;
+        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if authority.is_empty() {
+            return Err(bad("no host"));
+        }
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = tokio::net::lookup_host(&with_port)
+            .await
+            .map_err(|e| bad(&e.to_string()))?
+            .next()
+            .ok_or_else(|| bad("host resolves to nothing"))?;
+        let prefix = prefix.trim_end_matches('/');
+        Ok(Self {
+            url: url.to_owned(),
+            addr,
+            host: authority.to_owned(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("/{prefix}")
+            },
+        })
+    }
+}
+
+/// Settings for one rush.
+#[derive(Debug, Clone)]
+pub struct RushConfig {
+    /// Where.
+    pub target: Target,
+    /// Which event.
+    pub event: EventId,
+    /// How many buyers.
+    pub buyers: u64,
+    /// Buyers in flight at once (connections).
+    pub concurrency: usize,
+    /// Buyers started per second (open model), or as fast as answered (closed model).
+    pub rate: Option<f64>,
+    /// Poll every purchase to its final state and check the invariants.
+    pub verify: bool,
+    /// Seed for the buyers' choices.
+    pub seed: u64,
+    /// Deadline per request.
+    pub request_timeout: Duration,
+    /// The longest `--verify` waits for purchases to become final.
+    pub verify_timeout: Duration,
+    /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
+    pub show_progress: bool,
+}
+
+impl RushConfig {
+    /// The most buyers one rush may have.
+    pub const MAX_BUYERS: u64 = 10_000_000;
+    /// The most concurrent slots.
+    pub const MAX_CONCURRENCY: usize = 4_096;
+
+    fn check(&self) -> Result<(), RushError> {
+        if self.buyers == 0 || self.buyers > Self::MAX_BUYERS {
+            return Err(RushError::BadConfig(format!(
+                "buyers must be 1..={}",
+                Self::MAX_BUYERS
+            )));
+        }
+        if self.concurrency == 0 || self.concurrency > Self::MAX_CONCURRENCY {
+            return Err(RushError::BadConfig(format!(
+                "concurrency must be 1..={}",
+                Self::MAX_CONCURRENCY
+            )));
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err(RushError::BadConfig("rate must be above 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What one buyer does (deterministic from the seed and the buyer's index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BuyerPlan {
+    buyer: String,
+    quantity: u32,
+    key: Option<String>,
+    sends: u8,
+    is_bad: bool,
+}
+
+fn plan(seed: u64, i: u64, max_quantity: u32) -> BuyerPlan {
+    let mut rng = SmallRng::seed_from_u64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let is_bad = rng.random_bool(0.02);
+    let retries = !is_bad && rng.random_bool(0.10);
+    let keyed = retries || rng.random_bool(0.5);
+    BuyerPlan {
+        buyer: format!("buyer-{seed}-{i}"),
+        quantity: if is_bad {
+            0
+        } else {
+            rng.random_range(1..=max_quantity.clamp(1, 4))
+        },
+        key: keyed.then(|| format!("rush-{seed}-{i}")),
+        sends: if retries { 2 } else { 1 },
+        is_bad,
+    }
+}
+
+/// What the crowd saw.
+#[derive(Debug)]
+pub struct RushReport {
+    /// The target URL.
+    pub target: String,
+    /// The event.
+    pub event: EventId,
+    /// Buyers that ran.
+    pub buyers: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Answers by status code.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Requests with no HTTP answer.
+    pub transport_errors: u64,
+    /// Purchases answered 202 (distinct).
+    pub accepted: u64,
+    /// From the first send to the last answer.
+    pub elapsed: Duration,
+    /// Latency, microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Bad requests that were not answered 400.
+    pub bad_not_refused: u64,
+    /// Retries that got another purchase id or position.
+    pub retry_mismatches: u64,
+    /// The invariant check, with `--verify`.
+    pub verification: Option<Verification>,
+}
+
+impl RushReport {
+    /// Accepted purchases per second.
+    pub fn accepted_per_sec(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// True when nothing that must hold was broken (bad requests refused, retries answered with
+    /// the first purchase, and with `--verify` every invariant).
+    pub fn is_ok(&self) -> bool {
+        self.bad_not_refused == 0
+            && self.retry_mismatches == 0
+            && self.verification.as_ref().is_none_or(Verification::is_ok)
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+impl fmt::Display for RushReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = &self.latency_us;
+        writeln!(
+            f,
+            "rush: {} buyers against {} event {} in {:.2} s",
+            self.buyers,
+            self.target,
+            self.event,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  requests    {} sent, {} purchases accepted, {} transport errors",
+            self.requests, self.accepted, self.transport_errors
+        )?;
+        writeln!(
+            f,
+            "  throughput  {:.0} accepted purchases/s",
+            self.accepted_per_sec()
+        )?;
+        writeln!(
+            f,
+            "  latency     p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max())
+        )?;
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        writeln!(f, "  statuses    {}", statuses.join("  "))?;
+        if let Some(v) = &self.verification {
+            let mut rejected: Vec<String> =
+                v.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            rejected.sort();
+            writeln!(
+                f,
+                "  decided     confirmed {} ({} tickets), rejected: {}, pending {}",
+                v.confirmed,
+                v.confirmed_tickets,
+                if rejected.is_empty() {
+                    "none".to_owned()
+                } else {
+                    rejected.join(", ")
+                },
+                v.pending
+            )?;
+        }
+        let mut problems = Vec::new();
+        if self.bad_not_refused > 0 {
+            problems.push(format!(
+                "{} bad requests were not refused with 400",
+                self.bad_not_refused
+            ));
+        }
+        if self.retry_mismatches > 0 && self.verification.is_none() {
+            problems.push(format!(
+                "{} idempotent retries got another purchase",
+                self.retry_mismatches
+            ));
+        }
+        if let Some(v) = &self.verification {
+            problems.extend(v.violations.iter().cloned());
+        }
+        match (problems.is_empty(), self.verification.is_some()) {
+            (true, true) => writeln!(f, "  invariants  all hold"),
+            (true, false) => writeln!(f, "  invariants  not checked (use --verify)"),
+            (false, _) => {
+                writeln!(f, "  invariants  BROKEN:")?;
+                for p in problems {
+                    writeln!(f, "    - {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+struct EventInfo {
+    tickets: u32,
+    max_per_buyer: u32,
+    sold: u32,
+}
+
+async fn read_event(
+    conn: &mut Conn,
+    target: &Target,
+    event: EventId,
+) -> Result<EventInfo, RushError> {
+    let fail = |reason: String| RushError::Event { event, reason };
+    let (status, body) = conn
+        .send(
+            Method::GET,
+            &format!("{}/events/{event}", target.prefix),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if status != StatusCode::OK {
+        return Err(fail(format!("answered {status}")));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| fail(format!("bad JSON: {e}")))?;
+    let field = |name: &str| {
+        v.get(name)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| fail(format!("no {name} in the answer")))
+    };
+    Ok(EventInfo {
+        tickets: field("tickets")?,
+        max_per_buyer: field("max_per_buyer")?,
+        sold: field("sold")?,
+    })
+}
+
+#[derive(Default)]
+struct SlotResult {
+    requests: u64,
+    statuses: BTreeMap<u16, u64>,
+    transport_errors: u64,
+    accepted: Vec<Observed>,
+    bad_not_refused: u64,
+    retry_mismatches: u64,
+    last_answer: Option<Instant>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 10 min at 3 significant figures.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+struct Shared {
+    config: RushConfig,
+    max_quantity: u32,
+    next: AtomicU64,
+    start: Instant,
+    progress: ProgressBar,
+    shutdown: CancellationToken,
+}
+
+async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
+    let c = &shared.config;
+    let mut conn = Conn::new(c.target.addr, &c.target.host, c.request_timeout);
+    let mut out = SlotResult::default();
+    let mut hist = new_histogram();
+    let path = format!("{}/events/{}/purchases", c.target.prefix, c.event);
+    loop {
+        if shared.shutdown.is_cancelled() {
+            break;
+        }
+        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+        if i >= c.buyers {
+            break;
+        }
+        let plan = plan(c.seed, i, shared.max_quantity);
+        let mut due = None;
+        if let Some(rate) = c.rate {
+            let at = shared.start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::select! {
+                () = shared.shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(at) => {}
+            }
+            due = Some(at);
+        }
+        let body = Bytes::from(
+            serde_json::json!({"buyer": plan.buyer, "quantity": plan.quantity}).to_string(),
+        );
+        let mut first: Option<(String, u64)> = None;
+        for attempt in 0..plan.sends {
+            let sent = if attempt == 0 {
+                due.unwrap_or_else(Instant::now)
+            } else {
+                Instant::now()
+            };
+            let headers: Vec<(&str, &str)> = plan
+                .key
+                .as_deref()
+                .map(|k| vec![("idempotency-key", k)])
+                .unwrap_or_default();
+            out.requests += 1;
+            let answer = conn.send(Method::POST, &path, &headers, body.clone()).await;
+            let now = Instant::now();
+            out.last_answer = Some(now);
+            let us =
+                u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX);
+            let _ = hist.record(us.clamp(1, 600_000_000));
+            let (status, body) = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "request failed");
+                    out.transport_errors += 1;
+                    continue;
+                }
+            };
+            *out.statuses.entry(status.as_u16()).or_default() += 1;
+            if plan.is_bad {
+                if status != StatusCode::BAD_REQUEST {
+                    out.bad_not_refused += 1;
+                }
+                continue;
+            }
+            if status != StatusCode::ACCEPTED {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let (Some(id), Some(position)) = (
+                v.get("purchase_id").and_then(serde_json::Value::as_str),
+                v.get("position").and_then(serde_json::Value::as_u64),
+            ) else {
+                out.bad_not_refused += 1;
+                continue;
+            };
+            match &first {
+                None => {
+                    first = Some((id.to_owned(), position));
+                    out.accepted.push(Observed {
+                        purchase_id: id.to_owned(),
+                        buyer: plan.buyer.clone(),
+                        quantity: plan.quantity,
+                        position: Position(position),
+                        status: PurchaseStatus::Pending,
+                    });
+                }
+                Some((fid, fpos)) => {
+                    if fid != id || *fpos != position {
+                        out.retry_mismatches += 1;
+                    }
+                }
+            }
+        }
+        shared.progress.inc(1);
+    }
+    (out, hist)
+}
+
+/// Polls every purchase until it is final or the deadline passes.
+async fn poll_until_final(
+    config: &RushConfig,
+    purchases: &mut [Observed],
+    shutdown: &CancellationToken,
+) {
+    let deadline = Instant::now() + config.verify_timeout;
+    loop {
+        let pending: Vec<usize> = purchases
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.status == PurchaseStatus::Pending)
+            .map(|(i, _)| i)
+            .collect();
+        if pending.is_empty() || Instant::now() >= deadline || shutdown.is_cancelled() {
+            return;
+        }
+        let chunk = pending.len().div_ceil(config.concurrency).max(1);
+        let mut tasks = JoinSet::new();
+        for part in pending.chunks(chunk) {
+            let ids: Vec<(usize, String)> = part
+                .iter()
+                .filter_map(|i| purchases.get(*i).map(|p| (*i, p.purchase_id.clone())))
+                .collect();
+            let target = config.target.clone();
+            let timeout = config.request_timeout;
+            tasks.spawn(async move {
+                let mut conn = Conn::new(target.addr, &target.host, timeout);
+                let mut found = Vec::new();
+                for (i, id) in ids {
+                    let path = format!("{}/purchases/{id}", target.prefix);
+                    if let Ok((StatusCode::OK, body)) =
+                        conn.send(Method::GET, &path, &[], Bytes::new()).await
+                    {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        let status = v.get("status").and_then(serde_json::Value::as_str);
+                        let reason = v.get("reason").and_then(serde_json::Value::as_str);
+                        if let Some(s) = status.and_then(|s| PurchaseStatus::parse(s, reason)) {
+                            found.push((i, s));
+                        }
+                    }
+                }
+                found
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            for (i, status) in done.unwrap_or_default() {
+                if let Some(p) = purchases.get_mut(i) {
+                    p.status = status;
+                }
+            }
+        }
+        if purchases
+            .iter()
+            .any(|p| p.status == PurchaseStatus::Pending)
+        {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+}
+
+/// Runs the crowd (stopping early, with what it has, when `shutdown` is cancelled).
+pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<RushReport, RushError> {
+    config.check()?;
+    let mut conn = Conn::new(
+        config.target.addr,
+        &config.target.host,
+        config.request_timeout,
+    );
+    let before = read_event(&mut conn, &config.target, config.event).await?;
+
+    let progress = if config.show_progress {
+        let bar = ProgressBar::with_draw_target(Some(config.buyers), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} buyers ({per_sec}, eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let shared = Arc::new(Shared {
+        max_quantity: before.max_per_buyer,
+        next: AtomicU64::new(0),
+        start: Instant::now(),
+        progress: progress.clone(),
+        shutdown: shutdown.clone(),
+        config: config.clone(),
+    });
+    let mut slots = JoinSet::new();
+    let n = config
+        .concurrency
+        .min(usize::try_from(config.buyers).unwrap_or(usize::MAX));
+    for _ in 0..n {
+        slots.spawn(slot(Arc::clone(&shared)));
+    }
+    let mut total = SlotResult::default();
+    let mut latency_us = new_histogram();
+    while let Some(done) = slots.join_next().await {
+        let Ok((r, h)) = done else { continue };
+        total.requests += r.requests;
+        for (s, n) in r.statuses {
+            *total.statuses.entry(s).or_default() += n;
+        }
+        total.transport_errors += r.transport_errors;
+        total.accepted.extend(r.accepted);
+        total.bad_not_refused += r.bad_not_refused;
+        total.retry_mismatches += r.retry_mismatches;
+        total.last_answer = total.last_answer.max(r.last_answer);
+        let _ = latency_us.add(h);
+    }
+    progress.finish_and_clear();
+    let elapsed = total.last_answer.map_or(Duration::ZERO, |t| {
+        t.saturating_duration_since(shared.start)
+    });
+    let buyers = shared.next.load(Ordering::Relaxed).min(config.buyers);
+
+    let verification = if config.verify {
+        poll_until_final(&config, &mut total.accepted, &shutdown).await;
+        let after = read_event(&mut conn, &config.target, config.event).await?;
+        Some(verify::check(
+            EventCounts {
+                tickets: after.tickets,
+                max_per_buyer: after.max_per_buyer,
+                sold_before: before.sold,
+                sold_after: after.sold,
+            },
+            &total.accepted,
+            total.retry_mismatches,
+        ))
+    } else {
+        None
+    };
+    Ok(RushReport {
+        target: config.target.url.clone(),
+        event: config.event,
+        buyers,
+        requests: total.requests,
+        statuses: total.statuses,
+        transport_errors: total.transport_errors,
+        accepted: total.accepted.len() as u64,
+        elapsed,
+        latency_us,
+        bad_not_refused: total.bad_not_refused,
+        retry_mismatches: total.retry_mismatches,
+        verification,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_are_deterministic_and_within_the_limit() {
+        for i in 0..1_000 {
+            let p = plan(7, i, 2);
+            assert_eq!(p, plan(7, i, 2));
+            assert!(p.is_bad || (1..=2).contains(&p.quantity));
+            assert!(p.sends == 1 || p.key.is_some(), "a retry carries a key");
+        }
+        let bad = (0..10_000).filter(|i| plan(1, *i, 4).is_bad).count();
+        assert!((100..400).contains(&bad), "about 2% bad: {bad}");
+    }
+
+    #[tokio::test]
+    async fn targets_parse_or_say_why_not() {
+        let t = Target::resolve("http://127.0.0.1:8080/api/").await.unwrap();
+        assert_eq!(t.addr.port(), 8080);
+        assert_eq!(t.prefix, "/api");
+        assert_eq!(t.host, "127.0.0.1:8080");
+        assert!(Target::resolve("https://127.0.0.1:1").await.is_err());
+        assert!(Target::resolve("http://").await.is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! The crowd against a real API (port 0) with workers, verifying every invariant.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use ticket_svc::domain::EventId;
+use ticket_svc::http::ApiConfig;
+use ticket_svc::queue::MemoryQueueConfig;
+use ticket_svc::rush::{RushConfig, Target, run};
+use ticket_svc::worker::{Worker, WorkerConfig};
+
+use crate::support::{backend, create_event, start_api};
+
+fn config(target: Target, event: i64, buyers: u64, rate: Option<f64>) -> RushConfig {
+    RushConfig {
+        target,
+        event: EventId(event),
+        buyers,
+        concurrency: 16,
+        rate,
+        verify: true,
+        seed: 42,
+        request_timeout: Duration::from_secs(5),
+        verify_timeout: Duration::from_secs(20),
+        show_progress: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rush_sells_out_fairly_and_verifies() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    let shutdown = CancellationToken::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for i in 0..2 {
+        let w = Worker::new(
+            b.store.clone(),
+            b.queue.clone(),
+            b.metrics.clone(),
+            WorkerConfig {
+                fetch_wait: Duration::from_millis(50),
+                ..Default::default()
+            },
+            format!("w{i}"),
+        );
+        let token = shutdown.clone();
+        workers.spawn(async move { w.run(token).await });
+    }
+    let event = create_event(api.addr, 150, 4).await;
+    let target = Target::resolve(&format!("http://{}", api.addr))
+        .await
+        .unwrap();
+
+    let report = run(
+        config(target.clone(), event, 400, None),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{report}");
+    let v = report.verification.as_ref().unwrap();
+    assert_eq!(
+        v.confirmed_tickets, 150,
+        "a crowd this size sells out:\n{report}"
+    );
+    assert!(v.rejected.get("sold_out").copied().unwrap_or(0) > 0);
+    assert!(report.statuses.get(&202).copied().unwrap_or(0) >= report.accepted);
+    assert!(
+        report.statuses.contains_key(&400),
+        "some bad requests were sent"
+    );
+    assert_eq!(report.transport_errors, 0);
+    let text = report.to_string();
+    assert!(text.contains("p99"), "{text}");
+    assert!(text.contains("all hold"), "{text}");
+
+    // Open model: a fixed rate, latency from the intended send time.
+    let event = create_event(api.addr, 10, 2).await;
+    let report = run(
+        config(target, event, 60, Some(600.0)),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert!(
+        report.elapsed >= Duration::from_millis(90),
+        "60 buyers at 600/s take ~100 ms"
+    );
+
+    shutdown.cancel();
+    while let Some(r) = workers.join_next().await {
+        r.unwrap().unwrap();
+    }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_rush_against_an_unknown_event_says_so() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    let target = Target::resolve(&format!("http://{}", api.addr))
+        .await
+        .unwrap();
+    let err = run(config(target, 999, 10, None), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("999"), "{err}");
+    api.stop().await;
+}
