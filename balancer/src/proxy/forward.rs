@@ -120,17 +120,18 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     rewrite_request(&mut parts, conn, is_upgrade)?;
 
-    let flag = Arc::new(BodyFlag::default());
     let has_body = !body.is_end_stream();
-    let body = if has_body {
-        ReqBody::limited(
+    // Only a request with a body can fail on the client's side mid-send; bodiless requests
+    // (most of them) skip the allocation.
+    let flag = has_body.then(|| Arc::new(BodyFlag::default()));
+    let body = match &flag {
+        Some(flag) => ReqBody::limited(
             body,
             cfg.limits.max_body_bytes,
             cfg.timeouts.idle,
-            Arc::clone(&flag),
-        )
-    } else {
-        ReqBody::empty()
+            Arc::clone(flag),
+        ),
+        None => ReqBody::empty(),
     };
     // Idempotent bodiless requests can be rebuilt, so they may be retried after a 502/503.
     let replay = (cfg.retry.on_5xx && !has_body && is_idempotent(&parts.method))
@@ -141,7 +142,7 @@ async fn forward(
     let deadline = cfg.timeouts.total.saturating_sub(start.elapsed());
     let outcome = tokio::time::timeout(
         deadline,
-        attempts(upstream_req, replay, conn, cfg, &flag, is_upgrade),
+        attempts(upstream_req, replay, conn, cfg, flag.as_deref(), is_upgrade),
     )
     .await
     .map_err(|_| ProxyError::Deadline(cfg.timeouts.total))?;
@@ -227,7 +228,7 @@ async fn attempts(
     replay: Option<Replay>,
     conn: &ConnInfo,
     cfg: &Config,
-    flag: &BodyFlag,
+    flag: Option<&BodyFlag>,
     is_upgrade: bool,
 ) -> Result<(Response<Incoming>, Exchange), ProxyError> {
     let shared = &conn.shared;
@@ -290,7 +291,7 @@ async fn attempts(
                 return Ok((resp, exchange));
             }
             Err(Failed { error, request }) => {
-                let fault = flag.fault();
+                let fault = flag.map_or(BodyFault::None, BodyFlag::fault);
                 if fault != BodyFault::None {
                     return Err(ProxyError::ClientBody {
                         fault,

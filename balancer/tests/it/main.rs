@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin;
+mod cli;
 mod drain;
 mod failover;
 mod limits;
