@@ -9,6 +9,7 @@
 //! | `/status/{code}` | that status |
 //! | `/echo` | the request body streamed back |
 //! | `/bytes/{n}` | `n` bytes in 64 KiB chunks |
+//! | `/upgrade` with `Upgrade: echo` | 101, then every byte sent is echoed back |
 //! | anything else | 200, JSON `{"backend","method","path","headers"}` |
 //!
 //! Every non-health answer waits the backend's latency first (or `?delay_ms=N`), carries
@@ -44,6 +45,8 @@ struct FakeState {
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     arrivals: Mutex<Vec<String>>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
 }
 
 /// A running fake backend.
@@ -66,13 +69,15 @@ impl FakeBackend {
         let listener = crate::listener::bind(addr, false)?;
         let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let state = Arc::new(FakeState {
             name: name.to_owned(),
             healthy: AtomicBool::new(true),
+            tasks: tracker.clone(),
+            cancel: cancel.clone(),
             ..FakeState::default()
         });
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let (st, c, t) = (Arc::clone(&state), cancel.clone(), tracker.clone());
         tracker.spawn(accept_loop(listener, st, c, t));
         Ok(Self {
@@ -197,7 +202,7 @@ fn full(status: StatusCode, name: &str, body: impl Into<Bytes>) -> Response<Fake
 }
 
 async fn respond(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     st: Arc<FakeState>,
 ) -> Result<Response<FakeBody>, Infallible> {
     let path = req.uri().path().to_owned();
@@ -246,6 +251,31 @@ async fn respond(
             .and_then(|c| StatusCode::from_u16(c).ok())
             .unwrap_or(StatusCode::BAD_REQUEST);
         return Ok(full(status, &st.name, ""));
+    }
+    if path == "/upgrade" && req.headers().contains_key(http::header::UPGRADE) {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let cancel = st.cancel.clone();
+        st.tasks.spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut io = TokioIo::new(upgraded);
+            let (mut r, mut w) = tokio::io::split(&mut io);
+            tokio::select! {
+                _ = tokio::io::copy(&mut r, &mut w) => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
+        let mut r = full(StatusCode::SWITCHING_PROTOCOLS, &st.name, "");
+        r.headers_mut().insert(
+            http::header::UPGRADE,
+            http::HeaderValue::from_static("echo"),
+        );
+        r.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        return Ok(r);
     }
     if path == "/echo" {
         let mut r = Response::new(

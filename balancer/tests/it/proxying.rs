@@ -119,3 +119,38 @@ async fn upstream_header_timeout_gives_504() {
     assert!(row(&h, addr).unwrap().in_flight == 0);
     lb.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn upgrade_is_passed_through_as_a_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = FakeBackend::start("a").await.unwrap();
+    let lb = TestBalancer::start(config(&[&a]));
+    let mut s = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(
+        b"GET /upgrade HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "connection closed during the 101 head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    s.write_all(b"ping through the tunnel").await.unwrap();
+    let mut echoed = vec![0u8; 23];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping through the tunnel");
+    drop(s);
+    lb.stop().await.unwrap();
+}
