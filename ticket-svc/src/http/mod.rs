@@ -6,7 +6,6 @@
 //! `IntoResponse`.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +13,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 use crate::domain::{Event, EventId};
 use crate::metrics::Metrics;
@@ -23,8 +21,10 @@ use crate::store::Store;
 
 mod error;
 mod routes;
+mod server;
 
 pub use error::{AppError, RETRY_AFTER_SECS};
+pub use server::{ServeConfig, serve};
 
 /// API settings.
 #[derive(Debug, Clone)]
@@ -113,15 +113,4 @@ pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -343,3 +343,22 @@ async fn shutdown_lets_an_in_flight_purchase_finish() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_eq!(b.queue.stats().purchases_lag, 1);
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = backend(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await; // header deadline 500 ms in tests
+    let mut slow = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The server still serves others meanwhile and afterwards.
+    assert_eq!(get(api.addr, "/healthz").await.status, StatusCode::OK);
+    api.stop().await;
+}

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use ticket_svc::http::{ApiConfig, ApiState, router, serve};
+use ticket_svc::http::{ApiConfig, ApiState, ServeConfig, router, serve};
 use ticket_svc::metrics::Metrics;
 use ticket_svc::queue::{MemoryQueue, MemoryQueueConfig};
 use ticket_svc::store::SqliteStore;
@@ -62,9 +62,15 @@ pub async fn start_api(b: &Backend, config: ApiConfig) -> TestApi {
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
-    let task = tokio::spawn(serve(listener, router(state), async move {
-        stop.cancelled().await
-    }));
+    let task = tokio::spawn(serve(
+        listener,
+        router(state),
+        ServeConfig {
+            header_read_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+        async move { stop.cancelled().await },
+    ));
     TestApi {
         addr,
         shutdown,
