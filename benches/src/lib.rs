@@ -1,1 +1,3 @@
-//! Benchmarks.
+//! ticketrush's benchmarks: criterion micro-benchmarks (`benches/`) and load tools that drive
+//! running servers over loopback (`src/bin/`). Figures and how they were produced are in
+//! `RESULTS.md`.
