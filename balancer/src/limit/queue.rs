@@ -64,6 +64,13 @@ impl ConcurrencyGate {
         self.max_in_flight
     }
 
+    /// A request arriving now would run at once (a free slot and nobody waiting).
+    pub fn has_capacity(&self) -> bool {
+        self.permits
+            .as_ref()
+            .is_none_or(|sem| sem.available_permits() > 0 && self.queue_len() == 0)
+    }
+
     /// Requests waiting now.
     pub fn queue_len(&self) -> usize {
         self.waiting.load(Ordering::Acquire)

@@ -78,3 +78,28 @@ async fn queue_timeout_gives_503_with_retry_after() {
     assert_eq!(first.await.unwrap().status, 200);
     lb.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_full_backend_is_skipped_while_another_has_room() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let b = FakeBackend::start("b").await.unwrap();
+    let mut cfg = config(&[&a, &b]);
+    cfg.limits.max_in_flight_per_backend = 1;
+    let lb = TestBalancer::start(cfg);
+    let h = lb.handle.clone();
+    // Round-robin sends the first request to a; it stays busy.
+    let busy = send_seq(lb.addr, 0, 800);
+    wait_until("a busy", Duration::from_secs(5), || {
+        row(&h, a.addr()).unwrap().in_flight == 1
+    })
+    .await;
+    // Round-robin would now alternate b, a, b, ...; every request goes to b instead of
+    // queueing behind a.
+    for seq in 1..=4 {
+        let r = send_seq(lb.addr, seq, 0).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-backend").unwrap(), "b");
+    }
+    assert_eq!(busy.await.unwrap().status, 200);
+    lb.stop().await.unwrap();
+}
