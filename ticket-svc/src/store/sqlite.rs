@@ -1,10 +1,16 @@
-//! The SQLite store: one writer connection and a few readers on one WAL database file.
+//! The SQLite store: one writer thread and a few reader connections on one WAL database file.
 //!
-//! Every call takes its connection's async lock first and only then moves to the blocking pool,
-//! so waiting callers cost no threads and the runtime never runs SQLite. Writes use
-//! `BEGIN IMMEDIATE` (the write lock up front: no upgrade deadlocks) and `synchronous=FULL`
-//! (a committed decision survives power loss; batching keeps that cheap). `busy_timeout` lets
-//! several processes share the file.
+//! Writes (every method that changes anything) are sent over a bounded channel to a dedicated
+//! writer thread that **group-commits**: it takes every write waiting (up to
+//! [`MAX_GROUP_WRITES`]), runs each in its own savepoint inside one `BEGIN IMMEDIATE`
+//! transaction, commits once, and only then answers each caller. One fsync covers many API
+//! requests and worker batches, so `synchronous=FULL` (a committed decision survives power
+//! loss) stays cheap. A write that fails rolls back its own savepoint only; a failed commit fails
+//! every write of the group. The thread ends when the store is dropped (its channel closes).
+//!
+//! Reads take one of a few reader connections' async lock first and only then move to the
+//! blocking pool, so waiting callers cost no threads and the runtime never runs SQLite.
+//! `busy_timeout` lets several processes share the file.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Store, StoreError, schema};
 use crate::domain::{
@@ -21,6 +27,10 @@ use crate::domain::{
 };
 
 const READERS: usize = 4;
+/// The most writes one commit covers.
+pub const MAX_GROUP_WRITES: usize = 512;
+/// Writes waiting for the writer thread before callers wait to enqueue.
+const WRITE_QUEUE: usize = 4_096;
 const BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// The SQLite [`Store`].
@@ -32,7 +42,7 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    writer: Arc<Mutex<Connection>>,
+    writes: mpsc::Sender<Box<dyn WriteOp>>,
     readers: Vec<Arc<Mutex<Connection>>>,
     next_reader: AtomicUsize,
 }
@@ -175,6 +185,121 @@ pub(super) fn parse_status(
     })
 }
 
+/// One write waiting for the writer thread.
+trait WriteOp: Send {
+    /// Runs inside the group's transaction (in its own savepoint); returns how to answer once
+    /// the commit's outcome is known.
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish>;
+    /// Answers without running (the group could not start).
+    fn fail(self: Box<Self>, reason: String);
+}
+
+/// Answers one write after its group's commit.
+trait Finish: Send {
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct Write<T, F> {
+    f: F,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+struct Done<T> {
+    result: Result<T, StoreError>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> WriteOp for Write<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish> {
+        let Self { f, reply } = *self;
+        Box::new(Done {
+            result: in_savepoint(conn, f),
+            reply,
+        })
+    }
+
+    fn fail(self: Box<Self>, reason: String) {
+        let _ = self.reply.send(Err(StoreError::Unavailable { reason }));
+    }
+}
+
+impl<T: Send + 'static> Finish for Done<T> {
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let out = match (commit, self.result) {
+            (Ok(()), r) => r,
+            (Err(_), Err(e)) => Err(e),
+            (Err(reason), Ok(_)) => Err(StoreError::Unavailable { reason }),
+        };
+        // The caller may have given up (timed out); nothing to do then.
+        let _ = self.reply.send(out);
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT op")
+        .map_err(sq("open savepoint"))?;
+    match f(conn) {
+        Ok(v) => match conn.execute_batch("RELEASE op") {
+            Ok(()) => Ok(v),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+                Err(sq("release savepoint")(e))
+            }
+        },
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+            Err(e)
+        }
+    }
+}
+
+fn spawn_writer(conn: Connection) -> Result<mpsc::Sender<Box<dyn WriteOp>>, StoreError> {
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || writer_loop(&conn, rx))
+        .map_err(|e| StoreError::Unavailable {
+            reason: format!("cannot start the sqlite writer thread: {e}"),
+        })?;
+    Ok(tx)
+}
+
+fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Box<dyn WriteOp>>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_WRITES {
+            match rx.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let reason = format!("sqlite: begin: {e}");
+            tracing::warn!(error = %e, writes = group.len(), "sqlite group could not begin");
+            for op in group {
+                op.fail(reason.clone());
+            }
+            continue;
+        }
+        let finishes: Vec<Box<dyn Finish>> = group.into_iter().map(|op| op.run(conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::warn!(error = %e, writes = finishes.len(), "sqlite group commit failed");
+            format!("sqlite: commit: {e}")
+        });
+        for f in finishes {
+            f.finish(commit.clone());
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and applies migrations.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
@@ -200,7 +325,7 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                writer: Arc::new(Mutex::new(writer)),
+                writes: spawn_writer(writer)?,
                 readers: readers
                     .into_iter()
                     .map(|c| Arc::new(Mutex::new(c)))
@@ -217,20 +342,31 @@ impl SqliteStore {
 
     fn reader(&self) -> &Arc<Mutex<Connection>> {
         let n = self.inner.next_reader.fetch_add(1, Ordering::Relaxed);
+        let readers = &self.inner.readers;
+        // `open` makes READERS (> 0) readers, so the index is always in range.
+        &readers[n % readers.len()]
+    }
+
+    /// Runs `f` on the writer thread inside the next group commit; answers after the commit.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let gone = || StoreError::Unavailable {
+            reason: "the sqlite writer thread stopped".into(),
+        };
         self.inner
-            .readers
-            .get(n % self.inner.readers.len().max(1))
-            .unwrap_or(&self.inner.writer)
+            .writes
+            .send(Box::new(Write { f, reply }))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 
-fn decide_batch_sync(
-    conn: &mut Connection,
-    jobs: &[QueuedJob],
-) -> Result<Vec<Decision>, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sq("begin decide"))?;
+fn decide_batch_sync(tx: &Connection, jobs: &[QueuedJob]) -> Result<Vec<Decision>, StoreError> {
     let mut ledger = Ledger::new();
     let events: BTreeSet<EventId> = jobs.iter().map(|j| j.job.event_id).collect();
     let mut max_per_buyer = std::collections::HashMap::new();
@@ -338,14 +474,10 @@ fn decide_batch_sync(
             .map_err(sq("write decision"))?;
         }
     }
-    tx.commit().map_err(sq("commit decide"))?;
     Ok(decisions)
 }
 
-fn mark_failed_sync(conn: &mut Connection, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sq("begin mark failed"))?;
+fn mark_failed_sync(tx: &Connection, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
     let row: Option<(String, Option<String>)> = tx
         .query_row(
             "SELECT status, reason FROM purchases WHERE id = ?1",
@@ -384,14 +516,13 @@ fn mark_failed_sync(conn: &mut Connection, job: &QueuedJob) -> Result<PurchaseSt
         )
         .map_err(sq("mark failed"))?;
     }
-    tx.commit().map_err(sq("commit mark failed"))?;
     Ok(failed)
 }
 
 impl Store for SqliteStore {
     async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
         let spec = spec.clone();
-        run(&self.inner.writer, move |c| {
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO events (name, tickets, max_per_buyer) VALUES (?1, ?2, ?3)",
                 params![spec.name, spec.tickets, spec.max_per_buyer],
@@ -428,10 +559,7 @@ impl Store for SqliteStore {
     ) -> Result<PurchaseJob, StoreError> {
         let key = key.as_str().to_owned();
         let job = candidate.clone();
-        run(&self.inner.writer, move |c| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sq("begin claim"))?;
+        self.write(move |tx| {
             tx.execute(
                 "INSERT INTO idempotency_keys (event_id, buyer, key, purchase_id, quantity)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
@@ -452,7 +580,6 @@ impl Store for SqliteStore {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(sq("read key"))?;
-            tx.commit().map_err(sq("commit claim"))?;
             Ok(PurchaseJob {
                 purchase_id: id.parse().map_err(|_| StoreError::Corrupt {
                     what: format!("idempotency_keys.purchase_id = {id:?}"),
@@ -466,7 +593,7 @@ impl Store for SqliteStore {
 
     async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
         let job = job.clone();
-        run(&self.inner.writer, move |c| {
+        self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending') ON CONFLICT (id) DO NOTHING",
@@ -505,12 +632,12 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let jobs = jobs.to_vec();
-        run(&self.inner.writer, move |c| decide_batch_sync(c, &jobs)).await
+        self.write(move |c| decide_batch_sync(c, &jobs)).await
     }
 
     async fn mark_failed(&self, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
         let job = job.clone();
-        run(&self.inner.writer, move |c| mark_failed_sync(c, &job)).await
+        self.write(move |c| mark_failed_sync(c, &job)).await
     }
 
     async fn event_purchases(

@@ -1,0 +1,98 @@
+//! A local benchmark of the API → store → worker path in ONE process, over the in-memory queue
+//! (not durable, no broker, no balancer): what the API and the stores can do on this machine
+//! until the broker-backed queue is wired in. Not the `demo`.
+//!
+//! `cargo run --release -p ticket-svc --example inproc_rush -- [BUYERS] [TICKETS] [CONCURRENCY] [DB_URL]`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use ticket_svc::domain::EventSpec;
+use ticket_svc::http::{ApiConfig, ApiState, ServeConfig, router, serve};
+use ticket_svc::metrics::Metrics;
+use ticket_svc::queue::{MemoryQueue, MemoryQueueConfig};
+use ticket_svc::rush::{RushConfig, Target};
+use ticket_svc::store::{AnyStore, Store};
+use ticket_svc::worker::{Worker, WorkerConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, default: u64| -> anyhow::Result<u64> {
+        Ok(args
+            .get(i)
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let buyers = arg(0, 20_000)?;
+    let tickets = arg(1, 5_000)?;
+    let concurrency = usize::try_from(arg(2, 64)?)?;
+    let dir = tempfile::tempdir()?;
+    let url = args
+        .get(3)
+        .cloned()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("tickets.db").display()));
+    let store = Arc::new(AnyStore::open(&url).await?);
+    let queue = Arc::new(MemoryQueue::new(MemoryQueueConfig::default()));
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let state = ApiState::new(
+        Arc::clone(&store),
+        Arc::clone(&queue),
+        Arc::clone(&metrics),
+        Arc::new(registry),
+        ApiConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let api_stop = stop.clone();
+    let api = tokio::spawn(serve(
+        listener,
+        router(state),
+        ServeConfig::default(),
+        async move { api_stop.cancelled().await },
+    ));
+    let mut workers = tokio::task::JoinSet::new();
+    for i in 0..2 {
+        let w = Worker::new(
+            Arc::clone(&store),
+            Arc::clone(&queue),
+            Arc::clone(&metrics),
+            WorkerConfig::default(),
+            format!("w{i}"),
+        );
+        let token = stop.clone();
+        workers.spawn(async move { w.run(token).await });
+    }
+    let event = store
+        .create_event(&EventSpec::new("DJ night", i64::try_from(tickets)?, 4)?)
+        .await?;
+    let report = ticket_svc::rush::run(
+        RushConfig {
+            target: Target::resolve(&format!("http://{addr}")).await?,
+            event: event.id,
+            buyers,
+            concurrency,
+            rate: None,
+            verify: true,
+            seed: 1,
+            request_timeout: Duration::from_secs(10),
+            verify_timeout: Duration::from_secs(60),
+            show_progress: true,
+        },
+        CancellationToken::new(),
+    )
+    .await?;
+    print!("{report}");
+    stop.cancel();
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    api.await??;
+    Ok(())
+}
