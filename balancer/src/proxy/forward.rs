@@ -372,7 +372,8 @@ async fn send(
                 }
             },
         };
-        if is_pooled {
+        // A pooled connection is normally ready at once; only wait (bounded) when it is not.
+        if is_pooled && !sender.is_ready() {
             match tokio::time::timeout(cfg.timeouts.connect, sender.ready()).await {
                 Ok(Ok(())) => {}
                 _ => continue,
