@@ -129,3 +129,33 @@ async fn rate_limit_answers_429_with_retry_after() {
     assert_eq!(a.hits(), 3);
     lb.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let mut cfg = config(&[&a]);
+    cfg.limits.max_connections = 1;
+    let lb = TestBalancer::start(cfg);
+    let mut first = balancer::testing::Client::connect(lb.addr).await.unwrap();
+    assert_eq!(first.get("/").await.unwrap().status, 200);
+    // The second connection sits in the backlog while the first is open.
+    let addr = lb.addr;
+    let mut second = tokio::spawn(async move { get(addr, "/").await.unwrap().status });
+    let waited = tokio::time::timeout(Duration::from_millis(300), &mut second).await;
+    assert!(
+        waited.is_err(),
+        "second connection was served past the limit"
+    );
+    let metrics = get(lb.admin, "/metrics").await.unwrap().text();
+    assert!(
+        metrics.contains("balancer_downstream_connections 1\n"),
+        "{metrics}"
+    );
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert_eq!(status, 200);
+    lb.stop().await.unwrap();
+}
