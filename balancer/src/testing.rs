@@ -6,7 +6,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /healthz` | 200, or 503 after [`FakeBackend::set_healthy`]`(false)` |
-//! | `/status/{code}` | that status |
+//! | `/status/{code}` | that status (`?retry_after` adds `Retry-After: 2`) |
 //! | `/echo` | the request body streamed back |
 //! | `/bytes/{n}` | `n` bytes in 64 KiB chunks |
 //! | `/upgrade` with `Upgrade: echo` | 101, then every byte sent is echoed back |
@@ -250,7 +250,14 @@ async fn respond(
             .ok()
             .and_then(|c| StatusCode::from_u16(c).ok())
             .unwrap_or(StatusCode::BAD_REQUEST);
-        return Ok(full(status, &st.name, ""));
+        let mut r = full(status, &st.name, "");
+        if req.uri().query().is_some_and(|q| q.contains("retry_after")) {
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("2"),
+            );
+        }
+        return Ok(r);
     }
     if path == "/upgrade" && req.headers().contains_key(http::header::UPGRADE) {
         let on_upgrade = hyper::upgrade::on(&mut req);

@@ -274,9 +274,16 @@ async fn attempts(
         match send(&mut exchange, req, conn, cfg, is_upgrade).await {
             Ok(resp) => {
                 let status = resp.status();
-                if status.is_server_error() {
-                    backend.record_failure(cfg.passive.failures, cfg.passive.eject_for);
-                } else {
+                // A 503 with Retry-After is a live backend shedding load on purpose (the
+                // ticket API answers so when the broker cannot take a purchase); ejecting it
+                // would turn a brief upstream hiccup into "all backends down".
+                let shedding = status == StatusCode::SERVICE_UNAVAILABLE
+                    && resp.headers().contains_key(header::RETRY_AFTER);
+                if status.is_server_error() && !shedding {
+                    if backend.record_failure(cfg.passive.failures, cfg.passive.eject_for) {
+                        tracing::warn!(backend = %backend.addr(), %status, "backend ejected");
+                    }
+                } else if !shedding {
                     backend.record_success();
                 }
                 let retry_5xx = replay.is_some()

@@ -140,3 +140,24 @@ async fn retry_on_5xx_for_idempotent_requests_when_configured() {
     assert_eq!(a.hits() + b.hits(), 2, "one retry on the other backend");
     lb.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn deliberate_503_with_retry_after_is_passed_on_not_ejected() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let mut cfg = config(&[&a]);
+    cfg.passive.failures = 2;
+    let lb = TestBalancer::start(cfg);
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    for _ in 0..5 {
+        let r = client.get("/status/503?retry_after").await.unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("retry-after").as_deref(), Some("2"));
+        assert_eq!(
+            r.header("x-backend").as_deref(),
+            Some("a"),
+            "the backend's own answer"
+        );
+    }
+    assert!(!row(&lb.handle, a.addr()).unwrap().ejected);
+    lb.stop().await.unwrap();
+}
