@@ -412,12 +412,14 @@ async fn send(
             }
             Ok(Err(mut e)) => {
                 let request = e.take_message();
-                let raced = e.error().is_incomplete_message() || e.error().is_canceled();
                 match (request, backup) {
                     // The pooled connection died before our request went out: try another.
                     (Some(r), _) if is_pooled => req = r,
-                    (None, Some((m, u, h))) if raced => {
-                        tracing::debug!(backend = %addr, "pooled connection closed under a request; replaying");
+                    // It died under a bodiless idempotent request (closed, reset, or cut
+                    // before the response): replaying it is safe by definition.
+                    (None, Some((m, u, h))) => {
+                        tracing::debug!(backend = %addr, error = %e.error(),
+                            "pooled connection failed under a request; replaying");
                         req = rebuild(m, u, h);
                     }
                     (request, _) => {

@@ -144,10 +144,10 @@ async fn backends_are_added_and_drained_at_run_time() {
         let mut c = Client::connect(addr).await.unwrap();
         // Round-robin is at a (even count so far), so the second request lands on b.
         c.get("/").await.unwrap();
-        c.get("/?delay_ms=400").await.unwrap()
+        c.get("/?delay_ms=1500").await.unwrap()
     });
     let h = lb.handle.clone();
-    wait_until("slow request on b", Duration::from_secs(5), || {
+    wait_until("slow request on b", Duration::from_secs(10), || {
         row(&h, b.addr()).is_some_and(|r| r.in_flight == 1)
     })
     .await;
@@ -161,7 +161,7 @@ async fn backends_are_added_and_drained_at_run_time() {
     let r = slow.await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-backend").unwrap(), "b");
-    wait_until("b removed", Duration::from_secs(5), || {
+    wait_until("b removed", Duration::from_secs(10), || {
         row(&h, b.addr()).is_none()
     })
     .await;
@@ -197,7 +197,7 @@ async fn reload_keeps_live_keep_alive_connections() {
     new.backends = vec![balancer::BackendSpec::new(b.addr())];
     lb.handle.reload(new).unwrap();
     let h = lb.handle.clone();
-    wait_until("a removed", Duration::from_secs(5), || {
+    wait_until("a removed", Duration::from_secs(10), || {
         row(&h, a.addr()).is_none()
     })
     .await;

@@ -112,7 +112,7 @@ async fn upstream_header_timeout_gives_504() {
     let addr = a.addr();
     wait_until(
         "slow request finished at the backend",
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         || a.in_flight() == 0,
     )
     .await;

@@ -33,14 +33,14 @@ async fn queue_admits_in_fifo_order_and_sheds_when_full() {
     let h = lb.handle.clone();
     let addr = a.addr();
     let mut waiting = Vec::new();
-    waiting.push(send_seq(lb.addr, 0, 800));
-    wait_until("first running", Duration::from_secs(5), || {
+    waiting.push(send_seq(lb.addr, 0, 2000));
+    wait_until("first running", Duration::from_secs(10), || {
         row(&h, addr).unwrap().in_flight == 1
     })
     .await;
     for seq in 1..=3 {
         waiting.push(send_seq(lb.addr, seq, 10));
-        wait_until("queued", Duration::from_secs(5), || {
+        wait_until("queued", Duration::from_secs(10), || {
             row(&h, addr).unwrap().queue == seq
         })
         .await;
@@ -67,8 +67,8 @@ async fn queue_timeout_gives_503_with_retry_after() {
     let lb = TestBalancer::start(cfg);
     let h = lb.handle.clone();
     let addr = a.addr();
-    let first = send_seq(lb.addr, 0, 1000);
-    wait_until("first running", Duration::from_secs(5), || {
+    let first = send_seq(lb.addr, 0, 2000);
+    wait_until("first running", Duration::from_secs(10), || {
         row(&h, addr).unwrap().in_flight == 1
     })
     .await;
@@ -88,8 +88,8 @@ async fn a_full_backend_is_skipped_while_another_has_room() {
     let lb = TestBalancer::start(cfg);
     let h = lb.handle.clone();
     // Round-robin sends the first request to a; it stays busy.
-    let busy = send_seq(lb.addr, 0, 800);
-    wait_until("a busy", Duration::from_secs(5), || {
+    let busy = send_seq(lb.addr, 0, 2000);
+    wait_until("a busy", Duration::from_secs(10), || {
         row(&h, a.addr()).unwrap().in_flight == 1
     })
     .await;

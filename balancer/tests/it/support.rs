@@ -26,7 +26,9 @@ pub fn config(backends: &[&FakeBackend]) -> Config {
     let mut c = Config::new("127.0.0.1:0".parse().unwrap(), specs);
     c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
     c.health.interval = Duration::from_millis(50);
-    c.health.timeout = Duration::from_millis(500);
+    // Generous: a refused connect or a 503 fails a check at once, while a loaded CI machine
+    // must not fail a live backend's check by being slow.
+    c.health.timeout = Duration::from_secs(5);
     c.health.rise = 1;
     c.health.fall = 1;
     c.seed = Some(7);
