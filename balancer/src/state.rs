@@ -214,6 +214,17 @@ impl Shared {
         effective.workers = old.workers;
         self.config.store(Arc::new(effective));
         let current = self.backends.snapshot();
+        let limits_changed = new.limits.max_in_flight_per_backend
+            != old.limits.max_in_flight_per_backend
+            || new.limits.max_queue_per_backend != old.limits.max_queue_per_backend;
+        if limits_changed {
+            for b in &current {
+                b.set_gate(ConcurrencyGate::new(
+                    new.limits.max_in_flight_per_backend,
+                    new.limits.max_queue_per_backend,
+                ));
+            }
+        }
         for spec in &new.backends {
             match current.iter().find(|b| b.addr() == spec.addr) {
                 Some(b) => b.set_weight(spec.weight),

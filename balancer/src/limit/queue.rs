@@ -64,6 +64,11 @@ impl ConcurrencyGate {
         self.max_in_flight
     }
 
+    /// The configured queue bound.
+    pub fn max_queue(&self) -> usize {
+        self.max_queue
+    }
+
     /// A request arriving now would run at once (a free slot and nobody waiting).
     pub fn has_capacity(&self) -> bool {
         self.permits

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -72,7 +73,7 @@ pub struct Backend {
     requests: AtomicU64,
     errors: AtomicU64,
     rate_milli: AtomicU64,
-    gate: ConcurrencyGate,
+    gate: ArcSwap<ConcurrencyGate>,
     pools: Box<[Pool]>,
     metrics: BackendMetrics,
     cancel: CancellationToken,
@@ -100,7 +101,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             rate_milli: AtomicU64::new(0),
-            gate,
+            gate: ArcSwap::from_pointee(gate),
             pools: (0..workers.max(1))
                 .map(|_| Pool::new(pool_max_idle))
                 .collect(),
@@ -231,9 +232,9 @@ impl Backend {
         self.rate_milli.store(milli, Ordering::Relaxed);
     }
 
-    /// The concurrency gate and its queue.
-    pub fn gate(&self) -> &ConcurrencyGate {
-        &self.gate
+    /// The concurrency gate and its queue (a snapshot: a reload may swap in a new one).
+    pub fn gate(&self) -> arc_swap::Guard<Arc<ConcurrencyGate>> {
+        self.gate.load()
     }
 
     /// The pool of worker `worker` (worker indices wrap).
@@ -241,6 +242,12 @@ impl Backend {
         let n = self.pools.len().max(1);
         // pools is never empty: `new` builds at least one.
         &self.pools[worker % n]
+    }
+
+    /// Replaces the gate (reloaded limits). Requests already admitted or waiting finish
+    /// under the old gate; new ones use the new limits.
+    pub fn set_gate(&self, gate: ConcurrencyGate) {
+        self.gate.store(Arc::new(gate));
     }
 
     /// Idle pooled connections over all workers.

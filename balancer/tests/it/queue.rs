@@ -103,3 +103,25 @@ async fn a_full_backend_is_skipped_while_another_has_room() {
     assert_eq!(busy.await.unwrap().status, 200);
     lb.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn reloaded_limits_apply_to_new_requests() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let cfg = config(&[&a]);
+    let lb = TestBalancer::start(cfg.clone());
+    let mut capped = cfg;
+    capped.limits.max_in_flight_per_backend = 1;
+    capped.limits.max_queue_per_backend = 0;
+    lb.handle.reload(capped).unwrap();
+    let h = lb.handle.clone();
+    let addr = a.addr();
+    let busy = send_seq(lb.addr, 0, 2000);
+    wait_until("a busy", Duration::from_secs(10), || {
+        row(&h, addr).unwrap().in_flight == 1
+    })
+    .await;
+    let shed = send_seq(lb.addr, 1, 0).await.unwrap();
+    assert_eq!(shed.status, 503, "the reloaded cap of one holds");
+    assert_eq!(busy.await.unwrap().status, 200);
+    lb.stop().await.unwrap();
+}
