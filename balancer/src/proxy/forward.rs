@@ -58,8 +58,17 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(error) => {
             shared.metrics.reject(error.rejection());
-            match error.side() {
-                super::Side::Downstream => {
+            // Refusals that come in floods during a stampede or an outage (client errors,
+            // shedding, no backend) are counted in metrics and logged at debug only; the
+            // health checker already logs backends going down. Backend faults are warnings.
+            match error {
+                ProxyError::QueueFull { .. }
+                | ProxyError::QueueTimeout { .. }
+                | ProxyError::NoBackend
+                | ProxyError::RateLimited { .. } => {
+                    tracing::debug!(peer = %conn.peer, %error, "request shed")
+                }
+                _ if error.side() == super::Side::Downstream => {
                     tracing::debug!(peer = %conn.peer, %error, "request refused")
                 }
                 _ => tracing::warn!(peer = %conn.peer, %error, "request failed"),
