@@ -138,6 +138,7 @@ where
         peer,
         is_tls,
         worker,
+        peer_ip: crate::proxy::headers::ip_header_value(peer.ip()),
         ambiguous,
     });
     let service = service_fn(move |req| handle(req, Arc::clone(&info)));

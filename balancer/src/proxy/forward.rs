@@ -38,6 +38,8 @@ pub struct ConnInfo {
     pub is_tls: bool,
     /// Worker runtime index (selects the connection pool).
     pub worker: usize,
+    /// The client's IP as a header value, rendered once for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
     /// Raised by [`crate::sniff::SniffIo`] when a head carried both Content-Length and
     /// Transfer-Encoding (hyper hides the conflict from the request itself).
     pub ambiguous: Arc<AtomicBool>,
@@ -114,14 +116,16 @@ async fn forward(
             limit: cfg.limits.max_body_bytes,
         });
     }
-    let key = headers::client_key(conn.peer.ip(), req.headers(), &cfg.limits.trust_forwarded);
-    if let RateDecision::Limit { retry_after } = shared.rate.check(
-        key,
-        Instant::now(),
-        cfg.limits.rate_per_sec,
-        cfg.limits.rate_burst,
-    ) {
-        return Err(ProxyError::RateLimited { retry_after });
+    if cfg.limits.rate_per_sec > 0.0 {
+        let key = headers::client_key(conn.peer.ip(), req.headers(), &cfg.limits.trust_forwarded);
+        if let RateDecision::Limit { retry_after } = shared.rate.check(
+            key,
+            Instant::now(),
+            cfg.limits.rate_per_sec,
+            cfg.limits.rate_burst,
+        ) {
+            return Err(ProxyError::RateLimited { retry_after });
+        }
     }
 
     let is_upgrade = !is_h2 && headers::is_upgrade(req.headers());
@@ -195,13 +199,9 @@ fn rewrite_request(
         let v = HeaderValue::from_str(auth).map_err(|_| ProxyError::BadRequest("bad authority"))?;
         parts.headers.insert(header::HOST, v);
     }
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
+    let host = parts.headers.get(header::HOST).cloned();
     let proto = if conn.is_tls { "https" } else { "http" };
-    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, host.as_deref());
+    headers::set_forwarded(&mut parts.headers, &conn.peer_ip, proto, host);
     headers::ensure_request_id(&mut parts.headers);
     Ok(())
 }

@@ -155,35 +155,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
-    host: Option<&str>,
+    host: Option<HeaderValue>,
 ) {
-    let previous: Vec<&str> = headers
+    let mut previous = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if previous.is_empty() {
-        client.to_string()
+        .peekable();
+    if previous.peek().is_none() {
+        // The common case: no chain yet, and the client's address is rendered once per
+        // connection, so this is a reference-count bump rather than an allocation.
+        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
     } else {
-        format!("{}, {client}", previous.join(", "))
-    };
-    match HeaderValue::from_str(&value) {
-        Ok(v) => {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
-        Err(_) => {
+        let mut chain = previous.collect::<Vec<&str>>().join(", ");
+        chain.push_str(", ");
+        chain.push_str(client.to_str().unwrap_or_default());
+        let value = HeaderValue::from_str(&chain).unwrap_or_else(|_| {
             // Only reachable with a garbage previous value: start the chain afresh.
-            if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
-            }
-        }
+            client.clone()
+        });
+        headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST.clone(), h);
     }
+}
+
+/// The client address as a header value (rendered once per connection).
+pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Keeps a sane client `X-Request-Id` or sets a fresh random one; returns the id.
@@ -317,9 +320,9 @@ mod tests {
         let mut h = map(&[("x-forwarded-for", "1.1.1.1")]);
         set_forwarded(
             &mut h,
-            "2.2.2.2".parse().unwrap(),
+            &ip_header_value("2.2.2.2".parse().unwrap()),
             "https",
-            Some("tickets.example"),
+            Some(HeaderValue::from_static("tickets.example")),
         );
         assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "1.1.1.1, 2.2.2.2");
         assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "https");
