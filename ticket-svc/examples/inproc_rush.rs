@@ -15,7 +15,7 @@ use ticket_svc::http::{ApiConfig, ApiState, ServeConfig, router, serve};
 use ticket_svc::metrics::Metrics;
 use ticket_svc::queue::{MemoryQueue, MemoryQueueConfig};
 use ticket_svc::rush::{RushConfig, Target};
-use ticket_svc::store::{AnyStore, Store};
+use ticket_svc::store::{AnyStore, PostgresStore, Store};
 use ticket_svc::worker::{Worker, WorkerConfig};
 
 #[tokio::main]
@@ -36,7 +36,13 @@ async fn main() -> anyhow::Result<()> {
         .get(3)
         .cloned()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("tickets.db").display()));
-    let store = Arc::new(AnyStore::open(&url).await?);
+    // PostgreSQL: a schema of its own, dropped at the end, so the database is left as found.
+    let schema = format!("tk_bench_{}", uuid::Uuid::new_v4().simple());
+    let store = Arc::new(if url.starts_with("postgres") {
+        AnyStore::Postgres(PostgresStore::connect_in_schema(&url, &schema, 16).await?)
+    } else {
+        AnyStore::open(&url).await?
+    });
     let queue = Arc::new(MemoryQueue::new(MemoryQueueConfig::default()));
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
@@ -94,5 +100,8 @@ async fn main() -> anyhow::Result<()> {
         r??;
     }
     api.await??;
+    if let AnyStore::Postgres(pg) = &*store {
+        pg.drop_schema().await?;
+    }
     Ok(())
 }

@@ -1,19 +1,21 @@
-//! The PostgreSQL store: a small pool of tokio-postgres connections.
+//! The PostgreSQL store: a pool of tokio-postgres connections, each with its prepared
+//! statements cached (one round trip per query instead of two).
 //!
-//! Concurrency: [`Store::decide_batch`] locks the batch's event rows (`FOR UPDATE`, in id order,
-//! so two batches never deadlock) before reading buyer totals and prior decisions; everything
-//! that decides a purchase takes that lock, so under READ COMMITTED every read after it sees the
-//! latest committed decisions. A lost connection is replaced on the next call. Every call is
-//! bounded: pool wait, connect and `statement_timeout`.
+//! Concurrency: [`Store::decide_batch`] locks the batch's event rows (`FOR NO KEY UPDATE`, in id
+//! order, so two batches never deadlock) before reading buyer totals and prior decisions;
+//! everything that decides a purchase takes that lock, so under READ COMMITTED every read after
+//! it sees the latest committed decisions. `NO KEY` matters: the API's inserts check their
+//! foreign key to the event with `FOR KEY SHARE`, which a plain `FOR UPDATE` would block for the
+//! whole batch. A lost connection is replaced on the next call. Every call is bounded: pool
+//! wait, connect and `statement_timeout`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, OwnedMutexGuard};
-use tokio_postgres::{Client, NoTls};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use super::sqlite::{parse_status, to_purchase};
 use super::{Store, StoreError, schema};
@@ -67,15 +69,22 @@ pub struct PostgresStore {
 struct Inner {
     url: String,
     schema: Option<String>,
-    conns: Vec<Arc<Mutex<Option<Client>>>>,
-    next: AtomicUsize,
+    pool_size: usize,
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<PgConn>>,
+}
+
+/// A connection and its prepared statements.
+struct PgConn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
 }
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("schema", &self.inner.schema)
-            .field("pool_size", &self.inner.conns.len())
+            .field("pool_size", &self.inner.pool_size)
             .finish_non_exhaustive()
     }
 }
@@ -135,20 +144,54 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     tx.commit().await.map_err(pg("commit migration"))
 }
 
-/// A pooled connection, held until dropped.
-struct Pooled(OwnedMutexGuard<Option<Client>>);
+/// A pooled connection, given back to the pool when dropped (unless it broke).
+struct Pooled {
+    conn: Option<PgConn>,
+    pool: Arc<Inner>,
+    _permit: OwnedSemaphorePermit,
+}
 
 impl Pooled {
     fn client(&mut self) -> Result<&mut Client, StoreError> {
-        self.0.as_mut().ok_or_else(|| StoreError::Unavailable {
+        self.conn
+            .as_mut()
+            .map(|c| &mut c.client)
+            .ok_or_else(|| StoreError::Unavailable {
+                reason: "postgres connection missing".into(),
+            })
+    }
+
+    /// The prepared statement for `sql` on this connection (prepared on first use).
+    async fn stmt(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
+        let conn = self.conn.as_mut().ok_or_else(|| StoreError::Unavailable {
             reason: "postgres connection missing".into(),
-        })
+        })?;
+        if let Some(st) = conn.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = conn.client.prepare(sql).await.map_err(pg("prepare"))?;
+        conn.statements.insert(sql, st.clone());
+        Ok(st)
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !conn.client.is_closed()
+        {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(conn);
+        }
     }
 }
 
 impl PostgresStore {
     /// Connections per store unless told otherwise.
-    pub const DEFAULT_POOL_SIZE: usize = 4;
+    pub const DEFAULT_POOL_SIZE: usize = 16;
 
     /// Connects, applies migrations, and keeps up to `pool_size` connections.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
@@ -189,51 +232,49 @@ impl PostgresStore {
     async fn open(url: &str, schema: Option<String>, pool_size: usize) -> Result<Self, StoreError> {
         let mut first = connect_one(url, schema.as_deref()).await?;
         migrate(&mut first).await?;
-        let mut conns = vec![Arc::new(Mutex::new(Some(first)))];
-        for _ in 1..pool_size.max(1) {
-            conns.push(Arc::new(Mutex::new(None)));
-        }
+        let pool_size = pool_size.max(1);
         Ok(Self {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
                 schema,
-                conns,
-                next: AtomicUsize::new(0),
+                pool_size,
+                permits: Arc::new(Semaphore::new(pool_size)),
+                idle: Mutex::new(vec![PgConn {
+                    client: first,
+                    statements: HashMap::new(),
+                }]),
             }),
         })
     }
 
     async fn pooled(&self) -> Result<Pooled, StoreError> {
-        let conns = &self.inner.conns;
-        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let mut guard = None;
-        for k in 0..conns.len() {
-            if let Some(slot) = conns.get((start + k) % conns.len())
-                && let Ok(g) = Arc::clone(slot).try_lock_owned()
-            {
-                guard = Some(g);
-                break;
-            }
-        }
-        let mut guard = match guard {
-            Some(g) => g,
-            None => {
-                let slot = conns.get(start % conns.len().max(1)).ok_or_else(|| {
-                    StoreError::Unavailable {
-                        reason: "empty postgres pool".into(),
-                    }
+        let permit =
+            tokio::time::timeout(POOL_WAIT, Arc::clone(&self.inner.permits).acquire_owned())
+                .await
+                .map_err(|_| StoreError::Unavailable {
+                    reason: format!("no postgres connection free within {POOL_WAIT:?}"),
+                })?
+                .map_err(|_| StoreError::Unavailable {
+                    reason: "postgres pool closed".into(),
                 })?;
-                tokio::time::timeout(POOL_WAIT, Arc::clone(slot).lock_owned())
-                    .await
-                    .map_err(|_| StoreError::Unavailable {
-                        reason: format!("no postgres connection free within {POOL_WAIT:?}"),
-                    })?
-            }
+        let idle = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(c) if !c.client.is_closed() => c,
+            _ => PgConn {
+                client: connect_one(&self.inner.url, self.inner.schema.as_deref()).await?,
+                statements: HashMap::new(),
+            },
         };
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(connect_one(&self.inner.url, self.inner.schema.as_deref()).await?);
-        }
-        Ok(Pooled(guard))
+        Ok(Pooled {
+            conn: Some(conn),
+            pool: Arc::clone(&self.inner),
+            _permit: permit,
+        })
     }
 }
 
@@ -283,6 +324,28 @@ struct DecisionRows {
     reasons: Vec<Option<String>>,
 }
 
+// The deciding transaction's statements (prepared once per connection).
+const SQL_LOCK_EVENTS: &str =
+    "SELECT id, tickets, max_per_buyer, sold FROM events WHERE id = ANY($1)
+                 ORDER BY id FOR NO KEY UPDATE";
+const SQL_BUYER_TOTALS: &str = "SELECT t.event_id, t.buyer, t.confirmed FROM buyer_totals t
+                 JOIN UNNEST($1::bigint[], $2::text[]) AS k(event_id, buyer)
+                   ON t.event_id = k.event_id AND t.buyer = k.buyer";
+const SQL_DECISIONS: &str = "SELECT id, status, reason FROM purchases WHERE id = ANY($1::text[])";
+const SQL_UPDATE_SOLD: &str = "UPDATE events AS e SET sold = v.sold
+             FROM UNNEST($1::bigint[], $2::int[]) AS v(id, sold)
+             WHERE e.id = v.id AND e.sold <> v.sold";
+const SQL_WRITE_TOTALS: &str =
+    "INSERT INTO buyer_totals (event_id, buyer, confirmed, max_per_buyer)
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::int[])
+                 ON CONFLICT (event_id, buyer) DO UPDATE SET confirmed = EXCLUDED.confirmed";
+const SQL_WRITE_DECISIONS: &str =
+    "INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::int[],
+                                      $5::bigint[], $6::text[], $7::text[])
+                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason
+                 WHERE purchases.status = 'pending'";
+
 const PURCHASE_COLUMNS: &str = "id, event_id, buyer, quantity, position, status, reason";
 
 impl Store for PostgresStore {
@@ -306,11 +369,11 @@ impl Store for PostgresStore {
 
     async fn event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
         let mut c = self.pooled().await?;
+        let st = c
+            .stmt("SELECT id, name, tickets, max_per_buyer, sold FROM events WHERE id = $1")
+            .await?;
         c.client()?
-            .query_opt(
-                "SELECT id, name, tickets, max_per_buyer, sold FROM events WHERE id = $1",
-                &[&id.0],
-            )
+            .query_opt(&st, &[&id.0])
             .await
             .map_err(pg("read event"))?
             .as_ref()
@@ -324,11 +387,22 @@ impl Store for PostgresStore {
         candidate: &PurchaseJob,
     ) -> Result<PurchaseJob, StoreError> {
         let mut c = self.pooled().await?;
+        let insert = c
+            .stmt(
+                "INSERT INTO idempotency_keys (event_id, buyer, key, purchase_id, quantity)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        let select = c
+            .stmt(
+                "SELECT purchase_id, quantity FROM idempotency_keys
+                 WHERE event_id = $1 AND buyer = $2 AND key = $3",
+            )
+            .await?;
         let client = c.client()?;
         client
             .execute(
-                "INSERT INTO idempotency_keys (event_id, buyer, key, purchase_id, quantity)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &insert,
                 &[
                     &candidate.event_id.0,
                     &candidate.buyer,
@@ -341,8 +415,7 @@ impl Store for PostgresStore {
             .map_err(pg("claim key"))?;
         let row = client
             .query_one(
-                "SELECT purchase_id, quantity FROM idempotency_keys
-                 WHERE event_id = $1 AND buyer = $2 AND key = $3",
+                &select,
                 &[&candidate.event_id.0, &candidate.buyer, &key.as_str()],
             )
             .await
@@ -362,10 +435,15 @@ impl Store for PostgresStore {
 
     async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
         let mut c = self.pooled().await?;
-        c.client()?
-            .execute(
+        let st = c
+            .stmt(
                 "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
                  VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT (id) DO NOTHING",
+            )
+            .await?;
+        c.client()?
+            .execute(
+                &st,
                 &[
                     &job.job.purchase_id.to_string(),
                     &job.job.event_id.0,
@@ -381,11 +459,14 @@ impl Store for PostgresStore {
 
     async fn purchase(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
         let mut c = self.pooled().await?;
-        c.client()?
-            .query_opt(
-                &format!("SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = $1"),
-                &[&id.to_string()],
+        let st = c
+            .stmt(
+                "SELECT id, event_id, buyer, quantity, position, status, reason
+                 FROM purchases WHERE id = $1",
             )
+            .await?;
+        c.client()?
+            .query_opt(&st, &[&id.to_string()])
             .await
             .map_err(pg("read purchase"))?
             .as_ref()
@@ -398,6 +479,12 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let mut c = self.pooled().await?;
+        let lock_events = c.stmt(SQL_LOCK_EVENTS).await?;
+        let buyer_totals = c.stmt(SQL_BUYER_TOTALS).await?;
+        let decisions_read = c.stmt(SQL_DECISIONS).await?;
+        let update_sold = c.stmt(SQL_UPDATE_SOLD).await?;
+        let write_totals = c.stmt(SQL_WRITE_TOTALS).await?;
+        let write_decisions = c.stmt(SQL_WRITE_DECISIONS).await?;
         let tx = c
             .client()?
             .transaction()
@@ -413,11 +500,7 @@ impl Store for PostgresStore {
             .collect();
         let mut max_per_buyer = HashMap::new();
         for r in tx
-            .query(
-                "SELECT id, tickets, max_per_buyer, sold FROM events WHERE id = ANY($1)
-                 ORDER BY id FOR UPDATE",
-                &[&events],
-            )
+            .query(&lock_events, &[&events])
             .await
             .map_err(pg("lock events"))?
         {
@@ -441,12 +524,7 @@ impl Store for PostgresStore {
             .collect();
         let (pe, pb): (Vec<i64>, Vec<&str>) = pairs.into_iter().unzip();
         for r in tx
-            .query(
-                "SELECT t.event_id, t.buyer, t.confirmed FROM buyer_totals t
-                 JOIN UNNEST($1::bigint[], $2::text[]) AS k(event_id, buyer)
-                   ON t.event_id = k.event_id AND t.buyer = k.buyer",
-                &[&pe, &pb],
-            )
+            .query(&buyer_totals, &[&pe, &pb])
             .await
             .map_err(pg("read buyer totals"))?
         {
@@ -461,10 +539,7 @@ impl Store for PostgresStore {
 
         let ids: Vec<String> = jobs.iter().map(|j| j.job.purchase_id.to_string()).collect();
         for r in tx
-            .query(
-                "SELECT id, status, reason FROM purchases WHERE id = ANY($1::text[])",
-                &[&ids],
-            )
+            .query(&decisions_read, &[&ids])
             .await
             .map_err(pg("read decisions"))?
         {
@@ -481,14 +556,9 @@ impl Store for PostgresStore {
 
         let (se, ss): (Vec<i64>, Vec<i32>) =
             ledger.sold_counts().map(|(e, s)| (e.0, i32_of(s))).unzip();
-        tx.execute(
-            "UPDATE events AS e SET sold = v.sold
-             FROM UNNEST($1::bigint[], $2::int[]) AS v(id, sold)
-             WHERE e.id = v.id AND e.sold <> v.sold",
-            &[&se, &ss],
-        )
-        .await
-        .map_err(pg("update sold"))?;
+        tx.execute(&update_sold, &[&se, &ss])
+            .await
+            .map_err(pg("update sold"))?;
 
         let mut totals: (Vec<i64>, Vec<String>, Vec<i32>, Vec<i32>) = Default::default();
         let mut seen = HashSet::new();
@@ -519,22 +589,13 @@ impl Store for PostgresStore {
             );
         }
         if !totals.0.is_empty() {
-            tx.execute(
-                "INSERT INTO buyer_totals (event_id, buyer, confirmed, max_per_buyer)
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::int[])
-                 ON CONFLICT (event_id, buyer) DO UPDATE SET confirmed = EXCLUDED.confirmed",
-                &[&totals.0, &totals.1, &totals.2, &totals.3],
-            )
-            .await
-            .map_err(pg("write buyer totals"))?;
+            tx.execute(&write_totals, &[&totals.0, &totals.1, &totals.2, &totals.3])
+                .await
+                .map_err(pg("write buyer totals"))?;
         }
         if !rows.ids.is_empty() {
             tx.execute(
-                "INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
-                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::int[],
-                                      $5::bigint[], $6::text[], $7::text[])
-                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason
-                 WHERE purchases.status = 'pending'",
+                &write_decisions,
                 &[
                     &rows.ids,
                     &rows.events,
@@ -561,7 +622,7 @@ impl Store for PostgresStore {
             .map_err(pg("begin mark failed"))?;
         let has_event = tx
             .query_opt(
-                "SELECT id FROM events WHERE id = $1 FOR UPDATE",
+                "SELECT id FROM events WHERE id = $1 FOR NO KEY UPDATE",
                 &[&job.job.event_id.0],
             )
             .await
