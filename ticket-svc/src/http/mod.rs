@@ -2,7 +2,7 @@
 //!
 //! `POST /events/{id}/purchases` answers 202 only after [`PurchaseQueue::enqueue`] returned: a
 //! queue that fails or does not answer within [`ApiConfig::enqueue_timeout`] gets a 503 with
-//! `Retry-After`. Every error becomes a status in exactly one place, [`AppError`]'s
+//! `Retry-After`; so does a store call that outlives [`ApiConfig::store_timeout`]. Every error becomes a status in exactly one place, [`AppError`]'s
 //! `IntoResponse`.
 
 use std::collections::HashMap;
@@ -33,6 +33,8 @@ pub struct ApiConfig {
     pub enqueue_timeout: Duration,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
+    /// The longest one store call may take before the request is answered 503.
+    pub store_timeout: Duration,
     /// The longest a readiness check waits for each dependency.
     pub ready_timeout: Duration,
     /// Events remembered for validating purchases (their limits never change).
@@ -44,6 +46,7 @@ impl Default for ApiConfig {
         Self {
             enqueue_timeout: Duration::from_secs(2),
             max_body_bytes: 16 * 1024,
+            store_timeout: Duration::from_secs(5),
             ready_timeout: Duration::from_secs(1),
             event_cache_entries: 10_000,
         }

@@ -1,5 +1,6 @@
 //! The handlers and their JSON shapes (DESIGN.md, "HTTP API").
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::Json;
@@ -19,7 +20,7 @@ use crate::domain::{
 };
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::queue::PurchaseQueue;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// `POST /events` body.
 #[derive(Debug, Deserialize)]
@@ -117,6 +118,20 @@ fn status_url(id: PurchaseId) -> String {
 }
 
 impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
+    /// A store call under the API's store deadline (a slow store is a 503, never a hang).
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, AppError> {
+        let limit = self.config.store_timeout;
+        match tokio::time::timeout(limit, call).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(AppError::Store(StoreError::Unavailable {
+                reason: format!("no answer within {limit:?}"),
+            })),
+        }
+    }
+
     /// An event, from the cache when seen before (only its immutable fields are used).
     async fn known_event(&self, id: EventId) -> Result<Event, AppError> {
         let cached = self
@@ -128,7 +143,10 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
         if let Some(e) = cached {
             return Ok(e);
         }
-        let event = self.store.event(id).await?.ok_or(AppError::EventNotFound)?;
+        let event = self
+            .bounded(self.store.event(id))
+            .await?
+            .ok_or(AppError::EventNotFound)?;
         let mut cache = self
             .events
             .lock()
@@ -148,7 +166,7 @@ pub(super) async fn create_event<S: Store, Q: PurchaseQueue>(
     let body = body_bytes(body, st.config.max_body_bytes)?;
     let raw: CreateEventBody = parse_json(&body)?;
     let spec = EventSpec::new(&raw.name, raw.tickets, raw.max_per_buyer)?;
-    let event = st.store.create_event(&spec).await?;
+    let event = st.bounded(st.store.create_event(&spec)).await?;
     let mut resp = (StatusCode::CREATED, Json(EventView::from(&event))).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/events/{}", event.id)) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -161,7 +179,10 @@ pub(super) async fn show_event<S: Store, Q: PurchaseQueue>(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let id: EventId = id.parse().map_err(|_| AppError::EventNotFound)?;
-    let event = st.store.event(id).await?.ok_or(AppError::EventNotFound)?;
+    let event = st
+        .bounded(st.store.event(id))
+        .await?
+        .ok_or(AppError::EventNotFound)?;
     Ok(Json(EventView::from(&event)).into_response())
 }
 
@@ -196,7 +217,9 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
     if let Some(key) = &key {
         // A retry gets the first request's purchase (id and quantity), queued again under the
         // same dedup id, so the queue answers with the first position.
-        job = st.store.claim_idempotency_key(key, &job).await?;
+        job = st
+            .bounded(st.store.claim_idempotency_key(key, &job))
+            .await?;
     }
 
     let started = Instant::now();
@@ -222,7 +245,7 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
     };
     // The job is durably queued: from here on the answer is 202. A failed pending record only
     // means `GET /purchases/{id}` shows 404 until a worker records the decision.
-    if let Err(e) = st.store.record_pending(&queued).await {
+    if let Err(e) = st.bounded(st.store.record_pending(&queued)).await {
         tracing::warn!(error = %e, purchase_id = %queued.job.purchase_id, "could not record pending purchase");
     }
     st.metrics.purchases_accepted.inc();
@@ -252,8 +275,7 @@ pub(super) async fn show_purchase<S: Store, Q: PurchaseQueue>(
 ) -> Result<Response, AppError> {
     let id: PurchaseId = id.parse().map_err(|_| AppError::PurchaseNotFound)?;
     let purchase = st
-        .store
-        .purchase(id)
+        .bounded(st.store.purchase(id))
         .await?
         .ok_or(AppError::PurchaseNotFound)?;
     Ok(Json(PurchaseView::from(&purchase)).into_response())

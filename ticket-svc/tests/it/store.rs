@@ -62,6 +62,7 @@ store_suite!(
     concurrent_overlapping_batches_never_oversell,
     event_purchases_come_in_position_order,
     readiness_answers,
+    a_failing_write_does_not_disturb_concurrent_ones,
 );
 
 fn spec(tickets: i64, max: i64) -> EventSpec {
@@ -306,6 +307,34 @@ async fn event_purchases_come_in_position_order<S: Store>(s: &S) {
         .collect();
     assert_eq!(got, [1, 3, 5]);
     assert_eq!(s.event_purchases(e.id, 2).await.unwrap().len(), 2);
+}
+
+async fn a_failing_write_does_not_disturb_concurrent_ones<S: Store + Clone>(s: &S) {
+    // SQLite group-commits concurrent writes in one transaction; a write that fails (here a
+    // foreign key to an event that does not exist) must fail alone.
+    let e = s.create_event(&spec(10, 4)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40u64 {
+        let s = s.clone();
+        let event = if i % 2 == 0 { e.id } else { EventId(999_999) };
+        let j = job(event, &format!("b{i}"), 1, i);
+        tasks.spawn(async move { (i, j.job.purchase_id, s.record_pending(&j).await) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (i, id, result) = r.unwrap();
+        if i % 2 == 0 {
+            result.unwrap();
+            assert!(s.purchase(id).await.unwrap().is_some());
+        } else {
+            let err = result.unwrap_err();
+            assert!(
+                !err.is_transient(),
+                "a broken reference is permanent: {err}"
+            );
+            assert!(s.purchase(id).await.unwrap().is_none());
+        }
+    }
+    assert_eq!(s.event_purchases(e.id, 100).await.unwrap().len(), 20);
 }
 
 async fn readiness_answers<S: Store>(s: &S) {

@@ -463,6 +463,19 @@ async fn purchases_through_the_api_reach_a_final_state_without_oversell() {
     assert_eq!(ev.json["sold"], confirmed);
     assert!(confirmed <= 20);
     assert_eq!(ev.json["remaining"], 20 - confirmed);
+    let decided: u64 = ["confirmed", "sold_out", "limit_exceeded"]
+        .into_iter()
+        .map(|outcome| {
+            b.metrics
+                .decisions
+                .get_or_create(&ticket_svc::metrics::OutcomeLabels { outcome })
+                .get()
+        })
+        .sum();
+    assert_eq!(
+        decided, 40,
+        "ticket_worker_decisions_total counts each decision once"
+    );
     workers.stop().await;
     api.stop().await;
 }
