@@ -148,6 +148,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.timeouts.header_read)
         .max_buf_size(cfg.limits.max_header_bytes)
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()
