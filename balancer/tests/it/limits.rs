@@ -159,3 +159,19 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     assert_eq!(status, 200);
     lb.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let lb = TestBalancer::start(config(&[&a]));
+    let resp = raw(
+        lb.addr,
+        b"GET /first?delay_ms=100 HTTP/1.1\r\nHost: t\r\n\r\nGET /second HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.matches("HTTP/1.1 200 OK").count(), 2, "{resp}");
+    let first = resp.find("/first").unwrap();
+    let second = resp.find("/second").unwrap();
+    assert!(first < second, "{resp}");
+    lb.stop().await.unwrap();
+}

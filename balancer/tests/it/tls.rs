@@ -116,3 +116,50 @@ async fn unreadable_certificate_is_refused_at_bind() {
     assert!(matches!(err, BalancerError::Tls(_)), "{err}");
     assert!(err.to_string().contains("missing.pem"));
 }
+
+/// The certificate the server presented on a fresh connection.
+async fn served_cert(addr: std::net::SocketAddr, trust: &[&str]) -> Vec<u8> {
+    let mut roots = RootCertStore::empty();
+    for name in trust {
+        let pem = std::fs::read(fixture(name)).unwrap();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn certificate_is_reloaded_for_new_connections() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::copy(fixture("test-cert.pem"), &cert).unwrap();
+    std::fs::copy(fixture("test-key.pem"), &key).unwrap();
+    let mut cfg = config(&[&a]);
+    cfg.tls = Some(TlsPaths {
+        cert: cert.clone(),
+        key: key.clone(),
+    });
+    let lb = TestBalancer::start(cfg);
+    let trust = ["test-cert.pem", "test-cert2.pem"];
+    let first = served_cert(lb.addr, &trust).await;
+    std::fs::copy(fixture("test-cert2.pem"), &cert).unwrap();
+    std::fs::copy(fixture("test-key2.pem"), &key).unwrap();
+    lb.handle.reload_tls().unwrap();
+    let second = served_cert(lb.addr, &trust).await;
+    assert_ne!(first, second, "new connections get the new certificate");
+    lb.stop().await.unwrap();
+}
