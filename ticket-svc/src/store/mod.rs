@@ -20,10 +20,14 @@ use crate::domain::{
     PurchaseStatus, QueuedJob,
 };
 
+mod group_commit;
+mod pg_pool;
 mod postgres;
+mod rows;
 mod schema;
 mod sqlite;
 
+pub use group_commit::MAX_GROUP_WRITES;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

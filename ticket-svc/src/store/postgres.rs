@@ -11,28 +11,20 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::Client;
 
-use super::sqlite::{parse_status, to_purchase};
+use super::pg_pool::{Pool, Pooled, connect_one, pg};
+use super::rows::{parse_status, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
     Decision, Event, EventId, EventSpec, IdempotencyKey, Ledger, Purchase, PurchaseId, PurchaseJob,
     PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
 };
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const POOL_WAIT: Duration = Duration::from_secs(5);
-const STATEMENT_TIMEOUT_MS: u32 = 10_000;
 /// Serializes concurrent migrators (several APIs starting at once).
 const MIGRATION_LOCK: i64 = 0x7469_636b_6574;
-
-fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
-    move |source| StoreError::Postgres { context, source }
-}
 
 fn u32_of(v: i32, what: &str) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt {
@@ -63,55 +55,16 @@ fn is_plain_identifier(s: &str) -> bool {
 /// The PostgreSQL [`Store`].
 #[derive(Clone)]
 pub struct PostgresStore {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    url: String,
-    schema: Option<String>,
-    pool_size: usize,
-    permits: Arc<Semaphore>,
-    idle: Mutex<Vec<PgConn>>,
-}
-
-/// A connection and its prepared statements.
-struct PgConn {
-    client: Client,
-    statements: HashMap<&'static str, Statement>,
+    inner: Arc<Pool>,
 }
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("schema", &self.inner.schema)
-            .field("pool_size", &self.inner.pool_size)
+            .field("schema", &self.inner.schema())
+            .field("pool_size", &self.inner.size())
             .finish_non_exhaustive()
     }
-}
-
-async fn connect_one(url: &str, schema: Option<&str>) -> Result<Client, StoreError> {
-    let (client, connection) =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio_postgres::connect(url, NoTls))
-            .await
-            .map_err(|_| StoreError::Unavailable {
-                reason: format!("postgres connect timed out after {CONNECT_TIMEOUT:?}"),
-            })?
-            .map_err(pg("connect"))?;
-    // The connection task ends when the client is dropped (pool replaced it or shut down).
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "postgres connection ended");
-        }
-    });
-    let mut setup = format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS};");
-    if let Some(s) = schema {
-        setup.push_str(&format!(" SET search_path TO {s};"));
-    }
-    client
-        .batch_execute(&setup)
-        .await
-        .map_err(pg("set session"))?;
-    Ok(client)
 }
 
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -144,51 +97,6 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     tx.commit().await.map_err(pg("commit migration"))
 }
 
-/// A pooled connection, given back to the pool when dropped (unless it broke).
-struct Pooled {
-    conn: Option<PgConn>,
-    pool: Arc<Inner>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Pooled {
-    fn client(&mut self) -> Result<&mut Client, StoreError> {
-        self.conn
-            .as_mut()
-            .map(|c| &mut c.client)
-            .ok_or_else(|| StoreError::Unavailable {
-                reason: "postgres connection missing".into(),
-            })
-    }
-
-    /// The prepared statement for `sql` on this connection (prepared on first use).
-    async fn stmt(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
-        let conn = self.conn.as_mut().ok_or_else(|| StoreError::Unavailable {
-            reason: "postgres connection missing".into(),
-        })?;
-        if let Some(st) = conn.statements.get(sql) {
-            return Ok(st.clone());
-        }
-        let st = conn.client.prepare(sql).await.map_err(pg("prepare"))?;
-        conn.statements.insert(sql, st.clone());
-        Ok(st)
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take()
-            && !conn.client.is_closed()
-        {
-            self.pool
-                .idle
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(conn);
-        }
-    }
-}
-
 impl PostgresStore {
     /// Connections per store unless told otherwise.
     pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -219,7 +127,7 @@ impl PostgresStore {
 
     /// Drops this store's schema and everything in it (tests clean up with this).
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
-        let Some(schema) = &self.inner.schema else {
+        let Some(schema) = self.inner.schema() else {
             return Ok(());
         };
         let mut c = self.pooled().await?;
@@ -232,49 +140,13 @@ impl PostgresStore {
     async fn open(url: &str, schema: Option<String>, pool_size: usize) -> Result<Self, StoreError> {
         let mut first = connect_one(url, schema.as_deref()).await?;
         migrate(&mut first).await?;
-        let pool_size = pool_size.max(1);
         Ok(Self {
-            inner: Arc::new(Inner {
-                url: url.to_owned(),
-                schema,
-                pool_size,
-                permits: Arc::new(Semaphore::new(pool_size)),
-                idle: Mutex::new(vec![PgConn {
-                    client: first,
-                    statements: HashMap::new(),
-                }]),
-            }),
+            inner: Arc::new(Pool::new(url, schema, pool_size, first)),
         })
     }
 
     async fn pooled(&self) -> Result<Pooled, StoreError> {
-        let permit =
-            tokio::time::timeout(POOL_WAIT, Arc::clone(&self.inner.permits).acquire_owned())
-                .await
-                .map_err(|_| StoreError::Unavailable {
-                    reason: format!("no postgres connection free within {POOL_WAIT:?}"),
-                })?
-                .map_err(|_| StoreError::Unavailable {
-                    reason: "postgres pool closed".into(),
-                })?;
-        let idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
-        let conn = match idle {
-            Some(c) if !c.client.is_closed() => c,
-            _ => PgConn {
-                client: connect_one(&self.inner.url, self.inner.schema.as_deref()).await?,
-                statements: HashMap::new(),
-            },
-        };
-        Ok(Pooled {
-            conn: Some(conn),
-            pool: Arc::clone(&self.inner),
-            _permit: permit,
-        })
+        self.inner.get().await
     }
 }
 

@@ -1,12 +1,8 @@
 //! The SQLite store: one writer thread and a few reader connections on one WAL database file.
 //!
-//! Writes (every method that changes anything) are sent over a bounded channel to a dedicated
-//! writer thread that **group-commits**: it takes every write waiting (up to
-//! [`MAX_GROUP_WRITES`]), runs each in its own savepoint inside one `BEGIN IMMEDIATE`
-//! transaction, commits once, and only then answers each caller. One fsync covers many API
-//! requests and worker batches, so `synchronous=FULL` (a committed decision survives power
-//! loss) stays cheap. A write that fails rolls back its own savepoint only; a failed commit fails
-//! every write of the group. The thread ends when the store is dropped (its channel closes).
+//! Writes (every method that changes anything) go to a dedicated writer thread that
+//! group-commits (see `group_commit`): one fsync covers many API requests and worker batches,
+//! so `synchronous=FULL` (a committed decision survives power loss) stays cheap.
 //!
 //! Reads take one of a few reader connections' async lock first and only then move to the
 //! blocking pool, so waiting callers cost no threads and the runtime never runs SQLite.
@@ -18,19 +14,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc};
 
+use super::group_commit::{WriteOp, spawn_writer, write};
+use super::rows::{PurchaseRow, parse_status, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, IdempotencyKey, Ledger, Position, Purchase, PurchaseId,
-    PurchaseJob, PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
+    Decision, Event, EventId, EventSpec, IdempotencyKey, Ledger, Purchase, PurchaseId, PurchaseJob,
+    PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
 };
 
 const READERS: usize = 4;
-/// The most writes one commit covers.
-pub const MAX_GROUP_WRITES: usize = 512;
-/// Writes waiting for the writer thread before callers wait to enqueue.
-const WRITE_QUEUE: usize = 4_096;
 const BUSY_TIMEOUT_MS: u32 = 5_000;
 
 /// The SQLite [`Store`].
@@ -53,12 +47,6 @@ fn sq(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 
 fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt {
-        what: format!("{what} = {v}"),
-    })
-}
-
-fn u64_of(v: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt {
         what: format!("{what} = {v}"),
     })
 }
@@ -131,7 +119,6 @@ const EVENT_COLUMNS: &str = "id, name, tickets, max_per_buyer, sold";
 const PURCHASE_COLUMNS: &str = "id, event_id, buyer, quantity, position, status, reason";
 
 type EventRow = (i64, String, i64, i64, i64);
-type PurchaseRow = (String, i64, String, i64, i64, String, Option<String>);
 
 fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -157,147 +144,6 @@ fn purchase_row(r: &Row<'_>) -> rusqlite::Result<PurchaseRow> {
         r.get(5)?,
         r.get(6)?,
     ))
-}
-
-/// Turns stored columns into a purchase (shared with the PostgreSQL store).
-pub(super) fn to_purchase(
-    (id, event_id, buyer, quantity, position, status, reason): PurchaseRow,
-) -> Result<Purchase, StoreError> {
-    Ok(Purchase {
-        id: id.parse().map_err(|_| StoreError::Corrupt {
-            what: format!("purchases.id = {id:?}"),
-        })?,
-        event_id: EventId(event_id),
-        buyer,
-        quantity: u32_of(quantity, "purchases.quantity")?,
-        position: Position(u64_of(position, "purchases.position")?),
-        status: parse_status(&status, reason.as_deref())?,
-    })
-}
-
-/// Parses a stored status pair (shared with the PostgreSQL store).
-pub(super) fn parse_status(
-    status: &str,
-    reason: Option<&str>,
-) -> Result<PurchaseStatus, StoreError> {
-    PurchaseStatus::parse(status, reason).ok_or_else(|| StoreError::Corrupt {
-        what: format!("purchase status {status:?} reason {reason:?}"),
-    })
-}
-
-/// One write waiting for the writer thread.
-trait WriteOp: Send {
-    /// Runs inside the group's transaction (in its own savepoint); returns how to answer once
-    /// the commit's outcome is known.
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish>;
-    /// Answers without running (the group could not start).
-    fn fail(self: Box<Self>, reason: String);
-}
-
-/// Answers one write after its group's commit.
-trait Finish: Send {
-    fn finish(self: Box<Self>, commit: Result<(), String>);
-}
-
-struct Write<T, F> {
-    f: F,
-    reply: oneshot::Sender<Result<T, StoreError>>,
-}
-
-struct Done<T> {
-    result: Result<T, StoreError>,
-    reply: oneshot::Sender<Result<T, StoreError>>,
-}
-
-impl<T, F> WriteOp for Write<T, F>
-where
-    T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-{
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish> {
-        let Self { f, reply } = *self;
-        Box::new(Done {
-            result: in_savepoint(conn, f),
-            reply,
-        })
-    }
-
-    fn fail(self: Box<Self>, reason: String) {
-        let _ = self.reply.send(Err(StoreError::Unavailable { reason }));
-    }
-}
-
-impl<T: Send + 'static> Finish for Done<T> {
-    fn finish(self: Box<Self>, commit: Result<(), String>) {
-        let out = match (commit, self.result) {
-            (Ok(()), r) => r,
-            (Err(_), Err(e)) => Err(e),
-            (Err(reason), Ok(_)) => Err(StoreError::Unavailable { reason }),
-        };
-        // The caller may have given up (timed out); nothing to do then.
-        let _ = self.reply.send(out);
-    }
-}
-
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT op")
-        .map_err(sq("open savepoint"))?;
-    match f(conn) {
-        Ok(v) => match conn.execute_batch("RELEASE op") {
-            Ok(()) => Ok(v),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
-                Err(sq("release savepoint")(e))
-            }
-        },
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
-            Err(e)
-        }
-    }
-}
-
-fn spawn_writer(conn: Connection) -> Result<mpsc::Sender<Box<dyn WriteOp>>, StoreError> {
-    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-    std::thread::Builder::new()
-        .name("sqlite-writer".into())
-        .spawn(move || writer_loop(&conn, rx))
-        .map_err(|e| StoreError::Unavailable {
-            reason: format!("cannot start the sqlite writer thread: {e}"),
-        })?;
-    Ok(tx)
-}
-
-fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Box<dyn WriteOp>>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP_WRITES {
-            match rx.try_recv() {
-                Ok(op) => group.push(op),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let reason = format!("sqlite: begin: {e}");
-            tracing::warn!(error = %e, writes = group.len(), "sqlite group could not begin");
-            for op in group {
-                op.fail(reason.clone());
-            }
-            continue;
-        }
-        let finishes: Vec<Box<dyn Finish>> = group.into_iter().map(|op| op.run(conn)).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            tracing::warn!(error = %e, writes = finishes.len(), "sqlite group commit failed");
-            format!("sqlite: commit: {e}")
-        });
-        for f in finishes {
-            f.finish(commit.clone());
-        }
-    }
 }
 
 impl SqliteStore {
@@ -353,16 +199,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Unavailable {
-            reason: "the sqlite writer thread stopped".into(),
-        };
-        self.inner
-            .writes
-            .send(Box::new(Write { f, reply }))
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        write(&self.inner.writes, f).await
     }
 }
 

@@ -1,0 +1,560 @@
+//! [`MemoryQueue`]: the [`super::PurchaseQueue`] contract in memory, for tests and local runs.
+//! Not durable. Ordered lane: a partition belongs to the consumer holding unacked jobs of it
+//! and is free again once they are all acked; a nack rewinds the partition to the nacked job.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{
+    Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue, QueueError, partition_of,
+};
+use crate::domain::{Position, PurchaseId, PurchaseJob, QueuedJob};
+
+/// Settings for a [`MemoryQueue`].
+#[derive(Debug, Clone)]
+pub struct MemoryQueueConfig {
+    /// Partitions of the purchases lane.
+    pub partitions: u32,
+    /// Deliveries before a nacked job is dead-lettered.
+    pub max_attempts: u32,
+    /// The most jobs held in all (a full queue refuses with [`QueueError::Full`]).
+    pub capacity: usize,
+}
+
+impl Default for MemoryQueueConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 4,
+            max_attempts: 5,
+            capacity: 1_000_000,
+        }
+    }
+}
+
+/// Counts for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Jobs in the purchases lane not acked yet.
+    pub purchases_lag: u64,
+    /// Jobs in the dead-letter lane not acked yet.
+    pub dead_letters_lag: u64,
+    /// Jobs ever dead-lettered.
+    pub dead_lettered: u64,
+    /// Enqueue calls ever started (including refused and still running ones).
+    pub enqueue_calls: u64,
+}
+
+/// An in-memory [`PurchaseQueue`] (not durable across restarts: for tests and local runs).
+#[derive(Debug, Clone)]
+pub struct MemoryQueue {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: MemoryQueueConfig,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    is_available: bool,
+    enqueue_delay: Duration,
+    purchases: Vec<Partition>,
+    dead_letters: Vec<Partition>,
+    dedup: HashMap<PurchaseId, Position>,
+    jobs: usize,
+    dead_lettered: u64,
+    enqueue_calls: u64,
+    next_consumer: u64,
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    log: Vec<Entry>,
+    committed: u64,
+    next: u64,
+    acked: HashSet<u64>,
+    inflight: BTreeSet<u64>,
+    owner: Option<u64>,
+    attempts: HashMap<u64, u32>,
+    not_before: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    job: QueuedJob,
+    reason: Option<String>,
+}
+
+impl Partition {
+    fn lag(&self) -> u64 {
+        let len = self.log.len() as u64;
+        len.saturating_sub(self.committed)
+            .saturating_sub(self.acked.len() as u64)
+    }
+
+    fn ack(&mut self, offset: u64) {
+        self.inflight.remove(&offset);
+        if offset >= self.committed {
+            self.acked.insert(offset);
+        }
+        while self.acked.remove(&self.committed) {
+            self.committed += 1;
+        }
+        if self.inflight.is_empty() {
+            self.owner = None;
+        }
+    }
+
+    /// Gives every unacked in-flight job back, to be delivered again in order.
+    fn rewind(&mut self) {
+        if let Some(first) = self.inflight.first() {
+            self.next = self.next.min(*first);
+        }
+        self.inflight.clear();
+        self.owner = None;
+    }
+}
+
+impl State {
+    fn lane(&mut self, lane: Lane) -> &mut Vec<Partition> {
+        match lane {
+            Lane::Purchases => &mut self.purchases,
+            Lane::DeadLetters => &mut self.dead_letters,
+        }
+    }
+}
+
+impl MemoryQueue {
+    /// An empty queue.
+    pub fn new(config: MemoryQueueConfig) -> Self {
+        let partitions = config.partitions.max(1);
+        let state = State {
+            is_available: true,
+            enqueue_delay: Duration::ZERO,
+            purchases: (0..partitions).map(|_| Partition::default()).collect(),
+            dead_letters: vec![Partition::default()],
+            dedup: HashMap::new(),
+            jobs: 0,
+            dead_lettered: 0,
+            enqueue_calls: 0,
+            next_consumer: 0,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(state),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock is a bug in this file; the state stays usable.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes enqueue and readiness fail (a broker that is down), or work again.
+    pub fn set_available(&self, is_available: bool) {
+        self.state().is_available = is_available;
+    }
+
+    /// Makes every enqueue take this long first (a slow broker).
+    pub fn set_enqueue_delay(&self, delay: Duration) {
+        self.state().enqueue_delay = delay;
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> QueueStats {
+        let st = self.state();
+        QueueStats {
+            purchases_lag: st.purchases.iter().map(Partition::lag).sum(),
+            dead_letters_lag: st.dead_letters.iter().map(Partition::lag).sum(),
+            dead_lettered: st.dead_lettered,
+            enqueue_calls: st.enqueue_calls,
+        }
+    }
+
+    fn release(&self, lane: Lane, consumer: u64) {
+        let mut st = self.state();
+        for p in st.lane(lane).iter_mut() {
+            if p.owner == Some(consumer) {
+                p.rewind();
+            }
+        }
+        drop(st);
+        self.inner.changed.notify_waiters();
+    }
+}
+
+impl PurchaseQueue for MemoryQueue {
+    type Consumer = MemoryConsumer;
+
+    async fn enqueue(&self, job: &PurchaseJob) -> Result<Enqueued, QueueError> {
+        let delay = {
+            let mut st = self.state();
+            st.enqueue_calls += 1;
+            if !st.is_available {
+                return Err(QueueError::Unavailable {
+                    reason: "in-memory queue switched off".into(),
+                });
+            }
+            st.enqueue_delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut st = self.state();
+        if let Some(position) = st.dedup.get(&job.purchase_id) {
+            return Ok(Enqueued {
+                position: *position,
+                is_duplicate: true,
+            });
+        }
+        if st.jobs >= self.inner.config.capacity {
+            return Err(QueueError::Full {
+                capacity: self.inner.config.capacity,
+            });
+        }
+        let partitions = u32::try_from(st.purchases.len()).unwrap_or(1);
+        let p = partition_of(&job.event_id.to_string(), partitions) as usize;
+        let Some(part) = st.purchases.get_mut(p) else {
+            return Err(QueueError::Unavailable {
+                reason: format!("partition {p} missing"),
+            });
+        };
+        let position = Position(part.log.len() as u64);
+        part.log.push(Entry {
+            job: QueuedJob {
+                job: job.clone(),
+                position,
+            },
+            reason: None,
+        });
+        st.dedup.insert(job.purchase_id, position);
+        st.jobs += 1;
+        drop(st);
+        self.inner.changed.notify_waiters();
+        Ok(Enqueued {
+            position,
+            is_duplicate: false,
+        })
+    }
+
+    async fn consumer(&self, lane: Lane, _name: &str) -> Result<MemoryConsumer, QueueError> {
+        let mut st = self.state();
+        st.next_consumer += 1;
+        Ok(MemoryConsumer {
+            queue: self.clone(),
+            lane,
+            id: st.next_consumer,
+            rotate: 0,
+        })
+    }
+
+    async fn check_ready(&self) -> Result<(), QueueError> {
+        if self.state().is_available {
+            Ok(())
+        } else {
+            Err(QueueError::Unavailable {
+                reason: "in-memory queue switched off".into(),
+            })
+        }
+    }
+}
+
+/// A consumer of a [`MemoryQueue`] lane.
+#[derive(Debug)]
+pub struct MemoryConsumer {
+    queue: MemoryQueue,
+    lane: Lane,
+    id: u64,
+    rotate: usize,
+}
+
+impl MemoryConsumer {
+    /// Takes what is deliverable now; otherwise says when to look again.
+    fn take(&mut self, max_jobs: usize) -> (Vec<Delivery>, Option<Instant>) {
+        let now = Instant::now();
+        let (lane, id) = (self.lane, self.id);
+        let mut st = self.queue.state();
+        let parts = st.lane(lane);
+        let n = parts.len();
+        let mut out = Vec::new();
+        let mut wake: Option<Instant> = None;
+        self.rotate = self.rotate.wrapping_add(1);
+        for k in 0..n {
+            let pi = (self.rotate + k) % n;
+            let Some(p) = parts.get_mut(pi) else { continue };
+            if p.owner.is_some_and(|o| o != id) {
+                continue;
+            }
+            if let Some(t) = p.not_before {
+                if t > now {
+                    wake = Some(wake.map_or(t, |w| w.min(t)));
+                    continue;
+                }
+                p.not_before = None;
+            }
+            while out.len() < max_jobs {
+                let offset = p.next;
+                let Some(entry) = p.log.get(offset as usize) else {
+                    break;
+                };
+                p.next += 1;
+                if offset < p.committed || p.acked.contains(&offset) {
+                    continue;
+                }
+                let attempt = p.attempts.entry(offset).or_insert(0);
+                *attempt += 1;
+                out.push(Delivery {
+                    tag: DeliveryTag {
+                        partition: u32::try_from(pi).unwrap_or(u32::MAX),
+                        offset,
+                    },
+                    job: entry.job.clone(),
+                    attempt: *attempt,
+                    dead_letter_reason: entry.reason.clone(),
+                });
+                p.inflight.insert(offset);
+                p.owner = Some(id);
+            }
+        }
+        (out, wake)
+    }
+}
+
+impl JobConsumer for MemoryConsumer {
+    async fn fetch(
+        &mut self,
+        max_jobs: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let inner = Arc::clone(&self.queue.inner);
+            let notified = inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (got, wake) = self.take(max_jobs.max(1));
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            let until = wake.map_or(deadline, |w| w.min(deadline));
+            if Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), QueueError> {
+        let (lane, id) = (self.lane, self.id);
+        let mut st = self.queue.state();
+        let parts = st.lane(lane);
+        for tag in tags {
+            if let Some(p) = parts.get_mut(tag.partition as usize)
+                && p.owner == Some(id)
+                && p.inflight.contains(&tag.offset)
+            {
+                p.ack(tag.offset);
+            }
+        }
+        drop(st);
+        self.queue.inner.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn nack(&mut self, tags: &[DeliveryTag], delay: Duration) -> Result<(), QueueError> {
+        let (lane, id) = (self.lane, self.id);
+        let max_attempts = self.queue.inner.config.max_attempts;
+        let mut st = self.queue.state();
+        let mut dead = Vec::new();
+        let parts = st.lane(lane);
+        for tag in tags {
+            let Some(p) = parts.get_mut(tag.partition as usize) else {
+                continue;
+            };
+            if p.owner != Some(id) || !p.inflight.contains(&tag.offset) {
+                continue;
+            }
+            let attempts = p.attempts.get(&tag.offset).copied().unwrap_or(0);
+            if lane == Lane::Purchases && attempts >= max_attempts {
+                if let Some(entry) = p.log.get(tag.offset as usize) {
+                    dead.push(entry.job.clone());
+                }
+                p.ack(tag.offset);
+                p.owner = Some(id);
+            }
+        }
+        for tag in tags {
+            if let Some(p) = parts.get_mut(tag.partition as usize)
+                && p.owner == Some(id)
+            {
+                p.rewind();
+                p.not_before = Some(Instant::now() + delay);
+            }
+        }
+        for job in dead {
+            st.dead_lettered += 1;
+            if let Some(dlq) = st.dead_letters.first_mut() {
+                dlq.log.push(Entry {
+                    job,
+                    reason: Some(format!("nacked on all {max_attempts} attempts")),
+                });
+            }
+        }
+        drop(st);
+        self.queue.inner.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+impl Drop for MemoryConsumer {
+    fn drop(&mut self) {
+        self.queue.release(self.lane, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::EventId;
+
+    fn job(event: i64) -> PurchaseJob {
+        PurchaseJob {
+            purchase_id: PurchaseId::new(),
+            event_id: EventId(event),
+            buyer: "b".into(),
+            quantity: 1,
+        }
+    }
+
+    const NO_WAIT: Duration = Duration::ZERO;
+
+    #[tokio::test]
+    async fn positions_count_up_per_event_and_dedup_returns_the_first() {
+        let q = MemoryQueue::new(MemoryQueueConfig::default());
+        let a = job(1);
+        let first = q.enqueue(&a).await.unwrap();
+        let second = q.enqueue(&job(1)).await.unwrap();
+        assert_eq!(first.position, Position(0));
+        assert_eq!(second.position, Position(1));
+        let again = q.enqueue(&a).await.unwrap();
+        assert_eq!(again.position, Position(0));
+        assert!(again.is_duplicate);
+        assert_eq!(q.stats().purchases_lag, 2);
+    }
+
+    #[tokio::test]
+    async fn a_partition_belongs_to_one_consumer_until_acked() {
+        let q = MemoryQueue::new(MemoryQueueConfig {
+            partitions: 1,
+            ..Default::default()
+        });
+        for _ in 0..3 {
+            q.enqueue(&job(1)).await.unwrap();
+        }
+        let mut a = q.consumer(Lane::Purchases, "a").await.unwrap();
+        let mut b = q.consumer(Lane::Purchases, "b").await.unwrap();
+        let got = a.fetch(2, NO_WAIT).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(b.fetch(10, NO_WAIT).await.unwrap().is_empty());
+        let tags: Vec<_> = got.iter().map(|d| d.tag).collect();
+        a.ack(&tags).await.unwrap();
+        let rest = b.fetch(10, NO_WAIT).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].job.position, Position(2));
+    }
+
+    #[tokio::test]
+    async fn nack_redelivers_in_order_then_dead_letters() {
+        let q = MemoryQueue::new(MemoryQueueConfig {
+            partitions: 1,
+            max_attempts: 2,
+            ..Default::default()
+        });
+        q.enqueue(&job(1)).await.unwrap();
+        q.enqueue(&job(1)).await.unwrap();
+        let mut c = q.consumer(Lane::Purchases, "c").await.unwrap();
+        for attempt in 1..=2 {
+            let got = c.fetch(10, NO_WAIT).await.unwrap();
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0].attempt, attempt);
+            assert_eq!(got[0].job.position, Position(0));
+            c.nack(&[got[0].tag], Duration::ZERO).await.unwrap();
+        }
+        // The first job is dead now; the second is redelivered alone.
+        let got = c.fetch(10, NO_WAIT).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].job.position, Position(1));
+        assert_eq!(q.stats().dead_lettered, 1);
+        let mut dlq = q.consumer(Lane::DeadLetters, "d").await.unwrap();
+        let dead = dlq.fetch(10, NO_WAIT).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].job.position, Position(0));
+        assert!(dead[0].dead_letter_reason.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_consumer_hands_its_jobs_to_another() {
+        let q = MemoryQueue::new(MemoryQueueConfig {
+            partitions: 1,
+            ..Default::default()
+        });
+        q.enqueue(&job(1)).await.unwrap();
+        let mut a = q.consumer(Lane::Purchases, "a").await.unwrap();
+        assert_eq!(a.fetch(10, NO_WAIT).await.unwrap().len(), 1);
+        drop(a);
+        let mut b = q.consumer(Lane::Purchases, "b").await.unwrap();
+        let got = b.fetch(10, NO_WAIT).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].attempt, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fetch_waits_for_a_job_and_gives_up_at_the_deadline() {
+        let q = MemoryQueue::new(MemoryQueueConfig::default());
+        let mut c = q.consumer(Lane::Purchases, "c").await.unwrap();
+        assert!(c.fetch(1, Duration::from_secs(1)).await.unwrap().is_empty());
+        let q2 = q.clone();
+        let producer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            q2.enqueue(&job(3)).await.unwrap();
+        });
+        assert_eq!(c.fetch(1, Duration::from_secs(5)).await.unwrap().len(), 1);
+        producer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_or_full_queue_refuses() {
+        let q = MemoryQueue::new(MemoryQueueConfig {
+            capacity: 1,
+            ..Default::default()
+        });
+        q.set_available(false);
+        assert!(matches!(
+            q.enqueue(&job(1)).await,
+            Err(QueueError::Unavailable { .. })
+        ));
+        assert!(q.check_ready().await.is_err());
+        q.set_available(true);
+        q.enqueue(&job(1)).await.unwrap();
+        assert!(matches!(
+            q.enqueue(&job(1)).await,
+            Err(QueueError::Full { .. })
+        ));
+    }
+}

@@ -1,0 +1,141 @@
+//! The rush's report: the numbers and a readable table.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::verify::Verification;
+use crate::domain::EventId;
+
+/// What the crowd saw.
+#[derive(Debug)]
+pub struct RushReport {
+    /// The target URL.
+    pub target: String,
+    /// The event.
+    pub event: EventId,
+    /// Buyers that ran.
+    pub buyers: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Answers by status code.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Requests with no HTTP answer.
+    pub transport_errors: u64,
+    /// Purchases answered 202 (distinct).
+    pub accepted: u64,
+    /// From the first send to the last answer.
+    pub elapsed: Duration,
+    /// Latency, microseconds.
+    pub latency_us: Histogram<u64>,
+    /// Bad requests that were not answered 400.
+    pub bad_not_refused: u64,
+    /// Retries that got another purchase id or position.
+    pub retry_mismatches: u64,
+    /// The invariant check, with `--verify`.
+    pub verification: Option<Verification>,
+}
+
+impl RushReport {
+    /// Accepted purchases per second.
+    pub fn accepted_per_sec(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// True when nothing that must hold was broken (bad requests refused, retries answered with
+    /// the first purchase, and with `--verify` every invariant).
+    pub fn is_ok(&self) -> bool {
+        self.bad_not_refused == 0
+            && self.retry_mismatches == 0
+            && self.verification.as_ref().is_none_or(Verification::is_ok)
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+impl fmt::Display for RushReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = &self.latency_us;
+        writeln!(
+            f,
+            "rush: {} buyers against {} event {} in {:.2} s",
+            self.buyers,
+            self.target,
+            self.event,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  requests    {} sent, {} purchases accepted, {} transport errors",
+            self.requests, self.accepted, self.transport_errors
+        )?;
+        writeln!(
+            f,
+            "  throughput  {:.0} accepted purchases/s",
+            self.accepted_per_sec()
+        )?;
+        writeln!(
+            f,
+            "  latency     p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max())
+        )?;
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        writeln!(f, "  statuses    {}", statuses.join("  "))?;
+        if let Some(v) = &self.verification {
+            let mut rejected: Vec<String> =
+                v.rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            rejected.sort();
+            writeln!(
+                f,
+                "  decided     confirmed {} ({} tickets), rejected: {}, pending {}",
+                v.confirmed,
+                v.confirmed_tickets,
+                if rejected.is_empty() {
+                    "none".to_owned()
+                } else {
+                    rejected.join(", ")
+                },
+                v.pending
+            )?;
+        }
+        let mut problems = Vec::new();
+        if self.bad_not_refused > 0 {
+            problems.push(format!(
+                "{} bad requests were not refused with 400",
+                self.bad_not_refused
+            ));
+        }
+        if self.retry_mismatches > 0 && self.verification.is_none() {
+            problems.push(format!(
+                "{} idempotent retries got another purchase",
+                self.retry_mismatches
+            ));
+        }
+        if let Some(v) = &self.verification {
+            problems.extend(v.violations.iter().cloned());
+        }
+        match (problems.is_empty(), self.verification.is_some()) {
+            (true, true) => writeln!(f, "  invariants  all hold"),
+            (true, false) => writeln!(f, "  invariants  not checked (use --verify)"),
+            (false, _) => {
+                writeln!(f, "  invariants  BROKEN:")?;
+                for p in problems {
+                    writeln!(f, "    - {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Turning stored columns back into domain values (shared by both stores).
+
+use super::StoreError;
+use crate::domain::{EventId, Position, Purchase, PurchaseStatus};
+
+/// A purchase's columns: id, event_id, buyer, quantity, position, status, reason.
+pub type PurchaseRow = (String, i64, String, i64, i64, String, Option<String>);
+
+fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt {
+        what: format!("{what} = {v}"),
+    })
+}
+
+fn u64_of(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt {
+        what: format!("{what} = {v}"),
+    })
+}
+
+/// Turns stored columns into a purchase (shared with the PostgreSQL store).
+pub fn to_purchase(
+    (id, event_id, buyer, quantity, position, status, reason): PurchaseRow,
+) -> Result<Purchase, StoreError> {
+    Ok(Purchase {
+        id: id.parse().map_err(|_| StoreError::Corrupt {
+            what: format!("purchases.id = {id:?}"),
+        })?,
+        event_id: EventId(event_id),
+        buyer,
+        quantity: u32_of(quantity, "purchases.quantity")?,
+        position: Position(u64_of(position, "purchases.position")?),
+        status: parse_status(&status, reason.as_deref())?,
+    })
+}
+
+/// Parses a stored status pair (shared with the PostgreSQL store).
+pub fn parse_status(status: &str, reason: Option<&str>) -> Result<PurchaseStatus, StoreError> {
+    PurchaseStatus::parse(status, reason).ok_or_else(|| StoreError::Corrupt {
+        what: format!("purchase status {status:?} reason {reason:?}"),
+    })
+}
