@@ -15,9 +15,22 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
 }
 
+/// Pre-resolved per-api metric handles, so the request path does no label lookups.
+#[derive(Debug, Clone)]
+pub struct ApiMetrics {
+    /// Successful requests.
+    pub ok: Counter,
+    /// Requests answered with an error.
+    pub error: Counter,
+    /// Latency.
+    pub duration: Histogram,
+}
+
 /// Every metric the broker exports.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Handles per api key, indexed by the key's number.
+    pub apis: Vec<ApiMetrics>,
     /// Requests by api and outcome.
     pub requests: Family<Labels, Counter>,
     /// Request latency by api.
@@ -69,7 +82,8 @@ pub struct Metrics {
 impl Metrics {
     /// Creates the metrics and registers them under `broker_`.
     pub fn new(registry: &mut Registry) -> Self {
-        let m = Self {
+        let mut m = Self {
+            apis: Vec::new(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency),
             produced_records: Family::default(),
@@ -210,7 +224,35 @@ impl Metrics {
             "Failed disk writes, syncs and reads",
             m.storage_errors.clone(),
         );
+        let mut apis = Vec::with_capacity(crate::protocol::ApiKey::ALL.len());
+        for api in crate::protocol::ApiKey::ALL {
+            // One statement per lookup: a Family guard lives to the end of its statement, and
+            // a second lookup in the same statement would wait on the first guard's lock.
+            let name = api.name().to_string();
+            let ok_labels = vec![("api", name.clone()), ("outcome", "ok".to_string())];
+            let ok = m.requests.get_or_create(&ok_labels).clone();
+            let err_labels = vec![("api", name.clone()), ("outcome", "error".to_string())];
+            let error = m.requests.get_or_create(&err_labels).clone();
+            let duration = m
+                .request_duration
+                .get_or_create(&vec![("api", name)])
+                .clone();
+            apis.push(ApiMetrics {
+                ok,
+                error,
+                duration,
+            });
+        }
+        m.apis = apis;
         m
+    }
+
+    /// Counts a finished request and its latency.
+    pub fn observe(&self, api: crate::protocol::ApiKey, ok: bool, seconds: f64) {
+        if let Some(h) = self.apis.get(api as usize) {
+            if ok { &h.ok } else { &h.error }.inc();
+            h.duration.observe(seconds);
+        }
     }
 }
 

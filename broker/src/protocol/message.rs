@@ -29,6 +29,17 @@ pub enum ApiKey {
 }
 
 impl ApiKey {
+    /// Every api key, in numeric order (index = key).
+    pub const ALL: [ApiKey; 7] = [
+        Self::Hello,
+        Self::CreateTopic,
+        Self::Produce,
+        Self::Fetch,
+        Self::Ack,
+        Self::Nack,
+        Self::Stats,
+    ];
+
     /// The api key for a raw number, if this build knows it.
     pub fn from_u16(v: u16) -> Option<Self> {
         Some(match v {

@@ -24,7 +24,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Broker, EngineError};
-use crate::metrics::{Labels, Metrics};
 use crate::protocol::frame::{
     FrameError, REQUEST_HEADER_BYTES, ResponseHeader, begin_response, finish_frame,
     parse_request_header, split_frame,
@@ -109,20 +108,11 @@ struct Conn {
     cancel: CancellationToken,
 }
 
-/// Counts a finished request and its latency.
-fn observe(metrics: &Metrics, api: &'static str, ok: bool, started: Instant) {
-    let outcome = if ok { "ok" } else { "error" };
-    let labels: Labels = vec![("api", api.to_string()), ("outcome", outcome.to_string())];
-    metrics.requests.get_or_create(&labels).inc();
-    metrics
-        .request_duration
-        .get_or_create(&vec![("api", api.to_string())])
-        .observe(started.elapsed().as_secs_f64());
-}
-
 impl Conn {
-    fn count(&self, api: &'static str, ok: bool, started: Instant) {
-        observe(self.broker.metrics(), api, ok, started);
+    fn count(&self, api: ApiKey, ok: bool, started: Instant) {
+        self.broker
+            .metrics()
+            .observe(api, ok, started.elapsed().as_secs_f64());
     }
 
     async fn send_error(&self, correlation_id: u32, code: ErrorCode, message: &str) {
@@ -180,7 +170,7 @@ impl Conn {
         let req = match Request::decode_body(api, &body) {
             Ok(r) => r,
             Err(e) => {
-                self.count(api.name(), false, started);
+                self.count(api, false, started);
                 self.send_error(
                     corr,
                     ErrorCode::Malformed,
@@ -195,12 +185,11 @@ impl Conn {
         };
         let broker = Arc::clone(&self.broker);
         let tx = self.tx.clone();
-        let api_name = api.name();
         let id = self.id;
         let metrics = Arc::clone(self.broker.metrics());
         let finish = move |result: Result<Response, EngineError>| {
             let m = &metrics;
-            observe(m, api_name, result.is_ok(), started);
+            m.observe(api, result.is_ok(), started.elapsed().as_secs_f64());
             match result {
                 Ok(resp) => encode_ok(corr, &resp),
                 Err(e) => {
@@ -222,14 +211,14 @@ impl Conn {
                 if let Some(expected) = &self.broker.config().token
                     && !constant_time_eq(expected.as_bytes(), token.as_bytes())
                 {
-                    self.count(api_name, false, started);
+                    self.count(api, false, started);
                     tracing::warn!(peer = %self.peer, client_id, "bad token");
                     self.send_error(corr, ErrorCode::Unauthorized, "bad token")
                         .await;
                     return false;
                 }
                 if max_version < PROTOCOL_VERSION {
-                    self.count(api_name, false, started);
+                    self.count(api, false, started);
                     self.send_error(
                         corr,
                         ErrorCode::UnsupportedVersion,
