@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
     print!("{report}");
     stop.cancel();
     while let Some(r) = workers.join_next().await {
-        r??;
+        r?;
     }
     api.await??;
     if let AnyStore::Postgres(pg) = &*store {

@@ -163,7 +163,8 @@ impl MemoryQueue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Makes enqueue and readiness fail (a broker that is down), or work again.
+    /// Makes enqueue, readiness, joining and fetching fail (a broker that is down), or work
+    /// again.
     pub fn set_available(&self, is_available: bool) {
         self.state().is_available = is_available;
     }
@@ -252,6 +253,11 @@ impl PurchaseQueue for MemoryQueue {
 
     async fn consumer(&self, lane: Lane, _name: &str) -> Result<MemoryConsumer, QueueError> {
         let mut st = self.state();
+        if !st.is_available {
+            return Err(QueueError::Unavailable {
+                reason: "in-memory queue switched off".into(),
+            });
+        }
         st.next_consumer += 1;
         Ok(MemoryConsumer {
             queue: self.clone(),
@@ -340,6 +346,11 @@ impl JobConsumer for MemoryConsumer {
         wait: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
         let deadline = Instant::now() + wait;
+        if !self.queue.state().is_available {
+            return Err(QueueError::Unavailable {
+                reason: "in-memory queue switched off".into(),
+            });
+        }
         loop {
             let inner = Arc::clone(&self.queue.inner);
             let notified = inner.changed.notified();

@@ -27,22 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Decision, PurchaseStatus, QueuedJob};
 use crate::metrics::{Metrics, OutcomeLabels};
-use crate::queue::{Delivery, DeliveryTag, JobConsumer, Lane, PurchaseQueue, QueueError};
+use crate::queue::{Delivery, DeliveryTag, JobConsumer, Lane, PurchaseQueue};
 use crate::store::{Store, StoreError};
 
-/// Why a worker stopped before it was told to.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The queue would not give a consumer.
-    #[error("could not join the queue as {name}: {source}")]
-    Consumer {
-        /// The worker's name.
-        name: String,
-        /// The queue's error.
-        #[source]
-        source: QueueError,
-    },
-}
+/// Fetch failures in a row after which a worker drops its consumer and joins again.
+pub const REJOIN_AFTER_FETCH_FAILURES: u32 = 3;
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -118,23 +107,55 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
         }
     }
 
-    /// Runs the deciding loop and the dead-letter loop until `shutdown` is cancelled.
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let (a, b) = tokio::join!(
+    /// Runs the deciding loop and the dead-letter loop until `shutdown` is cancelled. A queue
+    /// that is down is waited for (with backoff), never a reason to stop.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        tokio::join!(
             self.decide_loop(shutdown.clone()),
             self.dead_letter_loop(shutdown.clone())
         );
-        a.and(b)
     }
 
-    async fn consumer(&self, lane: Lane) -> Result<Q::Consumer, WorkerError> {
-        self.queue
-            .consumer(lane, &self.name)
-            .await
-            .map_err(|source| WorkerError::Consumer {
-                name: self.name.clone(),
-                source,
-            })
+    /// Joins the queue on `lane`, retrying with backoff; `None` once shut down.
+    async fn join(&self, lane: Lane, shutdown: &CancellationToken) -> Option<Q::Consumer> {
+        let mut failures = 0u32;
+        loop {
+            let joined = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                r = self.queue.consumer(lane, &self.name) => r,
+            };
+            match joined {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(worker = %self.name, ?lane, error = %e, "cannot join the queue; retrying");
+                    if let Outcome::Stopped =
+                        self.pause(self.config.backoff(failures), shutdown).await
+                    {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a failed fetch: waits, and after [`REJOIN_AFTER_FETCH_FAILURES`] in a row drops the
+    /// consumer (its unacked jobs go back) and joins again. `None` once shut down.
+    async fn recover(
+        &self,
+        lane: Lane,
+        consumer: Q::Consumer,
+        failures: u32,
+        shutdown: &CancellationToken,
+    ) -> Option<Q::Consumer> {
+        if let Outcome::Stopped = self.pause(self.config.backoff(failures), shutdown).await {
+            return None;
+        }
+        if failures.is_multiple_of(REJOIN_AFTER_FETCH_FAILURES) {
+            drop(consumer);
+            return self.join(lane, shutdown).await;
+        }
+        Some(consumer)
     }
 
     async fn pause(&self, delay: Duration, shutdown: &CancellationToken) -> Outcome {
@@ -144,23 +165,33 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
         }
     }
 
-    async fn decide_loop(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let mut consumer = self.consumer(Lane::Purchases).await?;
+    async fn decide_loop(&self, shutdown: CancellationToken) {
+        let Some(mut consumer) = self.join(Lane::Purchases, &shutdown).await else {
+            return;
+        };
         let mut failures = 0u32;
+        let mut fetch_failures = 0u32;
         loop {
             let fetched = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return,
                 r = consumer.fetch(self.config.batch_max_jobs, self.config.fetch_wait) => r,
             };
             let deliveries = match fetched {
-                Ok(d) => d,
+                Ok(d) => {
+                    fetch_failures = 0;
+                    d
+                }
                 Err(e) => {
-                    failures = failures.saturating_add(1);
+                    fetch_failures = fetch_failures.saturating_add(1);
                     tracing::warn!(worker = %self.name, error = %e, "fetch failed");
-                    match self.pause(self.config.backoff(failures), &shutdown).await {
-                        Outcome::Stopped => return Ok(()),
-                        Outcome::Done => continue,
+                    match self
+                        .recover(Lane::Purchases, consumer, fetch_failures, &shutdown)
+                        .await
+                    {
+                        Some(c) => consumer = c,
+                        None => return,
                     }
+                    continue;
                 }
             };
             if deliveries.is_empty() {
@@ -175,7 +206,7 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
                     Outcome::Stopped
                 )
             {
-                return Ok(());
+                return;
             }
         }
     }
@@ -280,23 +311,33 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
         }
     }
 
-    async fn dead_letter_loop(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let mut consumer = self.consumer(Lane::DeadLetters).await?;
+    async fn dead_letter_loop(&self, shutdown: CancellationToken) {
+        let Some(mut consumer) = self.join(Lane::DeadLetters, &shutdown).await else {
+            return;
+        };
         let mut failures = 0u32;
+        let mut fetch_failures = 0u32;
         loop {
             let fetched = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return,
                 r = consumer.fetch(self.config.batch_max_jobs, self.config.fetch_wait) => r,
             };
             let deliveries = match fetched {
-                Ok(d) => d,
+                Ok(d) => {
+                    fetch_failures = 0;
+                    d
+                }
                 Err(e) => {
-                    failures = failures.saturating_add(1);
+                    fetch_failures = fetch_failures.saturating_add(1);
                     tracing::warn!(worker = %self.name, error = %e, "dead-letter fetch failed");
-                    match self.pause(self.config.backoff(failures), &shutdown).await {
-                        Outcome::Stopped => return Ok(()),
-                        Outcome::Done => continue,
+                    match self
+                        .recover(Lane::DeadLetters, consumer, fetch_failures, &shutdown)
+                        .await
+                    {
+                        Some(c) => consumer = c,
+                        None => return,
                     }
+                    continue;
                 }
             };
             for d in &deliveries {

@@ -91,7 +91,7 @@ async fn a_rush_sells_out_fairly_and_verifies() {
 
     shutdown.cancel();
     while let Some(r) = workers.join_next().await {
-        r.unwrap().unwrap();
+        r.unwrap();
     }
     api.stop().await;
 }

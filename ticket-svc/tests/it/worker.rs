@@ -143,7 +143,7 @@ impl Workers {
                 format!("w{i}"),
             );
             let token = shutdown.clone();
-            tasks.spawn(async move { w.run(token).await.unwrap() });
+            tasks.spawn(async move { w.run(token).await });
         }
         Self { shutdown, tasks }
     }
@@ -478,4 +478,45 @@ async fn purchases_through_the_api_reach_a_final_state_without_oversell() {
     );
     workers.stop().await;
     api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waits_out_a_queue_outage_and_rejoins() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let store = (*b.store).clone();
+    let e = store
+        .create_event(&EventSpec::new("x", 5, 4).unwrap())
+        .await
+        .unwrap();
+    let q = enqueue(&store, &b.queue, job(e.id, "ann", 1)).await;
+    b.queue.set_available(false);
+    let workers = Workers::start(1, &store, &b.queue, &b.metrics, fast_config(8));
+    // Down at start (cannot join); then up; then down mid-run (fetches fail, it rejoins).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.queue.set_available(true);
+    wait_until("the first purchase is decided", async || {
+        store
+            .purchase(q.job.purchase_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .is_final()
+    })
+    .await;
+    b.queue.set_available(false);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.queue.set_available(true);
+    let later = enqueue(&store, &b.queue, job(e.id, "bob", 1)).await;
+    wait_until("a purchase after the outage is decided", async || {
+        store
+            .purchase(later.job.purchase_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .is_final()
+    })
+    .await;
+    workers.stop().await;
 }
