@@ -50,6 +50,9 @@ pub enum AppError {
     /// No such route.
     #[error("no such route")]
     RouteNotFound,
+    /// The route exists but not with this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// The queue refused the job.
     #[error("the purchase queue cannot take it now: {0}")]
     QueueUnavailable(#[from] QueueError),
@@ -82,6 +85,7 @@ impl AppError {
             Self::EventNotFound => (StatusCode::NOT_FOUND, "event_not_found"),
             Self::PurchaseNotFound => (StatusCode::NOT_FOUND, "purchase_not_found"),
             Self::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::QueueUnavailable(_) | Self::QueueTimeout(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable")
             }

@@ -110,6 +110,7 @@ pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
         .route("/healthz", get(routes::healthz::<S, Q>))
         .route("/metrics", get(routes::metrics::<S, Q>))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::track::<S, Q>,

@@ -333,6 +333,10 @@ pub(super) async fn not_found() -> AppError {
     AppError::RouteNotFound
 }
 
+pub(super) async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
 /// Counts and times every request by its route template (bounded labels).
 pub(super) async fn track<S: Store, Q: PurchaseQueue>(
     State(st): State<ApiState<S, Q>>,

@@ -187,6 +187,9 @@ async fn unknown_and_malformed_purchase_ids_are_404() {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
         assert!(r.json["error"].is_string(), "{path}: JSON error body");
     }
+    let r = call(api.addr, Method::DELETE, "/events/1", &[], "").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.json["error"], "method_not_allowed");
     api.stop().await;
 }
 
