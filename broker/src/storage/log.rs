@@ -164,12 +164,19 @@ impl PartitionLog {
             active.size() > 0 && active.size() + buf.len() as u64 > self.config.segment_bytes
         };
         if needs_roll {
+            let old = self.active()?;
+            old.seal()?;
+            let (file, path) = (old.file(), old.path().to_path_buf());
+            if !self.unsynced.iter().any(|(f, _)| Arc::ptr_eq(f, &file)) {
+                self.unsynced.push((file, path));
+            }
             let seg = Segment::create(&self.dir, first)?;
             self.segments.push(seg);
         }
+        let chunk = super::segment::PREALLOCATE_BYTES.min(self.config.segment_bytes);
         let result = self
             .active()
-            .and_then(|seg| seg.append(&buf, &rel, timestamp_ms).map(|()| seg));
+            .and_then(|seg| seg.append(&buf, &rel, timestamp_ms, chunk).map(|()| seg));
         let outcome = match result {
             Ok(seg) => {
                 let file = seg.file();
@@ -284,7 +291,7 @@ impl PartitionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     fn rec(i: u64) -> Record {
         Record::new(format!("record-{i:05}"))
@@ -338,16 +345,20 @@ mod tests {
         for i in 0..10 {
             log.append([&rec(i)], i).unwrap();
         }
+        let end = log.size_bytes();
         drop(log);
         let path = dir.path().join(super::super::segment::log_name(0));
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        f.write_all(&[0, 0, 0, 200, 1, 2, 3]).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        // A record header whose body never made it; the zeros written ahead follow it.
+        f.write_all_at(&[0, 0, 0, 200, 1, 2, 3], end).unwrap();
         drop(f);
+        let file_len = std::fs::metadata(&path).unwrap().len();
         let (mut log, report) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
-        assert_eq!(report.truncated_bytes, 7);
+        assert_eq!(
+            report.truncated_bytes,
+            file_len - end,
+            "cut from the torn record on"
+        );
         assert!(report.reason.is_some());
         assert_eq!(log.end_offset(), 10);
         assert_eq!(log.append([&rec(10)], 99).unwrap(), 10);
@@ -361,10 +372,11 @@ mod tests {
         for i in 0..10 {
             log.append([&rec(i)], i).unwrap();
         }
+        let end = log.size_bytes() as usize;
         drop(log);
         let path = dir.path().join(super::super::segment::log_name(0));
         let mut bytes = std::fs::read(&path).unwrap();
-        let one = bytes.len() / 10;
+        let one = end / 10;
         bytes[one * 6 + 30] ^= 0xFF;
         std::fs::write(&path, &bytes).unwrap();
         let (log, report) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
@@ -372,6 +384,27 @@ mod tests {
         assert_eq!(report.truncated_bytes, (bytes.len() - one * 6) as u64);
         let got = log.read(0, 100, usize::MAX, u64::MAX).unwrap();
         assert_eq!(got.len(), 6);
+    }
+
+    #[test]
+    fn preallocated_zeros_are_not_a_cut_and_sealed_segments_are_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(dir.path(), small()).unwrap();
+        for i in 0..100 {
+            log.append([&rec(i)], i).unwrap();
+        }
+        let sizes: Vec<u64> = log.segments.iter().map(Segment::size).collect();
+        drop(log);
+        let (log, report) = PartitionLog::open(dir.path(), small()).unwrap();
+        assert_eq!(report.truncated_bytes, 0);
+        assert_eq!(report.reason, None);
+        assert_eq!(log.end_offset(), 100);
+        for (seg, size) in log.segments.iter().zip(&sizes) {
+            assert_eq!(seg.size(), *size);
+        }
+        // Sealed segments were cut to their records; only the active one has zeros ahead.
+        let sealed = &log.segments[0];
+        assert_eq!(std::fs::metadata(sealed.path()).unwrap().len(), sizes[0]);
     }
 
     #[test]

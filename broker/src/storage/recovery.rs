@@ -22,6 +22,9 @@ pub struct Scan {
     pub cut_reason: Option<&'static str>,
     /// Timestamp of the last good record.
     pub last_timestamp_ms: Option<u64>,
+    /// Everything after `valid_len` is zeros: space written ahead of the records
+    /// (pre-allocation), not a torn or corrupt tail.
+    pub zero_tail: bool,
 }
 
 /// What recovery did to one partition, for logs and metrics.
@@ -41,6 +44,7 @@ pub fn scan(buf: &Bytes, base: u64, max_record_bytes: usize) -> Scan {
     let mut pos = 0usize;
     let mut last_ts = None;
     let mut cut_reason = None;
+    let mut zero_tail = false;
     while pos < buf.len() {
         let Ok(pos32) = u32::try_from(pos) else {
             cut_reason = Some("segment over 4 GiB");
@@ -52,6 +56,14 @@ pub fn scan(buf: &Bytes, base: u64, max_record_bytes: usize) -> Scan {
                 positions.push(pos32);
                 last_ts = Some(rec.timestamp_ms);
                 pos += used;
+            }
+            Decoded::Torn | Decoded::Corrupt(_)
+                if buf
+                    .get(pos..)
+                    .is_some_and(|rest| rest.iter().all(|b| *b == 0)) =>
+            {
+                zero_tail = true;
+                break;
             }
             Decoded::Torn => {
                 cut_reason = Some("torn write: the file ends inside a record");
@@ -68,6 +80,7 @@ pub fn scan(buf: &Bytes, base: u64, max_record_bytes: usize) -> Scan {
         valid_len: pos as u64,
         cut_reason,
         last_timestamp_ms: last_ts,
+        zero_tail,
     }
 }
 
@@ -96,6 +109,23 @@ mod tests {
         assert_eq!(s.positions.len(), 10);
         assert_eq!(s.valid_len, *ends.last().unwrap() as u64);
         assert_eq!(s.cut_reason, None);
+    }
+
+    #[test]
+    fn a_zero_tail_is_preallocated_space_not_a_cut() {
+        let (buf, ends) = segment(3, 0);
+        let mut v = buf.to_vec();
+        v.resize(v.len() + 4096, 0);
+        let s = scan(&Bytes::from(v.clone()), 0, 1 << 20);
+        assert_eq!(s.positions.len(), 3);
+        assert_eq!(s.valid_len, ends[2] as u64);
+        assert!(s.zero_tail);
+        assert_eq!(s.cut_reason, None);
+        // A torn record inside the pre-written zone is still a cut.
+        v[ends[2]] = 0x10;
+        let s = scan(&Bytes::from(v), 0, 1 << 20);
+        assert!(!s.zero_tail);
+        assert!(s.cut_reason.is_some());
     }
 
     proptest! {
