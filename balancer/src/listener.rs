@@ -77,25 +77,14 @@ pub async fn serve(
         shared.metrics.connection_opened();
         let shared2 = Arc::clone(&shared);
         shared.conns.spawn(async move {
-            let span = tracing::debug_span!("conn", %peer, worker);
+            // No tracing span per connection: entering one on every poll measurably cost
+            // throughput; events carry the peer as a field instead.
             let _permit = permit;
-            serve_tcp(stream, peer, Arc::clone(&shared2), worker)
-                .instrument_with(span)
-                .await;
+            serve_tcp(stream, peer, Arc::clone(&shared2), worker).await;
             shared2.metrics.connection_closed();
         });
     }
     tracing::debug!(worker, "accept loop stopped");
-}
-
-trait InstrumentExt: Sized {
-    fn instrument_with(self, span: tracing::Span) -> tracing::instrument::Instrumented<Self>;
-}
-
-impl<F: std::future::Future> InstrumentExt for F {
-    fn instrument_with(self, span: tracing::Span) -> tracing::instrument::Instrumented<Self> {
-        tracing::Instrument::instrument(self, span)
-    }
 }
 
 async fn serve_tcp(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, worker: usize) {

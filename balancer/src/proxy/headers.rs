@@ -13,8 +13,11 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 
+const HOP_COUNT: usize = 8;
+
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus legacy ones).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Index 0 must stay `Connection`: `strip_hop_by_hop` relies on it.
+static HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -119,34 +122,51 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers and every header named in `Connection`. With `keep_upgrade`
 /// the `Connection: upgrade` / `Upgrade` pair survives (for protocol switches).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Fast path: most messages carry none of these, and one pass over a handful of headers
-    // is cheaper than nine hashed removals.
-    if !keep_upgrade
-        && !headers
-            .keys()
-            .any(|k| HOP_BY_HOP.contains(k) || k == header::UPGRADE)
-    {
+    // One pass over the (few) header names finds which hop-by-hop headers are present;
+    // standard names compare cheaply, and only those found are removed (each removal hashes).
+    let mut present = [false; HOP_COUNT];
+    let mut has_upgrade = false;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            if let Some(p) = present.get_mut(i) {
+                *p = true;
+            }
+        } else if k == header::UPGRADE {
+            has_upgrade = true;
+        }
+    }
+    if !keep_upgrade && !has_upgrade && !present.contains(&true) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
+    // Headers named in Connection are hop-by-hop too. The usual tokens (keep-alive, close,
+    // upgrade) name nothing extra, so the list is built only for unusual ones.
+    if present.first().copied().unwrap_or(false) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !(t.eq_ignore_ascii_case("keep-alive")
+                    || t.eq_ignore_ascii_case("close")
+                    || t.eq_ignore_ascii_case("upgrade")
+                    || t.is_empty())
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(&name);
         }
-        headers.remove(&name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (name, here) in HOP_BY_HOP.iter().zip(present) {
+        if here {
+            headers.remove(name);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if has_upgrade {
         headers.remove(header::UPGRADE);
     }
 }
