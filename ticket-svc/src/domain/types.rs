@@ -31,10 +31,24 @@ impl FromStr for EventId {
 #[serde(transparent)]
 pub struct PurchaseId(pub Uuid);
 
+/// The namespace of purchase ids derived from idempotency keys (fixed forever: changing it
+/// would give a retried request a new purchase).
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x9b4f_2c1e_6d3a_5f80_a1c7_e2d4_b608_f35e_u128);
+
 impl PurchaseId {
     /// A fresh id.
     pub fn new() -> Self {
         Self(Uuid::now_v7())
+    }
+
+    /// The id of the purchase an Idempotency-Key names: a UUID v5 of (event, buyer, key), so
+    /// every API instance derives the same id with no coordination, the queue's dedup id makes
+    /// a retry answer with the first position, and the store (keyed by purchase id) can never
+    /// decide it twice. Buyers and keys have no control characters, so the `\n`-joined name is
+    /// unambiguous.
+    pub fn for_idempotency_key(event: EventId, buyer: &str, key: &IdempotencyKey) -> Self {
+        let name = format!("{event}\n{buyer}\n{}", key.as_str());
+        Self(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()))
     }
 }
 
@@ -408,6 +422,22 @@ mod tests {
             assert_eq!(PurchaseStatus::parse(s.as_str(), reason), Some(s));
         }
         assert_eq!(PurchaseStatus::parse("rejected", None), None);
+    }
+
+    #[test]
+    fn idempotency_keys_name_one_purchase_per_event_buyer_and_key() {
+        let k = IdempotencyKey::new("k-1").unwrap();
+        let id = PurchaseId::for_idempotency_key(EventId(1), "ann", &k);
+        assert_eq!(id, PurchaseId::for_idempotency_key(EventId(1), "ann", &k));
+        assert_ne!(id, PurchaseId::for_idempotency_key(EventId(2), "ann", &k));
+        assert_ne!(id, PurchaseId::for_idempotency_key(EventId(1), "bob", &k));
+        let k2 = IdempotencyKey::new("k-2").unwrap();
+        assert_ne!(id, PurchaseId::for_idempotency_key(EventId(1), "ann", &k2));
+        // Fixed forever: a retry after an upgrade must still name the same purchase.
+        assert_eq!(
+            PurchaseId::for_idempotency_key(EventId(7), "buyer", &k).to_string(),
+            "64932a07-8d73-553f-99c2-163337eca9d2"
+        );
     }
 
     #[test]

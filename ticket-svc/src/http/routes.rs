@@ -208,19 +208,18 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
         }
     };
 
-    let mut job = PurchaseJob {
-        purchase_id: PurchaseId::new(),
+    // With a key, the purchase id is derived from (event, buyer, key): every instance names the
+    // same purchase, the queue's dedup answers a retry with the first position, and the store
+    // decides a purchase id once.
+    let purchase_id = key.as_ref().map_or_else(PurchaseId::new, |k| {
+        PurchaseId::for_idempotency_key(event_id, &request.buyer, k)
+    });
+    let job = PurchaseJob {
+        purchase_id,
         event_id,
         buyer: request.buyer,
         quantity: request.quantity,
     };
-    if let Some(key) = &key {
-        // A retry gets the first request's purchase (id and quantity), queued again under the
-        // same dedup id, so the queue answers with the first position.
-        job = st
-            .bounded(st.store.claim_idempotency_key(key, &job))
-            .await?;
-    }
 
     let started = Instant::now();
     let enqueued = tokio::time::timeout(st.config.enqueue_timeout, st.queue.enqueue(&job)).await;

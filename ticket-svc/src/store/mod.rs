@@ -11,13 +11,11 @@
 //! - [`Store::decide_batch`] decides a whole batch in ONE transaction with the rules of
 //!   [`crate::domain::Ledger`]; a purchase id is decided once, and a redelivered job reads back
 //!   its decision;
-//! - an idempotency key (event, buyer, key) maps to one purchase forever.
 
 use std::future::Future;
 
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, IdempotencyKey, Purchase, PurchaseId, PurchaseJob,
-    PurchaseStatus, QueuedJob,
+    Decision, Event, EventId, EventSpec, Purchase, PurchaseId, PurchaseStatus, QueuedJob,
 };
 
 mod group_commit;
@@ -106,14 +104,6 @@ pub trait Store: Send + Sync + 'static {
     /// An event, or `None` if there is no such id.
     fn event(&self, id: EventId) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
 
-    /// Maps (event, buyer, key) to a purchase: the first claim stores `candidate` (its purchase
-    /// id and quantity) and returns it; every later claim returns that first job.
-    fn claim_idempotency_key(
-        &self,
-        key: &IdempotencyKey,
-        candidate: &PurchaseJob,
-    ) -> impl Future<Output = Result<PurchaseJob, StoreError>> + Send;
-
     /// Records a queued purchase as pending, unless the purchase is already recorded (a worker
     /// may have decided it first).
     fn record_pending(
@@ -191,13 +181,6 @@ impl Store for AnyStore {
     }
     async fn event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
         delegate!(self, s => s.event(id))
-    }
-    async fn claim_idempotency_key(
-        &self,
-        key: &IdempotencyKey,
-        candidate: &PurchaseJob,
-    ) -> Result<PurchaseJob, StoreError> {
-        delegate!(self, s => s.claim_idempotency_key(key, candidate))
     }
     async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
         delegate!(self, s => s.record_pending(job))

@@ -19,8 +19,8 @@ use super::pg_pool::{Pool, Pooled, connect_one, pg};
 use super::rows::{parse_status, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, IdempotencyKey, Ledger, Purchase, PurchaseId, PurchaseJob,
-    PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
+    Decision, Event, EventId, EventSpec, Ledger, Purchase, PurchaseId, PurchaseStatus, QueuedJob,
+    RejectReason, decide_in_order,
 };
 
 /// Serializes concurrent migrators (several APIs starting at once).
@@ -251,58 +251,6 @@ impl Store for PostgresStore {
             .as_ref()
             .map(event_of)
             .transpose()
-    }
-
-    async fn claim_idempotency_key(
-        &self,
-        key: &IdempotencyKey,
-        candidate: &PurchaseJob,
-    ) -> Result<PurchaseJob, StoreError> {
-        let mut c = self.pooled().await?;
-        let insert = c
-            .stmt(
-                "INSERT INTO idempotency_keys (event_id, buyer, key, purchase_id, quantity)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        let select = c
-            .stmt(
-                "SELECT purchase_id, quantity FROM idempotency_keys
-                 WHERE event_id = $1 AND buyer = $2 AND key = $3",
-            )
-            .await?;
-        let client = c.client()?;
-        client
-            .execute(
-                &insert,
-                &[
-                    &candidate.event_id.0,
-                    &candidate.buyer,
-                    &key.as_str(),
-                    &candidate.purchase_id.to_string(),
-                    &i32_of(candidate.quantity),
-                ],
-            )
-            .await
-            .map_err(pg("claim key"))?;
-        let row = client
-            .query_one(
-                &select,
-                &[&candidate.event_id.0, &candidate.buyer, &key.as_str()],
-            )
-            .await
-            .map_err(pg("read key"))?;
-        let id: String = row.try_get(0).map_err(pg("read key.purchase_id"))?;
-        Ok(PurchaseJob {
-            purchase_id: id.parse().map_err(|_| StoreError::Corrupt {
-                what: format!("idempotency_keys.purchase_id = {id:?}"),
-            })?,
-            quantity: u32_of(
-                row.try_get(1).map_err(pg("read key.quantity"))?,
-                "idempotency_keys.quantity",
-            )?,
-            ..candidate.clone()
-        })
     }
 
     async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {

@@ -38,14 +38,6 @@ CREATE TABLE buyer_totals (
     CHECK (confirmed >= 0 AND confirmed <= max_per_buyer),
     PRIMARY KEY (event_id, buyer)
 ) WITHOUT ROWID;
-CREATE TABLE idempotency_keys (
-    event_id INTEGER NOT NULL REFERENCES events(id),
-    buyer TEXT NOT NULL,
-    key TEXT NOT NULL,
-    purchase_id TEXT NOT NULL,
-    quantity INTEGER NOT NULL CHECK (quantity >= 1),
-    PRIMARY KEY (event_id, buyer, key)
-) WITHOUT ROWID;
 ",
 )];
 
@@ -78,14 +70,6 @@ CREATE TABLE buyer_totals (
     max_per_buyer INTEGER NOT NULL,
     CHECK (confirmed >= 0 AND confirmed <= max_per_buyer),
     PRIMARY KEY (event_id, buyer)
-);
-CREATE TABLE idempotency_keys (
-    event_id BIGINT NOT NULL REFERENCES events(id),
-    buyer TEXT NOT NULL,
-    key TEXT NOT NULL,
-    purchase_id TEXT NOT NULL,
-    quantity INTEGER NOT NULL CHECK (quantity >= 1),
-    PRIMARY KEY (event_id, buyer, key)
 );
 ",
 )];

@@ -20,8 +20,8 @@ use super::group_commit::{WriteOp, spawn_writer, write};
 use super::rows::{PurchaseRow, parse_status, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, IdempotencyKey, Ledger, Purchase, PurchaseId, PurchaseJob,
-    PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
+    Decision, Event, EventId, EventSpec, Ledger, Purchase, PurchaseId, PurchaseStatus, QueuedJob,
+    RejectReason, decide_in_order,
 };
 
 const READERS: usize = 4;
@@ -385,45 +385,6 @@ impl Store for SqliteStore {
                 .map_err(sq("read event"))?
                 .map(to_event)
                 .transpose()
-        })
-        .await
-    }
-
-    async fn claim_idempotency_key(
-        &self,
-        key: &IdempotencyKey,
-        candidate: &PurchaseJob,
-    ) -> Result<PurchaseJob, StoreError> {
-        let key = key.as_str().to_owned();
-        let job = candidate.clone();
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO idempotency_keys (event_id, buyer, key, purchase_id, quantity)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![
-                    job.event_id.0,
-                    job.buyer,
-                    key,
-                    job.purchase_id.to_string(),
-                    job.quantity
-                ],
-            )
-            .map_err(sq("claim key"))?;
-            let (id, quantity): (String, i64) = tx
-                .query_row(
-                    "SELECT purchase_id, quantity FROM idempotency_keys
-                     WHERE event_id = ?1 AND buyer = ?2 AND key = ?3",
-                    params![job.event_id.0, job.buyer, key],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(sq("read key"))?;
-            Ok(PurchaseJob {
-                purchase_id: id.parse().map_err(|_| StoreError::Corrupt {
-                    what: format!("idempotency_keys.purchase_id = {id:?}"),
-                })?,
-                quantity: u32_of(quantity, "idempotency_keys.quantity")?,
-                ..job
-            })
         })
         .await
     }

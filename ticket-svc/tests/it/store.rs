@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ticket_svc::domain::{
-    EventId, EventSpec, IdempotencyKey, Position, PurchaseId, PurchaseJob, PurchaseStatus,
-    QueuedJob, RejectReason,
+    EventId, EventSpec, Position, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob, RejectReason,
 };
 use ticket_svc::store::{PostgresStore, SqliteStore, Store};
 
@@ -57,7 +56,6 @@ store_suite!(
     buyer_limit_holds_across_batches,
     pending_purchases_become_decided_and_stay_decided,
     a_decision_before_the_pending_record_wins,
-    idempotency_keys_map_to_the_first_purchase,
     dead_letters_fail_only_undecided_purchases,
     concurrent_overlapping_batches_never_oversell,
     event_purchases_come_in_position_order,
@@ -178,20 +176,6 @@ async fn a_decision_before_the_pending_record_wins<S: Store>(s: &S) {
     let p = s.purchase(j.job.purchase_id).await.unwrap().unwrap();
     assert_eq!(p.status, PurchaseStatus::Confirmed);
     assert_eq!(p.position, Position(7));
-}
-
-async fn idempotency_keys_map_to_the_first_purchase<S: Store>(s: &S) {
-    let e = s.create_event(&spec(10, 4)).await.unwrap();
-    let key = IdempotencyKey::new("retry-1").unwrap();
-    let first = job(e.id, "a", 2, 0).job;
-    let second = job(e.id, "a", 3, 0).job;
-    assert_eq!(s.claim_idempotency_key(&key, &first).await.unwrap(), first);
-    let got = s.claim_idempotency_key(&key, &second).await.unwrap();
-    assert_eq!(got.purchase_id, first.purchase_id);
-    assert_eq!(got.quantity, 2, "a retry repeats the first request");
-    // Another buyer with the same key is another purchase.
-    let other = job(e.id, "b", 1, 0).job;
-    assert_eq!(s.claim_idempotency_key(&key, &other).await.unwrap(), other);
 }
 
 async fn dead_letters_fail_only_undecided_purchases<S: Store>(s: &S) {

@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use ticket_svc::domain::{
-    Decision, Event, EventId, EventSpec, IdempotencyKey, Ledger, Purchase, PurchaseId, PurchaseJob,
-    PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
+    Decision, Event, EventId, EventSpec, Ledger, Purchase, PurchaseId, PurchaseJob, PurchaseStatus,
+    QueuedJob, RejectReason, decide_in_order,
 };
 use ticket_svc::http::ApiConfig;
 use ticket_svc::metrics::Metrics;
@@ -52,13 +52,6 @@ impl Store for Faulty {
     }
     async fn event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
         self.inner.event(id).await
-    }
-    async fn claim_idempotency_key(
-        &self,
-        key: &IdempotencyKey,
-        candidate: &PurchaseJob,
-    ) -> Result<PurchaseJob, StoreError> {
-        self.inner.claim_idempotency_key(key, candidate).await
     }
     async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
         self.inner.record_pending(job).await
