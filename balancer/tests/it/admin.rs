@@ -125,6 +125,14 @@ async fn backends_are_added_and_drained_at_run_time() {
         .body(Full::new(Bytes::from(body.clone())))
         .unwrap();
     assert_eq!(admin_send(lb.admin, add).await.status, 201);
+    let bad = Request::post("/backends")
+        .header("host", "admin")
+        .header("authorization", "Bearer s3cret")
+        .body(Full::new(Bytes::from_static(b"{\"addr\":\"nope\"}")))
+        .unwrap();
+    let bad = admin_send(lb.admin, bad).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].is_string());
     let again = Request::post("/backends")
         .header("host", "admin")
         .header("authorization", "Bearer s3cret")

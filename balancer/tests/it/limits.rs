@@ -175,3 +175,29 @@ async fn pipelined_requests_are_answered_in_order() {
     assert!(first < second, "{resp}");
     lb.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn rate_limit_keys_on_forwarded_for_from_trusted_proxies() {
+    use bytes::Bytes;
+    use http::Request;
+    use http_body_util::Full;
+    let a = FakeBackend::start("a").await.unwrap();
+    let mut cfg = config(&[&a]);
+    cfg.limits.rate_per_sec = 0.01;
+    cfg.limits.rate_burst = 1;
+    cfg.limits.trust_forwarded = vec!["127.0.0.1".parse().unwrap()];
+    let lb = TestBalancer::start(cfg);
+    let mut client = balancer::testing::Client::connect(lb.addr).await.unwrap();
+    let from = |ip: &str| {
+        Request::get("/")
+            .header("host", "t")
+            .header("x-forwarded-for", ip)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(client.send(from("198.51.100.1")).await.unwrap().status, 200);
+    assert_eq!(client.send(from("198.51.100.1")).await.unwrap().status, 429);
+    // Another buyer behind the same trusted proxy has its own bucket.
+    assert_eq!(client.send(from("198.51.100.2")).await.unwrap().status, 200);
+    lb.stop().await.unwrap();
+}
