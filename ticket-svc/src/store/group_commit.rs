@@ -5,6 +5,14 @@
 //! savepoint inside one `BEGIN IMMEDIATE` transaction, commits once, and only then answers each
 //! caller. A write that fails rolls back its own savepoint only; a failed commit fails every
 //! write of the group. The thread ends when the last sender is dropped (the store is gone).
+//!
+//! Durability per group: a write is [`Durability::Synced`] (decisions, events, dead letters:
+//! the commit is fsynced before anyone is answered, `synchronous=FULL`) or
+//! [`Durability::Relaxed`] (the API's pending rows: a read model the worker recreates from the
+//! queued job, so losing the last ones to a power cut costs nothing but a moment of 404). A group
+//! with only relaxed writes commits with `synchronous=NORMAL` (no fsync in WAL mode); the next
+//! synced commit fsyncs the WAL and with it every earlier relaxed commit. What "202 means durably
+//! queued" needs is the queue's durability, not this row's.
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -20,8 +28,22 @@ fn sq(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Sqlite { context, source }
 }
 
+/// How durable a write must be when its caller is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (fsynced) before the answer.
+    Synced,
+    /// Committed (visible, survives a process crash) before the answer; on disk with the next
+    /// synced commit.
+    Relaxed,
+}
+
 /// Runs `f` on the writer thread inside the next group commit; answers after the commit.
-pub async fn write<T, F>(writes: &mpsc::Sender<Box<dyn WriteOp>>, f: F) -> Result<T, StoreError>
+pub async fn write<T, F>(
+    writes: &mpsc::Sender<Box<dyn WriteOp>>,
+    durability: Durability,
+    f: F,
+) -> Result<T, StoreError>
 where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -31,7 +53,11 @@ where
         reason: "the sqlite writer thread stopped".into(),
     };
     writes
-        .send(Box::new(Write { f, reply }))
+        .send(Box::new(Write {
+            f,
+            reply,
+            durability,
+        }))
         .await
         .map_err(|_| gone())?;
     answer.await.map_err(|_| gone())?
@@ -42,6 +68,8 @@ pub trait WriteOp: Send {
     /// Runs inside the group's transaction (in its own savepoint); returns how to answer once
     /// the commit's outcome is known.
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish>;
+    /// How durable it must be.
+    fn durability(&self) -> Durability;
     /// Answers without running (the group could not start).
     fn fail(self: Box<Self>, reason: String);
 }
@@ -54,6 +82,7 @@ pub trait Finish: Send {
 struct Write<T, F> {
     f: F,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    durability: Durability,
 }
 
 struct Done<T> {
@@ -67,7 +96,7 @@ where
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish> {
-        let Self { f, reply } = *self;
+        let Self { f, reply, .. } = *self;
         Box::new(Done {
             result: in_savepoint(conn, f),
             reply,
@@ -76,6 +105,10 @@ where
 
     fn fail(self: Box<Self>, reason: String) {
         let _ = self.reply.send(Err(StoreError::Unavailable { reason }));
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
     }
 }
 
@@ -124,30 +157,69 @@ pub fn spawn_writer(conn: Connection) -> Result<mpsc::Sender<Box<dyn WriteOp>>, 
 }
 
 fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Box<dyn WriteOp>>) {
+    let mut synced = true; // the connection was opened with synchronous=FULL
     while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP_WRITES {
+        let mut waiting = vec![first];
+        while waiting.len() < MAX_GROUP_WRITES {
             match rx.try_recv() {
-                Ok(op) => group.push(op),
+                Ok(op) => waiting.push(op),
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let reason = format!("sqlite: begin: {e}");
-            tracing::warn!(error = %e, writes = group.len(), "sqlite group could not begin");
-            for op in group {
-                op.fail(reason.clone());
+        // Relaxed writes first, in a commit of their own, so they never wait for an fsync.
+        // Reordering concurrent callers' writes is fine: no caller has two writes waiting.
+        let (relaxed, durable): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|op| op.durability() == Durability::Relaxed);
+        for (group, wants_sync) in [(relaxed, false), (durable, true)] {
+            if !group.is_empty() {
+                commit_group(conn, group, wants_sync, &mut synced);
             }
-            continue;
         }
-        let finishes: Vec<Box<dyn Finish>> = group.into_iter().map(|op| op.run(conn)).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            tracing::warn!(error = %e, writes = finishes.len(), "sqlite group commit failed");
-            format!("sqlite: commit: {e}")
-        });
-        for f in finishes {
-            f.finish(commit.clone());
+    }
+}
+
+/// Runs one group in one transaction and answers each write with the commit's outcome.
+fn commit_group(
+    conn: &Connection,
+    group: Vec<Box<dyn WriteOp>>,
+    wants_sync: bool,
+    synced: &mut bool,
+) {
+    if wants_sync != *synced {
+        let pragma = if wants_sync {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        };
+        match conn.execute_batch(pragma) {
+            Ok(()) => *synced = wants_sync,
+            // A relaxed group may commit stricter than asked; a durable one may not.
+            Err(e) => tracing::warn!(error = %e, "could not switch sqlite synchronous mode"),
         }
+    }
+    if wants_sync && !*synced {
+        let reason = "sqlite: cannot make this commit synchronous".to_owned();
+        for op in group {
+            op.fail(reason.clone());
+        }
+        return;
+    }
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let reason = format!("sqlite: begin: {e}");
+        tracing::warn!(error = %e, writes = group.len(), "sqlite group could not begin");
+        for op in group {
+            op.fail(reason.clone());
+        }
+        return;
+    }
+    let finishes: Vec<Box<dyn Finish>> = group.into_iter().map(|op| op.run(conn)).collect();
+    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        tracing::warn!(error = %e, writes = finishes.len(), "sqlite group commit failed");
+        format!("sqlite: commit: {e}")
+    });
+    for f in finishes {
+        f.finish(commit.clone());
     }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{Mutex, mpsc};
 
-use super::group_commit::{WriteOp, spawn_writer, write};
+use super::group_commit::{Durability, WriteOp, spawn_writer, write};
 use super::rows::{PurchaseRow, parse_status, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
@@ -193,13 +193,22 @@ impl SqliteStore {
         &readers[n % readers.len()]
     }
 
-    /// Runs `f` on the writer thread inside the next group commit; answers after the commit.
+    /// Runs `f` on the writer thread inside the next group commit; answers once it is on disk.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        write(&self.inner.writes, f).await
+        write(&self.inner.writes, Durability::Synced, f).await
+    }
+
+    /// Like `write`, answering once committed (see `group_commit` on why pending rows may).
+    async fn write_relaxed<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        write(&self.inner.writes, Durability::Relaxed, f).await
     }
 }
 
@@ -391,7 +400,7 @@ impl Store for SqliteStore {
 
     async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
         let job = job.clone();
-        self.write(move |c| {
+        self.write_relaxed(move |c| {
             c.prepare_cached(
                 "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending') ON CONFLICT (id) DO NOTHING",
