@@ -114,6 +114,8 @@ pub struct BrokerConfig {
     pub retention: Duration,
     /// Delete by retention even segments that a group has not consumed.
     pub retention_ignores_groups: bool,
+    /// How often retention is applied.
+    pub retention_check_interval: Duration,
     /// How long a dedup id is remembered.
     pub dedup_window: Duration,
     /// Default visibility timeout of a delivery.
@@ -146,6 +148,7 @@ impl BrokerConfig {
             retention_bytes: 0,
             retention: Duration::ZERO,
             retention_ignores_groups: false,
+            retention_check_interval: Duration::from_secs(10),
             dedup_window: Duration::from_secs(600),
             lease: Duration::from_secs(30),
             max_attempts: 5,

@@ -87,6 +87,9 @@ struct ServeArgs {
     /// retention never deletes what a group still needs.
     #[arg(long)]
     retention_ignores_groups: bool,
+    /// How often retention is applied.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    retention_check_interval: Duration,
     /// How long a produce's dedup id is remembered.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     dedup_window: Duration,
@@ -345,6 +348,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.retention_bytes = args.retention_bytes;
     config.retention = args.retention;
     config.retention_ignores_groups = args.retention_ignores_groups;
+    config.retention_check_interval = args
+        .retention_check_interval
+        .max(Duration::from_millis(100));
     config.dedup_window = args.dedup_window;
     config.lease = args.lease;
     config.max_attempts = args.max_attempts;

@@ -26,8 +26,6 @@ use crate::metrics::Metrics;
 
 /// How often leases are checked for expiry.
 const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
-/// How often retention runs.
-const RETAIN_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -143,12 +141,13 @@ impl Server {
                 let mut tick = tokio::time::interval(MAINTAIN_EVERY);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut last_retention = tokio::time::Instant::now();
+                let retain_every = broker.config().retention_check_interval;
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {}
                         () = stop.cancelled() => break,
                     }
-                    let retention = last_retention.elapsed() >= RETAIN_EVERY;
+                    let retention = last_retention.elapsed() >= retain_every;
                     if retention {
                         last_retention = tokio::time::Instant::now();
                     }

@@ -212,3 +212,73 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test]
+async fn retention_deletes_only_what_every_group_has_finished() {
+    let b = TestBroker::start_with(|c| {
+        c.segment_bytes = 4096;
+        c.retention_check_interval = Duration::from_millis(100);
+    })
+    .await;
+    let c = b.client().await.unwrap();
+    c.create_topic_with("r", 1, 8192, 0).await.unwrap();
+    let con = consumer(&c, "r", "g", FetchMode::Shared).max_records(1000);
+    let _ = con.fetch().await.unwrap();
+    // Ten records per produce: a batch never straddles segments, so this fills many.
+    for chunk in 0..40 {
+        let recs = (chunk * 10..chunk * 10 + 10)
+            .map(|i| Record::new(format!("record-{i:04}-{}", "x".repeat(60))))
+            .collect();
+        c.produce_batch("r", recs).await.unwrap();
+    }
+    let start_offset = |stats: &serde_json::Value| {
+        stats["topics"][0]["partition_stats"][0]["start_offset"]
+            .as_u64()
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        start_offset(&c.stats("r").await.unwrap()),
+        0,
+        "group g has consumed nothing: nothing deleted"
+    );
+    let got = fetch_n(&con, 400, Duration::from_secs(5)).await;
+    let ids: Vec<u64> = got
+        .iter()
+        .filter(|d| d.offset < 300)
+        .map(|d| d.delivery_id)
+        .collect();
+    con.ack(&ids).await.unwrap();
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut start = 0;
+    while tokio::time::Instant::now() < end {
+        start = start_offset(&c.stats("r").await.unwrap());
+        if start > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        start > 0,
+        "over the size limit and consumed: old segments go"
+    );
+    assert!(
+        start <= 300,
+        "never past what the group finished (start {start})"
+    );
+    let stats = c.stats("r").await.unwrap();
+    let bytes = stats["topics"][0]["partition_stats"][0]["bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(bytes < 400 * 90, "bytes shrank to {bytes}");
+    // The unfinished records are still deliverable after a restart.
+    drop((con, c));
+    let dir = b.stop().await;
+    let b = TestBroker::start_in(dir, |c| c.segment_bytes = 4096).await;
+    let c = b.client().await.unwrap();
+    let con = consumer(&c, "r", "g", FetchMode::Shared).max_records(1000);
+    let again = fetch_n(&con, 100, Duration::from_secs(5)).await;
+    let mut offsets: Vec<u64> = again.iter().map(|d| d.offset).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (300..400).collect::<Vec<u64>>());
+}
