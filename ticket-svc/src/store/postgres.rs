@@ -261,20 +261,29 @@ impl Store for PostgresStore {
                  VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT (id) DO NOTHING",
             )
             .await?;
-        c.client()?
-            .execute(
-                &st,
-                &[
-                    &job.job.purchase_id.to_string(),
-                    &job.job.event_id.0,
-                    &job.job.buyer,
-                    &i32_of(job.job.quantity),
-                    &i64_of(job.position.0),
-                ],
-            )
+        // A pending row is a read model the worker recreates from the queued job, so its commit
+        // need not wait for the WAL flush (the same reasoning as SQLite's relaxed writes).
+        let tx = c
+            .client()?
+            .transaction()
             .await
-            .map_err(pg("record pending"))?;
-        Ok(())
+            .map_err(pg("begin pending"))?;
+        tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+            .await
+            .map_err(pg("relax commit"))?;
+        tx.execute(
+            &st,
+            &[
+                &job.job.purchase_id.to_string(),
+                &job.job.event_id.0,
+                &job.job.buyer,
+                &i32_of(job.job.quantity),
+                &i64_of(job.position.0),
+            ],
+        )
+        .await
+        .map_err(pg("record pending"))?;
+        tx.commit().await.map_err(pg("commit pending"))
     }
 
     async fn purchase(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
