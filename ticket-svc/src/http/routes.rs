@@ -238,14 +238,19 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
         }
     };
 
-    let queued = QueuedJob {
+    let mut queued = QueuedJob {
         job,
         position: enqueued.position,
     };
-    // The job is durably queued: from here on the answer is 202. A failed pending record only
-    // means `GET /purchases/{id}` shows 404 until a worker records the decision.
-    if let Err(e) = st.bounded(st.store.record_pending(&queued)).await {
-        tracing::warn!(error = %e, purchase_id = %queued.job.purchase_id, "could not record pending purchase");
+    // The job is durably queued: from here on the answer is 202. The position on record wins: a
+    // key retried after the queue's dedup window was appended again, but its place in line is
+    // the first one. A failed pending record only means `GET /purchases/{id}` shows 404 until a
+    // worker records the decision.
+    match st.bounded(st.store.record_pending(&queued)).await {
+        Ok(first) => queued.position = first,
+        Err(e) => {
+            tracing::warn!(error = %e, purchase_id = %queued.job.purchase_id, "could not record pending purchase");
+        }
     }
     st.metrics.purchases_accepted.inc();
     if enqueued.is_duplicate {

@@ -15,7 +15,7 @@
 use std::future::Future;
 
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, Purchase, PurchaseId, PurchaseStatus, QueuedJob,
+    Decision, Event, EventId, EventSpec, Position, Purchase, PurchaseId, PurchaseStatus, QueuedJob,
 };
 
 mod group_commit;
@@ -105,11 +105,12 @@ pub trait Store: Send + Sync + 'static {
     fn event(&self, id: EventId) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
 
     /// Records a queued purchase as pending, unless the purchase is already recorded (a worker
-    /// may have decided it first).
+    /// may have decided it first, or an Idempotency-Key retry may repeat it), and returns the
+    /// position on record: the first one the purchase was queued at.
     fn record_pending(
         &self,
         job: &QueuedJob,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Position, StoreError>> + Send;
 
     /// A purchase, or `None` if there is no such id.
     fn purchase(
@@ -182,7 +183,7 @@ impl Store for AnyStore {
     async fn event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
         delegate!(self, s => s.event(id))
     }
-    async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
+    async fn record_pending(&self, job: &QueuedJob) -> Result<Position, StoreError> {
         delegate!(self, s => s.record_pending(job))
     }
     async fn purchase(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {

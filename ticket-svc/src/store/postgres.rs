@@ -19,8 +19,8 @@ use super::pg_pool::{Pool, Pooled, connect_one, pg};
 use super::rows::{parse_status, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, Ledger, Purchase, PurchaseId, PurchaseStatus, QueuedJob,
-    RejectReason, decide_in_order,
+    Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseStatus,
+    QueuedJob, RejectReason, decide_in_order,
 };
 
 /// Serializes concurrent migrators (several APIs starting at once).
@@ -253,13 +253,16 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
+    async fn record_pending(&self, job: &QueuedJob) -> Result<Position, StoreError> {
         let mut c = self.pooled().await?;
         let st = c
             .stmt(
                 "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
                  VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT (id) DO NOTHING",
             )
+            .await?;
+        let read = c
+            .stmt("SELECT position FROM purchases WHERE id = $1")
             .await?;
         // A pending row is a read model the worker recreates from the queued job, so its commit
         // need not wait for the WAL flush (the same reasoning as SQLite's relaxed writes).
@@ -271,19 +274,35 @@ impl Store for PostgresStore {
         tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
             .await
             .map_err(pg("relax commit"))?;
-        tx.execute(
-            &st,
-            &[
-                &job.job.purchase_id.to_string(),
-                &job.job.event_id.0,
-                &job.job.buyer,
-                &i32_of(job.job.quantity),
-                &i64_of(job.position.0),
-            ],
-        )
-        .await
-        .map_err(pg("record pending"))?;
-        tx.commit().await.map_err(pg("commit pending"))
+        let id = job.job.purchase_id.to_string();
+        let inserted = tx
+            .execute(
+                &st,
+                &[
+                    &id,
+                    &job.job.event_id.0,
+                    &job.job.buyer,
+                    &i32_of(job.job.quantity),
+                    &i64_of(job.position.0),
+                ],
+            )
+            .await
+            .map_err(pg("record pending"))?;
+        let position = if inserted == 1 {
+            job.position
+        } else {
+            let first: i64 = tx
+                .query_one(&read, &[&id])
+                .await
+                .map_err(pg("read position"))?
+                .try_get(0)
+                .map_err(pg("read position"))?;
+            Position(u64::try_from(first).map_err(|_| StoreError::Corrupt {
+                what: format!("purchases.position = {first}"),
+            })?)
+        };
+        tx.commit().await.map_err(pg("commit pending"))?;
+        Ok(position)
     }
 
     async fn purchase(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {

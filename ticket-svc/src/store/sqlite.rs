@@ -20,8 +20,8 @@ use super::group_commit::{Durability, WriteOp, spawn_writer, write};
 use super::rows::{PurchaseRow, parse_status, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, Ledger, Purchase, PurchaseId, PurchaseStatus, QueuedJob,
-    RejectReason, decide_in_order,
+    Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseStatus,
+    QueuedJob, RejectReason, decide_in_order,
 };
 
 const READERS: usize = 4;
@@ -398,23 +398,37 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
+    async fn record_pending(&self, job: &QueuedJob) -> Result<Position, StoreError> {
         let job = job.clone();
         self.write_relaxed(move |c| {
-            c.prepare_cached(
-                "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending') ON CONFLICT (id) DO NOTHING",
-            )
-            .map_err(sq("prepare pending write"))?
-            .execute(params![
-                job.job.purchase_id.to_string(),
-                job.job.event_id.0,
-                job.job.buyer,
-                job.job.quantity,
-                i64_of(job.position.0),
-            ])
-            .map_err(sq("record pending"))?;
-            Ok(())
+            let id = job.job.purchase_id.to_string();
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending') ON CONFLICT (id) DO NOTHING",
+                )
+                .map_err(sq("prepare pending write"))?
+                .execute(params![
+                    id,
+                    job.job.event_id.0,
+                    job.job.buyer,
+                    job.job.quantity,
+                    i64_of(job.position.0),
+                ])
+                .map_err(sq("record pending"))?;
+            if inserted == 1 {
+                return Ok(job.position);
+            }
+            let first: i64 = c
+                .prepare_cached("SELECT position FROM purchases WHERE id = ?1")
+                .map_err(sq("prepare position read"))?
+                .query_row([id], |r| r.get(0))
+                .map_err(sq("read position"))?;
+            Ok(Position(u64::try_from(first).map_err(|_| {
+                StoreError::Corrupt {
+                    what: format!("purchases.position = {first}"),
+                }
+            })?))
         })
         .await
     }

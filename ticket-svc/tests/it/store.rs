@@ -172,7 +172,13 @@ async fn a_decision_before_the_pending_record_wins<S: Store>(s: &S) {
     let e = s.create_event(&spec(10, 4)).await.unwrap();
     let j = job(e.id, "a", 2, 7);
     s.decide_batch(std::slice::from_ref(&j)).await.unwrap();
-    s.record_pending(&j).await.unwrap();
+    assert_eq!(s.record_pending(&j).await.unwrap(), Position(7));
+    // Queued again later (a retry past the dedup window): the first position stays on record.
+    let again = QueuedJob {
+        position: Position(99),
+        ..j.clone()
+    };
+    assert_eq!(s.record_pending(&again).await.unwrap(), Position(7));
     let p = s.purchase(j.job.purchase_id).await.unwrap().unwrap();
     assert_eq!(p.status, PurchaseStatus::Confirmed);
     assert_eq!(p.position, Position(7));

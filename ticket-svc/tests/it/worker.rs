@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use ticket_svc::domain::{
-    Decision, Event, EventId, EventSpec, Ledger, Purchase, PurchaseId, PurchaseJob, PurchaseStatus,
-    QueuedJob, RejectReason, decide_in_order,
+    Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
+    PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
 };
 use ticket_svc::http::ApiConfig;
 use ticket_svc::metrics::Metrics;
@@ -53,7 +53,7 @@ impl Store for Faulty {
     async fn event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
         self.inner.event(id).await
     }
-    async fn record_pending(&self, job: &QueuedJob) -> Result<(), StoreError> {
+    async fn record_pending(&self, job: &QueuedJob) -> Result<Position, StoreError> {
         self.inner.record_pending(job).await
     }
     async fn purchase(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
