@@ -351,8 +351,9 @@ pub(super) async fn track<S: Store, Q: PurchaseQueue>(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let span = tracing::debug_span!("request", method = %req.method(), route = %route);
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let resp = tracing::Instrument::instrument(next.run(req), span).await;
     st.metrics
         .http_duration
         .get_or_create(&RouteLabels {

@@ -198,7 +198,12 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
                 continue;
             }
             self.metrics.workers_busy.inc();
-            let ok = self.decide(&mut consumer, &deliveries, &mut failures).await;
+            let span = tracing::debug_span!("batch", worker = %self.name, jobs = deliveries.len());
+            let ok = tracing::Instrument::instrument(
+                self.decide(&mut consumer, &deliveries, &mut failures),
+                span,
+            )
+            .await;
             self.metrics.workers_busy.dec();
             if !ok
                 && matches!(
