@@ -24,8 +24,10 @@ use std::time::Duration;
 
 use crate::domain::{Position, PurchaseJob, QueuedJob};
 
+mod broker_queue;
 mod memory;
 
+pub use broker_queue::{BrokerConsumer, BrokerQueue, BrokerQueueConfig};
 pub use memory::{MemoryConsumer, MemoryQueue, MemoryQueueConfig, QueueStats};
 
 /// Why the queue could not do what was asked.

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod broker_queue;
 mod cli;
 mod rush;
 mod store;

@@ -1,0 +1,321 @@
+//! The production [`PurchaseQueue`]: ticketrush's broker.
+//!
+//! - Jobs go to topic `purchases` (key = event id, dedup id = purchase id), so an event's jobs
+//!   share a partition in arrival order, and a retried purchase gets its first position back.
+//! - Workers are members of the `ordered` group `workers` (one worker per partition at a time,
+//!   strict order); each consumer has its own connection, so a dead worker's jobs go back.
+//! - Dead letters are in `purchases.dlq`, read by the shared group `workers-dlq`; their original
+//!   position and the reason travel in the broker's `x-dlq-*` headers.
+//! - The API keeps a small pool of connections and replaces a broken one on next use; every
+//!   call has a deadline, so a slow or dead broker is a prompt `Unavailable`, never a hang.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use broker::client::{Client, ClientConfig, ClientError, Consumer};
+use broker::engine::delivery_id;
+use broker::protocol::{FetchMode, Record};
+use tokio::sync::Mutex;
+
+use super::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue, QueueError};
+use crate::domain::{Position, PurchaseJob, QueuedJob};
+
+/// How to reach the broker and how the purchase topic and groups are set up.
+#[derive(Debug, Clone)]
+pub struct BrokerQueueConfig {
+    /// `host:port` of the broker.
+    pub addr: String,
+    /// The broker's token, if it has one.
+    pub token: Option<String>,
+    /// The purchases topic.
+    pub topic: String,
+    /// Its partitions (used when this queue creates it).
+    pub partitions: u32,
+    /// The workers' group.
+    pub group: String,
+    /// Connections the API keeps for producing.
+    pub connections: usize,
+    /// Longest an enqueue may take before the API answers 503.
+    pub enqueue_timeout: Duration,
+    /// Visibility timeout of a job delivered to a worker.
+    pub lease: Duration,
+    /// Deliveries of a job before it is dead-lettered.
+    pub max_attempts: u32,
+}
+
+impl BrokerQueueConfig {
+    /// Defaults: topic `purchases` with 8 partitions, group `workers`, 4 connections, 2 s per
+    /// enqueue, 30 s leases, 5 attempts.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            token: None,
+            topic: "purchases".into(),
+            partitions: 8,
+            group: "workers".into(),
+            connections: 4,
+            enqueue_timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(30),
+            max_attempts: 5,
+        }
+    }
+
+    fn dlq_topic(&self) -> String {
+        format!("{}{}", self.topic, broker::engine::DLQ_SUFFIX)
+    }
+
+    fn client_config(&self, connect_timeout: Duration) -> ClientConfig {
+        let mut c = ClientConfig::new(self.addr.clone()).with_token(self.token.clone());
+        c.client_id = format!("ticket-svc/{}", env!("CARGO_PKG_VERSION"));
+        c.connect_timeout = connect_timeout;
+        c.request_timeout = self.enqueue_timeout.max(Duration::from_secs(5));
+        c
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable {
+        reason: e.to_string(),
+    }
+}
+
+/// The broker as a [`PurchaseQueue`].
+#[derive(Debug)]
+pub struct BrokerQueue {
+    config: BrokerQueueConfig,
+    pool: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+}
+
+impl BrokerQueue {
+    /// Connects (retrying for up to `connect_timeout`) and makes sure the topic exists.
+    pub async fn connect(
+        config: BrokerQueueConfig,
+        connect_timeout: Duration,
+    ) -> Result<Self, QueueError> {
+        let first = Client::connect(config.client_config(connect_timeout))
+            .await
+            .map_err(unavailable)?;
+        first
+            .create_topic(&config.topic, config.partitions)
+            .await
+            .map_err(unavailable)?;
+        let mut pool = Vec::with_capacity(config.connections.max(1));
+        pool.push(Mutex::new(Some(first)));
+        for _ in 1..config.connections.max(1) {
+            pool.push(Mutex::new(None));
+        }
+        Ok(Self {
+            config,
+            pool,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BrokerQueueConfig {
+        &self.config
+    }
+
+    /// A live pooled connection, replacing a broken one (with a short connect deadline).
+    async fn client(&self) -> Result<Client, QueueError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len().max(1);
+        let Some(slot) = self.pool.get(i) else {
+            return Err(unavailable("no broker connections configured"));
+        };
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let c = Client::connect(self.config.client_config(self.config.enqueue_timeout))
+            .await
+            .map_err(unavailable)?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+}
+
+impl PurchaseQueue for BrokerQueue {
+    type Consumer = BrokerConsumer;
+
+    async fn enqueue(&self, job: &PurchaseJob) -> Result<Enqueued, QueueError> {
+        let payload = serde_json::to_vec(job).map_err(unavailable)?;
+        let record = Record::new(payload)
+            .with_key(job.event_id.to_string())
+            .with_dedup_id(job.purchase_id.0.to_string());
+        let deadline = self.config.enqueue_timeout;
+        let attempt = async {
+            let client = self.client().await?;
+            client
+                .produce(&self.config.topic, record)
+                .await
+                .map_err(unavailable)
+        };
+        let ack = tokio::time::timeout(deadline, attempt)
+            .await
+            .map_err(|_| {
+                unavailable(format!("broker did not acknowledge within {deadline:?}"))
+            })??;
+        Ok(Enqueued {
+            position: Position(ack.offset),
+            is_duplicate: ack.duplicate,
+        })
+    }
+
+    async fn consumer(&self, lane: Lane, name: &str) -> Result<BrokerConsumer, QueueError> {
+        let mut cfg = self.config.client_config(self.config.enqueue_timeout);
+        cfg.client_id = format!("ticket-svc-worker/{name}");
+        let client = Client::connect(cfg).await.map_err(unavailable)?;
+        let consumer = match lane {
+            Lane::Purchases => Consumer::new(
+                client,
+                &self.config.topic,
+                &self.config.group,
+                FetchMode::Ordered,
+            ),
+            Lane::DeadLetters => {
+                let dlq = self.config.dlq_topic();
+                client.create_topic(&dlq, 1).await.map_err(unavailable)?;
+                Consumer::new(
+                    client,
+                    &dlq,
+                    &format!("{}-dlq", self.config.group),
+                    FetchMode::Shared,
+                )
+            }
+        }
+        .lease(self.config.lease)
+        .max_attempts(self.config.max_attempts);
+        Ok(BrokerConsumer {
+            consumer,
+            lane,
+            dlq_topic: self.config.dlq_topic(),
+        })
+    }
+
+    async fn check_ready(&self) -> Result<(), QueueError> {
+        let probe = async {
+            let c = self.client().await?;
+            c.stats(&self.config.topic).await.map_err(unavailable)?;
+            Ok::<(), QueueError>(())
+        };
+        tokio::time::timeout(Duration::from_secs(1), probe)
+            .await
+            .map_err(|_| unavailable("broker did not answer within 1s"))?
+    }
+}
+
+/// A worker's membership in the purchases group (or the dead-letter group).
+#[derive(Debug)]
+pub struct BrokerConsumer {
+    consumer: Consumer,
+    lane: Lane,
+    dlq_topic: String,
+}
+
+fn header_str<'a>(d: &'a broker::protocol::Delivery, name: &str) -> Option<&'a str> {
+    d.record
+        .header(name)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+impl BrokerConsumer {
+    /// A payload that is not a job: park it in the dead-letter topic with the reason, then ack
+    /// it so it never blocks its partition.
+    async fn park(&self, d: &broker::protocol::Delivery, why: &str) -> Result<(), ClientError> {
+        tracing::error!(
+            partition = d.partition,
+            offset = d.offset,
+            reason = why,
+            "undecodable job; dead-lettering it"
+        );
+        if self.lane == Lane::Purchases {
+            let mut record = d.record.clone();
+            record.dedup_id = Some(format!("undecodable:{}:{}", d.partition, d.offset));
+            record = record
+                .with_header("x-dlq-reason", format!("undecodable payload: {why}"))
+                .with_header("x-dlq-offset", d.offset.to_string())
+                .with_header("x-dlq-partition", d.partition.to_string());
+            self.consumer
+                .client()
+                .produce(&self.dlq_topic, record)
+                .await?;
+        }
+        self.consumer.ack(&[d.delivery_id]).await.map(|_| ())
+    }
+}
+
+impl JobConsumer for BrokerConsumer {
+    async fn fetch(
+        &mut self,
+        max_jobs: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let c = self
+            .consumer
+            .clone()
+            .max_records(u32::try_from(max_jobs.max(1)).unwrap_or(u32::MAX))
+            .wait(wait);
+        let got = c.fetch().await.map_err(unavailable)?;
+        let mut out = Vec::with_capacity(got.len());
+        for d in got {
+            let job: PurchaseJob = match serde_json::from_slice(&d.record.payload) {
+                Ok(j) => j,
+                Err(e) => {
+                    self.park(&d, &e.to_string()).await.map_err(unavailable)?;
+                    continue;
+                }
+            };
+            let (position, reason) = match self.lane {
+                Lane::Purchases => (d.offset, None),
+                Lane::DeadLetters => (
+                    header_str(&d, "x-dlq-offset")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(d.offset),
+                    Some(
+                        header_str(&d, "x-dlq-reason")
+                            .unwrap_or("unknown")
+                            .to_string(),
+                    ),
+                ),
+            };
+            out.push(Delivery {
+                tag: DeliveryTag {
+                    partition: d.partition,
+                    offset: d.offset,
+                },
+                job: QueuedJob {
+                    job,
+                    position: Position(position),
+                },
+                attempt: d.attempt,
+                dead_letter_reason: reason,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), QueueError> {
+        let ids: Vec<u64> = tags
+            .iter()
+            .map(|t| delivery_id(t.partition, t.offset))
+            .collect();
+        self.consumer
+            .ack(&ids)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn nack(&mut self, tags: &[DeliveryTag], delay: Duration) -> Result<(), QueueError> {
+        let ids: Vec<u64> = tags
+            .iter()
+            .map(|t| delivery_id(t.partition, t.offset))
+            .collect();
+        self.consumer
+            .nack(&ids, delay, "worker could not decide the job")
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
