@@ -8,5 +8,6 @@ pub mod http;
 pub mod metrics;
 pub mod queue;
 pub mod rush;
+pub mod stack;
 pub mod store;
 pub mod worker;

@@ -1,0 +1,297 @@
+//! The whole stack in one process on loopback: the broker, N API instances, the balancer in
+//! front of them and M workers, on real TCP sockets, with SQLite under the data dir. This is
+//! the composition root behind `ticket-svc up` and `ticket-svc demo`.
+//!
+//! Shutdown runs front to back so nothing accepted is dropped: the balancer and the APIs stop
+//! taking requests and finish what they hold, then the workers stop, then the broker syncs and
+//! closes. Everything durable is under the data dir, so a restart on it keeps every event and
+//! purchase (and the broker redelivers whatever no worker had acknowledged).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{ApiConfig, ApiState, ServeConfig, router, serve};
+use crate::metrics::Metrics;
+use crate::queue::{BrokerQueue, BrokerQueueConfig};
+use crate::store::AnyStore;
+use crate::worker::{Worker, WorkerConfig};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Broker log and SQLite database live here.
+    pub data_dir: PathBuf,
+    /// API instances.
+    pub apis: usize,
+    /// Workers.
+    pub workers: usize,
+    /// The balancer's public address.
+    pub listen: SocketAddr,
+    /// The balancer's admin address (status page, metrics).
+    pub admin_listen: SocketAddr,
+    /// Partitions of the purchases topic.
+    pub partitions: u32,
+    /// The broker's fsync policy.
+    pub fsync: broker::config::FsyncPolicy,
+}
+
+impl StackConfig {
+    /// Defaults for `data_dir`: 3 APIs, 2 workers, public 127.0.0.1:8080, admin 127.0.0.1:9080,
+    /// 8 partitions, fsync always.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            apis: 3,
+            workers: 2,
+            listen: ([127, 0, 0, 1], 8080).into(),
+            admin_listen: ([127, 0, 0, 1], 9080).into(),
+            partitions: 8,
+            fsync: broker::config::FsyncPolicy::Always,
+        }
+    }
+}
+
+/// Why the stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The data dir could not be made.
+    #[error("cannot use data dir {dir}: {cause}")]
+    DataDir {
+        /// The directory.
+        dir: String,
+        /// The cause.
+        cause: std::io::Error,
+    },
+    /// The broker did not start.
+    #[error("broker: {0}")]
+    Broker(#[from] broker::server::ServerError),
+    /// The store did not open.
+    #[error("store: {0}")]
+    Store(String),
+    /// The queue could not reach the broker.
+    #[error("queue: {0}")]
+    Queue(String),
+    /// An API listener could not be bound.
+    #[error("api listener: {0}")]
+    Listen(std::io::Error),
+    /// The balancer did not start.
+    #[error("balancer: {0}")]
+    Balancer(#[from] balancer::BalancerError),
+    /// The stack did not become ready in time.
+    #[error("not ready after {0:?}: {1}")]
+    NotReady(Duration, String),
+}
+
+/// A running stack.
+#[derive(Debug)]
+pub struct Stack {
+    /// The balancer's public address: where buyers go.
+    pub public: SocketAddr,
+    /// The balancer's admin address (`/status`, `/metrics`).
+    pub admin: Option<SocketAddr>,
+    /// The broker's client address.
+    pub broker: SocketAddr,
+    /// The broker's `/metrics` address.
+    pub broker_metrics: Option<SocketAddr>,
+    /// Each API instance's own address (`/metrics` per instance).
+    pub apis: Vec<SocketAddr>,
+    /// The shared store.
+    pub store: Arc<AnyStore>,
+    front: CancellationToken,
+    workers_stop: CancellationToken,
+    broker_stop: CancellationToken,
+    front_tasks: JoinSet<()>,
+    worker_tasks: JoinSet<()>,
+    broker_task: tokio::task::JoinHandle<()>,
+}
+
+fn dir_error(dir: &Path, cause: std::io::Error) -> StackError {
+    StackError::DataDir {
+        dir: dir.display().to_string(),
+        cause,
+    }
+}
+
+/// Starts everything and waits until a request through the balancer reaches a ready API.
+pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| dir_error(&config.data_dir, e))?;
+    let loopback0: SocketAddr = ([127, 0, 0, 1], 0).into();
+
+    // The broker.
+    let mut bcfg = broker::config::BrokerConfig::new(config.data_dir.join("broker"), loopback0);
+    bcfg.metrics_listen = Some(loopback0);
+    bcfg.fsync = config.fsync;
+    let server = broker::server::Server::bind(bcfg, Registry::default()).await?;
+    let broker_addr = server.local_addr().map_err(StackError::Listen)?;
+    let broker_metrics = server.metrics_addr();
+    let broker_stop = CancellationToken::new();
+    let broker_task = tokio::spawn(server.run(broker_stop.clone()));
+
+    // The store, shared by every instance in this process.
+    let db = config.data_dir.join("tickets.db");
+    let store = Arc::new(
+        AnyStore::open(&format!("sqlite://{}", db.display()))
+            .await
+            .map_err(|e| StackError::Store(e.to_string()))?,
+    );
+
+    // The API instances, each with its own broker connections and metrics.
+    let front = CancellationToken::new();
+    let mut front_tasks = JoinSet::new();
+    let mut apis = Vec::with_capacity(config.apis);
+    let mut qcfg = BrokerQueueConfig::new(broker_addr.to_string());
+    qcfg.partitions = config.partitions;
+    for _ in 0..config.apis.max(1) {
+        let queue = Arc::new(
+            BrokerQueue::connect(qcfg.clone(), Duration::from_secs(10))
+                .await
+                .map_err(|e| StackError::Queue(e.to_string()))?,
+        );
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let state = ApiState::new(
+            Arc::clone(&store),
+            queue,
+            metrics,
+            Arc::new(registry),
+            ApiConfig::default(),
+        );
+        let listener = tokio::net::TcpListener::bind(loopback0)
+            .await
+            .map_err(StackError::Listen)?;
+        apis.push(listener.local_addr().map_err(StackError::Listen)?);
+        let stop = front.clone();
+        front_tasks.spawn(async move {
+            if let Err(e) = serve(
+                listener,
+                router(state),
+                ServeConfig::default(),
+                async move {
+                    stop.cancelled().await;
+                },
+            )
+            .await
+            {
+                tracing::error!(error = %e, "api instance stopped with an error");
+            }
+        });
+    }
+
+    // The balancer in front of them.
+    let backends = apis
+        .iter()
+        .map(|a| balancer::BackendSpec::new(*a))
+        .collect();
+    let mut lb = balancer::Config::new(config.listen, backends);
+    lb.admin_listen = Some(config.admin_listen);
+    lb.strategy = balancer::Strategy::LeastConn;
+    lb.health.interval = Duration::from_millis(500);
+    let lb = balancer::Balancer::bind(lb)?;
+    let public = lb.listen_addr();
+    let admin = lb.admin_addr();
+    let stop = front.clone();
+    front_tasks.spawn(async move {
+        if let Err(e) = lb.run(stop).await {
+            tracing::error!(error = %e, "balancer stopped with an error");
+        }
+    });
+
+    // The workers.
+    let workers_stop = CancellationToken::new();
+    let mut worker_tasks = JoinSet::new();
+    let worker_queue = Arc::new(
+        BrokerQueue::connect(qcfg, Duration::from_secs(10))
+            .await
+            .map_err(|e| StackError::Queue(e.to_string()))?,
+    );
+    let mut worker_registry = Registry::default();
+    let worker_metrics = Arc::new(Metrics::new(&mut worker_registry));
+    for i in 0..config.workers.max(1) {
+        let w = Worker::new(
+            Arc::clone(&store),
+            Arc::clone(&worker_queue),
+            Arc::clone(&worker_metrics),
+            WorkerConfig::default(),
+            format!("worker-{i}"),
+        );
+        let stop = workers_stop.clone();
+        worker_tasks.spawn(async move { w.run(stop).await });
+    }
+
+    let stack = Stack {
+        public,
+        admin,
+        broker: broker_addr,
+        broker_metrics,
+        apis,
+        store,
+        front,
+        workers_stop,
+        broker_stop,
+        front_tasks,
+        worker_tasks,
+        broker_task,
+    };
+    let ready = Duration::from_secs(20);
+    if let Err(why) = wait_ready(public, ready).await {
+        stack.stop().await;
+        return Err(StackError::NotReady(ready, why));
+    }
+    Ok(stack)
+}
+
+/// Polls `GET /healthz` through the balancer until it answers 200.
+async fn wait_ready(public: SocketAddr, within: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = String::from("no answer");
+    while tokio::time::Instant::now() < deadline {
+        match http_status(public, "/healthz").await {
+            Ok(200) => return Ok(()),
+            Ok(s) => last = format!("GET /healthz answered {s}"),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
+
+/// A one-shot `GET` on a fresh connection; returns the status code.
+pub async fn http_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await?;
+        std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP status line")
+            })
+    };
+    tokio::time::timeout(Duration::from_secs(2), io)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 2s"))?
+}
+
+impl Stack {
+    /// Stops the stack front to back and waits for every part.
+    pub async fn stop(mut self) {
+        self.front.cancel();
+        while self.front_tasks.join_next().await.is_some() {}
+        self.workers_stop.cancel();
+        while self.worker_tasks.join_next().await.is_some() {}
+        self.broker_stop.cancel();
+        let _ = self.broker_task.await;
+    }
+}
