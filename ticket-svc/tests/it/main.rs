@@ -7,6 +7,7 @@ mod api;
 mod broker_queue;
 mod cli;
 mod rush;
+mod stack;
 mod store;
 mod support;
 mod worker;
