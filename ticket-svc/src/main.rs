@@ -1,17 +1,26 @@
 //! `ticket-svc`: parses flags, installs tracing, resolves a config, runs one subcommand.
 //!
-//! Exit codes: 0 success; 1 runtime failure (or, for `rush`, a broken invariant); 2 bad flags;
-//! 3 a subcommand that is not built yet.
+//! Exit codes: 0 success (for `api` and `worker`: a clean drain after Ctrl-C or SIGTERM);
+//! 1 runtime failure, printed as one line (port in use, store or broker unreachable; for `rush`,
+//! a broken invariant); 2 bad flags; 3 a subcommand that is not built yet.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use tokio::net::TcpListener;
+
 use ticket_svc::domain::EventId;
+use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
+use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
 use ticket_svc::rush::{RushConfig, Target};
+use ticket_svc::store::AnyStore;
+use ticket_svc::worker::{WorkerConfig, run_workers};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,22 +54,23 @@ enum Command {
     Api {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8081")]
-        listen: String,
-        /// The broker.
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        broker: String,
-        /// sqlite://PATH or postgres://...
-        #[arg(long, default_value = "sqlite://data/tickets.db")]
-        db: String,
+        listen: SocketAddr,
+        #[command(flatten)]
+        backend: Backend,
     },
     /// A purchase worker: decide queued purchases in batches.
     Worker {
-        /// The broker.
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        broker: String,
-        /// sqlite://PATH or postgres://...
-        #[arg(long, default_value = "sqlite://data/tickets.db")]
-        db: String,
+        #[command(flatten)]
+        backend: Backend,
+        /// Worker loops in this process.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// The most jobs decided in one transaction.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Serve `/metrics` here (loopback by default: pass e.g. 127.0.0.1:9091).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// The whole stack on loopback until Ctrl-C.
     Up {
@@ -121,6 +131,38 @@ enum Command {
     },
 }
 
+/// Where the data and the queue are (shared by `api` and `worker`).
+#[derive(Debug, clap::Args)]
+struct Backend {
+    /// The broker.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    broker: String,
+    /// The broker's token, if it has one.
+    #[arg(long, env = "TICKET_BROKER_TOKEN")]
+    broker_token: Option<String>,
+    /// sqlite://PATH or postgres://...
+    #[arg(long, default_value = "sqlite://data/tickets.db")]
+    db: String,
+    /// How long to keep trying to reach the broker at start, in seconds.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout_s: u64,
+}
+
+impl Backend {
+    async fn open(&self) -> anyhow::Result<(Arc<AnyStore>, Arc<BrokerQueue>, Duration)> {
+        let store = AnyStore::open(&self.db)
+            .await
+            .with_context(|| format!("cannot open the store {}", self.db))?;
+        let mut config = BrokerQueueConfig::new(self.broker.clone());
+        config.token = self.broker_token.clone();
+        let enqueue_timeout = config.enqueue_timeout;
+        let queue = BrokerQueue::connect(config, Duration::from_secs(self.connect_timeout_s))
+            .await
+            .with_context(|| format!("cannot reach the broker at {}", self.broker))?;
+        Ok((Arc::new(store), Arc::new(queue), enqueue_timeout))
+    }
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -158,6 +200,61 @@ fn shutdown_on_signal(token: CancellationToken) {
         }
         token.cancel();
     });
+}
+
+async fn api(listen: SocketAddr, backend: Backend) -> anyhow::Result<ExitCode> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (store, queue, enqueue_timeout) = backend.open().await?;
+    let shutdown = CancellationToken::new();
+    shutdown_on_signal(shutdown.clone());
+    tracing::info!(listen = %listener.local_addr()?, broker = %backend.broker, "api serving");
+    let config = ApiConfig {
+        enqueue_timeout,
+        ..ApiConfig::default()
+    };
+    run_api(
+        listener,
+        store,
+        queue,
+        config,
+        ServeConfig::default(),
+        shutdown,
+    )
+    .await
+    .context("api")?;
+    tracing::info!("api drained and stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn worker(
+    backend: Backend,
+    workers: usize,
+    batch: usize,
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    let (store, queue, _) = backend.open().await?;
+    let shutdown = CancellationToken::new();
+    shutdown_on_signal(shutdown.clone());
+    tracing::info!(workers, batch, broker = %backend.broker, "workers running");
+    let config = WorkerConfig {
+        batch_max_jobs: batch.clamp(1, 10_000),
+        ..WorkerConfig::default()
+    };
+    run_workers(store, queue, workers, config, metrics_listener, shutdown)
+        .await
+        .context("worker")?;
+    tracing::info!("workers finished their batches and stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
@@ -203,39 +300,46 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    match cli.command {
-        Command::Api { .. } => not_built(
-            "`ticket-svc api` needs the broker-backed purchase queue, which is not wired in yet \
-             (the API itself is in the library and tested against an in-memory queue)",
-        ),
-        Command::Worker { .. } => not_built(
-            "`ticket-svc worker` needs the broker-backed purchase queue, which is not wired in yet \
-             (the worker loop is in the library and tested against an in-memory queue)",
-        ),
-        Command::Up { .. } => not_built(
-            "`ticket-svc up` needs the broker client and the balancer wired into the stack runner",
-        ),
-        Command::Demo { .. } => not_built(
-            "`ticket-svc demo` runs `up`, which needs the broker client and the balancer wired in",
-        ),
-        cmd @ Command::Rush { .. } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("ticket-svc: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(rush(cmd)) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("ticket-svc: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+    let run = match cli.command {
+        Command::Up { .. } => {
+            return not_built(
+                "`ticket-svc up` needs the broker client and the balancer wired into the stack runner",
+            );
+        }
+        Command::Demo { .. } => {
+            return not_built(
+                "`ticket-svc demo` runs `up`, which needs the broker client and the balancer wired in",
+            );
+        }
+        cmd => cmd,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ticket-svc: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match run {
+            Command::Api { listen, backend } => api(listen, backend).await,
+            Command::Worker {
+                backend,
+                workers,
+                batch,
+                metrics_listen,
+            } => worker(backend, workers, batch, metrics_listen).await,
+            cmd => rush(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ticket-svc: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

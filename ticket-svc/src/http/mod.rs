@@ -14,6 +14,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
 use crate::domain::{Event, EventId};
 use crate::metrics::Metrics;
 use crate::queue::PurchaseQueue;
@@ -96,6 +99,13 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
     }
 }
 
+/// A router with only `GET /metrics` (for processes without the API, like workers).
+pub fn metrics_router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::registry_metrics))
+        .with_state(registry)
+}
+
 /// The API's routes over a state.
 pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
     let limit = state.config.max_body_bytes;
@@ -117,4 +127,22 @@ pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then drains.
+pub async fn run_api<S: Store, Q: PurchaseQueue>(
+    listener: TcpListener,
+    store: Arc<S>,
+    queue: Arc<Q>,
+    api: ApiConfig,
+    serve_config: ServeConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let state = ApiState::new(store, queue, metrics, Arc::new(registry), api);
+    serve(listener, router(state), serve_config, async move {
+        shutdown.cancelled().await;
+    })
+    .await
 }

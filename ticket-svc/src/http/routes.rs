@@ -318,8 +318,18 @@ pub(super) async fn healthz<S: Store, Q: PurchaseQueue>(
 pub(super) async fn metrics<S: Store, Q: PurchaseQueue>(
     State(st): State<ApiState<S, Q>>,
 ) -> Response {
+    encode_registry(&st.registry)
+}
+
+pub(super) async fn registry_metrics(
+    State(registry): State<std::sync::Arc<prometheus_client::registry::Registry>>,
+) -> Response {
+    encode_registry(&registry)
+}
+
+fn encode_registry(registry: &prometheus_client::registry::Registry) -> Response {
     let mut text = String::new();
-    if let Err(e) = encode(&mut text, &st.registry) {
+    if let Err(e) = encode(&mut text, registry) {
         tracing::warn!(error = %e, "could not encode metrics");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }

@@ -157,6 +157,12 @@ impl SqliteStore {
         }
         let p = path.clone();
         let (writer, readers) = tokio::task::spawn_blocking(move || {
+            // Data lives under a directory that may not exist yet (`./data` by default).
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
+                    reason: format!("cannot create {}: {e}", dir.display()),
+                })?;
+            }
             let mut writer = open_connection(&p)?;
             migrate(&mut writer)?;
             let readers = (0..READERS)

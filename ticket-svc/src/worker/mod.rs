@@ -30,6 +30,10 @@ use crate::metrics::{Metrics, OutcomeLabels};
 use crate::queue::{Delivery, DeliveryTag, JobConsumer, Lane, PurchaseQueue};
 use crate::store::{Store, StoreError};
 
+mod group;
+
+pub use group::run_workers;
+
 /// Fetch failures in a row after which a worker drops its consumer and joins again.
 pub const REJOIN_AFTER_FETCH_FAILURES: u32 = 3;
 

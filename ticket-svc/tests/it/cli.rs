@@ -1,22 +1,198 @@
-//! The binary: subcommands that are not built yet say so and exit non-zero; bad flags exit 2.
+//! The binary: `api` and `worker` as real processes against a test broker (serve, decide, drain on
+//! SIGTERM); one clear line and a non-zero exit for every startup failure; subcommands that are
+//! not built yet say so; bad flags exit 2.
 
-use std::process::Command;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-fn ticket_svc(args: &[&str]) -> std::process::Output {
+use broker::testing::TestBroker;
+use hyper::StatusCode;
+use serde_json::json;
+
+use crate::support::{get, post_json};
+
+fn ticket_svc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ticket-svc"))
         .args(args)
         .output()
         .unwrap()
 }
 
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ticket-svc"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, then the exit status within 10 s.
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {pid} did not stop within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_worker_processes_sell_through_a_broker_and_drain_on_sigterm() {
+    let broker = TestBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("data/tickets.db").display());
+    let broker_addr = broker.addr.to_string();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let api = spawn(&[
+        "api",
+        "--listen",
+        &listen,
+        "--broker",
+        &broker_addr,
+        "--db",
+        &db,
+    ]);
+    let worker = spawn(&[
+        "worker",
+        "--broker",
+        &broker_addr,
+        "--db",
+        &db,
+        "--workers",
+        "2",
+    ]);
+    let addr = listen.parse().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && get(addr, "/healthz").await.status == StatusCode::OK
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the api never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let event = post_json(
+        addr,
+        "/events",
+        json!({"name": "DJ night", "tickets": 3, "max_per_buyer": 2}),
+    )
+    .await;
+    assert_eq!(event.status, StatusCode::CREATED);
+    let id = event.json["id"].as_i64().unwrap();
+    let mut purchases = Vec::new();
+    for buyer in ["ann", "bob", "cat"] {
+        let r = post_json(
+            addr,
+            &format!("/events/{id}/purchases"),
+            json!({"buyer": buyer, "quantity": 2}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        purchases.push(r.json["purchase_id"].as_str().unwrap().to_owned());
+    }
+    let mut statuses = Vec::new();
+    for p in &purchases {
+        loop {
+            let r = get(addr, &format!("/purchases/{p}")).await;
+            let status = r.json["status"].as_str().unwrap_or("").to_owned();
+            if status == "confirmed" || status == "rejected" {
+                statuses.push((status, r.json["reason"].as_str().map(str::to_owned)));
+                break;
+            }
+            assert!(Instant::now() < deadline, "purchase {p} never decided");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // 3 tickets, 2 each: the first sells, the second does not fit, the third does not fit.
+    assert_eq!(statuses[0].0, "confirmed");
+    assert_eq!(statuses[1], ("rejected".into(), Some("sold_out".into())));
+    assert_eq!(statuses[2], ("rejected".into(), Some("sold_out".into())));
+    let ev = get(addr, &format!("/events/{id}")).await;
+    assert_eq!(ev.json["sold"], 2);
+
+    assert!(terminate(api).success(), "the api drains and exits 0");
+    assert!(terminate(worker).success(), "the worker drains and exits 0");
+}
+
+#[test]
+fn startup_failures_are_one_clear_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let dead_broker = format!("127.0.0.1:{}", free_port());
+
+    let out = ticket_svc(&[
+        "api",
+        "--listen",
+        "127.0.0.1:0",
+        "--broker",
+        &dead_broker,
+        "--db",
+        &db,
+        "--connect-timeout-s",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the broker"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("ticket-svc:")).count(),
+        1,
+        "{err}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let out = ticket_svc(&[
+        "api",
+        "--listen",
+        &port,
+        "--broker",
+        &dead_broker,
+        "--db",
+        &db,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {port}")), "{err}");
+
+    let out = ticket_svc(&[
+        "worker",
+        "--broker",
+        &dead_broker,
+        "--db",
+        "mysql://nope",
+        "--connect-timeout-s",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open the store mysql://nope"), "{err}");
+}
+
 #[test]
 fn unbuilt_subcommands_say_so_and_fail() {
-    for args in [
-        &["api"][..],
-        &["worker"],
-        &["up"],
-        &["demo", "--buyers", "10"],
-    ] {
+    for args in [&["up"][..], &["demo", "--buyers", "10"]] {
         let out = ticket_svc(args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -30,6 +206,8 @@ fn bad_flags_exit_2() {
     let out = ticket_svc(&["rush", "--target", "http://127.0.0.1:1"]);
     assert_eq!(out.status.code(), Some(2));
     let out = ticket_svc(&["nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ticket_svc(&["api", "--listen", "not-an-address"]);
     assert_eq!(out.status.code(), Some(2));
 }
 

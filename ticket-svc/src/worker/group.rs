@@ -1,0 +1,65 @@
+//! A process's worth of workers: N [`Worker`]s over one store and queue, and optionally a
+//! `/metrics` listener, until shutdown. What `ticket-svc worker` runs.
+
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Worker, WorkerConfig};
+use crate::http::{ServeConfig, metrics_router, serve};
+use crate::metrics::Metrics;
+use crate::queue::PurchaseQueue;
+use crate::store::Store;
+
+/// Runs `count` workers over one store and queue until `shutdown` is cancelled; each finishes
+/// the batch it is in first. With `metrics_listener`, serves `/metrics` there meanwhile.
+pub async fn run_workers<S: Store, Q: PurchaseQueue>(
+    store: Arc<S>,
+    queue: Arc<Q>,
+    count: usize,
+    config: WorkerConfig,
+    metrics_listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let mut tasks = JoinSet::new();
+    for i in 0..count.max(1) {
+        let worker = Worker::new(
+            Arc::clone(&store),
+            Arc::clone(&queue),
+            Arc::clone(&metrics),
+            config.clone(),
+            format!("worker-{}-{i}", std::process::id()),
+        );
+        let token = shutdown.clone();
+        tasks.spawn(async move { worker.run(token).await });
+    }
+    let metrics_server = async {
+        match metrics_listener {
+            Some(l) => {
+                let token = shutdown.clone();
+                serve(
+                    l,
+                    metrics_router(Arc::new(registry)),
+                    ServeConfig::default(),
+                    async move { token.cancelled().await },
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    };
+    let workers = async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a worker task ended abnormally");
+            }
+        }
+    };
+    let (served, ()) = tokio::join!(metrics_server, workers);
+    served
+}
