@@ -154,3 +154,24 @@ async fn upgrade_is_passed_through_as_a_tunnel() {
     drop(s);
     lb.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn idle_upgrade_tunnel_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = FakeBackend::start("a").await.unwrap();
+    let mut cfg = config(&[&a]);
+    cfg.timeouts.idle = Duration::from_millis(300);
+    let lb = TestBalancer::start(cfg);
+    let mut s = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+    s.write_all(
+        b"GET /upgrade HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Read everything until the balancer closes the quiet tunnel (bounded).
+    let mut all = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all)).await;
+    assert!(closed.is_ok(), "idle tunnel was not closed");
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 101"));
+    lb.stop().await.unwrap();
+}
