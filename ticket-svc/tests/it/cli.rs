@@ -47,11 +47,22 @@ fn terminate(mut child: Child) -> std::process::ExitStatus {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// Distinct ports free right now (all held at once while picking, so they differ).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
+/// Kills a child that misbehaved and returns what it printed, for the failure message.
+fn stderr_of(mut child: Child) -> String {
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +71,7 @@ async fn api_and_worker_processes_sell_through_a_broker_and_drain_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("data/tickets.db").display());
     let broker_addr = broker.addr.to_string();
-    let port = free_port();
+    let [port, metrics_port] = free_ports::<2>();
     let listen = format!("127.0.0.1:{port}");
     let api = spawn(&[
         "api",
@@ -71,6 +82,7 @@ async fn api_and_worker_processes_sell_through_a_broker_and_drain_on_sigterm() {
         "--db",
         &db,
     ]);
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
     let worker = spawn(&[
         "worker",
         "--broker",
@@ -79,6 +91,8 @@ async fn api_and_worker_processes_sell_through_a_broker_and_drain_on_sigterm() {
         &db,
         "--workers",
         "2",
+        "--metrics-listen",
+        &metrics_listen,
     ]);
     let addr = listen.parse().unwrap();
 
@@ -89,7 +103,13 @@ async fn api_and_worker_processes_sell_through_a_broker_and_drain_on_sigterm() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "the api never became ready");
+        if Instant::now() > deadline {
+            let worker_err = stderr_of(worker);
+            panic!(
+                "the api never became ready:\napi: {}\nworker: {worker_err}",
+                stderr_of(api)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let event = post_json(
@@ -130,6 +150,13 @@ async fn api_and_worker_processes_sell_through_a_broker_and_drain_on_sigterm() {
     assert_eq!(statuses[2], ("rejected".into(), Some("sold_out".into())));
     let ev = get(addr, &format!("/events/{id}")).await;
     assert_eq!(ev.json["sold"], 2);
+    let m = get(metrics_listen.parse().unwrap(), "/metrics").await;
+    assert!(
+        m.text
+            .contains("ticket_worker_decisions_total{outcome=\"confirmed\"} 1"),
+        "{}",
+        m.text
+    );
 
     assert!(terminate(api).success(), "the api drains and exits 0");
     assert!(terminate(worker).success(), "the worker drains and exits 0");
