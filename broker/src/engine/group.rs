@@ -2,13 +2,13 @@
 //! makes acknowledged progress durable with one sync per batch (group commit).
 
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::thread::{self, IoThread, Next};
 use crate::config::FsyncPolicy;
 use crate::queue::journal::{self, Journal};
 use crate::queue::{GroupConfig, GroupState};
@@ -24,8 +24,7 @@ struct Persist {
 pub struct Group {
     name: String,
     state: Mutex<GroupState>,
-    tx: Mutex<Option<Sender<Persist>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    journal: IoThread<Persist>,
 }
 
 impl Group {
@@ -49,18 +48,15 @@ impl Group {
         let mut progress = progress;
         progress.truncate(partitions.max(1));
         let state = GroupState::new(config, progress);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread_name = format!("j-{name}");
-        let thread = std::thread::Builder::new()
-            .name(thread_name)
-            .spawn(move || run_journal(journal, rx, policy))
-            .map_err(|e| StorageError::io("spawn journal thread for", dir, e))?;
+        let journal = IoThread::spawn(format!("j-{name}"), move |rx| {
+            run_journal(journal, rx, policy);
+        })
+        .map_err(|e| StorageError::io("spawn journal thread for", dir, e))?;
         Ok((
             Self {
                 name: name.to_string(),
                 state: Mutex::new(state),
-                tx: Mutex::new(Some(tx)),
-                thread: Mutex::new(Some(thread)),
+                journal,
             },
             cut,
         ))
@@ -83,33 +79,15 @@ impl Group {
             let _ = reply.send(Ok(()));
             return rx;
         }
-        let guard = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        let sent = match guard.as_ref() {
-            Some(tx) => tx.send(Persist { done, reply }).map_err(|e| e.0.reply),
-            None => Err(reply),
-        };
-        if let Err(reply) = sent {
-            let _ = reply.send(Err(StorageError::Closed));
+        if let Err(p) = self.journal.send(Persist { done, reply }) {
+            let _ = p.reply.send(Err(StorageError::Closed));
         }
         rx
     }
 
     /// Stops the journal thread after it wrote, synced and compacted what was queued.
     pub fn close(&self) {
-        self.tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(h) = handle
-            && h.join().is_err()
-        {
-            tracing::error!(group = %self.name, "journal thread panicked");
-        }
+        self.journal.close();
     }
 }
 
@@ -117,36 +95,22 @@ fn run_journal(mut journal: Journal, rx: Receiver<Persist>, policy: FsyncPolicy)
     let mut last_sync = Instant::now();
     let mut dirty = false;
     loop {
-        let first = match policy {
-            FsyncPolicy::Interval(every) => {
-                let wait = every.saturating_sub(last_sync.elapsed());
-                match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-                    Ok(p) => p,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if dirty {
-                            if let Err(e) = journal.sync() {
-                                tracing::error!(error = %e, "group journal sync failed");
-                            }
-                            dirty = false;
-                        }
-                        last_sync = Instant::now();
-                        continue;
+        let first = match thread::next(&rx, policy, last_sync) {
+            Next::Message(p) => p,
+            Next::Tick => {
+                if dirty {
+                    if let Err(e) = journal.sync() {
+                        tracing::error!(error = %e, "group journal sync failed");
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
+                    dirty = false;
                 }
+                last_sync = Instant::now();
+                continue;
             }
-            _ => match rx.recv() {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+            Next::Closed => break,
         };
         let mut batch = vec![first];
-        while batch.len() < 4096 {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+        thread::drain(&rx, &mut batch, 4096);
         let done: Vec<(u32, u64)> = batch.iter().flat_map(|p| p.done.iter().copied()).collect();
         let mut result = journal.append(&done);
         if result.is_ok() && policy == FsyncPolicy::Always {

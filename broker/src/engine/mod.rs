@@ -5,6 +5,7 @@
 
 pub mod group;
 pub mod partition;
+pub mod thread;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

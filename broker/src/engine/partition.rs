@@ -12,13 +12,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::thread::JoinHandle;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 
+use super::thread::{self, IoThread, Next};
 use crate::config::FsyncPolicy;
 use crate::metrics::{Metrics, topic_labels};
 use crate::protocol::Record;
@@ -47,14 +47,12 @@ enum Command {
 #[derive(Debug)]
 pub struct Partition {
     id: u32,
-    topic: String,
     log: Arc<RwLock<PartitionLog>>,
-    tx: Mutex<Option<Sender<Command>>>,
+    writer: IoThread<Command>,
     readable_end: Arc<AtomicU64>,
     start_offset: Arc<AtomicU64>,
     size_bytes: Arc<AtomicU64>,
     failed: Arc<AtomicBool>,
-    thread: Mutex<Option<JoinHandle<()>>>,
     max_record_bytes: usize,
 }
 
@@ -111,8 +109,7 @@ impl Partition {
         let size_bytes = Arc::new(AtomicU64::new(log.size_bytes()));
         let failed = Arc::new(AtomicBool::new(false));
         let log = Arc::new(RwLock::new(log));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let writer = Writer {
+        let state = Writer {
             topic: topic.to_string(),
             log: Arc::clone(&log),
             readable_end: Arc::clone(&readable_end),
@@ -131,21 +128,17 @@ impl Partition {
             sync_micros_avg: 0,
             last_batch: 0,
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("w-{topic}-{id}"))
-            .spawn(move || writer.run(rx))
+        let writer = IoThread::spawn(format!("w-{topic}-{id}"), move |rx| state.run(rx))
             .map_err(|e| StorageError::io("spawn writer thread for", dir, e))?;
         Ok((
             Self {
                 id,
-                topic: topic.to_string(),
                 log,
-                tx: Mutex::new(Some(tx)),
+                writer,
                 readable_end,
                 start_offset,
                 size_bytes,
                 failed,
-                thread: Mutex::new(Some(thread)),
                 max_record_bytes: log_config.max_record_bytes,
             },
             report,
@@ -179,11 +172,7 @@ impl Partition {
 
     /// Hands a command to the writer; gives it back if the writer has stopped.
     fn send(&self, cmd: Command) -> Result<(), Command> {
-        let guard = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        match guard.as_ref() {
-            Some(tx) => tx.send(cmd).map_err(|e| e.0),
-            None => Err(cmd),
-        }
+        self.writer.send(cmd)
     }
 
     /// Queues records for appending, in call order; the receiver yields offsets once written
@@ -242,50 +231,23 @@ impl Partition {
 
     /// Stops the writer after it finished what was queued (and synced it); waits for it.
     pub fn close(&self) {
-        self.tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(h) = handle
-            && h.join().is_err()
-        {
-            tracing::error!(topic = %self.topic, partition = self.id, "partition writer panicked");
-        }
+        self.writer.close();
     }
 }
 
 impl Writer {
     fn run(mut self, rx: Receiver<Command>) {
         loop {
-            let first = match self.policy {
-                FsyncPolicy::Interval(every) => {
-                    let wait = every.saturating_sub(self.last_sync.elapsed());
-                    match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-                        Ok(cmd) => cmd,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.sync_if_due();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
+            let first = match thread::next(&rx, self.policy, self.last_sync) {
+                Next::Message(cmd) => cmd,
+                Next::Tick => {
+                    self.sync_if_due();
+                    continue;
                 }
-                _ => match rx.recv() {
-                    Ok(cmd) => cmd,
-                    Err(_) => break,
-                },
+                Next::Closed => break,
             };
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH_COMMANDS {
-                match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
-                }
-            }
+            thread::drain(&rx, &mut batch, MAX_BATCH_COMMANDS);
             self.linger(&rx, &mut batch);
             self.last_batch = batch.len();
             let mut appends = Vec::new();

@@ -1,0 +1,110 @@
+//! A dedicated I/O thread fed by a channel: what every partition writer and group journal is.
+//!
+//! Blocking file I/O and `fdatasync` never run on the async runtime; they run on one of these,
+//! which takes commands in order, and stops (after finishing what was queued) when closed.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::FsyncPolicy;
+
+/// A named thread and the sending side of its channel.
+pub struct IoThread<T> {
+    name: String,
+    tx: Mutex<Option<Sender<T>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<T> std::fmt::Debug for IoThread<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoThread")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> IoThread<T> {
+    /// Starts `body` on a thread called `name`, receiving what [`IoThread::send`] sends.
+    pub fn spawn(
+        name: String,
+        body: impl FnOnce(Receiver<T>) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || body(rx))?;
+        Ok(Self {
+            name,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues a message; gives it back if the thread has stopped or is closing.
+    pub fn send(&self, msg: T) -> Result<(), T> {
+        let guard = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(tx) => tx.send(msg).map_err(|e| e.0),
+            None => Err(msg),
+        }
+    }
+
+    /// Closes the channel and waits for the thread to finish what was queued.
+    pub fn close(&self) {
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!(thread = %self.name, "I/O thread panicked");
+        }
+    }
+}
+
+/// What [`next`] got.
+pub enum Next<T> {
+    /// A message.
+    Message(T),
+    /// The sync interval passed with nothing to do.
+    Tick,
+    /// The channel is closed and empty.
+    Closed,
+}
+
+/// Waits for the next message; under `FsyncPolicy::Interval` wakes up with [`Next::Tick`] when
+/// the interval since `last_sync` has passed, so the thread can sync on time even when idle.
+pub fn next<T>(rx: &Receiver<T>, policy: FsyncPolicy, last_sync: Instant) -> Next<T> {
+    match policy {
+        FsyncPolicy::Interval(every) => {
+            let wait = every.saturating_sub(last_sync.elapsed());
+            match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(m) => Next::Message(m),
+                Err(RecvTimeoutError::Timeout) => Next::Tick,
+                Err(RecvTimeoutError::Disconnected) => Next::Closed,
+            }
+        }
+        FsyncPolicy::Always | FsyncPolicy::Never => match rx.recv() {
+            Ok(m) => Next::Message(m),
+            Err(_) => Next::Closed,
+        },
+    }
+}
+
+/// Takes whatever else is already queued, up to `max` messages in all.
+pub fn drain<T>(rx: &Receiver<T>, batch: &mut Vec<T>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(m) => batch.push(m),
+            Err(_) => break,
+        }
+    }
+}
