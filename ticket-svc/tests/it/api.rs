@@ -365,3 +365,70 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert_eq!(get(api.addr, "/healthz").await.status, StatusCode::OK);
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_broker_gets_503_with_retry_after_promptly_and_a_restarted_one_202() {
+    use std::sync::Arc;
+    use ticket_svc::http::{ServeConfig, run_api};
+    use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
+    use tokio_util::sync::CancellationToken;
+
+    let broker = broker::testing::TestBroker::start().await;
+    let broker_addr = broker.addr;
+    let mut config = BrokerQueueConfig::new(broker_addr.to_string());
+    config.enqueue_timeout = Duration::from_millis(500);
+    let queue = BrokerQueue::connect(config.clone(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ticket_svc::store::SqliteStore::open(dir.path().join("t.db"))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(run_api(
+        listener,
+        Arc::new(store),
+        Arc::new(queue),
+        ApiConfig {
+            enqueue_timeout: config.enqueue_timeout,
+            ..Default::default()
+        },
+        ServeConfig::default(),
+        shutdown.clone(),
+    ));
+    let event = create_event(addr, 10, 4).await;
+    let path = format!("/events/{event}/purchases");
+    let ok = post_json(addr, &path, json!({"buyer": "a", "quantity": 1})).await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.text);
+
+    let data = broker.stop().await;
+    let started = Instant::now();
+    let r = post_json(addr, &path, json!({"buyer": "b", "quantity": 1})).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.headers.get("retry-after").unwrap(), "1");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "prompt: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        get(addr, "/healthz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // The broker comes back on the same address and data: the API reconnects on its own.
+    let _again = broker::testing::TestBroker::start_in(data, |c| c.listen = broker_addr).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = post_json(addr, &path, json!({"buyer": "c", "quantity": 1})).await;
+        if r.status == StatusCode::ACCEPTED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {}", r.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
