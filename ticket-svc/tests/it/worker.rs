@@ -513,3 +513,89 @@ async fn a_worker_waits_out_a_queue_outage_and_rejoins() {
     .await;
     workers.stop().await;
 }
+
+/// Over the real broker: a crash after commit (redelivery reads back), then a store that keeps
+/// failing (dead letter → `failed`, with its original position).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_broker_redeliveries_read_back_and_dead_letters_fail() {
+    use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
+    let broker = broker::testing::TestBroker::start().await;
+    let mut config = BrokerQueueConfig::new(broker.addr.to_string());
+    config.max_attempts = 2;
+    config.lease = Duration::from_secs(2);
+    let queue = Arc::new(
+        BrokerQueue::connect(config, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(SqliteStore::open(dir.path().join("t.db")).await.unwrap());
+    let store = Faulty::new(Arc::clone(&sqlite));
+    let e = store
+        .create_event(&EventSpec::new("x", 5, 4).unwrap())
+        .await
+        .unwrap();
+
+    // A worker that commits its batch and dies before acking.
+    let first = job(e.id, "ann", 2);
+    let pos = queue.enqueue(&first).await.unwrap().position;
+    let q1 = QueuedJob {
+        job: first.clone(),
+        position: pos,
+    };
+    store.record_pending(&q1).await.unwrap();
+    {
+        let mut c = queue.consumer(Lane::Purchases, "dies").await.unwrap();
+        let got = c.fetch(10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        store.decide_batch(&[got[0].job.clone()]).await.unwrap();
+    }
+
+    let metrics = Arc::new(Metrics::unregistered());
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(
+        Arc::new(store.clone()),
+        Arc::clone(&queue),
+        Arc::clone(&metrics),
+        fast_config(16),
+        "survivor",
+    );
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { worker.run(token).await });
+    wait_until("the redelivered job is read back", async || {
+        metrics
+            .decisions
+            .get_or_create(&ticket_svc::metrics::OutcomeLabels {
+                outcome: "redelivered",
+            })
+            .get()
+            >= 1
+    })
+    .await;
+    assert_eq!(
+        store.event(e.id).await.unwrap().unwrap().sold,
+        2,
+        "sold once"
+    );
+
+    // Now the store fails every batch: after the broker's attempts the job is dead-lettered.
+    store.always_fail.store(true, Ordering::SeqCst);
+    let doomed = job(e.id, "bob", 1);
+    let doomed_pos = queue.enqueue(&doomed).await.unwrap().position;
+    wait_until("the dead-lettered purchase is failed", async || {
+        store
+            .purchase(doomed.purchase_id)
+            .await
+            .unwrap()
+            .is_some_and(|p| p.status == PurchaseStatus::Rejected(RejectReason::Failed))
+    })
+    .await;
+    let p = store.purchase(doomed.purchase_id).await.unwrap().unwrap();
+    assert_eq!(
+        p.position, doomed_pos,
+        "the original position travels with it"
+    );
+    assert_eq!(store.event(e.id).await.unwrap().unwrap().sold, 2);
+    shutdown.cancel();
+    task.await.unwrap();
+}
