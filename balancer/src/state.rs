@@ -127,10 +127,12 @@ impl Shared {
         }
     }
 
-    /// Adds a backend and starts checking it.
+    /// Adds a backend and starts checking it at once; it gets traffic after the first
+    /// passing check.
     pub fn add_backend(self: &Arc<Self>, spec: BackendSpec) -> Result<(), BackendError> {
         let cfg = self.config.load_full();
-        let backend = Arc::new(make_backend(spec, &cfg, &self.metrics, &self.hard_stop));
+        let backend =
+            Arc::new(make_backend(spec, &cfg, &self.metrics, &self.hard_stop).start_pending());
         let added = self.backends.update(None, |list| {
             if list.iter().any(|b| b.addr() == spec.addr) {
                 false
@@ -142,7 +144,8 @@ impl Shared {
         if !added {
             return Err(BackendError::Exists(spec.addr));
         }
-        tracing::info!(backend = %spec.addr, weight = spec.weight, "backend added");
+        tracing::info!(backend = %spec.addr, weight = spec.weight,
+            "backend added; serving after its first passing health check");
         self.background
             .spawn(health_loop(backend, Arc::clone(self)));
         Ok(())

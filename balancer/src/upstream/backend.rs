@@ -66,6 +66,7 @@ pub struct Backend {
     weight: AtomicU32,
     in_flight: AtomicU64,
     healthy: AtomicBool,
+    pending: AtomicBool,
     draining: AtomicBool,
     epoch: Instant,
     ejected_until_ms: AtomicU64,
@@ -94,6 +95,7 @@ impl Backend {
             weight: AtomicU32::new(spec.weight.max(1)),
             in_flight: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            pending: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             epoch: Instant::now(),
             ejected_until_ms: AtomicU64::new(0),
@@ -267,6 +269,24 @@ impl Backend {
         for p in self.pools.iter() {
             p.clear();
         }
+    }
+
+    /// Marks a backend added at run time as not yet serving: it gets traffic only after
+    /// its first passing health check (an autoscaled instance may still be starting).
+    pub fn start_pending(self) -> Self {
+        self.healthy.store(false, Ordering::Release);
+        self.pending.store(true, Ordering::Release);
+        self
+    }
+
+    /// Added at run time and not yet checked.
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// The first check passed: a pending backend starts serving.
+    pub fn clear_pending(&self) {
+        self.pending.store(false, Ordering::Release);
     }
 
     /// Cancelled when the backend is removed; its health loop watches it.

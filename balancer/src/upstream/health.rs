@@ -120,12 +120,15 @@ pub async fn health_loop(backend: Arc<Backend>, shared: Arc<Shared>) {
     let cancel = backend.cancel_token().clone();
     loop {
         let cfg = shared.config.load().health.clone();
-        // Up to 10% jitter so checks of many backends do not fire in lockstep.
-        let jitter_ms = u64::try_from(cfg.interval.as_millis() / 10).unwrap_or(0);
-        let jitter = Duration::from_millis(rand::rng().random_range(0..=jitter_ms));
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(cfg.interval + jitter) => {}
+        // A backend added at run time is checked at once; the others after an interval with
+        // up to 10% jitter, so checks of many backends do not fire in lockstep.
+        if !backend.is_pending() {
+            let jitter_ms = u64::try_from(cfg.interval.as_millis() / 10).unwrap_or(0);
+            let jitter = Duration::from_millis(rand::rng().random_range(0..=jitter_ms));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(cfg.interval + jitter) => {}
+            }
         }
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -135,11 +138,19 @@ pub async fn health_loop(backend: Arc<Backend>, shared: Arc<Shared>) {
             Ok(()) => {
                 fails = 0;
                 passes = passes.saturating_add(1);
+                if backend.is_pending() {
+                    backend.clear_pending();
+                    if backend.set_healthy(true) {
+                        tracing::info!(backend = %backend.addr(), "new backend is up");
+                    }
+                }
                 if !backend.is_healthy() && passes >= cfg.rise && backend.set_healthy(true) {
                     tracing::info!(backend = %backend.addr(), "backend is up");
                 }
             }
             Err(error) => {
+                // A new backend that fails its first check is simply down: it rises normally.
+                backend.clear_pending();
                 passes = 0;
                 fails = fails.saturating_add(1);
                 if backend.is_healthy() && fails >= cfg.fall && backend.set_healthy(false) {

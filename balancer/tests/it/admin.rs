@@ -112,6 +112,7 @@ async fn backends_are_added_and_drained_at_run_time() {
     cfg.admin_token = Some("s3cret".to_owned());
     let lb = TestBalancer::start(cfg);
 
+    b.set_healthy(false);
     let body = format!(r#"{{"addr":"{}","weight":1}}"#, b.addr());
     let unauth = Request::post("/backends")
         .header("host", "admin")
@@ -140,7 +141,22 @@ async fn backends_are_added_and_drained_at_run_time() {
         .unwrap();
     assert_eq!(admin_send(lb.admin, again).await.status, 409);
 
+    // A backend added at run time serves only after its first passing health check: while
+    // b's check fails, everything goes to a.
+    let h = lb.handle.clone();
     let mut client = Client::connect(lb.addr).await.unwrap();
+    for _ in 0..6 {
+        assert_eq!(
+            client.get("/").await.unwrap().header("x-backend").unwrap(),
+            "a"
+        );
+    }
+    assert_eq!(b.hits(), 0);
+    b.set_healthy(true);
+    wait_until("b checked and up", Duration::from_secs(10), || {
+        row(&h, b.addr()).is_some_and(|r| r.available)
+    })
+    .await;
     for _ in 0..10 {
         assert_eq!(client.get("/").await.unwrap().status, 200);
     }
@@ -154,7 +170,6 @@ async fn backends_are_added_and_drained_at_run_time() {
         c.get("/").await.unwrap();
         c.get("/?delay_ms=1500").await.unwrap()
     });
-    let h = lb.handle.clone();
     wait_until("slow request on b", Duration::from_secs(10), || {
         row(&h, b.addr()).is_some_and(|r| r.in_flight == 1)
     })
@@ -205,8 +220,8 @@ async fn reload_keeps_live_keep_alive_connections() {
     new.backends = vec![balancer::BackendSpec::new(b.addr())];
     lb.handle.reload(new).unwrap();
     let h = lb.handle.clone();
-    wait_until("a removed", Duration::from_secs(10), || {
-        row(&h, a.addr()).is_none()
+    wait_until("a removed and b up", Duration::from_secs(10), || {
+        row(&h, a.addr()).is_none() && row(&h, b.addr()).is_some_and(|r| r.available)
     })
     .await;
     // Same connection, new backend set.
