@@ -2,7 +2,9 @@
 //! (not durable, no broker, no balancer): what the API and the stores can do on this machine
 //! until the broker-backed queue is wired in. Not the `demo`.
 //!
-//! `cargo run --release -p ticket-svc --example inproc_rush -- [BUYERS] [TICKETS] [CONCURRENCY] [DB_URL]`
+//! `cargo run --release -p ticket-svc --example inproc_rush -- [BUYERS] [TICKETS] [CONCURRENCY] [DB_URL|-] [memory|broker]`
+//!
+//! `broker` puts a real broker (in-process, temp dir, fsync always) behind the queue instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use ticket_svc::domain::EventSpec;
 use ticket_svc::http::{ApiConfig, ApiState, ServeConfig, router, serve};
 use ticket_svc::metrics::Metrics;
-use ticket_svc::queue::{MemoryQueue, MemoryQueueConfig};
+use ticket_svc::queue::{
+    BrokerQueue, BrokerQueueConfig, MemoryQueue, MemoryQueueConfig, PurchaseQueue,
+};
 use ticket_svc::rush::{RushConfig, Target};
 use ticket_svc::store::{AnyStore, PostgresStore, Store};
 use ticket_svc::worker::{Worker, WorkerConfig};
@@ -34,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let url = args
         .get(3)
+        .filter(|u| u.as_str() != "-")
         .cloned()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("tickets.db").display()));
     // PostgreSQL: a schema of its own, dropped at the end, so the database is left as found.
@@ -43,7 +48,29 @@ async fn main() -> anyhow::Result<()> {
     } else {
         AnyStore::open(&url).await?
     });
+    let mode = args.get(4).map_or("memory", String::as_str);
+    if mode == "broker" {
+        let broker = broker::testing::TestBroker::start().await;
+        let queue = Arc::new(
+            BrokerQueue::connect(
+                BrokerQueueConfig::new(broker.addr.to_string()),
+                Duration::from_secs(5),
+            )
+            .await?,
+        );
+        return bench(store, queue, buyers, tickets, concurrency).await;
+    }
     let queue = Arc::new(MemoryQueue::new(MemoryQueueConfig::default()));
+    bench(store, queue, buyers, tickets, concurrency).await
+}
+
+async fn bench<Q: PurchaseQueue>(
+    store: Arc<AnyStore>,
+    queue: Arc<Q>,
+    buyers: u64,
+    tickets: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let state = ApiState::new(
