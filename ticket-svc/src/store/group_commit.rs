@@ -130,7 +130,16 @@ fn in_savepoint<T>(
 ) -> Result<T, StoreError> {
     conn.execute_batch("SAVEPOINT op")
         .map_err(sq("open savepoint"))?;
-    match f(conn) {
+    // A panic in one write is a bug, but it must cost that write only: the thread (and with it
+    // every later write of the store) lives on.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| {
+            tracing::error!("a sqlite write panicked; rolled back");
+            Err(StoreError::Corrupt {
+                what: "a write panicked (a bug); it was rolled back".into(),
+            })
+        });
+    match outcome {
         Ok(v) => match conn.execute_batch("RELEASE op") {
             Ok(()) => Ok(v),
             Err(e) => {
@@ -145,6 +154,7 @@ fn in_savepoint<T>(
     }
 }
 
+/// Starts the writer thread that owns `conn`; writes go through the returned sender.
 pub fn spawn_writer(conn: Connection) -> Result<mpsc::Sender<Box<dyn WriteOp>>, StoreError> {
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     std::thread::Builder::new()
@@ -221,5 +231,56 @@ fn commit_group(
     });
     for f in finishes {
         f.finish(commit.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_write_costs_only_itself() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL CHECK (v > 0))")
+            .unwrap();
+        let writes = spawn_writer(conn).unwrap();
+        let insert = |v: i64| {
+            let writes = writes.clone();
+            async move {
+                write(&writes, Durability::Synced, move |c| {
+                    c.execute("INSERT INTO t (v) VALUES (?1)", [v])
+                        .map_err(sq("insert"))
+                })
+                .await
+            }
+        };
+        let (ok, bad, panicked, ok2) = tokio::join!(
+            insert(1),
+            insert(-1),
+            write(
+                &writes,
+                Durability::Relaxed,
+                |c| -> Result<(), StoreError> {
+                    c.execute("INSERT INTO t (v) VALUES (5)", [])
+                        .map_err(sq("insert"))?;
+                    panic!("a bug in a write");
+                }
+            ),
+            insert(2)
+        );
+        ok.unwrap();
+        assert!(bad.is_err());
+        assert!(matches!(panicked, Err(StoreError::Corrupt { .. })));
+        ok2.unwrap();
+        let sum: i64 = write(&writes, Durability::Synced, |c| {
+            c.query_row("SELECT SUM(v) FROM t", [], |r| r.get(0))
+                .map_err(sq("sum"))
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            sum, 3,
+            "only the good writes stayed; the panicked one rolled back"
+        );
     }
 }
