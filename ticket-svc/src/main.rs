@@ -1,8 +1,8 @@
 //! `ticket-svc`: parses flags, installs tracing, resolves a config, runs one subcommand.
 //!
 //! Exit codes: 0 success (for `api` and `worker`: a clean drain after Ctrl-C or SIGTERM);
-//! 1 runtime failure, printed as one line (port in use, store or broker unreachable; for `rush`,
-//! a broken invariant); 2 bad flags; 3 a subcommand that is not built yet.
+//! 1 runtime failure, printed as one line (port in use, store or broker unreachable; for `rush`
+//! and `demo`, a broken invariant); 2 bad flags.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -175,11 +175,6 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn not_built(what: &str) -> ExitCode {
-    eprintln!("ticket-svc: not built yet: {what}");
-    ExitCode::from(3)
-}
-
 /// Cancels the token on Ctrl-C or SIGTERM.
 fn shutdown_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
@@ -297,22 +292,115 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn print_urls(s: &ticket_svc::stack::Stack) {
+    println!("ticketrush is up");
+    println!("  buyers (balancer):  http://{}", s.public);
+    if let Some(admin) = s.admin {
+        println!("  status page:        http://{admin}/status");
+        println!("  balancer metrics:   http://{admin}/metrics");
+    }
+    println!("  broker:             {}", s.broker);
+    if let Some(m) = s.broker_metrics {
+        println!("  broker metrics:     http://{m}/metrics");
+    }
+    for (i, a) in s.apis.iter().enumerate() {
+        println!("  api {i} metrics:      http://{a}/metrics");
+    }
+    if let Some(m) = s.worker_metrics {
+        println!("  worker metrics:     http://{m}/metrics");
+    }
+}
+
+/// `up` and `demo`: the whole stack in this process.
+async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
+    use ticket_svc::stack::{self, StackConfig};
+    use ticket_svc::store::Store;
+    match cmd {
+        Command::Up {
+            data_dir,
+            apis,
+            workers,
+            listen,
+        } => {
+            let mut config = StackConfig::new(&data_dir);
+            config.apis = apis;
+            config.workers = workers;
+            config.listen = listen.parse().with_context(|| {
+                format!("--listen {listen:?} is not an address like 127.0.0.1:8080")
+            })?;
+            let s = stack::start(config).await.context("starting the stack")?;
+            print_urls(&s);
+            println!("data in {data_dir}; Ctrl-C to stop");
+            let shutdown = CancellationToken::new();
+            shutdown_on_signal(shutdown.clone());
+            shutdown.cancelled().await;
+            eprintln!("ticket-svc: draining");
+            s.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            buyers,
+            tickets,
+            data_dir,
+        } => {
+            let temp = tempfile::tempdir().context("making a temp dir")?;
+            let dir = data_dir.map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
+            let mut config = StackConfig::new(&dir);
+            config.listen = ([127, 0, 0, 1], 0).into();
+            config.admin_listen = ([127, 0, 0, 1], 0).into();
+            let s = stack::start(config).await.context("starting the stack")?;
+            print_urls(&s);
+            let spec = ticket_svc::domain::EventSpec::new("DJ night", i64::from(tickets), 4)
+                .context("the event")?;
+            let event = s
+                .store
+                .create_event(&spec)
+                .await
+                .context("creating the event")?;
+            println!(
+                "event {}: {tickets} tickets, at most 4 per buyer; {buyers} buyers rush the balancer",
+                event.id
+            );
+            let shutdown = CancellationToken::new();
+            shutdown_on_signal(shutdown.clone());
+            let report = ticket_svc::rush::run(
+                RushConfig {
+                    target: Target::resolve(&format!("http://{}", s.public)).await?,
+                    event: event.id,
+                    buyers,
+                    concurrency: 64,
+                    rate: None,
+                    verify: true,
+                    seed: 1,
+                    request_timeout: Duration::from_secs(10),
+                    verify_timeout: Duration::from_secs(120),
+                    show_progress: true,
+                },
+                shutdown,
+            )
+            .await
+            .context("rush")?;
+            print!("{report}");
+            if let Ok(Some(e)) = s.store.event(event.id).await {
+                println!("event {}: sold {} of {} tickets", e.id, e.sold, e.tickets);
+            }
+            s.stop().await;
+            Ok(if report.is_ok() {
+                println!("demo: every invariant held");
+                ExitCode::SUCCESS
+            } else {
+                println!("demo: an invariant was broken (see above)");
+                ExitCode::FAILURE
+            })
+        }
+        _ => anyhow::bail!("not a stack command"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let run = match cli.command {
-        Command::Up { .. } => {
-            return not_built(
-                "`ticket-svc up` needs the broker client and the balancer wired into the stack runner",
-            );
-        }
-        Command::Demo { .. } => {
-            return not_built(
-                "`ticket-svc demo` runs `up`, which needs the broker client and the balancer wired in",
-            );
-        }
-        cmd => cmd,
-    };
+    let run = cli.command;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -332,6 +420,7 @@ fn main() -> ExitCode {
                 batch,
                 metrics_listen,
             } => worker(backend, workers, batch, metrics_listen).await,
+            cmd @ (Command::Up { .. } | Command::Demo { .. }) => stack_command(cmd).await,
             cmd => rush(cmd).await,
         }
     });

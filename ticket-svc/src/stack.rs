@@ -16,11 +16,10 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{ApiConfig, ApiState, ServeConfig, router, serve};
-use crate::metrics::Metrics;
+use crate::http::{ApiConfig, ServeConfig, run_api};
 use crate::queue::{BrokerQueue, BrokerQueueConfig};
 use crate::store::AnyStore;
-use crate::worker::{Worker, WorkerConfig};
+use crate::worker::{WorkerConfig, run_workers};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -101,6 +100,8 @@ pub struct Stack {
     pub broker_metrics: Option<SocketAddr>,
     /// Each API instance's own address (`/metrics` per instance).
     pub apis: Vec<SocketAddr>,
+    /// The workers' `/metrics` address.
+    pub worker_metrics: Option<SocketAddr>,
     /// The shared store.
     pub store: Arc<AnyStore>,
     front: CancellationToken,
@@ -153,31 +154,23 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
                 .await
                 .map_err(|e| StackError::Queue(e.to_string()))?,
         );
-        let mut registry = Registry::default();
-        let metrics = Arc::new(Metrics::new(&mut registry));
-        let state = ApiState::new(
-            Arc::clone(&store),
-            queue,
-            metrics,
-            Arc::new(registry),
-            ApiConfig::default(),
-        );
         let listener = tokio::net::TcpListener::bind(loopback0)
             .await
             .map_err(StackError::Listen)?;
         apis.push(listener.local_addr().map_err(StackError::Listen)?);
         let stop = front.clone();
+        let store = Arc::clone(&store);
         front_tasks.spawn(async move {
-            if let Err(e) = serve(
+            let served = run_api(
                 listener,
-                router(state),
+                store,
+                queue,
+                ApiConfig::default(),
                 ServeConfig::default(),
-                async move {
-                    stop.cancelled().await;
-                },
+                stop,
             )
-            .await
-            {
+            .await;
+            if let Err(e) = served {
                 tracing::error!(error = %e, "api instance stopped with an error");
             }
         });
@@ -210,19 +203,27 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
             .await
             .map_err(|e| StackError::Queue(e.to_string()))?,
     );
-    let mut worker_registry = Registry::default();
-    let worker_metrics = Arc::new(Metrics::new(&mut worker_registry));
-    for i in 0..config.workers.max(1) {
-        let w = Worker::new(
-            Arc::clone(&store),
-            Arc::clone(&worker_queue),
-            Arc::clone(&worker_metrics),
+    let metrics_listener = tokio::net::TcpListener::bind(loopback0)
+        .await
+        .map_err(StackError::Listen)?;
+    let worker_metrics = metrics_listener.local_addr().ok();
+    let stop = workers_stop.clone();
+    let store_for_workers = Arc::clone(&store);
+    let workers = config.workers.max(1);
+    worker_tasks.spawn(async move {
+        let ran = run_workers(
+            store_for_workers,
+            worker_queue,
+            workers,
             WorkerConfig::default(),
-            format!("worker-{i}"),
-        );
-        let stop = workers_stop.clone();
-        worker_tasks.spawn(async move { w.run(stop).await });
-    }
+            Some(metrics_listener),
+            stop,
+        )
+        .await;
+        if let Err(e) = ran {
+            tracing::error!(error = %e, "workers stopped with an error");
+        }
+    });
 
     let stack = Stack {
         public,
@@ -230,6 +231,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
         broker: broker_addr,
         broker_metrics,
         apis,
+        worker_metrics,
         store,
         front,
         workers_stop,

@@ -1,6 +1,6 @@
 //! The binary: `api` and `worker` as real processes against a test broker (serve, decide, drain on
-//! SIGTERM); one clear line and a non-zero exit for every startup failure; subcommands that are
-//! not built yet say so; bad flags exit 2.
+//! SIGTERM); one clear line and a non-zero exit for every startup failure; `demo` runs the whole
+//! stack end to end; bad flags exit 2.
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -218,14 +218,32 @@ fn startup_failures_are_one_clear_line_and_exit_1() {
 }
 
 #[test]
-fn unbuilt_subcommands_say_so_and_fail() {
-    for args in [&["up"][..], &["demo", "--buyers", "10"]] {
-        let out = ticket_svc(args);
-        assert_eq!(out.status.code(), Some(3), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not built yet"), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "one line: {err}");
-    }
+fn demo_runs_the_whole_stack_and_checks_the_invariants() {
+    let out = ticket_svc(&["demo", "--buyers", "300", "--tickets", "200"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("demo: every invariant held"), "{stdout}");
+    assert!(stdout.contains("sold 200 of 200 tickets"), "{stdout}");
+}
+
+#[test]
+fn up_on_a_port_in_use_is_one_line_and_exit_1() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = ticket_svc(&[
+        "up",
+        "--listen",
+        &addr,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("ticket-svc: starting the stack"), "{err}");
+    assert!(last.contains("in use"), "{err}");
 }
 
 #[test]
