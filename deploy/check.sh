@@ -145,7 +145,23 @@ done
 say "binaries from ${BIN#"$ROOT"/}"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ticketrush-check.XXXXXX")
-mkdir -p "$WORK/logs" "$WORK/broker" "$WORK/prom"
+mkdir -p "$WORK/logs" "$WORK/broker" "$WORK/prom" "$WORK/units"
+
+# The systemd units, with ExecStart pointed at the built binaries (verify insists they exist) and
+# the templates instantiated.
+if command -v systemd-analyze >/dev/null 2>&1; then
+    for f in "$HERE"/systemd/*.service; do
+        b=$(basename "$f")
+        case $b in
+        *@.service) b=${b%@.service}@9999.service ;;
+        esac
+        sed "s#/usr/local/bin/#$BIN/#g" "$f" >"$WORK/units/$b"
+    done
+    systemd-analyze verify "$WORK"/units/*.service || fail "systemd-analyze verify on deploy/systemd/*.service"
+    say "systemd-analyze verify: $(ls "$HERE"/systemd/*.service | wc -l) units ok"
+else
+    say "systemd-analyze not found: the units in deploy/systemd were NOT verified"
+fi
 
 # Ten free loopback ports at once (bound together, so they differ; released just before use).
 read -r P_BROKER P_BROKER_M P_API1 P_API2 P_W1 P_W2 P_LB P_LB_ADMIN P_PROM P_NODE < <(python3 - <<'EOF'
