@@ -131,6 +131,22 @@ promtool check rules "$HERE/prometheus/alerts.yml" || fail "promtool check rules
 (cd "$HERE/prometheus" && promtool test rules alerts_test.yml) || fail "promtool test rules"
 python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$HERE/grafana/ticketrush.json" ||
     fail "deploy/grafana/ticketrush.json is not valid JSON"
+# Kubernetes manifests: no cluster here, so only: every document parses and names its kind.
+python3 - "$HERE"/k8s/*.yaml <<'EOF' || fail "deploy/k8s manifests"
+import sys, yaml
+n = 0
+for path in sys.argv[1:]:
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc:
+            continue
+        for key in ("apiVersion", "kind", "metadata"):
+            if key not in doc:
+                sys.exit(f"{path}: a document without {key}")
+        if "name" not in doc["metadata"]:
+            sys.exit(f"{path}: {doc['kind']} without metadata.name")
+        n += 1
+print(f"check.sh: deploy/k8s: {n} documents parse (YAML only: not applied to any cluster)")
+EOF
 
 # ---------------------------------------------------------------------------------------------
 say "2/5 start the stack on 127.0.0.1"
