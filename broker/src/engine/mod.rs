@@ -715,14 +715,7 @@ impl Broker {
                 }
                 Some(_) => {
                     // Over the response budget: hand it back uncharged, it goes out next time.
-                    st.nack(
-                        consumer,
-                        now,
-                        g.partition,
-                        g.offset,
-                        0,
-                        "fetch response full",
-                    );
+                    st.take_back(g.partition, g.offset);
                 }
                 None => {
                     // Unreadable: retry later; the attempt counts, so a record that can never

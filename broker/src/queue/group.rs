@@ -591,6 +591,26 @@ impl GroupState {
         }
     }
 
+    /// Takes back a grant that never reached its consumer (it did not fit in the response):
+    /// not an attempt, and deliverable again at once, in order.
+    pub fn take_back(&mut self, partition: u32, offset: u64) {
+        if self.release_lease(partition, offset).is_none() {
+            return;
+        }
+        let mode = self.config.mode;
+        if let Some(p) = self.part_mut(partition) {
+            if let Some(a) = p.attempts.get_mut(&offset) {
+                *a = a.saturating_sub(1);
+            }
+            if mode == FetchMode::Shared {
+                p.retry.insert(offset, 0);
+            }
+        }
+        if mode == FetchMode::Ordered {
+            self.rewind(partition, offset, 0);
+        }
+    }
+
     /// Expires leases past their deadline and forgets consumers that went quiet. Returns the
     /// records that ran out of attempts.
     pub fn tick(&mut self, now_ms: u64) -> Vec<DeadLetter> {
@@ -855,6 +875,20 @@ mod tests {
         let owned: Vec<usize> = (1..=3).map(|c| g.owned_by(c)).collect();
         assert_eq!(owned.iter().sum::<usize>(), 4);
         assert!(owned.iter().all(|n| *n >= 1), "{owned:?}");
+    }
+
+    #[test]
+    fn a_taken_back_grant_is_not_an_attempt() {
+        for mode in [FetchMode::Shared, FetchMode::Ordered] {
+            let mut g = group(mode, 1);
+            let got = g.poll(1, 0, 3, &[3]);
+            g.take_back(0, 2);
+            g.take_back(0, 1);
+            let again = g.poll(1, 0, 3, &[3]);
+            assert_eq!(offsets(&again), vec![(0, 1), (0, 2)], "{mode:?}");
+            assert!(again.iter().all(|x| x.attempt == 1), "{mode:?}: {again:?}");
+            assert_eq!(got.len(), 3);
+        }
     }
 
     #[test]
