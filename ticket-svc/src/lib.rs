@@ -10,4 +10,5 @@ pub mod queue;
 pub mod rush;
 pub mod stack;
 pub mod store;
+pub mod supervisor;
 pub mod worker;

@@ -80,9 +80,16 @@ enum Command {
         /// API instances.
         #[arg(long, default_value_t = 3)]
         apis: usize,
-        /// Workers.
+        /// Workers at the start and at least.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Workers at most: one more is started while more than --scale-up-lag purchases stay
+        /// queued for 3 s, one stopped while 5% of that or fewer are.
+        #[arg(long, default_value_t = 8)]
+        max_workers: usize,
+        /// Queued purchases above which a worker is added.
+        #[arg(long, default_value_t = 1000)]
+        scale_up_lag: u64,
         /// The balancer's public address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
@@ -320,11 +327,15 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             data_dir,
             apis,
             workers,
+            max_workers,
+            scale_up_lag,
             listen,
         } => {
             let mut config = StackConfig::new(&data_dir);
             config.apis = apis;
             config.workers = workers;
+            config.max_workers = max_workers.max(workers);
+            config.scale_up_lag = scale_up_lag;
             config.listen = listen.parse().with_context(|| {
                 format!("--listen {listen:?} is not an address like 127.0.0.1:8080")
             })?;

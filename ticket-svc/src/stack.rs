@@ -1,6 +1,7 @@
 //! The whole stack in one process on loopback: the broker, N API instances, the balancer in
-//! front of them and M workers, on real TCP sockets, with SQLite under the data dir. This is
-//! the composition root behind `ticket-svc up` and `ticket-svc demo`.
+//! front of them and M workers (scaled by the queue's lag, see [`crate::supervisor`]), on real
+//! TCP sockets, with SQLite under the data dir. This is the composition root behind
+//! `ticket-svc up` and `ticket-svc demo`.
 //!
 //! Shutdown runs front to back so nothing accepted is dropped: the balancer and the APIs stop
 //! taking requests and finish what they hold, then the workers stop, then the broker syncs and
@@ -17,9 +18,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{ApiConfig, ServeConfig, run_api};
+use crate::http::{metrics_router, serve};
+use crate::metrics::Metrics;
 use crate::queue::{BrokerQueue, BrokerQueueConfig};
 use crate::store::AnyStore;
-use crate::worker::{WorkerConfig, run_workers};
+use crate::supervisor::{ScalingConfig, SupervisorMetrics, group_lag, supervise};
+use crate::worker::WorkerConfig;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -28,8 +32,12 @@ pub struct StackConfig {
     pub data_dir: PathBuf,
     /// API instances.
     pub apis: usize,
-    /// Workers.
+    /// Workers at the start and at least (the supervisor's minimum).
     pub workers: usize,
+    /// Workers at most: the supervisor adds workers up to this while the queue stays long.
+    pub max_workers: usize,
+    /// Queued purchases above which the supervisor adds a worker.
+    pub scale_up_lag: u64,
     /// The balancer's public address.
     pub listen: SocketAddr,
     /// The balancer's admin address (status page, metrics).
@@ -41,13 +49,15 @@ pub struct StackConfig {
 }
 
 impl StackConfig {
-    /// Defaults for `data_dir`: 3 APIs, 2 workers, public 127.0.0.1:8080, admin 127.0.0.1:9080,
-    /// 8 partitions, fsync always.
+    /// Defaults for `data_dir`: 3 APIs, 2 to 8 workers (one more while over 1,000 purchases are
+    /// queued), public 127.0.0.1:8080, admin 127.0.0.1:9080, 8 partitions, fsync always.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
             apis: 3,
             workers: 2,
+            max_workers: 8,
+            scale_up_lag: 1000,
             listen: ([127, 0, 0, 1], 8080).into(),
             admin_listen: ([127, 0, 0, 1], 9080).into(),
             partitions: 8,
@@ -199,7 +209,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
     let workers_stop = CancellationToken::new();
     let mut worker_tasks = JoinSet::new();
     let worker_queue = Arc::new(
-        BrokerQueue::connect(qcfg, Duration::from_secs(10))
+        BrokerQueue::connect(qcfg.clone(), Duration::from_secs(10))
             .await
             .map_err(|e| StackError::Queue(e.to_string()))?,
     );
@@ -207,23 +217,43 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
         .await
         .map_err(StackError::Listen)?;
     let worker_metrics = metrics_listener.local_addr().ok();
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let gauges = SupervisorMetrics::new(&mut registry);
     let stop = workers_stop.clone();
-    let store_for_workers = Arc::clone(&store);
-    let workers = config.workers.max(1);
     worker_tasks.spawn(async move {
-        let ran = run_workers(
-            store_for_workers,
-            worker_queue,
-            workers,
-            WorkerConfig::default(),
-            Some(metrics_listener),
-            stop,
+        let served = serve(
+            metrics_listener,
+            metrics_router(Arc::new(registry)),
+            ServeConfig::default(),
+            async move { stop.cancelled().await },
         )
         .await;
-        if let Err(e) = ran {
-            tracing::error!(error = %e, "workers stopped with an error");
+        if let Err(e) = served {
+            tracing::error!(error = %e, "worker metrics listener stopped with an error");
         }
     });
+    let lag_client =
+        broker::client::Client::connect(broker::client::ClientConfig::new(broker_addr.to_string()))
+            .await
+            .map_err(|e| StackError::Queue(e.to_string()))?;
+    let (topic, group) = (qcfg.topic.clone(), qcfg.group.clone());
+    let mut scaling = ScalingConfig::new(config.workers, config.max_workers);
+    scaling.scale_up_lag = config.scale_up_lag;
+    scaling.scale_down_lag = config.scale_up_lag / 20;
+    worker_tasks.spawn(supervise(
+        Arc::clone(&store),
+        worker_queue,
+        metrics,
+        gauges,
+        WorkerConfig::default(),
+        scaling,
+        move || {
+            let (client, topic, group) = (lag_client.clone(), topic.clone(), group.clone());
+            async move { group_lag(&client, &topic, &group).await }
+        },
+        workers_stop.clone(),
+    ));
 
     let stack = Stack {
         public,

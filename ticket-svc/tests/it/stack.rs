@@ -63,10 +63,25 @@ async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_res
             .unwrap(),
         200
     );
+    // The workers' listener shows the supervisor's gauges, starting at the minimum.
+    let body = get_body(s.worker_metrics.unwrap(), "/metrics").await;
+    assert!(body.contains("ticket_supervisor_workers 2"), "{body}");
+    assert!(body.contains("ticket_supervisor_lag"), "{body}");
     s.stop().await;
 
     let s = stack::start(config(dir.path())).await.unwrap();
     let again = s.store.event(event.id).await.unwrap().unwrap();
     assert_eq!(again.sold, 300, "a restart keeps every sale");
     s.stop().await;
+}
+
+async fn get_body(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.unwrap();
+    out
 }
