@@ -321,7 +321,7 @@ impl Writer {
     fn append_batch(&mut self, batch: Vec<(Vec<Record>, oneshot::Sender<AppendReply>)>) {
         if self.failed.load(Ordering::Acquire) {
             for (_, reply) in batch {
-                let _ = reply.send(Err(StorageError::Closed));
+                let _ = reply.send(Err(StorageError::Fenced));
             }
             return;
         }
@@ -402,7 +402,7 @@ impl Writer {
                 // offsets on top of an uncertain tail. Recovery at restart settles it.
                 self.failed.store(true, Ordering::Release);
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(StorageError::Closed));
+                    let _ = reply.send(Err(StorageError::Fenced));
                 }
             }
         }

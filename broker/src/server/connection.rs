@@ -48,6 +48,7 @@ fn error_code(e: &EngineError) -> ErrorCode {
         EngineError::Storage(crate::storage::StorageError::RecordTooLarge { .. }) => {
             ErrorCode::InvalidRequest
         }
+        EngineError::Storage(crate::storage::StorageError::Closed) => ErrorCode::ShuttingDown,
         EngineError::Storage(_) => ErrorCode::Storage,
         EngineError::ShuttingDown => ErrorCode::ShuttingDown,
     }

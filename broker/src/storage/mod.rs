@@ -57,6 +57,12 @@ pub enum StorageError {
     /// The log's writer has stopped (the broker is shutting down).
     #[error("the partition writer has stopped")]
     Closed,
+    /// A write or sync failed earlier, so what reached the disk is unknown: the partition takes
+    /// no more writes until a restart lets recovery settle its tail.
+    #[error(
+        "the partition refuses writes after a failed write or sync; restart the broker to recover it"
+    )]
+    Fenced,
 }
 
 impl StorageError {
