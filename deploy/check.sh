@@ -208,6 +208,22 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 )
 
+# Which stack: `up` (ticket-svc up: broker, APIs, balancer and workers in one process) or
+# `pieces` (separate processes, as deploy/systemd runs them: 2 worker processes to scrape).
+# Default: `up` when this ticket-svc has it and its fixed admin port 127.0.0.1:9080 is free.
+MODE=${CHECK_STACK:-auto}
+if [ "$MODE" = auto ]; then
+    MODE=pieces
+    if "$BIN/ticket-svc" up --help >/dev/null 2>&1 &&
+        ! (exec 3<>/dev/tcp/127.0.0.1/9080) 2>/dev/null; then
+        MODE=up
+    fi
+fi
+case $MODE in up | pieces) ;; *) fail "CHECK_STACK must be up, pieces or auto, not $MODE" ;; esac
+say "stack mode: $MODE (CHECK_STACK=up|pieces to choose)"
+if [ "$MODE" = up ]; then BROKER_DIR="$WORK/data/broker"; else BROKER_DIR="$WORK/broker"; fi
+mkdir -p "$BROKER_DIR"
+
 DB="sqlite://$WORK/tickets.db"
 export RUST_LOG=${RUST_LOG:-info}
 # Recovery drill: a first broker writes a few records to topic check-recovery and stops; half a
@@ -215,44 +231,75 @@ export RUST_LOG=${RUST_LOG:-info}
 # the same data dir, must cut that tail and count it (broker_recovery_truncat*), and the
 # TicketrushBrokerRecoveryTruncated alert must fire in the live Prometheus.
 start broker-seed "$BIN/broker" serve --listen "127.0.0.1:$P_BROKER" --metrics-listen "127.0.0.1:$P_BROKER_M" \
-    --data-dir "$WORK/broker"
+    --data-dir "$BROKER_DIR"
 wait_http broker-seed "http://127.0.0.1:$P_BROKER_M/healthz" 15
 "$BIN/broker" topic create check-recovery --partitions 1 --addr "127.0.0.1:$P_BROKER" >/dev/null ||
     fail "broker topic create"
 printf 'a\nb\nc\n' | "$BIN/broker" produce --addr "127.0.0.1:$P_BROKER" --topic check-recovery --key k >/dev/null ||
     fail "broker produce"
 stop_one broker-seed
-SEG=$(ls "$WORK"/broker/topics/check-recovery/0/*.log 2>/dev/null | tail -n 1)
+SEG=$(ls "$BROKER_DIR"/topics/check-recovery/0/*.log 2>/dev/null | tail -n 1)
 [ -n "$SEG" ] || fail "no segment file under the broker's data dir (layout changed? see broker/README.md, On disk)"
 printf '\000\000\000\060torn-write' >>"$SEG"
 
-start broker "$BIN/broker" serve --listen "127.0.0.1:$P_BROKER" --metrics-listen "127.0.0.1:$P_BROKER_M" \
-    --data-dir "$WORK/broker"
-wait_http broker "http://127.0.0.1:$P_BROKER_M/healthz" 15
-start api-1 "$BIN/ticket-svc" api --listen "127.0.0.1:$P_API1" --broker "127.0.0.1:$P_BROKER" --db "$DB"
-wait_http api-1 "http://127.0.0.1:$P_API1/healthz" 20
-start api-2 "$BIN/ticket-svc" api --listen "127.0.0.1:$P_API2" --broker "127.0.0.1:$P_BROKER" --db "$DB"
-start worker-1 "$BIN/ticket-svc" worker --broker "127.0.0.1:$P_BROKER" --db "$DB" --workers 2 \
-    --metrics-listen "127.0.0.1:$P_W1"
-start worker-2 "$BIN/ticket-svc" worker --broker "127.0.0.1:$P_BROKER" --db "$DB" --workers 2 \
-    --metrics-listen "127.0.0.1:$P_W2"
-wait_http api-2 "http://127.0.0.1:$P_API2/healthz" 20
-wait_http worker-1 "http://127.0.0.1:$P_W1/metrics" 20
-wait_http worker-2 "http://127.0.0.1:$P_W2/metrics" 20
-start balancer "$BIN/balancer" --listen "127.0.0.1:$P_LB" --admin-listen "127.0.0.1:$P_LB_ADMIN" \
-    --backend "127.0.0.1:$P_API1" --backend "127.0.0.1:$P_API2" --strategy least-conn \
-    --health-interval 500ms --max-in-flight 64 --max-queue 2000 --max-body-bytes 65536
-wait_http balancer "http://127.0.0.1:$P_LB/healthz" 20
+start_pieces() {
+    start broker "$BIN/broker" serve --listen "127.0.0.1:$P_BROKER" --metrics-listen "127.0.0.1:$P_BROKER_M" \
+        --data-dir "$BROKER_DIR"
+    wait_http broker "http://127.0.0.1:$P_BROKER_M/healthz" 15
+    start api-1 "$BIN/ticket-svc" api --listen "127.0.0.1:$P_API1" --broker "127.0.0.1:$P_BROKER" --db "$DB"
+    wait_http api-1 "http://127.0.0.1:$P_API1/healthz" 20
+    start api-2 "$BIN/ticket-svc" api --listen "127.0.0.1:$P_API2" --broker "127.0.0.1:$P_BROKER" --db "$DB"
+    start worker-1 "$BIN/ticket-svc" worker --broker "127.0.0.1:$P_BROKER" --db "$DB" --workers 2 \
+        --metrics-listen "127.0.0.1:$P_W1"
+    start worker-2 "$BIN/ticket-svc" worker --broker "127.0.0.1:$P_BROKER" --db "$DB" --workers 2 \
+        --metrics-listen "127.0.0.1:$P_W2"
+    wait_http api-2 "http://127.0.0.1:$P_API2/healthz" 20
+    wait_http worker-1 "http://127.0.0.1:$P_W1/metrics" 20
+    wait_http worker-2 "http://127.0.0.1:$P_W2/metrics" 20
+    start balancer "$BIN/balancer" --listen "127.0.0.1:$P_LB" --admin-listen "127.0.0.1:$P_LB_ADMIN" \
+        --backend "127.0.0.1:$P_API1" --backend "127.0.0.1:$P_API2" --strategy least-conn \
+        --health-interval 500ms --max-in-flight 64 --max-queue 2000 --max-body-bytes 65536
+    wait_http balancer "http://127.0.0.1:$P_LB/healthz" 20
+    T_BALANCER="127.0.0.1:$P_LB_ADMIN"
+    T_APIS="127.0.0.1:$P_API1,127.0.0.1:$P_API2"
+    T_WORKERS="127.0.0.1:$P_W1,127.0.0.1:$P_W2"
+    T_BROKER="127.0.0.1:$P_BROKER_M"
+    N_APIS=2
+    N_WORKERS=2
+    say "broker :$P_BROKER (metrics :$P_BROKER_M), apis :$P_API1 :$P_API2, workers' metrics :$P_W1 :$P_W2, balancer :$P_LB (admin :$P_LB_ADMIN)"
+}
+
+start_up() {
+    # `up` prints the URLs of everything it started; the balancer admin is 127.0.0.1:9080.
+    start up "$BIN/ticket-svc" up --data-dir "$WORK/data" --listen "127.0.0.1:$P_LB" --apis 2 --workers 2
+    local i
+    for ((i = 0; i < 300; i++)); do
+        grep -q 'ticketrush is up' "$WORK/logs/up.log" 2>/dev/null && break
+        kill -0 "${PIDS[${#PIDS[@]} - 1]}" 2>/dev/null || fail "ticket-svc up exited (log below)"
+        sleep 0.1
+    done
+    grep -q 'ticketrush is up' "$WORK/logs/up.log" || fail "ticket-svc up did not say 'ticketrush is up' within 30 s"
+    url() { grep -E "^ +$1" "$WORK/logs/up.log" | sed -E 's#.*http://([^/ ]+).*#\1#'; }
+    T_BALANCER=$(url 'balancer metrics:')
+    T_APIS=$(url 'api [0-9]+ metrics:' | paste -sd, -)
+    T_WORKERS=$(url 'worker metrics:' | paste -sd, -)
+    T_BROKER=$(url 'broker metrics:')
+    [ -n "$T_BALANCER" ] && [ -n "$T_APIS" ] && [ -n "$T_WORKERS" ] && [ -n "$T_BROKER" ] ||
+        fail "could not read every metrics URL from ticket-svc up's output (logs/up.log below)"
+    N_APIS=$(echo "$T_APIS" | tr , '\n' | wc -l)
+    N_WORKERS=$(echo "$T_WORKERS" | tr , '\n' | wc -l)
+    say "ticket-svc up: balancer :$P_LB (metrics $T_BALANCER), apis $T_APIS, workers $T_WORKERS, broker metrics $T_BROKER"
+}
+
+if [ "$MODE" = up ]; then start_up; else start_pieces; fi
 start node-exporter prometheus-node-exporter --web.listen-address="127.0.0.1:$P_NODE" \
     --collector.disable-defaults --collector.filesystem
 wait_http node-exporter "http://127.0.0.1:$P_NODE/metrics" 10
-say "broker :$P_BROKER (metrics :$P_BROKER_M), apis :$P_API1 :$P_API2, workers' metrics :$P_W1 :$P_W2, balancer :$P_LB (admin :$P_LB_ADMIN), node_exporter :$P_NODE"
 
 # ---------------------------------------------------------------------------------------------
 say "3/5 start Prometheus on 127.0.0.1:$P_PROM with deploy/prometheus/prometheus.yml retargeted"
 python3 - "$HERE/prometheus/prometheus.yml" "$HERE/prometheus/alerts.yml" "$WORK/prometheus.yml" \
-    "127.0.0.1:$P_LB_ADMIN" "127.0.0.1:$P_API1,127.0.0.1:$P_API2" "127.0.0.1:$P_W1,127.0.0.1:$P_W2" \
-    "127.0.0.1:$P_BROKER_M" "127.0.0.1:$P_NODE" <<'EOF' || fail "cannot generate the Prometheus config"
+    "$T_BALANCER" "$T_APIS" "$T_WORKERS" "$T_BROKER" "127.0.0.1:$P_NODE" <<'EOF' || fail "cannot generate the Prometheus config"
 import sys, yaml
 src, rules, out, lb, apis, workers, broker, node = sys.argv[1:]
 cfg = yaml.safe_load(open(src))
@@ -296,17 +343,18 @@ grep -E 'accepted|sold|p99|invariant' "$WORK/logs/rush.log" | tail -n 8 | sed 's
 # A body over --max-body-bytes: the balancer answers 413 itself (reason too_large), which gives
 # balancer_rejected_requests_total its first series; the family has none until a rejection.
 # (429 and 503 shedding are not provoked here.)
-code=$(head -c 100000 /dev/zero | curl -s -o /dev/null -w '%{http_code}' --max-time 5 --data-binary @- "$LB/events") || true
-[ "$code" = 413 ] || fail "a 100 kB body through the balancer answered $code, not 413"
+# 11 MB: over the default 10 MiB of `up`'s balancer and the 64 kB given to the pieces' one.
+code=$(head -c 11000000 /dev/zero | curl -s -o /dev/null -w '%{http_code}' --max-time 10 --data-binary @- "$LB/events") || true
+[ "$code" = 413 ] || fail "an 11 MB body through the balancer answered $code, not 413"
 
 # ---------------------------------------------------------------------------------------------
 say "5/5 assert through Prometheus's HTTP API"
-python3 - "$PROM" "$HERE/prometheus/alerts.yml" "$HERE/grafana/ticketrush.json" <<'EOF' || fail "Prometheus assertions (above)"
+python3 - "$PROM" "$HERE/prometheus/alerts.yml" "$HERE/grafana/ticketrush.json" "$N_APIS" "$N_WORKERS" <<'EOF' || fail "Prometheus assertions (above)"
 import json, re, sys, time, urllib.parse, urllib.request
 import yaml
 
-prom, rules_file, dash_file = sys.argv[1:]
-EXPECT = {"balancer": 1, "ticket-api": 2, "ticket-worker": 2, "broker": 1, "node": 1}
+prom, rules_file, dash_file, n_apis, n_workers = sys.argv[1:]
+EXPECT = {"balancer": 1, "ticket-api": int(n_apis), "ticket-worker": int(n_workers), "broker": 1, "node": 1}
 
 def api(path, **params):
     url = prom + path + ("?" + urllib.parse.urlencode(params) if params else "")
