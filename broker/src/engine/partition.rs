@@ -72,10 +72,6 @@ struct Writer {
     pending_sync: Vec<(Arc<std::fs::File>, std::path::PathBuf)>,
     unsynced_records: u64,
     last_sync: Instant,
-    /// Moving average of the time one sync takes, in microseconds.
-    sync_micros_avg: u64,
-    /// Produce requests in the previous batch.
-    last_batch: usize,
 }
 
 impl Partition {
@@ -125,8 +121,6 @@ impl Partition {
             pending_sync: Vec::new(),
             unsynced_records: 0,
             last_sync: Instant::now(),
-            sync_micros_avg: 0,
-            last_batch: 0,
         };
         let writer = IoThread::spawn(format!("w-{topic}-{id}"), move |rx| state.run(rx))
             .map_err(|e| StorageError::io("spawn writer thread for", dir, e))?;
@@ -248,8 +242,6 @@ impl Writer {
             };
             let mut batch = vec![first];
             thread::drain(&rx, &mut batch, MAX_BATCH_COMMANDS);
-            self.linger(&rx, &mut batch);
-            self.last_batch = batch.len();
             let mut appends = Vec::new();
             let mut others = Vec::new();
             for cmd in batch {
@@ -279,30 +271,6 @@ impl Writer {
         // Shutting down: make everything written durable whatever the policy.
         if let Err(e) = self.sync() {
             tracing::error!(topic = %self.topic, error = %e, "final sync failed");
-        }
-    }
-
-    /// Group commit under load: when the previous sync served several producers but this
-    /// batch is still smaller than that, wait up to a quarter of a sync for the rest to arrive,
-    /// so one sync serves them all. A lone producer never waits.
-    fn linger(&self, rx: &Receiver<Command>, batch: &mut Vec<Command>) {
-        if self.policy != FsyncPolicy::Always
-            || self.last_batch < 2
-            || batch.len() >= self.last_batch
-        {
-            return;
-        }
-        let wait = Duration::from_micros((self.sync_micros_avg / 4).min(1000));
-        let deadline = Instant::now() + wait;
-        while batch.len() < self.last_batch && batch.len() < MAX_BATCH_COMMANDS {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match rx.recv_timeout(left) {
-                Ok(cmd) => batch.push(cmd),
-                Err(_) => break,
-            }
         }
     }
 
@@ -429,10 +397,9 @@ impl Writer {
             file.sync_data()
                 .map_err(|e| StorageError::io("fdatasync", path, e))?;
         }
-        let took = started.elapsed();
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.sync_micros_avg = (self.sync_micros_avg * 7 + micros) / 8;
-        self.metrics.fsync_duration.observe(took.as_secs_f64());
+        self.metrics
+            .fsync_duration
+            .observe(started.elapsed().as_secs_f64());
         self.metrics
             .fsync_batch_records
             .observe(self.unsynced_records as f64);
