@@ -146,6 +146,16 @@ done
 python3 -c 'import yaml' 2>/dev/null || fail "python3 yaml module missing (apt-get install python3-yaml, or pip install pyyaml)"
 
 promtool check config "$HERE/prometheus/prometheus.yml" || fail "promtool check config"
+# The Kubernetes variant: Debian's Prometheus is built without Kubernetes service discovery, so
+# its promtool cannot parse kubernetes_sd_configs; say so instead of failing.
+if out=$(promtool check config "$HERE/prometheus/prometheus-k8s.yml" 2>&1); then
+    say "prometheus-k8s.yml: valid"
+elif echo "$out" | grep -q 'field kubernetes_sd_configs not found'; then
+    say "prometheus-k8s.yml: NOT checked: this promtool is built without Kubernetes service discovery"
+else
+    echo "$out" >&2
+    fail "promtool check config prometheus-k8s.yml"
+fi
 promtool check rules "$HERE/prometheus/alerts.yml" || fail "promtool check rules"
 (cd "$HERE/prometheus" && promtool test rules alerts_test.yml) || fail "promtool test rules"
 python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$HERE/grafana/ticketrush.json" ||
@@ -438,6 +448,8 @@ critical = sorted({a["labels"]["alertname"] for a in alerts
 if critical:
     sys.exit("critical alerts firing on a healthy stack: " + ", ".join(critical))
 print("  no critical alert fires on the healthy stack")
+cons = api("/api/v1/query", query='ticketrush:group_consumers:sum{group="workers"}')["result"]
+print("  broker_group_consumers of the workers group: " + (", ".join(c["value"][1] for c in cons) or "none"))
 firing = sorted({a["labels"]["alertname"] for a in api("/api/v1/alerts")["alerts"] if a["state"] == "firing"})
 print("  alerts firing now (informational): " + (", ".join(firing) or "none"))
 EOF
