@@ -104,7 +104,7 @@ stop_one() { # stop_one NAME: SIGTERM, wait up to 10 s for it to exit
             done
             kill -0 "${PIDS[$j]}" 2>/dev/null && fail "$name did not exit within 10 s of SIGTERM"
             wait "${PIDS[$j]}" 2>/dev/null || true
-            PIDS[$j]=""
+            PIDS[j]=""
         fi
     done
 }
@@ -203,7 +203,8 @@ if command -v systemd-analyze >/dev/null 2>&1; then
         sed "s#/usr/local/bin/#$BIN/#g" "$f" >"$WORK/units/$b"
     done
     systemd-analyze verify "$WORK"/units/*.service || fail "systemd-analyze verify on deploy/systemd/*.service"
-    say "systemd-analyze verify: $(ls "$HERE"/systemd/*.service | wc -l) units ok"
+    units=("$HERE"/systemd/*.service)
+    say "systemd-analyze verify: ${#units[@]} units ok"
 else
     say "systemd-analyze not found: the units in deploy/systemd were NOT verified"
 fi
@@ -248,8 +249,9 @@ wait_http broker-seed "http://127.0.0.1:$P_BROKER_M/healthz" 15
 printf 'a\nb\nc\n' | "$BIN/broker" produce --addr "127.0.0.1:$P_BROKER" --topic check-recovery --key k >/dev/null ||
     fail "broker produce"
 stop_one broker-seed
-SEG=$(ls "$BROKER_DIR"/topics/check-recovery/0/*.log 2>/dev/null | tail -n 1)
-[ -n "$SEG" ] || fail "no segment file under the broker's data dir (layout changed? see broker/README.md, On disk)"
+SEGS=("$BROKER_DIR"/topics/check-recovery/0/*.log)
+SEG=${SEGS[${#SEGS[@]} - 1]}
+[ -f "$SEG" ] || fail "no segment file under the broker's data dir (layout changed? see broker/README.md, On disk)"
 printf '\000\000\000\060torn-write' >>"$SEG"
 
 start_pieces() {
@@ -294,8 +296,9 @@ start_up() {
     T_APIS=$(url 'api [0-9]+ metrics:' | paste -sd, -)
     T_WORKERS=$(url 'worker metrics:' | paste -sd, -)
     T_BROKER=$(url 'broker metrics:')
-    [ -n "$T_BALANCER" ] && [ -n "$T_APIS" ] && [ -n "$T_WORKERS" ] && [ -n "$T_BROKER" ] ||
+    if [ -z "$T_BALANCER" ] || [ -z "$T_APIS" ] || [ -z "$T_WORKERS" ] || [ -z "$T_BROKER" ]; then
         fail "could not read every metrics URL from ticket-svc up's output (logs/up.log below)"
+    fi
     N_APIS=$(echo "$T_APIS" | tr , '\n' | wc -l)
     N_WORKERS=$(echo "$T_WORKERS" | tr , '\n' | wc -l)
     say "ticket-svc up: balancer :$P_LB (metrics $T_BALANCER), apis $T_APIS, workers $T_WORKERS, broker metrics $T_BROKER"
