@@ -84,6 +84,11 @@ struct E2eArgs {
     /// Consumers in the (shared) group.
     #[arg(long, default_value_t = 4)]
     consumers: usize,
+    /// Producer connections sharing the schedule (each waits for its produce to be
+    /// acknowledged before sending its next record, so enough of them must be in flight to
+    /// keep up with the rate).
+    #[arg(long, default_value_t = 64)]
+    producers: usize,
 }
 
 struct Spawned {
@@ -258,7 +263,7 @@ async fn e2e(a: E2eArgs) -> anyhow::Result<()> {
         }));
     }
     // Producers: a pool sends each record at its intended time; latency counts from then.
-    let producers = 16usize;
+    let producers = a.producers.max(1);
     let interval_ns = 1_000_000_000 / a.rate.max(1);
     let mut tasks = Vec::new();
     for p in 0..producers {
@@ -288,10 +293,11 @@ async fn e2e(a: E2eArgs) -> anyhow::Result<()> {
         hist.add(c.await??)?;
     }
     println!(
-        "mode=e2e fsync={} rate={} seconds={} consumers={} delivered={} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3}",
+        "mode=e2e fsync={} rate={} seconds={} producers={} consumers={} delivered={} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3}",
         a.target.fsync,
         a.rate,
         a.seconds,
+        producers,
         a.consumers,
         hist.len(),
         us(&hist, 0.5) / 1000.0,
