@@ -10,7 +10,9 @@
 #   4. runs a short `ticket-svc rush --verify` through the balancer;
 #   5. asserts through Prometheus's HTTP API that every target is up, every rule evaluates without
 #      error, and every metric name used by the alerts/recording rules and by
-#      deploy/grafana/ticketrush.json has data.
+#      deploy/grafana/ticketrush.json has data; that the recovery alert fires for a torn tail made
+#      on purpose and no critical alert fires otherwise;
+#   6. (separate processes only) stops one API and waits for TicketrushBackendDown to fire for it.
 #
 # It stops only what it started (by PID, trap on exit), is bounded in time (CHECK_TIMEOUT, default
 # 240 s) and exits non-zero with a "check.sh: FAIL: ..." line on any failure.
@@ -126,7 +128,7 @@ wait_http() { # wait_http NAME URL SECONDS
 }
 
 # ---------------------------------------------------------------------------------------------
-say "1/5 promtool"
+say "1/6 promtool"
 need_pkgs=()
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need_pkgs+=(prometheus)
@@ -178,7 +180,7 @@ print(f"check.sh: deploy/k8s: {n} documents parse (YAML only: not applied to any
 EOF
 
 # ---------------------------------------------------------------------------------------------
-say "2/5 start the stack on 127.0.0.1"
+say "2/6 start the stack on 127.0.0.1"
 BIN=""
 for d in "${TICKETRUSH_BIN_DIR:-}" "$ROOT/target-deploy/release" "$ROOT/target/release"; do
     if [ -n "$d" ] && [ -x "$d/broker" ] && [ -x "$d/balancer" ] && [ -x "$d/ticket-svc" ]; then
@@ -310,7 +312,7 @@ start node-exporter prometheus-node-exporter --web.listen-address="127.0.0.1:$P_
 wait_http node-exporter "http://127.0.0.1:$P_NODE/metrics" 10
 
 # ---------------------------------------------------------------------------------------------
-say "3/5 start Prometheus on 127.0.0.1:$P_PROM with deploy/prometheus/prometheus.yml retargeted"
+say "3/6 start Prometheus on 127.0.0.1:$P_PROM with deploy/prometheus/prometheus.yml retargeted"
 python3 - "$HERE/prometheus/prometheus.yml" "$HERE/prometheus/alerts.yml" "$WORK/prometheus.yml" \
     "$T_BALANCER" "$T_APIS" "$T_WORKERS" "$T_BROKER" "127.0.0.1:$P_NODE" <<'EOF' || fail "cannot generate the Prometheus config"
 import sys, yaml
@@ -342,7 +344,7 @@ PROM="http://127.0.0.1:$P_PROM"
 wait_http prometheus "$PROM/-/ready" 30
 
 # ---------------------------------------------------------------------------------------------
-say "4/5 a short rush through the balancer ($RUSH_BUYERS buyers)"
+say "4/6 a short rush through the balancer ($RUSH_BUYERS buyers)"
 LB="http://127.0.0.1:$P_LB"
 EVENT=$(curl -fsS --max-time 5 -H 'content-type: application/json' \
     -d '{"name":"check.sh","tickets":1000,"max_per_buyer":4}' "$LB/events" |
@@ -361,7 +363,7 @@ code=$(head -c 11000000 /dev/zero | curl -s -o /dev/null -w '%{http_code}' --max
 [ "$code" = 413 ] || fail "an 11 MB body through the balancer answered $code, not 413"
 
 # ---------------------------------------------------------------------------------------------
-say "5/5 assert through Prometheus's HTTP API"
+say "5/6 assert through Prometheus's HTTP API"
 python3 - "$PROM" "$HERE/prometheus/alerts.yml" "$HERE/grafana/ticketrush.json" "$N_APIS" "$N_WORKERS" <<'EOF' || fail "Prometheus assertions (above)"
 import json, re, sys, time, urllib.parse, urllib.request
 import yaml
@@ -456,5 +458,29 @@ print("  broker_group_consumers of the workers group: " + (", ".join(c["value"][
 firing = sorted({a["labels"]["alertname"] for a in api("/api/v1/alerts")["alerts"] if a["state"] == "firing"})
 print("  alerts firing now (informational): " + (", ".join(firing) or "none"))
 EOF
+
+# ---------------------------------------------------------------------------------------------
+if [ "$MODE" = pieces ]; then
+    say "6/6 drill: an API dies; the balancer must mark it down and TicketrushBackendDown must match it"
+    stop_one api-2
+    python3 - "$PROM" "127.0.0.1:$P_API2" <<'EOF' || fail "backend-down drill (above)"
+import json, sys, time, urllib.parse, urllib.request
+prom, dead = sys.argv[1:]
+def alerts():
+    with urllib.request.urlopen(prom + "/api/v1/alerts", timeout=5) as r:
+        return json.load(r)["data"]["alerts"]
+deadline = time.time() + 45
+while time.time() < deadline:
+    for a in alerts():
+        if a["labels"]["alertname"] == "TicketrushBackendDown" and a["labels"].get("backend") == dead:
+            if a["state"] == "firing":
+                print(f"  TicketrushBackendDown firing for {dead} (after its for: 30s)")
+                sys.exit(0)
+    time.sleep(1)
+sys.exit(f"TicketrushBackendDown did not fire for {dead} within 45 s")
+EOF
+else
+    say "6/6 backend-down drill skipped: ticket-svc up runs its APIs in one process (CHECK_STACK=pieces runs it)"
+fi
 
 say "PASS: promtool config/rules/tests ok; stack scraped; every metric name in alerts and dashboard has data"
