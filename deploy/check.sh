@@ -83,7 +83,13 @@ trap 'fail "interrupted"' INT
 trap 'fail "over the time limit of ${CHECK_TIMEOUT}s (CHECK_TIMEOUT)"' TERM
 
 # The whole run is bounded: the watchdog sends us SIGTERM, the trap stops everything.
-(sleep "$CHECK_TIMEOUT" && kill -TERM $$ 2>/dev/null) &
+# (Its own sleep is stopped with it, so nothing is left behind.)
+(
+    trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+    sleep "$CHECK_TIMEOUT" &
+    sp=$!
+    wait "$sp" && kill -TERM $$ 2>/dev/null
+) &
 WATCHDOG=$!
 
 start() { # start NAME CMD... : in the background, output to logs/NAME.log, PID remembered
