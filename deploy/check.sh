@@ -166,6 +166,33 @@ else
 fi
 promtool check rules "$HERE/prometheus/alerts.yml" || fail "promtool check rules"
 (cd "$HERE/prometheus" && promtool test rules alerts_test.yml) || fail "promtool test rules"
+# Every alert has a summary and a runbook_url whose section exists in RUNBOOK.md, and a unit test.
+python3 - "$HERE/prometheus/alerts.yml" "$HERE/RUNBOOK.md" "$HERE/prometheus/alerts_test.yml" <<'EOF' || fail "alert annotations / runbook links / tests"
+import re, sys, yaml
+rules, runbook, tests = sys.argv[1:]
+anchors = set()
+for line in open(runbook):
+    m = re.match(r"#+\s+(.*)", line)
+    if m:  # GitHub's anchor: lower case, punctuation dropped, spaces to dashes
+        anchors.add(re.sub(r"[^a-z0-9 _-]", "", m.group(1).strip().lower()).replace(" ", "-"))
+tested = {t["alertname"] for case in yaml.safe_load(open(tests))["tests"] for t in case.get("alert_rule_test", [])}
+bad = []
+for g in yaml.safe_load(open(rules))["groups"]:
+    for r in g["rules"]:
+        if "alert" not in r:
+            continue
+        a = r.get("annotations", {})
+        if not a.get("summary"):
+            bad.append(f'{r["alert"]}: no summary')
+        url = a.get("runbook_url", "")
+        if not url.startswith("deploy/RUNBOOK.md#") or url.split("#", 1)[1] not in anchors:
+            bad.append(f'{r["alert"]}: runbook_url {url!r} names no section of RUNBOOK.md')
+        if r["alert"] not in tested:
+            bad.append(f'{r["alert"]}: no case in alerts_test.yml')
+if bad:
+    sys.exit("\n".join(bad))
+print("check.sh: every alert has a summary, a runbook section and a unit test")
+EOF
 python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$HERE/grafana/ticketrush.json" ||
     fail "deploy/grafana/ticketrush.json is not valid JSON"
 # Kubernetes manifests: no cluster here, so only: every document parses and names its kind.
