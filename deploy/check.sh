@@ -3,8 +3,12 @@
 #
 #   1. promtool check config / check rules / test rules (installs Debian's `prometheus` with apt
 #      when promtool is missing);
-#   2. starts a ticketrush stack on 127.0.0.1 (broker, 2 APIs, 2 worker processes, balancer) from
-#      already-built binaries, plus node_exporter (for the disk alert);
+#   2. verifies the systemd units (systemd-analyze verify), parses the Kubernetes manifests, then
+#      starts a ticketrush stack on 127.0.0.1 from already-built binaries: `ticket-svc up` (APIs,
+#      balancer, broker, workers in one process) or, with CHECK_STACK=pieces, separate processes
+#      (broker, 2 APIs, 2 worker processes, balancer) as deploy/systemd runs them; plus
+#      node_exporter (for the disk alert). Before that, a recovery drill leaves a torn tail in
+#      the broker's data dir;
 #   3. starts a real Prometheus on 127.0.0.1 with deploy/prometheus/prometheus.yml, its job names
 #      kept and its targets rewritten to the ports just started, and deploy/prometheus/alerts.yml;
 #   4. runs a short `ticket-svc rush --verify` through the balancer;
@@ -21,9 +25,8 @@
 # the repository root. Build them first:
 #   CARGO_TARGET_DIR=target-deploy cargo build --release -p broker -p balancer -p ticket-svc
 #
-# Why not `ticket-svc up`: `up` runs the workers inside its own process and (in the source this was
-# written against) serves no worker /metrics, so the "every worker is scraped" part of the config
-# could not be checked. The separate processes are also the production topology (deploy/systemd).
+# CHECK_STACK=auto (default) uses `up` when this ticket-svc has it and `up`'s fixed balancer
+# admin port 127.0.0.1:9080 is free, else the separate processes.
 
 set -euo pipefail
 
