@@ -324,56 +324,69 @@ impl Writer {
             answers.push(answer);
         }
         let written = to_write.len() as u64;
-        let result = log.append(to_write.iter().copied(), now);
+        let appended = log.append(to_write.iter().copied(), now);
+        let poisoned = log.is_poisoned();
         let end = log.end_offset();
         let start = log.start_offset();
         let size = log.size_bytes();
         self.pending_sync.extend(log.take_unsynced());
         drop(log);
-        let result = result.and_then(|_| {
-            self.unsynced_records += written;
-            if self.policy == FsyncPolicy::Always {
-                self.sync()
+        if let Err(e) = appended {
+            // A failed write was undone (the segment is as before), so the partition goes on
+            // and a later produce may succeed once the cause (a full disk, say) is gone. Only
+            // a write that could not be undone fences it.
+            self.metrics.storage_errors.inc();
+            if poisoned {
+                self.fence(&e);
             } else {
-                Ok(())
+                tracing::error!(topic = %self.topic, error = %e, "append failed; nothing was written");
             }
-        });
-        match result {
-            Ok(()) => {
-                for (id, offset) in fresh_ids {
-                    self.dedup.insert(id.to_string(), offset);
-                    self.dedup_order.push_back((now, id.to_string()));
-                }
-                self.readable_end.store(end, Ordering::Release);
-                self.start_offset.store(start, Ordering::Release);
-                self.size_bytes.store(size, Ordering::Relaxed);
-                self.metrics
-                    .produced_records
-                    .get_or_create(&topic_labels(&self.topic))
-                    .inc_by(written);
-                let dups = answers.iter().flatten().filter(|(_, d)| *d).count() as u64;
-                if dups > 0 {
-                    self.metrics
-                        .duplicate_records
-                        .get_or_create(&topic_labels(&self.topic))
-                        .inc_by(dups);
-                }
-                self.notify.notify_waiters();
-                for ((_, reply), answer) in batch.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
-                }
+            for (_, reply) in batch {
+                let _ = reply.send(Err(e.duplicate()));
             }
-            Err(e) => {
-                self.metrics.storage_errors.inc();
-                tracing::error!(topic = %self.topic, error = %e, "append failed; the partition stops taking writes until restarted");
-                // What reached the disk is unknown: refuse further writes rather than assign
-                // offsets on top of an uncertain tail. Recovery at restart settles it.
-                self.failed.store(true, Ordering::Release);
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(StorageError::Fenced));
-                }
-            }
+            return;
         }
+        self.unsynced_records += written;
+        if self.policy == FsyncPolicy::Always
+            && let Err(e) = self.sync()
+        {
+            self.metrics.storage_errors.inc();
+            self.fence(&e);
+            for (_, reply) in batch {
+                let _ = reply.send(Err(StorageError::Fenced));
+            }
+            return;
+        }
+        for (id, offset) in fresh_ids {
+            self.dedup.insert(id.to_string(), offset);
+            self.dedup_order.push_back((now, id.to_string()));
+        }
+        self.readable_end.store(end, Ordering::Release);
+        self.start_offset.store(start, Ordering::Release);
+        self.size_bytes.store(size, Ordering::Relaxed);
+        self.metrics
+            .produced_records
+            .get_or_create(&topic_labels(&self.topic))
+            .inc_by(written);
+        let dups = answers.iter().flatten().filter(|(_, d)| *d).count() as u64;
+        if dups > 0 {
+            self.metrics
+                .duplicate_records
+                .get_or_create(&topic_labels(&self.topic))
+                .inc_by(dups);
+        }
+        self.notify.notify_waiters();
+        for ((_, reply), answer) in batch.into_iter().zip(answers) {
+            let _ = reply.send(Ok(answer));
+        }
+    }
+
+    /// After a failed sync (or a write that could not be undone) what reached the disk is
+    /// unknown: refuse further writes rather than assign offsets on top of an uncertain tail.
+    /// Recovery at restart settles it.
+    fn fence(&self, e: &StorageError) {
+        tracing::error!(topic = %self.topic, error = %e, "the partition stops taking writes until the broker restarts");
+        self.failed.store(true, Ordering::Release);
     }
 
     fn sync_if_due(&mut self) {
@@ -382,8 +395,7 @@ impl Writer {
             && let Err(e) = self.sync()
         {
             self.metrics.storage_errors.inc();
-            self.failed.store(true, Ordering::Release);
-            tracing::error!(topic = %self.topic, error = %e, "periodic sync failed; the partition stops taking writes until restarted");
+            self.fence(&e);
         }
     }
 

@@ -192,6 +192,11 @@ impl PartitionLog {
         outcome
     }
 
+    /// Whether a failed write could not be undone (the partition must stop writing).
+    pub fn is_poisoned(&self) -> bool {
+        self.segments.last().is_some_and(Segment::is_poisoned)
+    }
+
     /// The files written since the last call, to be synced by the caller.
     pub fn take_unsynced(&mut self) -> Vec<(Arc<File>, PathBuf)> {
         std::mem::take(&mut self.unsynced)

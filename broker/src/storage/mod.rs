@@ -66,6 +66,32 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// An equal error, for answering every request of a batch that failed together.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::Io { op, path, cause } => Self::Io {
+                op,
+                path: path.clone(),
+                cause: std::io::Error::new(cause.kind(), cause.to_string()),
+            },
+            Self::Corrupt {
+                offset,
+                path,
+                reason,
+            } => Self::Corrupt {
+                offset: *offset,
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Self::RecordTooLarge { bytes, max } => Self::RecordTooLarge {
+                bytes: *bytes,
+                max: *max,
+            },
+            Self::Closed => Self::Closed,
+            Self::Fenced => Self::Fenced,
+        }
+    }
+
     /// Wraps an I/O error with what was being done and where.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Self::Io {

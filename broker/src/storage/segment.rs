@@ -29,6 +29,7 @@ pub struct Segment {
     /// Bytes written in the file: records, then zeros written ahead (pre-allocation).
     allocated: u64,
     last_timestamp_ms: u64,
+    poisoned: bool,
 }
 
 /// Zeros are written ahead of the records in chunks of this size. Syncing a file whose size
@@ -77,6 +78,7 @@ impl Segment {
             size: 0,
             allocated: 0,
             last_timestamp_ms: 0,
+            poisoned: false,
         })
     }
 
@@ -110,6 +112,7 @@ impl Segment {
             size,
             allocated: size,
             last_timestamp_ms: 0,
+            poisoned: false,
         };
         if let Some(n) = expected_records
             && let Some(positions) = seg.load_index(n)?
@@ -237,27 +240,61 @@ impl Segment {
         preallocate_chunk: u64,
     ) -> Result<(), StorageError> {
         let start = self.size;
-        self.preallocate(start + buf.len() as u64, preallocate_chunk)?;
         let start32 = u32::try_from(start).map_err(|_| StorageError::RecordTooLarge {
             bytes: buf.len(),
             max: u32::MAX as usize,
         })?;
-        self.log
-            .write_all_at(buf, start)
-            .map_err(|e| StorageError::io("write", &self.log_path, e))?;
         let mut idx = Vec::with_capacity(rel_positions.len() * 4);
         for rel in rel_positions {
-            let p = start32.saturating_add(*rel);
-            self.positions.push(p);
-            idx.extend_from_slice(&p.to_be_bytes());
+            idx.extend_from_slice(&start32.saturating_add(*rel).to_be_bytes());
         }
-        let idx_at = (self.positions.len() - rel_positions.len()) as u64 * 4;
-        self.index
-            .write_all_at(&idx, idx_at)
-            .map_err(|e| StorageError::io("write", &self.index_path, e))?;
+        let idx_at = self.positions.len() as u64 * 4;
+        let written = self
+            .preallocate(start + buf.len() as u64, preallocate_chunk)
+            .and_then(|()| {
+                self.log
+                    .write_all_at(buf, start)
+                    .map_err(|e| StorageError::io("write", &self.log_path, e))
+            })
+            .and_then(|()| {
+                self.index
+                    .write_all_at(&idx, idx_at)
+                    .map_err(|e| StorageError::io("write", &self.index_path, e))
+            });
+        if let Err(e) = written {
+            // A failed write (a full disk, say) may have left whole records past the end. Cut
+            // them so that a later, shorter write cannot leave one behind that recovery would
+            // take for real; then the segment is as it was and writing may go on.
+            self.undo_to(start, idx_at);
+            return Err(e);
+        }
+        self.positions
+            .extend(rel_positions.iter().map(|rel| start32.saturating_add(*rel)));
         self.size = start + buf.len() as u64;
         self.last_timestamp_ms = last_timestamp_ms;
         Ok(())
+    }
+
+    /// Cuts the log back to `size` bytes and the index to `index_len`; if even that fails the
+    /// segment is poisoned and its partition must stop writing.
+    fn undo_to(&mut self, size: u64, index_len: u64) {
+        let cut = self
+            .log
+            .set_len(size)
+            .and_then(|()| self.index.set_len(index_len));
+        match cut {
+            Ok(()) => self.allocated = size,
+            Err(e) => {
+                tracing::error!(path = %self.log_path.display(), error = %e, "cannot cut a failed write");
+                self.poisoned = true;
+            }
+        }
+    }
+
+    /// Whether a failed write could not be undone: what the file holds past the last record
+    /// is unknown, so nothing more may be appended.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 
     /// Writes zeros ahead so that the file covers at least `needed` bytes.

@@ -4,6 +4,7 @@
 mod bad_input;
 mod basics;
 mod crash;
+mod disk_full;
 mod groups;
 mod shutdown;
 

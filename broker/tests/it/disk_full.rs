@@ -1,0 +1,112 @@
+//! A full disk: produces fail with a clear error, nothing acknowledged is lost or changed, the
+//! broker keeps serving, and once space is back produces succeed again without a restart.
+//! Needs root to mount a small tmpfs; skipped with a printed reason otherwise.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use broker::protocol::{ErrorCode, FetchMode, Record};
+use broker::testing::TestBroker;
+
+use crate::{consumer, fetch_n};
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Self(dir.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "tmpfs can be resized");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
+    let mount_point = tempfile::tempdir().unwrap();
+    let fs = match Tmpfs::mount(mount_point.path(), "2m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!(
+                "skipped: a_full_disk_is_a_clear_error_and_loses_nothing needs to mount a tmpfs ({why})"
+            );
+            return;
+        }
+    };
+    let data = tempfile::tempdir_in(mount_point.path()).unwrap();
+    let b = TestBroker::start_in(data, |c| c.segment_bytes = 64 * 1024).await;
+    let c = b.client().await.unwrap();
+    c.create_topic("t", 1).await.unwrap();
+    let mut acked = Vec::new();
+    let mut failure = None;
+    for i in 0..4000u32 {
+        let payload = format!("{i:06}-{}", "x".repeat(1000));
+        match c.produce("t", Record::new(payload.clone())).await {
+            Ok(a) => acked.push((a.offset, payload)),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("a 2 MiB disk fills up before 4 MB of records");
+    assert_eq!(failure.error_code(), Some(ErrorCode::Storage), "{failure}");
+    assert!(
+        failure.to_string().to_lowercase().contains("no space"),
+        "the error says why: {failure}"
+    );
+    assert!(
+        acked.len() > 100,
+        "records went in before the disk filled ({})",
+        acked.len()
+    );
+    // Still serving: stats, and every acknowledged record reads back intact.
+    let stats = c.stats("t").await.unwrap();
+    assert_eq!(stats["topics"][0]["end_offset"], acked.len());
+    let con = consumer(&c, "t", "g", FetchMode::Shared)
+        .max_records(5000)
+        .prefetch(10_000);
+    let got = fetch_n(&con, acked.len(), Duration::from_secs(10)).await;
+    assert_eq!(got.len(), acked.len());
+    for (d, (offset, payload)) in got.iter().zip(&acked) {
+        assert_eq!(d.offset, *offset);
+        assert_eq!(d.record.payload.as_ref(), payload.as_bytes());
+    }
+    // Space comes back: produces go on without a restart, right after the last good one.
+    fs.resize("16m");
+    let after = c.produce("t", Record::new("after")).await.unwrap();
+    assert_eq!(after.offset, acked.len() as u64);
+    // And a restart recovers exactly that.
+    drop((con, c));
+    let data = b.stop().await;
+    let b = TestBroker::start_in(data, |c| c.segment_bytes = 64 * 1024).await;
+    let c = b.client().await.unwrap();
+    let stats = c.stats("t").await.unwrap();
+    assert_eq!(stats["topics"][0]["end_offset"], acked.len() + 1);
+    drop(c);
+    drop(b.stop().await);
+    drop(fs);
+}
