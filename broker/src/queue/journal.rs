@@ -229,9 +229,14 @@ impl Journal {
             e[..4].copy_from_slice(&crc.to_be_bytes());
             buf.extend_from_slice(&e);
         }
-        self.log
-            .write_all_at(&buf, self.entries * ENTRY_BYTES as u64)
-            .map_err(|e| StorageError::io("write", &self.log_path, e))?;
+        let end = self.entries * ENTRY_BYTES as u64;
+        if let Err(e) = self.log.write_all_at(&buf, end) {
+            // Cut whatever part of the batch made it, so that no entry of a failed write is
+            // replayed after a restart (best effort: a cut that fails leaves entries that were
+            // acknowledged by the consumer anyway, so replaying them loses nothing).
+            let _ = self.log.set_len(end);
+            return Err(StorageError::io("write", &self.log_path, e));
+        }
         self.entries += done.len() as u64;
         for (p, o) in done {
             apply(&mut self.mirror, *p, *o);
