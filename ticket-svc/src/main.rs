@@ -93,6 +93,9 @@ enum Command {
         /// The balancer's public address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// The balancer's admin address (status page, metrics, backends API); keep it on loopback.
+        #[arg(long, default_value = "127.0.0.1:9080")]
+        admin_listen: String,
     },
     /// `up`, one event, a rush through the balancer, a report, the invariants checked.
     Demo {
@@ -105,6 +108,9 @@ enum Command {
         /// Where data lives (a fresh temp dir by default).
         #[arg(long)]
         data_dir: Option<String>,
+        /// Where to write the HTML report (summary and charts, one self-contained file).
+        #[arg(long, default_value = "demo-report.html")]
+        report: std::path::PathBuf,
     },
     /// A crowd of buyers against any deployment.
     Rush {
@@ -147,8 +153,14 @@ struct Backend {
     /// The broker's token, if it has one.
     #[arg(long, env = "TICKET_BROKER_TOKEN")]
     broker_token: Option<String>,
-    /// sqlite://PATH or postgres://...
-    #[arg(long, default_value = "sqlite://data/tickets.db")]
+    /// sqlite://PATH or postgres://... (prefer the env var for a URL with a password: it stays
+    /// out of `ps`).
+    #[arg(
+        long,
+        default_value = "sqlite://data/tickets.db",
+        env = "TICKET_DB",
+        hide_env_values = true
+    )]
     db: String,
     /// How long to keep trying to reach the broker at start, in seconds.
     #[arg(long, default_value_t = 10)]
@@ -330,6 +342,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             max_workers,
             scale_up_lag,
             listen,
+            admin_listen,
         } => {
             let mut config = StackConfig::new(&data_dir);
             config.apis = apis;
@@ -338,6 +351,9 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             config.scale_up_lag = scale_up_lag;
             config.listen = listen.parse().with_context(|| {
                 format!("--listen {listen:?} is not an address like 127.0.0.1:8080")
+            })?;
+            config.admin_listen = admin_listen.parse().with_context(|| {
+                format!("--admin-listen {admin_listen:?} is not an address like 127.0.0.1:9080")
             })?;
             let s = stack::start(config).await.context("starting the stack")?;
             print_urls(&s);
@@ -353,6 +369,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             buyers,
             tickets,
             data_dir,
+            report: report_path,
         } => {
             let temp = tempfile::tempdir().context("making a temp dir")?;
             let dir = data_dir.map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
@@ -396,6 +413,10 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
                 println!("event {}: sold {} of {} tickets", e.id, e.sold, e.tickets);
             }
             s.stop().await;
+            tokio::fs::write(&report_path, ticket_svc::rush::html::render(&report))
+                .await
+                .with_context(|| format!("writing the report to {}", report_path.display()))?;
+            println!("report: {}", report_path.display());
             Ok(if report.is_ok() {
                 println!("demo: every invariant held");
                 ExitCode::SUCCESS

@@ -129,7 +129,17 @@ impl Segment {
             last_timestamp_ms,
             zero_tail,
         } = recovery::scan(&bytes, base, max_record_bytes);
-        let cut = if zero_tail { 0 } else { size - valid_len };
+        // Bytes of torn or corrupt data cut: up to the last non-zero byte, since the zeros
+        // written ahead after it were never data.
+        let cut = if zero_tail {
+            0
+        } else {
+            let data_end = bytes
+                .iter()
+                .rposition(|b| *b != 0)
+                .map_or(0, |i| i as u64 + 1);
+            data_end.saturating_sub(valid_len).max(1)
+        };
         seg.size = valid_len;
         if cut > 0 {
             seg.log
