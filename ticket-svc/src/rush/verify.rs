@@ -3,7 +3,7 @@
 //! The check assumes the crowd was the only buyer of its event while it ran (it compares the
 //! event's `sold` before and after with what its own purchases confirmed).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::domain::{Position, PurchaseStatus, RejectReason};
 
@@ -35,6 +35,51 @@ pub struct EventCounts {
     pub sold_after: u32,
 }
 
+/// One DESIGN.md invariant the check covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Invariant {
+    /// A purchase id is always answered with the same position and quantity.
+    OneAnswerPerPurchase,
+    /// Every accepted purchase reaches a final state.
+    EveryPurchaseDecided,
+    /// Never more tickets sold than exist.
+    NoOversell,
+    /// The event's `sold` grew by exactly the tickets the confirmed purchases hold.
+    SoldMatchesConfirmed,
+    /// No buyer holds more than `max_per_buyer`.
+    PerBuyerLimit,
+    /// No purchase confirmed after an earlier one of no more tickets was sold out.
+    FirstComeFirstServed,
+    /// A retry with the same Idempotency-Key gets the same purchase.
+    IdempotentRetries,
+}
+
+impl Invariant {
+    /// Every invariant, in the order reports list them.
+    pub const ALL: [Self; 7] = [
+        Self::EveryPurchaseDecided,
+        Self::NoOversell,
+        Self::SoldMatchesConfirmed,
+        Self::PerBuyerLimit,
+        Self::FirstComeFirstServed,
+        Self::IdempotentRetries,
+        Self::OneAnswerPerPurchase,
+    ];
+
+    /// The invariant in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::OneAnswerPerPurchase => "each purchase answered with one position and quantity",
+            Self::EveryPurchaseDecided => "every accepted purchase reached a final state",
+            Self::NoOversell => "no oversell (sold ≤ tickets)",
+            Self::SoldMatchesConfirmed => "sold grew by exactly the confirmed tickets",
+            Self::PerBuyerLimit => "no buyer over max_per_buyer",
+            Self::FirstComeFirstServed => "first come, first served",
+            Self::IdempotentRetries => "same Idempotency-Key, same purchase",
+        }
+    }
+}
+
 /// What the check found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verification {
@@ -48,12 +93,24 @@ pub struct Verification {
     pub pending: u64,
     /// Every broken invariant, in words.
     pub violations: Vec<String>,
+    /// The invariants broken at least once.
+    pub broken: BTreeSet<Invariant>,
 }
 
 impl Verification {
     /// True when every invariant holds.
     pub fn is_ok(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// True when `invariant` was never broken.
+    pub fn holds(&self, invariant: Invariant) -> bool {
+        !self.broken.contains(&invariant)
+    }
+
+    fn broke(&mut self, invariant: Invariant, what: String) {
+        self.broken.insert(invariant);
+        self.violations.push(what);
     }
 }
 
@@ -65,10 +122,13 @@ pub fn check(event: EventCounts, purchases: &[Observed], retry_mismatches: u64) 
         if let Some(prev) = seen.insert(p.purchase_id.as_str(), p)
             && (prev.position != p.position || prev.quantity != p.quantity)
         {
-            v.violations.push(format!(
-                "purchase {} answered with two positions or quantities",
-                p.purchase_id
-            ));
+            v.broke(
+                Invariant::OneAnswerPerPurchase,
+                format!(
+                    "purchase {} answered with two positions or quantities",
+                    p.purchase_id
+                ),
+            );
         }
     }
     let mut unique: Vec<&Observed> = seen.into_values().collect();
@@ -87,30 +147,42 @@ pub fn check(event: EventCounts, purchases: &[Observed], retry_mismatches: u64) 
         }
     }
     if v.pending > 0 {
-        v.violations.push(format!(
-            "{} accepted purchases never reached a final state",
-            v.pending
-        ));
+        v.broke(
+            Invariant::EveryPurchaseDecided,
+            format!(
+                "{} accepted purchases never reached a final state",
+                v.pending
+            ),
+        );
     }
     if event.sold_after > event.tickets {
-        v.violations.push(format!(
-            "oversold: sold {} of {} tickets",
-            event.sold_after, event.tickets
-        ));
+        v.broke(
+            Invariant::NoOversell,
+            format!(
+                "oversold: sold {} of {} tickets",
+                event.sold_after, event.tickets
+            ),
+        );
     }
     let sold_now = u64::from(event.sold_after.saturating_sub(event.sold_before));
     if sold_now != v.confirmed_tickets {
-        v.violations.push(format!(
-            "sold grew by {sold_now} but confirmed purchases hold {} tickets",
-            v.confirmed_tickets
-        ));
+        v.broke(
+            Invariant::SoldMatchesConfirmed,
+            format!(
+                "sold grew by {sold_now} but confirmed purchases hold {} tickets",
+                v.confirmed_tickets
+            ),
+        );
     }
     for (buyer, n) in &per_buyer {
         if *n > event.max_per_buyer {
-            v.violations.push(format!(
-                "buyer {buyer} holds {n} tickets, over the limit of {}",
-                event.max_per_buyer
-            ));
+            v.broke(
+                Invariant::PerBuyerLimit,
+                format!(
+                    "buyer {buyer} holds {n} tickets, over the limit of {}",
+                    event.max_per_buyer
+                ),
+            );
         }
     }
     // First come, first served: walking the line, remember the smallest quantity rejected as
@@ -121,7 +193,7 @@ pub fn check(event: EventCounts, purchases: &[Observed], retry_mismatches: u64) 
             && let Some(early) = smallest_sold_out
             && early.quantity <= p.quantity
         {
-            v.violations.push(format!(
+            v.broke(Invariant::FirstComeFirstServed, format!(
                 "first come, first served broken: position {} ({} tickets) confirmed after position {} ({} tickets) was sold out",
                 p.position, p.quantity, early.position, early.quantity
             ));
@@ -133,9 +205,12 @@ pub fn check(event: EventCounts, purchases: &[Observed], retry_mismatches: u64) 
         }
     }
     if retry_mismatches > 0 {
-        v.violations.push(format!(
-            "{retry_mismatches} retries with the same Idempotency-Key got another purchase"
-        ));
+        v.broke(
+            Invariant::IdempotentRetries,
+            format!(
+                "{retry_mismatches} retries with the same Idempotency-Key got another purchase"
+            ),
+        );
     }
     v.violations.truncate(50);
     v
@@ -192,7 +267,10 @@ mod tests {
         assert!(check(counts(2, 0), &pending, 0).violations[0].contains("final state"));
         let drift = [p("a", "a", 1, 0, C)];
         assert!(check(counts(2, 2), &drift, 0).violations[0].contains("sold grew"));
-        assert!(!check(counts(2, 0), &[], 1).is_ok());
+        let retried = check(counts(2, 0), &[], 1);
+        assert!(!retried.is_ok());
+        assert!(!retried.holds(Invariant::IdempotentRetries));
+        assert!(retried.holds(Invariant::NoOversell));
     }
 
     #[test]
