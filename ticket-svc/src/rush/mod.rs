@@ -6,12 +6,18 @@
 //! a 400). With `--rate R` buyer `i` is due at `start + i/R` and its latency is measured from
 //! that intended time, so a slow server cannot hide its queueing (no coordinated omission).
 //! With `--verify` every accepted purchase is polled to a final state and the DESIGN.md
-//! invariants are checked ([`verify`]).
+//! invariants are checked ([`verify`]), and the time from the rush's last answer to the moment
+//! every purchase was seen final is measured.
+//!
+//! Over time ([`timeline`]): each slot counts its requests, answers and latencies per second in
+//! a fixed-size local bucket, flushed into the shared timeline once per second (no allocation or
+//! lock per request); a sampler reads the event's `sold` through the target once per second
+//! during the rush and the verify phase.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,16 +27,21 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{EventId, Position, PurchaseStatus};
 
 pub mod client;
+pub mod html;
 mod report;
+pub mod svg;
+pub mod timeline;
 pub mod verify;
 
 pub use report::RushReport;
+
+use timeline::{Second, SlotSeconds, SoldSample, Timeline};
 
 use client::Conn;
 use verify::{EventCounts, Observed};
@@ -255,6 +266,7 @@ struct Shared {
     start: Instant,
     progress: ProgressBar,
     shutdown: CancellationToken,
+    timeline: Mutex<Timeline>,
 }
 
 async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
@@ -263,6 +275,13 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
     let mut out = SlotResult::default();
     let mut hist = new_histogram();
     let path = format!("{}/events/{}/purchases", c.target.prefix, c.event);
+    let mut seconds = SlotSeconds::default();
+    // Once per second per slot: the lock is never held across an await.
+    let flush = |i: usize, second: &Second| {
+        if let Ok(mut t) = shared.timeline.lock() {
+            t.add(i, second);
+        }
+    };
     loop {
         if shared.shutdown.is_cancelled() {
             break;
@@ -297,12 +316,23 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
                 .map(|k| vec![("idempotency-key", k)])
                 .unwrap_or_default();
             out.requests += 1;
+            seconds
+                .at(sent.saturating_duration_since(shared.start), flush)
+                .sent += 1;
             let answer = conn.send(Method::POST, &path, &headers, body.clone()).await;
             let now = Instant::now();
             out.last_answer = Some(now);
             let us =
                 u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX);
             let _ = hist.record(us.clamp(1, 600_000_000));
+            let answered_at = now.saturating_duration_since(shared.start);
+            let bucket = seconds.at(answered_at, flush);
+            bucket.latency.record(us);
+            match &answer {
+                Err(_) => bucket.errors += 1,
+                Ok((status, _)) if *status != StatusCode::ACCEPTED => bucket.other += 1,
+                Ok(_) => {}
+            }
             let (status, body) = match answer {
                 Ok(a) => a,
                 Err(e) => {
@@ -331,6 +361,7 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
             };
             match &first {
                 None => {
+                    seconds.at(answered_at, flush).accepted += 1;
                     first = Some((id.to_owned(), position));
                     out.accepted.push(Observed {
                         purchase_id: id.to_owned(),
@@ -349,16 +380,51 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
         }
         shared.progress.inc(1);
     }
+    seconds.take(flush);
     (out, hist)
 }
 
-/// Polls every purchase until it is final or the deadline passes.
+/// Reads the event's `sold` through the target once per second until `stop`.
+async fn sample_sold(
+    target: Target,
+    event: EventId,
+    timeout: Duration,
+    start: Instant,
+    stop: CancellationToken,
+) -> Vec<SoldSample> {
+    let mut conn = Conn::new(target.addr, &target.host, timeout);
+    let mut samples = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    while samples.len() < Timeline::MAX_SECONDS {
+        let read = tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => tokio::select! {
+                () = stop.cancelled() => break,
+                r = read_event(&mut conn, &target, event) => r,
+            },
+        };
+        match read {
+            Ok(e) => samples.push(SoldSample {
+                at: Instant::now().saturating_duration_since(start),
+                sold: e.sold,
+            }),
+            Err(e) => tracing::debug!(error = %e, "sampling the event's sold count failed"),
+        }
+    }
+    samples
+}
+
+/// Polls every purchase until it is final or the deadline passes. Returns the moment the last
+/// pending purchase was seen final (an upper bound on when the last one was decided), or `None`
+/// when some never were.
 async fn poll_until_final(
     config: &RushConfig,
     purchases: &mut [Observed],
     shutdown: &CancellationToken,
-) {
+) -> Option<Instant> {
     let deadline = Instant::now() + config.verify_timeout;
+    let mut last_seen_final: Option<Instant> = None;
     loop {
         let pending: Vec<usize> = purchases
             .iter()
@@ -366,8 +432,11 @@ async fn poll_until_final(
             .filter(|(_, p)| p.status == PurchaseStatus::Pending)
             .map(|(i, _)| i)
             .collect();
-        if pending.is_empty() || Instant::now() >= deadline || shutdown.is_cancelled() {
-            return;
+        if pending.is_empty() {
+            return Some(last_seen_final.unwrap_or_else(Instant::now));
+        }
+        if Instant::now() >= deadline || shutdown.is_cancelled() {
+            return None;
         }
         let chunk = pending.len().div_ceil(config.concurrency).max(1);
         let mut tasks = JoinSet::new();
@@ -390,8 +459,10 @@ async fn poll_until_final(
                             serde_json::from_slice(&body).unwrap_or_default();
                         let status = v.get("status").and_then(serde_json::Value::as_str);
                         let reason = v.get("reason").and_then(serde_json::Value::as_str);
-                        if let Some(s) = status.and_then(|s| PurchaseStatus::parse(s, reason)) {
-                            found.push((i, s));
+                        if let Some(s) = status.and_then(|s| PurchaseStatus::parse(s, reason))
+                            && s != PurchaseStatus::Pending
+                        {
+                            found.push((i, s, Instant::now()));
                         }
                     }
                 }
@@ -399,9 +470,10 @@ async fn poll_until_final(
             });
         }
         while let Some(done) = tasks.join_next().await {
-            for (i, status) in done.unwrap_or_default() {
+            for (i, status, seen) in done.unwrap_or_default() {
                 if let Some(p) = purchases.get_mut(i) {
                     p.status = status;
+                    last_seen_final = last_seen_final.max(Some(seen));
                 }
             }
         }
@@ -410,7 +482,7 @@ async fn poll_until_final(
             .any(|p| p.status == PurchaseStatus::Pending)
         {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return None,
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
@@ -445,7 +517,16 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
         progress: progress.clone(),
         shutdown: shutdown.clone(),
         config: config.clone(),
+        timeline: Mutex::new(Timeline::default()),
     });
+    let stop_sampling = shutdown.child_token();
+    let sampler = tokio::spawn(sample_sold(
+        config.target.clone(),
+        config.event,
+        config.request_timeout,
+        shared.start,
+        stop_sampling.clone(),
+    ));
     let mut slots = JoinSet::new();
     let n = config
         .concurrency
@@ -474,9 +555,22 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
     });
     let buyers = shared.next.load(Ordering::Relaxed).min(config.buyers);
 
+    let mut decided_after = None;
+    let mut sold_after = None;
     let verification = if config.verify {
-        poll_until_final(&config, &mut total.accepted, &shutdown).await;
-        let after = read_event(&mut conn, &config.target, config.event).await?;
+        let decided = poll_until_final(&config, &mut total.accepted, &shutdown).await;
+        decided_after = decided.map(|at| {
+            total
+                .last_answer
+                .map_or(Duration::ZERO, |last| at.saturating_duration_since(last))
+        });
+        let after = read_event(&mut conn, &config.target, config.event).await;
+        stop_sampling.cancel();
+        let after = after?;
+        sold_after = Some(SoldSample {
+            at: Instant::now().saturating_duration_since(shared.start),
+            sold: after.sold,
+        });
         Some(verify::check(
             EventCounts {
                 tickets: after.tickets,
@@ -490,6 +584,19 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
     } else {
         None
     };
+    stop_sampling.cancel();
+    let mut sold = vec![SoldSample {
+        at: Duration::ZERO,
+        sold: before.sold,
+    }];
+    sold.extend(sampler.await.unwrap_or_default());
+    sold.extend(sold_after);
+    sold.sort_by_key(|s| s.at);
+    let timeline = shared
+        .timeline
+        .lock()
+        .map(|t| t.clone())
+        .unwrap_or_default();
     Ok(RushReport {
         target: config.target.url.clone(),
         event: config.event,
@@ -503,6 +610,10 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
         bad_not_refused: total.bad_not_refused,
         retry_mismatches: total.retry_mismatches,
         verification,
+        tickets: before.tickets,
+        decided_after,
+        timeline,
+        sold,
     })
 }
 

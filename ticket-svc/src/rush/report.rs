@@ -1,4 +1,4 @@
-//! The rush's report: the numbers and a readable table.
+//! The rush's report: the numbers and a readable table (the HTML page is [`super::html`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::timeline::{SoldSample, Timeline};
 use super::verify::Verification;
 use crate::domain::EventId;
 
@@ -36,12 +37,56 @@ pub struct RushReport {
     pub retry_mismatches: u64,
     /// The invariant check, with `--verify`.
     pub verification: Option<Verification>,
+    /// Tickets the event has.
+    pub tickets: u32,
+    /// With `--verify`: from the rush's last answer to the moment every accepted purchase had
+    /// been seen final (an upper bound: it includes the time to poll them); `None` when some
+    /// never were, or without `--verify`.
+    pub decided_after: Option<Duration>,
+    /// Requests, answers and latencies second by second.
+    pub timeline: Timeline,
+    /// The event's `sold` count over time (through the rush and the verify phase).
+    pub sold: Vec<SoldSample>,
 }
 
 impl RushReport {
     /// Accepted purchases per second.
     pub fn accepted_per_sec(&self) -> f64 {
         self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The problems found, in words (empty when everything checked held).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.bad_not_refused > 0 {
+            problems.push(format!(
+                "{} bad requests were not refused with 400",
+                self.bad_not_refused
+            ));
+        }
+        if self.retry_mismatches > 0 && self.verification.is_none() {
+            problems.push(format!(
+                "{} idempotent retries got another purchase",
+                self.retry_mismatches
+            ));
+        }
+        if let Some(v) = &self.verification {
+            problems.extend(v.violations.iter().cloned());
+        }
+        problems
+    }
+
+    /// The decided-within line: how long after the rush every purchase was seen final.
+    pub fn decided_within(&self) -> Option<String> {
+        let v = self.verification.as_ref()?;
+        Some(match self.decided_after {
+            Some(d) => format!(
+                "every purchase final {:.2} s after the rush's last answer (upper bound, includes polling {} purchases)",
+                d.as_secs_f64(),
+                v.confirmed + v.rejected.values().sum::<u64>()
+            ),
+            None => format!("{} purchases still pending when verify gave up", v.pending),
+        })
     }
 
     /// True when nothing that must hold was broken (bad requests refused, retries answered with
@@ -110,22 +155,10 @@ impl fmt::Display for RushReport {
                 v.pending
             )?;
         }
-        let mut problems = Vec::new();
-        if self.bad_not_refused > 0 {
-            problems.push(format!(
-                "{} bad requests were not refused with 400",
-                self.bad_not_refused
-            ));
+        if let Some(d) = self.decided_within() {
+            writeln!(f, "  decided in  {d}")?;
         }
-        if self.retry_mismatches > 0 && self.verification.is_none() {
-            problems.push(format!(
-                "{} idempotent retries got another purchase",
-                self.retry_mismatches
-            ));
-        }
-        if let Some(v) = &self.verification {
-            problems.extend(v.violations.iter().cloned());
-        }
+        let problems = self.problems();
         match (problems.is_empty(), self.verification.is_some()) {
             (true, true) => writeln!(f, "  invariants  all hold"),
             (true, false) => writeln!(f, "  invariants  not checked (use --verify)"),
