@@ -219,12 +219,46 @@ fn startup_failures_are_one_clear_line_and_exit_1() {
 
 #[test]
 fn demo_runs_the_whole_stack_and_checks_the_invariants() {
-    let out = ticket_svc(&["demo", "--buyers", "300", "--tickets", "200"]);
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.html");
+    let out = ticket_svc(&[
+        "demo",
+        "--buyers",
+        "300",
+        "--tickets",
+        "200",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("demo: every invariant held"), "{stdout}");
     assert!(stdout.contains("sold 200 of 200 tickets"), "{stdout}");
+    assert!(
+        stdout.contains("s after the rush's last answer"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("report: {}", report.display())),
+        "{stdout}"
+    );
+
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.trim_end().ends_with("</html>"));
+    for chart in ["Throughput", "Latency", "Tickets sold"] {
+        assert!(html.contains(&format!("aria-label=\"{chart}\"")), "{chart}");
+    }
+    assert_eq!(html.matches("<svg").count(), 3, "one svg per chart");
+    assert!(html.contains("<th>buyers</th><td>300</td>"), "{html}");
+    assert!(html.contains("accepted purchases/s"));
+    assert!(html.contains("p99"));
+    assert!(html.contains("200 tickets)"), "confirmed tickets: {html}");
+    assert!(html.contains("sold_out"), "rejections: {html}");
+    assert!(html.contains("Every invariant held"));
+    assert!(!html.contains("BROKEN"));
+    assert!(!html.contains("<script"), "self-contained");
 }
 
 #[test]
