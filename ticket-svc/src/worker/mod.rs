@@ -162,6 +162,36 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
         Some(consumer)
     }
 
+    /// The next batch on `lane` (possibly empty), riding out fetch failures: backoff, and a
+    /// rejoin after repeated ones. `None` once shut down.
+    async fn next_batch(
+        &self,
+        lane: Lane,
+        slot: &mut Option<Q::Consumer>,
+        fetch_failures: &mut u32,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Delivery>> {
+        loop {
+            let consumer = slot.as_mut()?;
+            let fetched = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                r = consumer.fetch(self.config.batch_max_jobs, self.config.fetch_wait) => r,
+            };
+            match fetched {
+                Ok(d) => {
+                    *fetch_failures = 0;
+                    return Some(d);
+                }
+                Err(e) => {
+                    *fetch_failures = fetch_failures.saturating_add(1);
+                    tracing::warn!(worker = %self.name, ?lane, error = %e, "fetch failed");
+                    let old = slot.take()?;
+                    *slot = Some(self.recover(lane, old, *fetch_failures, shutdown).await?);
+                }
+            }
+        }
+    }
+
     async fn pause(&self, delay: Duration, shutdown: &CancellationToken) -> Outcome {
         tokio::select! {
             () = shutdown.cancelled() => Outcome::Stopped,
@@ -170,33 +200,18 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
     }
 
     async fn decide_loop(&self, shutdown: CancellationToken) {
-        let Some(mut consumer) = self.join(Lane::Purchases, &shutdown).await else {
-            return;
-        };
+        let mut slot = self.join(Lane::Purchases, &shutdown).await;
         let mut failures = 0u32;
         let mut fetch_failures = 0u32;
         loop {
-            let fetched = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = consumer.fetch(self.config.batch_max_jobs, self.config.fetch_wait) => r,
+            let Some(deliveries) = self
+                .next_batch(Lane::Purchases, &mut slot, &mut fetch_failures, &shutdown)
+                .await
+            else {
+                return;
             };
-            let deliveries = match fetched {
-                Ok(d) => {
-                    fetch_failures = 0;
-                    d
-                }
-                Err(e) => {
-                    fetch_failures = fetch_failures.saturating_add(1);
-                    tracing::warn!(worker = %self.name, error = %e, "fetch failed");
-                    match self
-                        .recover(Lane::Purchases, consumer, fetch_failures, &shutdown)
-                        .await
-                    {
-                        Some(c) => consumer = c,
-                        None => return,
-                    }
-                    continue;
-                }
+            let Some(consumer) = slot.as_mut() else {
+                return;
             };
             if deliveries.is_empty() {
                 continue;
@@ -204,7 +219,7 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
             self.metrics.workers_busy.inc();
             let span = tracing::debug_span!("batch", worker = %self.name, jobs = deliveries.len());
             let ok = tracing::Instrument::instrument(
-                self.decide(&mut consumer, &deliveries, &mut failures),
+                self.decide(consumer, &deliveries, &mut failures),
                 span,
             )
             .await;
@@ -321,33 +336,18 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
     }
 
     async fn dead_letter_loop(&self, shutdown: CancellationToken) {
-        let Some(mut consumer) = self.join(Lane::DeadLetters, &shutdown).await else {
-            return;
-        };
+        let mut slot = self.join(Lane::DeadLetters, &shutdown).await;
         let mut failures = 0u32;
         let mut fetch_failures = 0u32;
         loop {
-            let fetched = tokio::select! {
-                () = shutdown.cancelled() => return,
-                r = consumer.fetch(self.config.batch_max_jobs, self.config.fetch_wait) => r,
+            let Some(deliveries) = self
+                .next_batch(Lane::DeadLetters, &mut slot, &mut fetch_failures, &shutdown)
+                .await
+            else {
+                return;
             };
-            let deliveries = match fetched {
-                Ok(d) => {
-                    fetch_failures = 0;
-                    d
-                }
-                Err(e) => {
-                    fetch_failures = fetch_failures.saturating_add(1);
-                    tracing::warn!(worker = %self.name, error = %e, "dead-letter fetch failed");
-                    match self
-                        .recover(Lane::DeadLetters, consumer, fetch_failures, &shutdown)
-                        .await
-                    {
-                        Some(c) => consumer = c,
-                        None => return,
-                    }
-                    continue;
-                }
+            let Some(consumer) = slot.as_mut() else {
+                return;
             };
             for d in &deliveries {
                 let limit = self.config.store_timeout;
@@ -369,13 +369,13 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
                             status = status.as_str(),
                             "dead-lettered purchase"
                         );
-                        self.ack(&mut consumer, std::slice::from_ref(&d.tag)).await;
+                        self.ack(consumer, std::slice::from_ref(&d.tag)).await;
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         tracing::warn!(worker = %self.name, error = %e, "could not mark a dead-lettered purchase failed");
                         self.nack(
-                            &mut consumer,
+                            consumer,
                             std::slice::from_ref(&d.tag),
                             self.config.backoff(failures),
                         )
