@@ -11,8 +11,8 @@
 //!
 //! Over time ([`timeline`]): each slot counts its requests, answers and latencies per second in
 //! a fixed-size local bucket, flushed into the shared timeline once per second (no allocation or
-//! lock per request); a sampler reads the event's `sold` through the target once per second
-//! during the rush and the verify phase.
+//! lock per request); a sampler reads the event's `sold` through the target four times a
+//! second during the rush and the verify phase.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -384,7 +384,13 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
     (out, hist)
 }
 
-/// Reads the event's `sold` through the target once per second until `stop`.
+/// How often the event's `sold` is read: a few requests per second, so a sell-out that takes
+/// a second still draws a curve.
+const SOLD_SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// The most `sold` samples one rush keeps (six hours at four a second).
+const MAX_SOLD_SAMPLES: usize = Timeline::MAX_SECONDS * 4;
+
+/// Reads the event's `sold` through the target every [`SOLD_SAMPLE_EVERY`] until `stop`.
 async fn sample_sold(
     target: Target,
     event: EventId,
@@ -394,9 +400,9 @@ async fn sample_sold(
 ) -> Vec<SoldSample> {
     let mut conn = Conn::new(target.addr, &target.host, timeout);
     let mut samples = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(SOLD_SAMPLE_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    while samples.len() < Timeline::MAX_SECONDS {
+    while samples.len() < MAX_SOLD_SAMPLES {
         let read = tokio::select! {
             () = stop.cancelled() => break,
             _ = tick.tick() => tokio::select! {
@@ -413,6 +419,46 @@ async fn sample_sold(
         }
     }
     samples
+}
+
+/// The purchase's status if it is final (`None` when pending or unreadable).
+async fn final_status(conn: &mut Conn, target: &Target, id: &str) -> Option<PurchaseStatus> {
+    let path = format!("{}/purchases/{id}", target.prefix);
+    let Ok((StatusCode::OK, body)) = conn.send(Method::GET, &path, &[], Bytes::new()).await else {
+        return None;
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let status = v.get("status").and_then(serde_json::Value::as_str)?;
+    let reason = v.get("reason").and_then(serde_json::Value::as_str);
+    PurchaseStatus::parse(status, reason).filter(|s| *s != PurchaseStatus::Pending)
+}
+
+/// Polls one purchase every 20 ms until it is final: the moment it was seen final, or `None`
+/// at the deadline. Used on the last purchase in line, which the ordered workers decide last,
+/// so this measures the workers' lag without the cost of polling every purchase.
+async fn probe_until_final(
+    config: &RushConfig,
+    id: &str,
+    shutdown: &CancellationToken,
+) -> Option<Instant> {
+    let deadline = Instant::now() + config.verify_timeout;
+    let mut conn = Conn::new(
+        config.target.addr,
+        &config.target.host,
+        config.request_timeout,
+    );
+    loop {
+        if final_status(&mut conn, &config.target, id).await.is_some() {
+            return Some(Instant::now());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
 }
 
 /// Polls every purchase until it is final or the deadline passes. Returns the moment the last
@@ -451,19 +497,8 @@ async fn poll_until_final(
                 let mut conn = Conn::new(target.addr, &target.host, timeout);
                 let mut found = Vec::new();
                 for (i, id) in ids {
-                    let path = format!("{}/purchases/{id}", target.prefix);
-                    if let Ok((StatusCode::OK, body)) =
-                        conn.send(Method::GET, &path, &[], Bytes::new()).await
-                    {
-                        let v: serde_json::Value =
-                            serde_json::from_slice(&body).unwrap_or_default();
-                        let status = v.get("status").and_then(serde_json::Value::as_str);
-                        let reason = v.get("reason").and_then(serde_json::Value::as_str);
-                        if let Some(s) = status.and_then(|s| PurchaseStatus::parse(s, reason))
-                            && s != PurchaseStatus::Pending
-                        {
-                            found.push((i, s, Instant::now()));
-                        }
+                    if let Some(s) = final_status(&mut conn, &target, &id).await {
+                        found.push((i, s, Instant::now()));
                     }
                 }
                 found
@@ -556,14 +591,31 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
     let buyers = shared.next.load(Ordering::Relaxed).min(config.buyers);
 
     let mut decided_after = None;
+    let mut last_in_line_decided_after = None;
     let mut sold_after = None;
     let verification = if config.verify {
-        let decided = poll_until_final(&config, &mut total.accepted, &shutdown).await;
-        decided_after = decided.map(|at| {
+        let last_in_line = total
+            .accepted
+            .iter()
+            .max_by_key(|p| p.position)
+            .map(|p| p.purchase_id.clone());
+        let probe = async {
+            match &last_in_line {
+                Some(id) => probe_until_final(&config, id, &shutdown).await,
+                None => None,
+            }
+        };
+        let (decided, last_decided) = tokio::join!(
+            poll_until_final(&config, &mut total.accepted, &shutdown),
+            probe
+        );
+        let since_last_answer = |at: Instant| {
             total
                 .last_answer
                 .map_or(Duration::ZERO, |last| at.saturating_duration_since(last))
-        });
+        };
+        decided_after = decided.map(since_last_answer);
+        last_in_line_decided_after = last_decided.map(since_last_answer);
         let after = read_event(&mut conn, &config.target, config.event).await;
         stop_sampling.cancel();
         let after = after?;
@@ -612,6 +664,7 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
         verification,
         tickets: before.tickets,
         decided_after,
+        last_in_line_decided_after,
         timeline,
         sold,
     })
