@@ -141,6 +141,9 @@ enum Command {
         /// The longest --verify waits for purchases to be decided, in seconds.
         #[arg(long, default_value_t = 60)]
         verify_timeout_s: u64,
+        /// Also write the report as a self-contained HTML file with charts.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
     },
 }
 
@@ -282,6 +285,7 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
         seed,
         timeout_ms,
         verify_timeout_s,
+        report: report_path,
     } = cmd
     else {
         anyhow::bail!("not a rush");
@@ -304,11 +308,26 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
         .await
         .context("rush")?;
     print!("{report}");
+    if let Some(path) = report_path {
+        write_report(&path, &report).await?;
+    }
     Ok(if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Writes the HTML report and says where.
+async fn write_report(
+    path: &std::path::Path,
+    report: &ticket_svc::rush::RushReport,
+) -> anyhow::Result<()> {
+    tokio::fs::write(path, ticket_svc::rush::html::render(report))
+        .await
+        .with_context(|| format!("writing the report to {}", path.display()))?;
+    println!("report: {}", path.display());
+    Ok(())
 }
 
 fn print_urls(s: &ticket_svc::stack::Stack) {
@@ -413,10 +432,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
                 println!("event {}: sold {} of {} tickets", e.id, e.sold, e.tickets);
             }
             s.stop().await;
-            tokio::fs::write(&report_path, ticket_svc::rush::html::render(&report))
-                .await
-                .with_context(|| format!("writing the report to {}", report_path.display()))?;
-            println!("report: {}", report_path.display());
+            write_report(&report_path, &report).await?;
             Ok(if report.is_ok() {
                 println!("demo: every invariant held");
                 ExitCode::SUCCESS
