@@ -259,6 +259,7 @@ fn demo_runs_the_whole_stack_and_checks_the_invariants() {
     assert!(html.contains("Every invariant held"));
     assert!(!html.contains("BROKEN"));
     assert!(!html.contains("<script"), "self-contained");
+    assert!(!html.contains("no data"), "every chart has points: {html}");
 }
 
 #[test]

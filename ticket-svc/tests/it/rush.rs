@@ -74,6 +74,27 @@ async fn a_rush_sells_out_fairly_and_verifies() {
     let text = report.to_string();
     assert!(text.contains("p99"), "{text}");
     assert!(text.contains("all hold"), "{text}");
+    // The timeline adds up to the totals; sold was sampled from 0 up to the sell-out.
+    let seconds = report.timeline.seconds();
+    assert_eq!(seconds.iter().map(|s| s.sent).sum::<u64>(), report.requests);
+    assert_eq!(
+        seconds.iter().map(|s| s.accepted).sum::<u64>(),
+        report.accepted
+    );
+    let answered: u64 = report.statuses.values().sum();
+    assert_eq!(
+        seconds.iter().map(|s| s.latency.len()).sum::<u64>(),
+        answered + report.transport_errors
+    );
+    assert_eq!(report.sold.first().map(|s| s.sold), Some(0));
+    assert_eq!(report.sold.last().map(|s| s.sold), Some(150));
+    assert!(report.sold.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(
+        report.decided_after.is_some(),
+        "every purchase became final"
+    );
+    assert!(report.last_in_line_decided_after.is_some());
+    assert!(text.contains("after the rush's last answer"), "{text}");
 
     // Open model: a fixed rate, latency from the intended send time.
     let event = create_event(api.addr, 10, 2).await;
