@@ -1,0 +1,266 @@
+//! Tests of `group`.
+use super::*;
+use proptest::prelude::*;
+
+fn cfg(mode: FetchMode) -> GroupConfig {
+    GroupConfig {
+        mode,
+        lease_ms: 1000,
+        max_attempts: 3,
+        prefetch: 100,
+    }
+}
+
+fn group(mode: FetchMode, partitions: usize) -> GroupState {
+    GroupState::new(cfg(mode), vec![PartitionProgress::default(); partitions])
+}
+
+fn offsets(g: &[Grant]) -> Vec<(u32, u64)> {
+    g.iter().map(|g| (g.partition, g.offset)).collect()
+}
+
+#[test]
+fn shared_delivers_each_record_once_and_commits_in_order() {
+    let mut g = group(FetchMode::Shared, 1);
+    let a = g.poll(1, 0, 2, &[5]);
+    let b = g.poll(2, 0, 10, &[5]);
+    assert_eq!(offsets(&a), vec![(0, 0), (0, 1)]);
+    assert_eq!(offsets(&b), vec![(0, 2), (0, 3), (0, 4)]);
+    assert_eq!(g.ack(2, 1, 0, 3), AckOutcome::Acked);
+    assert_eq!(g.committed(0), 0, "a gap below holds the commit back");
+    assert_eq!(g.ack(1, 1, 0, 0), AckOutcome::Acked);
+    assert_eq!(g.ack(1, 1, 0, 1), AckOutcome::Acked);
+    assert_eq!(g.ack(2, 1, 0, 2), AckOutcome::Acked);
+    assert_eq!(g.committed(0), 4);
+    assert_eq!(g.ack(2, 1, 0, 2), AckOutcome::AlreadyAcked);
+    assert_eq!(g.ack(2, 1, 0, 9), AckOutcome::Unknown);
+    assert_eq!(g.lag(0, 5), 1);
+}
+
+#[test]
+fn shared_redelivers_after_lease_expiry_and_after_disconnect() {
+    let mut g = group(FetchMode::Shared, 1);
+    assert_eq!(g.poll(1, 0, 1, &[2]).len(), 1);
+    assert!(g.tick(999).is_empty());
+    assert!(g.poll(2, 999, 10, &[2]).iter().all(|x| x.offset != 0));
+    g.tick(1000);
+    let again = g.poll(2, 1000, 10, &[2]);
+    assert_eq!(
+        again,
+        vec![Grant {
+            partition: 0,
+            offset: 0,
+            attempt: 2
+        }]
+    );
+    assert_eq!(g.redeliveries(), 1);
+    assert!(g.leave(2, 1001).is_empty());
+    let third = g.poll(3, 1001, 10, &[2]);
+    assert_eq!(offsets(&third), vec![(0, 0), (0, 1)]);
+    assert_eq!(third[0].attempt, 3);
+}
+
+#[test]
+fn nack_with_delay_then_dead_letter_after_max_attempts() {
+    let mut g = group(FetchMode::Shared, 1);
+    for attempt in 1..=3u32 {
+        let now = u64::from(attempt) * 100;
+        let got = g.poll(1, now, 1, &[1]);
+        assert_eq!(
+            got,
+            vec![Grant {
+                partition: 0,
+                offset: 0,
+                attempt
+            }]
+        );
+        assert!(g.poll(1, now, 1, &[1]).is_empty(), "not while leased");
+        let out = g.nack(1, now, 0, 0, 50, "boom");
+        if attempt < 3 {
+            assert_eq!(out, NackOutcome::Requeued);
+            assert!(g.poll(1, now + 49, 1, &[1]).is_empty(), "delay respected");
+        } else {
+            assert_eq!(
+                out,
+                NackOutcome::DeadLetter(DeadLetter {
+                    partition: 0,
+                    offset: 0,
+                    attempts: 3,
+                    reason: "boom".into()
+                })
+            );
+        }
+    }
+    assert!(
+        g.poll(1, 10_000, 1, &[1]).is_empty(),
+        "pending dead letter is not delivered"
+    );
+    assert!(g.dead_lettered(0, 0));
+    assert_eq!(g.committed(0), 1);
+    assert_eq!(g.dead_letters(), 1);
+}
+
+#[test]
+fn nack_from_a_non_holder_is_stale() {
+    let mut g = group(FetchMode::Shared, 1);
+    g.poll(1, 0, 1, &[1]);
+    assert_eq!(g.nack(2, 0, 0, 0, 0, "x"), NackOutcome::Stale);
+    assert_eq!(g.nack(2, 0, 0, 5, 0, "x"), NackOutcome::Unknown);
+}
+
+#[test]
+fn ordered_keeps_order_and_rewinds_on_failure() {
+    let mut g = group(FetchMode::Ordered, 1);
+    let first = g.poll(1, 0, 3, &[5]);
+    assert_eq!(offsets(&first), vec![(0, 0), (0, 1), (0, 2)]);
+    assert!(
+        g.poll(2, 0, 3, &[5]).is_empty(),
+        "the partition belongs to consumer 1"
+    );
+    assert_eq!(g.ack(1, 1, 0, 0), AckOutcome::Acked);
+    assert_eq!(g.nack(1, 1, 0, 1, 10, "retry"), NackOutcome::Requeued);
+    assert!(g.poll(1, 5, 10, &[5]).is_empty(), "paused for the delay");
+    let again = g.poll(1, 11, 10, &[5]);
+    assert_eq!(offsets(&again), vec![(0, 1), (0, 2), (0, 3), (0, 4)]);
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[1].attempt, 1, "taken back, not charged");
+}
+
+#[test]
+fn ordered_hands_partitions_over_when_a_member_dies() {
+    let mut g = group(FetchMode::Ordered, 2);
+    let a = g.poll(1, 0, 10, &[3, 3]);
+    assert_eq!(a.len(), 6, "alone, consumer 1 owns both partitions");
+    let dead = g.leave(1, 1);
+    assert!(dead.is_empty());
+    let b = g.poll(2, 2, 10, &[3, 3]);
+    assert_eq!(b.len(), 6);
+    // The first record of each partition is charged for the death; the ones behind it
+    // were taken back in order and are not.
+    for x in &b {
+        assert_eq!(x.attempt, if x.offset == 0 { 2 } else { 1 }, "{x:?}");
+    }
+}
+
+#[test]
+fn ordered_shares_partitions_fairly() {
+    let mut g = group(FetchMode::Ordered, 4);
+    let ends = [10, 10, 10, 10];
+    g.poll(1, 0, 0, &ends);
+    g.touch(2, 0);
+    g.touch(3, 0);
+    for round in 0..4 {
+        for c in 1..=3 {
+            let got = g.poll(c, round, 100, &ends);
+            for x in got {
+                g.ack(c, round, x.partition, x.offset);
+            }
+        }
+    }
+    let owned: Vec<usize> = (1..=3).map(|c| g.owned_by(c)).collect();
+    assert_eq!(owned.iter().sum::<usize>(), 4);
+    assert!(owned.iter().all(|n| *n >= 1), "{owned:?}");
+}
+
+#[test]
+fn a_taken_back_grant_is_not_an_attempt() {
+    for mode in [FetchMode::Shared, FetchMode::Ordered] {
+        let mut g = group(mode, 1);
+        let got = g.poll(1, 0, 3, &[3]);
+        g.take_back(0, 2);
+        g.take_back(0, 1);
+        let again = g.poll(1, 0, 3, &[3]);
+        assert_eq!(offsets(&again), vec![(0, 1), (0, 2)], "{mode:?}");
+        assert!(again.iter().all(|x| x.attempt == 1), "{mode:?}: {again:?}");
+        assert_eq!(got.len(), 3);
+    }
+}
+
+#[test]
+fn progress_survives_a_restart() {
+    let mut g = group(FetchMode::Shared, 1);
+    g.poll(1, 0, 10, &[5]);
+    g.ack(1, 0, 0, 0);
+    g.ack(1, 0, 0, 2);
+    let g2 = GroupState::new(g.config(), g.progress());
+    assert_eq!(g2.committed(0), 1);
+    let mut g2 = g2;
+    let got = g2.poll(1, 0, 10, &[5]);
+    assert_eq!(offsets(&got), vec![(0, 1), (0, 3), (0, 4)]);
+}
+
+proptest! {
+    /// Random interleavings of polls, acks, nacks, expiries and departures never deliver a
+    /// done record, never lease one record twice, and every record ends done or pending.
+    #[test]
+    fn no_double_lease_and_no_redelivery_of_done(
+        ordered in any::<bool>(),
+        ops in proptest::collection::vec((0u8..6, 1u64..4, 0usize..8), 1..200),
+    ) {
+        let mode = if ordered { FetchMode::Ordered } else { FetchMode::Shared };
+        let mut g = GroupState::new(GroupConfig { mode, lease_ms: 50, max_attempts: 4, prefetch: 5 },
+            vec![PartitionProgress::default(); 2]);
+        let ends = [6u64, 6u64];
+        let mut now = 0u64;
+        let mut held: Vec<(u64, Grant)> = Vec::new();
+        let mut done: BTreeSet<(u32, u64)> = BTreeSet::new();
+        for (op, c, k) in ops {
+            now += 7;
+            match op {
+                0 | 1 => {
+                    for gr in g.poll(c, now, 3, &ends) {
+                        prop_assert!(!done.contains(&(gr.partition, gr.offset)), "done record delivered");
+                        prop_assert!(g.part(gr.partition).unwrap().leases.get(&gr.offset).map(|l| l.consumer) == Some(c));
+                        held.retain(|(_, h)| (h.partition, h.offset) != (gr.partition, gr.offset));
+                        held.push((c, gr));
+                    }
+                }
+                2 if !held.is_empty() => {
+                    let (c, gr) = held.remove(k % held.len());
+                    if g.ack(c, now, gr.partition, gr.offset) == AckOutcome::Acked {
+                        done.insert((gr.partition, gr.offset));
+                    }
+                }
+                3 if !held.is_empty() => {
+                    let (c, gr) = held.remove(k % held.len());
+                    if let NackOutcome::DeadLetter(d) = g.nack(c, now, gr.partition, gr.offset, 5, "x") {
+                        prop_assert!(g.dead_lettered(d.partition, d.offset));
+                        done.insert((d.partition, d.offset));
+                    }
+                }
+                4 => {
+                    for d in g.tick(now) {
+                        prop_assert!(g.dead_lettered(d.partition, d.offset));
+                        done.insert((d.partition, d.offset));
+                    }
+                }
+                5 => {
+                    for d in g.leave(c, now) {
+                        prop_assert!(g.dead_lettered(d.partition, d.offset));
+                        done.insert((d.partition, d.offset));
+                    }
+                    held.retain(|(h, _)| *h != c);
+                }
+                _ => {}
+            }
+            for p in &g.partitions {
+                for o in p.leases.keys() {
+                    prop_assert!(!p.is_done(*o));
+                    prop_assert!(!p.retry.contains_key(o));
+                }
+            }
+        }
+        // Drain: everything not done is eventually delivered again and can be finished.
+        for _ in 0..100 {
+            now += 1000;
+            for d in g.tick(now) {
+                g.dead_lettered(d.partition, d.offset);
+            }
+            for gr in g.poll(9, now, 100, &ends) {
+                g.ack(9, now, gr.partition, gr.offset);
+            }
+        }
+        prop_assert_eq!(g.committed(0), 6);
+        prop_assert_eq!(g.committed(1), 6);
+    }
+}
