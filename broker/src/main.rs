@@ -362,6 +362,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .min(broker::engine::MAX_PARTITIONS);
     config.drain_timeout = args.drain_timeout;
     let fsync = config.fsync;
+    // Handlers first: a SIGTERM that arrives once the broker says it is serving must drain it,
+    // not kill it.
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    let on_signal = wait_for_signal()?;
+    tokio::spawn(async move {
+        on_signal.await;
+        tracing::info!("signal received: draining");
+        signals.cancel();
+    });
     let server = Server::bind(config, prometheus_client::registry::Registry::default()).await?;
     tracing::info!(
         listen = %server.local_addr()?,
@@ -370,33 +380,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         fsync = fsync.name(),
         "broker serving"
     );
-    let shutdown = CancellationToken::new();
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received: draining");
-        signals.cancel();
-    });
     server.run(shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first signal.
+fn wait_for_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {

@@ -197,23 +197,25 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Cancels the token on Ctrl-C or SIGTERM.
+/// Cancels the token on SIGINT (Ctrl-C) or SIGTERM.
 fn shutdown_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed now, not when the task first runs: a signal that arrives right after the
+    // process says it is serving must drain it, not kill it.
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
-                Err(_) => std::future::pending::<()>().await,
             }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+            _ => {
+                tracing::warn!("cannot install signal handlers; falling back to Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
         token.cancel();
     });
