@@ -154,7 +154,11 @@ fi
 for t in python3 curl; do
     command -v "$t" >/dev/null 2>&1 || fail "$t is required"
 done
-python3 -c 'import yaml' 2>/dev/null || fail "python3 yaml module missing (apt-get install python3-yaml, or pip install pyyaml)"
+if ! python3 -c 'import yaml' 2>/dev/null; then
+    say "installing pyyaml with pip (to parse the Kubernetes manifests)"
+    python3 -m pip install -q pyyaml >/dev/null 2>&1 ||
+        fail "python3 yaml module missing and pip could not install it (apt-get install python3-yaml)"
+fi
 
 promtool check config "$HERE/prometheus/prometheus.yml" || fail "promtool check config"
 # The Kubernetes variant: Debian's Prometheus is built without Kubernetes service discovery, so
