@@ -159,6 +159,15 @@ where
         }
     };
     if let Err(error) = result {
+        // hyper answers an oversized head with 431 itself; count it here, where it surfaces.
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse_too_large)
+        {
+            shared
+                .metrics
+                .reject(crate::admin::metrics::Rejection::HeaderTooLarge);
+        }
         tracing::debug!(%peer, %error, "connection ended with error");
     }
 }

@@ -43,6 +43,8 @@ pub enum Rejection {
     NoBackend,
     /// Body over the limit.
     TooLarge,
+    /// Request head over the limit (431, answered by hyper before the request is parsed).
+    HeaderTooLarge,
     /// Malformed or ambiguous request.
     BadRequest,
     /// The whole-request deadline passed.
@@ -59,6 +61,7 @@ impl Rejection {
             Self::QueueTimeout => "queue_timeout",
             Self::NoBackend => "no_backend",
             Self::TooLarge => "too_large",
+            Self::HeaderTooLarge => "header_too_large",
             Self::BadRequest => "bad_request",
             Self::Timeout => "timeout",
             Self::UpstreamError => "upstream_error",

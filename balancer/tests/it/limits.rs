@@ -36,6 +36,11 @@ async fn oversized_header_gets_431() {
     assert_eq!(status_of(&resp), 431, "{resp}");
     assert_eq!(a.hits(), 0);
     assert_eq!(get(lb.addr, "/").await.unwrap().status, 200);
+    let metrics = lb.handle.metrics_text();
+    assert!(
+        metrics.contains(r#"balancer_rejected_requests_total{reason="header_too_large"} 1"#),
+        "the 431 is counted:\n{metrics}"
+    );
     lb.stop().await.unwrap();
 }
 
