@@ -157,6 +157,11 @@ impl<'a> Reader<'a> {
     /// A `bytes` field: `u32` length and the bytes.
     pub fn bytes(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u32(field)?;
+        self.bytes_of_len(field, len)
+    }
+
+    /// The `len` bytes of a `bytes` field whose length was just read.
+    fn bytes_of_len(&mut self, field: &'static str, len: u32) -> Result<Bytes, DecodeError> {
         let len = usize::try_from(len).map_err(|_| DecodeError::Invalid {
             field,
             reason: "length does not fit in memory",
@@ -173,14 +178,7 @@ impl<'a> Reader<'a> {
         if len == ABSENT {
             return Ok(None);
         }
-        let len = usize::try_from(len).map_err(|_| DecodeError::Invalid {
-            field,
-            reason: "length does not fit in memory",
-            offset: self.pos,
-        })?;
-        let start = self.pos;
-        let raw = self.take(field, len)?;
-        Ok(Some(self.slice_bytes(raw, start)))
+        self.bytes_of_len(field, len).map(Some)
     }
 
     /// An array count, checked so that `count * min_element_bytes` fits in what remains:
