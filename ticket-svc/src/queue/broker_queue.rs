@@ -6,16 +6,20 @@
 //!   strict order); each consumer has its own connection, so a dead worker's jobs go back.
 //! - Dead letters are in `purchases.dlq`, read by the shared group `workers-dlq`; their original
 //!   position and the reason travel in the broker's `x-dlq-*` headers.
-//! - The API keeps a small pool of connections and replaces a broken one on next use; every
-//!   call has a deadline, so a slow or dead broker is a prompt `Unavailable`, never a hang.
+//! - The API keeps a small pool of connections, each fed by a batcher task: the jobs that
+//!   arrive while a connection's previous Produce is in flight go out together in its next one
+//!   (natural batching, no linger: an idle API sends a lone job at once). Under a rush this cuts
+//!   the broker's per-job work (one frame, one writer hand-off, one answer per batch). A broken
+//!   connection is replaced on next use; every enqueue has a deadline, so a slow or dead broker
+//!   is a prompt `Unavailable`, never a hang.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use broker::client::{Client, ClientConfig, ClientError, Consumer};
 use broker::engine::delivery_id;
-use broker::protocol::{FetchMode, Record};
-use tokio::sync::Mutex;
+use broker::protocol::{FetchMode, ProduceAck, Record};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue, QueueError};
 use crate::domain::{Position, PurchaseJob, QueuedJob};
@@ -79,12 +83,26 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
     }
 }
 
+/// The most jobs one Produce carries.
+const MAX_PRODUCE_BATCH: usize = 256;
+/// Jobs waiting for one connection's batcher before enqueuers wait (their deadline still holds).
+const BATCH_QUEUE: usize = 4_096;
+
+/// One job waiting for its connection's next Produce.
+struct PendingJob {
+    record: Record,
+    reply: oneshot::Sender<Result<ProduceAck, QueueError>>,
+}
+
 /// The broker as a [`PurchaseQueue`].
 #[derive(Debug)]
 pub struct BrokerQueue {
     config: BrokerQueueConfig,
-    pool: Vec<Mutex<Option<Client>>>,
+    /// One batcher per pooled producing connection.
+    batchers: Vec<mpsc::Sender<PendingJob>>,
     next: AtomicUsize,
+    /// The connection readiness probes use (and the one `connect` made the topic with).
+    probe: Mutex<Option<Client>>,
 }
 
 impl BrokerQueue {
@@ -100,15 +118,18 @@ impl BrokerQueue {
             .create_topic(&config.topic, config.partitions)
             .await
             .map_err(unavailable)?;
-        let mut pool = Vec::with_capacity(config.connections.max(1));
-        pool.push(Mutex::new(Some(first)));
-        for _ in 1..config.connections.max(1) {
-            pool.push(Mutex::new(None));
-        }
+        let batchers = (0..config.connections.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(BATCH_QUEUE);
+                tokio::spawn(run_batcher(config.clone(), rx));
+                tx
+            })
+            .collect();
         Ok(Self {
             config,
-            pool,
+            batchers,
             next: AtomicUsize::new(0),
+            probe: Mutex::new(Some(first)),
         })
     }
 
@@ -117,21 +138,64 @@ impl BrokerQueue {
         &self.config
     }
 
-    /// A live pooled connection, replacing a broken one (with a short connect deadline).
-    async fn client(&self) -> Result<Client, QueueError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len().max(1);
-        let Some(slot) = self.pool.get(i) else {
-            return Err(unavailable("no broker connections configured"));
-        };
-        let mut slot = slot.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
+    /// The probe connection, replacing a broken one (with a short connect deadline).
+    async fn probe_client(&self) -> Result<Client, QueueError> {
+        let mut slot = self.probe.lock().await;
+        live_client(&self.config, &mut slot).await
+    }
+}
+
+/// `slot`'s connection if it is alive, else a new one (connect deadline: the enqueue timeout).
+async fn live_client(
+    config: &BrokerQueueConfig,
+    slot: &mut Option<Client>,
+) -> Result<Client, QueueError> {
+    if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+        return Ok(c.clone());
+    }
+    *slot = None;
+    let c = Client::connect(config.client_config(config.enqueue_timeout))
+        .await
+        .map_err(unavailable)?;
+    *slot = Some(c.clone());
+    Ok(c)
+}
+
+/// Feeds one producing connection: takes every job waiting (up to [`MAX_PRODUCE_BATCH`]), sends
+/// them in one Produce, answers each with its own ack, repeats. Ends when the queue is dropped.
+async fn run_batcher(config: BrokerQueueConfig, mut jobs: mpsc::Receiver<PendingJob>) {
+    let mut slot = None;
+    let mut waiting = Vec::with_capacity(MAX_PRODUCE_BATCH);
+    while jobs.recv_many(&mut waiting, MAX_PRODUCE_BATCH).await > 0 {
+        // A job whose caller already gave up (deadline passed, answered 503) is not sent: the
+        // buyer was told it was not queued.
+        let (records, replies): (Vec<Record>, Vec<_>) = waiting
+            .drain(..)
+            .filter(|p| !p.reply.is_closed())
+            .map(|p| (p.record, p.reply))
+            .unzip();
+        if records.is_empty() {
+            continue;
         }
-        let c = Client::connect(self.config.client_config(self.config.enqueue_timeout))
-            .await
-            .map_err(unavailable)?;
-        *slot = Some(c.clone());
-        Ok(c)
+        let sent = match live_client(&config, &mut slot).await {
+            Ok(client) => client
+                .produce_batch(&config.topic, records)
+                .await
+                .map_err(unavailable),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(acks) => {
+                for (reply, ack) in replies.into_iter().zip(acks) {
+                    let _ = reply.send(Ok(ack));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -145,11 +209,18 @@ impl PurchaseQueue for BrokerQueue {
             .with_dedup_id(job.purchase_id.0.to_string());
         let deadline = self.config.enqueue_timeout;
         let attempt = async {
-            let client = self.client().await?;
-            client
-                .produce(&self.config.topic, record)
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.batchers.len().max(1);
+            let batcher = self
+                .batchers
+                .get(i)
+                .ok_or_else(|| unavailable("no broker connections configured"))?;
+            let (reply, ack) = oneshot::channel();
+            let gone = || unavailable("the API's broker producer stopped");
+            batcher
+                .send(PendingJob { record, reply })
                 .await
-                .map_err(unavailable)
+                .map_err(|_| gone())?;
+            ack.await.map_err(|_| gone())?
         };
         let ack = tokio::time::timeout(deadline, attempt)
             .await
@@ -195,7 +266,7 @@ impl PurchaseQueue for BrokerQueue {
 
     async fn check_ready(&self) -> Result<(), QueueError> {
         let probe = async {
-            let c = self.client().await?;
+            let c = self.probe_client().await?;
             c.stats(&self.config.topic).await.map_err(unavailable)?;
             Ok::<(), QueueError>(())
         };

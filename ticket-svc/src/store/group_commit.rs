@@ -128,8 +128,12 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT op")
-        .map_err(sq("open savepoint"))?;
+    // Cached statements: every write of a rush runs these three, so parse them once.
+    let step = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut st| st.execute([]).map(drop))
+    };
+    step("SAVEPOINT op").map_err(sq("open savepoint"))?;
     // A panic in one write is a bug, but it must cost that write only: the thread (and with it
     // every later write of the store) lives on.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
@@ -139,16 +143,19 @@ fn in_savepoint<T>(
                 what: "a write panicked (a bug); it was rolled back".into(),
             })
         });
+    let undo = || {
+        let _ = step("ROLLBACK TO op").and_then(|()| step("RELEASE op"));
+    };
     match outcome {
-        Ok(v) => match conn.execute_batch("RELEASE op") {
+        Ok(v) => match step("RELEASE op") {
             Ok(()) => Ok(v),
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+                undo();
                 Err(sq("release savepoint")(e))
             }
         },
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+            undo();
             Err(e)
         }
     }

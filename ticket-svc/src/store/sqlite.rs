@@ -70,6 +70,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(sq("set pragmas"))?;
+    // Room for every statement the store and the group commit prepare, so none is re-parsed.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
