@@ -75,6 +75,9 @@ pub struct Backend {
     errors: AtomicU64,
     rate_milli: AtomicU64,
     gate: ArcSwap<ConcurrencyGate>,
+    /// The gate caps concurrency (`--max-in-flight` > 0); without a cap every backend always
+    /// has capacity and the selector skips loading the gate.
+    capped: AtomicBool,
     pools: Box<[Pool]>,
     metrics: BackendMetrics,
     cancel: CancellationToken,
@@ -103,6 +106,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             rate_milli: AtomicU64::new(0),
+            capped: AtomicBool::new(gate.max_in_flight() > 0),
             gate: ArcSwap::from_pointee(gate),
             pools: (0..workers.max(1))
                 .map(|_| Pool::new(pool_max_idle))
@@ -249,7 +253,14 @@ impl Backend {
     /// Replaces the gate (reloaded limits). Requests already admitted or waiting finish
     /// under the old gate; new ones use the new limits.
     pub fn set_gate(&self, gate: ConcurrencyGate) {
+        self.capped
+            .store(gate.max_in_flight() > 0, Ordering::Release);
         self.gate.store(Arc::new(gate));
+    }
+
+    /// A request sent now would start at once (no cap, or a free slot and nobody waiting).
+    pub fn has_capacity(&self) -> bool {
+        !self.capped.load(Ordering::Acquire) || self.gate().has_capacity()
     }
 
     /// Idle pooled connections over all workers.
