@@ -53,8 +53,9 @@ pub async fn handle(
     let start = Instant::now();
     let shared = &conn.shared;
     let cfg = shared.config.load_full();
-    let method = req.method().clone();
-    let access = cfg.access_log.then(|| req.uri().path().to_owned());
+    let access = cfg
+        .access_log
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
     let mut backend_addr = None;
     let resp = match forward(req, &conn, &cfg, start, &mut backend_addr).await {
         Ok(resp) => resp,
@@ -82,7 +83,7 @@ pub async fn handle(
     shared
         .metrics
         .observe_request(resp.status().as_u16(), elapsed);
-    if let Some(path) = access {
+    if let Some((method, path)) = access {
         tracing::info!(
             target: "balancer::access",
             peer = %conn.peer,
@@ -195,16 +196,20 @@ fn rewrite_request(
     parts.uri = Uri::from(path);
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
-    if !parts.headers.contains_key(header::HOST) {
-        let Some(auth) = authority.as_deref() else {
-            return Err(ProxyError::BadRequest("missing Host"));
-        };
-        let v = HeaderValue::from_str(auth).map_err(|_| ProxyError::BadRequest("bad authority"))?;
-        parts.headers.insert(header::HOST, v);
-    }
-    let host = parts.headers.get(header::HOST).cloned();
+    let host = match parts.headers.get(header::HOST) {
+        Some(h) => h.clone(),
+        None => {
+            let Some(auth) = authority.as_deref() else {
+                return Err(ProxyError::BadRequest("missing Host"));
+            };
+            let v =
+                HeaderValue::from_str(auth).map_err(|_| ProxyError::BadRequest("bad authority"))?;
+            parts.headers.insert(header::HOST, v.clone());
+            v
+        }
+    };
     let proto = if conn.is_tls { "https" } else { "http" };
-    headers::set_forwarded(&mut parts.headers, &conn.peer_ip, proto, host);
+    headers::set_forwarded(&mut parts.headers, &conn.peer_ip, proto, Some(host));
     headers::ensure_request_id(&mut parts.headers);
     Ok(())
 }

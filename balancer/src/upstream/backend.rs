@@ -166,9 +166,21 @@ impl Backend {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Passively ejected right now.
+    /// Passively ejected right now. Reads the clock only while an ejection is recorded; an
+    /// expired one is cleared so the selector's checks stay clock-free.
     pub fn is_ejected(&self) -> bool {
-        self.ejected_until_ms.load(Ordering::Acquire) > self.now_ms()
+        let until = self.ejected_until_ms.load(Ordering::Acquire);
+        if until == 0 {
+            return false;
+        }
+        if until > self.now_ms() {
+            return true;
+        }
+        // Lost races are harmless: a newer ejection stays (the exchange fails).
+        let _ =
+            self.ejected_until_ms
+                .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed);
+        false
     }
 
     /// May receive new requests.
