@@ -50,7 +50,9 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<RespBody>, Infallible> {
-    let start = Instant::now();
+    // tokio's clock (the real one, or the paused one in tests), read once for the deadline
+    // and the duration metric.
+    let start = tokio::time::Instant::now();
     let shared = &conn.shared;
     let cfg = shared.config.load_full();
     let access = cfg
@@ -101,7 +103,7 @@ async fn forward(
     mut req: Request<Incoming>,
     conn: &ConnInfo,
     cfg: &Config,
-    start: Instant,
+    start: tokio::time::Instant,
     backend_addr: &mut Option<SocketAddr>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let shared = &conn.shared;
@@ -222,11 +224,11 @@ fn is_idempotent(m: &Method) -> bool {
 }
 
 fn clone_parts(p: &Parts) -> Replay {
-    (p.method.clone(), p.uri.clone(), p.headers.clone())
+    Box::new((p.method.clone(), p.uri.clone(), p.headers.clone()))
 }
 
 fn clone_parts_of(r: &Request<ReqBody>) -> Replay {
-    (r.method().clone(), r.uri().clone(), r.headers().clone())
+    Box::new((r.method().clone(), r.uri().clone(), r.headers().clone()))
 }
 
 fn rebuild(method: Method, uri: Uri, headers: http::HeaderMap) -> Request<ReqBody> {
@@ -237,7 +239,9 @@ fn rebuild(method: Method, uri: Uri, headers: http::HeaderMap) -> Request<ReqBod
     r
 }
 
-type Replay = (Method, Uri, http::HeaderMap);
+/// What rebuilding a bodiless request takes. Boxed: it is rarely made, and inline it would
+/// widen every request's future (whose moves are memcpys).
+type Replay = Box<(Method, Uri, http::HeaderMap)>;
 
 /// A pooled connection idle at least this long may have been closed by the backend's
 /// keep-alive timer just as we write to it (the keep-alive race), so a bodiless idempotent
@@ -263,25 +267,26 @@ enum Expiry {
 }
 
 impl Deadline {
-    fn new(start: Instant, total: Duration) -> Self {
-        let now = tokio::time::Instant::now();
-        let left = total.saturating_sub(start.elapsed());
+    fn new(start: tokio::time::Instant, total: Duration) -> Self {
         Self {
-            at: now.checked_add(left).unwrap_or(now),
+            at: start.checked_add(total).unwrap_or(start),
             total,
         }
     }
 
-    /// The time a wait bounded by `step` may take, and which limit that is.
-    fn limit(&self, step: Duration) -> (Duration, Expiry) {
-        let left = self
-            .at
-            .saturating_duration_since(tokio::time::Instant::now());
-        if step < left {
-            (step, Expiry::Step)
-        } else {
-            (left, Expiry::Request)
+    /// When a wait bounded by `step` and starting `now` must end, and which limit that is.
+    fn limit(&self, now: tokio::time::Instant, step: Duration) -> (tokio::time::Instant, Expiry) {
+        match now.checked_add(step) {
+            Some(end) if end < self.at => (end, Expiry::Step),
+            _ => (self.at, Expiry::Request),
         }
+    }
+
+    /// As [`Deadline::limit`], as a duration from now (for APIs that take one).
+    fn limit_for(&self, step: Duration) -> (Duration, Expiry) {
+        let now = tokio::time::Instant::now();
+        let (end, expiry) = self.limit(now, step);
+        (end.saturating_duration_since(now), expiry)
     }
 
     fn error(&self) -> ProxyError {
@@ -327,7 +332,7 @@ async fn attempts(
     for attempt in 0..=cfg.retry.max_retries {
         let req = match pending.take() {
             Some(r) => r,
-            None => match &replay {
+            None => match replay.as_deref() {
                 Some((m, u, h)) => rebuild(m.clone(), u.clone(), h.clone()),
                 None => break,
             },
@@ -347,16 +352,25 @@ async fn attempts(
             break;
         };
         tried.push(backend.addr());
-        let (wait, expiry) = deadline.limit(cfg.timeouts.queue);
-        let admission = backend.gate().admit(wait).await.map_err(|e| match e {
-            QueueError::Full => ProxyError::QueueFull {
-                backend: backend.addr(),
-            },
-            QueueError::Timeout if expiry == Expiry::Request => deadline.error(),
-            QueueError::Timeout => ProxyError::QueueTimeout {
-                backend: backend.addr(),
-            },
-        })?;
+        let gate = backend.gate();
+        let admission = match gate.try_admit() {
+            Some(admission) => admission,
+            None => {
+                let (wait, expiry) = deadline.limit_for(cfg.timeouts.queue);
+                // Boxed: waiting in the queue is the slow path, and its future inline would
+                // widen every request's future.
+                Box::pin(gate.admit(wait)).await.map_err(|e| match e {
+                    QueueError::Full => ProxyError::QueueFull {
+                        backend: backend.addr(),
+                    },
+                    QueueError::Timeout if expiry == Expiry::Request => deadline.error(),
+                    QueueError::Timeout => ProxyError::QueueTimeout {
+                        backend: backend.addr(),
+                    },
+                })?
+            }
+        };
+        drop(gate);
         let mut exchange = Exchange::begin(Arc::clone(&backend), conn.worker, admission);
         match send(&mut exchange, req, conn, cfg, is_upgrade, deadline).await {
             Ok(resp) => {
@@ -460,7 +474,9 @@ async fn send(
         };
         let (mut sender, idle_for) = match pooled {
             Some(p) => (p.0, Some(p.1)),
-            None => match connect(&backend, conn, cfg, deadline).await {
+            // Boxed: the connect future is large and rare; inline it would be copied
+            // with every request's future.
+            None => match Box::pin(connect(&backend, conn, cfg, deadline)).await {
                 Ok(s) => (s, None),
                 Err(error) => {
                     return Err(Failed {
@@ -473,8 +489,9 @@ async fn send(
         let is_pooled = idle_for.is_some();
         // A pooled connection is normally ready at once; only wait (bounded) when it is not.
         if is_pooled && !sender.is_ready() {
-            let (wait, expiry) = deadline.limit(cfg.timeouts.connect);
-            match tokio::time::timeout(wait, sender.ready()).await {
+            let (until, expiry) = deadline.limit(tokio::time::Instant::now(), cfg.timeouts.connect);
+            // Boxed: rare, and inline it would widen every request's future.
+            match Box::pin(tokio::time::timeout_at(until, sender.ready())).await {
                 Ok(Ok(())) => {}
                 Err(_) if expiry == Expiry::Request => {
                     return Err(Failed {
@@ -492,9 +509,9 @@ async fn send(
             && req.body().is_end_stream()
             && is_idempotent(req.method()))
         .then(|| clone_parts_of(&req));
-        let sent_at = Instant::now();
-        let (wait, expiry) = deadline.limit(cfg.timeouts.upstream_header);
-        match tokio::time::timeout(wait, sender.try_send_request(req)).await {
+        let sent_at = tokio::time::Instant::now();
+        let (until, expiry) = deadline.limit(sent_at, cfg.timeouts.upstream_header);
+        match tokio::time::timeout_at(until, sender.try_send_request(req)).await {
             Err(_) => {
                 return Err(Failed {
                     error: if expiry == Expiry::Request {
@@ -522,9 +539,10 @@ async fn send(
                     (Some(r), _) if is_pooled => req = r,
                     // It died under a bodiless idempotent request (closed, reset, or cut
                     // before the response): replaying it is safe by definition.
-                    (None, Some((m, u, h))) => {
+                    (None, Some(backup)) => {
                         tracing::debug!(backend = %addr, error = %e.error(),
                             "pooled connection failed under a request; replaying");
+                        let (m, u, h) = *backup;
                         req = rebuild(m, u, h);
                     }
                     (request, _) => {
@@ -557,8 +575,8 @@ async fn connect(
     deadline: &Deadline,
 ) -> Result<SendRequest<ReqBody>, ProxyError> {
     let addr = backend.addr();
-    let (wait, expiry) = deadline.limit(cfg.timeouts.connect);
-    let stream = match tokio::time::timeout(wait, TcpStream::connect(addr)).await {
+    let (until, expiry) = deadline.limit(tokio::time::Instant::now(), cfg.timeouts.connect);
+    let stream = match tokio::time::timeout_at(until, TcpStream::connect(addr)).await {
         Err(_) if expiry == Expiry::Request => return Err(deadline.error()),
         Err(_) => return Err(ProxyError::ConnectTimeout { backend: addr }),
         Ok(Err(source)) => {
