@@ -111,8 +111,8 @@ async fn forward(
     if !is_h2 && conn.ambiguous.swap(false, Ordering::AcqRel) {
         return Err(headers::FramingError::BothLengths.into());
     }
-    headers::check_framing(req.headers(), is_h2)?;
-    if let Some(len) = headers::content_length(req.headers())
+    let declared = headers::check_framing(req.headers(), is_h2)?;
+    if let Some(len) = declared
         && len > cfg.limits.max_body_bytes
     {
         return Err(ProxyError::BodyTooLarge {
@@ -177,10 +177,9 @@ async fn forward(
         headers::strip_hop_by_hop(&mut parts.headers, true);
         return Ok(Response::from_parts(parts, RespBody::empty()));
     }
-    let (mut parts, body) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, false);
-    let body = UpstreamBody::new(body, exchange, cfg.timeouts.idle);
-    Ok(Response::from_parts(parts, RespBody::Upstream(body)))
+    headers::strip_hop_by_hop(resp.headers_mut(), false);
+    let idle = cfg.timeouts.idle;
+    Ok(resp.map(|body| RespBody::Upstream(UpstreamBody::new(body, exchange, idle))))
 }
 
 /// Origin-form URI, Host, forwarding headers, request id, hop-by-hop removal.

@@ -70,8 +70,9 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// Refuses ambiguous body framing (see the module docs).
-pub fn check_framing(headers: &HeaderMap, is_h2: bool) -> Result<(), FramingError> {
+/// Refuses ambiguous body framing (see the module docs); returns the declared
+/// Content-Length, if any.
+pub fn check_framing(headers: &HeaderMap, is_h2: bool) -> Result<Option<u64>, FramingError> {
     let mut length: Option<u64> = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
         let text = v.to_str().map_err(|_| FramingError::InvalidLength)?;
@@ -107,7 +108,7 @@ pub fn check_framing(headers: &HeaderMap, is_h2: bool) -> Result<(), FramingErro
             return Err(FramingError::BadTransferEncoding);
         }
     }
-    Ok(())
+    Ok(length)
 }
 
 /// The request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
@@ -242,22 +243,22 @@ pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Keeps a sane client `X-Request-Id` or sets a fresh random one; returns the id.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+/// Keeps a sane client `X-Request-Id` or sets a fresh random one. (Nothing is returned:
+/// cloning a freshly made value costs an allocation, and the proxy does not need it.)
+pub fn ensure_request_id(headers: &mut HeaderMap) {
     match headers.entry(X_REQUEST_ID.clone()) {
         Entry::Occupied(mut e) => {
             let v = e.get();
-            if !v.is_empty()
+            let sane = !v.is_empty()
                 && v.len() <= MAX_REQUEST_ID_LEN
-                && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
-            {
-                return v.clone();
+                && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+            if !sane {
+                e.insert(new_request_id());
             }
-            let id = new_request_id();
-            e.insert(id.clone());
-            id
         }
-        Entry::Vacant(e) => e.insert(new_request_id()).clone(),
+        Entry::Vacant(e) => {
+            e.insert(new_request_id());
+        }
     }
 }
 
@@ -409,9 +410,11 @@ mod tests {
     #[test]
     fn request_id_kept_or_generated() {
         let mut h = map(&[("x-request-id", "abc-123")]);
-        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        ensure_request_id(&mut h);
+        assert_eq!(h.get(&X_REQUEST_ID).unwrap(), "abc-123");
         let mut h = HeaderMap::new();
-        let id = ensure_request_id(&mut h);
+        ensure_request_id(&mut h);
+        let id = h.get(&X_REQUEST_ID).unwrap().clone();
         assert_eq!(id.len(), 32);
         assert_eq!(h.get(&X_REQUEST_ID).unwrap(), &id);
     }
