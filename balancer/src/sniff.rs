@@ -9,7 +9,8 @@
 //! empty line has been read, so the flag is always raised before that request is handled.
 //!
 //! The scanner is a tiny state machine over line starts: it keeps at most 24 bytes of a
-//! header name, allocates nothing and never looks back. It cannot tell a body from a head,
+//! header name, allocates nothing and never looks back; header values are skipped with a
+//! SIMD search for the line's end. It cannot tell a body from a head,
 //! so a body that itself contains a header block with both names flags the next request on
 //! that connection: a false 400 for a client sending HTTP-looking bodies, never a missed
 //! smuggling attempt. h2 connections (recognised by the preface) are not scanned.
@@ -66,7 +67,20 @@ impl HeadScanner {
             return false;
         }
         let mut found = false;
-        for &b in bytes {
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            if !self.in_name && b != b'\n' {
+                // In a value (or past a name too long to matter), only the line's end counts
+                // and the line is already known not to be empty: jump to it.
+                match memchr::memchr(b'\n', bytes.get(i..).unwrap_or_default()) {
+                    Some(n) => {
+                        i += n;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            i += 1;
             match b {
                 b'\n' => {
                     if self.line_empty {
@@ -91,6 +105,9 @@ impl HeadScanner {
                         } else if name == b"transfer-encoding" {
                             self.saw_encoding = true;
                         }
+                        self.in_name = false;
+                    } else if self.name_len == 0 && !matches!(b, b'c' | b'C' | b't' | b'T') {
+                        // Neither name of interest starts so: skip the rest of the line.
                         self.in_name = false;
                     } else if let Some(slot) = self.name.get_mut(self.name_len) {
                         *slot = b.to_ascii_lowercase();

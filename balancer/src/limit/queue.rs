@@ -81,16 +81,28 @@ impl ConcurrencyGate {
         self.waiting.load(Ordering::Acquire)
     }
 
+    /// Admits at once when there is no cap or a slot is free and nobody waits; `None` means
+    /// the request has to queue with [`ConcurrencyGate::admit`].
+    pub fn try_admit(&self) -> Option<Admission> {
+        let Some(sem) = &self.permits else {
+            return Some(Admission { _permit: None });
+        };
+        Arc::clone(sem)
+            .try_acquire_owned()
+            .ok()
+            .map(|permit| Admission {
+                _permit: Some(permit),
+            })
+    }
+
     /// Waits for a turn, at most `timeout`.
     pub async fn admit(&self, timeout: Duration) -> Result<Admission, QueueError> {
+        if let Some(admission) = self.try_admit() {
+            return Ok(admission);
+        }
         let Some(sem) = &self.permits else {
             return Ok(Admission { _permit: None });
         };
-        if let Ok(permit) = Arc::clone(sem).try_acquire_owned() {
-            return Ok(Admission {
-                _permit: Some(permit),
-            });
-        }
         // Reserve a queue slot first so the bound holds under concurrency.
         let prev = self.waiting.fetch_add(1, Ordering::AcqRel);
         let _slot = WaitingGuard(&self.waiting);

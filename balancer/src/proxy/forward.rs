@@ -50,11 +50,14 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<RespBody>, Infallible> {
-    let start = Instant::now();
+    // tokio's clock (the real one, or the paused one in tests), read once for the deadline
+    // and the duration metric.
+    let start = tokio::time::Instant::now();
     let shared = &conn.shared;
     let cfg = shared.config.load_full();
-    let method = req.method().clone();
-    let access = cfg.access_log.then(|| req.uri().path().to_owned());
+    let access = cfg
+        .access_log
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
     let mut backend_addr = None;
     let resp = match forward(req, &conn, &cfg, start, &mut backend_addr).await {
         Ok(resp) => resp,
@@ -82,7 +85,7 @@ pub async fn handle(
     shared
         .metrics
         .observe_request(resp.status().as_u16(), elapsed);
-    if let Some(path) = access {
+    if let Some((method, path)) = access {
         tracing::info!(
             target: "balancer::access",
             peer = %conn.peer,
@@ -100,7 +103,7 @@ async fn forward(
     mut req: Request<Incoming>,
     conn: &ConnInfo,
     cfg: &Config,
-    start: Instant,
+    start: tokio::time::Instant,
     backend_addr: &mut Option<SocketAddr>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let shared = &conn.shared;
@@ -108,8 +111,8 @@ async fn forward(
     if !is_h2 && conn.ambiguous.swap(false, Ordering::AcqRel) {
         return Err(headers::FramingError::BothLengths.into());
     }
-    headers::check_framing(req.headers(), is_h2)?;
-    if let Some(len) = headers::content_length(req.headers())
+    let declared = headers::check_framing(req.headers(), is_h2)?;
+    if let Some(len) = declared
         && len > cfg.limits.max_body_bytes
     {
         return Err(ProxyError::BodyTooLarge {
@@ -152,14 +155,17 @@ async fn forward(
     let upstream_req = Request::from_parts(parts, body);
 
     shared.budget.deposit();
-    let deadline = cfg.timeouts.total.saturating_sub(start.elapsed());
-    let outcome = tokio::time::timeout(
-        deadline,
-        attempts(upstream_req, replay, conn, cfg, flag.as_deref(), is_upgrade),
+    let deadline = Deadline::new(start, cfg.timeouts.total);
+    let (mut resp, exchange) = attempts(
+        upstream_req,
+        replay,
+        conn,
+        cfg,
+        flag.as_deref(),
+        is_upgrade,
+        &deadline,
     )
-    .await
-    .map_err(|_| ProxyError::Deadline(cfg.timeouts.total))?;
-    let (mut resp, exchange) = outcome?;
+    .await?;
     *backend_addr = Some(exchange.backend().addr());
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -171,10 +177,9 @@ async fn forward(
         headers::strip_hop_by_hop(&mut parts.headers, true);
         return Ok(Response::from_parts(parts, RespBody::empty()));
     }
-    let (mut parts, body) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, false);
-    let body = UpstreamBody::new(body, exchange, cfg.timeouts.idle);
-    Ok(Response::from_parts(parts, RespBody::Upstream(body)))
+    headers::strip_hop_by_hop(resp.headers_mut(), false);
+    let idle = cfg.timeouts.idle;
+    Ok(resp.map(|body| RespBody::Upstream(UpstreamBody::new(body, exchange, idle))))
 }
 
 /// Origin-form URI, Host, forwarding headers, request id, hop-by-hop removal.
@@ -192,16 +197,20 @@ fn rewrite_request(
     parts.uri = Uri::from(path);
     parts.version = Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers, keep_upgrade);
-    if !parts.headers.contains_key(header::HOST) {
-        let Some(auth) = authority.as_deref() else {
-            return Err(ProxyError::BadRequest("missing Host"));
-        };
-        let v = HeaderValue::from_str(auth).map_err(|_| ProxyError::BadRequest("bad authority"))?;
-        parts.headers.insert(header::HOST, v);
-    }
-    let host = parts.headers.get(header::HOST).cloned();
+    let host = match parts.headers.get(header::HOST) {
+        Some(h) => h.clone(),
+        None => {
+            let Some(auth) = authority.as_deref() else {
+                return Err(ProxyError::BadRequest("missing Host"));
+            };
+            let v =
+                HeaderValue::from_str(auth).map_err(|_| ProxyError::BadRequest("bad authority"))?;
+            parts.headers.insert(header::HOST, v.clone());
+            v
+        }
+    };
     let proto = if conn.is_tls { "https" } else { "http" };
-    headers::set_forwarded(&mut parts.headers, &conn.peer_ip, proto, host);
+    headers::set_forwarded(&mut parts.headers, &conn.peer_ip, proto, Some(host));
     headers::ensure_request_id(&mut parts.headers);
     Ok(())
 }
@@ -214,11 +223,11 @@ fn is_idempotent(m: &Method) -> bool {
 }
 
 fn clone_parts(p: &Parts) -> Replay {
-    (p.method.clone(), p.uri.clone(), p.headers.clone())
+    Box::new((p.method.clone(), p.uri.clone(), p.headers.clone()))
 }
 
 fn clone_parts_of(r: &Request<ReqBody>) -> Replay {
-    (r.method().clone(), r.uri().clone(), r.headers().clone())
+    Box::new((r.method().clone(), r.uri().clone(), r.headers().clone()))
 }
 
 fn rebuild(method: Method, uri: Uri, headers: http::HeaderMap) -> Request<ReqBody> {
@@ -229,7 +238,81 @@ fn rebuild(method: Method, uri: Uri, headers: http::HeaderMap) -> Request<ReqBod
     r
 }
 
-type Replay = (Method, Uri, http::HeaderMap);
+/// What rebuilding a bodiless request takes. Boxed: it is rarely made, and inline it would
+/// widen every request's future (whose moves are memcpys).
+type Replay = Box<(Method, Uri, http::HeaderMap)>;
+
+/// A pooled connection idle at least this long may have been closed by the backend's
+/// keep-alive timer just as we write to it (the keep-alive race), so a bodiless idempotent
+/// request sent on it keeps a copy to replay. Connections reused sooner (all of them under
+/// load) skip the copy: it cost about 4% of the request path's instructions.
+pub const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The whole-request deadline (`--request-timeout`). It is applied through each wait's own
+/// timeout (queue, connect, upstream headers) — whichever ends first — so a request runs
+/// one timer at a time instead of an outer one around inner ones.
+struct Deadline {
+    at: tokio::time::Instant,
+    total: Duration,
+}
+
+/// Which limit a bounded wait hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// The wait's own timeout.
+    Step,
+    /// The whole-request deadline.
+    Request,
+}
+
+impl Deadline {
+    fn new(start: tokio::time::Instant, total: Duration) -> Self {
+        Self {
+            at: start.checked_add(total).unwrap_or(start),
+            total,
+        }
+    }
+
+    /// When a wait bounded by `step` and starting `now` must end, and which limit that is.
+    fn limit(&self, now: tokio::time::Instant, step: Duration) -> (tokio::time::Instant, Expiry) {
+        match now.checked_add(step) {
+            Some(end) if end < self.at => (end, Expiry::Step),
+            _ => (self.at, Expiry::Request),
+        }
+    }
+
+    /// As [`Deadline::limit`], as a duration from now (for APIs that take one).
+    fn limit_for(&self, step: Duration) -> (Duration, Expiry) {
+        let now = tokio::time::Instant::now();
+        let (end, expiry) = self.limit(now, step);
+        (end.saturating_duration_since(now), expiry)
+    }
+
+    fn error(&self) -> ProxyError {
+        ProxyError::Deadline(self.total)
+    }
+}
+
+/// Backends already tried for one request. Almost every request tries one, so the first few
+/// live inline and only long retry chains allocate.
+#[derive(Default)]
+struct Tried {
+    inline: [Option<SocketAddr>; 3],
+    more: Vec<SocketAddr>,
+}
+
+impl Tried {
+    fn push(&mut self, addr: SocketAddr) {
+        match self.inline.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(addr),
+            None => self.more.push(addr),
+        }
+    }
+
+    fn contains(&self, addr: &SocketAddr) -> bool {
+        self.inline.iter().any(|s| s.as_ref() == Some(addr)) || self.more.contains(addr)
+    }
+}
 
 /// Tries backends until one answers, a non-retryable error happens, or retries run out.
 async fn attempts(
@@ -239,15 +322,16 @@ async fn attempts(
     cfg: &Config,
     flag: Option<&BodyFlag>,
     is_upgrade: bool,
+    deadline: &Deadline,
 ) -> Result<(Response<Incoming>, Exchange), ProxyError> {
     let shared = &conn.shared;
-    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut tried = Tried::default();
     let mut pending = Some(req);
     let mut last_error: Option<ProxyError> = None;
     for attempt in 0..=cfg.retry.max_retries {
         let req = match pending.take() {
             Some(r) => r,
-            None => match &replay {
+            None => match replay.as_deref() {
                 Some((m, u, h)) => rebuild(m.clone(), u.clone(), h.clone()),
                 None => break,
             },
@@ -259,7 +343,7 @@ async fn attempts(
             }
             shared.metrics.retry();
         }
-        let Some(backend) = shared.backends.load().pick(&tried) else {
+        let Some(backend) = shared.backends.load().pick(|a| tried.contains(a)) else {
             // Every backend refused the connection (or none is up): all are down.
             if last_error.as_ref().is_some_and(ProxyError::is_retryable) {
                 last_error = Some(ProxyError::NoBackend);
@@ -267,20 +351,27 @@ async fn attempts(
             break;
         };
         tried.push(backend.addr());
-        let admission = backend
-            .gate()
-            .admit(cfg.timeouts.queue)
-            .await
-            .map_err(|e| match e {
-                QueueError::Full => ProxyError::QueueFull {
-                    backend: backend.addr(),
-                },
-                QueueError::Timeout => ProxyError::QueueTimeout {
-                    backend: backend.addr(),
-                },
-            })?;
+        let gate = backend.gate();
+        let admission = match gate.try_admit() {
+            Some(admission) => admission,
+            None => {
+                let (wait, expiry) = deadline.limit_for(cfg.timeouts.queue);
+                // Boxed: waiting in the queue is the slow path, and its future inline would
+                // widen every request's future.
+                Box::pin(gate.admit(wait)).await.map_err(|e| match e {
+                    QueueError::Full => ProxyError::QueueFull {
+                        backend: backend.addr(),
+                    },
+                    QueueError::Timeout if expiry == Expiry::Request => deadline.error(),
+                    QueueError::Timeout => ProxyError::QueueTimeout {
+                        backend: backend.addr(),
+                    },
+                })?
+            }
+        };
+        drop(gate);
         let mut exchange = Exchange::begin(Arc::clone(&backend), conn.worker, admission);
-        match send(&mut exchange, req, conn, cfg, is_upgrade).await {
+        match send(&mut exchange, req, conn, cfg, is_upgrade, deadline).await {
             Ok(resp) => {
                 let status = resp.status();
                 // A 503 with Retry-After is a live backend shedding load on purpose (the
@@ -307,6 +398,10 @@ async fn attempts(
                 return Ok((resp, exchange));
             }
             Err(Failed { error, request }) => {
+                if matches!(error, ProxyError::Deadline(_)) {
+                    // The request ran out of time, not the backend: no blame, no retry.
+                    return Err(error);
+                }
                 let fault = flag.map_or(BodyFault::None, BodyFlag::fault);
                 if fault != BodyFault::None {
                     return Err(ProxyError::ClientBody {
@@ -343,7 +438,7 @@ async fn attempts(
 }
 
 /// Some available backend has not been tried for this request yet.
-fn has_untried(shared: &Shared, tried: &[SocketAddr]) -> bool {
+fn has_untried(shared: &Shared, tried: &Tried) -> bool {
     shared
         .backends
         .load()
@@ -365,6 +460,7 @@ async fn send(
     conn: &ConnInfo,
     cfg: &Config,
     is_upgrade: bool,
+    deadline: &Deadline,
 ) -> Result<Response<Incoming>, Failed> {
     let backend = Arc::clone(exchange.backend());
     let addr = backend.addr();
@@ -375,11 +471,12 @@ async fn send(
         } else {
             backend.pool(conn.worker).take(cfg.timeouts.idle)
         };
-        let is_pooled = pooled.is_some();
-        let mut sender = match pooled {
-            Some(s) => s,
-            None => match connect(&backend, conn, cfg).await {
-                Ok(s) => s,
+        let (mut sender, idle_for) = match pooled {
+            Some(p) => (p.0, Some(p.1)),
+            // Boxed: the connect future is large and rare; inline it would be copied
+            // with every request's future.
+            None => match Box::pin(connect(&backend, conn, cfg, deadline)).await {
+                Ok(s) => (s, None),
                 Err(error) => {
                     return Err(Failed {
                         error,
@@ -388,26 +485,41 @@ async fn send(
                 }
             },
         };
+        let is_pooled = idle_for.is_some();
         // A pooled connection is normally ready at once; only wait (bounded) when it is not.
         if is_pooled && !sender.is_ready() {
-            match tokio::time::timeout(cfg.timeouts.connect, sender.ready()).await {
+            let (until, expiry) = deadline.limit(tokio::time::Instant::now(), cfg.timeouts.connect);
+            // Boxed: rare, and inline it would widen every request's future.
+            match Box::pin(tokio::time::timeout_at(until, sender.ready())).await {
                 Ok(Ok(())) => {}
+                Err(_) if expiry == Expiry::Request => {
+                    return Err(Failed {
+                        error: deadline.error(),
+                        request: Some(req),
+                    });
+                }
                 _ => continue,
             }
         }
-        // A pooled connection can be closed by the backend just as we write to it (the
-        // keep-alive race). A bodiless idempotent request is safe to replay on a fresh
-        // connection then, so keep what is needed to rebuild it.
-        let backup = (is_pooled && req.body().is_end_stream() && is_idempotent(req.method()))
-            .then(|| clone_parts_of(&req));
-        let sent_at = Instant::now();
-        match tokio::time::timeout(cfg.timeouts.upstream_header, sender.try_send_request(req)).await
-        {
+        // A pooled connection that sat idle can be closed by the backend just as we write
+        // to it (the keep-alive race). A bodiless idempotent request is safe to replay on a
+        // fresh connection then, so keep what is needed to rebuild it.
+        let backup = (idle_for.is_some_and(|d| d >= REPLAY_AFTER_IDLE)
+            && req.body().is_end_stream()
+            && is_idempotent(req.method()))
+        .then(|| clone_parts_of(&req));
+        let sent_at = tokio::time::Instant::now();
+        let (until, expiry) = deadline.limit(sent_at, cfg.timeouts.upstream_header);
+        match tokio::time::timeout_at(until, sender.try_send_request(req)).await {
             Err(_) => {
                 return Err(Failed {
-                    error: ProxyError::UpstreamTimeout {
-                        backend: addr,
-                        timeout: cfg.timeouts.upstream_header,
+                    error: if expiry == Expiry::Request {
+                        deadline.error()
+                    } else {
+                        ProxyError::UpstreamTimeout {
+                            backend: addr,
+                            timeout: cfg.timeouts.upstream_header,
+                        }
                     },
                     request: None,
                 });
@@ -426,9 +538,10 @@ async fn send(
                     (Some(r), _) if is_pooled => req = r,
                     // It died under a bodiless idempotent request (closed, reset, or cut
                     // before the response): replaying it is safe by definition.
-                    (None, Some((m, u, h))) => {
+                    (None, Some(backup)) => {
                         tracing::debug!(backend = %addr, error = %e.error(),
                             "pooled connection failed under a request; replaying");
+                        let (m, u, h) = *backup;
                         req = rebuild(m, u, h);
                     }
                     (request, _) => {
@@ -458,9 +571,12 @@ async fn connect(
     backend: &Backend,
     conn: &ConnInfo,
     cfg: &Config,
+    deadline: &Deadline,
 ) -> Result<SendRequest<ReqBody>, ProxyError> {
     let addr = backend.addr();
-    let stream = match tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(addr)).await {
+    let (until, expiry) = deadline.limit(tokio::time::Instant::now(), cfg.timeouts.connect);
+    let stream = match tokio::time::timeout_at(until, TcpStream::connect(addr)).await {
+        Err(_) if expiry == Expiry::Request => return Err(deadline.error()),
         Err(_) => return Err(ProxyError::ConnectTimeout { backend: addr }),
         Ok(Err(source)) => {
             return Err(ProxyError::Connect {

@@ -8,15 +8,17 @@
 //! keeps the guarantee independent of the parser and covers h2, where `Transfer-Encoding`
 //! is not allowed at all.)
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use rand::Rng;
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 const HOP_COUNT: usize = 8;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus legacy ones).
-/// Index 0 must stay `Connection`: `strip_hop_by_hop` relies on it.
+/// Index 0 must stay `Connection` and the order must match `hop_index`.
 static HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -68,8 +70,9 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// Refuses ambiguous body framing (see the module docs).
-pub fn check_framing(headers: &HeaderMap, is_h2: bool) -> Result<(), FramingError> {
+/// Refuses ambiguous body framing (see the module docs); returns the declared
+/// Content-Length, if any.
+pub fn check_framing(headers: &HeaderMap, is_h2: bool) -> Result<Option<u64>, FramingError> {
     let mut length: Option<u64> = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
         let text = v.to_str().map_err(|_| FramingError::InvalidLength)?;
@@ -105,7 +108,7 @@ pub fn check_framing(headers: &HeaderMap, is_h2: bool) -> Result<(), FramingErro
             return Err(FramingError::BadTransferEncoding);
         }
     }
-    Ok(())
+    Ok(length)
 }
 
 /// The request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
@@ -119,48 +122,75 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Position of `name` in [`HOP_BY_HOP`], by comparing its text: a length switch settles
+/// almost every ordinary header with no comparison at all.
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    let text = name.as_str();
+    let i = match text.len() {
+        2 => 5,
+        7 => 6,
+        10 if text == "connection" => return Some(0),
+        10 => 1,
+        16 => 2,
+        17 => 7,
+        18 => 3,
+        19 => 4,
+        _ => return None,
+    };
+    HOP_BY_HOP
+        .get(i)
+        .is_some_and(|h| h.as_str() == text)
+        .then_some(i)
+}
+
+/// A `Connection` token that names no header to remove.
+fn is_plain_connection_token(t: &str) -> bool {
+    t.is_empty()
+        || t.eq_ignore_ascii_case("keep-alive")
+        || t.eq_ignore_ascii_case("close")
+        || t.eq_ignore_ascii_case("upgrade")
+}
+
 /// Removes hop-by-hop headers and every header named in `Connection`. With `keep_upgrade`
 /// the `Connection: upgrade` / `Upgrade` pair survives (for protocol switches).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the (few) header names finds which hop-by-hop headers are present;
-    // standard names compare cheaply, and only those found are removed (each removal hashes).
-    let mut present = [false; HOP_COUNT];
+    // One pass over the (few) header names finds which hop-by-hop headers are present
+    // (a bit each); only those found are removed (each removal hashes).
+    let mut present: u16 = 0;
     let mut has_upgrade = false;
     for k in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
-            if let Some(p) = present.get_mut(i) {
-                *p = true;
-            }
+        if let Some(i) = hop_index(k) {
+            present |= 1 << i;
         } else if k == header::UPGRADE {
             has_upgrade = true;
         }
     }
-    if !keep_upgrade && !has_upgrade && !present.contains(&true) {
+    if !keep_upgrade && !has_upgrade && present == 0 {
         return;
     }
     // Headers named in Connection are hop-by-hop too. The usual tokens (keep-alive, close,
     // upgrade) name nothing extra, so the list is built only for unusual ones.
-    if present.first().copied().unwrap_or(false) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !(t.eq_ignore_ascii_case("keep-alive")
-                    || t.eq_ignore_ascii_case("close")
-                    || t.eq_ignore_ascii_case("upgrade")
-                    || t.is_empty())
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(&name);
+    if present & 1 != 0 {
+        let tokens = || {
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|s| s.split(','))
+                .map(str::trim)
+        };
+        if !tokens().all(is_plain_connection_token) {
+            let named: Vec<HeaderName> = tokens()
+                .filter(|t| !is_plain_connection_token(t))
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .collect();
+            for name in named {
+                headers.remove(&name);
+            }
         }
     }
-    for (name, here) in HOP_BY_HOP.iter().zip(present) {
-        if here {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
             headers.remove(name);
         }
     }
@@ -179,24 +209,28 @@ pub fn set_forwarded(
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let mut previous = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .peekable();
-    if previous.peek().is_none() {
+    match headers.entry(X_FORWARDED_FOR.clone()) {
         // The common case: no chain yet, and the client's address is rendered once per
         // connection, so this is a reference-count bump rather than an allocation.
-        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
-    } else {
-        let mut chain = previous.collect::<Vec<&str>>().join(", ");
-        chain.push_str(", ");
-        chain.push_str(client.to_str().unwrap_or_default());
-        let value = HeaderValue::from_str(&chain).unwrap_or_else(|_| {
-            // Only reachable with a garbage previous value: start the chain afresh.
-            client.clone()
-        });
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+        Entry::Vacant(slot) => {
+            slot.insert(client.clone());
+        }
+        Entry::Occupied(mut chain) => {
+            let mut joined = chain
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<&str>>()
+                .join(", ");
+            if !joined.is_empty() {
+                joined.push_str(", ");
+            }
+            joined.push_str(client.to_str().unwrap_or_default());
+            let value = HeaderValue::from_str(&joined).unwrap_or_else(|_| {
+                // Only reachable with a garbage previous value: start the chain afresh.
+                client.clone()
+            });
+            chain.insert(value);
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(h) = host {
@@ -209,24 +243,38 @@ pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Keeps a sane client `X-Request-Id` or sets a fresh random one; returns the id.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID)
-        && !v.is_empty()
-        && v.len() <= MAX_REQUEST_ID_LEN
-        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
-    {
-        return v.clone();
+/// Keeps a sane client `X-Request-Id` or sets a fresh random one. (Nothing is returned:
+/// cloning a freshly made value costs an allocation, and the proxy does not need it.)
+pub fn ensure_request_id(headers: &mut HeaderMap) {
+    match headers.entry(X_REQUEST_ID.clone()) {
+        Entry::Occupied(mut e) => {
+            let v = e.get();
+            let sane = !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID_LEN
+                && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+            if !sane {
+                e.insert(new_request_id());
+            }
+        }
+        Entry::Vacant(e) => {
+            e.insert(new_request_id());
+        }
     }
-    let id = new_request_id();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
+}
+
+thread_local! {
+    /// Request ids need to be unique, not secret: a small fast generator per thread, seeded
+    /// from the OS-seeded thread RNG, costs a few instructions where `rand::rng()` (ChaCha
+    /// with reseeding checks) cost ~600 per request.
+    static ID_RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
 }
 
 /// 128 random bits as 32 hex digits.
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes: [u8; 16] = rand::rng().random();
+    let bytes = ID_RNG
+        .with(|r| r.borrow_mut().random::<u128>())
+        .to_le_bytes();
     let mut out = [0u8; 32];
     for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
         if let [hi, lo] = pair {
@@ -336,6 +384,16 @@ mod tests {
     }
 
     #[test]
+    fn hop_index_finds_exactly_the_hop_by_hop_names() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(name), Some(i), "{name}");
+        }
+        for other in ["upgrade", "referer", "x-kept", "host", "tx", "x-connection"] {
+            assert_eq!(hop_index(&HeaderName::from_static(other)), None, "{other}");
+        }
+    }
+
+    #[test]
     fn forwarded_headers_append() {
         let mut h = map(&[("x-forwarded-for", "1.1.1.1")]);
         set_forwarded(
@@ -352,9 +410,11 @@ mod tests {
     #[test]
     fn request_id_kept_or_generated() {
         let mut h = map(&[("x-request-id", "abc-123")]);
-        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        ensure_request_id(&mut h);
+        assert_eq!(h.get(&X_REQUEST_ID).unwrap(), "abc-123");
         let mut h = HeaderMap::new();
-        let id = ensure_request_id(&mut h);
+        ensure_request_id(&mut h);
+        let id = h.get(&X_REQUEST_ID).unwrap().clone();
         assert_eq!(id.len(), 32);
         assert_eq!(h.get(&X_REQUEST_ID).unwrap(), &id);
     }

@@ -75,6 +75,9 @@ pub struct Backend {
     errors: AtomicU64,
     rate_milli: AtomicU64,
     gate: ArcSwap<ConcurrencyGate>,
+    /// The gate caps concurrency (`--max-in-flight` > 0); without a cap every backend always
+    /// has capacity and the selector skips loading the gate.
+    capped: AtomicBool,
     pools: Box<[Pool]>,
     metrics: BackendMetrics,
     cancel: CancellationToken,
@@ -103,6 +106,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             rate_milli: AtomicU64::new(0),
+            capped: AtomicBool::new(gate.max_in_flight() > 0),
             gate: ArcSwap::from_pointee(gate),
             pools: (0..workers.max(1))
                 .map(|_| Pool::new(pool_max_idle))
@@ -162,9 +166,21 @@ impl Backend {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Passively ejected right now.
+    /// Passively ejected right now. Reads the clock only while an ejection is recorded; an
+    /// expired one is cleared so the selector's checks stay clock-free.
     pub fn is_ejected(&self) -> bool {
-        self.ejected_until_ms.load(Ordering::Acquire) > self.now_ms()
+        let until = self.ejected_until_ms.load(Ordering::Acquire);
+        if until == 0 {
+            return false;
+        }
+        if until > self.now_ms() {
+            return true;
+        }
+        // Lost races are harmless: a newer ejection stays (the exchange fails).
+        let _ =
+            self.ejected_until_ms
+                .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed);
+        false
     }
 
     /// May receive new requests.
@@ -249,7 +265,14 @@ impl Backend {
     /// Replaces the gate (reloaded limits). Requests already admitted or waiting finish
     /// under the old gate; new ones use the new limits.
     pub fn set_gate(&self, gate: ConcurrencyGate) {
+        self.capped
+            .store(gate.max_in_flight() > 0, Ordering::Release);
         self.gate.store(Arc::new(gate));
+    }
+
+    /// A request sent now would start at once (no cap, or a free slot and nobody waiting).
+    pub fn has_capacity(&self) -> bool {
+        !self.capped.load(Ordering::Acquire) || self.gate().has_capacity()
     }
 
     /// Idle pooled connections over all workers.

@@ -41,12 +41,14 @@ impl Pool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The warmest live connection idle for less than `idle_timeout`, if any.
-    pub fn take(&self, idle_timeout: Duration) -> Option<SendRequest<ReqBody>> {
+    /// The warmest live connection idle for less than `idle_timeout`, if any, with how long
+    /// it has been idle.
+    pub fn take(&self, idle_timeout: Duration) -> Option<(SendRequest<ReqBody>, Duration)> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < idle_timeout {
-                return Some(entry.sender);
+            let idle_for = entry.since.elapsed();
+            if !entry.sender.is_closed() && idle_for < idle_timeout {
+                return Some((entry.sender, idle_for));
             }
         }
         None

@@ -25,11 +25,11 @@ pub struct BackendSet {
 impl BackendSet {
     /// Picks an available backend not in `skip`, preferring one that can start the request
     /// at once: a request queues behind a full backend only when every backend is full.
-    pub fn pick(&self, skip: &[SocketAddr]) -> Option<Arc<Backend>> {
-        let usable = |b: &Arc<Backend>| b.is_available() && !skip.contains(&b.addr());
+    pub fn pick(&self, skip: impl Fn(&SocketAddr) -> bool) -> Option<Arc<Backend>> {
+        let usable = |b: &Arc<Backend>| b.is_available() && !skip(&b.addr());
         let i = self
             .selector
-            .pick(&self.backends, |_, b| usable(b) && b.gate().has_capacity())
+            .pick(&self.backends, |_, b| usable(b) && b.has_capacity())
             .or_else(|| self.selector.pick(&self.backends, |_, b| usable(b)))?;
         self.backends.get(i).cloned()
     }
