@@ -242,12 +242,6 @@ fn rebuild(method: Method, uri: Uri, headers: http::HeaderMap) -> Request<ReqBod
 /// widen every request's future (whose moves are memcpys).
 type Replay = Box<(Method, Uri, http::HeaderMap)>;
 
-/// A pooled connection idle at least this long may have been closed by the backend's
-/// keep-alive timer just as we write to it (the keep-alive race), so a bodiless idempotent
-/// request sent on it keeps a copy to replay. Connections reused sooner (all of them under
-/// load) skip the copy: it cost about 4% of the request path's instructions.
-pub const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
-
 /// The whole-request deadline (`--request-timeout`). It is applied through each wait's own
 /// timeout (queue, connect, upstream headers) — whichever ends first — so a request runs
 /// one timer at a time instead of an outer one around inner ones.
@@ -425,6 +419,17 @@ async fn attempts(
                         pending = Some(r);
                         last_error = Some(error);
                     }
+                    // Sent, then the connection died without an answer: what the client would
+                    // get is a 502, so an idempotent bodiless request is retried elsewhere
+                    // when 502s are (`--retry-on-5xx`); the loop rebuilds it from `replay`.
+                    None if replay.is_some()
+                        && matches!(error, ProxyError::Exchange { sent: true, .. })
+                        && has_untried(shared, &tried) =>
+                    {
+                        tracing::debug!(backend = %backend.addr(), %error,
+                            "connection lost under an idempotent request; retrying elsewhere");
+                        last_error = Some(error);
+                    }
                     _ => return Err(error),
                 }
             }
@@ -501,13 +506,15 @@ async fn send(
                 _ => continue,
             }
         }
-        // A pooled connection that sat idle can be closed by the backend just as we write
-        // to it (the keep-alive race). A bodiless idempotent request is safe to replay on a
-        // fresh connection then, so keep what is needed to rebuild it.
-        let backup = (idle_for.is_some_and(|d| d >= REPLAY_AFTER_IDLE)
-            && req.body().is_end_stream()
-            && is_idempotent(req.method()))
-        .then(|| clone_parts_of(&req));
+        // A pooled connection can die under a request: the backend's keep-alive timer closed
+        // it as we wrote (the keep-alive race), or the backend crashed. A bodiless idempotent
+        // request is safe to replay on a fresh connection (and, if the backend is gone, on
+        // another backend), as nginx's `proxy_next_upstream error` does, so keep what is
+        // needed to rebuild it. The copy costs ~4% of the request path's instructions; copying
+        // only for long-idle connections would turn every in-flight GET at a crashed backend
+        // into a 502.
+        let backup = (is_pooled && req.body().is_end_stream() && is_idempotent(req.method()))
+            .then(|| clone_parts_of(&req));
         let sent_at = tokio::time::Instant::now();
         let (until, expiry) = deadline.limit(sent_at, cfg.timeouts.upstream_header);
         match tokio::time::timeout_at(until, sender.try_send_request(req)).await {

@@ -161,3 +161,41 @@ async fn deliberate_503_with_retry_after_is_passed_on_not_ejected() {
     assert!(!row(&lb.handle, a.addr()).unwrap().ejected);
     lb.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn gets_in_flight_at_a_backend_that_dies_are_replayed_elsewhere() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let b = FakeBackend::start("b").await.unwrap();
+    let mut cfg = config(&[&a, &b]);
+    cfg.retry.on_5xx = true;
+    let lb = TestBalancer::start(cfg);
+    // Warm both pools so the requests below go out on reused keep-alive connections.
+    let mut warm = Client::connect(lb.addr).await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(warm.get("/").await.unwrap().status, 200);
+    }
+    b.set_latency(Duration::from_secs(2));
+    let addr = lb.addr;
+    let in_flight: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(async move { get(addr, "/").await }))
+        .collect();
+    wait_until("GETs waiting at b", Duration::from_secs(5), || {
+        b.in_flight() >= 2
+    })
+    .await;
+    // b dies with requests written to it and no answer yet: each is a bodiless GET and 502s
+    // may be retried, so the balancer sends it to a instead of answering 502 (as nginx's
+    // `proxy_next_upstream error` does).
+    b.stop().await;
+    for t in in_flight {
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "a GET in flight at the dead backend: {}",
+            r.text()
+        );
+        assert_eq!(r.header("x-backend").as_deref(), Some("a"));
+    }
+    lb.stop().await.unwrap();
+}
