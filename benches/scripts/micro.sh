@@ -92,7 +92,10 @@ for target in targets:
         rows.append((bench["full_id"], median, ci["lower_bound"], ci["upper_bound"], per))
     if not rows:
         print(f"| {target} | (no results) | | | |")
-    for full_id, median, lo, hi, per in sorted(rows):
+    # Natural order: pick/p2c/3 before pick/p2c/100.
+    def key(row):
+        return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in row[0].split("/")]
+    for full_id, median, lo, hi, per in sorted(rows, key=key):
         print(f"| {target} | `{full_id}` | {human(median)} | {human(lo)} – {human(hi)} | {per} |")
 PY
     } >"$block"

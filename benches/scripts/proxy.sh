@@ -6,7 +6,7 @@
 # $BENCH_TMP. nginx runs with `daemon off; master_process off`, HAProxy with `-db`, so the PID
 # start_bg records is the process that serves.
 #
-# Knobs (environment): PROXY_SECONDS (seconds per run, default 8), PROXY_ROUNDS (default 3),
+# Knobs (environment): PROXY_SECONDS (seconds per run, default 7), PROXY_ROUNDS (default 3),
 # PROXY_IDLE_CONNS (default 10000). QUICK=1: one round of 2 s per case, 2,000 idle connections.
 
 # The small response every backend returns for GET / (100 bytes of JSON).
@@ -141,7 +141,8 @@ $(proxy_nginx_temps "$t/ngp")
     server {
         listen 127.0.0.1:$P_NG_TLS ssl http2;
         ssl_certificate $t/cert.pem;
-        ssl_certificate_key $t/key.pem;$proxy_location
+        ssl_certificate_key $t/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;$proxy_location
     }
     server {
         listen 127.0.0.1:$P_NG_H2 http2;$proxy_location
@@ -199,45 +200,82 @@ proxy_start() {
     P_HA="$(free_port)"; P_HA_TLS="$(free_port)"; P_HA_H2="$(free_port)"
     P_LB="$(free_port)"; P_LB_TLS="$(free_port)"
     proxy_write_configs
+    proxy_lb_args
     local t="$BENCH_TMP" sut=(taskset -c "$SUT_CPUS")
 
     start_bg nginx-backends "${sut[@]}" nginx -p "$t/ngb" -e "$t/ngb/error.log" -c "$t/ngb/nginx.conf"
     PID_BACKENDS="$LAST_PID"
     wait_port "$P_B1"; wait_port "$P_B2"; wait_port "$P_B3"; wait_port "$P_B1_H2"
 
-    start_bg nginx-proxy "${sut[@]}" nginx -p "$t/ngp" -e "$t/ngp/error.log" -c "$t/ngp/nginx.conf"
-    PID_NG="$LAST_PID"
-    start_bg haproxy "${sut[@]}" haproxy -db -f "$t/haproxy.cfg"
-    PID_HA="$LAST_PID"
-    # Same settings as the other two: one worker, no admin listener, room for the idle
-    # connections, a 60 s keep-alive idle limit (the header timeout is also the idle limit).
-    local lb_args=(--backend "127.0.0.1:$P_B1" --backend "127.0.0.1:$P_B2"
+    proxy_probe "$P_B1"
+    start_bg balancer-tls "${sut[@]}" "$BIN/balancer" --listen "127.0.0.1:$P_LB_TLS" \
+        --tls-cert "$t/cert.pem" --tls-key "$t/key.pem" "${PROXY_LB_ARGS[@]}"
+    PID_LB_TLS="$LAST_PID"
+    wait_port "$P_LB_TLS"
+    proxy_run nginx
+    proxy_run haproxy
+    proxy_run balancer
+}
+
+# Same settings as nginx's and HAProxy's: one worker, no admin listener, room for the idle
+# connections, a 60 s keep-alive idle limit (the header timeout is also the idle limit).
+proxy_lb_args() {
+    PROXY_LB_ARGS=(--backend "127.0.0.1:$P_B1" --backend "127.0.0.1:$P_B2"
         --backend "127.0.0.1:$P_B3" --workers 1 --no-admin --strategy round-robin
         --max-connections "$PROXY_MAXCONN" --header-timeout 60s)
-    start_bg balancer "${sut[@]}" "$BIN/balancer" --listen "127.0.0.1:$P_LB" "${lb_args[@]}"
-    PID_LB="$LAST_PID"
-    start_bg balancer-tls "${sut[@]}" "$BIN/balancer" --listen "127.0.0.1:$P_LB_TLS" \
-        --tls-cert "$t/cert.pem" --tls-key "$t/key.pem" "${lb_args[@]}"
-    PID_LB_TLS="$LAST_PID"
-    local p
-    for p in "$P_NG" "$P_NG_TLS" "$P_NG_H2" "$P_HA" "$P_HA_TLS" "$P_HA_H2" "$P_LB" "$P_LB_TLS"; do
-        wait_port "$p"
-    done
-    for p in "$P_B1" "$P_NG" "$P_HA" "$P_LB"; do proxy_probe "$p"; done
+}
+
+# proxy_run TARGET : start nginx, haproxy or balancer (plain listener; the TLS balancer is its
+# own process), wait for its ports and check it answers; sets PID_NG, PID_HA or PID_LB.
+proxy_run() {
+    local t="$BENCH_TMP" sut=(taskset -c "$SUT_CPUS") p
+    PROXY_STARTS=$((${PROXY_STARTS:-0} + 1))
+    case "$1" in
+        nginx)
+            start_bg "nginx-proxy-$PROXY_STARTS" "${sut[@]}" nginx -p "$t/ngp" -e "$t/ngp/error.log" \
+                -c "$t/ngp/nginx.conf"
+            PID_NG="$LAST_PID"
+            for p in "$P_NG" "$P_NG_TLS" "$P_NG_H2"; do wait_port "$p"; done
+            proxy_probe "$P_NG"
+            ;;
+        haproxy)
+            start_bg "haproxy-$PROXY_STARTS" "${sut[@]}" haproxy -db -f "$t/haproxy.cfg"
+            PID_HA="$LAST_PID"
+            for p in "$P_HA" "$P_HA_TLS" "$P_HA_H2"; do wait_port "$p"; done
+            proxy_probe "$P_HA"
+            ;;
+        balancer)
+            start_bg "balancer-$PROXY_STARTS" "${sut[@]}" "$BIN/balancer" --listen "127.0.0.1:$P_LB" \
+                "${PROXY_LB_ARGS[@]}"
+            PID_LB="$LAST_PID"
+            wait_port "$P_LB"
+            proxy_probe "$P_LB"
+            ;;
+    esac
+}
+
+# proxy_restart TARGET : stop TARGET's process (by its PID) and start a fresh one.
+proxy_restart() {
+    case "$1" in
+        nginx) stop_pid "$PID_NG" ;;
+        haproxy) stop_pid "$PID_HA" ;;
+        balancer) stop_pid "$PID_LB" ;;
+    esac
+    proxy_run "$1"
 }
 
 # proxy_target CASE TARGET : "PID URL" for one target in one case ("" when not run).
 proxy_target() {
     local case="$1" target="$2"
     case "$case:$target" in
-        tls:direct|idle:direct) echo "" ;;
+        tls:direct|tlsclose:direct|idle:direct) echo "" ;;
         h2:direct) echo "$PID_BACKENDS http://127.0.0.1:$P_B1_H2/" ;;
         h2:nginx) echo "$PID_NG http://127.0.0.1:$P_NG_H2/" ;;
         h2:haproxy) echo "$PID_HA http://127.0.0.1:$P_HA_H2/" ;;
         h2:balancer) echo "$PID_LB http://127.0.0.1:$P_LB/" ;;
-        tls:nginx) echo "$PID_NG https://127.0.0.1:$P_NG_TLS/" ;;
-        tls:haproxy) echo "$PID_HA https://127.0.0.1:$P_HA_TLS/" ;;
-        tls:balancer) echo "$PID_LB_TLS https://127.0.0.1:$P_LB_TLS/" ;;
+        tls*:nginx) echo "$PID_NG https://127.0.0.1:$P_NG_TLS/" ;;
+        tls*:haproxy) echo "$PID_HA https://127.0.0.1:$P_HA_TLS/" ;;
+        tls*:balancer) echo "$PID_LB_TLS https://127.0.0.1:$P_LB_TLS/" ;;
         *:direct) echo "$PID_BACKENDS http://127.0.0.1:$P_B1/" ;;
         *:nginx) echo "$PID_NG http://127.0.0.1:$P_NG/" ;;
         *:haproxy) echo "$PID_HA http://127.0.0.1:$P_HA/" ;;
@@ -250,7 +288,7 @@ proxy_load() {
     local case="$1" url="$2" secs="$3" out="$4" lg=(taskset -c "$LOADGEN_CPUS")
     case "$case" in
         ka|tls) "${lg[@]}" wrk -t1 -c64 -d"${secs}s" --latency "$url" >"$out" 2>&1 || true ;;
-        close) "${lg[@]}" wrk -t1 -c64 -d"${secs}s" --latency -H 'Connection: close' "$url" \
+        close|tlsclose) "${lg[@]}" wrk -t1 -c64 -d"${secs}s" --latency -H 'Connection: close' "$url" \
             >"$out" 2>&1 || true ;;
         big) "${lg[@]}" wrk -t1 -c64 -d"${secs}s" --latency "${url}big" >"$out" 2>&1 || true ;;
         h2) "${lg[@]}" h2load -t1 -c64 -m4 -D "$secs" --log-file="$out.reqs" "$url" \
@@ -264,11 +302,19 @@ proxy_load() {
     fi
 }
 
-# proxy_idle TARGET PID PORT N OUT : hold N idle connections through a proxy; sets IDLE_FIG to
-# "opened rss_before_kib rss_with_kib". Not run in a $(...) subshell, so the holder's PID lands
-# in STARTED_PIDS of the shell whose EXIT trap stops it.
+# proxy_idle TARGET N OUT : hold N idle connections through a fresh TARGET process; sets
+# IDLE_FIG to "opened rss_fresh_kib rss_holding_kib rss_after_close_kib". The process is
+# restarted before (so the figure is first-touch memory, not memory an earlier round left) and
+# after (so the load cases never see memory the idle case left). Not run in a $(...) subshell,
+# so the holder's PID lands in STARTED_PIDS of the shell whose EXIT trap stops it.
 proxy_idle() {
-    local target="$1" pid="$2" port="$3" n="$4" out="$5" before with ready="$BENCH_TMP/idle.ready"
+    local target="$1" n="$2" out="$3" pid port before with after ready="$BENCH_TMP/idle.ready"
+    proxy_restart "$target"
+    case "$target" in
+        nginx) pid="$PID_NG"; port="$P_NG" ;;
+        haproxy) pid="$PID_HA"; port="$P_HA" ;;
+        balancer) pid="$PID_LB"; port="$P_LB" ;;
+    esac
     rm -f "$ready"
     sleep 1
     before="$(rss_kib "$pid")"
@@ -281,7 +327,10 @@ proxy_idle() {
     with="$(rss_kib "$pid")"
     cat "$ready" >"$out"
     stop_pid "$holder"
-    IDLE_FIG="$(sed -n 's/^opened=\([0-9]*\).*/\1/p' "$ready") $before $with"
+    sleep 1
+    after="$(rss_kib "$pid")"
+    proxy_restart "$target"
+    IDLE_FIG="$(sed -n 's/^opened=\([0-9]*\).*/\1/p' "$ready") $before $with $after"
 }
 
 bench_proxy() {
@@ -293,7 +342,7 @@ bench_proxy() {
     need taskset util-linux
     need python3 python3
 
-    local secs="${PROXY_SECONDS:-8}" rounds="${PROXY_ROUNDS:-3}" idle_n="${PROXY_IDLE_CONNS:-10000}"
+    local secs="${PROXY_SECONDS:-7}" rounds="${PROXY_ROUNDS:-3}" idle_n="${PROXY_IDLE_CONNS:-10000}"
     if [ "$QUICK" = 1 ]; then secs=2; rounds=1; idle_n=2000; fi
     # Each idle connection costs the holder one descriptor, and HAProxy reserves two per
     # connection it may accept (maxsock = 2 × maxconn + 16; it refuses to start above the limit).
@@ -313,7 +362,7 @@ bench_proxy() {
 
     local raw="$BENCH_TMP/proxy.raw" idle_raw="$BENCH_TMP/proxy-idle.raw"
     : >"$raw"; : >"$idle_raw"
-    local targets=(direct nginx haproxy balancer) cases=(ka close big tls h2)
+    local targets=(direct nginx haproxy balancer) cases=(ka close big tls tlsclose h2)
     local clk pid url t0 t1 fig case target r k n
     clk="$(getconf CLK_TCK)"
 
@@ -328,14 +377,9 @@ bench_proxy() {
         # Idle first: RSS is then least disturbed by buffers the heavier cases leave behind.
         for k in 1 2 3; do
             target="${targets[$(((k + r - 2) % 3 + 1))]}"
-            case "$target" in
-                nginx) pid="$PID_NG"; url="$P_NG" ;;
-                haproxy) pid="$PID_HA"; url="$P_HA" ;;
-                balancer) pid="$PID_LB"; url="$P_LB" ;;
-            esac
-            proxy_idle "$target" "$pid" "$url" "$idle_n" "$BENCH_TMP/idle-$target-$r.out"
+            proxy_idle "$target" "$idle_n" "$BENCH_TMP/idle-$target-$r.out"
             printf '%s %s %s\n' "$target" "$r" "$IDLE_FIG" >>"$idle_raw"
-            log "round $r idle $target: opened, RSS KiB before, RSS KiB holding = $IDLE_FIG"
+            log "round $r idle $target: held, RSS KiB fresh, holding, after close = $IDLE_FIG"
         done
         for case in "${cases[@]}"; do
             # Alternate: each round starts one target further along.
@@ -377,6 +421,7 @@ names = {
     "close": "new connection per request",
     "big": "1 MiB response",
     "tls": "TLS, keep-alive",
+    "tlsclose": "TLS, new connection per request",
     "h2": "HTTP/2 (h2c), 64 conns × 4 streams",
 }
 label = {"direct": "backend direct (ceiling)", "nginx": "nginx", "haproxy": "HAProxy",
@@ -387,7 +432,7 @@ def fmt(v, digits=0):
 
 print("| case | target | req/s median (min–max) | vs nginx | p50 ms | p99 ms | CPU µs/req | RSS MiB | errors |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-for case in ["ka", "close", "big", "tls", "h2"]:
+for case in ["ka", "close", "big", "tls", "tlsclose", "h2"]:
     base = runs.get((case, "nginx"))
     base_rps = median(r["rps"] for r in base) if base else 0
     for target in ["direct", "nginx", "haproxy", "balancer"]:
@@ -407,21 +452,24 @@ for case in ["ka", "close", "big", "tls", "h2"]:
 idle = {}
 for line in open(idle_raw):
     f = line.split()
-    if len(f) != 5:
+    if len(f) != 6:
         continue
-    idle.setdefault(f[0], []).append(tuple(map(float, f[2:5])))
+    idle.setdefault(f[0], []).append(tuple(map(float, f[2:6])))
 print()
-print("| idle keep-alive connections | held (median) | RSS before MiB | RSS holding MiB | KiB per connection (min–max) |")
-print("|---|---:|---:|---:|---:|")
+print("| idle keep-alive connections | held | RSS fresh MiB | RSS holding MiB | KiB per connection (min–max) | RSS after they close MiB |")
+print("|---|---:|---:|---:|---:|---:|")
 for target in ["nginx", "haproxy", "balancer"]:
     rs = idle.get(target)
     if not rs:
         continue
-    per = [(w - b) / o for o, b, w in rs if o]
+    per = [(w - b) / o for o, b, w, _ in rs if o]
+    if not per:
+        print(f"| {label[target]} | 0 | - | - | - | - |")
+        continue
     rng = f" ({min(per):.1f}–{max(per):.1f})" if len(per) > 1 else ""
-    print(f"| {label[target]} | {fmt(median(o for o, _, _ in rs))} "
-          f"| {median(b for _, b, _ in rs) / 1024:.1f} | {median(w for _, _, w in rs) / 1024:.1f} "
-          f"| {median(per):.1f}{rng} |" if per else f"| {label[target]} | 0 | - | - | - |")
+    print(f"| {label[target]} | {fmt(median(r[0] for r in rs))} "
+          f"| {median(r[1] for r in rs) / 1024:.1f} | {median(r[2] for r in rs) / 1024:.1f} "
+          f"| {median(per):.1f}{rng} | {median(r[3] for r in rs) / 1024:.1f} |")
 PY
 
     {
@@ -435,7 +483,7 @@ PY
         echo '```sh'
         echo "benches/run.sh proxy$([ "$QUICK" = 1 ] && echo ' --quick')   # $rounds round(s) × ${secs} s per case and target; took ${elapsed} s"
         echo "wrk -t1 -c64 -d${secs}s --latency URL                       # small GET / and TLS (https://)"
-        echo "wrk -t1 -c64 -d${secs}s --latency -H 'Connection: close' URL   # new connection per request"
+        echo "wrk -t1 -c64 -d${secs}s --latency -H 'Connection: close' URL   # new connection per request (plain and TLS)"
         echo "wrk -t1 -c64 -d${secs}s --latency URL/big                    # 1 MiB body"
         echo "h2load -t1 -c64 -m4 -D $secs --log-file=F URL              # HTTP/2, h2c prior knowledge"
         echo "idle_conns --addr ADDR --conns $idle_n                     # one GET each, then held idle"
@@ -450,13 +498,16 @@ PY
         echo "  upstream \`keepalive 64\`, \`proxy_max_temp_file_size 0\`); HAProxy \`nbthread 1\`,"
         echo "  \`http-reuse always\`, \`maxconn $PROXY_MAXCONN\`. Each proxy adds X-Forwarded-For, X-Forwarded-Proto and X-Request-Id."
         echo "- Idle connections held: $idle_n (open-file hard limit $PROXY_FD_LIMIT; HAProxy needs two descriptors per connection)."
-        echo "- TLS: ECDSA P-256 self-signed certificate, TLS 1.3 as negotiated by wrk; rustls (balancer)"
-        echo "  vs OpenSSL (nginx, HAProxy). HTTP/2 is h2c with prior knowledge (no TLS); backends get HTTP/1.1."
+        echo "- TLS: ECDSA P-256 self-signed certificate; wrk (OpenSSL) negotiates TLS 1.3 with"
+        echo "  TLS_AES_256_GCM_SHA384 on all three (nginx 1.22 needs \`ssl_protocols TLSv1.2 TLSv1.3\` for"
+        echo "  that: its default stops at 1.2); rustls (balancer) vs OpenSSL (nginx, HAProxy)."
+        echo "- HTTP/2 is h2c with prior knowledge (no TLS); every proxy speaks HTTP/1.1 to the backends."
         echo "- Rows: median over the rounds, (min–max) of req/s; \`vs nginx\` = median req/s ÷ nginx's."
         echo "  CPU µs/req = the serving process's utime+stime over the run ÷ requests (for the ceiling,"
         echo "  the backend nginx). RSS = the serving process after the run. errors = socket errors plus"
-        echo "  non-2xx, summed over rounds. Idle: RSS while idle_conns holds the connections minus RSS"
-        echo "  just before, per connection; the direct row is omitted."
+        echo "  non-2xx, summed over rounds. Idle: each round restarts the proxy, sends it one request,"
+        echo "  then holds the connections; KiB per connection = (RSS holding − RSS fresh) ÷ held. The"
+        echo "  proxy is restarted again afterwards, so the load cases never carry that memory."
         echo
         cat "$BENCH_TMP/proxy-tables.md"
     } >"$block"

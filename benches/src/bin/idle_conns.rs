@@ -134,10 +134,10 @@ async fn open_one(addr: SocketAddr, request: &[u8]) -> anyhow::Result<TcpStream>
             bail!("closed before a complete response");
         }
         buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        if let Some(need) = complete_len(&buf)? {
-            if buf.len() >= need {
-                return Ok(stream);
-            }
+        if let Some(need) = complete_len(&buf)?
+            && buf.len() >= need
+        {
+            return Ok(stream);
         }
         if buf.len() > MAX_RESPONSE_BYTES {
             bail!("response over {MAX_RESPONSE_BYTES} bytes");
@@ -159,10 +159,10 @@ fn complete_len(buf: &[u8]) -> anyhow::Result<Option<usize>> {
     }
     let mut body = None;
     for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                body = Some(value.trim().parse::<usize>().context("Content-Length")?);
-            }
+        if let Some((name, value)) = line.split_once(':')
+            && name.trim().eq_ignore_ascii_case("content-length")
+        {
+            body = Some(value.trim().parse::<usize>().context("Content-Length")?);
         }
     }
     let Some(body) = body else {
@@ -185,4 +185,26 @@ async fn sigterm() {
 #[cfg(not(unix))]
 async fn sigterm() {
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_len;
+
+    #[test]
+    fn waits_for_the_head_then_counts_the_body() {
+        assert_eq!(
+            complete_len(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap(),
+            None
+        );
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+        assert_eq!(complete_len(head).unwrap(), Some(head.len() + 5));
+    }
+
+    #[test]
+    fn refuses_errors_and_unframed_bodies() {
+        assert!(complete_len(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").is_err());
+        assert!(complete_len(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
+        assert!(complete_len(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+    }
 }
