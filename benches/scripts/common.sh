@@ -2,7 +2,7 @@
 #
 # Every server a section starts goes through `start_bg`, which records its PID; the EXIT trap stops
 # exactly those PIDs (never anything by name). Every file a section writes lives under $BENCH_TMP,
-# which the trap removes. Figures go into benches/RESULTS.md between markers, one block per section,
+# which the trap removes (KEEP_TMP=1 keeps it, to read the servers' logs after a failure). Figures go into benches/RESULTS.md between markers, one block per section,
 # so a section can be rerun alone without touching the others.
 
 set -euo pipefail
@@ -15,7 +15,10 @@ INSTALL="${INSTALL:-0}"
 QUICK="${QUICK:-0}"
 # Load generator and system under test on separate cores where the machine has two or more.
 NCPU="$(nproc)"
-if [ "$NCPU" -ge 2 ]; then
+if [ "$NCPU" -eq 2 ]; then
+    LOADGEN_CPUS="0"
+    SUT_CPUS="1"
+elif [ "$NCPU" -gt 2 ]; then
     LOADGEN_CPUS="0"
     SUT_CPUS="1-$((NCPU - 1))"
 else
@@ -37,7 +40,11 @@ cleanup() {
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     done
-    rm -rf "$BENCH_TMP"
+    if [ "${KEEP_TMP:-0}" = 1 ]; then
+        log "kept the temp dir (KEEP_TMP=1): $BENCH_TMP"
+    else
+        rm -rf "$BENCH_TMP"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
