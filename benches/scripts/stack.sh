@@ -156,24 +156,27 @@ stack_start() {
     STACK_FRONT="$front"
 }
 
-# stack_parse REPORT : print "accepted_per_s p99_ms errors invariants" from a rush report.
+# stack_parse REPORT : print "accepted_per_s p99_ms errors invariants last_final_s" from a rush
+# report (last_final_s: when the purchase last in line was final, after the rush's last answer).
 stack_parse() {
     awk '
         /^  throughput/ { acc = $2 }
         /^  latency/ { for (i = 1; i <= NF; i++) if ($i == "p99") p99 = $(i + 1) }
         /transport errors/ { for (i = 1; i <= NF; i++) if ($i == "transport") te = $(i - 1) }
         /^  statuses/ { for (i = 2; i <= NF; i += 2) { s = $i; sub(":", "", s); if (s != "202" && s != "400") other += $(i + 1) } }
+        /the last in line was final after/ { for (i = 1; i <= NF; i++) if ($i == "after" && $(i + 2) ~ /^s/) last = $(i + 1) }
         /^  invariants  all hold/ { inv = "held" }
         /^  invariants  BROKEN/ { inv = "BROKEN" }
         END {
             if (acc == "") acc = 0
             if (p99 == "") p99 = "-"
             if (inv == "") inv = "not checked"
-            printf "%s %s %d %s\n", acc, p99, te + other, inv
+            if (last == "") last = "-"
+            printf "%s %s %d %s %s\n", acc, p99, te + other, inv, last
         }' "$1"
 }
 
-# stack_round SYSTEM STORE ROUND : one run; appends "accepted p99 errors invariants" to the row's file.
+# stack_round SYSTEM STORE ROUND : one run; appends stack_parse's line to the row's file.
 stack_round() {
     local system="$1" store="$2" round="$3" db front event out rc=0
     local key="$system-$store"
@@ -211,16 +214,18 @@ stack_round() {
     echo "$parsed" >>"$BENCH_TMP/stack-$key.rows"
 }
 
-# stack_row_cells KEY : print "| accepted/s | p99 | errors | invariants" cells for a row, and set ROW_MEDIAN.
+# stack_row_cells KEY : print "| accepted/s | p99 | last final | errors | invariants" cells for a
+# row, and set ROW_MEDIAN.
 stack_row_cells() {
-    local key="$1" file="$BENCH_TMP/stack-$1.rows" acc p99 errs inv med_acc min max med_p99
+    local key="$1" file="$BENCH_TMP/stack-$1.rows" errs inv med_acc min max med_p99 med_last
     ROW_MEDIAN=0
     if [ ! -s "$file" ]; then
-        printf '| - | - | - | not run'
+        printf '| - | - | - | - | not run'
         return
     fi
     read -r med_acc min max <<<"$(stats $(awk '{print $1}' "$file"))"
     read -r med_p99 _ _ <<<"$(stats $(awk '$2 != "-" {print $2}' "$file"))"
+    read -r med_last _ _ <<<"$(stats $(awk '$5 != "-" {print $5}' "$file"))"
     errs="$(awk '{s += $3} END {print s + 0}' "$file")"
     if awk '$4 != "held" {bad = 1} END {exit bad}' "$file"; then
         inv="held ($(wc -l <"$file")/$(wc -l <"$file"))"
@@ -228,7 +233,7 @@ stack_row_cells() {
         inv="**broken** in $(awk '$4 != "held"' "$file" | wc -l) of $(wc -l <"$file")"
     fi
     ROW_MEDIAN="$med_acc"
-    printf '| %s (%s–%s) | %s | %s | %s' "$med_acc" "$min" "$max" "$med_p99" "$errs" "$inv"
+    printf '| %s (%s–%s) | %s | %s | %s | %s' "$med_acc" "$min" "$max" "$med_p99" "$med_last" "$errs" "$inv"
 }
 
 bench_stack() {
@@ -280,8 +285,8 @@ bench_stack() {
         echo "Rounds: $done_rounds (each row from an empty store, rows interleaved); section time ${took} s.$([ "$QUICK" = 1 ] && echo " **--quick: one short round, figures not for quoting.**")"
         [ "$pg_ok" = 1 ] || echo "PostgreSQL rows skipped: $pg_reason."
         echo
-        echo "| system | store | accepted/s median (min–max) | p99 ms (median) | errors | invariants | vs full stack |"
-        echo "|---|---|---|---:|---:|---|---:|"
+        echo "| system | store | accepted/s median (min–max) | p99 ms | last in line final after, s | errors | invariants | accepted/s vs full stack |"
+        echo "|---|---|---|---:|---:|---:|---|---:|"
         for s in sqlite postgres; do
             [ "$s" = postgres ] && [ "$pg_ok" = 0 ] && continue
             stack_row_cells "stack-$s" >/dev/null
@@ -301,7 +306,7 @@ bench_stack() {
             done
         done
         echo
-        echo "accepted/s: 202 answers per second of the rush; p99: of every answer the crowd got (202s, and the 400s of the 2% malformed buyers); errors: transport errors plus answers other than 202 and the expected 400, summed over the rounds; invariants: every DESIGN.md invariant, checked by \`rush --verify\` after every purchase was final."
+        echo "accepted/s: 202 answers per second of the rush (for the full stack a 202 means durably queued, for the naive design decided); p99 (median over rounds): of every answer the crowd got (202s, and the 400s of the 2% malformed buyers); last in line final after (median): when the purchase last in line was seen decided, counted from the rush's last answer (the workers' remaining lag; about 0 for the naive design, whose 202 is final); errors: transport errors plus answers other than 202 and the expected 400, summed over the rounds; invariants: every DESIGN.md invariant, checked by \`rush --verify\` after every purchase was final."
     } >"$out"
     results_block stack "$out"
     log "stack: section took ${took}s"

@@ -2,6 +2,9 @@
 //! and never past the tickets that exist. Run against SQLite always, and against PostgreSQL
 //! when `TICKET_TEST_POSTGRES_URL` is set (in a schema of its own, dropped at the end).
 
+// Helpers here are test code too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use benches::naive::NaiveQueue;

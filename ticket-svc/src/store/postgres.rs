@@ -398,9 +398,12 @@ async fn decide_in(
         );
     }
     if !totals.0.is_empty() {
-        tx.execute(&st.write_totals, &[&totals.0, &totals.1, &totals.2, &totals.3])
-            .await
-            .map_err(pg("write buyer totals"))?;
+        tx.execute(
+            &st.write_totals,
+            &[&totals.0, &totals.1, &totals.2, &totals.3],
+        )
+        .await
+        .map_err(pg("write buyer totals"))?;
     }
     if !rows.ids.is_empty() {
         tx.execute(
