@@ -235,6 +235,10 @@ stack_row_cells() {
         inv="**broken** in $(awk '$4 != "held"' "$file" | wc -l) of $(wc -l <"$file")"
     fi
     ROW_MEDIAN="$med_acc"
+    # Medians of an even number of rounds fall between two runs: round them for the table.
+    med_acc="$(awk -v v="$med_acc" 'BEGIN { printf "%.0f", v }')"
+    [ "$med_p99" = - ] || med_p99="$(awk -v v="$med_p99" 'BEGIN { printf "%.1f", v }')"
+    [ "$med_last" = - ] || med_last="$(awk -v v="$med_last" 'BEGIN { printf "%.2f", v }')"
     printf '| %s (%s–%s) | %s | %s | %s | %s' "$med_acc" "$min" "$max" "$med_p99" "$med_last" "$errs" "$inv"
 }
 
@@ -245,6 +249,8 @@ bench_stack() {
     need taskset util-linux
     local started rounds round budget pg_ok=1 pg_reason="" pg_version="-"
     started="$(date +%s)"
+    local load_start
+    load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
     STACK_BUYERS="${STACK_BUYERS:-$([ "$QUICK" = 1 ] && echo 4000 || echo 15000)}"
     STACK_TICKETS="${STACK_TICKETS:-$((STACK_BUYERS / 4))}"
     STACK_CONCURRENCY="${STACK_CONCURRENCY:-64}"
@@ -292,7 +298,7 @@ bench_stack() {
         echo
         echo "Machine: $(machine_line). Versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), PostgreSQL server $pg_version, ticketrush $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)."
         echo "Crowd: \`taskset -c $LOADGEN_CPUS ticket-svc rush --target http://127.0.0.1:PORT --event ID --buyers $STACK_BUYERS --concurrency $STACK_CONCURRENCY --seed 1 --verify\` against an event of $STACK_TICKETS tickets (at most 4 per buyer); the system under test pinned to CPU $SUT_CPUS (\`demo\` runs its own crowd, in process, on every core)."
-        echo "Rounds: $done_rounds$([ "$skipped" -gt 0 ] && echo ", $skipped runs skipped to stay within the ${budget} s bound (see the (n/n) after each row's invariants)") (each row from an empty store, rows interleaved); section time ${took} s.$([ "$QUICK" = 1 ] && echo " **--quick: one short round, figures not for quoting.**")"
+        echo "Rounds: $done_rounds$([ "$skipped" -gt 0 ] && echo " ($skipped of the runs skipped to stay within the ${budget} s bound: see the (n/n) after each row's invariants)"), each row from an empty store, rows interleaved; section time ${took} s; load average ${load_start} at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end.$([ "$QUICK" = 1 ] && echo " **--quick: one short round, figures not for quoting.**")"
         [ "$pg_ok" = 1 ] || echo "PostgreSQL rows skipped: $pg_reason."
         echo
         echo "| system | store | accepted/s median (min–max) | p99 ms | last in line final after, s | errors | invariants | accepted/s vs full stack |"
