@@ -22,7 +22,7 @@
 # tickets, 64 connections, 3 rounds (1), 480 s (120 s).
 
 STACK_PG_HOST=127.0.0.1
-STACK_PG_PORT=5432
+STACK_PG_PORT="${STACK_PG_PORT:-5432}"
 STACK_PG_DB=""
 
 # stack_psql SQL... : run SQL as postgres on the maintenance database `test`.
@@ -244,7 +244,8 @@ stack_row_cells() {
 
 bench_stack() {
     need nginx nginx-light
-    need psql postgresql-client
+    # Without psql the PostgreSQL rows are skipped (below), unless --install may add it.
+    if [ "$INSTALL" = 1 ]; then need psql postgresql-client; fi
     need curl curl
     need taskset util-linux
     local started rounds round budget pg_ok=1 pg_reason="" pg_version="-"
@@ -261,7 +262,11 @@ bench_stack() {
     # The private database goes away however the script ends (run.sh's cleanup runs after).
     trap 'stack_stop; stack_drop_db; cleanup' EXIT
 
-    if ! pg_version="$(stack_psql -At -c 'SHOW server_version' 2>"$BENCH_TMP/psql.err")"; then
+    if ! command -v psql >/dev/null 2>&1; then
+        pg_ok=0
+        pg_reason="psql is not installed (apt-get install postgresql-client, or rerun with --install)"
+        log "stack: skipping the PostgreSQL rows: $pg_reason"
+    elif ! pg_version="$(stack_psql -At -c 'SHOW server_version' 2>"$BENCH_TMP/psql.err")"; then
         pg_ok=0
         pg_reason="PostgreSQL at $STACK_PG_HOST:$STACK_PG_PORT did not answer ($(head -n 1 "$BENCH_TMP/psql.err"))"
         pg_version="-"
