@@ -17,7 +17,7 @@
 # empty store; rounds interleave the rows so that machine noise spreads over all of them.
 #
 # Knobs (environment): STACK_BUYERS, STACK_TICKETS, STACK_CONCURRENCY, STACK_ROUNDS,
-# STACK_BUDGET_S (no round starts that would, at the average pace so far, end past it; at least
+# STACK_PG_PORT, STACK_BUDGET_S (no round starts that would, at the average pace so far, end past it; at least
 # one round always runs). Defaults: 15,000 buyers (4,000 with --quick), a quarter as many
 # tickets, 64 connections, 3 rounds (1), 480 s (120 s).
 
@@ -303,6 +303,7 @@ bench_stack() {
         echo
         echo "Machine: $(machine_line). Versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), PostgreSQL server $pg_version, ticketrush $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)."
         echo "Crowd: \`taskset -c $LOADGEN_CPUS ticket-svc rush --target http://127.0.0.1:PORT --event ID --buyers $STACK_BUYERS --concurrency $STACK_CONCURRENCY --seed 1 --verify\` against an event of $STACK_TICKETS tickets (at most 4 per buyer); the system under test pinned to CPU $SUT_CPUS (\`demo\` runs its own crowd, in process, on every core)."
+        echo "Processes: \`broker serve --fsync always\`; 3× \`ticket-svc api --broker B\` (or 3× \`naive_api\`), \`TICKET_DB\` = the store; 2× \`ticket-svc worker --workers 1\`; in front \`balancer --strategy least-conn --health-interval 500ms\` or nginx (\`worker_processes 1\`, \`least_conn\`, upstream \`keepalive 64\`, HTTP/1.1 upstream)."
         echo "Rounds: $done_rounds$([ "$skipped" -gt 0 ] && echo " ($skipped of the runs skipped to stay within the ${budget} s bound: see the (n/n) after each row's invariants)"), each row from an empty store, rows interleaved; section time ${took} s; load average ${load_start} at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end.$([ "$QUICK" = 1 ] && echo " **--quick: one short round, figures not for quoting.**")"
         [ "$pg_ok" = 1 ] || echo "PostgreSQL rows skipped: $pg_reason."
         echo
