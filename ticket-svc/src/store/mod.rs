@@ -15,7 +15,8 @@
 use std::future::Future;
 
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, Position, Purchase, PurchaseId, PurchaseStatus, QueuedJob,
+    Decision, Event, EventId, EventSpec, Position, Purchase, PurchaseId, PurchaseJob,
+    PurchaseStatus, QueuedJob,
 };
 
 mod group_commit;
@@ -163,6 +164,15 @@ impl AnyStore {
             ))
         } else {
             Err(StoreError::BadUrl { url: url.into() })
+        }
+    }
+
+    /// Decides one purchase now, in one transaction, without a queue (the naive baseline the
+    /// benchmarks compare against; see [`SqliteStore::sell_now`]): its position and decision.
+    pub async fn sell_now(&self, job: &PurchaseJob) -> Result<(Position, Decision), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.sell_now(job).await,
+            Self::Postgres(s) => s.sell_now(job).await,
         }
     }
 }

@@ -19,8 +19,8 @@ use super::pg_pool::{Pool, Pooled, connect_one, pg};
 use super::rows::{parse_status, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseStatus,
-    QueuedJob, RejectReason, decide_in_order,
+    Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
+    PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
 };
 
 /// Serializes concurrent migrators (several APIs starting at once).
@@ -148,6 +148,52 @@ impl PostgresStore {
     async fn pooled(&self) -> Result<Pooled, StoreError> {
         self.inner.get().await
     }
+
+    /// Decides one purchase now, in one transaction, without a queue: locks the event row,
+    /// takes the next position in the event's line (or the one on record, for a purchase id
+    /// seen before) and decides it with the same rules and code as [`Store::decide_batch`].
+    /// Every sale of an event takes the same lock first, so positions follow the order the
+    /// sales were decided in.
+    ///
+    /// This is the naive one-transaction-per-request design the benchmarks compare the queue
+    /// against; the product never calls it.
+    pub async fn sell_now(&self, job: &PurchaseJob) -> Result<(Position, Decision), StoreError> {
+        let mut c = self.pooled().await?;
+        let st = DecideStatements::prepare(&mut c).await?;
+        let next_position = c.stmt(SQL_NEXT_POSITION).await?;
+        let tx = c
+            .client()?
+            .transaction()
+            .await
+            .map_err(pg("begin sell now"))?;
+        tx.query(&st.lock_events, &[&vec![job.event_id.0]])
+            .await
+            .map_err(pg("lock event"))?;
+        let position: i64 = tx
+            .query_one(
+                &next_position,
+                &[&job.purchase_id.to_string(), &job.event_id.0],
+            )
+            .await
+            .map_err(pg("read next position"))?
+            .try_get(0)
+            .map_err(pg("read next position"))?;
+        let position = Position(u64::try_from(position).map_err(|_| StoreError::Corrupt {
+            what: format!("purchases.position = {position}"),
+        })?);
+        let queued = QueuedJob {
+            job: job.clone(),
+            position,
+        };
+        let decision = decide_in(&tx, &st, std::slice::from_ref(&queued))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "no decision for a one-job batch".into(),
+            })?;
+        tx.commit().await.map_err(pg("commit sell now"))?;
+        Ok((position, decision))
+    }
 }
 
 type PgPurchaseRow = (String, i64, String, i64, i64, String, Option<String>);
@@ -218,7 +264,165 @@ const SQL_WRITE_DECISIONS: &str =
                  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason
                  WHERE purchases.status = 'pending'";
 
+/// `sell_now`'s place in line: the one on record for this purchase id, else the next one.
+const SQL_NEXT_POSITION: &str = "SELECT COALESCE(
+                 (SELECT position FROM purchases WHERE id = $1),
+                 (SELECT MAX(position) + 1 FROM purchases WHERE event_id = $2),
+                 0)";
 const PURCHASE_COLUMNS: &str = "id, event_id, buyer, quantity, position, status, reason";
+
+/// The deciding transaction's statements, prepared on one connection.
+struct DecideStatements {
+    lock_events: tokio_postgres::Statement,
+    buyer_totals: tokio_postgres::Statement,
+    decisions_read: tokio_postgres::Statement,
+    update_sold: tokio_postgres::Statement,
+    write_totals: tokio_postgres::Statement,
+    write_decisions: tokio_postgres::Statement,
+}
+
+impl DecideStatements {
+    async fn prepare(c: &mut Pooled) -> Result<Self, StoreError> {
+        Ok(Self {
+            lock_events: c.stmt(SQL_LOCK_EVENTS).await?,
+            buyer_totals: c.stmt(SQL_BUYER_TOTALS).await?,
+            decisions_read: c.stmt(SQL_DECISIONS).await?,
+            update_sold: c.stmt(SQL_UPDATE_SOLD).await?,
+            write_totals: c.stmt(SQL_WRITE_TOTALS).await?,
+            write_decisions: c.stmt(SQL_WRITE_DECISIONS).await?,
+        })
+    }
+}
+
+/// Decides `jobs` inside `tx` (see the module docs on locking); the caller commits.
+async fn decide_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    st: &DecideStatements,
+    jobs: &[QueuedJob],
+) -> Result<Vec<Decision>, StoreError> {
+    let mut ledger = Ledger::new();
+    let events: Vec<i64> = jobs
+        .iter()
+        .map(|j| j.job.event_id.0)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut max_per_buyer = HashMap::new();
+    for r in tx
+        .query(&st.lock_events, &[&events])
+        .await
+        .map_err(pg("lock events"))?
+    {
+        let id = EventId(r.try_get(0).map_err(pg("read event.id"))?);
+        let max = u32_of(
+            r.try_get(2).map_err(pg("read max"))?,
+            "events.max_per_buyer",
+        )?;
+        ledger.add_event(
+            id,
+            u32_of(r.try_get(1).map_err(pg("read tickets"))?, "events.tickets")?,
+            max,
+            u32_of(r.try_get(3).map_err(pg("read sold"))?, "events.sold")?,
+        );
+        max_per_buyer.insert(id, max);
+    }
+
+    let pairs: HashSet<(i64, &str)> = jobs
+        .iter()
+        .map(|j| (j.job.event_id.0, j.job.buyer.as_str()))
+        .collect();
+    let (pe, pb): (Vec<i64>, Vec<&str>) = pairs.into_iter().unzip();
+    for r in tx
+        .query(&st.buyer_totals, &[&pe, &pb])
+        .await
+        .map_err(pg("read buyer totals"))?
+    {
+        let e = EventId(r.try_get(0).map_err(pg("read total.event_id"))?);
+        let b: &str = r.try_get(1).map_err(pg("read total.buyer"))?;
+        let n = u32_of(
+            r.try_get(2).map_err(pg("read total"))?,
+            "buyer_totals.confirmed",
+        )?;
+        ledger.add_buyer_total(e, b, n);
+    }
+
+    let ids: Vec<String> = jobs.iter().map(|j| j.job.purchase_id.to_string()).collect();
+    for r in tx
+        .query(&st.decisions_read, &[&ids])
+        .await
+        .map_err(pg("read decisions"))?
+    {
+        let id: String = r.try_get(0).map_err(pg("read purchase.id"))?;
+        let status: String = r.try_get(1).map_err(pg("read purchase.status"))?;
+        let reason: Option<String> = r.try_get(2).map_err(pg("read purchase.reason"))?;
+        let id: PurchaseId = id.parse().map_err(|_| StoreError::Corrupt {
+            what: format!("purchases.id = {id:?}"),
+        })?;
+        ledger.add_decided(id, parse_status(&status, reason.as_deref())?);
+    }
+
+    let decisions = decide_in_order(&mut ledger, jobs);
+
+    let (se, ss): (Vec<i64>, Vec<i32>) =
+        ledger.sold_counts().map(|(e, s)| (e.0, i32_of(s))).unzip();
+    tx.execute(&st.update_sold, &[&se, &ss])
+        .await
+        .map_err(pg("update sold"))?;
+
+    let mut totals: (Vec<i64>, Vec<String>, Vec<i32>, Vec<i32>) = Default::default();
+    let mut seen = HashSet::new();
+    let mut rows = DecisionRows::default();
+    for (j, d) in jobs.iter().zip(&decisions) {
+        if !d.is_new {
+            continue;
+        }
+        let e = j.job.event_id;
+        if d.status == PurchaseStatus::Confirmed && seen.insert((e, j.job.buyer.as_str())) {
+            totals.0.push(e.0);
+            totals.1.push(j.job.buyer.clone());
+            totals.2.push(i32_of(ledger.buyer_total(e, &j.job.buyer)));
+            totals
+                .3
+                .push(i32_of(max_per_buyer.get(&e).copied().unwrap_or(0)));
+        }
+        rows.ids.push(j.job.purchase_id.to_string());
+        rows.events.push(e.0);
+        rows.buyers.push(j.job.buyer.clone());
+        rows.quantities.push(i32_of(j.job.quantity));
+        rows.positions.push(i64_of(j.position.0));
+        rows.statuses.push(d.status.as_str().to_owned());
+        rows.reasons.push(
+            d.status
+                .reason()
+                .map(|r| RejectReason::as_str(r).to_owned()),
+        );
+    }
+    if !totals.0.is_empty() {
+        tx.execute(
+            &st.write_totals,
+            &[&totals.0, &totals.1, &totals.2, &totals.3],
+        )
+        .await
+        .map_err(pg("write buyer totals"))?;
+    }
+    if !rows.ids.is_empty() {
+        tx.execute(
+            &st.write_decisions,
+            &[
+                &rows.ids,
+                &rows.events,
+                &rows.buyers,
+                &rows.quantities,
+                &rows.positions,
+                &rows.statuses,
+                &rows.reasons,
+            ],
+        )
+        .await
+        .map_err(pg("write decisions"))?;
+    }
+    Ok(decisions)
+}
 
 impl Store for PostgresStore {
     async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
@@ -327,136 +531,13 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let mut c = self.pooled().await?;
-        let lock_events = c.stmt(SQL_LOCK_EVENTS).await?;
-        let buyer_totals = c.stmt(SQL_BUYER_TOTALS).await?;
-        let decisions_read = c.stmt(SQL_DECISIONS).await?;
-        let update_sold = c.stmt(SQL_UPDATE_SOLD).await?;
-        let write_totals = c.stmt(SQL_WRITE_TOTALS).await?;
-        let write_decisions = c.stmt(SQL_WRITE_DECISIONS).await?;
+        let st = DecideStatements::prepare(&mut c).await?;
         let tx = c
             .client()?
             .transaction()
             .await
             .map_err(pg("begin decide"))?;
-
-        let mut ledger = Ledger::new();
-        let events: Vec<i64> = jobs
-            .iter()
-            .map(|j| j.job.event_id.0)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut max_per_buyer = HashMap::new();
-        for r in tx
-            .query(&lock_events, &[&events])
-            .await
-            .map_err(pg("lock events"))?
-        {
-            let id = EventId(r.try_get(0).map_err(pg("read event.id"))?);
-            let max = u32_of(
-                r.try_get(2).map_err(pg("read max"))?,
-                "events.max_per_buyer",
-            )?;
-            ledger.add_event(
-                id,
-                u32_of(r.try_get(1).map_err(pg("read tickets"))?, "events.tickets")?,
-                max,
-                u32_of(r.try_get(3).map_err(pg("read sold"))?, "events.sold")?,
-            );
-            max_per_buyer.insert(id, max);
-        }
-
-        let pairs: HashSet<(i64, &str)> = jobs
-            .iter()
-            .map(|j| (j.job.event_id.0, j.job.buyer.as_str()))
-            .collect();
-        let (pe, pb): (Vec<i64>, Vec<&str>) = pairs.into_iter().unzip();
-        for r in tx
-            .query(&buyer_totals, &[&pe, &pb])
-            .await
-            .map_err(pg("read buyer totals"))?
-        {
-            let e = EventId(r.try_get(0).map_err(pg("read total.event_id"))?);
-            let b: &str = r.try_get(1).map_err(pg("read total.buyer"))?;
-            let n = u32_of(
-                r.try_get(2).map_err(pg("read total"))?,
-                "buyer_totals.confirmed",
-            )?;
-            ledger.add_buyer_total(e, b, n);
-        }
-
-        let ids: Vec<String> = jobs.iter().map(|j| j.job.purchase_id.to_string()).collect();
-        for r in tx
-            .query(&decisions_read, &[&ids])
-            .await
-            .map_err(pg("read decisions"))?
-        {
-            let id: String = r.try_get(0).map_err(pg("read purchase.id"))?;
-            let status: String = r.try_get(1).map_err(pg("read purchase.status"))?;
-            let reason: Option<String> = r.try_get(2).map_err(pg("read purchase.reason"))?;
-            let id: PurchaseId = id.parse().map_err(|_| StoreError::Corrupt {
-                what: format!("purchases.id = {id:?}"),
-            })?;
-            ledger.add_decided(id, parse_status(&status, reason.as_deref())?);
-        }
-
-        let decisions = decide_in_order(&mut ledger, jobs);
-
-        let (se, ss): (Vec<i64>, Vec<i32>) =
-            ledger.sold_counts().map(|(e, s)| (e.0, i32_of(s))).unzip();
-        tx.execute(&update_sold, &[&se, &ss])
-            .await
-            .map_err(pg("update sold"))?;
-
-        let mut totals: (Vec<i64>, Vec<String>, Vec<i32>, Vec<i32>) = Default::default();
-        let mut seen = HashSet::new();
-        let mut rows = DecisionRows::default();
-        for (j, d) in jobs.iter().zip(&decisions) {
-            if !d.is_new {
-                continue;
-            }
-            let e = j.job.event_id;
-            if d.status == PurchaseStatus::Confirmed && seen.insert((e, j.job.buyer.as_str())) {
-                totals.0.push(e.0);
-                totals.1.push(j.job.buyer.clone());
-                totals.2.push(i32_of(ledger.buyer_total(e, &j.job.buyer)));
-                totals
-                    .3
-                    .push(i32_of(max_per_buyer.get(&e).copied().unwrap_or(0)));
-            }
-            rows.ids.push(j.job.purchase_id.to_string());
-            rows.events.push(e.0);
-            rows.buyers.push(j.job.buyer.clone());
-            rows.quantities.push(i32_of(j.job.quantity));
-            rows.positions.push(i64_of(j.position.0));
-            rows.statuses.push(d.status.as_str().to_owned());
-            rows.reasons.push(
-                d.status
-                    .reason()
-                    .map(|r| RejectReason::as_str(r).to_owned()),
-            );
-        }
-        if !totals.0.is_empty() {
-            tx.execute(&write_totals, &[&totals.0, &totals.1, &totals.2, &totals.3])
-                .await
-                .map_err(pg("write buyer totals"))?;
-        }
-        if !rows.ids.is_empty() {
-            tx.execute(
-                &write_decisions,
-                &[
-                    &rows.ids,
-                    &rows.events,
-                    &rows.buyers,
-                    &rows.quantities,
-                    &rows.positions,
-                    &rows.statuses,
-                    &rows.reasons,
-                ],
-            )
-            .await
-            .map_err(pg("write decisions"))?;
-        }
+        let decisions = decide_in(&tx, &st, jobs).await?;
         tx.commit().await.map_err(pg("commit decide"))?;
         Ok(decisions)
     }

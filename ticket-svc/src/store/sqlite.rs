@@ -20,8 +20,8 @@ use super::group_commit::{Durability, WriteOp, spawn_writer, write};
 use super::rows::{PurchaseRow, parse_status, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseStatus,
-    QueuedJob, RejectReason, decide_in_order,
+    Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
+    PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
 };
 
 const READERS: usize = 4;
@@ -201,6 +201,17 @@ impl SqliteStore {
         &readers[n % readers.len()]
     }
 
+    /// Decides one purchase now, in one synced transaction, without a queue: takes the next
+    /// position in the event's line (or the one on record, for a purchase id seen before) and
+    /// decides it with the same rules and code as [`Store::decide_batch`].
+    ///
+    /// This is the naive one-transaction-per-request design the benchmarks compare the queue
+    /// against; the product never calls it.
+    pub async fn sell_now(&self, job: &PurchaseJob) -> Result<(Position, Decision), StoreError> {
+        let job = job.clone();
+        self.write(move |c| sell_now_sync(c, &job)).await
+    }
+
     /// Runs `f` on the writer thread inside the next group commit; answers once it is on disk.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -329,6 +340,41 @@ fn decide_batch_sync(tx: &Connection, jobs: &[QueuedJob]) -> Result<Vec<Decision
         }
     }
     Ok(decisions)
+}
+
+/// The naive baseline's sale (see [`SqliteStore::sell_now`]): inside the writer's transaction,
+/// so the position taken here is the order SQLite serialized the sales in.
+fn sell_now_sync(tx: &Connection, job: &PurchaseJob) -> Result<(Position, Decision), StoreError> {
+    let id = job.purchase_id.to_string();
+    let recorded: Option<i64> = tx
+        .prepare_cached("SELECT position FROM purchases WHERE id = ?1")
+        .map_err(sq("prepare position read"))?
+        .query_row([&id], |r| r.get(0))
+        .optional()
+        .map_err(sq("read position"))?;
+    let position = match recorded {
+        Some(p) => p,
+        None => tx
+            .prepare_cached(
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM purchases WHERE event_id = ?1",
+            )
+            .map_err(sq("prepare next position"))?
+            .query_row([job.event_id.0], |r| r.get(0))
+            .map_err(sq("read next position"))?,
+    };
+    let position = Position(u64::try_from(position).map_err(|_| StoreError::Corrupt {
+        what: format!("purchases.position = {position}"),
+    })?);
+    let queued = QueuedJob {
+        job: job.clone(),
+        position,
+    };
+    let decision = decide_batch_sync(tx, std::slice::from_ref(&queued))?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "no decision for a one-job batch".into(),
+        })?;
+    Ok((position, decision))
 }
 
 fn mark_failed_sync(tx: &Connection, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
