@@ -110,6 +110,9 @@ enum Command {
         /// Tickets for sale.
         #[arg(long, default_value_t = 10_000)]
         tickets: u32,
+        /// Buyers in flight at once (each on its own keep-alive connection), 1..=4096.
+        #[arg(long, default_value_t = 64, value_parser = parse_concurrency)]
+        concurrency: usize,
         /// Where data lives (a fresh temp dir by default).
         #[arg(long)]
         data_dir: Option<String>,
@@ -128,8 +131,8 @@ enum Command {
         /// How many buyers.
         #[arg(long)]
         buyers: u64,
-        /// Buyers in flight at once.
-        #[arg(long, default_value_t = 64)]
+        /// Buyers in flight at once, 1..=4096.
+        #[arg(long, default_value_t = 64, value_parser = parse_concurrency)]
         concurrency: usize,
         /// Buyers per second (open model, latency from the intended send time).
         #[arg(long)]
@@ -150,6 +153,15 @@ enum Command {
         #[arg(long)]
         report: Option<std::path::PathBuf>,
     },
+}
+
+/// `--concurrency`: checked with the flags, so a bad value never starts anything.
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    let max = RushConfig::MAX_CONCURRENCY;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number of buyers from 1 to {max}")),
+    }
 }
 
 /// Where the data and the queue are (shared by `api` and `worker`).
@@ -359,7 +371,6 @@ fn print_urls(s: &ticket_svc::stack::Stack) {
 /// `up` and `demo`: the whole stack in this process.
 async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
     use ticket_svc::stack::{self, StackConfig};
-    use ticket_svc::store::Store;
     match cmd {
         Command::Up {
             data_dir,
@@ -394,6 +405,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Demo {
             buyers,
             tickets,
+            concurrency,
             data_dir,
             report: report_path,
         } => {
@@ -404,41 +416,11 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             config.admin_listen = ([127, 0, 0, 1], 0).into();
             let s = stack::start(config).await.context("starting the stack")?;
             print_urls(&s);
-            let spec = ticket_svc::domain::EventSpec::new("DJ night", i64::from(tickets), 4)
-                .context("the event")?;
-            let event = s
-                .store
-                .create_event(&spec)
-                .await
-                .context("creating the event")?;
-            println!(
-                "event {}: {tickets} tickets, at most 4 per buyer; {buyers} buyers rush the balancer",
-                event.id
-            );
-            let shutdown = CancellationToken::new();
-            shutdown_on_signal(shutdown.clone());
-            let report = ticket_svc::rush::run(
-                RushConfig {
-                    target: Target::resolve(&format!("http://{}", s.public)).await?,
-                    event: event.id,
-                    buyers,
-                    concurrency: 64,
-                    rate: None,
-                    verify: true,
-                    seed: 1,
-                    request_timeout: Duration::from_secs(10),
-                    verify_timeout: Duration::from_secs(120),
-                    show_progress: true,
-                },
-                shutdown,
-            )
-            .await
-            .context("rush")?;
-            print!("{report}");
-            if let Ok(Some(e)) = s.store.event(event.id).await {
-                println!("event {}: sold {} of {} tickets", e.id, e.sold, e.tickets);
-            }
+            // Stop the stack whatever the rush did: its threads must be done with the data dir
+            // before the temp dir goes away.
+            let outcome = demo_rush(&s, tickets, buyers, concurrency).await;
             s.stop().await;
+            let report = outcome?;
             write_report(&report_path, &report).await?;
             Ok(if report.is_ok() {
                 println!("demo: every invariant held");
@@ -450,6 +432,51 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         _ => anyhow::bail!("not a stack command"),
     }
+}
+
+/// `demo`'s part once the stack is up: the event, the rush with `--verify`, the report printed.
+async fn demo_rush(
+    s: &ticket_svc::stack::Stack,
+    tickets: u32,
+    buyers: u64,
+    concurrency: usize,
+) -> anyhow::Result<ticket_svc::rush::RushReport> {
+    use ticket_svc::store::Store;
+    let spec = ticket_svc::domain::EventSpec::new("DJ night", i64::from(tickets), 4)
+        .context("the event")?;
+    let event = s
+        .store
+        .create_event(&spec)
+        .await
+        .context("creating the event")?;
+    println!(
+        "event {}: {tickets} tickets, at most 4 per buyer; {buyers} buyers rush the balancer",
+        event.id
+    );
+    let shutdown = CancellationToken::new();
+    shutdown_on_signal(shutdown.clone());
+    let report = ticket_svc::rush::run(
+        RushConfig {
+            target: Target::resolve(&format!("http://{}", s.public)).await?,
+            event: event.id,
+            buyers,
+            concurrency,
+            rate: None,
+            verify: true,
+            seed: 1,
+            request_timeout: Duration::from_secs(10),
+            verify_timeout: Duration::from_secs(120),
+            show_progress: true,
+        },
+        shutdown,
+    )
+    .await
+    .context("rush")?;
+    print!("{report}");
+    if let Ok(Some(e)) = s.store.event(event.id).await {
+        println!("event {}: sold {} of {} tickets", e.id, e.sold, e.tickets);
+    }
+    Ok(report)
 }
 
 fn main() -> ExitCode {

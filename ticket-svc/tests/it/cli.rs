@@ -297,6 +297,19 @@ fn bad_flags_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = ticket_svc(&["api", "--listen", "not-an-address"]);
     assert_eq!(out.status.code(), Some(2));
+    // Checked with the flags, before a stack is started for nothing.
+    let out = ticket_svc(&["demo", "--concurrency", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--concurrency") && stderr.contains("1 to 4096"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("ticketrush is up")
+            && !String::from_utf8_lossy(&out.stdout).contains("is up"),
+        "nothing started"
+    );
 }
 
 #[test]
