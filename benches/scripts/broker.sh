@@ -65,11 +65,14 @@ bench_broker() {
                     rabbitmq/*) url="$amqp_url" ;;
                 esac
                 log "broker: round $round/$rounds, $system $setting"
-                if ! taskset -c "$LOADGEN_CPUS" "$BIN/peer_load" --system "$system" --url "$url" \
-                    --setting "$setting" --mode all --seconds "$secs" --rate "$rate" \
+                if ! RUST_BACKTRACE=0 taskset -c "$LOADGEN_CPUS" "$BIN/peer_load" --system "$system" \
+                    --url "$url" --setting "$setting" --mode all --seconds "$secs" --rate "$rate" \
                     --producers 64 --consumers 4 --payload 100 \
-                    >>"$raw/$system-$setting.txt" 2>>"$raw/errors.txt"; then
-                    log "broker: $system $setting failed in round $round: $(tail -n 1 "$raw/errors.txt")"
+                    >>"$raw/$system-$setting.txt" 2>"$raw/stderr.txt"; then
+                    log "broker: $system $setting failed in round $round: $(tail -n 1 "$raw/stderr.txt")"
+                fi
+                if [ -s "$raw/stderr.txt" ]; then
+                    sed "s|^|$system $setting, round $round: |" "$raw/stderr.txt" >>"$raw/errors.txt"
                 fi
             done
         done
@@ -99,8 +102,8 @@ bench_broker() {
         printf 'publisher confirms. Fast: broker `--fsync never`; Redis without AOF or RDB (private instance);\n'
         printf 'NATS memory storage; RabbitMQ transient classic queue, transient messages, publisher confirms on.\n'
         if [ -s "$raw/errors.txt" ]; then
-            printf '\nErrors during the runs (last lines):\n\n```text\n'
-            tail -n 5 "$raw/errors.txt"
+            printf '\nWhat the load generator said on stderr (a failed run has no figures above; first lines):\n\n```text\n'
+            head -n 10 "$raw/errors.txt"
             printf '```\n'
         fi
     } >"$out"
@@ -146,7 +149,11 @@ broker_cell() {
     local m lo hi om
     read -r m lo hi <<<"$(stats "${mine[@]}")"
     read -r om _ _ <<<"$(stats "${ours[@]:-}")"
-    printf '%s (%s–%s) ×%s' "$(human "$m")" "$(human "$lo")" "$(human "$hi")" "$(ratio "$m" "$om")"
+    if [ "$lo" = "$hi" ]; then
+        printf '%s ×%s' "$(human "$m")" "$(ratio "$m" "$om")"
+    else
+        printf '%s (%s–%s) ×%s' "$(human "$m")" "$(human "$lo")" "$(human "$hi")" "$(ratio "$m" "$om")"
+    fi
 }
 
 # human N : a short figure (12.3k for thousands, 3 significant digits below).

@@ -20,7 +20,10 @@ async fn context(url: &str) -> anyhow::Result<jetstream::Context> {
         .connection_timeout(Duration::from_secs(10))
         .connect(url)
         .await?;
-    Ok(jetstream::new(client))
+    // The default 5 s ack timeout fails runs on a loaded two-core machine; Redis gets 30 s too.
+    Ok(jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build(client))
 }
 
 /// A NATS server with JetStream at `url`; streams kept in files or in memory.
@@ -114,7 +117,12 @@ impl Receiver for NatsReceiver {
     async fn fetch(&mut self) -> anyhow::Result<Vec<Bytes>> {
         let first =
             match tokio::time::timeout(Duration::from_millis(100), self.messages.next()).await {
-                Ok(Some(m)) => m.map_err(|e| anyhow::anyhow!(e))?,
+                Ok(Some(Ok(m))) => m,
+                // Not a message (a missed heartbeat, say); the stream goes on, so does the run.
+                Ok(Some(Err(e))) => {
+                    eprintln!("JetStream consumer: {e}");
+                    return Ok(Vec::new());
+                }
                 Ok(None) => anyhow::bail!("the JetStream message stream ended"),
                 Err(_) => return Ok(Vec::new()),
             };
@@ -122,11 +130,11 @@ impl Receiver for NatsReceiver {
         self.unacked.push(first);
         while out.len() < MAX_BATCH {
             match self.messages.next().now_or_never() {
-                Some(Some(m)) => {
-                    let m = m.map_err(|e| anyhow::anyhow!(e))?;
+                Some(Some(Ok(m))) => {
                     out.push(m.payload.clone());
                     self.unacked.push(m);
                 }
+                // An error item (a missed heartbeat, say) is not a message; the stream goes on.
                 _ => break,
             }
         }
