@@ -113,7 +113,9 @@ bench_broker() {
 # broker_start NAME PORT FSYNC : our broker on a temp dir, pinned to $SUT_CPUS.
 broker_start() {
     local name="$1" port="$2" fsync="$3"
-    start_bg "$name" taskset -c "$SUT_CPUS" "$BIN/broker" serve --no-metrics \
+    # --drain-timeout 1s: after group members have come and gone, SIGTERM waits out the whole
+    # drain timeout (10 s by default) although no client is connected any more.
+    start_bg "$name" taskset -c "$SUT_CPUS" "$BIN/broker" serve --no-metrics --drain-timeout 1s \
         --listen "127.0.0.1:$port" --fsync "$fsync" --data-dir "$BENCH_TMP/$name"
 }
 
