@@ -33,18 +33,24 @@ bench_broker() {
     log "broker: starting our broker (always, never), Redis (AOF always, memory) and NATS on CPUs $SUT_CPUS"
     local p_bd p_bf p_rd p_rf p_n
     p_bd="$(free_port)"
+    local servers=()
     broker_start broker-durable "$p_bd" always
+    servers+=("broker-durable:$LAST_PID")
     p_bf="$(free_port)"
     broker_start broker-fast "$p_bf" never
+    servers+=("broker-fast:$LAST_PID")
     p_rd="$(free_port)"
     mkdir -p "$BENCH_TMP/redis-durable" "$BENCH_TMP/redis-fast" "$BENCH_TMP/nats"
     start_bg redis-durable taskset -c "$SUT_CPUS" redis-server --bind 127.0.0.1 --port "$p_rd" \
         --dir "$BENCH_TMP/redis-durable" --save "" --appendonly yes --appendfsync always
+    servers+=("redis-durable:$LAST_PID")
     p_rf="$(free_port)"
     start_bg redis-fast taskset -c "$SUT_CPUS" redis-server --bind 127.0.0.1 --port "$p_rf" \
         --dir "$BENCH_TMP/redis-fast" --save "" --appendonly no
+    servers+=("redis-fast:$LAST_PID")
     p_n="$(free_port)"
     start_bg nats taskset -c "$SUT_CPUS" nats-server -a 127.0.0.1 -p "$p_n" -js -sd "$BENCH_TMP/nats"
+    servers+=("nats:$LAST_PID")
     local port
     for port in "$p_bd" "$p_bf" "$p_rd" "$p_rf" "$p_n"; do wait_port "$port"; done
     (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null \
@@ -76,6 +82,14 @@ bench_broker() {
                 fi
             done
         done
+    done
+
+    # Stop our servers one by one, so that the log names any that needs longer than 5 s.
+    local s t0
+    for s in "${servers[@]}"; do
+        t0="$(date +%s)"
+        stop_pid "${s#*:}"
+        [ $(($(date +%s) - t0)) -lt 5 ] || log "broker: ${s%%:*} took $(($(date +%s) - t0)) s to stop on SIGTERM"
     done
 
     {
