@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the broker's hot paths: the frame codec and the log append/read.
+//! Micro-benchmarks of the broker's frame codec (the log's append and read are in `broker_log`).
 #![allow(clippy::unwrap_used)]
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
@@ -7,7 +7,6 @@ use broker::protocol::frame::{
     split_frame,
 };
 use broker::protocol::{ApiKey, Record, Request};
-use broker::storage::{LogConfig, PartitionLog};
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -73,35 +72,5 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-fn log(c: &mut Criterion) {
-    let mut g = c.benchmark_group("log");
-    let records: Vec<Record> = (0..100)
-        .map(|_| Record::new(Bytes::from(vec![b'x'; 100])))
-        .collect();
-    g.throughput(Throughput::Elements(100));
-    g.bench_function("append_100x100B_no_sync", |b| {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
-        b.iter(|| {
-            log.append(records.iter(), 1).unwrap();
-            let _ = log.take_unsynced();
-        });
-    });
-    g.bench_function("read_100x100B", |b| {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
-        for _ in 0..100 {
-            log.append(records.iter(), 1).unwrap();
-        }
-        let mut at = 0u64;
-        b.iter(|| {
-            let got = log.read(at, 100, usize::MAX, u64::MAX).unwrap();
-            at = (at + 100) % 9_900;
-            black_box(got);
-        });
-    });
-    g.finish();
-}
-
-criterion_group!(benches, codec, log);
+criterion_group!(benches, codec);
 criterion_main!(benches);

@@ -3,3 +3,5 @@
 //! `RESULTS.md`.
 
 pub mod naive;
+pub mod peers;
+pub mod workload;

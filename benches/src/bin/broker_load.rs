@@ -10,16 +10,13 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use broker::client::{Client, ClientConfig, Consumer};
-use broker::protocol::{FetchMode, Record};
-use bytes::Bytes;
+use benches::peers::System;
+use benches::peers::broker::{Broker, BrokerProducer};
+use benches::workload::{self, ms};
 use clap::{Args, Parser, Subcommand};
-use hdrhistogram::Histogram;
 
 #[derive(Debug, Parser)]
 #[command(about = "Load generator for the ticketrush broker")]
@@ -143,14 +140,8 @@ async fn target(t: &Target) -> anyhow::Result<(String, Option<Spawned>)> {
     Ok((addr, Some(Spawned { child, _dir: dir })))
 }
 
-async fn connect(addr: &str) -> anyhow::Result<Client> {
-    let mut cfg = ClientConfig::new(addr);
-    cfg.connect_timeout = Duration::from_secs(10);
-    Ok(Client::connect(cfg).await?)
-}
-
-fn us(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
+fn us(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
+    ms(h, q) * 1000.0
 }
 
 #[tokio::main]
@@ -164,134 +155,43 @@ async fn main() -> anyhow::Result<()> {
 
 async fn produce(a: ProduceArgs) -> anyhow::Result<()> {
     let (addr, _spawned) = target(&a.target).await?;
-    let admin = connect(&addr).await?;
-    admin.create_topic("bench", a.target.partitions).await?;
-    let payload = Bytes::from(vec![b'x'; a.target.payload]);
-    let remaining = Arc::new(AtomicU64::new(a.records));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
+    let broker = broker_for(&addr, &a.target);
+    broker.create("bench").await?;
+    let mut producers = Vec::new();
     for p in 0..a.producers {
-        let client = connect(&addr).await?;
-        let remaining = Arc::clone(&remaining);
-        let payload = payload.clone();
-        let batch = a.batch.max(1) as u64;
-        tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-            let mut n = 0u64;
-            loop {
-                let take = remaining
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
-                        r.checked_sub(1).map(|_| r.saturating_sub(batch))
-                    })
-                    .map(|before| before.min(batch))
-                    .unwrap_or(0);
-                if take == 0 {
-                    break;
-                }
-                let records = (0..take)
-                    .map(|i| Record {
-                        payload: payload.clone(),
-                        key: Some(Bytes::from(format!("k{p}-{i}"))),
-                        ..Record::default()
-                    })
-                    .collect();
-                let t0 = Instant::now();
-                client.produce_batch("bench", records).await?;
-                h.record(t0.elapsed().as_nanos() as u64)?;
-                n += take;
-            }
-            anyhow::Ok((n, h))
-        }));
+        producers.push(broker.producer("bench", p).await?);
     }
-    let mut total = 0;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-    for t in tasks {
-        let (n, h) = t.await??;
-        total += n;
-        hist.add(h)?;
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let r = workload::produce(producers, a.records, a.batch, a.target.payload, NO_LIMIT).await?;
     println!(
         "mode=produce fsync={} producers={} batch={} payload={} records={} seconds={:.2} records_per_s={:.0} req_p50_us={:.0} req_p99_us={:.0} req_max_us={:.0}",
         a.target.fsync,
         a.producers,
         a.batch,
         a.target.payload,
-        total,
-        secs,
-        total as f64 / secs,
-        us(&hist, 0.5),
-        us(&hist, 0.99),
-        hist.max() as f64 / 1000.0
+        r.records,
+        r.seconds,
+        r.records_per_s(),
+        us(&r.latency, 0.5),
+        us(&r.latency, 0.99),
+        r.latency.max() as f64 / 1000.0
     );
     Ok(())
 }
 
 async fn e2e(a: E2eArgs) -> anyhow::Result<()> {
     let (addr, _spawned) = target(&a.target).await?;
-    let admin = connect(&addr).await?;
-    admin.create_topic("e2e", a.target.partitions).await?;
-    let origin = Instant::now();
-    let total = a.rate * a.seconds;
-    let received = Arc::new(AtomicU64::new(0));
-    let mut consumers = Vec::new();
-    for _ in 0..a.consumers {
-        let c = connect(&addr).await?;
-        let received = Arc::clone(&received);
-        let consumer = Consumer::new(c, "e2e", "bench", FetchMode::Shared)
-            .max_records(500)
-            .wait(Duration::from_millis(100));
-        consumers.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-            let deadline = Instant::now() + Duration::from_secs(a.seconds + 30);
-            while received.load(Ordering::Relaxed) < total && Instant::now() < deadline {
-                let got = consumer.fetch().await?;
-                let now = origin.elapsed().as_nanos() as u64;
-                let mut ids = Vec::with_capacity(got.len());
-                for d in &got {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(d.record.payload.get(..8).unwrap_or(&[0; 8]));
-                    h.record(now.saturating_sub(u64::from_be_bytes(b)).max(1))?;
-                    ids.push(d.delivery_id);
-                }
-                if !ids.is_empty() {
-                    consumer.ack(&ids).await?;
-                    received.fetch_add(ids.len() as u64, Ordering::Relaxed);
-                }
-            }
-            anyhow::Ok(h)
-        }));
+    let broker = broker_for(&addr, &a.target);
+    broker.create("e2e").await?;
+    let mut receivers = Vec::new();
+    for c in 0..a.consumers {
+        receivers.push(broker.receiver("e2e", c).await?);
     }
-    // Producers: a pool sends each record at its intended time; latency counts from then.
     let producers = a.producers.max(1);
-    let interval_ns = 1_000_000_000 / a.rate.max(1);
-    let mut tasks = Vec::new();
-    for p in 0..producers {
-        let client = connect(&addr).await?;
-        let pad = a.target.payload.max(8) - 8;
-        tasks.push(tokio::spawn(async move {
-            let mut i = p as u64;
-            while i < total {
-                let due = Duration::from_nanos(i * interval_ns);
-                let now = origin.elapsed();
-                if due > now {
-                    tokio::time::sleep(due - now).await;
-                }
-                let mut payload = (due.as_nanos() as u64).to_be_bytes().to_vec();
-                payload.resize(8 + pad, b'x');
-                client.produce("e2e", Record::new(payload)).await?;
-                i += producers as u64;
-            }
-            anyhow::Ok(())
-        }));
+    let mut senders = Vec::new();
+    for _ in 0..producers {
+        senders.push(BrokerProducer::connect(&addr, "e2e", None).await?);
     }
-    for t in tasks {
-        t.await??;
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-    for c in consumers {
-        hist.add(c.await??)?;
-    }
+    let r = workload::e2e(senders, receivers, a.rate, a.seconds, a.target.payload).await?;
     println!(
         "mode=e2e fsync={} rate={} seconds={} producers={} consumers={} delivered={} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3}",
         a.target.fsync,
@@ -299,11 +199,22 @@ async fn e2e(a: E2eArgs) -> anyhow::Result<()> {
         a.seconds,
         producers,
         a.consumers,
-        hist.len(),
-        us(&hist, 0.5) / 1000.0,
-        us(&hist, 0.99) / 1000.0,
-        us(&hist, 0.999) / 1000.0,
-        hist.max() as f64 / 1e6
+        r.latency.len(),
+        ms(&r.latency, 0.5),
+        ms(&r.latency, 0.99),
+        ms(&r.latency, 0.999),
+        r.latency.max() as f64 / 1e6
     );
     Ok(())
+}
+
+/// Runs without a time limit: a produce run ends at its record count.
+const NO_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+fn broker_for(addr: &str, t: &Target) -> Broker {
+    Broker {
+        addr: addr.to_string(),
+        partitions: t.partitions,
+        max_records: 500,
+    }
 }
