@@ -215,9 +215,12 @@ impl Server {
                 "connections still open after the drain timeout; closing"
             );
         }
+        let drained = std::time::Instant::now();
         background.cancel();
         tasks.close();
         tasks.wait().await;
+        let stopped = drained.elapsed();
+        let closing = std::time::Instant::now();
         let b = Arc::clone(&broker);
         if tokio::task::spawn_blocking(move || b.close())
             .await
@@ -225,6 +228,10 @@ impl Server {
         {
             tracing::error!("closing the logs panicked");
         }
-        tracing::info!("broker stopped; every log and journal synced");
+        tracing::info!(
+            background_stop = ?stopped,
+            sync_and_close = ?closing.elapsed(),
+            "broker stopped; every log and journal synced"
+        );
     }
 }
