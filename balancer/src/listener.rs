@@ -140,7 +140,10 @@ where
         peer_ip: crate::proxy::headers::ip_header_value(peer.ip()),
         ambiguous,
     });
-    let service = service_fn(move |req| handle(req, Arc::clone(&info)));
+    // Boxed: hyper keeps room for the service's future in every connection from the start
+    // (`Box<Option<Future>>`), so an inline request future (~4 KiB) would be held by each
+    // idle keep-alive connection; boxed, it is allocated per request and freed with it.
+    let service = service_fn(move |req| Box::pin(handle(req, Arc::clone(&info))));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
