@@ -88,29 +88,39 @@ pub async fn serve(
 }
 
 async fn serve_tcp(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, worker: usize) {
-    let acceptor = shared.tls.load_full();
-    match acceptor {
+    match shared.tls.load_full() {
         None => serve_io(stream, peer, shared, worker, false).await,
-        Some(acceptor) => {
-            let timeout = shared.config.load().timeouts.header_read;
-            let handshake = tokio::select! {
-                _ = shared.shutdown.cancelled() => return,
-                r = tokio::time::timeout(timeout, acceptor.accept(stream)) => r,
-            };
-            match handshake {
-                Ok(Ok(tls)) => {
-                    shared.metrics.tls_handshake(true);
-                    serve_io(tls, peer, shared, worker, true).await;
-                }
-                Ok(Err(error)) => {
-                    shared.metrics.tls_handshake(false);
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                }
-                Err(_) => {
-                    shared.metrics.tls_handshake(false);
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                }
-            }
+        // Boxed: the handshake and a TLS stream make this branch's future several KiB, and
+        // inline it would size every connection's task by it, plain TCP included, for as long
+        // as the connection lives (idle keep-alive time too).
+        Some(acceptor) => Box::pin(serve_tls(stream, acceptor, peer, shared, worker)).await,
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: Arc<tokio_rustls::TlsAcceptor>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    worker: usize,
+) {
+    let timeout = shared.config.load().timeouts.header_read;
+    let handshake = tokio::select! {
+        _ = shared.shutdown.cancelled() => return,
+        r = tokio::time::timeout(timeout, acceptor.accept(stream)) => r,
+    };
+    match handshake {
+        Ok(Ok(tls)) => {
+            shared.metrics.tls_handshake(true);
+            serve_io(tls, peer, shared, worker, true).await;
+        }
+        Ok(Err(error)) => {
+            shared.metrics.tls_handshake(false);
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake(false);
+            tracing::debug!(%peer, "TLS handshake timed out");
         }
     }
 }
@@ -130,7 +140,10 @@ where
         peer_ip: crate::proxy::headers::ip_header_value(peer.ip()),
         ambiguous,
     });
-    let service = service_fn(move |req| handle(req, Arc::clone(&info)));
+    // Boxed: hyper keeps room for the service's future in every connection from the start
+    // (`Box<Option<Future>>`), so an inline request future (~4 KiB) would be held by each
+    // idle keep-alive connection; boxed, it is allocated per request and freed with it.
+    let service = service_fn(move |req| Box::pin(handle(req, Arc::clone(&info))));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
