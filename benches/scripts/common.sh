@@ -2,8 +2,9 @@
 #
 # Every server a section starts goes through `start_bg`, which records its PID; the EXIT trap stops
 # exactly those PIDs (never anything by name). Every file a section writes lives under $BENCH_TMP,
-# which the trap removes (KEEP_TMP=1 keeps it, to read the servers' logs after a failure). Figures go into benches/RESULTS.md between markers, one block per section,
-# so a section can be rerun alone without touching the others.
+# which the trap removes (KEEP_TMP=1 keeps it, to read the servers' logs after a failure). Figures
+# go into benches/RESULTS.md between markers, one block per section, so a section can be rerun
+# alone without touching the others.
 
 set -euo pipefail
 
