@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use super::pg_pool::{Pool, Pooled, connect_one, pg};
-use super::rows::{parse_status, to_purchase};
+use super::rows::{parse_status, position_of, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
     Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
@@ -178,9 +178,7 @@ impl PostgresStore {
             .map_err(pg("read next position"))?
             .try_get(0)
             .map_err(pg("read next position"))?;
-        let position = Position(u64::try_from(position).map_err(|_| StoreError::Corrupt {
-            what: format!("purchases.position = {position}"),
-        })?);
+        let position = position_of(position)?;
         let queued = QueuedJob {
             job: job.clone(),
             position,
@@ -501,9 +499,7 @@ impl Store for PostgresStore {
                 .map_err(pg("read position"))?
                 .try_get(0)
                 .map_err(pg("read position"))?;
-            Position(u64::try_from(first).map_err(|_| StoreError::Corrupt {
-                what: format!("purchases.position = {first}"),
-            })?)
+            position_of(first)?
         };
         tx.commit().await.map_err(pg("commit pending"))?;
         Ok(position)

@@ -18,6 +18,11 @@ fn u64_of(v: i64, what: &str) -> Result<u64, StoreError> {
     })
 }
 
+/// A stored `purchases.position` as a place in line.
+pub fn position_of(v: i64) -> Result<Position, StoreError> {
+    u64_of(v, "purchases.position").map(Position)
+}
+
 /// Turns stored columns into a purchase (shared with the PostgreSQL store).
 pub fn to_purchase(
     (id, event_id, buyer, quantity, position, status, reason): PurchaseRow,
@@ -29,7 +34,7 @@ pub fn to_purchase(
         event_id: EventId(event_id),
         buyer,
         quantity: u32_of(quantity, "purchases.quantity")?,
-        position: Position(u64_of(position, "purchases.position")?),
+        position: position_of(position)?,
         status: parse_status(&status, reason.as_deref())?,
     })
 }

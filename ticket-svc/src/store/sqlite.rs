@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{Mutex, mpsc};
 
 use super::group_commit::{Durability, WriteOp, spawn_writer, write};
-use super::rows::{PurchaseRow, parse_status, to_purchase};
+use super::rows::{PurchaseRow, parse_status, position_of, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
     Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
@@ -362,9 +362,7 @@ fn sell_now_sync(tx: &Connection, job: &PurchaseJob) -> Result<(Position, Decisi
             .query_row([job.event_id.0], |r| r.get(0))
             .map_err(sq("read next position"))?,
     };
-    let position = Position(u64::try_from(position).map_err(|_| StoreError::Corrupt {
-        what: format!("purchases.position = {position}"),
-    })?);
+    let position = position_of(position)?;
     let queued = QueuedJob {
         job: job.clone(),
         position,
@@ -478,11 +476,7 @@ impl Store for SqliteStore {
                 .map_err(sq("prepare position read"))?
                 .query_row([id], |r| r.get(0))
                 .map_err(sq("read position"))?;
-            Ok(Position(u64::try_from(first).map_err(|_| {
-                StoreError::Corrupt {
-                    what: format!("purchases.position = {first}"),
-                }
-            })?))
+            position_of(first)
         })
         .await
     }
