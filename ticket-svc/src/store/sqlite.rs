@@ -60,9 +60,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(sq("open database"))?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))
         .map_err(sq("set busy_timeout"))?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(sq("enable WAL"))?;
+    let mode = enable_wal(&conn)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Unavailable {
             reason: format!("{} cannot use WAL (journal_mode = {mode})", path.display()),
@@ -73,6 +71,27 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // Room for every statement the store and the group commit prepare, so none is re-parsed.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Switches to WAL. Changing the journal mode needs the file to itself, and SQLite reports a
+/// second process doing the same at that moment (an API and a worker starting together on a new
+/// database) as SQLITE_BUSY without consulting the busy handler; so retry within the same bound.
+fn enable_wal(conn: &Connection) -> Result<String, StoreError> {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into());
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.map_err(sq("enable WAL")),
+        }
+    }
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -538,5 +557,36 @@ impl Store for SqliteStore {
             c.query_row("SELECT 1", [], |_| Ok(())).map_err(sq("ping"))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_opening_one_new_database_at_once_all_get_wal() {
+        // An API and a worker starting together on a new database file: each switches it to
+        // WAL and migrates. Several rounds of eight openers at one instant on a fresh file.
+        for round in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("tickets.db");
+            let start = Arc::new(std::sync::Barrier::new(8));
+            let openers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (path, start) = (path.clone(), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        let mut conn = open_connection(&path)?;
+                        migrate(&mut conn)
+                    })
+                })
+                .collect();
+            for o in openers {
+                o.join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
     }
 }
