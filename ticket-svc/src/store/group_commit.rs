@@ -175,31 +175,39 @@ pub fn spawn_writer(conn: Connection) -> Result<mpsc::Sender<Box<dyn WriteOp>>, 
 
 fn writer_loop(conn: &Connection, mut rx: mpsc::Receiver<Box<dyn WriteOp>>) {
     let mut synced = true; // the connection was opened with synchronous=FULL
+    let mut waiting = Vec::with_capacity(MAX_GROUP_WRITES);
     while let Some(first) = rx.blocking_recv() {
-        let mut waiting = vec![first];
+        waiting.push(first);
         while waiting.len() < MAX_GROUP_WRITES {
             match rx.try_recv() {
                 Ok(op) => waiting.push(op),
                 Err(_) => break,
             }
         }
-        // Relaxed writes first, in a commit of their own, so they never wait for an fsync.
-        // Reordering concurrent callers' writes is fine: no caller has two writes waiting.
-        let (relaxed, durable): (Vec<_>, Vec<_>) = waiting
-            .into_iter()
-            .partition(|op| op.durability() == Durability::Relaxed);
-        for (group, wants_sync) in [(relaxed, false), (durable, true)] {
-            if !group.is_empty() {
-                commit_group(conn, group, wants_sync, &mut synced);
-            }
-        }
+        // One commit for everything waiting. With a synced write among them the commit is
+        // fsynced, and the relaxed writes ride along: they wait for that fsync, but a second
+        // commit (its WAL frames, its page writes, two synchronous switches) costs the writer
+        // more than the wait costs them, and under a rush the writer is the busiest thread.
+        let wants_sync = waiting
+            .iter()
+            .any(|op| op.durability() == Durability::Synced);
+        commit_group(conn, &mut waiting, wants_sync, &mut synced);
     }
 }
 
-/// Runs one group in one transaction and answers each write with the commit's outcome.
+/// Runs a statement without a result through the connection's statement cache: the writer
+/// runs the same few control statements thousands of times a second.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.raw_execute())
+        .map(drop)
+}
+
+/// Runs one group in one transaction and answers each write with the commit's outcome; leaves
+/// `group` empty.
 fn commit_group(
     conn: &Connection,
-    group: Vec<Box<dyn WriteOp>>,
+    group: &mut Vec<Box<dyn WriteOp>>,
     wants_sync: bool,
     synced: &mut bool,
 ) {
@@ -209,7 +217,7 @@ fn commit_group(
         } else {
             "PRAGMA synchronous = NORMAL"
         };
-        match conn.execute_batch(pragma) {
+        match run_cached(conn, pragma) {
             Ok(()) => *synced = wants_sync,
             // A relaxed group may commit stricter than asked; a durable one may not.
             Err(e) => tracing::warn!(error = %e, "could not switch sqlite synchronous mode"),
@@ -217,22 +225,22 @@ fn commit_group(
     }
     if wants_sync && !*synced {
         let reason = "sqlite: cannot make this commit synchronous".to_owned();
-        for op in group {
+        for op in group.drain(..) {
             op.fail(reason.clone());
         }
         return;
     }
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         let reason = format!("sqlite: begin: {e}");
         tracing::warn!(error = %e, writes = group.len(), "sqlite group could not begin");
-        for op in group {
+        for op in group.drain(..) {
             op.fail(reason.clone());
         }
         return;
     }
-    let finishes: Vec<Box<dyn Finish>> = group.into_iter().map(|op| op.run(conn)).collect();
-    let commit = conn.execute_batch("COMMIT").map_err(|e| {
-        let _ = conn.execute_batch("ROLLBACK");
+    let finishes: Vec<Box<dyn Finish>> = group.drain(..).map(|op| op.run(conn)).collect();
+    let commit = run_cached(conn, "COMMIT").map_err(|e| {
+        let _ = run_cached(conn, "ROLLBACK");
         tracing::warn!(error = %e, writes = finishes.len(), "sqlite group commit failed");
         format!("sqlite: commit: {e}")
     });
