@@ -6,14 +6,16 @@
 //!   strict order); each consumer has its own connection, so a dead worker's jobs go back.
 //! - Dead letters are in `purchases.dlq`, read by the shared group `workers-dlq`; their original
 //!   position and the reason travel in the broker's `x-dlq-*` headers.
-//! - The API keeps a small pool of connections, each fed by a batcher task: the jobs that
-//!   arrive while a connection's previous Produce is in flight go out together in its next one
-//!   (natural batching, no linger: an idle API sends a lone job at once). Under a rush this cuts
-//!   the broker's per-job work (one frame, one writer hand-off, one answer per batch). A broken
-//!   connection is replaced on next use; every enqueue has a deadline, so a slow or dead broker
-//!   is a prompt `Unavailable`, never a hang.
+//! - The API keeps a small pool of connections, each with a producer task, all fed from one
+//!   queue: a producer whose connection is free takes every job waiting and sends them in one
+//!   Produce. So a job waits only while every connection has a Produce in flight, and the jobs
+//!   that pile up meanwhile go out together in the next free one (natural batching, no linger:
+//!   an idle API sends a lone job at once). Under a rush this cuts the broker's per-job work (one
+//!   frame, one writer hand-off, one answer per batch). A broken connection is replaced on next
+//!   use; every enqueue has a deadline, so a slow or dead broker is a prompt `Unavailable`,
+//!   never a hang.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use broker::client::{Client, ClientConfig, ClientError, Consumer};
@@ -85,10 +87,10 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
 
 /// The most jobs one Produce carries.
 const MAX_PRODUCE_BATCH: usize = 256;
-/// Jobs waiting for one connection's batcher before enqueuers wait (their deadline still holds).
+/// Jobs waiting for a free connection before enqueuers wait (their deadline still holds).
 const BATCH_QUEUE: usize = 4_096;
 
-/// One job waiting for its connection's next Produce.
+/// One job waiting for the next free connection's Produce.
 struct PendingJob {
     record: Record,
     reply: oneshot::Sender<Result<ProduceAck, QueueError>>,
@@ -98,9 +100,8 @@ struct PendingJob {
 #[derive(Debug)]
 pub struct BrokerQueue {
     config: BrokerQueueConfig,
-    /// One batcher per pooled producing connection.
-    batchers: Vec<mpsc::Sender<PendingJob>>,
-    next: AtomicUsize,
+    /// The jobs waiting for a producer (one per pooled connection).
+    jobs: mpsc::Sender<PendingJob>,
     /// The connection readiness probes use (and the one `connect` made the topic with).
     probe: Mutex<Option<Client>>,
 }
@@ -118,17 +119,14 @@ impl BrokerQueue {
             .create_topic(&config.topic, config.partitions)
             .await
             .map_err(unavailable)?;
-        let batchers = (0..config.connections.max(1))
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(BATCH_QUEUE);
-                tokio::spawn(run_batcher(config.clone(), rx));
-                tx
-            })
-            .collect();
+        let (jobs, waiting) = mpsc::channel(BATCH_QUEUE);
+        let waiting = Arc::new(Mutex::new(waiting));
+        for _ in 0..config.connections.max(1) {
+            tokio::spawn(run_producer(config.clone(), Arc::clone(&waiting)));
+        }
         Ok(Self {
             config,
-            batchers,
-            next: AtomicUsize::new(0),
+            jobs,
             probe: Mutex::new(Some(first)),
         })
     }
@@ -161,12 +159,24 @@ async fn live_client(
     Ok(c)
 }
 
-/// Feeds one producing connection: takes every job waiting (up to [`MAX_PRODUCE_BATCH`]), sends
-/// them in one Produce, answers each with its own ack, repeats. Ends when the queue is dropped.
-async fn run_batcher(config: BrokerQueueConfig, mut jobs: mpsc::Receiver<PendingJob>) {
+/// Feeds one producing connection: waits its turn at the shared queue, takes every job
+/// waiting there (up to [`MAX_PRODUCE_BATCH`]), lets the next producer take the queue, sends
+/// the jobs in one Produce, answers each with its own ack, repeats. Ends when the queue is
+/// dropped.
+async fn run_producer(config: BrokerQueueConfig, queue: Arc<Mutex<mpsc::Receiver<PendingJob>>>) {
     let mut slot = None;
     let mut waiting = Vec::with_capacity(MAX_PRODUCE_BATCH);
-    while jobs.recv_many(&mut waiting, MAX_PRODUCE_BATCH).await > 0 {
+    loop {
+        // Held only while taking jobs: the other producers take the queue while this one's
+        // Produce is in flight.
+        let taken = queue
+            .lock()
+            .await
+            .recv_many(&mut waiting, MAX_PRODUCE_BATCH)
+            .await;
+        if taken == 0 {
+            return;
+        }
         // A job whose caller already gave up (deadline passed, answered 503) is not sent: the
         // buyer was told it was not queued.
         let (records, replies): (Vec<Record>, Vec<_>) = waiting
@@ -209,14 +219,9 @@ impl PurchaseQueue for BrokerQueue {
             .with_dedup_id(job.purchase_id.0.to_string());
         let deadline = self.config.enqueue_timeout;
         let attempt = async {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.batchers.len().max(1);
-            let batcher = self
-                .batchers
-                .get(i)
-                .ok_or_else(|| unavailable("no broker connections configured"))?;
             let (reply, ack) = oneshot::channel();
-            let gone = || unavailable("the API's broker producer stopped");
-            batcher
+            let gone = || unavailable("the API's broker producers stopped");
+            self.jobs
                 .send(PendingJob { record, reply })
                 .await
                 .map_err(|_| gone())?;
