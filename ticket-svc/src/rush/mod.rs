@@ -204,6 +204,30 @@ fn plan(seed: u64, i: u64, max_quantity: u32) -> BuyerPlan {
     }
 }
 
+/// A buyer's `POST /events/{id}/purchases` body.
+#[derive(serde::Serialize)]
+struct PurchaseBody<'a> {
+    buyer: &'a str,
+    quantity: u32,
+}
+
+fn purchase_body(plan: &BuyerPlan) -> Bytes {
+    let body = PurchaseBody {
+        buyer: &plan.buyer,
+        quantity: plan.quantity,
+    };
+    // Serializing two plain fields cannot fail; an empty body would be refused with a 400.
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// The fields of a 202 the crowd checks (the rest is ignored).
+#[derive(serde::Deserialize)]
+struct AcceptedAnswer<'a> {
+    #[serde(borrow)]
+    purchase_id: std::borrow::Cow<'a, str>,
+    position: u64,
+}
+
 struct EventInfo {
     tickets: u32,
     max_per_buyer: u32,
@@ -300,9 +324,7 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
             }
             due = Some(at);
         }
-        let body = Bytes::from(
-            serde_json::json!({"buyer": plan.buyer, "quantity": plan.quantity}).to_string(),
-        );
+        let body = purchase_body(&plan);
         let mut first: Option<(String, u64)> = None;
         for attempt in 0..plan.sends {
             let sent = if attempt == 0 {
@@ -351,20 +373,21 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
             if status != StatusCode::ACCEPTED {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let (Some(id), Some(position)) = (
-                v.get("purchase_id").and_then(serde_json::Value::as_str),
-                v.get("position").and_then(serde_json::Value::as_u64),
-            ) else {
+            let Ok(AcceptedAnswer {
+                purchase_id: id,
+                position,
+            }) = serde_json::from_slice(&body)
+            else {
                 out.bad_not_refused += 1;
                 continue;
             };
             match &first {
                 None => {
                     seconds.at(answered_at, flush).accepted += 1;
-                    first = Some((id.to_owned(), position));
+                    let id = id.into_owned();
+                    first = Some((id.clone(), position));
                     out.accepted.push(Observed {
-                        purchase_id: id.to_owned(),
+                        purchase_id: id,
                         buyer: plan.buyer.clone(),
                         quantity: plan.quantity,
                         position: Position(position),
@@ -372,7 +395,7 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
                     });
                 }
                 Some((fid, fpos)) => {
-                    if fid != id || *fpos != position {
+                    if *fid != id || *fpos != position {
                         out.retry_mismatches += 1;
                     }
                 }
