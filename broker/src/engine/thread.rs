@@ -4,7 +4,7 @@
 //! which takes commands in order, and stops (after finishing what was queued) when closed.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,10 @@ use crate::config::FsyncPolicy;
 /// A named thread and the sending side of its channel.
 pub struct IoThread<T> {
     name: String,
-    tx: Mutex<Option<Sender<T>>>,
+    /// Read-locked by every send (senders run concurrently: `Sender` is `Sync`), write-locked
+    /// once by `close`. A mutex here made the connections producing to one partition queue
+    /// behind each other on every append.
+    tx: RwLock<Option<Sender<T>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -37,14 +40,14 @@ impl<T: Send + 'static> IoThread<T> {
             .spawn(move || body(rx))?;
         Ok(Self {
             name,
-            tx: Mutex::new(Some(tx)),
+            tx: RwLock::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
         })
     }
 
     /// Queues a message; gives it back if the thread has stopped or is closing.
     pub fn send(&self, msg: T) -> Result<(), T> {
-        let guard = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        let guard = self.tx.read().unwrap_or_else(PoisonError::into_inner);
         match guard.as_ref() {
             Some(tx) => tx.send(msg).map_err(|e| e.0),
             None => Err(msg),
@@ -54,7 +57,7 @@ impl<T: Send + 'static> IoThread<T> {
     /// Closes the channel and waits for the thread to finish what was queued.
     pub fn close(&self) {
         self.tx
-            .lock()
+            .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let handle = self
