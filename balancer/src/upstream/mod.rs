@@ -1,8 +1,10 @@
 //! Backends and everything that talks to them: the [`Backend`] record with its live state,
-//! the per-backend connection [`pool`], the active [`health`] checker, and the atomically
-//! swapped [`BackendSet`] the request path reads without a lock.
+//! the upstream HTTP/1.1 wire format ([`codec`], sans I/O), the per-backend connection
+//! [`pool`], the active [`health`] checker, and the atomically swapped [`BackendSet`] the
+//! request path reads without a lock.
 
 mod backend;
+pub mod codec;
 pub mod health;
 pub mod pool;
 mod set;
