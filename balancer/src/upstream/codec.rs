@@ -11,10 +11,13 @@
 //! | framing | `transfer-encoding: chunked CRLF` when a body has no `Content-Length` |
 //! | end | `CRLF` |
 //!
-//! Response head: parsed with `httparse` into at most [`MAX_RESPONSE_HEADERS`] headers and
-//! [`MAX_RESPONSE_HEAD_BYTES`] bytes; anything longer, malformed, or with an invalid name or
-//! value is a [`HeadError`] (the proxy answers 502). Header values are slices of the read
-//! buffer (no copy).
+//! Response head: its end (the first empty line) is found with a SIMD newline search, then
+//! the head is split off the read buffer, frozen, and parsed once with `httparse` into at
+//! most [`MAX_RESPONSE_HEADERS`] headers and [`MAX_RESPONSE_HEAD_BYTES`] bytes (header slots
+//! left uninitialised: zeroing them cost more than the parse). Anything longer, malformed,
+//! or with an invalid name or value is a [`HeadError`] (the proxy answers 502). Header
+//! values are slices of the frozen head (no copy); the framing headers are noted in the same
+//! pass, so deciding the body's framing needs no map lookups.
 //!
 //! Response body framing (RFC 9112 §6.3), in order: a response to HEAD, any 1xx, 204 and 304
 //! have no body (as has a 2xx answer to CONNECT); `Transfer-Encoding` ending in `chunked` is
@@ -25,6 +28,8 @@
 //! Chunked body: `hex-size [; ext] CRLF data CRLF` … `0 CRLF [trailer CRLF]… CRLF`. Sizes
 //! are at most 16 hex digits, extensions and trailers are skipped (bounded by
 //! [`MAX_CHUNK_SKIP_BYTES`]), and trailers are not forwarded.
+
+use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -58,6 +63,9 @@ pub enum HeadError {
     /// Content-Length missing digits, or several that differ.
     #[error("invalid or conflicting Content-Length")]
     BadLength,
+    /// An empty line ended the head but the parser wanted more.
+    #[error("malformed response head")]
+    Unterminated,
     /// 101 to a request that did not ask to switch protocols.
     #[error("unexpected 101 Switching Protocols")]
     UnexpectedSwitch,
@@ -124,82 +132,139 @@ pub struct ResponseHead {
     pub is_http11: bool,
     /// The headers, values sharing the read buffer.
     pub headers: HeaderMap,
+    /// What the framing headers said, noted while the map was built (no lookups later).
+    facts: HeadFacts,
+}
+
+/// The framing-relevant headers of a response, gathered in the one pass over its headers.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeadFacts {
+    length: Option<u64>,
+    bad_length: bool,
+    has_transfer_encoding: bool,
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl HeadFacts {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == header::CONTENT_LENGTH {
+            // Every comma-separated element of every Content-Length must be the same number.
+            let text = value.to_str().unwrap_or("x");
+            for part in text.split(',') {
+                let part = part.trim();
+                let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| part.parse::<u64>().ok())
+                    .flatten();
+                match (n, self.length) {
+                    (Some(n), Some(prev)) if prev != n => self.bad_length = true,
+                    (Some(n), _) => self.length = Some(n),
+                    (None, _) => self.bad_length = true,
+                }
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            self.has_transfer_encoding = true;
+            // The last coding of the last header decides.
+            if let Some(last) = value
+                .to_str()
+                .unwrap_or("x")
+                .split(',')
+                .map(str::trim)
+                .rfind(|s| !s.is_empty())
+            {
+                self.chunked = last.eq_ignore_ascii_case("chunked");
+            }
+        } else if *name == header::CONNECTION {
+            for token in value.to_str().unwrap_or("close").split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    self.keep_alive = true;
+                }
+            }
+        }
+    }
 }
 
 impl ResponseHead {
     /// The backend keeps the connection open after this response.
     pub fn is_keep_alive(&self) -> bool {
-        let mut close = !self.is_http11;
-        for v in self.headers.get_all(header::CONNECTION) {
-            for token in v.to_str().unwrap_or("close").split(',') {
-                let token = token.trim();
-                if token.eq_ignore_ascii_case("close") {
-                    return false;
-                }
-                if token.eq_ignore_ascii_case("keep-alive") {
-                    close = false;
-                }
-            }
-        }
-        !close
+        !self.facts.close && (self.is_http11 || self.facts.keep_alive)
     }
+}
+
+/// Where the head in `buf` ends (just past its empty line), searching from about `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(2);
+    let rest = buf.get(start..)?;
+    memchr::memchr_iter(b'\n', rest).find_map(|i| {
+        let i = start + i;
+        match (buf.get(i + 1), buf.get(i + 2)) {
+            (Some(b'\n'), _) => Some(i + 2),
+            (Some(b'\r'), Some(b'\n')) => Some(i + 3),
+            _ => None,
+        }
+    })
 }
 
 /// Parses one response head from the front of `buf`. `Ok(None)` means incomplete (read
 /// more); on success the head's bytes are split off `buf`, which then starts at the body.
+/// `scanned` remembers how far an incomplete head was searched (start it at 0, and reset it
+/// after each head), so a head arriving a byte at a time is not searched over and over.
 pub fn decode_response_head(
     buf: &mut BytesMut,
     limit: usize,
+    scanned: &mut usize,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    // Where each header's name and value lie in `buf`: found while `httparse` borrows the
-    // buffer, used after the head is split off and frozen (so values can share it).
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_RESPONSE_HEADERS];
-    let (len, code, version, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let len = match resp.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => {
-                if buf.len() >= limit {
-                    return Err(HeadError::TooLarge { limit });
-                }
-                return Ok(None);
-            }
-            Err(e) => return Err(HeadError::Malformed(e)),
-        };
-        if len > limit {
+    // Stray line ends between responses are skipped, as httparse would.
+    let blank = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
+    if blank > 0 {
+        buf.advance(blank);
+        *scanned = 0;
+    }
+    let Some(end) = head_end(buf, *scanned) else {
+        *scanned = buf.len();
+        if buf.len() >= limit {
             return Err(HeadError::TooLarge { limit });
         }
-        let base = buf.as_ptr() as usize;
-        let mut count = 0;
-        for (h, span) in resp.headers.iter().zip(spans.iter_mut()) {
-            let name = (h.name.as_ptr() as usize).saturating_sub(base);
-            let value = (h.value.as_ptr() as usize).saturating_sub(base);
-            *span = (name, name + h.name.len(), value, value + h.value.len());
-            count += 1;
-        }
-        (
-            len,
-            resp.code.unwrap_or(0),
-            resp.version.unwrap_or(1),
-            count,
-        )
+        return Ok(None);
     };
-    let status = StatusCode::from_u16(code).map_err(|_| HeadError::BadStatus)?;
-    let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(ns, ne, vs, ve) in spans.iter().take(count) {
-        let name_bytes = head.get(ns..ne).unwrap_or_default();
-        let name = HeaderName::from_bytes(name_bytes)
-            .map_err(|_| HeadError::BadHeader(String::from_utf8_lossy(name_bytes).into_owned()))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs.min(ve)..ve))
+    *scanned = 0;
+    if end > limit {
+        return Err(HeadError::TooLarge { limit });
+    }
+    // The whole head is here: freeze it, so header values can be slices of it.
+    let head = buf.split_to(end).freeze();
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, &head, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) if n == end => {}
+        Ok(_) => return Err(HeadError::Unterminated),
+        Err(e) => return Err(HeadError::Malformed(e)),
+    }
+    let status = StatusCode::from_u16(resp.code.unwrap_or(0)).map_err(|_| HeadError::BadStatus)?;
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let mut facts = HeadFacts::default();
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::BadHeader(h.name.to_owned()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| HeadError::BadHeader(name.as_str().to_owned()))?;
+        facts.note(&name, &value);
         headers.append(name, value);
     }
     Ok(Some(ResponseHead {
         status,
-        is_http11: version == 1,
+        is_http11: resp.version == Some(1),
         headers,
+        facts,
     }))
 }
 
@@ -231,37 +296,21 @@ pub fn response_framing(
         // The connection became a tunnel the proxy does not carry: never reuse it.
         return Ok((BodyFraming::Empty, false));
     }
-    if head.headers.contains_key(header::TRANSFER_ENCODING) {
-        let had_length = head.headers.remove(header::CONTENT_LENGTH).is_some();
-        let last = head
-            .headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .map(str::trim)
-            .rfind(|s| !s.is_empty());
-        if last.is_some_and(|c| c.eq_ignore_ascii_case("chunked")) {
+    let facts = head.facts;
+    if facts.has_transfer_encoding {
+        let had_length = facts.length.is_some() || facts.bad_length;
+        if had_length {
+            head.headers.remove(header::CONTENT_LENGTH);
+        }
+        if facts.chunked {
             return Ok((BodyFraming::Chunked, !had_length));
         }
         return Ok((BodyFraming::Close, false));
     }
-    let mut length: Option<u64> = None;
-    for v in head.headers.get_all(header::CONTENT_LENGTH) {
-        let text = v.to_str().map_err(|_| HeadError::BadLength)?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HeadError::BadLength);
-            }
-            let n: u64 = part.parse().map_err(|_| HeadError::BadLength)?;
-            match length {
-                Some(prev) if prev != n => return Err(HeadError::BadLength),
-                _ => length = Some(n),
-            }
-        }
+    if facts.bad_length {
+        return Err(HeadError::BadLength);
     }
-    Ok(match length {
+    Ok(match facts.length {
         Some(0) => (BodyFraming::Empty, true),
         Some(n) => (BodyFraming::Length(n), true),
         None => (BodyFraming::Close, false),
@@ -490,7 +539,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn head(text: &str) -> Result<Option<ResponseHead>, HeadError> {
-        decode_response_head(&mut BytesMut::from(text), MAX_RESPONSE_HEAD_BYTES)
+        decode_response_head(&mut BytesMut::from(text), MAX_RESPONSE_HEAD_BYTES, &mut 0)
     }
 
     #[test]
@@ -513,12 +562,37 @@ mod tests {
         let mut buf = BytesMut::from(
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Backend: a\r\nConnection: keep-alive\r\n\r\nhello",
         );
-        let h = decode_response_head(&mut buf, 1024).unwrap().unwrap();
+        let h = decode_response_head(&mut buf, 1024, &mut 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.status, 200);
         assert_eq!(h.headers["x-backend"], "a");
         assert!(h.is_keep_alive());
         assert_eq!(&buf[..], b"hello");
         assert!(head("HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+    }
+
+    #[test]
+    fn bare_lf_heads_and_stray_line_ends_are_read() {
+        let h = head("HTTP/1.1 204 No Content\nX-A: 1\n\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 204);
+        assert_eq!(h.headers["x-a"], "1");
+        let mut buf = BytesMut::from("\r\n\r\nHTTP/1.1 200 OK\r\n\r\nrest");
+        let h = decode_response_head(&mut buf, 1024, &mut 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(&buf[..], b"rest");
+        // Fed a byte at a time, the search resumes where it stopped.
+        let wire = b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n";
+        let (mut buf, mut scanned) = (BytesMut::new(), 0);
+        for (i, b) in wire.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let got = decode_response_head(&mut buf, 1024, &mut scanned).unwrap();
+            assert_eq!(got.is_some(), i == wire.len() - 1, "at byte {i}");
+        }
     }
 
     #[test]
@@ -539,12 +613,12 @@ mod tests {
         assert!(head("HTTP/1.1 99 X\r\n\r\n").is_err());
         let big = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(100));
         assert_eq!(
-            decode_response_head(&mut BytesMut::from(big.as_str()), 64).unwrap_err(),
+            decode_response_head(&mut BytesMut::from(big.as_str()), 64, &mut 0).unwrap_err(),
             HeadError::TooLarge { limit: 64 }
         );
         let unfinished = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(100));
         assert_eq!(
-            decode_response_head(&mut BytesMut::from(unfinished.as_str()), 64).unwrap_err(),
+            decode_response_head(&mut BytesMut::from(unfinished.as_str()), 64, &mut 0).unwrap_err(),
             HeadError::TooLarge { limit: 64 }
         );
         let many: String = (0..=MAX_RESPONSE_HEADERS)
@@ -688,8 +762,11 @@ mod tests {
     fn read_response(pieces: &[&[u8]]) -> Option<(u16, Vec<u8>, bool)> {
         let mut buf = BytesMut::new();
         let mut pieces = pieces.iter();
+        let mut scanned = 0;
         let mut head = loop {
-            if let Some(h) = decode_response_head(&mut buf, MAX_RESPONSE_HEAD_BYTES).ok()? {
+            if let Some(h) =
+                decode_response_head(&mut buf, MAX_RESPONSE_HEAD_BYTES, &mut scanned).ok()?
+            {
                 break h;
             }
             buf.extend_from_slice(pieces.next()?);
@@ -776,7 +853,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let mut buf = BytesMut::from(&bytes[..]);
-            if let Ok(Some(mut h)) = decode_response_head(&mut buf, 256) {
+            if let Ok(Some(mut h)) = decode_response_head(&mut buf, 256, &mut 0) {
                 let _ = response_framing(&Method::GET, &mut h);
             }
             let mut d = ChunkedDecoder::new();

@@ -289,6 +289,8 @@ pub struct Call {
     /// Writing the request failed after some of it went out; the backend may still have
     /// answered (say, 413 before reading a large body), so the head is read first.
     write_error: Option<ConnError>,
+    /// How far an incomplete response head has been searched for its end.
+    scanned: usize,
 }
 
 impl Call {
@@ -298,6 +300,7 @@ impl Call {
             conn,
             upload,
             write_error: None,
+            scanned: 0,
         }
     }
 
@@ -323,6 +326,7 @@ impl Call {
                 && let Some(head) = codec::decode_response_head(
                     &mut self.conn.rbuf,
                     codec::MAX_RESPONSE_HEAD_BYTES,
+                    &mut self.scanned,
                 )?
             {
                 match head.status.as_u16() {
