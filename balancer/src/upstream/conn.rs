@@ -14,7 +14,8 @@
 //!   backend did not say `Connection: close`, the whole request was sent, and no byte beyond
 //!   the response was received. Anything else drops (closes) it.
 //! - The read buffer holds at most one response head ([`codec::MAX_RESPONSE_HEAD_BYTES`])
-//!   plus one read; the write buffer at most one body frame and its chunk framing.
+//!   plus one read; the write buffer at most one body frame and its chunk framing. An idle
+//!   pooled connection keeps only a head-sized read buffer.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -34,8 +35,6 @@ use super::codec::{self, BodyFraming, ChunkError, ChunkedDecoder, HeadError, Res
 const READ_RESERVE: usize = 8 * 1024;
 /// Read reserve while streaming a long body.
 const BODY_READ_RESERVE: usize = 64 * 1024;
-/// Buffers grown past this are not kept in the pool.
-const MAX_KEPT_CAPACITY: usize = 256 * 1024;
 /// Body bytes gathered before they are written (so small bodies leave with the head).
 const WRITE_GATHER: usize = 16 * 1024;
 
@@ -81,6 +80,8 @@ impl ConnError {
 pub struct Connection {
     io: TcpStream,
     rbuf: BytesMut,
+    /// The read buffer was grown past the head-sized reserve (a long body was streamed).
+    grown: bool,
 }
 
 impl Connection {
@@ -89,6 +90,7 @@ impl Connection {
         Self {
             io,
             rbuf: BytesMut::new(),
+            grown: false,
         }
     }
 
@@ -107,16 +109,20 @@ impl Connection {
         }
     }
 
-    /// Drops buffers grown large by one big exchange before the connection idles.
+    /// Lets go of a read buffer grown for a long body before the connection idles: the
+    /// buffer's whole allocation would otherwise stay with it (the body's frames were views
+    /// of it). A head-sized buffer is kept for the next response.
     fn trim(&mut self) {
-        if self.rbuf.capacity() > MAX_KEPT_CAPACITY {
+        if self.grown {
             self.rbuf = BytesMut::new();
+            self.grown = false;
         }
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>, reserve: usize) -> Poll<io::Result<usize>> {
         if self.rbuf.capacity() - self.rbuf.len() < reserve / 2 {
             self.rbuf.reserve(reserve);
+            self.grown |= reserve > READ_RESERVE;
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
     }
