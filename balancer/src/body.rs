@@ -7,8 +7,8 @@
 //! - A body that makes no progress for the stall timeout errors instead of holding a backend
 //!   connection forever.
 //! - An upstream response body carries the [`Exchange`] guard; the guard gives the pooled
-//!   connection back only after the body ended cleanly, and always releases the backend's
-//!   in-flight count and queue slot.
+//!   connection back only after the body ended cleanly (and the connection says it may be
+//!   reused), and always releases the backend's in-flight count and queue slot.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::upstream::Exchange;
+use crate::upstream::conn::ResponseBody;
 
 /// Boxed error type of the bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -199,6 +200,9 @@ impl Body for ReqBody {
 }
 
 /// Backend (or balancer) → client body.
+// The large variant is the common one (every proxied response); boxing it would cost an
+// allocation per request to save space only on the balancer's own rare answers.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum RespBody {
     /// A short body the balancer wrote itself.
@@ -220,17 +224,57 @@ impl RespBody {
     }
 }
 
+/// Where an upstream response body comes from.
+// The large variant is the common one; boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Source {
+    /// The balancer's own HTTP/1.1 client: read straight off the pooled connection.
+    Conn(ResponseBody),
+    /// hyper's client (protocol-upgrade requests only).
+    Hyper(Incoming),
+}
+
+impl Source {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Conn(b) => b.is_end_stream(),
+            Self::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Conn(b) => b
+                .exact_len()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+            Self::Hyper(b) => b.size_hint(),
+        }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Self::Conn(b) => b
+                .poll_data(cx)
+                .map(|o| o.map(|r| r.map(Frame::data).map_err(|e| -> BoxError { Box::new(e) }))),
+            Self::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(|e| -> BoxError { Box::new(e) }))),
+        }
+    }
+}
+
 /// A backend's response body, streaming, holding the exchange until it ends.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    body: Incoming,
+    body: Source,
     exchange: Option<Exchange>,
     stall: StallTimer,
 }
 
 impl UpstreamBody {
     /// Wraps `body`; `exchange` completes when the body ends.
-    pub fn new(body: Incoming, exchange: Exchange, stall: Duration) -> Self {
+    pub fn new(body: Source, exchange: Exchange, stall: Duration) -> Self {
         let mut this = Self {
             body,
             exchange: Some(exchange),
@@ -242,9 +286,14 @@ impl UpstreamBody {
         this
     }
 
+    /// The body ended cleanly: the connection goes back to the pool if it may be reused.
     fn finish(&mut self) {
         if let Some(ex) = self.exchange.take() {
-            ex.complete();
+            let conn = match &mut self.body {
+                Source::Conn(body) => body.take_reusable(),
+                Source::Hyper(_) => None,
+            };
+            ex.complete(conn);
         }
     }
 }
@@ -260,7 +309,7 @@ impl Body for RespBody {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Upstream(up) => {
-                let polled = Pin::new(&mut up.body).poll_frame(cx);
+                let polled = up.body.poll_frame(cx);
                 let frame = match polled {
                     Poll::Pending => {
                         ready!(up.stall.poll_expired(cx));
@@ -279,7 +328,7 @@ impl Body for RespBody {
                     Some(Err(e)) => {
                         // Dropping the exchange closes the connection instead of pooling it.
                         up.exchange = None;
-                        Poll::Ready(Some(Err(Box::new(e))))
+                        Poll::Ready(Some(Err(e)))
                     }
                     Some(Ok(frame)) => {
                         up.stall.progress();

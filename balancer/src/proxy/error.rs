@@ -21,6 +21,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::admin::metrics::Rejection;
 use crate::body::{BodyFault, RespBody};
+use crate::upstream::conn::ConnError;
 
 use super::headers::FramingError;
 
@@ -100,8 +101,8 @@ pub enum ProxyError {
         backend: SocketAddr,
         /// The request was (maybe partly) written.
         sent: bool,
-        /// The hyper error.
-        source: hyper::Error,
+        /// What failed on the connection.
+        source: ConnError,
     },
     /// No response headers within the upstream timeout.
     #[error("{backend} sent no response headers within {timeout:?}")]

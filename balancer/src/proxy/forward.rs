@@ -1,6 +1,11 @@
 //! Forwarding one request: validate, rate-limit, pick a backend, wait for a turn, send over a
 //! pooled connection, retry elsewhere when the request never reached the backend, and hand
 //! the streamed response back wrapped so the connection returns to the pool when it ends.
+//!
+//! Plain HTTP/1.1 requests go through the balancer's own client ([`crate::upstream::conn`]):
+//! the head is serialized once, and the request's task writes it and reads the response
+//! itself. Protocol-switch requests (`Upgrade`) use hyper's client on a fresh connection,
+//! which hands the connection over to the tunnel on 101.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
@@ -16,11 +22,13 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::{BodyFault, BodyFlag, ReqBody, RespBody, UpstreamBody};
+use crate::body::{BodyFault, BodyFlag, ReqBody, RespBody, Source, UpstreamBody};
 use crate::config::Config;
 use crate::limit::queue::QueueError;
 use crate::limit::rate::RateDecision;
 use crate::state::Shared;
+use crate::upstream::codec;
+use crate::upstream::conn::{Call, ConnError, Connection, Upload, UploadFraming};
 use crate::upstream::{Backend, Exchange};
 
 use super::error::ProxyError;
@@ -150,22 +158,36 @@ async fn forward(
         None => ReqBody::empty(),
     };
     // Idempotent bodiless requests can be rebuilt, so they may be retried after a 502/503.
-    let replay = (cfg.retry.on_5xx && !has_body && is_idempotent(&parts.method))
-        .then(|| clone_parts(&parts));
-    let upstream_req = Request::from_parts(parts, body);
+    let replayable = cfg.retry.on_5xx && !has_body && is_idempotent(&parts.method);
+    let (outbound, replay) = if is_upgrade {
+        let replay = replayable.then(|| Replay::Parts(clone_parts(&parts)));
+        (Outbound::Upgrade(Request::from_parts(parts, body)), replay)
+    } else {
+        // The head is serialized once, here, and the same bytes go to whichever backend
+        // takes the request (and again if a bodiless request is replayed).
+        let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
+        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let head = codec::encode_request_head(&parts.method, path, &parts.headers, chunked);
+        let framing = if chunked {
+            UploadFraming::Chunked
+        } else {
+            UploadFraming::Length(if has_body { declared.unwrap_or(0) } else { 0 })
+        };
+        let replay = replayable.then(|| Replay::Head(head.clone(), parts.method.clone()));
+        let upload = Upload::new(head, has_body.then_some(body), framing);
+        (
+            Outbound::Conn {
+                upload,
+                method: parts.method,
+            },
+            replay,
+        )
+    };
 
     shared.budget.deposit();
     let deadline = Deadline::new(start, cfg.timeouts.total);
-    let (mut resp, exchange) = attempts(
-        upstream_req,
-        replay,
-        conn,
-        cfg,
-        flag.as_deref(),
-        is_upgrade,
-        &deadline,
-    )
-    .await?;
+    let (mut resp, exchange) =
+        attempts(outbound, replay, conn, cfg, flag.as_deref(), &deadline).await?;
     *backend_addr = Some(exchange.backend().addr());
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -222,25 +244,51 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-fn clone_parts(p: &Parts) -> Replay {
+fn clone_parts(p: &Parts) -> Box<(Method, Uri, http::HeaderMap)> {
     Box::new((p.method.clone(), p.uri.clone(), p.headers.clone()))
 }
 
-fn clone_parts_of(r: &Request<ReqBody>) -> Replay {
-    Box::new((r.method().clone(), r.uri().clone(), r.headers().clone()))
+/// A request on its way to a backend.
+enum Outbound {
+    /// Plain HTTP/1.1: the balancer's own client over a pooled connection.
+    Conn {
+        /// Head and body.
+        upload: Upload,
+        /// Its method (the response's framing depends on it).
+        method: Method,
+    },
+    /// A protocol switch: hyper's client on a fresh connection, which hands the
+    /// connection over on 101.
+    Upgrade(Request<ReqBody>),
 }
 
-fn rebuild(method: Method, uri: Uri, headers: http::HeaderMap) -> Request<ReqBody> {
-    let mut r = Request::new(ReqBody::empty());
-    *r.method_mut() = method;
-    *r.uri_mut() = uri;
-    *r.headers_mut() = headers;
-    r
+/// What rebuilding a bodiless request takes.
+enum Replay {
+    /// The serialized head (shared bytes: a reference count, not a copy).
+    Head(Bytes, Method),
+    /// An upgrade request's parts. Boxed: rare, and inline it would widen every request's
+    /// future (whose moves are memcpys).
+    Parts(Box<(Method, Uri, http::HeaderMap)>),
 }
 
-/// What rebuilding a bodiless request takes. Boxed: it is rarely made, and inline it would
-/// widen every request's future (whose moves are memcpys).
-type Replay = Box<(Method, Uri, http::HeaderMap)>;
+impl Replay {
+    fn rebuild(&self) -> Outbound {
+        match self {
+            Self::Head(head, method) => Outbound::Conn {
+                upload: Upload::new(head.clone(), None, UploadFraming::Length(0)),
+                method: method.clone(),
+            },
+            Self::Parts(parts) => {
+                let (method, uri, headers) = &**parts;
+                let mut r = Request::new(ReqBody::empty());
+                *r.method_mut() = method.clone();
+                *r.uri_mut() = uri.clone();
+                *r.headers_mut() = headers.clone();
+                Outbound::Upgrade(r)
+            }
+        }
+    }
+}
 
 /// The whole-request deadline (`--request-timeout`). It is applied through each wait's own
 /// timeout (queue, connect, upstream headers) — whichever ends first — so a request runs
@@ -310,14 +358,13 @@ impl Tried {
 
 /// Tries backends until one answers, a non-retryable error happens, or retries run out.
 async fn attempts(
-    req: Request<ReqBody>,
+    req: Outbound,
     replay: Option<Replay>,
     conn: &ConnInfo,
     cfg: &Config,
     flag: Option<&BodyFlag>,
-    is_upgrade: bool,
     deadline: &Deadline,
-) -> Result<(Response<Incoming>, Exchange), ProxyError> {
+) -> Result<(Response<Source>, Exchange), ProxyError> {
     let shared = &conn.shared;
     let mut tried = Tried::default();
     let mut pending = Some(req);
@@ -325,8 +372,8 @@ async fn attempts(
     for attempt in 0..=cfg.retry.max_retries {
         let req = match pending.take() {
             Some(r) => r,
-            None => match replay.as_deref() {
-                Some((m, u, h)) => rebuild(m.clone(), u.clone(), h.clone()),
+            None => match &replay {
+                Some(replay) => replay.rebuild(),
                 None => break,
             },
         };
@@ -365,7 +412,16 @@ async fn attempts(
         };
         drop(gate);
         let mut exchange = Exchange::begin(Arc::clone(&backend), conn.worker, admission);
-        match send(&mut exchange, req, conn, cfg, is_upgrade, deadline).await {
+        let sent = match req {
+            Outbound::Conn { upload, method } => {
+                send(&mut exchange, upload, method, conn, cfg, deadline).await
+            }
+            // Boxed: rare, and inline its future would widen every request's.
+            Outbound::Upgrade(req) => {
+                Box::pin(send_upgrade(&backend, req, cfg, conn, deadline)).await
+            }
+        };
+        match sent {
             Ok(resp) => {
                 let status = resp.status();
                 // A 503 with Retry-After is a live backend shedding load on purpose (the
@@ -455,69 +511,49 @@ fn has_untried(shared: &Shared, tried: &Tried) -> bool {
 /// A failed send, with the request when it was not consumed.
 struct Failed {
     error: ProxyError,
-    request: Option<Request<ReqBody>>,
+    request: Option<Outbound>,
 }
 
-/// Sends on a pooled connection (skipping stale ones) or a fresh one.
+/// Sends a plain HTTP/1.1 request on a pooled connection (skipping stale ones) or a fresh
+/// one, and reads the response head. Everything runs in the request's task: no channel, no
+/// connection task.
 async fn send(
     exchange: &mut Exchange,
-    mut req: Request<ReqBody>,
+    mut upload: Upload,
+    method: Method,
     conn: &ConnInfo,
     cfg: &Config,
-    is_upgrade: bool,
     deadline: &Deadline,
-) -> Result<Response<Incoming>, Failed> {
+) -> Result<Response<Source>, Failed> {
     let backend = Arc::clone(exchange.backend());
     let addr = backend.addr();
     // Up to three stale pooled connections may be skipped; the last try is always fresh.
     for round in 0..4 {
-        let pooled = if is_upgrade || round == 3 {
+        let pooled = if round == 3 {
             None
         } else {
             backend.pool(conn.worker).take(cfg.timeouts.idle)
         };
-        let (mut sender, idle_for) = match pooled {
-            Some(p) => (p.0, Some(p.1)),
+        let (connection, is_pooled) = match pooled {
+            Some((c, _idle_for)) => (c, true),
             // Boxed: the connect future is large and rare; inline it would be copied
             // with every request's future.
-            None => match Box::pin(connect(&backend, conn, cfg, deadline)).await {
-                Ok(s) => (s, None),
+            None => match Box::pin(connect(&backend, cfg, deadline)).await {
+                Ok(stream) => (Connection::new(stream), false),
                 Err(error) => {
                     return Err(Failed {
                         error,
-                        request: Some(req),
+                        request: Some(Outbound::Conn { upload, method }),
                     });
                 }
             },
         };
-        let is_pooled = idle_for.is_some();
-        // A pooled connection is normally ready at once; only wait (bounded) when it is not.
-        if is_pooled && !sender.is_ready() {
-            let (until, expiry) = deadline.limit(tokio::time::Instant::now(), cfg.timeouts.connect);
-            // Boxed: rare, and inline it would widen every request's future.
-            match Box::pin(tokio::time::timeout_at(until, sender.ready())).await {
-                Ok(Ok(())) => {}
-                Err(_) if expiry == Expiry::Request => {
-                    return Err(Failed {
-                        error: deadline.error(),
-                        request: Some(req),
-                    });
-                }
-                _ => continue,
-            }
-        }
-        // A pooled connection can die under a request: the backend's keep-alive timer closed
-        // it as we wrote (the keep-alive race), or the backend crashed. A bodiless idempotent
-        // request is safe to replay on a fresh connection (and, if the backend is gone, on
-        // another backend), as nginx's `proxy_next_upstream error` does, so keep what is
-        // needed to rebuild it. The copy costs ~4% of the request path's instructions; copying
-        // only for long-idle connections would turn every in-flight GET at a crashed backend
-        // into a 502.
-        let backup = (is_pooled && req.body().is_end_stream() && is_idempotent(req.method()))
-            .then(|| clone_parts_of(&req));
         let sent_at = tokio::time::Instant::now();
         let (until, expiry) = deadline.limit(sent_at, cfg.timeouts.upstream_header);
-        match tokio::time::timeout_at(until, sender.try_send_request(req)).await {
+        let mut call = Call::new(connection, upload);
+        let polled =
+            tokio::time::timeout_at(until, std::future::poll_fn(|cx| call.poll_head(cx))).await;
+        let error = match polled {
             Err(_) => {
                 return Err(Failed {
                     error: if expiry == Expiry::Request {
@@ -531,55 +567,117 @@ async fn send(
                     request: None,
                 });
             }
-            Ok(Ok(resp)) => {
-                backend.record_response(Some(resp.status().as_u16()), sent_at.elapsed());
-                if !is_upgrade {
-                    exchange.attach(sender);
+            Ok(Ok(mut head)) => match call.into_body(&method, &mut head) {
+                Ok(body) => {
+                    backend.record_response(Some(head.status.as_u16()), sent_at.elapsed());
+                    let mut resp = Response::new(Source::Conn(body));
+                    *resp.status_mut() = head.status;
+                    *resp.headers_mut() = head.headers;
+                    return Ok(resp);
                 }
-                return Ok(resp);
-            }
-            Ok(Err(mut e)) => {
-                let request = e.take_message();
-                match (request, backup) {
-                    // The pooled connection died before our request went out: try another.
-                    (Some(r), _) if is_pooled => req = r,
-                    // It died under a bodiless idempotent request (closed, reset, or cut
-                    // before the response): replaying it is safe by definition.
-                    (None, Some(backup)) => {
-                        tracing::debug!(backend = %addr, error = %e.error(),
-                            "pooled connection failed under a request; replaying");
-                        let (m, u, h) = *backup;
-                        req = rebuild(m, u, h);
-                    }
-                    (request, _) => {
-                        return Err(Failed {
-                            error: ProxyError::Exchange {
-                                backend: addr,
-                                sent: request.is_none(),
-                                source: e.into_error(),
-                            },
-                            request,
-                        });
-                    }
+                Err(e) => {
+                    return Err(Failed {
+                        error: ProxyError::Exchange {
+                            backend: addr,
+                            sent: true,
+                            source: e.into(),
+                        },
+                        request: None,
+                    });
                 }
-            }
+            },
+            Ok(Err(error)) => error,
+        };
+        upload = call.into_upload();
+        let written = upload.is_written();
+        let client_fault = matches!(error, ConnError::RequestBody(_));
+        if is_pooled && !written && !client_fault {
+            // The pooled connection died before a byte of our request went out: try another.
+            continue;
         }
+        // A pooled connection can die under a request: the backend's keep-alive timer closed
+        // it as we wrote (the keep-alive race), or the backend crashed. A bodiless idempotent
+        // request is safe to replay on a fresh connection (and, if the backend is gone, on
+        // another backend), as nginx's `proxy_next_upstream error` does: its head is kept
+        // anyway, so replaying costs nothing until it happens.
+        if is_pooled && error.is_connection_lost() && is_idempotent(&method) && upload.restart() {
+            tracing::debug!(backend = %addr, %error,
+                "pooled connection failed under a request; replaying");
+            continue;
+        }
+        return Err(Failed {
+            error: ProxyError::Exchange {
+                backend: addr,
+                sent: written,
+                source: error,
+            },
+            request: (!written && !client_fault).then_some(Outbound::Conn { upload, method }),
+        });
     }
     // Unreachable in practice: round 3 always uses a fresh connection and returns.
     Err(Failed {
         error: ProxyError::NoBackend,
-        request: Some(req),
+        request: Some(Outbound::Conn { upload, method }),
     })
 }
 
-/// Opens a new HTTP/1.1 connection to `backend`; its driver task is tracked and stops at
-/// hard stop.
+/// Sends a protocol-switch request with hyper's client on a fresh connection (never
+/// pooled: on 101 the connection becomes the tunnel).
+async fn send_upgrade(
+    backend: &Backend,
+    req: Request<ReqBody>,
+    cfg: &Config,
+    conn: &ConnInfo,
+    deadline: &Deadline,
+) -> Result<Response<Source>, Failed> {
+    let addr = backend.addr();
+    let mut sender = match connect_hyper(backend, conn, cfg, deadline).await {
+        Ok(s) => s,
+        Err(error) => {
+            return Err(Failed {
+                error,
+                request: Some(Outbound::Upgrade(req)),
+            });
+        }
+    };
+    let sent_at = tokio::time::Instant::now();
+    let (until, expiry) = deadline.limit(sent_at, cfg.timeouts.upstream_header);
+    match tokio::time::timeout_at(until, sender.try_send_request(req)).await {
+        Err(_) => Err(Failed {
+            error: if expiry == Expiry::Request {
+                deadline.error()
+            } else {
+                ProxyError::UpstreamTimeout {
+                    backend: addr,
+                    timeout: cfg.timeouts.upstream_header,
+                }
+            },
+            request: None,
+        }),
+        Ok(Ok(resp)) => {
+            backend.record_response(Some(resp.status().as_u16()), sent_at.elapsed());
+            Ok(resp.map(Source::Hyper))
+        }
+        Ok(Err(mut e)) => {
+            let request = e.take_message();
+            Err(Failed {
+                error: ProxyError::Exchange {
+                    backend: addr,
+                    sent: request.is_none(),
+                    source: ConnError::Hyper(e.into_error()),
+                },
+                request: request.map(Outbound::Upgrade),
+            })
+        }
+    }
+}
+
+/// Opens a TCP connection to `backend` within the connect timeout (and the deadline).
 async fn connect(
     backend: &Backend,
-    conn: &ConnInfo,
     cfg: &Config,
     deadline: &Deadline,
-) -> Result<SendRequest<ReqBody>, ProxyError> {
+) -> Result<TcpStream, ProxyError> {
     let addr = backend.addr();
     let (until, expiry) = deadline.limit(tokio::time::Instant::now(), cfg.timeouts.connect);
     let stream = match tokio::time::timeout_at(until, TcpStream::connect(addr)).await {
@@ -594,13 +692,26 @@ async fn connect(
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Opens a hyper HTTP/1.1 client connection (protocol upgrades); its driver task is
+/// tracked and stops at hard stop.
+async fn connect_hyper(
+    backend: &Backend,
+    conn: &ConnInfo,
+    cfg: &Config,
+    deadline: &Deadline,
+) -> Result<SendRequest<ReqBody>, ProxyError> {
+    let addr = backend.addr();
+    let stream = connect(backend, cfg, deadline).await?;
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| ProxyError::Exchange {
             backend: addr,
             sent: false,
-            source,
+            source: ConnError::Hyper(source),
         })?;
     let stop = conn.shared.hard_stop.clone();
     conn.shared.background.spawn(async move {

@@ -11,16 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::ReqBody;
 use crate::config::BackendSpec;
 use crate::limit::queue::{Admission, ConcurrencyGate};
 use crate::select::Candidate;
 
+use super::conn::Connection;
 use super::pool::Pool;
 
 /// Metric handles for one backend (shared with the registry's families).
@@ -328,12 +327,11 @@ impl Candidate for Arc<Backend> {
 }
 
 /// One request's hold on a backend: counted in flight from creation until drop; on
-/// [`Exchange::complete`] the connection goes back to the pool.
+/// [`Exchange::complete`] a reusable connection goes back to the pool.
 #[derive(Debug)]
 pub struct Exchange {
     backend: Arc<Backend>,
     worker: usize,
-    sender: Option<SendRequest<ReqBody>>,
     _admission: Admission,
 }
 
@@ -344,7 +342,6 @@ impl Exchange {
         Self {
             backend,
             worker,
-            sender: None,
             _admission: admission,
         }
     }
@@ -354,15 +351,11 @@ impl Exchange {
         &self.backend
     }
 
-    /// Attaches the connection to give back on completion.
-    pub fn attach(&mut self, sender: SendRequest<ReqBody>) {
-        self.sender = Some(sender);
-    }
-
-    /// The response ended cleanly: pool the connection, release the slot.
-    pub fn complete(mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.backend.pool(self.worker).put(sender);
+    /// The response ended cleanly: pool the connection (when it may be reused), release
+    /// the slot.
+    pub fn complete(self, conn: Option<Connection>) {
+        if let Some(conn) = conn {
+            self.backend.pool(self.worker).put(conn);
         }
     }
 }

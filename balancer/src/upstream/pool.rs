@@ -1,20 +1,20 @@
-//! A small per-backend pool of ready HTTP/1.1 connections (`SendRequest` handles).
+//! A small per-backend pool of idle HTTP/1.1 [`Connection`]s.
 //!
-//! PERF.md measured this beating hyper-util's generic client pool by 14–16%: no per-request
-//! key hashing, no checkout futures — a LIFO stack (the warmest connection first) behind a
-//! mutex held for a push or pop only. Bounded: at most `max_idle` idle handles; a handle idle
-//! longer than the idle timeout, or whose connection closed, is dropped instead of reused.
+//! No per-request key hashing, no checkout futures — a LIFO stack (the warmest connection
+//! first) behind a mutex held for a push or pop only. Bounded: at most `max_idle` idle
+//! connections; one idle longer than the idle timeout, or that the backend closed (checked
+//! on the reactor's readiness, no system call unless the socket became readable), is
+//! dropped instead of reused. A connection is put back only after a response that ended
+//! cleanly (see [`super::conn`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::SendRequest;
-
-use crate::body::ReqBody;
+use super::conn::Connection;
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<ReqBody>,
+    conn: Connection,
     since: Instant,
 }
 
@@ -43,26 +43,23 @@ impl Pool {
 
     /// The warmest live connection idle for less than `idle_timeout`, if any, with how long
     /// it has been idle.
-    pub fn take(&self, idle_timeout: Duration) -> Option<(SendRequest<ReqBody>, Duration)> {
+    pub fn take(&self, idle_timeout: Duration) -> Option<(Connection, Duration)> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop() {
             let idle_for = entry.since.elapsed();
-            if !entry.sender.is_closed() && idle_for < idle_timeout {
-                return Some((entry.sender, idle_for));
+            if idle_for < idle_timeout && !entry.conn.is_closed() {
+                return Some((entry.conn, idle_for));
             }
         }
         None
     }
 
-    /// Gives a connection back (dropped if closed or the pool is full).
-    pub fn put(&self, sender: SendRequest<ReqBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Gives a connection back (dropped if the pool is full).
+    pub fn put(&self, conn: Connection) {
         let mut idle = self.lock();
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -76,7 +73,7 @@ impl Pool {
     /// Drops closed and expired connections.
     pub fn sweep(&self, idle_timeout: Duration) {
         self.lock()
-            .retain(|e| !e.sender.is_closed() && e.since.elapsed() < idle_timeout);
+            .retain(|e| e.since.elapsed() < idle_timeout && !e.conn.is_closed());
     }
 
     /// Drops every idle connection.

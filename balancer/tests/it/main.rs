@@ -15,3 +15,4 @@ mod queue;
 mod strategies;
 mod support;
 mod tls;
+mod upstream;

@@ -1,0 +1,864 @@
+//! The upstream HTTP/1.1 wire format, sans I/O: the request head the balancer writes, the
+//! response head it reads, how the response body is framed, and the chunked-body decoder.
+//! [`super::conn`] moves these bytes; nothing here touches a socket.
+//!
+//! Request head (written once per request into one buffer):
+//!
+//! | part | bytes |
+//! |---|---|
+//! | request line | `METHOD SP path-and-query SP "HTTP/1.1" CRLF` |
+//! | each header | `name ": " value CRLF` (names lower-case, as the map holds them) |
+//! | framing | `transfer-encoding: chunked CRLF` when a body has no `Content-Length` |
+//! | end | `CRLF` |
+//!
+//! Response head: its end (the first empty line) is found with a SIMD newline search, then
+//! the head is split off the read buffer, frozen, and parsed once with `httparse` into at
+//! most [`MAX_RESPONSE_HEADERS`] headers and [`MAX_RESPONSE_HEAD_BYTES`] bytes (header slots
+//! left uninitialised: zeroing them cost more than the parse). Anything longer, malformed,
+//! or with an invalid name or value is a [`HeadError`] (the proxy answers 502). Header
+//! values are slices of the frozen head (no copy); the framing headers are noted in the same
+//! pass, so deciding the body's framing needs no map lookups.
+//!
+//! Response body framing (RFC 9112 §6.3), in order: a response to HEAD, any 1xx, 204 and 304
+//! have no body (as has a 2xx answer to CONNECT); `Transfer-Encoding` ending in `chunked` is
+//! chunked (a `Content-Length` beside it is ignored and the connection is not reused); any
+//! other `Transfer-Encoding` runs until close; a valid `Content-Length` gives the length
+//! (differing or non-numeric values are a [`HeadError`]); otherwise the body runs until close.
+//!
+//! Chunked body: `hex-size [; ext] CRLF data CRLF` … `0 CRLF [trailer CRLF]… CRLF`. Sizes
+//! are at most 16 hex digits, extensions and trailers are skipped (bounded by
+//! [`MAX_CHUNK_SKIP_BYTES`]), and trailers are not forwarded.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+
+/// Longest response head accepted from a backend.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Most response headers accepted from a backend (hyper's default too).
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+/// Most bytes of chunk extensions plus trailers skipped in one chunked body.
+pub const MAX_CHUNK_SKIP_BYTES: usize = 16 * 1024;
+
+/// Why a response head is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// Not HTTP/1.x syntax.
+    #[error("malformed response head: {0}")]
+    Malformed(httparse::Error),
+    /// Longer than the limit without ending.
+    #[error("response head longer than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// A status code outside 100..=999.
+    #[error("invalid status code")]
+    BadStatus,
+    /// A header name or value `http` does not accept.
+    #[error("invalid header {0}")]
+    BadHeader(String),
+    /// Content-Length missing digits, or several that differ.
+    #[error("invalid or conflicting Content-Length")]
+    BadLength,
+    /// An empty line ended the head but the parser wanted more.
+    #[error("malformed response head")]
+    Unterminated,
+    /// 101 to a request that did not ask to switch protocols.
+    #[error("unexpected 101 Switching Protocols")]
+    UnexpectedSwitch,
+}
+
+/// Why a chunked body is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    /// A byte that does not belong where it is.
+    #[error("malformed chunked body at {state}")]
+    Malformed {
+        /// Where the decoder was.
+        state: &'static str,
+    },
+    /// A chunk size over 16 hex digits.
+    #[error("chunk size too large")]
+    SizeTooLarge,
+    /// Extensions and trailers together over [`MAX_CHUNK_SKIP_BYTES`].
+    #[error("chunk extensions or trailers over {MAX_CHUNK_SKIP_BYTES} bytes")]
+    SkipTooLarge,
+}
+
+/// Serializes a request head; `add_chunked` appends `transfer-encoding: chunked` (for a
+/// body of unknown length). `headers` must already be rewritten (hop-by-hop removed).
+pub fn encode_request_head(
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    add_chunked: bool,
+) -> Bytes {
+    const CHUNKED: &[u8] = b"transfer-encoding: chunked\r\n";
+    let size = method.as_str().len()
+        + path_and_query.len()
+        + headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+        + CHUNKED.len()
+        + 16;
+    let mut buf = Vec::with_capacity(size);
+    buf.extend_from_slice(method.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(path_and_query.as_bytes());
+    buf.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    if add_chunked {
+        buf.extend_from_slice(CHUNKED);
+    }
+    buf.extend_from_slice(b"\r\n");
+    Bytes::from(buf)
+}
+
+/// A parsed response head.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    /// The status.
+    pub status: StatusCode,
+    /// HTTP/1.1 (true) or HTTP/1.0.
+    pub is_http11: bool,
+    /// The headers, values sharing the read buffer.
+    pub headers: HeaderMap,
+    /// What the framing headers said, noted while the map was built (no lookups later).
+    facts: HeadFacts,
+}
+
+/// The framing-relevant headers of a response, gathered in the one pass over its headers.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeadFacts {
+    length: Option<u64>,
+    bad_length: bool,
+    has_transfer_encoding: bool,
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl HeadFacts {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == header::CONTENT_LENGTH {
+            // Every comma-separated element of every Content-Length must be the same number.
+            let text = value.to_str().unwrap_or("x");
+            for part in text.split(',') {
+                let part = part.trim();
+                let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| part.parse::<u64>().ok())
+                    .flatten();
+                match (n, self.length) {
+                    (Some(n), Some(prev)) if prev != n => self.bad_length = true,
+                    (Some(n), _) => self.length = Some(n),
+                    (None, _) => self.bad_length = true,
+                }
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            self.has_transfer_encoding = true;
+            // The last coding of the last header decides.
+            if let Some(last) = value
+                .to_str()
+                .unwrap_or("x")
+                .split(',')
+                .map(str::trim)
+                .rfind(|s| !s.is_empty())
+            {
+                self.chunked = last.eq_ignore_ascii_case("chunked");
+            }
+        } else if *name == header::CONNECTION {
+            for token in value.to_str().unwrap_or("close").split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    self.keep_alive = true;
+                }
+            }
+        }
+    }
+}
+
+impl ResponseHead {
+    /// The backend keeps the connection open after this response.
+    pub fn is_keep_alive(&self) -> bool {
+        !self.facts.close && (self.is_http11 || self.facts.keep_alive)
+    }
+}
+
+/// Where the head in `buf` ends (just past its empty line), searching from about `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(2);
+    let rest = buf.get(start..)?;
+    memchr::memchr_iter(b'\n', rest).find_map(|i| {
+        let i = start + i;
+        match (buf.get(i + 1), buf.get(i + 2)) {
+            (Some(b'\n'), _) => Some(i + 2),
+            (Some(b'\r'), Some(b'\n')) => Some(i + 3),
+            _ => None,
+        }
+    })
+}
+
+/// Parses one response head from the front of `buf`. `Ok(None)` means incomplete (read
+/// more); on success the head's bytes are split off `buf`, which then starts at the body.
+/// `scanned` remembers how far an incomplete head was searched (start it at 0, and reset it
+/// after each head), so a head arriving a byte at a time is not searched over and over.
+pub fn decode_response_head(
+    buf: &mut BytesMut,
+    limit: usize,
+    scanned: &mut usize,
+) -> Result<Option<ResponseHead>, HeadError> {
+    // Stray line ends between responses are skipped, as httparse would.
+    let blank = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
+    if blank > 0 {
+        buf.advance(blank);
+        *scanned = 0;
+    }
+    let Some(end) = head_end(buf, *scanned) else {
+        *scanned = buf.len();
+        if buf.len() >= limit {
+            return Err(HeadError::TooLarge { limit });
+        }
+        return Ok(None);
+    };
+    *scanned = 0;
+    if end > limit {
+        return Err(HeadError::TooLarge { limit });
+    }
+    // The whole head is here: freeze it, so header values can be slices of it.
+    let head = buf.split_to(end).freeze();
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, &head, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) if n == end => {}
+        Ok(_) => return Err(HeadError::Unterminated),
+        Err(e) => return Err(HeadError::Malformed(e)),
+    }
+    let status = StatusCode::from_u16(resp.code.unwrap_or(0)).map_err(|_| HeadError::BadStatus)?;
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let mut facts = HeadFacts::default();
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::BadHeader(h.name.to_owned()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+            .map_err(|_| HeadError::BadHeader(name.as_str().to_owned()))?;
+        facts.note(&name, &value);
+        headers.append(name, value);
+    }
+    Ok(Some(ResponseHead {
+        status,
+        is_http11: resp.version == Some(1),
+        headers,
+        facts,
+    }))
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the backend closes the connection.
+    Close,
+}
+
+/// The framing of a response to `method` (see the module docs), and whether the
+/// connection may be reused afterwards as far as framing goes. Removes a `Content-Length`
+/// that a chunked coding overrides, so it is never passed on.
+pub fn response_framing(
+    method: &Method,
+    head: &mut ResponseHead,
+) -> Result<(BodyFraming, bool), HeadError> {
+    let status = head.status.as_u16();
+    if *method == Method::HEAD || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Ok((BodyFraming::Empty, true));
+    }
+    if *method == Method::CONNECT && head.status.is_success() {
+        // The connection became a tunnel the proxy does not carry: never reuse it.
+        return Ok((BodyFraming::Empty, false));
+    }
+    let facts = head.facts;
+    if facts.has_transfer_encoding {
+        let had_length = facts.length.is_some() || facts.bad_length;
+        if had_length {
+            head.headers.remove(header::CONTENT_LENGTH);
+        }
+        if facts.chunked {
+            return Ok((BodyFraming::Chunked, !had_length));
+        }
+        return Ok((BodyFraming::Close, false));
+    }
+    if facts.bad_length {
+        return Err(HeadError::BadLength);
+    }
+    Ok(match facts.length {
+        Some(0) => (BodyFraming::Empty, true),
+        Some(n) => (BodyFraming::Length(n), true),
+        None => (BodyFraming::Close, false),
+    })
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading hex digits of a size (`digits` so far).
+    Size,
+    /// Spaces after the size.
+    SizeSpace,
+    /// Inside a chunk extension, until CR.
+    Extension,
+    /// Expecting LF after the size line.
+    SizeLf,
+    /// Inside chunk data.
+    Data,
+    /// Expecting CR after data.
+    DataCr,
+    /// Expecting LF after data.
+    DataLf,
+    /// At the start of a trailer line (or the final CRLF).
+    TrailerStart,
+    /// Inside a trailer line, until LF.
+    TrailerLine,
+    /// Expecting the final LF.
+    EndLf,
+    /// The body ended.
+    Done,
+}
+
+impl ChunkState {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Size => "chunk size",
+            Self::SizeSpace => "space after size",
+            Self::Extension => "chunk extension",
+            Self::SizeLf => "size line end",
+            Self::Data => "chunk data",
+            Self::DataCr | Self::DataLf => "chunk data end",
+            Self::TrailerStart | Self::TrailerLine => "trailer",
+            Self::EndLf => "final line end",
+            Self::Done => "end",
+        }
+    }
+}
+
+/// What the front of the input holds, from [`ChunkedDecoder::decode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    /// Framing bytes to skip first.
+    pub skip: usize,
+    /// Then this many bytes of body data.
+    pub data: usize,
+    /// The body ended with the skipped bytes.
+    pub done: bool,
+}
+
+/// Incremental chunked-body decoder (sans I/O, any split of the input).
+#[derive(Debug, Clone)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+    skipped: usize,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkedDecoder {
+    /// A decoder at the start of a body.
+    pub fn new() -> Self {
+        Self {
+            state: ChunkState::Size,
+            size: 0,
+            digits: 0,
+            skipped: 0,
+        }
+    }
+
+    /// The body's end has been decoded.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Decodes from the front of `input`. The caller skips `skip` bytes, then takes `data`
+    /// bytes as body, then calls again with what follows (`skip == 0 && data == 0 && !done`
+    /// means more input is needed).
+    pub fn decode(&mut self, input: &[u8]) -> Result<Chunk, ChunkError> {
+        let mut i = 0;
+        let malformed = |s: ChunkState| ChunkError::Malformed { state: s.name() };
+        while let Some(&b) = input.get(i) {
+            match self.state {
+                ChunkState::Data => {
+                    let avail = u64::try_from(input.len() - i).unwrap_or(u64::MAX);
+                    let take = avail.min(self.size);
+                    self.size -= take;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    return Ok(Chunk {
+                        skip: i,
+                        data: usize::try_from(take).unwrap_or(0),
+                        done: false,
+                    });
+                }
+                ChunkState::Done => break,
+                ChunkState::Size => match (b as char).to_digit(16) {
+                    Some(d) => {
+                        if self.digits >= 16 {
+                            return Err(ChunkError::SizeTooLarge);
+                        }
+                        self.digits += 1;
+                        self.size = (self.size << 4) | u64::from(d);
+                    }
+                    None if self.digits == 0 => return Err(malformed(self.state)),
+                    None => match b {
+                        b' ' | b'\t' => self.state = ChunkState::SizeSpace,
+                        b';' => self.state = ChunkState::Extension,
+                        b'\r' => self.state = ChunkState::SizeLf,
+                        _ => return Err(malformed(self.state)),
+                    },
+                },
+                ChunkState::SizeSpace => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = ChunkState::Extension,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return Err(malformed(self.state)),
+                },
+                ChunkState::Extension => match b {
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' => return Err(malformed(self.state)),
+                    _ => self.count_skip()?,
+                },
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return Err(malformed(self.state));
+                    }
+                    self.digits = 0;
+                    self.state = if self.size == 0 {
+                        ChunkState::TrailerStart
+                    } else {
+                        ChunkState::Data
+                    };
+                }
+                ChunkState::DataCr => {
+                    if b != b'\r' {
+                        return Err(malformed(self.state));
+                    }
+                    self.state = ChunkState::DataLf;
+                }
+                ChunkState::DataLf => {
+                    if b != b'\n' {
+                        return Err(malformed(self.state));
+                    }
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::TrailerStart => {
+                    if b == b'\r' {
+                        self.state = ChunkState::EndLf;
+                    } else {
+                        self.count_skip()?;
+                        self.state = ChunkState::TrailerLine;
+                    }
+                }
+                ChunkState::TrailerLine => {
+                    self.count_skip()?;
+                    if b == b'\n' {
+                        self.state = ChunkState::TrailerStart;
+                    }
+                }
+                ChunkState::EndLf => {
+                    if b != b'\n' {
+                        return Err(malformed(self.state));
+                    }
+                    self.state = ChunkState::Done;
+                    return Ok(Chunk {
+                        skip: i + 1,
+                        data: 0,
+                        done: true,
+                    });
+                }
+            }
+            i += 1;
+        }
+        Ok(Chunk {
+            skip: i,
+            data: 0,
+            done: self.state == ChunkState::Done,
+        })
+    }
+
+    fn count_skip(&mut self) -> Result<(), ChunkError> {
+        self.skipped += 1;
+        if self.skipped > MAX_CHUNK_SKIP_BYTES {
+            return Err(ChunkError::SkipTooLarge);
+        }
+        Ok(())
+    }
+
+    /// Decodes from the front of `buf`, consuming framing: `Some(data)` is the next piece
+    /// of body, `None` means more input is needed or the body ended ([`Self::is_done`]).
+    pub fn next_data(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, ChunkError> {
+        loop {
+            let step = self.decode(buf)?;
+            buf.advance(step.skip);
+            if step.data > 0 {
+                return Ok(Some(buf.split_to(step.data).freeze()));
+            }
+            if step.done || step.skip == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn head(text: &str) -> Result<Option<ResponseHead>, HeadError> {
+        decode_response_head(&mut BytesMut::from(text), MAX_RESPONSE_HEAD_BYTES, &mut 0)
+    }
+
+    #[test]
+    fn request_head_is_one_buffer_with_framing() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("t"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let b = encode_request_head(&Method::POST, "/p?q=1", &h, true);
+        assert_eq!(
+            &b[..],
+            b"POST /p?q=1 HTTP/1.1\r\nhost: t\r\nx-a: 1\r\nx-a: 2\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let b = encode_request_head(&Method::GET, "/", &HeaderMap::new(), false);
+        assert_eq!(&b[..], b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn parses_a_head_and_leaves_the_body() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Backend: a\r\nConnection: keep-alive\r\n\r\nhello",
+        );
+        let h = decode_response_head(&mut buf, 1024, &mut 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(h.headers["x-backend"], "a");
+        assert!(h.is_keep_alive());
+        assert_eq!(&buf[..], b"hello");
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+    }
+
+    #[test]
+    fn bare_lf_heads_and_stray_line_ends_are_read() {
+        let h = head("HTTP/1.1 204 No Content\nX-A: 1\n\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 204);
+        assert_eq!(h.headers["x-a"], "1");
+        let mut buf = BytesMut::from("\r\n\r\nHTTP/1.1 200 OK\r\n\r\nrest");
+        let h = decode_response_head(&mut buf, 1024, &mut 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(&buf[..], b"rest");
+        // Fed a byte at a time, the search resumes where it stopped.
+        let wire = b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n";
+        let (mut buf, mut scanned) = (BytesMut::new(), 0);
+        for (i, b) in wire.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let got = decode_response_head(&mut buf, 1024, &mut scanned).unwrap();
+            assert_eq!(got.is_some(), i == wire.len() - 1, "at byte {i}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let ka = |t: &str| head(t).unwrap().unwrap().is_keep_alive();
+        assert!(ka("HTTP/1.1 200 OK\r\n\r\n"));
+        assert!(!ka("HTTP/1.1 200 OK\r\nConnection: Close\r\n\r\n"));
+        assert!(!ka("HTTP/1.0 200 OK\r\n\r\n"));
+        assert!(ka("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn bad_heads_are_errors_not_panics() {
+        assert!(matches!(
+            head("HTTX/1.1 200\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+        assert!(head("HTTP/1.1 99 X\r\n\r\n").is_err());
+        let big = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(100));
+        assert_eq!(
+            decode_response_head(&mut BytesMut::from(big.as_str()), 64, &mut 0).unwrap_err(),
+            HeadError::TooLarge { limit: 64 }
+        );
+        let unfinished = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(100));
+        assert_eq!(
+            decode_response_head(&mut BytesMut::from(unfinished.as_str()), 64, &mut 0).unwrap_err(),
+            HeadError::TooLarge { limit: 64 }
+        );
+        let many: String = (0..=MAX_RESPONSE_HEADERS)
+            .map(|i| format!("x-{i}: v\r\n"))
+            .collect();
+        assert!(matches!(
+            head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")),
+            Err(HeadError::Malformed(httparse::Error::TooManyHeaders))
+        ));
+    }
+
+    fn framing(method: Method, text: &str) -> Result<(BodyFraming, bool), HeadError> {
+        let mut h = head(text).unwrap().unwrap();
+        response_framing(&method, &mut h)
+    }
+
+    #[test]
+    fn body_framing_rules() {
+        use BodyFraming::*;
+        let get = || Method::GET;
+        assert_eq!(
+            framing(Method::HEAD, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
+            Ok((Empty, true))
+        );
+        for s in ["204 No Content", "304 Not Modified", "100 Continue"] {
+            let t = format!("HTTP/1.1 {s}\r\nContent-Length: 9\r\n\r\n");
+            assert_eq!(framing(get(), &t), Ok((Empty, true)), "{s}");
+        }
+        assert_eq!(
+            framing(get(), "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
+            Ok((Length(9), true))
+        );
+        assert_eq!(
+            framing(get(), "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Ok((Empty, true))
+        );
+        assert_eq!(
+            framing(
+                get(),
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            Ok((Chunked, true))
+        );
+        assert_eq!(
+            framing(
+                get(),
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            Ok((Chunked, false))
+        );
+        assert_eq!(
+            framing(get(), "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Ok((Close, false))
+        );
+        assert_eq!(
+            framing(get(), "HTTP/1.1 200 OK\r\n\r\n"),
+            Ok((Close, false))
+        );
+        assert_eq!(
+            framing(
+                get(),
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
+            ),
+            Err(HeadError::BadLength)
+        );
+        assert_eq!(
+            framing(get(), "HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n"),
+            Err(HeadError::BadLength)
+        );
+    }
+
+    fn dechunk_all(pieces: &[&[u8]]) -> Result<(Vec<u8>, bool), ChunkError> {
+        let mut d = ChunkedDecoder::new();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for p in pieces {
+            buf.extend_from_slice(p);
+            while let Some(data) = d.next_data(&mut buf)? {
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok((out, d.is_done()))
+    }
+
+    #[test]
+    fn chunked_decoding() {
+        let body = b"5;ext=1\r\nhello\r\n1 \r\n \r\n0\r\nX-Trailer: t\r\n\r\n";
+        assert_eq!(dechunk_all(&[body]), Ok((b"hello ".to_vec(), true)));
+        assert!(dechunk_all(&[b"zz\r\n"]).is_err());
+        assert!(dechunk_all(&[b"5\r\nhelloX\r\n"]).is_err());
+        assert_eq!(
+            dechunk_all(&[b"11111111111111111\r\n"]),
+            Err(ChunkError::SizeTooLarge)
+        );
+        let (out, done) = dechunk_all(&[b"3\r\nab"]).unwrap();
+        assert_eq!((out.as_slice(), done), (&b"ab"[..], false));
+    }
+
+    /// A chunked encoding of `body` cut into chunks of the given sizes (the rest in one).
+    fn encode_chunked(body: &[u8], sizes: &[usize], trailer: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        for &s in sizes {
+            if rest.is_empty() {
+                break;
+            }
+            let n = s.clamp(1, rest.len());
+            out.extend_from_slice(format!("{n:X};x=y\r\n").as_bytes());
+            out.extend_from_slice(&rest[..n]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+        }
+        if !rest.is_empty() {
+            out.extend_from_slice(format!("{:x}\r\n", rest.len()).as_bytes());
+            out.extend_from_slice(rest);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n");
+        if trailer {
+            out.extend_from_slice(b"x-t: 1\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    fn split_at_points<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for p in points {
+            pieces.push(&bytes[at..p]);
+            at = p;
+        }
+        pieces.push(&bytes[at..]);
+        pieces
+    }
+
+    /// Reads a whole response from `pieces` the way the connection does: head first, then
+    /// the body by its framing. Returns status, body and whether the connection is reusable.
+    fn read_response(pieces: &[&[u8]]) -> Option<(u16, Vec<u8>, bool)> {
+        let mut buf = BytesMut::new();
+        let mut pieces = pieces.iter();
+        let mut scanned = 0;
+        let mut head = loop {
+            if let Some(h) =
+                decode_response_head(&mut buf, MAX_RESPONSE_HEAD_BYTES, &mut scanned).ok()?
+            {
+                break h;
+            }
+            buf.extend_from_slice(pieces.next()?);
+        };
+        let (framing, reusable) = response_framing(&Method::GET, &mut head).ok()?;
+        let mut body = Vec::new();
+        let mut dec = ChunkedDecoder::new();
+        loop {
+            match framing {
+                BodyFraming::Empty => break,
+                BodyFraming::Length(n) => {
+                    let want = usize::try_from(n).ok()?;
+                    if buf.len() >= want {
+                        body.extend_from_slice(&buf.split_to(want));
+                        break;
+                    }
+                }
+                BodyFraming::Chunked => {
+                    while let Some(d) = dec.next_data(&mut buf).ok()? {
+                        body.extend_from_slice(&d);
+                    }
+                    if dec.is_done() {
+                        break;
+                    }
+                }
+                BodyFraming::Close => {
+                    body.extend_from_slice(&buf.split());
+                }
+            }
+            match pieces.next() {
+                Some(p) => buf.extend_from_slice(p),
+                None if framing == BodyFraming::Close => break,
+                None => return None,
+            }
+        }
+        Some((head.status.as_u16(), body, reusable && buf.is_empty()))
+    }
+
+    proptest! {
+        #[test]
+        fn chunked_any_split_gives_the_body(
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+            sizes in proptest::collection::vec(1usize..200, 0..8),
+            trailer in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..10),
+        ) {
+            let wire = encode_chunked(&body, &sizes, trailer);
+            let pieces = split_at_points(&wire, &cuts);
+            prop_assert_eq!(dechunk_all(&pieces), Ok((body, true)));
+        }
+
+        #[test]
+        fn responses_any_split_give_the_same_result(
+            body in proptest::collection::vec(any::<u8>(), 0..400),
+            kind in 0u8..3,
+            sizes in proptest::collection::vec(1usize..100, 0..5),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut wire = b"HTTP/1.1 200 OK\r\nX-Backend: a\r\n".to_vec();
+            match kind {
+                0 => {
+                    wire.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                    wire.extend_from_slice(&body);
+                }
+                1 => {
+                    wire.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    wire.extend_from_slice(&encode_chunked(&body, &sizes, false));
+                }
+                _ => {
+                    wire.extend_from_slice(b"Connection: close\r\n\r\n");
+                    wire.extend_from_slice(&body);
+                }
+            }
+            let whole = read_response(&[&wire]);
+            prop_assert!(whole.is_some());
+            let pieces = split_at_points(&wire, &cuts);
+            prop_assert_eq!(read_response(&pieces), whole.clone());
+            let (status, got, reusable) = whole.unwrap_or_default();
+            prop_assert_eq!(status, 200);
+            prop_assert_eq!(got, body);
+            prop_assert_eq!(reusable, kind != 2);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            if let Ok(Some(mut h)) = decode_response_head(&mut buf, 256, &mut 0) {
+                let _ = response_framing(&Method::GET, &mut h);
+            }
+            let mut d = ChunkedDecoder::new();
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = d.next_data(&mut buf) {}
+        }
+    }
+}
