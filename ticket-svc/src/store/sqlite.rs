@@ -571,6 +571,114 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// Opcodes of `sql` as SQLite would run it on `conn`.
+    fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN {sql}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(1))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn writing_a_purchase_builds_no_temporary_btree() {
+        // Every purchase is written twice under a rush (pending, then decided); a CHECK with
+        // `IN (...)` made SQLite build and zero two temporary b-trees per write.
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        for sql in [
+            "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
+             VALUES ('p', 1, 'b', 1, 0, 'pending') ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
+             VALUES ('p', 1, 'b', 1, 0, 'rejected', 'sold_out')
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason
+             WHERE purchases.status = 'pending'",
+            "UPDATE purchases SET status = 'rejected', reason = 'failed' WHERE id = 'p'",
+        ] {
+            let ops = opcodes(&conn, sql);
+            assert!(
+                !ops.iter().any(|op| op == "OpenEphemeral"),
+                "{sql}: {ops:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn migrating_a_version_1_database_keeps_its_purchases_and_their_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        // A database as version 1 left it, with a sale in it.
+        let (version, v1) = schema::SQLITE[0];
+        assert_eq!(version, 1);
+        conn.execute_batch(v1).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY);
+             INSERT INTO schema_migrations (version) VALUES (1);
+             INSERT INTO events (name, tickets, max_per_buyer, sold) VALUES ('e', 10, 4, 2);
+             INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
+             VALUES ('a', 1, 'x', 2, 0, 'confirmed', NULL),
+                    ('b', 1, 'y', 1, 1, 'rejected', 'limit_exceeded'),
+                    ('c', 1, 'z', 1, 2, 'pending', NULL);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(String, i64, String, Option<String>)> = conn
+            .prepare("SELECT id, position, status, reason FROM purchases ORDER BY position")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("a".into(), 0, "confirmed".into(), None),
+                (
+                    "b".into(),
+                    1,
+                    "rejected".into(),
+                    Some("limit_exceeded".into())
+                ),
+                ("c".into(), 2, "pending".into(), None),
+            ]
+        );
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM purchases WHERE event_id = 1 ORDER BY position",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("purchases_by_event"), "{plan}");
+        // The checks still hold, each one.
+        for bad in [
+            "('d', 1, 'w', 1, 3, 'sold', NULL)",
+            "('d', 1, 'w', 1, 3, 'rejected', 'bored')",
+            "('d', 1, 'w', 1, 3, 'rejected', NULL)",
+            "('d', 1, 'w', 1, 3, 'confirmed', 'sold_out')",
+            "('d', 1, 'w', 0, 3, 'pending', NULL)",
+            "('d', 1, 'w', 1, -1, 'pending', NULL)",
+            "('d', 2, 'w', 1, 3, 'pending', NULL)",
+        ] {
+            let refused = conn.execute(
+                &format!(
+                    "INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
+                     VALUES {bad}"
+                ),
+                [],
+            );
+            assert!(refused.is_err(), "{bad} was stored");
+        }
+        // And a second open finds nothing left to do.
+        migrate(&mut conn).unwrap();
+        let versions: i64 = conn
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(versions, i64::try_from(schema::SQLITE.len()).unwrap());
+    }
+
     #[test]
     fn processes_opening_one_new_database_at_once_all_get_wal() {
         // An API and a worker starting together on a new database file: each switches it to
