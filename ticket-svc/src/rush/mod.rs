@@ -228,6 +228,15 @@ struct AcceptedAnswer<'a> {
     position: u64,
 }
 
+/// The fields of `GET /purchases/{id}` the verify phase reads (the rest is ignored).
+#[derive(serde::Deserialize)]
+struct StatusAnswer<'a> {
+    #[serde(borrow)]
+    status: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    reason: Option<std::borrow::Cow<'a, str>>,
+}
+
 struct EventInfo {
     tickets: u32,
     max_per_buyer: u32,
@@ -450,10 +459,9 @@ async fn final_status(conn: &mut Conn, target: &Target, id: &str) -> Option<Purc
     let Ok((StatusCode::OK, body)) = conn.send(Method::GET, &path, &[], Bytes::new()).await else {
         return None;
     };
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let status = v.get("status").and_then(serde_json::Value::as_str)?;
-    let reason = v.get("reason").and_then(serde_json::Value::as_str);
-    PurchaseStatus::parse(status, reason).filter(|s| *s != PurchaseStatus::Pending)
+    let seen: StatusAnswer = serde_json::from_slice(&body).ok()?;
+    PurchaseStatus::parse(&seen.status, seen.reason.as_deref())
+        .filter(|s| *s != PurchaseStatus::Pending)
 }
 
 /// Polls one purchase every 20 ms until it is final: the moment it was seen final, or `None`
