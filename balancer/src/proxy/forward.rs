@@ -333,6 +333,20 @@ impl Deadline {
     fn error(&self) -> ProxyError {
         ProxyError::Deadline(self.total)
     }
+
+    /// Why a wait for `backend`'s response head that `limit` bounded with `expiry` ran out.
+    fn header_wait_error(
+        &self,
+        expiry: Expiry,
+        backend: SocketAddr,
+        timeout: Duration,
+    ) -> ProxyError {
+        if expiry == Expiry::Request {
+            self.error()
+        } else {
+            ProxyError::UpstreamTimeout { backend, timeout }
+        }
+    }
 }
 
 /// Backends already tried for one request. Almost every request tries one, so the first few
@@ -556,14 +570,7 @@ async fn send(
         let error = match polled {
             Err(_) => {
                 return Err(Failed {
-                    error: if expiry == Expiry::Request {
-                        deadline.error()
-                    } else {
-                        ProxyError::UpstreamTimeout {
-                            backend: addr,
-                            timeout: cfg.timeouts.upstream_header,
-                        }
-                    },
+                    error: deadline.header_wait_error(expiry, addr, cfg.timeouts.upstream_header),
                     request: None,
                 });
             }
@@ -644,14 +651,7 @@ async fn send_upgrade(
     let (until, expiry) = deadline.limit(sent_at, cfg.timeouts.upstream_header);
     match tokio::time::timeout_at(until, sender.try_send_request(req)).await {
         Err(_) => Err(Failed {
-            error: if expiry == Expiry::Request {
-                deadline.error()
-            } else {
-                ProxyError::UpstreamTimeout {
-                    backend: addr,
-                    timeout: cfg.timeouts.upstream_header,
-                }
-            },
+            error: deadline.header_wait_error(expiry, addr, cfg.timeouts.upstream_header),
             request: None,
         }),
         Ok(Ok(resp)) => {
