@@ -7,13 +7,15 @@
 //! - Dead letters are in `purchases.dlq`, read by the shared group `workers-dlq`; their original
 //!   position and the reason travel in the broker's `x-dlq-*` headers.
 //! - The API keeps a small pool of connections, each with a producer task, all fed from one
-//!   queue: a producer whose connection is free takes every job waiting and sends them in one
-//!   Produce. So a job waits only while every connection has a Produce in flight, and the jobs
-//!   that pile up meanwhile go out together in the next free one (natural batching, no linger:
-//!   an idle API sends a lone job at once). Under a rush this cuts the broker's per-job work (one
-//!   frame, one writer hand-off, one answer per batch). A broken connection is replaced on next
-//!   use; every enqueue has a deadline, so a slow or dead broker is a prompt `Unavailable`,
-//!   never a hang.
+//!   queue. Normally one Produce is in flight per API: the jobs that arrive while it is out wait
+//!   for its answer and then go out together in the next one (natural batching, no linger: an
+//!   idle API sends a lone job at once). A Produce is answered after the broker's next fsync, and
+//!   every Produce that reaches a partition during one fsync shares the next, so sending more at
+//!   once buys no latency; it only multiplies the frames, hand-offs and answers per job. Another
+//!   connection sends at once only when a full batch is waiting or the Produce in flight has
+//!   taken longer than [`STALLED_PRODUCE`] (a stuck connection does not hold the line). A broken
+//!   connection is replaced on next use; every enqueue has a deadline, so a slow or dead broker
+//!   is a prompt `Unavailable`, never a hang.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use broker::client::{Client, ClientConfig, ClientError, Consumer};
 use broker::engine::delivery_id;
 use broker::protocol::{FetchMode, ProduceAck, Record};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue, QueueError};
 use crate::domain::{Position, PurchaseJob, QueuedJob};
@@ -87,6 +89,10 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
 
 /// The most jobs one Produce carries.
 const MAX_PRODUCE_BATCH: usize = 256;
+/// How long jobs wait for the Produce in flight before another connection sends them anyway.
+/// A Produce normally takes one or two fsyncs (about a millisecond on a local SSD); past this
+/// its connection is probably stuck, and the jobs behind it should not share its fate.
+pub const STALLED_PRODUCE: Duration = Duration::from_millis(10);
 /// Jobs waiting for a free connection before enqueuers wait (their deadline still holds).
 const BATCH_QUEUE: usize = 4_096;
 
@@ -121,8 +127,14 @@ impl BrokerQueue {
             .map_err(unavailable)?;
         let (jobs, waiting) = mpsc::channel(BATCH_QUEUE);
         let waiting = Arc::new(Mutex::new(waiting));
+        let (in_flight, _) = watch::channel(0usize);
+        let in_flight = Arc::new(in_flight);
         for _ in 0..config.connections.max(1) {
-            tokio::spawn(run_producer(config.clone(), Arc::clone(&waiting)));
+            tokio::spawn(run_producer(
+                config.clone(),
+                Arc::clone(&waiting),
+                Arc::clone(&in_flight),
+            ));
         }
         Ok(Self {
             config,
@@ -159,22 +171,78 @@ async fn live_client(
     Ok(c)
 }
 
-/// Feeds one producing connection: waits its turn at the shared queue, takes every job
-/// waiting there (up to [`MAX_PRODUCE_BATCH`]), lets the next producer take the queue, sends
-/// the jobs in one Produce, answers each with its own ack, repeats. Ends when the queue is
-/// dropped.
-async fn run_producer(config: BrokerQueueConfig, queue: Arc<Mutex<mpsc::Receiver<PendingJob>>>) {
+/// Takes the next batch from the shared queue: at least one job, and then, while another
+/// Produce is in flight, whatever else arrives until it is answered, the batch is full, or it
+/// has taken [`STALLED_PRODUCE`]. Returns false when the queue is closed and empty.
+async fn take_batch(
+    queue: &mut mpsc::Receiver<PendingJob>,
+    in_flight: &watch::Sender<usize>,
+    batch: &mut Vec<PendingJob>,
+) -> bool {
+    if queue.recv_many(batch, MAX_PRODUCE_BATCH).await == 0 {
+        return false;
+    }
+    let mut others = in_flight.subscribe();
+    if batch.len() >= MAX_PRODUCE_BATCH || *others.borrow_and_update() == 0 {
+        return true;
+    }
+    let stalled = tokio::time::sleep(STALLED_PRODUCE);
+    tokio::pin!(stalled);
+    while batch.len() < MAX_PRODUCE_BATCH && *others.borrow_and_update() > 0 {
+        tokio::select! {
+            biased;
+            changed = others.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            more = queue.recv_many(batch, MAX_PRODUCE_BATCH - batch.len()) => {
+                if more == 0 {
+                    break;
+                }
+            }
+            () = &mut stalled => break,
+        }
+    }
+    true
+}
+
+/// Counts a Produce in flight for as long as it lives; waiters hear only when none is left.
+struct InFlight<'a>(&'a watch::Sender<usize>);
+
+impl<'a> InFlight<'a> {
+    fn start(count: &'a watch::Sender<usize>) -> Self {
+        count.send_if_modified(|n| {
+            *n += 1;
+            false
+        });
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.send_if_modified(|n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+/// Feeds one producing connection: waits its turn at the shared queue, takes a batch (see
+/// [`take_batch`]), lets the next producer take the queue, sends the jobs in one Produce,
+/// answers each with its own ack, repeats. Ends when the queue is dropped.
+async fn run_producer(
+    config: BrokerQueueConfig,
+    queue: Arc<Mutex<mpsc::Receiver<PendingJob>>>,
+    in_flight: Arc<watch::Sender<usize>>,
+) {
     let mut slot = None;
     let mut waiting = Vec::with_capacity(MAX_PRODUCE_BATCH);
     loop {
         // Held only while taking jobs: the other producers take the queue while this one's
         // Produce is in flight.
-        let taken = queue
-            .lock()
-            .await
-            .recv_many(&mut waiting, MAX_PRODUCE_BATCH)
-            .await;
-        if taken == 0 {
+        if !take_batch(&mut *queue.lock().await, &in_flight, &mut waiting).await {
             return;
         }
         // A job whose caller already gave up (deadline passed, answered 503) is not sent: the
@@ -187,6 +255,7 @@ async fn run_producer(config: BrokerQueueConfig, queue: Arc<Mutex<mpsc::Receiver
         if records.is_empty() {
             continue;
         }
+        let producing = InFlight::start(&in_flight);
         let sent = match live_client(&config, &mut slot).await {
             Ok(client) => client
                 .produce_batch(&config.topic, records)
@@ -194,6 +263,7 @@ async fn run_producer(config: BrokerQueueConfig, queue: Arc<Mutex<mpsc::Receiver
                 .map_err(unavailable),
             Err(e) => Err(e),
         };
+        drop(producing);
         match sent {
             Ok(acks) => {
                 for (reply, ack) in replies.into_iter().zip(acks) {
@@ -393,5 +463,107 @@ impl JobConsumer for BrokerConsumer {
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(
+        n: u8,
+    ) -> (
+        PendingJob,
+        oneshot::Receiver<Result<ProduceAck, QueueError>>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        let record = Record::new(vec![n]);
+        (PendingJob { record, reply }, rx)
+    }
+
+    fn payloads(batch: &[PendingJob]) -> Vec<u8> {
+        batch.iter().map(|p| p.record.payload[0]).collect()
+    }
+
+    #[tokio::test]
+    async fn an_idle_api_sends_a_lone_job_at_once() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (in_flight, _) = watch::channel(0usize);
+        let (j, _r) = job(1);
+        tx.send(j).await.unwrap();
+        let mut batch = Vec::new();
+        assert!(take_batch(&mut rx, &in_flight, &mut batch).await);
+        assert_eq!(payloads(&batch), vec![1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jobs_wait_for_the_produce_in_flight_and_then_go_out_together() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (in_flight, _) = watch::channel(0usize);
+        let producing = InFlight::start(&in_flight);
+        let mut replies = Vec::new();
+        for n in 1..=3 {
+            let (j, r) = job(n);
+            tx.send(j).await.unwrap();
+            replies.push(r);
+        }
+        let mut batch = Vec::new();
+        {
+            let take = take_batch(&mut rx, &in_flight, &mut batch);
+            tokio::pin!(take);
+            // Held back while the other Produce is out, taking what arrives meanwhile.
+            let held = tokio::time::timeout(Duration::from_millis(1), &mut take).await;
+            assert!(held.is_err());
+            let (j, r) = job(4);
+            tx.send(j).await.unwrap();
+            replies.push(r);
+            let held = tokio::time::timeout(Duration::from_millis(1), &mut take).await;
+            assert!(held.is_err());
+            drop(producing);
+            assert!(take.await);
+        }
+        assert_eq!(payloads(&batch), vec![1, 2, 3, 4]);
+        assert_eq!(*in_flight.borrow(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_produce_does_not_hold_the_line() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (in_flight, _) = watch::channel(0usize);
+        let _stuck = InFlight::start(&in_flight);
+        let (j, _r) = job(7);
+        tx.send(j).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut batch = Vec::new();
+        assert!(take_batch(&mut rx, &in_flight, &mut batch).await);
+        assert_eq!(payloads(&batch), vec![7]);
+        assert_eq!(started.elapsed(), STALLED_PRODUCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_goes_at_once_even_with_a_produce_in_flight() {
+        let (tx, mut rx) = mpsc::channel(MAX_PRODUCE_BATCH + 1);
+        let (in_flight, _) = watch::channel(0usize);
+        let _producing = InFlight::start(&in_flight);
+        let mut replies = Vec::new();
+        for n in 0..=MAX_PRODUCE_BATCH {
+            let (j, r) = job(u8::try_from(n % 256).unwrap());
+            tx.send(j).await.unwrap();
+            replies.push(r);
+        }
+        let started = tokio::time::Instant::now();
+        let mut batch = Vec::new();
+        assert!(take_batch(&mut rx, &in_flight, &mut batch).await);
+        assert_eq!(batch.len(), MAX_PRODUCE_BATCH);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_closed_empty_queue_ends_the_producer() {
+        let (tx, mut rx) = mpsc::channel::<PendingJob>(1);
+        drop(tx);
+        let (in_flight, _) = watch::channel(0usize);
+        let mut batch = Vec::new();
+        assert!(!take_batch(&mut rx, &in_flight, &mut batch).await);
     }
 }
