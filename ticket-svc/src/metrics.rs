@@ -12,8 +12,8 @@ use prometheus_client::registry::Registry;
 /// Labels of one HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The matched route template (`/events/{id}`), or `unmatched`.
-    pub route: String,
+    /// The route template (`/events/{id}`), or `unmatched`.
+    pub route: &'static str,
     /// The HTTP status code.
     pub status: u16,
 }
@@ -21,8 +21,8 @@ pub struct RequestLabels {
 /// Labels naming a route.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// The matched route template, or `unmatched`.
-    pub route: String,
+    /// The route template, or `unmatched`.
+    pub route: &'static str,
 }
 
 /// Labels naming a decision outcome.

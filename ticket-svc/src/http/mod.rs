@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use prometheus_client::registry::Registry;
 
 use tokio::net::TcpListener;
@@ -25,6 +25,7 @@ use crate::store::Store;
 mod error;
 mod routes;
 mod server;
+mod track;
 
 pub use error::{AppError, RETRY_AFTER_SECS};
 pub use server::{ServeConfig, serve};
@@ -106,25 +107,40 @@ pub fn metrics_router(registry: Arc<Registry>) -> Router {
         .with_state(registry)
 }
 
-/// The API's routes over a state.
+/// The API's routes over a state. Every route, and the fallback, is counted and timed under
+/// its template (see [`track`]).
 pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
     let limit = state.config.max_body_bytes;
-    Router::new()
-        .route("/events", post(routes::create_event::<S, Q>))
-        .route("/events/{id}", get(routes::show_event::<S, Q>))
-        .route(
-            "/events/{id}/purchases",
-            post(routes::create_purchase::<S, Q>),
+    let metrics = Arc::clone(&state.metrics);
+    let route = |router: Router<ApiState<S, Q>>,
+                 path: &'static str,
+                 methods: MethodRouter<ApiState<S, Q>>| {
+        router.route(
+            path,
+            methods
+                .fallback(routes::method_not_allowed)
+                .layer(track::TrackLayer::new(&metrics, path)),
         )
-        .route("/purchases/{id}", get(routes::show_purchase::<S, Q>))
-        .route("/healthz", get(routes::healthz::<S, Q>))
-        .route("/metrics", get(routes::metrics::<S, Q>))
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            routes::track::<S, Q>,
-        ))
+    };
+    let router = Router::new();
+    let router = route(router, "/events", post(routes::create_event::<S, Q>));
+    let router = route(router, "/events/{id}", get(routes::show_event::<S, Q>));
+    let router = route(
+        router,
+        "/events/{id}/purchases",
+        post(routes::create_purchase::<S, Q>),
+    );
+    let router = route(
+        router,
+        "/purchases/{id}",
+        get(routes::show_purchase::<S, Q>),
+    );
+    let router = route(router, "/healthz", get(routes::healthz::<S, Q>));
+    let router = route(router, "/metrics", get(routes::metrics::<S, Q>));
+    router
+        .fallback_service(
+            any(routes::not_found).layer(track::TrackLayer::new(&metrics, track::UNMATCHED)),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -6,9 +6,8 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -18,7 +17,6 @@ use crate::domain::{
     Event, EventId, EventSpec, IdempotencyKey, Position, Purchase, PurchaseId, PurchaseJob,
     PurchaseRequest, QueuedJob,
 };
-use crate::metrics::{RequestLabels, RouteLabels};
 use crate::queue::PurchaseQueue;
 use crate::store::{Store, StoreError};
 
@@ -349,33 +347,4 @@ pub(super) async fn not_found() -> AppError {
 
 pub(super) async fn method_not_allowed() -> AppError {
     AppError::MethodNotAllowed
-}
-
-/// Counts and times every request by its route template (bounded labels).
-pub(super) async fn track<S: Store, Q: PurchaseQueue>(
-    State(st): State<ApiState<S, Q>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let span = tracing::debug_span!("request", method = %req.method(), route = %route);
-    let started = Instant::now();
-    let resp = tracing::Instrument::instrument(next.run(req), span).await;
-    st.metrics
-        .http_duration
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    st.metrics
-        .http_requests
-        .get_or_create(&RequestLabels {
-            route,
-            status: resp.status().as_u16(),
-        })
-        .inc();
-    resp
 }

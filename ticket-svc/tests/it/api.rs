@@ -300,10 +300,21 @@ async fn healthz_and_metrics_answer() {
         json!({"buyer": "a", "quantity": 1}),
     )
     .await;
+    assert_eq!(
+        get(api.addr, "/no/such/route").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let wrong_method = call(api.addr, Method::DELETE, "/events", &[], Vec::new()).await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
     let m = get(api.addr, "/metrics").await;
     assert_eq!(m.status, StatusCode::OK);
     for name in [
         "ticket_http_requests_total{route=\"/events/{id}/purchases\",status=\"202\"} 1",
+        "ticket_http_requests_total{route=\"/events\",status=\"201\"} 1",
+        "ticket_http_requests_total{route=\"/events\",status=\"405\"} 1",
+        "ticket_http_requests_total{route=\"/healthz\",status=\"200\"} 1",
+        "ticket_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+        "ticket_http_request_duration_seconds_count{route=\"/events/{id}/purchases\"} 1",
         "ticket_purchases_accepted_total 1",
         "ticket_queue_enqueue_duration_seconds_count 1",
         "ticket_http_request_duration_seconds_bucket",
