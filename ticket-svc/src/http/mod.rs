@@ -64,7 +64,7 @@ pub struct ApiState<S, Q> {
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     config: ApiConfig,
-    events: Arc<Mutex<HashMap<EventId, Event>>>,
+    events: Arc<Mutex<HashMap<EventId, Arc<Event>>>>,
 }
 
 impl<S, Q> Clone for ApiState<S, Q> {

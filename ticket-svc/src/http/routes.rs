@@ -1,6 +1,7 @@
 //! The handlers and their JSON shapes (DESIGN.md, "HTTP API").
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -63,10 +64,10 @@ impl<'a> From<&'a Event> for EventView<'a> {
 
 /// The 202 answer to a purchase.
 #[derive(Debug, Serialize)]
-struct Accepted {
+struct Accepted<'a> {
     purchase_id: PurchaseId,
     status: &'static str,
-    status_url: String,
+    status_url: &'a str,
     position: Position,
 }
 
@@ -131,20 +132,21 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
     }
 
     /// An event, from the cache when seen before (only its immutable fields are used).
-    async fn known_event(&self, id: EventId) -> Result<Event, AppError> {
+    async fn known_event(&self, id: EventId) -> Result<Arc<Event>, AppError> {
         let cached = self
             .events
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&id)
-            .cloned();
+            .map(Arc::clone);
         if let Some(e) = cached {
             return Ok(e);
         }
-        let event = self
-            .bounded(self.store.event(id))
-            .await?
-            .ok_or(AppError::EventNotFound)?;
+        let event = Arc::new(
+            self.bounded(self.store.event(id))
+                .await?
+                .ok_or(AppError::EventNotFound)?,
+        );
         let mut cache = self
             .events
             .lock()
@@ -152,7 +154,7 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
         if cache.len() >= self.config.event_cache_entries {
             cache.clear();
         }
-        cache.insert(id, event.clone());
+        cache.insert(id, Arc::clone(&event));
         Ok(event)
     }
 }
@@ -255,17 +257,18 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
         st.metrics.purchases_deduplicated.inc();
     }
     let id = queued.job.purchase_id;
+    let url = status_url(id);
     let mut resp = (
         StatusCode::ACCEPTED,
         Json(Accepted {
             purchase_id: id,
             status: "pending",
-            status_url: status_url(id),
+            status_url: &url,
             position: queued.position,
         }),
     )
         .into_response();
-    if let Ok(loc) = HeaderValue::from_str(&status_url(id)) {
+    if let Ok(loc) = HeaderValue::try_from(url) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(resp)
