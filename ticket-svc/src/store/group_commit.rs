@@ -1,10 +1,11 @@
 //! Group commit for SQLite: one writer thread owns the write connection and commits many
 //! callers' writes at once.
 //!
-//! The thread takes every write waiting (up to [`MAX_GROUP_WRITES`]), runs each in its own
-//! savepoint inside one `BEGIN IMMEDIATE` transaction, commits once, and only then answers each
-//! caller. A write that fails rolls back its own savepoint only; a failed commit fails every
-//! write of the group. The thread ends when the last sender is dropped (the store is gone).
+//! The thread takes every write waiting (up to [`MAX_GROUP_WRITES`]), runs each inside one
+//! `BEGIN IMMEDIATE` transaction, commits once, and only then answers each caller. A write that
+//! fails is undone alone ([`Undo`]: its own savepoint, or SQLite's own undo of a failed single
+//! statement); a failed commit fails every write of the group. The thread ends when the last
+//! sender is dropped (the store is gone).
 //!
 //! Durability per group: a write is [`Durability::Synced`] (decisions, events, dead letters:
 //! the commit is fsynced before anyone is answered, `synchronous=FULL`) or
@@ -38,10 +39,24 @@ pub enum Durability {
     Relaxed,
 }
 
+/// How a failed write's changes are undone, leaving the rest of its group intact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undo {
+    /// The write runs in its own savepoint, rolled back if it fails or panics. For writes of
+    /// several statements.
+    Savepoint,
+    /// The write changes the database with one statement at most, and nothing that can fail or
+    /// panic follows a change it made: SQLite itself backs out a failed statement's changes, so
+    /// no savepoint is needed. That saves the savepoint's two statements, which the API's pending
+    /// row (one `INSERT`) paid on every purchase.
+    Statement,
+}
+
 /// Runs `f` on the writer thread inside the next group commit; answers after the commit.
 pub async fn write<T, F>(
     writes: &mpsc::Sender<Box<dyn WriteOp>>,
     durability: Durability,
+    undo: Undo,
     f: F,
 ) -> Result<T, StoreError>
 where
@@ -57,6 +72,7 @@ where
             f,
             reply,
             durability,
+            undo,
         }))
         .await
         .map_err(|_| gone())?;
@@ -65,8 +81,8 @@ where
 
 /// One write waiting for the writer thread.
 pub trait WriteOp: Send {
-    /// Runs inside the group's transaction (in its own savepoint); returns how to answer once
-    /// the commit's outcome is known.
+    /// Runs inside the group's transaction (undone alone if it fails, see [`Undo`]); returns
+    /// how to answer once the commit's outcome is known.
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish>;
     /// How durable it must be.
     fn durability(&self) -> Durability;
@@ -83,6 +99,7 @@ struct Write<T, F> {
     f: F,
     reply: oneshot::Sender<Result<T, StoreError>>,
     durability: Durability,
+    undo: Undo,
 }
 
 struct Done<T> {
@@ -96,11 +113,12 @@ where
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish> {
-        let Self { f, reply, .. } = *self;
-        Box::new(Done {
-            result: in_savepoint(conn, f),
-            reply,
-        })
+        let Self { f, reply, undo, .. } = *self;
+        let result = match undo {
+            Undo::Savepoint => in_savepoint(conn, f),
+            Undo::Statement => unwind_safe(|| f(conn)),
+        };
+        Box::new(Done { result, reply })
     }
 
     fn fail(self: Box<Self>, reason: String) {
@@ -124,25 +142,24 @@ impl<T: Send + 'static> Finish for Done<T> {
     }
 }
 
+/// Runs `f`, turning a panic into an error. A panic in one write is a bug, but it must cost that
+/// write only: the thread (and with it every later write of the store) lives on.
+fn unwind_safe<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("a sqlite write panicked; rolled back");
+        Err(StoreError::Corrupt {
+            what: "a write panicked (a bug); it was rolled back".into(),
+        })
+    })
+}
+
 fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    // Cached statements: every write of a rush runs these three, so parse them once.
-    let step = |sql: &str| {
-        conn.prepare_cached(sql)
-            .and_then(|mut st| st.execute([]).map(drop))
-    };
+    let step = |sql: &str| run_cached(conn, sql);
     step("SAVEPOINT op").map_err(sq("open savepoint"))?;
-    // A panic in one write is a bug, but it must cost that write only: the thread (and with it
-    // every later write of the store) lives on.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
-        .unwrap_or_else(|_| {
-            tracing::error!("a sqlite write panicked; rolled back");
-            Err(StoreError::Corrupt {
-                what: "a write panicked (a bug); it was rolled back".into(),
-            })
-        });
+    let outcome = unwind_safe(|| f(conn));
     let undo = || {
         let _ = step("ROLLBACK TO op").and_then(|()| step("RELEASE op"));
     };
@@ -262,7 +279,7 @@ mod tests {
         let insert = |v: i64| {
             let writes = writes.clone();
             async move {
-                write(&writes, Durability::Synced, move |c| {
+                write(&writes, Durability::Synced, Undo::Savepoint, move |c| {
                     c.execute("INSERT INTO t (v) VALUES (?1)", [v])
                         .map_err(sq("insert"))
                 })
@@ -275,6 +292,7 @@ mod tests {
             write(
                 &writes,
                 Durability::Relaxed,
+                Undo::Savepoint,
                 |c| -> Result<(), StoreError> {
                     c.execute("INSERT INTO t (v) VALUES (5)", [])
                         .map_err(sq("insert"))?;
@@ -287,7 +305,7 @@ mod tests {
         assert!(bad.is_err());
         assert!(matches!(panicked, Err(StoreError::Corrupt { .. })));
         ok2.unwrap();
-        let sum: i64 = write(&writes, Durability::Synced, |c| {
+        let sum: i64 = write(&writes, Durability::Synced, Undo::Savepoint, |c| {
             c.query_row("SELECT SUM(v) FROM t", [], |r| r.get(0))
                 .map_err(sq("sum"))
         })
@@ -297,5 +315,38 @@ mod tests {
             sum, 3,
             "only the good writes stayed; the panicked one rolled back"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failing_single_statement_write_is_undone_by_sqlite_alone() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL CHECK (v > 0))")
+            .unwrap();
+        let writes = spawn_writer(conn).unwrap();
+        let insert = |sql: &'static str| {
+            let writes = writes.clone();
+            async move {
+                write(&writes, Durability::Relaxed, Undo::Statement, move |c| {
+                    c.execute(sql, []).map_err(sq("insert"))
+                })
+                .await
+            }
+        };
+        // The second statement fails on its third row: SQLite backs out its first two rows too.
+        let (ok, bad, ok2) = tokio::join!(
+            insert("INSERT INTO t (v) VALUES (1)"),
+            insert("INSERT INTO t (v) VALUES (10), (20), (-1)"),
+            insert("INSERT INTO t (v) VALUES (2)")
+        );
+        assert_eq!(ok.unwrap(), 1);
+        assert!(bad.is_err());
+        assert_eq!(ok2.unwrap(), 1);
+        let sum: i64 = write(&writes, Durability::Synced, Undo::Savepoint, |c| {
+            c.query_row("SELECT SUM(v) FROM t", [], |r| r.get(0))
+                .map_err(sq("sum"))
+        })
+        .await
+        .unwrap();
+        assert_eq!(sum, 3, "the failed statement left none of its rows");
     }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{Mutex, mpsc};
 
-use super::group_commit::{Durability, WriteOp, spawn_writer, write};
+use super::group_commit::{Durability, Undo, WriteOp, spawn_writer, write};
 use super::rows::{PurchaseRow, parse_status, position_of, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
@@ -244,16 +244,18 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        write(&self.inner.writes, Durability::Synced, f).await
+        write(&self.inner.writes, Durability::Synced, Undo::Savepoint, f).await
     }
 
-    /// Like `write`, answering once committed (see `group_commit` on why pending rows may).
-    async fn write_relaxed<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// A pending row: like `write`, but answered once committed (see `group_commit` on why
+    /// pending rows may), and `f` must change the database with one statement at most, after
+    /// which nothing can fail ([`Undo::Statement`]).
+    async fn write_pending<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        write(&self.inner.writes, Durability::Relaxed, f).await
+        write(&self.inner.writes, Durability::Relaxed, Undo::Statement, f).await
     }
 }
 
@@ -478,7 +480,9 @@ impl Store for SqliteStore {
 
     async fn record_pending(&self, job: &QueuedJob) -> Result<Position, StoreError> {
         let job = job.clone();
-        self.write_relaxed(move |c| {
+        // One statement writes (the INSERT); if it inserted, nothing after it can fail, and if it
+        // did not, it changed nothing.
+        self.write_pending(move |c| {
             let id = job.job.purchase_id.to_string();
             let inserted = c
                 .prepare_cached(
