@@ -263,6 +263,9 @@ fn decide_batch_sync(tx: &Connection, jobs: &[QueuedJob]) -> Result<Vec<Decision
     let mut ledger = Ledger::new();
     let events: BTreeSet<EventId> = jobs.iter().map(|j| j.job.event_id).collect();
     let mut max_per_buyer = std::collections::HashMap::new();
+    // Each job's purchase row, when it has one (its pending row): the decision then updates it
+    // by rowid, one b-tree seek, where an upsert by id seeks the id index and then the row.
+    let mut rows: Vec<Option<i64>> = Vec::with_capacity(jobs.len());
     {
         let mut ev = tx
             .prepare_cached("SELECT tickets, max_per_buyer, sold FROM events WHERE id = ?1")
@@ -300,16 +303,17 @@ fn decide_batch_sync(tx: &Connection, jobs: &[QueuedJob]) -> Result<Vec<Decision
             }
         }
         let mut ps = tx
-            .prepare_cached("SELECT status, reason FROM purchases WHERE id = ?1")
+            .prepare_cached("SELECT rowid, status, reason FROM purchases WHERE id = ?1")
             .map_err(sq("prepare purchase read"))?;
         for j in jobs {
-            let row: Option<(String, Option<String>)> = ps
+            let row: Option<(i64, String, Option<String>)> = ps
                 .query_row([j.job.purchase_id.to_string()], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .optional()
                 .map_err(sq("read purchase"))?;
-            if let Some((s, r)) = row {
+            rows.push(row.as_ref().map(|(rowid, ..)| *rowid));
+            if let Some((_, s, r)) = row {
                 ledger.add_decided(j.job.purchase_id, parse_status(&s, r.as_deref())?);
             }
         }
@@ -340,7 +344,12 @@ fn decide_batch_sync(tx: &Connection, jobs: &[QueuedJob]) -> Result<Vec<Decision
                  WHERE purchases.status = 'pending'",
             )
             .map_err(sq("prepare decision write"))?;
-        for (j, d) in jobs.iter().zip(&decisions) {
+        let mut upd = tx
+            .prepare_cached(
+                "UPDATE purchases SET status = ?2, reason = ?3 WHERE rowid = ?1 AND status = 'pending'",
+            )
+            .map_err(sq("prepare decision update"))?;
+        for ((j, d), row) in jobs.iter().zip(&decisions).zip(&rows) {
             if !d.is_new {
                 continue;
             }
@@ -355,16 +364,25 @@ fn decide_batch_sync(tx: &Connection, jobs: &[QueuedJob]) -> Result<Vec<Decision
                 ])
                 .map_err(sq("write buyer total"))?;
             }
-            ins.execute(params![
-                j.job.purchase_id.to_string(),
-                e.0,
-                j.job.buyer,
-                j.job.quantity,
-                i64_of(j.position.0),
-                d.status.as_str(),
-                d.status.reason().map(RejectReason::as_str),
-            ])
-            .map_err(sq("write decision"))?;
+            let reason = d.status.reason().map(RejectReason::as_str);
+            match row {
+                Some(rowid) => upd
+                    .execute(params![rowid, d.status.as_str(), reason])
+                    .map_err(sq("write decision"))?,
+                // No pending row (its write failed, or the job came from elsewhere): the
+                // decision makes the row.
+                None => ins
+                    .execute(params![
+                        j.job.purchase_id.to_string(),
+                        e.0,
+                        j.job.buyer,
+                        j.job.quantity,
+                        i64_of(j.position.0),
+                        d.status.as_str(),
+                        reason,
+                    ])
+                    .map_err(sq("write decision"))?,
+            };
         }
     }
     Ok(decisions)

@@ -166,6 +166,26 @@ async fn pending_purchases_become_decided_and_stay_decided<S: Store>(s: &S) {
     s.record_pending(&j).await.unwrap();
     let p = s.purchase(j.job.purchase_id).await.unwrap().unwrap();
     assert_eq!(p.status, PurchaseStatus::Confirmed);
+
+    // A rejection lands on its pending row with its reason, beside a confirmation.
+    let small = s.create_event(&spec(3, 4)).await.unwrap();
+    let first = job(small.id, "a", 2, 0);
+    let second = job(small.id, "b", 2, 1);
+    for j in [&first, &second] {
+        s.record_pending(j).await.unwrap();
+    }
+    s.decide_batch(&[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    let status = |id| async move { s.purchase(id).await.unwrap().unwrap().status };
+    assert_eq!(
+        status(first.job.purchase_id).await,
+        PurchaseStatus::Confirmed
+    );
+    assert_eq!(
+        status(second.job.purchase_id).await,
+        PurchaseStatus::Rejected(RejectReason::SoldOut)
+    );
 }
 
 async fn a_decision_before_the_pending_record_wins<S: Store>(s: &S) {
