@@ -112,6 +112,14 @@ pub fn metrics_router(registry: Arc<Registry>) -> Router {
 pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
     let limit = state.config.max_body_bytes;
     let metrics = Arc::clone(&state.metrics);
+    // Both layers in one `layer` call: axum boxes (and clones, per request) the service once per
+    // call, and a router-wide `layer` would box every route once more.
+    let layers = |path| {
+        (
+            DefaultBodyLimit::max(limit),
+            track::TrackLayer::new(&metrics, path),
+        )
+    };
     let route = |router: Router<ApiState<S, Q>>,
                  path: &'static str,
                  methods: MethodRouter<ApiState<S, Q>>| {
@@ -119,7 +127,7 @@ pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
             path,
             methods
                 .fallback(routes::method_not_allowed)
-                .layer(track::TrackLayer::new(&metrics, path)),
+                .layer(layers(path)),
         )
     };
     let router = Router::new();
@@ -138,10 +146,7 @@ pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
     let router = route(router, "/healthz", get(routes::healthz::<S, Q>));
     let router = route(router, "/metrics", get(routes::metrics::<S, Q>));
     router
-        .fallback_service(
-            any(routes::not_found).layer(track::TrackLayer::new(&metrics, track::UNMATCHED)),
-        )
-        .layer(DefaultBodyLimit::max(limit))
+        .fallback_service(any(routes::not_found).layer(layers(track::UNMATCHED)))
         .with_state(state)
 }
 
