@@ -12,10 +12,10 @@
 //!   idle API sends a lone job at once). A Produce is answered after the broker's next fsync, and
 //!   every Produce that reaches a partition during one fsync shares the next, so sending more at
 //!   once buys no latency; it only multiplies the frames, hand-offs and answers per job. Another
-//!   connection sends at once only when a full batch is waiting or the Produce in flight has
-//!   taken longer than [`STALLED_PRODUCE`] (a stuck connection does not hold the line). A broken
-//!   connection is replaced on next use; every enqueue has a deadline, so a slow or dead broker
-//!   is a prompt `Unavailable`, never a hang.
+//!   connection sends at once only when a full batch is waiting or the jobs have waited
+//!   [`STALLED_PRODUCE`] for the Produce in flight (a stuck connection does not hold the line).
+//!   A broken connection is replaced on next use; every enqueue has a deadline, so a slow or
+//!   dead broker is a prompt `Unavailable`, never a hang.
 
 use std::sync::Arc;
 use std::time::Duration;
