@@ -270,12 +270,26 @@ fn commit_group(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_failing_or_panicking_write_costs_only_itself() {
+    /// A writer over an in-memory table `t` whose values must be positive.
+    fn writer_over_positive_values() -> mpsc::Sender<Box<dyn WriteOp>> {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL CHECK (v > 0))")
             .unwrap();
-        let writes = spawn_writer(conn).unwrap();
+        spawn_writer(conn).unwrap()
+    }
+
+    async fn sum_of_values(writes: &mpsc::Sender<Box<dyn WriteOp>>) -> i64 {
+        write(writes, Durability::Synced, Undo::Savepoint, |c| {
+            c.query_row("SELECT SUM(v) FROM t", [], |r| r.get(0))
+                .map_err(sq("sum"))
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_write_costs_only_itself() {
+        let writes = writer_over_positive_values();
         let insert = |v: i64| {
             let writes = writes.clone();
             async move {
@@ -305,12 +319,7 @@ mod tests {
         assert!(bad.is_err());
         assert!(matches!(panicked, Err(StoreError::Corrupt { .. })));
         ok2.unwrap();
-        let sum: i64 = write(&writes, Durability::Synced, Undo::Savepoint, |c| {
-            c.query_row("SELECT SUM(v) FROM t", [], |r| r.get(0))
-                .map_err(sq("sum"))
-        })
-        .await
-        .unwrap();
+        let sum = sum_of_values(&writes).await;
         assert_eq!(
             sum, 3,
             "only the good writes stayed; the panicked one rolled back"
@@ -319,10 +328,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_single_statement_write_is_undone_by_sqlite_alone() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL CHECK (v > 0))")
-            .unwrap();
-        let writes = spawn_writer(conn).unwrap();
+        let writes = writer_over_positive_values();
         let insert = |sql: &'static str| {
             let writes = writes.clone();
             async move {
@@ -341,12 +347,7 @@ mod tests {
         assert_eq!(ok.unwrap(), 1);
         assert!(bad.is_err());
         assert_eq!(ok2.unwrap(), 1);
-        let sum: i64 = write(&writes, Durability::Synced, Undo::Savepoint, |c| {
-            c.query_row("SELECT SUM(v) FROM t", [], |r| r.get(0))
-                .map_err(sq("sum"))
-        })
-        .await
-        .unwrap();
+        let sum = sum_of_values(&writes).await;
         assert_eq!(sum, 3, "the failed statement left none of its rows");
     }
 }
