@@ -255,7 +255,18 @@ fn commit_group(
         }
         return;
     }
-    let finishes: Vec<Box<dyn Finish>> = group.drain(..).map(|op| op.run(conn)).collect();
+    let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(group.len());
+    for op in group.drain(..) {
+        // SQLite ends a transaction by itself after some errors (SQLITE_FULL, SQLITE_IOERR,
+        // SQLITE_BUSY, SQLITE_NOMEM). The writes after that would each commit on their own,
+        // outside the group, while the group's COMMIT fails and tells their callers they did
+        // not: fail them unrun instead. The group's COMMIT then fails every write that ran.
+        if conn.is_autocommit() {
+            op.fail("sqlite: an earlier write's error ended the group's transaction".into());
+            continue;
+        }
+        finishes.push(op.run(conn));
+    }
     let commit = run_cached(conn, "COMMIT").map_err(|e| {
         let _ = run_cached(conn, "ROLLBACK");
         tracing::warn!(error = %e, writes = finishes.len(), "sqlite group commit failed");
@@ -270,12 +281,17 @@ fn commit_group(
 mod tests {
     use super::*;
 
-    /// A writer over an in-memory table `t` whose values must be positive.
-    fn writer_over_positive_values() -> mpsc::Sender<Box<dyn WriteOp>> {
+    /// An in-memory database with a table `t` whose values must be positive.
+    fn positive_values() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL CHECK (v > 0))")
             .unwrap();
-        spawn_writer(conn).unwrap()
+        conn
+    }
+
+    /// A writer over [`positive_values`].
+    fn writer_over_positive_values() -> mpsc::Sender<Box<dyn WriteOp>> {
+        spawn_writer(positive_values()).unwrap()
     }
 
     async fn sum_of_values(writes: &mpsc::Sender<Box<dyn WriteOp>>) -> i64 {
@@ -349,5 +365,51 @@ mod tests {
         assert_eq!(ok2.unwrap(), 1);
         let sum = sum_of_values(&writes).await;
         assert_eq!(sum, 3, "the failed statement left none of its rows");
+    }
+
+    #[tokio::test]
+    async fn writes_after_the_transaction_ended_are_not_committed_on_their_own() {
+        let conn = positive_values();
+        let mut answers = Vec::new();
+        let mut group: Vec<Box<dyn WriteOp>> = Vec::new();
+        let mut queue = |undo, f: fn(&Connection) -> Result<usize, StoreError>| {
+            let (reply, answer) = oneshot::channel();
+            answers.push(answer);
+            group.push(Box::new(Write {
+                f,
+                reply,
+                durability: Durability::Synced,
+                undo,
+            }));
+        };
+        queue(Undo::Savepoint, |c| {
+            c.execute("INSERT INTO t (v) VALUES (1)", [])
+                .map_err(sq("insert"))
+        });
+        // Stands in for an error after which SQLite rolls the whole transaction back.
+        queue(Undo::Statement, |c| {
+            c.execute_batch("ROLLBACK").map_err(sq("rollback"))?;
+            Ok(0)
+        });
+        queue(Undo::Savepoint, |c| {
+            c.execute("INSERT INTO t (v) VALUES (2)", [])
+                .map_err(sq("insert"))
+        });
+        queue(Undo::Statement, |c| {
+            c.execute("INSERT INTO t (v) VALUES (3)", [])
+                .map_err(sq("insert"))
+        });
+        let mut synced = true;
+        commit_group(&conn, &mut group, true, &mut synced);
+        for answer in answers {
+            assert!(
+                answer.await.unwrap().is_err(),
+                "no write of the group succeeded"
+            );
+        }
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "nothing was committed outside the group");
     }
 }
