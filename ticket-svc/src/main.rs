@@ -20,7 +20,7 @@ use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
 use ticket_svc::rush::{RushConfig, Target};
 use ticket_svc::store::AnyStore;
-use ticket_svc::worker::{WorkerConfig, run_workers};
+use ticket_svc::worker::{DEFAULT_LINGER_MS, WorkerConfig, run_workers};
 
 /// mimalloc instead of glibc malloc: a rush spent ~12% of the stack's CPU in glibc's allocator
 /// (many threads, many short-lived buffers).
@@ -73,6 +73,11 @@ enum Command {
         /// The most jobs decided in one transaction.
         #[arg(long, default_value_t = 256)]
         batch: usize,
+        /// After a batch smaller than --batch, wait this long before fetching again, so the next
+        /// batch is bigger (one commit and one ack for more purchases). A purchase on a quiet
+        /// queue never waits for it. 0 turns it off.
+        #[arg(long, default_value_t = DEFAULT_LINGER_MS, value_parser = clap::value_parser!(u64).range(0..=1000))]
+        linger_ms: u64,
         /// Serve `/metrics` here (loopback by default: pass e.g. 127.0.0.1:9091).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
@@ -268,6 +273,7 @@ async fn worker(
     backend: Backend,
     workers: usize,
     batch: usize,
+    linger: Duration,
     metrics_listen: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let metrics_listener = match metrics_listen {
@@ -281,9 +287,10 @@ async fn worker(
     let (store, queue, _) = backend.open().await?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
-    tracing::info!(workers, batch, broker = %backend.broker, "workers running");
+    tracing::info!(workers, batch, ?linger, broker = %backend.broker, "workers running");
     let config = WorkerConfig {
         batch_max_jobs: batch.clamp(1, 10_000),
+        linger,
         ..WorkerConfig::default()
     };
     run_workers(store, queue, workers, config, metrics_listener, shutdown)
@@ -500,8 +507,18 @@ fn main() -> ExitCode {
                 backend,
                 workers,
                 batch,
+                linger_ms,
                 metrics_listen,
-            } => worker(backend, workers, batch, metrics_listen).await,
+            } => {
+                worker(
+                    backend,
+                    workers,
+                    batch,
+                    Duration::from_millis(linger_ms),
+                    metrics_listen,
+                )
+                .await
+            }
             cmd @ (Command::Up { .. } | Command::Demo { .. }) => stack_command(cmd).await,
             cmd => rush(cmd).await,
         }

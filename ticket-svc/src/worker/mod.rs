@@ -37,6 +37,9 @@ pub use group::run_workers;
 /// Fetch failures in a row after which a worker drops its consumer and joins again.
 pub const REJOIN_AFTER_FETCH_FAILURES: u32 = 3;
 
+/// The default [`WorkerConfig::linger`], in milliseconds.
+pub const DEFAULT_LINGER_MS: u64 = 20;
+
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -50,6 +53,13 @@ pub struct WorkerConfig {
     pub backoff_base: Duration,
     /// The longest retry delay.
     pub backoff_max: Duration,
+    /// After deciding a batch smaller than `batch_max_jobs`, the pause before the next fetch, so
+    /// the next batch is bigger: each batch costs one store commit (with its fsync) and one ack
+    /// (with the broker's), whatever its size. Under a rush at 10,000 purchases/s, 20 ms lets a
+    /// batch grow to ~200 jobs instead of the ~40 that arrived while the last one was decided.
+    /// A purchase after a quiet spell waits for none of it: the worker is then parked in the
+    /// fetch's long-poll, which returns the moment a job arrives. Zero turns it off.
+    pub linger: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -60,6 +70,7 @@ impl Default for WorkerConfig {
             store_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
+            linger: Duration::from_millis(DEFAULT_LINGER_MS),
         }
     }
 }
@@ -216,6 +227,7 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
             if deliveries.is_empty() {
                 continue;
             }
+            let small = deliveries.len() < self.config.batch_max_jobs;
             self.metrics.workers_busy.inc();
             let span = tracing::debug_span!("batch", worker = %self.name, jobs = deliveries.len());
             let ok = tracing::Instrument::instrument(
@@ -224,12 +236,14 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
             )
             .await;
             self.metrics.workers_busy.dec();
-            if !ok
-                && matches!(
-                    self.pause(self.config.backoff(failures), &shutdown).await,
-                    Outcome::Stopped
-                )
-            {
+            let pause = if !ok {
+                self.config.backoff(failures)
+            } else if small {
+                self.config.linger
+            } else {
+                continue;
+            };
+            if !pause.is_zero() && matches!(self.pause(pause, &shutdown).await, Outcome::Stopped) {
                 return;
             }
         }

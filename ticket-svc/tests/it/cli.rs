@@ -310,6 +310,13 @@ fn bad_flags_exit_2() {
             && !String::from_utf8_lossy(&out.stdout).contains("is up"),
         "nothing started"
     );
+    let out = ticket_svc(&["worker", "--linger-ms", "5000"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--linger-ms") && stderr.contains("0..=1000"),
+        "{stderr}"
+    );
 }
 
 #[test]

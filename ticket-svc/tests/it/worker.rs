@@ -32,6 +32,8 @@ struct Faulty {
     always_fail: Arc<AtomicBool>,
     poison: Arc<Mutex<HashSet<PurchaseId>>>,
     slow: Duration,
+    /// The size of every batch decided, in order.
+    batches: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Faulty {
@@ -42,6 +44,7 @@ impl Faulty {
             always_fail: Arc::new(AtomicBool::new(false)),
             poison: Arc::new(Mutex::new(HashSet::new())),
             slow: Duration::ZERO,
+            batches: Arc::new(Mutex::new(Vec::new())),
         }
     }
 }
@@ -85,7 +88,11 @@ impl Store for Faulty {
         if !self.slow.is_zero() {
             tokio::time::sleep(self.slow).await;
         }
-        self.inner.decide_batch(jobs).await
+        let decided = self.inner.decide_batch(jobs).await;
+        if decided.is_ok() {
+            self.batches.lock().unwrap().push(jobs.len());
+        }
+        decided
     }
     async fn mark_failed(&self, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
         self.inner.mark_failed(job).await
@@ -303,6 +310,89 @@ async fn a_transient_store_error_is_nacked_and_retried() {
     let p = store.purchase(q.job.purchase_id).await.unwrap().unwrap();
     assert_eq!(p.status, PurchaseStatus::Confirmed);
     assert!(b.metrics.nacks.get() >= 3);
+}
+
+async fn all_final(store: &impl Store, queued: &[QueuedJob]) -> bool {
+    for q in queued {
+        let p = store.purchase(q.job.purchase_id).await.unwrap();
+        if !p.is_some_and(|p| p.status.is_final()) {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_small_batch_the_worker_lingers_so_the_next_one_is_bigger() {
+    let b = backend(MemoryQueueConfig {
+        partitions: 1,
+        ..Default::default()
+    })
+    .await;
+    let store = Faulty::new(Arc::clone(&b.store));
+    let e = store
+        .create_event(&EventSpec::new("x", 100, 4).unwrap())
+        .await
+        .unwrap();
+    let linger = Duration::from_millis(500);
+    let config = WorkerConfig {
+        linger,
+        ..fast_config(64)
+    };
+    let workers = Workers::start(1, &store, &b.queue, &b.metrics, config);
+    // A lone purchase on a quiet queue waits for no linger: the worker is parked in the fetch.
+    // The wait is generous (a loaded CI host), and still below the linger.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let first = enqueue(&store, &b.queue, job(e.id, "ann", 1)).await;
+    wait_until("the lone purchase is decided", async || {
+        all_final(&store, std::slice::from_ref(&first)).await
+    })
+    .await;
+    assert!(
+        started.elapsed() < linger,
+        "a lone purchase took {:?}",
+        started.elapsed()
+    );
+    // Its batch was small, so the worker lingers: ten purchases arriving meanwhile are decided
+    // together.
+    let mut rest = Vec::new();
+    for i in 0..10 {
+        rest.push(enqueue(&store, &b.queue, job(e.id, &format!("b{i}"), 1)).await);
+    }
+    wait_until("the ten are decided", async || {
+        all_final(&store, &rest).await
+    })
+    .await;
+    workers.stop().await;
+    assert_eq!(*store.batches.lock().unwrap(), vec![1, 10]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_is_followed_by_the_next_without_lingering() {
+    let b = backend(MemoryQueueConfig {
+        partitions: 1,
+        ..Default::default()
+    })
+    .await;
+    let store = Faulty::new(Arc::clone(&b.store));
+    let e = store
+        .create_event(&EventSpec::new("x", 100, 4).unwrap())
+        .await
+        .unwrap();
+    let mut queued = Vec::new();
+    for i in 0..35 {
+        queued.push(enqueue(&store, &b.queue, job(e.id, &format!("b{i}"), 1)).await);
+    }
+    // Three full batches and a small one. A linger after each full batch would take 30 s.
+    let config = WorkerConfig {
+        linger: Duration::from_secs(10),
+        ..fast_config(10)
+    };
+    let workers = Workers::start(1, &store, &b.queue, &b.metrics, config);
+    wait_until("all are decided", async || all_final(&store, &queued).await).await;
+    workers.stop().await;
+    assert_eq!(*store.batches.lock().unwrap(), vec![10, 10, 10, 5]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
