@@ -4,8 +4,8 @@
 //! `ticket-svc up` and `ticket-svc demo`.
 //!
 //! Shutdown runs front to back so nothing accepted is dropped: the balancer and the APIs stop
-//! taking requests and finish what they hold, then the workers stop, then the broker syncs and
-//! closes. Everything durable is under the data dir, so a restart on it keeps every event and
+//! taking requests and finish what they hold, then the workers stop, then the pending rows still
+//! held in memory are written, then the broker syncs and closes. Everything durable is under the data dir, so a restart on it keeps every event and
 //! purchase (and the broker redelivers whatever no worker had acknowledged).
 
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,7 @@ use crate::http::{ApiConfig, ServeConfig, run_api};
 use crate::http::{metrics_router, serve};
 use crate::metrics::Metrics;
 use crate::queue::{BrokerQueue, BrokerQueueConfig};
-use crate::store::AnyStore;
+use crate::store::{AnyStore, PendingRows, SqliteStore};
 use crate::supervisor::{ScalingConfig, SupervisorMetrics, group_lag, supervise};
 use crate::worker::WorkerConfig;
 
@@ -119,6 +120,9 @@ pub struct Stack {
     broker_stop: CancellationToken,
     front_tasks: JoinSet<()>,
     worker_tasks: JoinSet<()>,
+    /// Writes the pending rows held in memory too long, and all of them at stop.
+    store_stop: CancellationToken,
+    store_tasks: JoinSet<()>,
     broker_task: tokio::task::JoinHandle<()>,
 }
 
@@ -144,13 +148,13 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
     let broker_stop = CancellationToken::new();
     let broker_task = tokio::spawn(server.run(broker_stop.clone()));
 
-    // The store, shared by every instance in this process.
+    // The store, shared by every instance in this process. Every API reading it is here, so
+    // pending rows may wait in memory for their decision (see `store::PendingRows`).
     let db = config.data_dir.join("tickets.db");
-    let store = Arc::new(
-        AnyStore::open(&format!("sqlite://{}", db.display()))
-            .await
-            .map_err(|e| StackError::Store(e.to_string()))?,
-    );
+    let sqlite = SqliteStore::open_with(&db, PendingRows::InMemory)
+        .await
+        .map_err(|e| StackError::Store(e.to_string()))?;
+    let store = Arc::new(AnyStore::Sqlite(sqlite.clone()));
 
     // The API instances, each with its own broker connections and metrics.
     let front = CancellationToken::new();
@@ -220,6 +224,18 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let gauges = SupervisorMetrics::new(&mut registry);
+    let held = Gauge::default();
+    registry.register(
+        "ticket_store_pending_held",
+        "Pending purchases held in memory: accepted, not yet decided, not yet written as pending",
+        held.clone(),
+    );
+    let store_stop = CancellationToken::new();
+    let mut store_tasks = JoinSet::new();
+    store_tasks.spawn({
+        let stop = store_stop.clone();
+        async move { sqlite.write_held_rows(held, stop).await }
+    });
     let stop = workers_stop.clone();
     worker_tasks.spawn(async move {
         let served = serve(
@@ -268,6 +284,8 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
         broker_stop,
         front_tasks,
         worker_tasks,
+        store_stop,
+        store_tasks,
         broker_task,
     };
     let ready = Duration::from_secs(20);
@@ -323,6 +341,9 @@ impl Stack {
         while self.front_tasks.join_next().await.is_some() {}
         self.workers_stop.cancel();
         while self.worker_tasks.join_next().await.is_some() {}
+        // What no worker decided stays queued; its pending rows go on record for the restart.
+        self.store_stop.cancel();
+        while self.store_tasks.join_next().await.is_some() {}
         self.broker_stop.cancel();
         let _ = self.broker_task.await;
     }

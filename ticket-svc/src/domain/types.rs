@@ -41,6 +41,12 @@ impl PurchaseId {
         Self(Uuid::now_v7())
     }
 
+    /// Whether this id was minted by [`PurchaseId::new`] for one request (a UUID v7), rather
+    /// than derived from an Idempotency-Key (a UUID v5), which a later request may name again.
+    pub fn is_minted(self) -> bool {
+        self.0.get_version_num() == 7
+    }
+
     /// The id of the purchase an Idempotency-Key names: a UUID v5 of (event, buyer, key), so
     /// every API instance derives the same id with no coordination, the queue's dedup id makes
     /// a retry answer with the first position, and the store (keyed by purchase id) can never
@@ -365,6 +371,15 @@ mod tests {
             max_per_buyer,
             sold: 0,
         }
+    }
+
+    #[test]
+    fn only_fresh_ids_are_minted() {
+        assert!(PurchaseId::new().is_minted());
+        let key = IdempotencyKey::new("k-1").unwrap();
+        assert!(!PurchaseId::for_idempotency_key(EventId(1), "ann", &key).is_minted());
+        let parsed: PurchaseId = "00000000-0000-4000-8000-000000000000".parse().unwrap();
+        assert!(!parsed.is_minted());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::domain::{
 };
 
 mod group_commit;
+mod pending;
 mod pg_pool;
 mod postgres;
 mod rows;
@@ -27,6 +28,7 @@ mod schema;
 mod sqlite;
 
 pub use group_commit::MAX_GROUP_WRITES;
+pub use pending::PendingRows;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

@@ -17,12 +17,15 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{Mutex, mpsc};
 
 use super::group_commit::{Durability, Undo, WriteOp, spawn_writer, write};
+use super::pending::{OnRecord, PendingBuffer, PendingRows};
 use super::rows::{PurchaseRow, parse_status, position_of, to_purchase};
 use super::{Store, StoreError, schema};
 use crate::domain::{
     Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
     PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
 };
+
+mod held;
 
 const READERS: usize = 4;
 const BUSY_TIMEOUT_MS: u32 = 5_000;
@@ -44,6 +47,10 @@ struct Inner {
     writes: mpsc::Sender<Box<dyn WriteOp>>,
     readers: Vec<Arc<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    /// Pending rows held in memory ([`PendingRows::InMemory`]); `None` writes them at once.
+    pending: Option<PendingBuffer>,
+    /// With `pending`: which purchase ids may be on record.
+    on_record: Option<OnRecord>,
 }
 
 fn sq(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -175,8 +182,19 @@ fn purchase_row(r: &Row<'_>) -> rusqlite::Result<PurchaseRow> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path` and applies migrations.
+    /// Opens (creating if needed) the database file at `path` and applies migrations. Pending
+    /// rows are written before the API answers, so any number of processes may share the file.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, PendingRows::Written).await
+    }
+
+    /// [`SqliteStore::open`], with pending rows kept as `pending` says. With
+    /// [`PendingRows::InMemory`], run [`SqliteStore::write_held_rows`] beside the store: it
+    /// writes the rows held too long, and all of them at a clean stop.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        pending: PendingRows,
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         if path.as_os_str().is_empty() {
             return Err(StoreError::BadUrl {
@@ -184,7 +202,7 @@ impl SqliteStore {
             });
         }
         let p = path.clone();
-        let (writer, readers) = tokio::task::spawn_blocking(move || {
+        let (writer, readers, on_record) = tokio::task::spawn_blocking(move || {
             // Data lives under a directory that may not exist yet (`./data` by default).
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
@@ -193,10 +211,13 @@ impl SqliteStore {
             }
             let mut writer = open_connection(&p)?;
             migrate(&mut writer)?;
+            let on_record = (pending == PendingRows::InMemory)
+                .then(|| held::ids_on_record(&writer))
+                .transpose()?;
             let readers = (0..READERS)
                 .map(|_| open_connection(&p))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, StoreError>((writer, readers))
+            Ok::<_, StoreError>((writer, readers, on_record))
         })
         .await
         .map_err(|e| StoreError::Unavailable {
@@ -211,6 +232,8 @@ impl SqliteStore {
                     .map(|c| Arc::new(Mutex::new(c)))
                     .collect(),
                 next_reader: AtomicUsize::new(0),
+                pending: (pending == PendingRows::InMemory).then(PendingBuffer::default),
+                on_record,
             }),
         })
     }
@@ -234,8 +257,11 @@ impl SqliteStore {
     /// This is the naive one-transaction-per-request design the benchmarks compare the queue
     /// against; the product never calls it.
     pub async fn sell_now(&self, job: &PurchaseJob) -> Result<(Position, Decision), StoreError> {
+        let id = job.purchase_id;
         let job = job.clone();
-        self.write(move |c| sell_now_sync(c, &job)).await
+        let sold = self.write(move |c| sell_now_sync(c, &job)).await?;
+        self.committed(&[id]);
+        Ok(sold)
     }
 
     /// Runs `f` on the writer thread inside the next group commit; answers once it is on disk.
@@ -257,6 +283,36 @@ impl SqliteStore {
     {
         write(&self.inner.writes, Durability::Relaxed, Undo::Statement, f).await
     }
+}
+
+/// Inserts `job`'s pending row unless its purchase is on record: whether it inserted.
+fn insert_pending(c: &Connection, job: &QueuedJob) -> Result<bool, StoreError> {
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending') ON CONFLICT (id) DO NOTHING",
+        )
+        .map_err(sq("prepare pending write"))?
+        .execute(params![
+            job.job.purchase_id.to_string(),
+            job.job.event_id.0,
+            job.job.buyer,
+            job.job.quantity,
+            i64_of(job.position.0),
+        ])
+        .map_err(sq("record pending"))?;
+    Ok(inserted == 1)
+}
+
+/// The position on record for purchase `id`, if it is on record.
+fn position_on_record(c: &Connection, id: PurchaseId) -> Result<Option<Position>, StoreError> {
+    c.prepare_cached("SELECT position FROM purchases WHERE id = ?1")
+        .map_err(sq("prepare position read"))?
+        .query_row([id.to_string()], |r| r.get::<_, i64>(0))
+        .optional()
+        .map_err(sq("read position"))?
+        .map(position_of)
+        .transpose()
 }
 
 fn decide_batch_sync(tx: &Connection, jobs: &[QueuedJob]) -> Result<Vec<Decision>, StoreError> {
@@ -497,39 +553,112 @@ impl Store for SqliteStore {
     }
 
     async fn record_pending(&self, job: &QueuedJob) -> Result<Position, StoreError> {
+        if let Some(buffer) = &self.inner.pending {
+            // Hold the row (see `pending`), unless full. A minted id cannot be on record yet; one
+            // from an Idempotency-Key may be, from long ago, and then its first position stands.
+            let id = job.job.purchase_id;
+            let may_be_on_record =
+                !id.is_minted() && self.inner.on_record.as_ref().is_none_or(|r| r.may_hold(id));
+            if may_be_on_record
+                && let Some(first) = self
+                    .write_pending(move |c| position_on_record(c, id))
+                    .await?
+            {
+                return Ok(first);
+            }
+            if let Some(position) = buffer.hold(job) {
+                return Ok(position);
+            }
+        }
+        let id = job.job.purchase_id;
         let job = job.clone();
         // One statement writes (the INSERT); if it inserted, nothing after it can fail, and if it
         // did not, it changed nothing.
-        self.write_pending(move |c| {
-            let id = job.job.purchase_id.to_string();
-            let inserted = c
-                .prepare_cached(
-                    "INSERT INTO purchases (id, event_id, buyer, quantity, position, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending') ON CONFLICT (id) DO NOTHING",
-                )
-                .map_err(sq("prepare pending write"))?
-                .execute(params![
-                    id,
-                    job.job.event_id.0,
-                    job.job.buyer,
-                    job.job.quantity,
-                    i64_of(job.position.0),
-                ])
-                .map_err(sq("record pending"))?;
-            if inserted == 1 {
-                return Ok(job.position);
-            }
-            let first: i64 = c
-                .prepare_cached("SELECT position FROM purchases WHERE id = ?1")
-                .map_err(sq("prepare position read"))?
-                .query_row([id], |r| r.get(0))
-                .map_err(sq("read position"))?;
-            position_of(first)
-        })
-        .await
+        let first = self
+            .write_pending(move |c| {
+                if insert_pending(c, &job)? {
+                    return Ok(job.position);
+                }
+                position_on_record(c, id)?.ok_or_else(|| StoreError::Corrupt {
+                    what: format!("purchase {id} neither inserted nor on record"),
+                })
+            })
+            .await?;
+        self.committed(&[id]);
+        Ok(first)
     }
 
     async fn purchase(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
+        let on_record = self.purchase_on_record(id).await?;
+        let Some(buffer) = &self.inner.pending else {
+            return Ok(on_record);
+        };
+        if on_record.is_some() {
+            return Ok(on_record);
+        }
+        if let Some(held) = buffer.get(id) {
+            return Ok(Some(held));
+        }
+        // Committed, then released, between the two looks: on record now.
+        self.purchase_on_record(id).await
+    }
+
+    async fn decide_batch(&self, jobs: &[QueuedJob]) -> Result<Vec<Decision>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<PurchaseId> = if self.inner.pending.is_some() {
+            jobs.iter().map(|j| j.job.purchase_id).collect()
+        } else {
+            Vec::new()
+        };
+        let jobs = jobs.to_vec();
+        let decisions = self.write(move |c| decide_batch_sync(c, &jobs)).await?;
+        self.committed(&ids);
+        Ok(decisions)
+    }
+
+    async fn mark_failed(&self, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
+        let id = job.job.purchase_id;
+        let job = job.clone();
+        let status = self.write(move |c| mark_failed_sync(c, &job)).await?;
+        self.committed(&[id]);
+        Ok(status)
+    }
+
+    async fn event_purchases(
+        &self,
+        event: EventId,
+        limit: u32,
+    ) -> Result<Vec<Purchase>, StoreError> {
+        // The held rows first: one released meanwhile was committed before, so SQLite has it.
+        let held = self
+            .inner
+            .pending
+            .as_ref()
+            .map(|b| b.of_event(event))
+            .unwrap_or_default();
+        let mut out = self.event_purchases_on_record(event, limit).await?;
+        if held.is_empty() {
+            return Ok(out);
+        }
+        let on_record: HashSet<PurchaseId> = out.iter().map(|p| p.id).collect();
+        out.extend(held.into_iter().filter(|p| !on_record.contains(&p.id)));
+        out.sort_by_key(|p| p.position);
+        out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(out)
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        run(self.reader(), |c| {
+            c.query_row("SELECT 1", [], |_| Ok(())).map_err(sq("ping"))
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    async fn purchase_on_record(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
         run(self.reader(), move |c| {
             c.prepare_cached(&format!(
                 "SELECT {PURCHASE_COLUMNS} FROM purchases WHERE id = ?1"
@@ -544,20 +673,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn decide_batch(&self, jobs: &[QueuedJob]) -> Result<Vec<Decision>, StoreError> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let jobs = jobs.to_vec();
-        self.write(move |c| decide_batch_sync(c, &jobs)).await
-    }
-
-    async fn mark_failed(&self, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
-        let job = job.clone();
-        self.write(move |c| mark_failed_sync(c, &job)).await
-    }
-
-    async fn event_purchases(
+    async fn event_purchases_on_record(
         &self,
         event: EventId,
         limit: u32,
@@ -577,13 +693,6 @@ impl Store for SqliteStore {
                 out.push(to_purchase(row.map_err(sq("read purchase row"))?)?);
             }
             Ok(out)
-        })
-        .await
-    }
-
-    async fn check_ready(&self) -> Result<(), StoreError> {
-        run(self.reader(), |c| {
-            c.query_row("SELECT 1", [], |_| Ok(())).map_err(sq("ping"))
         })
         .await
     }

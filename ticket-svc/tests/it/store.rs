@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ticket_svc::domain::IdempotencyKey;
 use ticket_svc::domain::{
     EventId, EventSpec, Position, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob, RejectReason,
 };
-use ticket_svc::store::{PostgresStore, SqliteStore, Store};
+use ticket_svc::store::{PendingRows, PostgresStore, SqliteStore, Store};
 
 /// A PostgreSQL store in a schema of its own, or `None` (with the reason printed) when no
 /// server is configured.
@@ -50,6 +51,42 @@ macro_rules! store_suite {
     };
 }
 
+/// The suite against SQLite as `up` opens it: pending rows wait in memory for their decision.
+macro_rules! held_pending_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_held_pending {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::SqliteStore::open_with(
+                        dir.path().join("t.db"),
+                        super::PendingRows::InMemory,
+                    )
+                    .await
+                    .unwrap();
+                    super::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+// Every test but the failing write: with pending rows held, `record_pending` writes nothing
+// that could fail; a row that cannot be written fails alone when it is flushed (see
+// `sqlite_held_pending_rows_...` below).
+held_pending_suite!(
+    events_round_trip,
+    decisions_follow_the_rules_and_are_made_once,
+    buyer_limit_holds_across_batches,
+    pending_purchases_become_decided_and_stay_decided,
+    a_decision_before_the_pending_record_wins,
+    dead_letters_fail_only_undecided_purchases,
+    concurrent_overlapping_batches_never_oversell,
+    event_purchases_come_in_position_order,
+    readiness_answers,
+);
+
 store_suite!(
     events_round_trip,
     decisions_follow_the_rules_and_are_made_once,
@@ -74,6 +111,18 @@ fn job(event: EventId, buyer: &str, quantity: u32, position: u64) -> QueuedJob {
             event_id: event,
             buyer: buyer.into(),
             quantity,
+        },
+        position: Position(position),
+    }
+}
+
+/// A job whose purchase id comes from an Idempotency-Key.
+fn keyed_job(event: EventId, buyer: &str, quantity: u32, position: u64) -> QueuedJob {
+    let key = IdempotencyKey::new(&format!("key-{buyer}")).unwrap();
+    QueuedJob {
+        job: PurchaseJob {
+            purchase_id: PurchaseId::for_idempotency_key(event, buyer, &key),
+            ..job(event, buyer, quantity, position).job
         },
         position: Position(position),
     }
@@ -376,6 +425,127 @@ async fn sqlite_keeps_everything_across_reopen_and_enforces_inventory() {
         over_limit.is_err(),
         "a buyer over the limit must be refused"
     );
+}
+
+/// The pending rows on record, as another process reading the file sees them.
+fn pending_on_record(path: &std::path::Path) -> Vec<(String, i64)> {
+    let raw = rusqlite::Connection::open(path).unwrap();
+    let mut st = raw
+        .prepare("SELECT id, position FROM purchases WHERE status = 'pending' ORDER BY position")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_held_pending_rows_go_on_record_when_old_or_at_stop_and_never_when_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let s = SqliteStore::open_with(&path, PendingRows::InMemory)
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writing = tokio::spawn({
+        let (s, stop) = (s.clone(), stop.clone());
+        async move { s.write_held_rows(Default::default(), stop).await }
+    });
+    let e = s.create_event(&spec(10, 4)).await.unwrap();
+
+    // A minted id is held: pending to readers of this store, not yet in the file.
+    let held = job(e.id, "a", 1, 0);
+    s.record_pending(&held).await.unwrap();
+    let p = s.purchase(held.job.purchase_id).await.unwrap().unwrap();
+    assert_eq!(
+        (p.status, p.position),
+        (PurchaseStatus::Pending, Position(0))
+    );
+    assert!(pending_on_record(&path).is_empty());
+
+    // So is one from an Idempotency-Key that is not on record.
+    let keyed = keyed_job(e.id, "b", 1, 1);
+    assert_eq!(s.record_pending(&keyed).await.unwrap(), Position(1));
+    assert!(pending_on_record(&path).is_empty());
+
+    // A decided purchase is released, never written as pending.
+    let decided = job(e.id, "c", 1, 2);
+    s.record_pending(&decided).await.unwrap();
+    s.decide_batch(std::slice::from_ref(&decided))
+        .await
+        .unwrap();
+
+    // Held past the flush age, the undecided one goes on record by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pending_on_record(&path).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a held pending row was never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        pending_on_record(&path),
+        [
+            (held.job.purchase_id.to_string(), 0),
+            (keyed.job.purchase_id.to_string(), 1)
+        ]
+    );
+    let p = s.purchase(decided.job.purchase_id).await.unwrap().unwrap();
+    assert_eq!(p.status, PurchaseStatus::Confirmed);
+
+    // A key used long ago (past the queue's dedup window) and queued again: the first position
+    // on record stands, and nothing new is held.
+    let old_key = keyed_job(e.id, "g", 1, 5);
+    s.decide_batch(std::slice::from_ref(&old_key))
+        .await
+        .unwrap();
+    let again = QueuedJob {
+        position: Position(99),
+        ..old_key.clone()
+    };
+    assert_eq!(s.record_pending(&again).await.unwrap(), Position(5));
+
+    // A clean stop writes what is held at once, and a reopened store still shows it pending.
+    // A decided purchase was released (not written again); a row that can never be written (no
+    // such event) fails alone and is not kept.
+    let last = job(e.id, "d", 1, 3);
+    s.record_pending(&last).await.unwrap();
+    let decided_late = job(e.id, "f", 1, 4);
+    s.record_pending(&decided_late).await.unwrap();
+    let before = s.held_pending();
+    s.decide_batch(std::slice::from_ref(&decided_late))
+        .await
+        .unwrap();
+    assert_eq!(s.held_pending(), before - 1);
+    s.record_pending(&job(EventId(999_999), "e", 1, 0))
+        .await
+        .unwrap();
+    stop.cancel();
+    writing.await.unwrap();
+    assert_eq!(s.held_pending(), 0, "nothing is left held");
+    drop(s);
+    let s = SqliteStore::open(&path).await.unwrap();
+    let p = s.purchase(last.job.purchase_id).await.unwrap().unwrap();
+    assert_eq!(
+        (p.status, p.position),
+        (PurchaseStatus::Pending, Position(3))
+    );
+
+    // Reopened holding pending rows, the store knows what was on record before: the old key's
+    // first position still stands.
+    drop(s);
+    let s = SqliteStore::open_with(&path, PendingRows::InMemory)
+        .await
+        .unwrap();
+    let again = QueuedJob {
+        position: Position(120),
+        ..old_key.clone()
+    };
+    assert_eq!(s.record_pending(&again).await.unwrap(), Position(5));
+    let fresh_key = keyed_job(e.id, "h", 1, 121);
+    assert_eq!(s.record_pending(&fresh_key).await.unwrap(), Position(121));
+    assert_eq!(s.flush_pending().await.unwrap(), 1);
 }
 
 #[tokio::test]
