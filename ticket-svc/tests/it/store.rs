@@ -26,78 +26,84 @@ pub async fn postgres_store() -> Option<PostgresStore> {
     )
 }
 
+/// One suite test against SQLite (pending rows written at once).
+macro_rules! sqlite_test {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = super::SqliteStore::open(dir.path().join("t.db"))
+                .await
+                .unwrap();
+            super::$name(&store).await;
+        }
+    };
+}
+
+/// One suite test against SQLite as `up` opens it: pending rows wait in memory for their
+/// decision.
+macro_rules! sqlite_held_test {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = super::SqliteStore::open_with(
+                dir.path().join("t.db"),
+                super::PendingRows::InMemory,
+            )
+            .await
+            .unwrap();
+            super::$name(&store).await;
+        }
+    };
+}
+
+/// One suite test against PostgreSQL.
+macro_rules! postgres_test {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(store) = super::postgres_store().await else {
+                return;
+            };
+            super::$name(&store).await;
+            store.drop_schema().await.unwrap();
+        }
+    };
+}
+
+/// `everywhere` runs on every store; `pending_written` only where `record_pending` writes (with
+/// pending rows held, it writes nothing that could fail: a row that cannot be written fails
+/// alone when it is flushed, see `sqlite_held_pending_rows_...` below).
 macro_rules! store_suite {
-    ($($name:ident),* $(,)?) => {
+    (everywhere: [$($name:ident),* $(,)?], pending_written: [$($w:ident),* $(,)?] $(,)?) => {
         mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = super::SqliteStore::open(dir.path().join("t.db")).await.unwrap();
-                    super::$name(&store).await;
-                }
-            )*
+            $(sqlite_test!($name);)*
+            $(sqlite_test!($w);)*
+        }
+        mod sqlite_held_pending {
+            $(sqlite_held_test!($name);)*
         }
         mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(store) = super::postgres_store().await else { return };
-                    super::$name(&store).await;
-                    store.drop_schema().await.unwrap();
-                }
-            )*
+            $(postgres_test!($name);)*
+            $(postgres_test!($w);)*
         }
     };
 }
-
-/// The suite against SQLite as `up` opens it: pending rows wait in memory for their decision.
-macro_rules! held_pending_suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_held_pending {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = super::SqliteStore::open_with(
-                        dir.path().join("t.db"),
-                        super::PendingRows::InMemory,
-                    )
-                    .await
-                    .unwrap();
-                    super::$name(&store).await;
-                }
-            )*
-        }
-    };
-}
-
-// Every test but the failing write: with pending rows held, `record_pending` writes nothing
-// that could fail; a row that cannot be written fails alone when it is flushed (see
-// `sqlite_held_pending_rows_...` below).
-held_pending_suite!(
-    events_round_trip,
-    decisions_follow_the_rules_and_are_made_once,
-    buyer_limit_holds_across_batches,
-    pending_purchases_become_decided_and_stay_decided,
-    a_decision_before_the_pending_record_wins,
-    dead_letters_fail_only_undecided_purchases,
-    concurrent_overlapping_batches_never_oversell,
-    event_purchases_come_in_position_order,
-    readiness_answers,
-);
 
 store_suite!(
-    events_round_trip,
-    decisions_follow_the_rules_and_are_made_once,
-    buyer_limit_holds_across_batches,
-    pending_purchases_become_decided_and_stay_decided,
-    a_decision_before_the_pending_record_wins,
-    dead_letters_fail_only_undecided_purchases,
-    concurrent_overlapping_batches_never_oversell,
-    event_purchases_come_in_position_order,
-    readiness_answers,
-    a_failing_write_does_not_disturb_concurrent_ones,
+    everywhere: [
+        events_round_trip,
+        decisions_follow_the_rules_and_are_made_once,
+        buyer_limit_holds_across_batches,
+        pending_purchases_become_decided_and_stay_decided,
+        a_decision_before_the_pending_record_wins,
+        dead_letters_fail_only_undecided_purchases,
+        concurrent_overlapping_batches_never_oversell,
+        event_purchases_come_in_position_order,
+        readiness_answers,
+    ],
+    pending_written: [a_failing_write_does_not_disturb_concurrent_ones],
 );
 
 fn spec(tickets: i64, max: i64) -> EventSpec {
@@ -113,6 +119,14 @@ fn job(event: EventId, buyer: &str, quantity: u32, position: u64) -> QueuedJob {
             quantity,
         },
         position: Position(position),
+    }
+}
+
+/// `j` queued again at `position` (a retry past the queue's dedup window).
+fn requeued(j: &QueuedJob, position: u64) -> QueuedJob {
+    QueuedJob {
+        position: Position(position),
+        ..j.clone()
     }
 }
 
@@ -243,11 +257,10 @@ async fn a_decision_before_the_pending_record_wins<S: Store>(s: &S) {
     s.decide_batch(std::slice::from_ref(&j)).await.unwrap();
     assert_eq!(s.record_pending(&j).await.unwrap(), Position(7));
     // Queued again later (a retry past the dedup window): the first position stays on record.
-    let again = QueuedJob {
-        position: Position(99),
-        ..j.clone()
-    };
-    assert_eq!(s.record_pending(&again).await.unwrap(), Position(7));
+    assert_eq!(
+        s.record_pending(&requeued(&j, 99)).await.unwrap(),
+        Position(7)
+    );
     let p = s.purchase(j.job.purchase_id).await.unwrap().unwrap();
     assert_eq!(p.status, PurchaseStatus::Confirmed);
     assert_eq!(p.position, Position(7));
@@ -500,30 +513,34 @@ async fn sqlite_held_pending_rows_go_on_record_when_old_or_at_stop_and_never_whe
     s.decide_batch(std::slice::from_ref(&old_key))
         .await
         .unwrap();
-    let again = QueuedJob {
-        position: Position(99),
-        ..old_key.clone()
-    };
-    assert_eq!(s.record_pending(&again).await.unwrap(), Position(5));
+    assert_eq!(
+        s.record_pending(&requeued(&old_key, 99)).await.unwrap(),
+        Position(5)
+    );
 
-    // A clean stop writes what is held at once, and a reopened store still shows it pending.
-    // A decided purchase was released (not written again); a row that can never be written (no
-    // such event) fails alone and is not kept.
+    // A clean stop writes what is held at once.
     let last = job(e.id, "d", 1, 3);
     s.record_pending(&last).await.unwrap();
-    let decided_late = job(e.id, "f", 1, 4);
-    s.record_pending(&decided_late).await.unwrap();
-    let before = s.held_pending();
-    s.decide_batch(std::slice::from_ref(&decided_late))
-        .await
-        .unwrap();
-    assert_eq!(s.held_pending(), before - 1);
-    s.record_pending(&job(EventId(999_999), "e", 1, 0))
-        .await
-        .unwrap();
     stop.cancel();
     writing.await.unwrap();
     assert_eq!(s.held_pending(), 0, "nothing is left held");
+
+    // A decided purchase is released, not written again; a row that can never be written (no
+    // such event) fails alone and is not kept.
+    let decided_late = job(e.id, "f", 1, 4);
+    s.record_pending(&decided_late).await.unwrap();
+    s.record_pending(&job(EventId(999_999), "e", 1, 0))
+        .await
+        .unwrap();
+    assert_eq!(s.held_pending(), 2);
+    s.decide_batch(std::slice::from_ref(&decided_late))
+        .await
+        .unwrap();
+    assert_eq!(s.held_pending(), 1);
+    assert_eq!(s.flush_pending().await.unwrap(), 0);
+    assert_eq!(s.held_pending(), 0);
+
+    // A reopened store shows the row written at stop, pending.
     drop(s);
     let s = SqliteStore::open(&path).await.unwrap();
     let p = s.purchase(last.job.purchase_id).await.unwrap().unwrap();
@@ -538,11 +555,10 @@ async fn sqlite_held_pending_rows_go_on_record_when_old_or_at_stop_and_never_whe
     let s = SqliteStore::open_with(&path, PendingRows::InMemory)
         .await
         .unwrap();
-    let again = QueuedJob {
-        position: Position(120),
-        ..old_key.clone()
-    };
-    assert_eq!(s.record_pending(&again).await.unwrap(), Position(5));
+    assert_eq!(
+        s.record_pending(&requeued(&old_key, 120)).await.unwrap(),
+        Position(5)
+    );
     let fresh_key = keyed_job(e.id, "h", 1, 121);
     assert_eq!(s.record_pending(&fresh_key).await.unwrap(), Position(121));
     assert_eq!(s.flush_pending().await.unwrap(), 1);

@@ -322,8 +322,8 @@ async fn all_final(store: &impl Store, queued: &[QueuedJob]) -> bool {
     true
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_small_batch_the_worker_lingers_so_the_next_one_is_bigger() {
+/// One partition (one ordered lane), a recording store and an event with 100 tickets.
+async fn one_lane_with_an_event() -> (crate::support::Backend, Faulty, Event) {
     let b = backend(MemoryQueueConfig {
         partitions: 1,
         ..Default::default()
@@ -334,6 +334,12 @@ async fn after_a_small_batch_the_worker_lingers_so_the_next_one_is_bigger() {
         .create_event(&EventSpec::new("x", 100, 4).unwrap())
         .await
         .unwrap();
+    (b, store, e)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_small_batch_the_worker_lingers_so_the_next_one_is_bigger() {
+    let (b, store, e) = one_lane_with_an_event().await;
     let linger = Duration::from_millis(500);
     let config = WorkerConfig {
         linger,
@@ -370,16 +376,7 @@ async fn after_a_small_batch_the_worker_lingers_so_the_next_one_is_bigger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_batch_is_followed_by_the_next_without_lingering() {
-    let b = backend(MemoryQueueConfig {
-        partitions: 1,
-        ..Default::default()
-    })
-    .await;
-    let store = Faulty::new(Arc::clone(&b.store));
-    let e = store
-        .create_event(&EventSpec::new("x", 100, 4).unwrap())
-        .await
-        .unwrap();
+    let (b, store, e) = one_lane_with_an_event().await;
     let mut queued = Vec::new();
     for i in 0..35 {
         queued.push(enqueue(&store, &b.queue, job(e.id, &format!("b{i}"), 1)).await);
