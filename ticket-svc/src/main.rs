@@ -22,6 +22,11 @@ use ticket_svc::rush::{RushConfig, Target};
 use ticket_svc::store::AnyStore;
 use ticket_svc::worker::{DEFAULT_LINGER_MS, WorkerConfig, run_workers};
 
+/// `worker --linger-ms`: 0 (off) to 1 s.
+fn linger_ms_range() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=1000)
+}
+
 /// mimalloc instead of glibc malloc: a rush spent ~12% of the stack's CPU in glibc's allocator
 /// (many threads, many short-lived buffers).
 #[global_allocator]
@@ -76,7 +81,7 @@ enum Command {
         /// After a batch smaller than --batch, wait this long before fetching again, so the next
         /// batch is bigger (one commit and one ack for more purchases). A purchase on a quiet
         /// queue never waits for it. 0 turns it off.
-        #[arg(long, default_value_t = DEFAULT_LINGER_MS, value_parser = clap::value_parser!(u64).range(0..=1000))]
+        #[arg(long, default_value_t = DEFAULT_LINGER_MS, value_parser = linger_ms_range())]
         linger_ms: u64,
         /// Serve `/metrics` here (loopback by default: pass e.g. 127.0.0.1:9091).
         #[arg(long)]

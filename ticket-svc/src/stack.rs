@@ -5,8 +5,9 @@
 //!
 //! Shutdown runs front to back so nothing accepted is dropped: the balancer and the APIs stop
 //! taking requests and finish what they hold, then the workers stop, then the pending rows still
-//! held in memory are written, then the broker syncs and closes. Everything durable is under the data dir, so a restart on it keeps every event and
-//! purchase (and the broker redelivers whatever no worker had acknowledged).
+//! held in memory are written, then the broker syncs and closes. Everything durable is under the
+//! data dir, so a restart on it keeps every event and purchase (and the broker redelivers
+//! whatever no worker had acknowledged).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
