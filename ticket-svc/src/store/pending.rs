@@ -56,8 +56,8 @@ const ON_RECORD_FALSE_POSITIVES: f64 = 0.01;
 pub enum PendingRows {
     /// Written to SQLite before the API answers (any number of processes may share the file).
     Written,
-    /// Held in this process until decided or [`FLUSH_AFTER`] old (see the module's docs): only
-    /// for a process that holds every API reading the database.
+    /// Held in this process until decided or 1 s old (`FLUSH_AFTER`; see the module's docs):
+    /// only for a process that holds every API reading the database.
     InMemory,
 }
 

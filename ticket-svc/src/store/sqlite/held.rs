@@ -13,8 +13,8 @@ use crate::store::StoreError;
 use crate::store::pending::{FLUSH_AFTER, FLUSH_EVERY, OnRecord, PendingBuffer};
 
 impl SqliteStore {
-    /// With [`PendingRows::InMemory`](crate::store::PendingRows): every [`FLUSH_EVERY`], writes
-    /// the pending rows held longer than [`FLUSH_AFTER`] and sets `held` to how many are held;
+    /// With [`PendingRows::InMemory`](crate::store::PendingRows): every 250 ms, writes the
+    /// pending rows held longer than 1 s and sets `held` to how many are held;
     /// once `shutdown` is cancelled, writes every row still held and returns. Run it beside the
     /// store (`up` does, and cancels it once its APIs and workers have stopped); without it, held
     /// rows wait for their decision.
