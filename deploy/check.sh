@@ -347,6 +347,17 @@ start_up() {
 }
 
 if [ "$MODE" = up ]; then start_up; else start_pieces; fi
+# Prometheus's and node_exporter's ports are picked again now: `up` binds its broker, APIs and
+# metrics listeners on port 0, and the kernel may hand it a port picked above and released
+# (seen: Prometheus could not bind, and its readiness probe reached the broker).
+read -r P_PROM P_NODE < <(python3 - <<'EOF2'
+import socket
+socks = []
+for _ in range(2):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF2
+)
 start node-exporter prometheus-node-exporter --web.listen-address="127.0.0.1:$P_NODE" \
     --collector.disable-defaults --collector.filesystem
 wait_http node-exporter "http://127.0.0.1:$P_NODE/metrics" 10
