@@ -9,7 +9,8 @@
 # creates one event with a ticket for every buyer, so every purchase is confirmed, and runs
 # `BIN rush` without --verify. It reports:
 #   - accepted/s and p99, as the crowd saw them;
-#   - the stack's CPU per buyer: utime+stime of the `up` process across the rush, from /proc;
+#   - the stack's CPU per buyer: utime+stime of the `up` process from the rush's start until the
+#     workers have decided every purchase (the event's `sold` still for 200 ms), from /proc;
 #   - the crowd's own CPU per buyer.
 # On a shared 2-core VM, accepted/s between back-to-back runs of one binary moved by up to 40%.
 # CPU per buyer moved less, so compare builds with this, alternating (give BASELINE_BIN).
@@ -79,6 +80,17 @@ print("crowd_cpu_s", u.ru_utime + u.ru_stime)
 sys.exit(r.returncode)
 PY
 )" || die "the rush against $bin failed: $out"
+    # The workers' share counts too: wait until the event's `sold` has not moved for 200 ms
+    # (a worker lingers 20 ms between small batches), at most 5 s.
+    python3 - "http://127.0.0.1:$port/events/$event" <<'PY'
+import json, sys, time, urllib.request
+url, last, still, deadline = sys.argv[1], None, 0, time.time() + 5
+while time.time() < deadline and still < 4:
+    sold = json.load(urllib.request.urlopen(url, timeout=5))["sold"]
+    still = still + 1 if sold == last else 0
+    last = sold
+    time.sleep(0.05)
+PY
     t1="$(cpu_ticks "$up")"
     stop_pid "$up"
     tput="$(awk '/throughput/ {print $2}' <<<"$out")"
