@@ -57,26 +57,30 @@ impl Default for ApiConfig {
     }
 }
 
-/// What every handler shares.
-pub struct ApiState<S, Q> {
+/// What every handler shares. axum clones the state for every request, so it is one `Arc`.
+pub struct ApiState<S, Q>(Arc<Shared<S, Q>>);
+
+/// The shared parts behind [`ApiState`].
+pub struct Shared<S, Q> {
     store: Arc<S>,
     queue: Arc<Q>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     config: ApiConfig,
-    events: Arc<Mutex<HashMap<EventId, Arc<Event>>>>,
+    events: Mutex<HashMap<EventId, Arc<Event>>>,
 }
 
 impl<S, Q> Clone for ApiState<S, Q> {
     fn clone(&self) -> Self {
-        Self {
-            store: Arc::clone(&self.store),
-            queue: Arc::clone(&self.queue),
-            metrics: Arc::clone(&self.metrics),
-            registry: Arc::clone(&self.registry),
-            config: self.config.clone(),
-            events: Arc::clone(&self.events),
-        }
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<S, Q> std::ops::Deref for ApiState<S, Q> {
+    type Target = Shared<S, Q>;
+
+    fn deref(&self) -> &Shared<S, Q> {
+        &self.0
     }
 }
 
@@ -89,14 +93,14 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
         registry: Arc<Registry>,
         config: ApiConfig,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             store,
             queue,
             metrics,
             registry,
             config,
-            events: Arc::new(Mutex::new(HashMap::new())),
-        }
+            events: Mutex::new(HashMap::new()),
+        }))
     }
 }
 

@@ -7,8 +7,9 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -186,10 +187,22 @@ pub(super) async fn show_event<S: Store, Q: PurchaseQueue>(
     Ok(Json(EventView::from(&event)).into_response())
 }
 
+/// The request's `Idempotency-Key` header, if any: taken alone, where the `HeaderMap` extractor
+/// would clone every header of every purchase.
+pub(super) struct IdempotencyKeyHeader(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get("idempotency-key").cloned()))
+    }
+}
+
 pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
     State(st): State<ApiState<S, Q>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let event_id: EventId = id.parse().map_err(|_| AppError::EventNotFound)?;
@@ -197,7 +210,7 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
     let raw: CreatePurchaseBody = parse_json(&body)?;
     let event = st.known_event(event_id).await?;
     let request = PurchaseRequest::new(&raw.buyer, raw.quantity, &event)?;
-    let key = match headers.get("idempotency-key") {
+    let key = match key.as_ref() {
         None => None,
         Some(v) => {
             let text = v.to_str().map_err(|_| AppError::BadHeader {
