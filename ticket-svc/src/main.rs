@@ -99,7 +99,9 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         workers: usize,
         /// Workers at most: one more is started while more than --scale-up-lag purchases stay
-        /// queued for 3 s, one stopped while 5% of that or fewer are.
+        /// queued for 3 s, one stopped while 5% of that or fewer are. Never more than the
+        /// partitions with purchases queued: an event's purchases are decided in order, by one
+        /// worker at a time.
         #[arg(long, default_value_t = 8)]
         max_workers: usize,
         /// Queued purchases above which a worker is added.

@@ -1,12 +1,19 @@
 //! The worker supervisor: scales the workers of `ticket-svc up` by the queue's length.
 //!
 //! Every `every` it reads the workers' group lag from the broker (records queued and not yet
-//! decided). When the lag stays above `scale_up_lag` for `sustain` checks in a row it starts one
-//! more worker (up to `max`); when it stays at or below `scale_down_lag` it stops one (down to
-//! `min`), which first finishes the batch it is in. One step per decision, with hysteresis,
-//! so a burst does not make it flap. The lag and the worker count are exported
-//! (`ticket_supervisor_lag`, `ticket_supervisor_workers`) so an external autoscaler can follow
-//! the same signal (the broker's own `broker_group_lag` is the same number).
+//! decided) and how many partitions it is spread over. When the lag stays above
+//! `scale_up_lag` for `sustain` checks in a row it starts one more worker (up to `max`); when it
+//! stays at or below `scale_down_lag` it stops one (down to `min`), which first finishes the
+//! batch it is in. One step per decision, with hysteresis, so a burst does not make it flap.
+//!
+//! It never runs more workers than there are partitions with a lag. The group is ordered: a
+//! partition is worked by one worker at a time, in order. An event's purchases all go to one
+//! partition, so a rush on one event is worked by one worker, however many run. A worker more
+//! than the busy partitions would only long-poll and wake at every append.
+//!
+//! The lag, the busy partitions and the worker count are exported (`ticket_supervisor_lag`,
+//! `ticket_supervisor_busy_partitions`, `ticket_supervisor_workers`) so an external autoscaler
+//! can follow the same signal (the broker's own `broker_group_lag` is the lag per partition).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +59,15 @@ impl ScalingConfig {
     }
 }
 
+/// What one check read: the group's lag and how many partitions it is spread over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lag {
+    /// Records queued and not yet done, over every partition.
+    pub queued: u64,
+    /// Partitions with at least one such record.
+    pub busy_partitions: usize,
+}
+
 /// What to do after one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -72,7 +88,8 @@ pub struct Scaler {
 
 impl Scaler {
     /// Decides from the observed `lag` with `running` workers. Pure: no clock, no I/O.
-    pub fn decide(&mut self, config: &ScalingConfig, lag: u64, running: usize) -> Step {
+    pub fn decide(&mut self, config: &ScalingConfig, observed: Lag, running: usize) -> Step {
+        let lag = observed.queued;
         if running < config.min {
             return Step::Up;
         }
@@ -89,7 +106,12 @@ impl Scaler {
             self.above = 0;
             self.below = 0;
         }
-        if self.above >= config.sustain && running < config.max {
+        // A worker beyond the busy partitions would find nothing to do (see the module docs);
+        // the count of checks stays, so more busy partitions scale up at the next check.
+        if self.above >= config.sustain
+            && running < config.max
+            && running < observed.busy_partitions
+        {
             self.above = 0;
             Step::Up
         } else if self.below >= config.sustain && running > config.min {
@@ -102,16 +124,29 @@ impl Scaler {
 }
 
 /// Reads the workers' group lag; `None` when the broker cannot say.
-pub async fn group_lag(client: &broker::client::Client, topic: &str, group: &str) -> Option<u64> {
+pub async fn group_lag(client: &broker::client::Client, topic: &str, group: &str) -> Option<Lag> {
     let stats = client.stats(topic).await.ok()?;
-    stats["topics"]
+    lag_of(&stats, topic, group)
+}
+
+/// The lag of `group` on `topic` in the broker's `stats` document.
+fn lag_of(stats: &serde_json::Value, topic: &str, group: &str) -> Option<Lag> {
+    let g = stats["topics"]
         .as_array()?
         .iter()
         .find(|t| t["name"] == topic)?["groups"]
         .as_array()?
         .iter()
-        .find(|g| g["name"] == group)?["lag"]
-        .as_u64()
+        .find(|g| g["name"] == group)?;
+    let busy_partitions = g["partitions"]
+        .as_array()?
+        .iter()
+        .filter(|p| p["lag"].as_u64().is_some_and(|l| l > 0))
+        .count();
+    Some(Lag {
+        queued: g["lag"].as_u64()?,
+        busy_partitions,
+    })
 }
 
 /// Gauges the supervisor exports.
@@ -121,6 +156,8 @@ pub struct SupervisorMetrics {
     pub workers: Gauge,
     /// `ticket_supervisor_lag`.
     pub lag: Gauge,
+    /// `ticket_supervisor_busy_partitions`.
+    pub busy_partitions: Gauge,
 }
 
 impl SupervisorMetrics {
@@ -136,6 +173,11 @@ impl SupervisorMetrics {
             "ticket_supervisor_lag",
             "Purchases queued and not yet decided, as the supervisor last read it",
             m.lag.clone(),
+        );
+        registry.register(
+            "ticket_supervisor_busy_partitions",
+            "Partitions with purchases queued, as the supervisor last read it: the most workers that can help",
+            m.busy_partitions.clone(),
         );
         m
     }
@@ -155,7 +197,7 @@ pub async fn supervise<S: Store, Q: PurchaseQueue, F, Fut>(
     shutdown: CancellationToken,
 ) where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<u64>>,
+    Fut: std::future::Future<Output = Option<Lag>>,
 {
     let mut running: Vec<(CancellationToken, tokio::task::JoinHandle<()>)> = Vec::new();
     let mut scaler = Scaler::default();
@@ -188,12 +230,18 @@ pub async fn supervise<S: Store, Q: PurchaseQueue, F, Fut>(
             tracing::warn!("supervisor: cannot read the queue lag; holding");
             continue;
         };
-        gauges.lag.set(i64::try_from(observed).unwrap_or(i64::MAX));
+        gauges
+            .lag
+            .set(i64::try_from(observed.queued).unwrap_or(i64::MAX));
+        gauges
+            .busy_partitions
+            .set(i64::try_from(observed.busy_partitions).unwrap_or(i64::MAX));
         match scaler.decide(&config, observed, running.len()) {
             Step::Up => {
                 start(&mut running);
                 tracing::info!(
-                    lag = observed,
+                    lag = observed.queued,
+                    busy_partitions = observed.busy_partitions,
                     workers = running.len(),
                     "supervisor: added a worker"
                 );
@@ -205,7 +253,7 @@ pub async fn supervise<S: Store, Q: PurchaseQueue, F, Fut>(
                         tracing::error!("a worker task ended abnormally");
                     }
                     tracing::info!(
-                        lag = observed,
+                        lag = observed.queued,
                         workers = running.len(),
                         "supervisor: removed a worker"
                     );
@@ -232,6 +280,14 @@ pub async fn supervise<S: Store, Q: PurchaseQueue, F, Fut>(
 mod tests {
     use super::*;
 
+    /// A lag spread over more partitions than any test runs workers.
+    fn lag(queued: u64) -> Lag {
+        Lag {
+            queued,
+            busy_partitions: 8,
+        }
+    }
+
     fn cfg() -> ScalingConfig {
         ScalingConfig {
             min: 1,
@@ -247,26 +303,126 @@ mod tests {
     fn scales_up_only_after_sustained_lag_and_not_past_max() {
         let c = cfg();
         let mut s = Scaler::default();
-        assert_eq!(s.decide(&c, 500, 1), Step::Hold, "one check is not enough");
-        assert_eq!(s.decide(&c, 500, 1), Step::Up);
-        assert_eq!(s.decide(&c, 500, 2), Step::Hold);
-        assert_eq!(s.decide(&c, 500, 2), Step::Up);
-        assert_eq!(s.decide(&c, 500, 3), Step::Hold);
-        assert_eq!(s.decide(&c, 500, 3), Step::Hold, "at max");
+        assert_eq!(
+            s.decide(&c, lag(500), 1),
+            Step::Hold,
+            "one check is not enough"
+        );
+        assert_eq!(s.decide(&c, lag(500), 1), Step::Up);
+        assert_eq!(s.decide(&c, lag(500), 2), Step::Hold);
+        assert_eq!(s.decide(&c, lag(500), 2), Step::Up);
+        assert_eq!(s.decide(&c, lag(500), 3), Step::Hold);
+        assert_eq!(s.decide(&c, lag(500), 3), Step::Hold, "at max");
     }
 
     #[test]
     fn scales_down_when_drained_but_not_below_min_and_a_middle_lag_resets() {
         let c = cfg();
         let mut s = Scaler::default();
-        assert_eq!(s.decide(&c, 0, 3), Step::Hold);
-        assert_eq!(s.decide(&c, 50, 3), Step::Hold, "between thresholds: reset");
-        assert_eq!(s.decide(&c, 0, 3), Step::Hold);
-        assert_eq!(s.decide(&c, 0, 3), Step::Down);
-        assert_eq!(s.decide(&c, 0, 2), Step::Hold);
-        assert_eq!(s.decide(&c, 0, 2), Step::Down);
-        assert_eq!(s.decide(&c, 0, 1), Step::Hold);
-        assert_eq!(s.decide(&c, 0, 1), Step::Hold, "at min");
+        assert_eq!(s.decide(&c, lag(0), 3), Step::Hold);
+        assert_eq!(
+            s.decide(&c, lag(50), 3),
+            Step::Hold,
+            "between thresholds: reset"
+        );
+        assert_eq!(s.decide(&c, lag(0), 3), Step::Hold);
+        assert_eq!(s.decide(&c, lag(0), 3), Step::Down);
+        assert_eq!(s.decide(&c, lag(0), 2), Step::Hold);
+        assert_eq!(s.decide(&c, lag(0), 2), Step::Down);
+        assert_eq!(s.decide(&c, lag(0), 1), Step::Hold);
+        assert_eq!(s.decide(&c, lag(0), 1), Step::Hold, "at min");
+    }
+
+    #[test]
+    fn never_more_workers_than_busy_partitions() {
+        let c = cfg();
+        let mut s = Scaler::default();
+        let one = Lag {
+            queued: 500,
+            busy_partitions: 1,
+        };
+        for _ in 0..10 {
+            assert_eq!(
+                s.decide(&c, one, 1),
+                Step::Hold,
+                "one partition is worked by one worker, however long its queue"
+            );
+        }
+        let two = Lag {
+            queued: 500,
+            busy_partitions: 2,
+        };
+        assert_eq!(
+            s.decide(&c, two, 1),
+            Step::Up,
+            "the sustained lag still counts once a second partition is busy"
+        );
+        assert_eq!(s.decide(&c, two, 2), Step::Hold);
+        assert_eq!(s.decide(&c, two, 2), Step::Hold, "two busy, two workers");
+        assert_eq!(s.decide(&c, lag(0), 2), Step::Hold);
+        assert_eq!(
+            s.decide(&c, lag(0), 2),
+            Step::Down,
+            "draining scales down as before"
+        );
+    }
+
+    #[tokio::test]
+    async fn group_lag_reads_the_lag_and_its_partitions_from_the_broker() {
+        use broker::client::Consumer;
+        use broker::protocol::{FetchMode, Record};
+        let test_broker = broker::testing::TestBroker::start().await;
+        let client = test_broker.client().await.unwrap();
+        client.create_topic("jobs", 4).await.unwrap();
+        // The group exists from its first fetch on.
+        let consumer =
+            Consumer::new(client.clone(), "jobs", "g", FetchMode::Ordered).wait(Duration::ZERO);
+        assert!(consumer.fetch().await.unwrap().is_empty());
+        assert_eq!(
+            group_lag(&client, "jobs", "g").await,
+            Some(Lag::default()),
+            "nothing queued"
+        );
+        let keyed = |key: &str| Record {
+            key: Some(bytes::Bytes::copy_from_slice(key.as_bytes())),
+            ..Record::new("job")
+        };
+        let mut partitions = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            partitions.insert(
+                client
+                    .produce("jobs", keyed("event-1"))
+                    .await
+                    .unwrap()
+                    .partition,
+            );
+        }
+        assert_eq!(
+            group_lag(&client, "jobs", "g").await,
+            Some(Lag {
+                queued: 3,
+                busy_partitions: 1
+            }),
+            "one key, one partition"
+        );
+        for i in 2..=20 {
+            let key = format!("event-{i}");
+            partitions.insert(client.produce("jobs", keyed(&key)).await.unwrap().partition);
+        }
+        assert!(partitions.len() > 1, "twenty keys over four partitions");
+        assert_eq!(
+            group_lag(&client, "jobs", "g").await,
+            Some(Lag {
+                queued: 22,
+                busy_partitions: partitions.len()
+            })
+        );
+        assert_eq!(
+            group_lag(&client, "jobs", "nobody").await,
+            None,
+            "no such group"
+        );
+        test_broker.stop().await;
     }
 
     #[test]
@@ -274,8 +430,8 @@ mod tests {
         let c = cfg();
         let mut s = Scaler::default();
         for i in 0..20 {
-            let lag = if i % 2 == 0 { 500 } else { 0 };
-            assert_eq!(s.decide(&c, lag, 2), Step::Hold);
+            let queued = if i % 2 == 0 { 500 } else { 0 };
+            assert_eq!(s.decide(&c, lag(queued), 2), Step::Hold);
         }
     }
 
@@ -308,7 +464,12 @@ mod tests {
                 cfg(),
                 move || {
                     let v = lag.load(Ordering::Relaxed);
-                    async move { Some(v) }
+                    async move {
+                        Some(Lag {
+                            queued: v,
+                            busy_partitions: 3,
+                        })
+                    }
                 },
                 stop.clone(),
             ))

@@ -67,6 +67,7 @@ async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_res
     let body = get_body(s.worker_metrics.unwrap(), "/metrics").await;
     assert!(body.contains("ticket_supervisor_workers 2"), "{body}");
     assert!(body.contains("ticket_supervisor_lag"), "{body}");
+    assert!(body.contains("ticket_supervisor_busy_partitions"), "{body}");
     s.stop().await;
 
     let s = stack::start(config(dir.path())).await.unwrap();
