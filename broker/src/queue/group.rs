@@ -20,7 +20,9 @@
 //! 5. Only `committed` and `acked` need to survive a restart: everything else is rebuilt as
 //!    "not yet delivered".
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::protocol::FetchMode;
 

@@ -12,7 +12,7 @@
 //!    purchase of the same or a larger quantity can be confirmed after it);
 //! 4. otherwise confirmed: sold and the buyer's total grow by the quantity.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::{EventId, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob, RejectReason};
 
@@ -309,7 +309,7 @@ mod tests {
                 .map(|(j, _)| j.job.quantity).sum();
             prop_assert_eq!(sold, confirmed);
 
-            let mut per_buyer: HashMap<&str, u32> = HashMap::new();
+            let mut per_buyer: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
             for (j, s) in jobs.iter().zip(&statuses) {
                 prop_assert!(s.is_final());
                 if *s == PurchaseStatus::Confirmed {

@@ -30,7 +30,7 @@
 //! writes its pending rows at once. A crash loses what is held here and nothing else: the jobs
 //! are in the queue, and `GET /purchases/{id}` answers 404 until a worker decides them.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,9 @@
 //! The SQL of a sale, run on the writer thread inside a group's transaction: deciding a batch,
 //! the naive baseline's sale, a dead letter, and the pending row.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -52,7 +54,7 @@ pub(super) fn decide_batch_sync(
 ) -> Result<Vec<Decision>, StoreError> {
     let mut ledger = Ledger::new();
     let events: BTreeSet<EventId> = jobs.iter().map(|j| j.job.event_id).collect();
-    let mut max_per_buyer = std::collections::HashMap::new();
+    let mut max_per_buyer = HashMap::new();
     // Each job's purchase row, when it has one (its pending row): the decision then updates it
     // by rowid, one b-tree seek, where an upsert by id seeks the id index and then the row.
     let mut rows: Vec<Option<i64>> = Vec::with_capacity(jobs.len());
