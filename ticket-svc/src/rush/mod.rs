@@ -204,6 +204,9 @@ fn plan(seed: u64, i: u64, max_quantity: u32) -> BuyerPlan {
     }
 }
 
+/// The header a retrying buyer repeats.
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
 /// A buyer's `POST /events/{id}/purchases` body.
 #[derive(serde::Serialize)]
 struct PurchaseBody<'a> {
@@ -334,6 +337,14 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
             due = Some(at);
         }
         let body = purchase_body(&plan);
+        // Made once per buyer and sent with each of its attempts. The plan's keys are
+        // `rush-{seed}-{i}`, always a valid header value.
+        let key = plan
+            .key
+            .as_deref()
+            .and_then(|k| http::HeaderValue::from_str(k).ok())
+            .map(|v| [(IDEMPOTENCY_KEY, v)]);
+        let headers = key.as_ref().map_or(&[][..], |k| &k[..]);
         let mut first: Option<(String, u64)> = None;
         for attempt in 0..plan.sends {
             let sent = if attempt == 0 {
@@ -341,16 +352,11 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
             } else {
                 Instant::now()
             };
-            let headers: Vec<(&str, &str)> = plan
-                .key
-                .as_deref()
-                .map(|k| vec![("idempotency-key", k)])
-                .unwrap_or_default();
             out.requests += 1;
             seconds
                 .at(sent.saturating_duration_since(shared.start), flush)
                 .sent += 1;
-            let answer = conn.send(Method::POST, &path, &headers, body.clone()).await;
+            let answer = conn.send(Method::POST, &path, headers, body.clone()).await;
             let now = Instant::now();
             out.last_answer = Some(now);
             let us =
