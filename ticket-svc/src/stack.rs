@@ -160,7 +160,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
     // The API instances, each with its own listener and metrics. Like the store, the broker's
     // producer pool is shared: one Produce in flight for the whole process, so the jobs of every
     // instance share each of the partition's fsyncs. A pool per instance put three Produces out
-    // at once and doubled the broker's fsyncs, each with a third of the jobs.
+    // at once and doubled the broker's fsyncs, each with half the jobs.
     let front = CancellationToken::new();
     let mut front_tasks = JoinSet::new();
     let mut apis = Vec::with_capacity(config.apis);
