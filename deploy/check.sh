@@ -13,8 +13,9 @@
 #      kept and its targets rewritten to the ports just started, and deploy/prometheus/alerts.yml;
 #   4. runs a short `ticket-svc rush --verify` through the balancer;
 #   5. asserts through Prometheus's HTTP API that every target is up, every rule evaluates without
-#      error, and every metric name used by the alerts/recording rules and by
-#      deploy/grafana/ticketrush.json has data; that the recovery alert fires for a torn tail made
+#      error, and every metric name used by the alerts/recording rules, by
+#      deploy/grafana/ticketrush.json and by the KEDA trigger has data; that the KEDA trigger's
+#      query evaluates to one number; that the recovery alert fires for a torn tail made
 #      on purpose and no critical alert fires otherwise;
 #   6. (separate processes only) stops one API and waits for TicketrushBackendDown to fire for it.
 #
@@ -415,11 +416,11 @@ code=$(head -c 11000000 /dev/zero | curl -s -o /dev/null -w '%{http_code}' --max
 
 # ---------------------------------------------------------------------------------------------
 say "5/6 assert through Prometheus's HTTP API"
-python3 - "$PROM" "$HERE/prometheus/alerts.yml" "$HERE/grafana/ticketrush.json" "$N_APIS" "$N_WORKERS" <<'EOF' || fail "Prometheus assertions (above)"
+python3 - "$PROM" "$HERE/prometheus/alerts.yml" "$HERE/grafana/ticketrush.json" "$N_APIS" "$N_WORKERS" "$HERE/k8s/60-keda.yaml" <<'EOF' || fail "Prometheus assertions (above)"
 import json, re, sys, time, urllib.parse, urllib.request
 import yaml
 
-prom, rules_file, dash_file, n_apis, n_workers = sys.argv[1:]
+prom, rules_file, dash_file, n_apis, n_workers, keda_file = sys.argv[1:]
 EXPECT = {"balancer": 1, "ticket-api": int(n_apis), "ticket-worker": int(n_workers), "broker": 1, "node": 1}
 
 def api(path, **params):
@@ -456,6 +457,15 @@ def walk(node):
 walk(json.load(open(dash_file)))
 if not used_dash:
     sys.exit("no metric names found in the dashboard: the extraction is broken")
+# The KEDA ScaledObject's Prometheus queries: their names must have data too, and each query must
+# evaluate to one number (checked below).
+keda = [t["metadata"]["query"] for d in yaml.safe_load_all(open(keda_file))
+        if d and d.get("kind") == "ScaledObject"
+        for t in d["spec"]["triggers"] if t.get("type") == "prometheus"]
+if not keda:
+    sys.exit("no Prometheus trigger found in the KEDA ScaledObject")
+for q in keda:
+    used_dash |= names(q)
 used = sorted(used_rules | used_dash)
 print(f"  {len(used_rules)} names in the rules, {len(used_dash)} in the dashboard, {len(used)} distinct")
 
@@ -496,7 +506,12 @@ while True:
 
 print(f"  every target up: " + ", ".join(f"{j}={n}" for j, n in EXPECT.items()))
 print(f"  every rule evaluates without error")
-print(f"  every one of the {len(used)} metric names used by alerts.yml and ticketrush.json has data")
+print(f"  every one of the {len(used)} metric names used by alerts.yml, ticketrush.json and KEDA has data")
+for q in keda:
+    res = api("/api/v1/query", query=q)
+    if res["resultType"] != "vector" or len(res["result"]) != 1:
+        sys.exit(f"the KEDA query {q!r} gave {res}, not one number")
+    print(f"  KEDA's query evaluates to {res['result'][0]['value'][1]}: {q}")
 alerts = api("/api/v1/alerts")["alerts"]
 print("  TicketrushBrokerRecoveryTruncated fires for the torn tail the recovery drill left")
 critical = sorted({a["labels"]["alertname"] for a in alerts
