@@ -114,10 +114,42 @@ impl StallTimer {
     }
 }
 
+/// A client's request body as it arrived.
+#[derive(Debug)]
+pub enum InBody {
+    /// Streamed by hyper's server (HTTP/2, and HTTP/1.1 requests the balancer's own server
+    /// hands over: chunked, large or `Expect: 100-continue` bodies, protocol switches).
+    Hyper(Incoming),
+    /// Read whole by the balancer's own HTTP/1.1 server ([`crate::downstream`]) before the
+    /// request was forwarded; empty for a bodiless request. Its length matched the
+    /// request's Content-Length and was within the body limit.
+    Buffered(Bytes),
+}
+
+impl InBody {
+    /// No body (or no more of it).
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(b) => b.is_end_stream(),
+            Self::Buffered(b) => b.is_empty(),
+        }
+    }
+}
+
 /// Client → backend body.
 #[derive(Debug)]
 pub struct ReqBody {
-    inner: Option<LimitedIncoming>,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    /// No (more) body.
+    Empty,
+    /// Streamed from hyper, limited.
+    Incoming(LimitedIncoming),
+    /// Read whole already.
+    Buffered(Bytes),
 }
 
 #[derive(Debug)]
@@ -132,13 +164,26 @@ struct LimitedIncoming {
 impl ReqBody {
     /// No body.
     pub fn empty() -> Self {
-        Self { inner: None }
+        Self {
+            inner: Inner::Empty,
+        }
+    }
+
+    /// A body read whole already (see [`InBody::Buffered`]).
+    pub fn buffered(body: Bytes) -> Self {
+        Self {
+            inner: if body.is_empty() {
+                Inner::Empty
+            } else {
+                Inner::Buffered(body)
+            },
+        }
     }
 
     /// The client's body, limited to `limit` bytes and `stall` without progress.
     pub fn limited(body: Incoming, limit: u64, stall: Duration, flag: Arc<BodyFlag>) -> Self {
         Self {
-            inner: Some(LimitedIncoming {
+            inner: Inner::Incoming(LimitedIncoming {
                 body,
                 limit,
                 seen: 0,
@@ -157,8 +202,16 @@ impl Body for ReqBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let Some(inner) = self.get_mut().inner.as_mut() else {
-            return Poll::Ready(None);
+        let this = self.get_mut();
+        let inner = match &mut this.inner {
+            Inner::Empty => return Poll::Ready(None),
+            Inner::Buffered(_) => {
+                let Inner::Buffered(data) = std::mem::replace(&mut this.inner, Inner::Empty) else {
+                    return Poll::Ready(None);
+                };
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            Inner::Incoming(inner) => inner,
         };
         match Pin::new(&mut inner.body).poll_frame(cx) {
             Poll::Pending => {
@@ -189,13 +242,19 @@ impl Body for ReqBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|i| i.body.is_end_stream())
+        match &self.inner {
+            Inner::Empty => true,
+            Inner::Buffered(_) => false,
+            Inner::Incoming(i) => i.body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |i| i.body.size_hint())
+        match &self.inner {
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::Buffered(b) => SizeHint::with_exact(u64::try_from(b.len()).unwrap_or(0)),
+            Inner::Incoming(i) => i.body.size_hint(),
+        }
     }
 }
 

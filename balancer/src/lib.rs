@@ -21,13 +21,14 @@
 //! ```
 //!
 //! Module map: [`config`] (flags, file, validation), [`listener`] (accept, limits, TLS),
-//! [`proxy`] (forwarding, headers, retries), [`upstream`] (backends, pool, health),
+//! [`downstream`] (the balancer's own HTTP/1.1 server), [`proxy`] (forwarding, headers, retries), [`upstream`] (backends, pool, health),
 //! [`select`] (pure strategies), [`limit`] (rate, queue, retry budget), [`admin`] (metrics,
 //! status, backends API), [`state`] (what tasks share).
 
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod downstream;
 pub mod limit;
 pub mod listener;
 pub mod proxy;

@@ -1,11 +1,12 @@
 //! The client-facing side: bind (SO_REUSEPORT so each worker runtime can own a listener),
-//! accept within the connection limit, optionally terminate TLS, and serve HTTP/1.1 and h2
-//! (ALPN or h2c prior knowledge) with hyper-util's auto builder.
+//! accept within the connection limit, optionally terminate TLS, and serve: HTTP/1.x with
+//! the balancer's own server ([`crate::downstream`]) until a request needs more, then (and
+//! for h2 by ALPN or h2c prior knowledge from the start) with hyper-util's auto builder.
 //!
 //! Limits enforced here: at most `max_connections` open connections (the accept loop waits
 //! for a slot, leaving excess connections in the kernel backlog); the request head must arrive
 //! within the header timeout (slowloris; it also bounds keep-alive idle time) and fit in
-//! `max_header_bytes` (hyper answers 431); TLS handshakes share the header timeout.
+//! `max_header_bytes` (431 otherwise); TLS handshakes share the header timeout.
 //! On shutdown the loop stops accepting and each connection finishes its in-flight request
 //! then closes (HTTP/1.1 `Connection: close`, h2 GOAWAY).
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::downstream::{self, Prefixed, Served};
 use crate::proxy::{ConnInfo, handle};
 use crate::sniff::SniffIo;
 use crate::state::Shared;
@@ -89,7 +92,7 @@ pub async fn serve(
 
 async fn serve_tcp(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, worker: usize) {
     match shared.tls.load_full() {
-        None => serve_io(stream, peer, shared, worker, false).await,
+        None => serve_io(stream, peer, shared, worker, false, false).await,
         // Boxed: the handshake and a TLS stream make this branch's future several KiB, and
         // inline it would size every connection's task by it, plain TCP included, for as long
         // as the connection lives (idle keep-alive time too).
@@ -112,7 +115,8 @@ async fn serve_tls(
     match handshake {
         Ok(Ok(tls)) => {
             shared.metrics.tls_handshake(true);
-            serve_io(tls, peer, shared, worker, true).await;
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+            serve_io(tls, peer, shared, worker, true, h2).await;
         }
         Ok(Err(error)) => {
             shared.metrics.tls_handshake(false);
@@ -125,21 +129,38 @@ async fn serve_tls(
     }
 }
 
-async fn serve_io<I>(io: I, peer: SocketAddr, shared: Arc<Shared>, worker: usize, is_tls: bool)
-where
+/// Serves one connection; `h2`: ALPN chose HTTP/2, so hyper's server takes it at once.
+async fn serve_io<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    worker: usize,
+    is_tls: bool,
+    h2: bool,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let cfg = shared.config.load_full();
     let ambiguous = Arc::new(AtomicBool::new(false));
-    let io = SniffIo::new(io, Arc::clone(&ambiguous));
     let info = Arc::new(ConnInfo {
         shared: Arc::clone(&shared),
         peer,
         is_tls,
         worker,
         peer_ip: crate::proxy::headers::ip_header_value(peer.ip()),
-        ambiguous,
+        ambiguous: Arc::clone(&ambiguous),
     });
+    let (io, read) = if h2 {
+        (io, Bytes::new())
+    } else {
+        match downstream::serve(io, &info).await {
+            Served::Closed => return,
+            Served::Handover(io, read) => (io, read),
+        }
+    };
+    // hyper's server from here. The smuggling scanner watches what it reads, from the start
+    // of the handed-over request (the balancer's own server checks framing as it parses).
+    let io = SniffIo::new(Prefixed::new(io, read), ambiguous);
+    let cfg = shared.config.load_full();
     // Boxed: hyper keeps room for the service's future in every connection from the start
     // (`Box<Option<Future>>`), so an inline request future (~4 KiB) would be held by each
     // idle keep-alive connection; boxed, it is allocated per request and freed with it.

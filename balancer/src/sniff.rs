@@ -7,6 +7,9 @@
 //! per-connection flag when a header block names both. The proxy checks (and clears) the
 //! flag before forwarding each HTTP/1 request; hyper parses a head only after its final
 //! empty line has been read, so the flag is always raised before that request is handled.
+//! Only what hyper's server reads is scanned: the balancer's own HTTP/1.1 server
+//! ([`crate::downstream`]) parses the framing headers itself and hands every request with a
+//! `Transfer-Encoding` to hyper, from the first byte of its head.
 //!
 //! The scanner is a tiny state machine over line starts: it keeps at most 24 bytes of a
 //! header name, allocates nothing and never looks back; header values are skipped with a

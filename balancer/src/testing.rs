@@ -9,6 +9,7 @@
 //! | `/status/{code}` | that status (`?retry_after` adds `Retry-After: 2`) |
 //! | `/echo` | the request body streamed back |
 //! | `/bytes/{n}` | `n` bytes in 64 KiB chunks |
+//! | `/stream/{n}` | the same with no length announced (sent chunked) |
 //! | `/upgrade` with `Upgrade: echo` | 101, then every byte sent is echoed back |
 //! | anything else | 200, JSON `{"backend","method","path","headers"}` |
 //!
@@ -298,8 +299,18 @@ async fn respond(
     if let Some(n) = path
         .strip_prefix("/bytes/")
         .and_then(|n| n.parse::<usize>().ok())
+        .map(|n| (n, true))
+        .or_else(|| {
+            path.strip_prefix("/stream/")
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(|n| (n, false))
+        })
     {
-        let body = Chunks { remaining: n };
+        let (n, exact) = n;
+        let body = Chunks {
+            remaining: n,
+            exact,
+        };
         let mut r = Response::new(body.boxed());
         if let Ok(v) = http::HeaderValue::from_str(&st.name) {
             r.headers_mut().insert("x-backend", v);
@@ -334,6 +345,8 @@ async fn respond(
 #[derive(Debug)]
 struct Chunks {
     remaining: usize,
+    /// The length is announced (else the body is sent chunked).
+    exact: bool,
 }
 
 impl http_body::Body for Chunks {
@@ -355,7 +368,11 @@ impl http_body::Body for Chunks {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(u64::try_from(self.remaining).unwrap_or(u64::MAX))
+        if self.exact {
+            http_body::SizeHint::with_exact(u64::try_from(self.remaining).unwrap_or(u64::MAX))
+        } else {
+            http_body::SizeHint::default()
+        }
     }
 }
 

@@ -43,9 +43,9 @@ pub enum Rejection {
     NoBackend,
     /// Body over the limit.
     TooLarge,
-    /// Request head over the limit (431, answered by hyper before the request is parsed).
+    /// Request head over the limit (431, answered before the request is parsed).
     HeaderTooLarge,
-    /// Malformed or ambiguous request.
+    /// Malformed or ambiguous request (a malformed head too), or a body that stalled.
     BadRequest,
     /// The whole-request deadline passed.
     Timeout,

@@ -17,12 +17,12 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::{BodyFault, BodyFlag, ReqBody, RespBody, Source, UpstreamBody};
+use crate::body::{BodyFault, BodyFlag, InBody, ReqBody, RespBody, Source, UpstreamBody};
 use crate::config::Config;
 use crate::limit::queue::QueueError;
 use crate::limit::rate::RateDecision;
@@ -58,6 +58,13 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<RespBody>, Infallible> {
+    Ok(respond(req.map(InBody::Hyper), &conn).await)
+}
+
+/// Answers one client request, from whichever server read it (hyper's or the balancer's
+/// own, [`crate::downstream`]): forwards it, or turns the reason it could not be into a
+/// response; counts it and writes its access-log line.
+pub async fn respond(req: Request<InBody>, conn: &ConnInfo) -> Response<RespBody> {
     // tokio's clock (the real one, or the paused one in tests), read once for the deadline
     // and the duration metric.
     let start = tokio::time::Instant::now();
@@ -67,7 +74,7 @@ pub async fn handle(
         .access_log
         .then(|| (req.method().clone(), req.uri().path().to_owned()));
     let mut backend_addr = None;
-    let resp = match forward(req, &conn, &cfg, start, &mut backend_addr).await {
+    let resp = match forward(req, conn, &cfg, start, &mut backend_addr).await {
         Ok(resp) => resp,
         Err(error) => {
             shared.metrics.reject(error.rejection());
@@ -104,11 +111,11 @@ pub async fn handle(
             elapsed_ms = elapsed.as_secs_f64() * 1000.0,
         );
     }
-    Ok(resp)
+    resp
 }
 
 async fn forward(
-    mut req: Request<Incoming>,
+    mut req: Request<InBody>,
     conn: &ConnInfo,
     cfg: &Config,
     start: tokio::time::Instant,
@@ -145,17 +152,21 @@ async fn forward(
     rewrite_request(&mut parts, conn, is_upgrade)?;
 
     let has_body = !body.is_end_stream();
-    // Only a request with a body can fail on the client's side mid-send; bodiless requests
-    // (most of them) skip the allocation.
-    let flag = has_body.then(|| Arc::new(BodyFlag::default()));
-    let body = match &flag {
-        Some(flag) => ReqBody::limited(
-            body,
-            cfg.limits.max_body_bytes,
-            cfg.timeouts.idle,
-            Arc::clone(flag),
-        ),
-        None => ReqBody::empty(),
+    // Only a streamed body can fail on the client's side mid-send; bodiless and buffered
+    // requests (most of them) skip the allocation.
+    let (body, flag) = match body {
+        InBody::Hyper(body) if has_body => {
+            let flag = Arc::new(BodyFlag::default());
+            let limited = ReqBody::limited(
+                body,
+                cfg.limits.max_body_bytes,
+                cfg.timeouts.idle,
+                Arc::clone(&flag),
+            );
+            (limited, Some(flag))
+        }
+        InBody::Hyper(_) => (ReqBody::empty(), None),
+        InBody::Buffered(bytes) => (ReqBody::buffered(bytes), None),
     };
     // Idempotent bodiless requests can be rebuilt, so they may be retried after a 502/503.
     let replayable = cfg.retry.on_5xx && !has_body && is_idempotent(&parts.method);

@@ -9,4 +9,4 @@ pub mod headers;
 pub mod upgrade;
 
 pub use error::{ProxyError, Side};
-pub use forward::{ConnInfo, handle};
+pub use forward::{ConnInfo, handle, respond};

@@ -136,19 +136,27 @@ pub struct ResponseHead {
     facts: HeadFacts,
 }
 
-/// The framing-relevant headers of a response, gathered in the one pass over its headers.
+/// The framing-relevant headers of a message head, gathered in the one pass over its
+/// headers (responses here; requests in [`crate::downstream`]).
 #[derive(Debug, Clone, Copy, Default)]
-struct HeadFacts {
-    length: Option<u64>,
-    bad_length: bool,
-    has_transfer_encoding: bool,
-    chunked: bool,
-    close: bool,
-    keep_alive: bool,
+pub(crate) struct HeadFacts {
+    /// The Content-Length, when every value agreed.
+    pub(crate) length: Option<u64>,
+    /// A Content-Length was not a number, or values differed.
+    pub(crate) bad_length: bool,
+    /// Some Transfer-Encoding was present.
+    pub(crate) has_transfer_encoding: bool,
+    /// The last transfer coding was `chunked`.
+    pub(crate) chunked: bool,
+    /// `Connection: close`.
+    pub(crate) close: bool,
+    /// `Connection: keep-alive`.
+    pub(crate) keep_alive: bool,
 }
 
 impl HeadFacts {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+    /// Notes one header.
+    pub(crate) fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
         if *name == header::CONTENT_LENGTH {
             // Every comma-separated element of every Content-Length must be the same number.
             let text = value.to_str().unwrap_or("x");
@@ -196,7 +204,7 @@ impl ResponseHead {
 }
 
 /// Where the head in `buf` ends (just past its empty line), searching from about `from`.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.saturating_sub(2);
     let rest = buf.get(start..)?;
     memchr::memchr_iter(b'\n', rest).find_map(|i| {

@@ -12,6 +12,7 @@ mod failover;
 mod limits;
 mod proxying;
 mod queue;
+mod server;
 mod strategies;
 mod support;
 mod tls;
