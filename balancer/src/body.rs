@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::upstream::Exchange;
+use crate::upstream::codec::RawHead;
 use crate::upstream::conn::ResponseBody;
 
 /// Boxed error type of the bodies.
@@ -280,6 +281,18 @@ impl RespBody {
     /// No body.
     pub fn empty() -> Self {
         Self::Full(None)
+    }
+
+    /// The backend's response head as received, when the proxy kept it raw (for the
+    /// balancer's own server; see [`crate::upstream::codec::HeadForm`]).
+    pub fn raw_head(&self) -> Option<&RawHead> {
+        match self {
+            Self::Upstream(UpstreamBody {
+                body: Source::Conn(body),
+                ..
+            }) => body.raw_head(),
+            _ => None,
+        }
     }
 }
 

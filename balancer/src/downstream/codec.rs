@@ -25,10 +25,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::body::InBody;
-use crate::upstream::codec::{HeadFacts, head_end};
+use crate::upstream::codec::{HeadFacts, RawHead, head_end};
 
 /// Most request headers accepted (hyper's default too).
 pub const MAX_REQUEST_HEADERS: usize = 100;
+
+/// Headers the proxy may add to a request on its way to a backend.
+const FORWARDING_HEADERS: usize = 4;
 
 /// The HTTP/2 connection preface's first line: a client speaking h2 with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
@@ -190,7 +193,9 @@ pub fn decode_request_head(head: &Bytes) -> Result<RequestHead, HeadError> {
     } else {
         Version::HTTP_10
     };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // Room for the four headers the proxy adds (X-Forwarded-For, -Proto, -Host, X-Request-Id):
+    // a map that has to grow for them rehashes everything (~2k instructions per request).
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + FORWARDING_HEADERS);
     let mut facts = HeadFacts::default();
     for h in req.headers.iter() {
         let name =
@@ -259,12 +264,8 @@ pub fn encode_response_head(
     keep_alive: bool,
     http10: bool,
 ) {
-    buf.extend_from_slice(b"HTTP/1.1 ");
-    buf.extend_from_slice(status.as_str().as_bytes());
-    buf.push(b' ');
-    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    buf.extend_from_slice(b"\r\n");
-    let keep_length = framing == Framing::NoBody && status != StatusCode::NO_CONTENT;
+    put_status_line(buf, status);
+    let keep_length = keeps_length(framing, status);
     let mut has_date = false;
     for (name, value) in map {
         if *name == header::CONNECTION
@@ -276,6 +277,52 @@ pub fn encode_response_head(
         has_date |= *name == header::DATE;
         put_header(buf, name.as_str().as_bytes(), value.as_bytes());
     }
+    finish_head(buf, framing, keep_alive, http10, has_date);
+}
+
+/// As [`encode_response_head`], for a backend's head kept raw: its headers go out as it
+/// sent them, minus the hop-by-hop and framing ones (left out when it was read).
+pub fn encode_response_head_raw(
+    buf: &mut Vec<u8>,
+    status: StatusCode,
+    raw: &RawHead,
+    framing: Framing,
+    keep_alive: bool,
+    http10: bool,
+) {
+    put_status_line(buf, status);
+    buf.extend_from_slice(&raw.headers);
+    if keeps_length(framing, status)
+        && let Some(n) = raw.length
+    {
+        // Writing into a Vec cannot fail.
+        let _ = write!(buf, "content-length: {n}\r\n");
+    }
+    finish_head(buf, framing, keep_alive, http10, raw.date);
+}
+
+fn put_status_line(buf: &mut Vec<u8>, status: StatusCode) {
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// A `Content-Length` the response carries is passed on (it describes the resource, not
+/// this body): HEAD and 304, not 204.
+fn keeps_length(framing: Framing, status: StatusCode) -> bool {
+    framing == Framing::NoBody && status != StatusCode::NO_CONTENT
+}
+
+/// The date (unless the head has one), the framing and the connection headers, the end.
+fn finish_head(
+    buf: &mut Vec<u8>,
+    framing: Framing,
+    keep_alive: bool,
+    http10: bool,
+    has_date: bool,
+) {
     if !has_date {
         with_date(|date| put_header(buf, b"date", date));
     }

@@ -257,14 +257,21 @@ async fn write_response<I: AsyncWrite + Unpin>(
         && !codec::asks_close(&parts.headers)
         && !shutdown.is_cancelled();
     let mut buf = Vec::with_capacity(512);
-    codec::encode_response_head(
-        &mut buf,
-        parts.status,
-        &parts.headers,
-        framing,
-        keep,
-        http10,
-    );
+    match body.raw_head() {
+        Some(raw) => {
+            codec::encode_response_head_raw(&mut buf, parts.status, raw, framing, keep, http10);
+        }
+        None => {
+            codec::encode_response_head(
+                &mut buf,
+                parts.status,
+                &parts.headers,
+                framing,
+                keep,
+                http10,
+            );
+        }
+    }
     drop(parts);
     let mut sent: u64 = 0;
     let mut ended = body.is_end_stream();

@@ -2,7 +2,10 @@
 //! up nearly all traffic: HTTP/1.x, no body or a Content-Length body of at most
 //! [`MAX_BUFFERED_BODY`] bytes, no protocol switch. It parses a head once, forwards the
 //! request through the same proxy code as every other request ([`crate::proxy::respond`]),
-//! and writes the response head and a small body in one write.
+//! and writes the response head and a small body in one write. The backend's response head
+//! is not turned into a header map for it: its headers are copied through as the backend
+//! sent them, minus the hop-by-hop and framing ones
+//! ([`crate::upstream::codec::HeadForm::Raw`]).
 //!
 //! Everything else — HTTP/2 (ALPN or prior knowledge), chunked or larger request bodies,
 //! `Expect: 100-continue`, `Upgrade`, CONNECT — goes to hyper's server: the connection is

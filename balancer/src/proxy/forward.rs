@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::limit::queue::QueueError;
 use crate::limit::rate::RateDecision;
 use crate::state::Shared;
-use crate::upstream::codec;
+use crate::upstream::codec::{self, HeadForm};
 use crate::upstream::conn::{Call, ConnError, Connection, Upload, UploadFraming};
 use crate::upstream::{Backend, Exchange};
 
@@ -152,6 +152,12 @@ async fn forward(
     rewrite_request(&mut parts, conn, is_upgrade)?;
 
     let has_body = !body.is_end_stream();
+    // The balancer's own server (whose requests arrive buffered) writes the response head
+    // from the bytes the backend sent; hyper's needs a header map.
+    let form = match body {
+        InBody::Buffered(_) => HeadForm::Raw,
+        InBody::Hyper(_) => HeadForm::Map,
+    };
     // Only a streamed body can fail on the client's side mid-send; bodiless and buffered
     // requests (most of them) skip the allocation.
     let (body, flag) = match body {
@@ -184,12 +190,13 @@ async fn forward(
         } else {
             UploadFraming::Length(if has_body { declared.unwrap_or(0) } else { 0 })
         };
-        let replay = replayable.then(|| Replay::Head(head.clone(), parts.method.clone()));
+        let replay = replayable.then(|| Replay::Head(head.clone(), parts.method.clone(), form));
         let upload = Upload::new(head, has_body.then_some(body), framing);
         (
             Outbound::Conn {
                 upload,
                 method: parts.method,
+                form,
             },
             replay,
         )
@@ -267,6 +274,8 @@ enum Outbound {
         upload: Upload,
         /// Its method (the response's framing depends on it).
         method: Method,
+        /// How to keep the response head.
+        form: HeadForm,
     },
     /// A protocol switch: hyper's client on a fresh connection, which hands the
     /// connection over on 101.
@@ -276,7 +285,7 @@ enum Outbound {
 /// What rebuilding a bodiless request takes.
 enum Replay {
     /// The serialized head (shared bytes: a reference count, not a copy).
-    Head(Bytes, Method),
+    Head(Bytes, Method, HeadForm),
     /// An upgrade request's parts. Boxed: rare, and inline it would widen every request's
     /// future (whose moves are memcpys).
     Parts(Box<(Method, Uri, http::HeaderMap)>),
@@ -285,9 +294,10 @@ enum Replay {
 impl Replay {
     fn rebuild(&self) -> Outbound {
         match self {
-            Self::Head(head, method) => Outbound::Conn {
+            Self::Head(head, method, form) => Outbound::Conn {
                 upload: Upload::new(head.clone(), None, UploadFraming::Length(0)),
                 method: method.clone(),
+                form: *form,
             },
             Self::Parts(parts) => {
                 let (method, uri, headers) = &**parts;
@@ -438,9 +448,11 @@ async fn attempts(
         drop(gate);
         let mut exchange = Exchange::begin(Arc::clone(&backend), conn.worker, admission);
         let sent = match req {
-            Outbound::Conn { upload, method } => {
-                send(&mut exchange, upload, method, conn, cfg, deadline).await
-            }
+            Outbound::Conn {
+                upload,
+                method,
+                form,
+            } => send(&mut exchange, upload, method, form, conn, cfg, deadline).await,
             // Boxed: rare, and inline its future would widen every request's.
             Outbound::Upgrade(req) => {
                 Box::pin(send_upgrade(&backend, req, cfg, conn, deadline)).await
@@ -453,7 +465,9 @@ async fn attempts(
                 // ticket API answers so when the broker cannot take a purchase); ejecting it
                 // would turn a brief upstream hiccup into "all backends down".
                 let shedding = status == StatusCode::SERVICE_UNAVAILABLE
-                    && resp.headers().contains_key(header::RETRY_AFTER);
+                    && (resp.headers().contains_key(header::RETRY_AFTER)
+                        || matches!(resp.body(), Source::Conn(b)
+                            if b.raw_head().is_some_and(|h| h.retry_after)));
                 if status.is_server_error() && !shedding {
                     if backend.record_failure(cfg.passive.failures, cfg.passive.eject_for) {
                         tracing::warn!(backend = %backend.addr(), %status, "backend ejected");
@@ -546,6 +560,7 @@ async fn send(
     exchange: &mut Exchange,
     mut upload: Upload,
     method: Method,
+    form: HeadForm,
     conn: &ConnInfo,
     cfg: &Config,
     deadline: &Deadline,
@@ -568,14 +583,18 @@ async fn send(
                 Err(error) => {
                     return Err(Failed {
                         error,
-                        request: Some(Outbound::Conn { upload, method }),
+                        request: Some(Outbound::Conn {
+                            upload,
+                            method,
+                            form,
+                        }),
                     });
                 }
             },
         };
         let sent_at = tokio::time::Instant::now();
         let (until, expiry) = deadline.limit(sent_at, cfg.timeouts.upstream_header);
-        let mut call = Call::new(connection, upload);
+        let mut call = Call::new(connection, upload, form);
         let polled =
             tokio::time::timeout_at(until, std::future::poll_fn(|cx| call.poll_head(cx))).await;
         let error = match polled {
@@ -629,13 +648,21 @@ async fn send(
                 sent: written,
                 source: error,
             },
-            request: (!written && !client_fault).then_some(Outbound::Conn { upload, method }),
+            request: (!written && !client_fault).then_some(Outbound::Conn {
+                upload,
+                method,
+                form,
+            }),
         });
     }
     // Unreachable in practice: round 3 always uses a fresh connection and returns.
     Err(Failed {
         error: ProxyError::NoBackend,
-        request: Some(Outbound::Conn { upload, method }),
+        request: Some(Outbound::Conn {
+            upload,
+            method,
+            form,
+        }),
     })
 }
 

@@ -143,6 +143,18 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
         .then_some(i)
 }
 
+/// A hop-by-hop header's name, in any case, given as bytes (a backend's raw response
+/// head): the [`HOP_BY_HOP`] names and `Upgrade`.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    match name.len() {
+        7 if name.eq_ignore_ascii_case(b"upgrade") => true,
+        2 | 7 | 10 | 16 | 17 | 18 | 19 => HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes())),
+        _ => false,
+    }
+}
+
 /// A `Connection` token that names no header to remove.
 fn is_plain_connection_token(t: &str) -> bool {
     t.is_empty()
@@ -390,6 +402,14 @@ mod tests {
         }
         for other in ["upgrade", "referer", "x-kept", "host", "tx", "x-connection"] {
             assert_eq!(hop_index(&HeaderName::from_static(other)), None, "{other}");
+        }
+        // The byte form, for raw response heads: any case, and Upgrade too.
+        for name in HOP_BY_HOP.iter() {
+            assert!(is_hop_by_hop_name(name.as_str().to_ascii_uppercase().as_bytes()));
+        }
+        assert!(is_hop_by_hop_name(b"Upgrade"));
+        for other in ["referer", "x-kept", "host", "tx", "x-connection", "content-length"] {
+            assert!(!is_hop_by_hop_name(other.as_bytes()), "{other}");
         }
     }
 

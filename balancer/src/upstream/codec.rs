@@ -130,10 +130,46 @@ pub struct ResponseHead {
     pub status: StatusCode,
     /// HTTP/1.1 (true) or HTTP/1.0.
     pub is_http11: bool,
-    /// The headers, values sharing the read buffer.
+    /// The headers, values sharing the read buffer (empty when decoded as [`HeadForm::Raw`]).
     pub headers: HeaderMap,
+    /// The head as received, when decoded as [`HeadForm::Raw`]; the balancer's own server
+    /// writes the response's head from it.
+    pub raw: Option<RawHead>,
     /// What the framing headers said, noted while the map was built (no lookups later).
     facts: HeadFacts,
+}
+
+/// How a response head is kept once parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadForm {
+    /// As a `HeaderMap` (what hyper's server writes from).
+    Map,
+    /// As the bytes received, plus the few facts the proxy needs ([`RawHead`]); the
+    /// balancer's own server copies the headers through from them, so no map is built.
+    /// A head whose `Connection` names other headers is kept as a map anyway.
+    Raw,
+}
+
+/// A response head kept as the backend sent it, for the balancer's own server.
+#[derive(Debug, Clone)]
+pub struct RawHead {
+    /// The headers to pass on, as received (`name: value` CRLF each): all but the
+    /// hop-by-hop ones and the framing ones (`Content-Length`, `Transfer-Encoding`), which
+    /// the server writes itself.
+    pub headers: Vec<u8>,
+    /// The `Content-Length` it carried (passed on for HEAD and 304, where it describes the
+    /// resource rather than this body).
+    pub length: Option<u64>,
+    /// It carries `Retry-After`.
+    pub retry_after: bool,
+    /// It carries `Date`.
+    pub date: bool,
+}
+
+/// A hop-by-hop header or one of the framing headers, by name in any case.
+fn is_framing_or_hop(name: &[u8]) -> bool {
+    crate::proxy::headers::is_hop_by_hop_name(name)
+        || (name.len() == 14 && name.eq_ignore_ascii_case(b"content-length"))
 }
 
 /// The framing-relevant headers of a message head, gathered in the one pass over its
@@ -152,54 +188,107 @@ pub(crate) struct HeadFacts {
     pub(crate) close: bool,
     /// `Connection: keep-alive`.
     pub(crate) keep_alive: bool,
+    /// `Connection` names a header (a token other than close, keep-alive, upgrade).
+    pub(crate) names_headers: bool,
+    /// `Retry-After` is present.
+    pub(crate) retry_after: bool,
+    /// `Date` is present.
+    pub(crate) date: bool,
 }
 
 impl HeadFacts {
     /// Notes one header.
     pub(crate) fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
-        if *name == header::CONTENT_LENGTH {
-            // Every comma-separated element of every Content-Length must be the same number.
-            let text = value.to_str().unwrap_or("x");
-            for part in text.split(',') {
-                let part = part.trim();
-                let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| part.parse::<u64>().ok())
-                    .flatten();
-                match (n, self.length) {
-                    (Some(n), Some(prev)) if prev != n => self.bad_length = true,
-                    (Some(n), _) => self.length = Some(n),
-                    (None, _) => self.bad_length = true,
-                }
-            }
-        } else if *name == header::TRANSFER_ENCODING {
-            self.has_transfer_encoding = true;
-            // The last coding of the last header decides.
-            if let Some(last) = value
-                .to_str()
-                .unwrap_or("x")
-                .split(',')
-                .map(str::trim)
-                .rfind(|s| !s.is_empty())
-            {
-                self.chunked = last.eq_ignore_ascii_case("chunked");
-            }
-        } else if *name == header::CONNECTION {
-            for token in value.to_str().unwrap_or("close").split(',') {
-                let token = token.trim();
-                if token.eq_ignore_ascii_case("close") {
-                    self.close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") {
+        self.note_raw(name.as_str().as_bytes(), value.as_bytes());
+    }
+
+    /// Notes one header given as bytes (the name in any case).
+    pub(crate) fn note_raw(&mut self, name: &[u8], value: &[u8]) {
+        // The length settles most names without comparing text.
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"date") => self.date = true,
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                // The usual values first, without splitting.
+                if value.eq_ignore_ascii_case(b"keep-alive") {
                     self.keep_alive = true;
+                    return;
+                }
+                if value.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                    return;
+                }
+                for token in text(value).unwrap_or("close").split(',') {
+                    let token = token.trim();
+                    if token.eq_ignore_ascii_case("close") {
+                        self.close = true;
+                    } else if token.eq_ignore_ascii_case("keep-alive") {
+                        self.keep_alive = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case("upgrade") {
+                        self.names_headers = true;
+                    }
                 }
             }
+            11 if name.eq_ignore_ascii_case(b"retry-after") => self.retry_after = true,
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                // The usual value, digits only, first.
+                if !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit) {
+                    let n = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                    match self.length {
+                        Some(prev) if prev != n => self.bad_length = true,
+                        _ => self.length = Some(n),
+                    }
+                    return;
+                }
+                // Every comma-separated element of every Content-Length must be the same
+                // number.
+                for part in text(value).unwrap_or("x").split(',') {
+                    let part = part.trim();
+                    let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| part.parse::<u64>().ok())
+                        .flatten();
+                    match (n, self.length) {
+                        (Some(n), Some(prev)) if prev != n => self.bad_length = true,
+                        (Some(n), _) => self.length = Some(n),
+                        (None, _) => self.bad_length = true,
+                    }
+                }
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.has_transfer_encoding = true;
+                // The last coding of the last header decides.
+                if let Some(last) = text(value)
+                    .unwrap_or("x")
+                    .split(',')
+                    .map(str::trim)
+                    .rfind(|s| !s.is_empty())
+                {
+                    self.chunked = last.eq_ignore_ascii_case("chunked");
+                }
+            }
+            _ => {}
         }
     }
+}
+
+/// A header value as text when it is visible ASCII, spaces and tabs only (as
+/// `HeaderValue::to_str` has it).
+fn text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 impl ResponseHead {
     /// The backend keeps the connection open after this response.
     pub fn is_keep_alive(&self) -> bool {
         !self.facts.close && (self.is_http11 || self.facts.keep_alive)
+    }
+
+    /// It carries `Retry-After`.
+    pub fn has_retry_after(&self) -> bool {
+        self.facts.retry_after
     }
 }
 
@@ -225,6 +314,16 @@ pub fn decode_response_head(
     buf: &mut BytesMut,
     limit: usize,
     scanned: &mut usize,
+) -> Result<Option<ResponseHead>, HeadError> {
+    decode_response_head_as(buf, limit, scanned, HeadForm::Map)
+}
+
+/// As [`decode_response_head`], keeping the head in `form`.
+pub fn decode_response_head_as(
+    buf: &mut BytesMut,
+    limit: usize,
+    scanned: &mut usize,
+    form: HeadForm,
 ) -> Result<Option<ResponseHead>, HeadError> {
     // Stray line ends between responses are skipped, as httparse would.
     let blank = buf
@@ -258,8 +357,39 @@ pub fn decode_response_head(
         Err(e) => return Err(HeadError::Malformed(e)),
     }
     let status = StatusCode::from_u16(resp.code.unwrap_or(0)).map_err(|_| HeadError::BadStatus)?;
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
     let mut facts = HeadFacts::default();
+    if form == HeadForm::Raw {
+        // httparse accepted every name as a token and every value's bytes, the same sets
+        // `HeaderName` and `HeaderValue` accept, so nothing is converted.
+        // The headers to pass on are copied as they came.
+        let mut pass = Vec::with_capacity(head.len());
+        for h in resp.headers.iter() {
+            let name = h.name.as_bytes();
+            facts.note_raw(name, h.value);
+            if !is_framing_or_hop(name) {
+                pass.extend_from_slice(name);
+                pass.extend_from_slice(b": ");
+                pass.extend_from_slice(h.value);
+                pass.extend_from_slice(b"\r\n");
+            }
+        }
+        if !facts.names_headers {
+            return Ok(Some(ResponseHead {
+                status,
+                is_http11: resp.version == Some(1),
+                headers: HeaderMap::new(),
+                raw: Some(RawHead {
+                    headers: pass,
+                    length: facts.length,
+                    retry_after: facts.retry_after,
+                    date: facts.date,
+                }),
+                facts,
+            }));
+        }
+        facts = HeadFacts::default();
+    }
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| HeadError::BadHeader(h.name.to_owned()))?;
@@ -272,6 +402,7 @@ pub fn decode_response_head(
         status,
         is_http11: resp.version == Some(1),
         headers,
+        raw: None,
         facts,
     }))
 }

@@ -326,3 +326,84 @@ proptest! {
         while let Ok(Some(_)) = d.next_data(&mut buf) {}
     }
 }
+
+#[test]
+fn a_raw_head_keeps_what_is_passed_on_as_sent() {
+    let text = "HTTP/1.1 503 Service Unavailable\r\nX-Case: Kept\r\nConnection: keep-alive\r\n\
+                Keep-Alive: timeout=5\r\nContent-Length: 4\r\nRetry-After: 2\r\n\
+                Transfer-Encoding: identity\r\nUpgrade: h2c\r\nTE: trailers\r\n\
+                Trailer: x\r\nProxy-Authenticate: Basic\r\nProxy-Connection: keep-alive\r\n\r\n";
+    let mut buf = BytesMut::from(text);
+    let h = decode_response_head_as(&mut buf, 1024, &mut 0, HeadForm::Raw)
+        .unwrap()
+        .unwrap();
+    assert!(h.headers.is_empty(), "no map is built");
+    let raw = h.raw.as_ref().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&raw.headers),
+        "X-Case: Kept\r\nRetry-After: 2\r\n"
+    );
+    assert_eq!(raw.length, Some(4));
+    assert!(raw.retry_after && !raw.date);
+    assert!(h.has_retry_after() && h.is_keep_alive());
+
+    // The same facts as the map form decides framing from.
+    let mut buf = BytesMut::from(
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\nDate: d\r\n\r\n",
+    );
+    let mut h = decode_response_head_as(&mut buf, 1024, &mut 0, HeadForm::Raw)
+        .unwrap()
+        .unwrap();
+    assert!(h.raw.as_ref().unwrap().date);
+    assert_eq!(
+        response_framing(&Method::GET, &mut h).unwrap_err(),
+        HeadError::BadLength
+    );
+    let mut buf = BytesMut::from("HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n");
+    let h = decode_response_head_as(&mut buf, 1024, &mut 0, HeadForm::Raw)
+        .unwrap()
+        .unwrap();
+    assert!(!h.is_keep_alive());
+}
+
+#[test]
+fn a_head_naming_headers_in_connection_is_kept_as_a_map() {
+    let mut buf = BytesMut::from(
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\r\n",
+    );
+    let h = decode_response_head_as(&mut buf, 1024, &mut 0, HeadForm::Raw)
+        .unwrap()
+        .unwrap();
+    assert!(h.raw.is_none());
+    assert_eq!(
+        h.headers["x-secret"], "1",
+        "the proxy strips it from the map"
+    );
+}
+
+proptest! {
+    /// The raw form notes the same framing facts as the map form, whatever the headers.
+    #[test]
+    fn raw_and_map_forms_agree_on_framing(
+        length in proptest::option::of("[0-9 ,x]{0,8}"),
+        te in proptest::option::of("(chunked|gzip|gzip, chunked|identity)"),
+        conn in proptest::option::of("(close|keep-alive|Close, upgrade|x)"),
+    ) {
+        let mut text = String::from("HTTP/1.1 200 OK\r\n");
+        if let Some(l) = &length { text.push_str(&format!("Content-Length: {l}\r\n")); }
+        if let Some(t) = &te { text.push_str(&format!("Transfer-Encoding: {t}\r\n")); }
+        if let Some(c) = &conn { text.push_str(&format!("Connection: {c}\r\n")); }
+        text.push_str("\r\n");
+        let decode = |form| decode_response_head_as(&mut BytesMut::from(text.as_str()), 1024, &mut 0, form);
+        let (map, raw) = (decode(HeadForm::Map), decode(HeadForm::Raw));
+        match (map, raw) {
+            (Ok(Some(mut m)), Ok(Some(mut r))) => {
+                prop_assert_eq!(m.is_keep_alive(), r.is_keep_alive());
+                let fm = response_framing(&Method::GET, &mut m);
+                let fr = response_framing(&Method::GET, &mut r);
+                prop_assert_eq!(fm, fr);
+            }
+            (m, r) => prop_assert_eq!(m.is_err(), r.is_err()),
+        }
+    }
+}

@@ -29,7 +29,9 @@ use tokio::net::TcpStream;
 
 use crate::body::{BodyError, ReqBody};
 
-use super::codec::{self, BodyFraming, ChunkError, ChunkedDecoder, HeadError, ResponseHead};
+use super::codec::{
+    self, BodyFraming, ChunkError, ChunkedDecoder, HeadError, HeadForm, RawHead, ResponseHead,
+};
 
 /// Bytes the read buffer keeps free before a read.
 const READ_RESERVE: usize = 8 * 1024;
@@ -292,6 +294,8 @@ impl Upload {
 pub struct Call {
     conn: Connection,
     upload: Upload,
+    /// How the response head is kept.
+    form: HeadForm,
     /// Writing the request failed after some of it went out; the backend may still have
     /// answered (say, 413 before reading a large body), so the head is read first.
     write_error: Option<ConnError>,
@@ -300,11 +304,13 @@ pub struct Call {
 }
 
 impl Call {
-    /// Starts sending `upload` on `conn` (nothing happens until polled).
-    pub fn new(conn: Connection, upload: Upload) -> Self {
+    /// Starts sending `upload` on `conn` (nothing happens until polled); the response head
+    /// will be kept in `form`.
+    pub fn new(conn: Connection, upload: Upload, form: HeadForm) -> Self {
         Self {
             conn,
             upload,
+            form,
             write_error: None,
             scanned: 0,
         }
@@ -329,10 +335,11 @@ impl Call {
                 }
             }
             if !self.conn.rbuf.is_empty()
-                && let Some(head) = codec::decode_response_head(
+                && let Some(head) = codec::decode_response_head_as(
                     &mut self.conn.rbuf,
                     codec::MAX_RESPONSE_HEAD_BYTES,
                     &mut self.scanned,
+                    self.form,
                 )?
             {
                 match head.status.as_u16() {
@@ -361,6 +368,7 @@ impl Call {
         let (framing, reusable) = codec::response_framing(method, head)?;
         let failed = self.write_error.is_some();
         let mut body = ResponseBody {
+            raw_head: head.raw.take(),
             keep_alive: reusable && head.is_keep_alive() && !failed,
             conn: Some(self.conn),
             // A request that could not be written in full is abandoned (the connection
@@ -406,6 +414,8 @@ enum State {
 /// A response body streamed off its connection.
 #[derive(Debug)]
 pub struct ResponseBody {
+    /// The response's head as received ([`HeadForm::Raw`]), for the server that writes it.
+    raw_head: Option<RawHead>,
     conn: Option<Connection>,
     /// The rest of the request, when its head arrived first (rare: boxed).
     upload: Option<Box<Upload>>,
@@ -414,6 +424,11 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
+    /// The response's head as received, when it was kept raw.
+    pub fn raw_head(&self) -> Option<&RawHead> {
+        self.raw_head.as_ref()
+    }
+
     /// The body has ended (or there is none).
     pub fn is_end_stream(&self) -> bool {
         matches!(self.state, State::Empty | State::Done | State::Whole(None))

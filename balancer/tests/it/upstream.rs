@@ -211,6 +211,35 @@ async fn serve(
                 )
                 .await;
             }
+            "/hop" => {
+                write_pieces(
+                    &mut s,
+                    &[
+                        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+                        Proxy-Authenticate: Basic\r\nUpgrade: nothing\r\nX-Kept: Yes\r\n\
+                        Date: Sat, 28 Nov 2026 12:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+                    ],
+                )
+                .await;
+            }
+            "/hop-named" => {
+                write_pieces(
+                    &mut s,
+                    &[
+                        b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\n\
+                        X-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
+                    ],
+                )
+                .await;
+            }
+            "/shed" => {
+                write_pieces(
+                    &mut s,
+                    &[b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3\r\n\
+                        Content-Length: 4\r\n\r\nbusy"],
+                )
+                .await;
+            }
             "/big-head" => {
                 let big = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n", "b".repeat(200 * 1024));
                 // The balancer gives up long before the end: ignore write errors.
@@ -421,6 +450,53 @@ async fn a_pooled_connection_closed_while_idle_is_not_used() {
         row(&h, addr).is_some_and(|r| r.errors_total == 0 && r.requests_total == 2)
     })
     .await;
+    lb.stop().await.unwrap();
+    be.stop().await;
+}
+
+#[tokio::test]
+async fn response_heads_pass_through_without_hop_by_hop_headers() {
+    let be = RawBackend::start().await;
+    let mut cfg = config(be.addr);
+    // One failure would eject the only backend: a 503 that asks to retry later must not.
+    cfg.passive.failures = 1;
+    let lb = TestBalancer::start(cfg);
+    // Both of the balancer's servers: its own (HTTP/1.1, the head copied through) and
+    // hyper's (h2c, the head as a map).
+    let addr = lb.addr;
+    for h2 in [false, true] {
+        let fetch = |path: &'static str| async move {
+            if h2 {
+                balancer::testing::get_h2c(addr, path).await.unwrap()
+            } else {
+                balancer::testing::get(addr, path).await.unwrap()
+            }
+        };
+        let r = fetch("/hop").await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"));
+        assert_eq!(r.header("x-kept").as_deref(), Some("Yes"), "h2: {h2}");
+        assert_eq!(
+            r.header("date").as_deref(),
+            Some("Sat, 28 Nov 2026 12:00:00 GMT"),
+            "the backend's Date is kept, not doubled"
+        );
+        for gone in ["keep-alive", "proxy-authenticate", "upgrade"] {
+            assert!(r.header(gone).is_none(), "{gone} was forwarded (h2: {h2})");
+        }
+        let r = fetch("/hop-named").await;
+        assert_eq!(r.header("x-kept").as_deref(), Some("yes"));
+        assert!(
+            r.header("x-secret").is_none(),
+            "named in Connection (h2: {h2})"
+        );
+        let r = fetch("/shed").await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (503, "busy"));
+        assert_eq!(r.header("retry-after").as_deref(), Some("3"));
+        assert!(
+            !row(&lb.handle, be.addr).unwrap().ejected,
+            "a 503 with Retry-After is shedding, not a failure (h2: {h2})"
+        );
+    }
     lb.stop().await.unwrap();
     be.stop().await;
 }
