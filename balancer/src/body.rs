@@ -125,6 +125,15 @@ pub enum InBody {
     /// request was forwarded; empty for a bodiless request. Its length matched the
     /// request's Content-Length and was within the body limit.
     Buffered(Bytes),
+    /// As `Buffered`, with the head for the backend already written from the client's
+    /// bytes (the request's header map is empty; see
+    /// [`crate::downstream`]'s `encode_upstream_head`).
+    Encoded {
+        /// The head to send, rewritten as the proxy rewrites a map.
+        head: Bytes,
+        /// The whole body.
+        body: Bytes,
+    },
 }
 
 impl InBody {
@@ -132,7 +141,7 @@ impl InBody {
     pub fn is_end_stream(&self) -> bool {
         match self {
             Self::Hyper(b) => b.is_end_stream(),
-            Self::Buffered(b) => b.is_empty(),
+            Self::Buffered(b) | Self::Encoded { body: b, .. } => b.is_empty(),
         }
     }
 }

@@ -25,6 +25,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::body::InBody;
+use crate::proxy::headers as proxy_headers;
 use crate::upstream::codec::{HeadFacts, RawHead, head_end};
 
 /// Most request headers accepted (hyper's default too).
@@ -119,6 +120,20 @@ pub fn find_head(
     Ok(Front::Head(end))
 }
 
+/// What the proxy adds to a request on its way to a backend, and whether the head may be
+/// written for the backend straight from the client's bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The client's address, for `X-Forwarded-For`.
+    pub client: &'a HeaderValue,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
+    /// Write the backend's head from the client's bytes when the request allows it (no
+    /// trusted proxies are configured: the rate limiter keys on the peer alone, so no
+    /// header needs to be looked up later).
+    pub encode: bool,
+}
+
 /// A parsed request head.
 #[derive(Debug)]
 pub struct RequestHead {
@@ -128,16 +143,59 @@ pub struct RequestHead {
     pub uri: Uri,
     /// HTTP/1.1 or HTTP/1.0.
     pub version: Version,
-    /// The headers, values sharing the frozen head.
+    /// The headers, values sharing the frozen head (empty when `encoded` is set).
     pub headers: HeaderMap,
-    /// What the framing headers said.
-    facts: HeadFacts,
+    /// The head for the backend, rewritten as the proxy rewrites a map (see
+    /// [`encode_upstream_head`]), when it could be made without one.
+    encoded: Option<Bytes>,
+    /// What the headers said.
+    facts: RequestFacts,
+}
+
+/// What a request's headers said, gathered in one pass.
+#[derive(Debug, Clone, Copy, Default)]
+struct RequestFacts {
+    framing: HeadFacts,
+    expect: bool,
+    upgrade: bool,
+    hosts: u8,
+    request_ids: u8,
+    /// Every `X-Forwarded-For` value is visible ASCII (the map path drops others).
+    forwarded_for_plain: bool,
+}
+
+impl RequestFacts {
+    fn note(&mut self, name: &[u8], value: &[u8]) {
+        self.framing.note_raw(name, value);
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => self.hosts = self.hosts.saturating_add(1),
+            6 if name.eq_ignore_ascii_case(b"expect") => self.expect = true,
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
+            12 if name.eq_ignore_ascii_case(b"x-request-id") => {
+                self.request_ids = self.request_ids.saturating_add(1);
+            }
+            15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => {
+                self.forwarded_for_plain &= value.iter().all(|b| (0x20..0x7f).contains(b));
+            }
+            _ => {}
+        }
+    }
+
+    /// The head can be rewritten from bytes with the same result as through a map: one
+    /// Host, at most one request id, nothing named in `Connection`, plain forwarding chains.
+    fn encodable(&self) -> bool {
+        self.hosts == 1
+            && self.request_ids <= 1
+            && !self.framing.names_headers
+            && self.forwarded_for_plain
+    }
 }
 
 impl RequestHead {
     /// The client keeps the connection open after this exchange (RFC 9112 §9.3).
     pub fn wants_keep_alive(&self) -> bool {
-        !self.facts.close && (self.version == Version::HTTP_11 || self.facts.keep_alive)
+        let f = &self.facts.framing;
+        !f.close && (self.version == Version::HTTP_11 || f.keep_alive)
     }
 
     /// The body's length when the balancer's own server can take this request: no body or
@@ -146,15 +204,16 @@ impl RequestHead {
     /// here (it streams chunked and large bodies, answers `100 Continue`, switches
     /// protocols, and refuses what the contract refuses, through the same proxy code).
     pub fn buffered_body_len(&self, max_body: u64) -> Option<usize> {
-        if self.facts.has_transfer_encoding
-            || self.facts.bad_length
+        let f = &self.facts;
+        if f.framing.has_transfer_encoding
+            || f.framing.bad_length
+            || f.expect
+            || f.upgrade
             || self.method == Method::CONNECT
-            || self.headers.contains_key(header::EXPECT)
-            || self.headers.contains_key(header::UPGRADE)
         {
             return None;
         }
-        let len = self.facts.length.unwrap_or(0);
+        let len = f.framing.length.unwrap_or(0);
         if len > max_body {
             return None;
         }
@@ -163,7 +222,11 @@ impl RequestHead {
 
     /// The request to forward, with its whole body.
     pub fn into_request(self, body: Bytes) -> Request<InBody> {
-        let mut req = Request::new(InBody::Buffered(body));
+        let inbound = match self.encoded {
+            Some(head) => InBody::Encoded { head, body },
+            None => InBody::Buffered(body),
+        };
+        let mut req = Request::new(inbound);
         *req.method_mut() = self.method;
         *req.uri_mut() = self.uri;
         *req.version_mut() = self.version;
@@ -172,8 +235,9 @@ impl RequestHead {
     }
 }
 
-/// Parses the request head `head` (exactly one head, as [`find_head`] measured it).
-pub fn decode_request_head(head: &Bytes) -> Result<RequestHead, HeadError> {
+/// Parses the request head `head` (exactly one head, as [`find_head`] measured it), and
+/// when `fwd` allows and the head qualifies, writes the backend's head from it right away.
+pub fn decode_request_head(head: &Bytes, fwd: &Forwarding<'_>) -> Result<RequestHead, HeadError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_REQUEST_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     match httparse::ParserConfig::default()
@@ -193,16 +257,34 @@ pub fn decode_request_head(head: &Bytes) -> Result<RequestHead, HeadError> {
     } else {
         Version::HTTP_10
     };
+    let mut facts = RequestFacts {
+        forwarded_for_plain: true,
+        ..RequestFacts::default()
+    };
+    for h in req.headers.iter() {
+        facts.note(h.name.as_bytes(), h.value);
+    }
+    if fwd.encode && path.starts_with('/') && facts.encodable() {
+        // httparse accepted every name as a token and every value's bytes: the same sets
+        // `HeaderName` and `HeaderValue` accept, so a map would have taken them too.
+        let encoded = encode_upstream_head(&method, path, req.headers, fwd);
+        return Ok(RequestHead {
+            method,
+            uri,
+            version,
+            headers: HeaderMap::new(),
+            encoded: Some(encoded),
+            facts,
+        });
+    }
     // Room for the four headers the proxy adds (X-Forwarded-For, -Proto, -Host, X-Request-Id):
     // a map that has to grow for them rehashes everything (~2k instructions per request).
     let mut headers = HeaderMap::with_capacity(req.headers.len() + FORWARDING_HEADERS);
-    let mut facts = HeadFacts::default();
     for h in req.headers.iter() {
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Invalid("header"))?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| HeadError::Invalid("header value"))?;
-        facts.note(&name, &value);
         headers.append(name, value);
     }
     Ok(RequestHead {
@@ -210,8 +292,91 @@ pub fn decode_request_head(head: &Bytes) -> Result<RequestHead, HeadError> {
         uri,
         version,
         headers,
+        encoded: None,
         facts,
     })
+}
+
+/// The head a backend gets for a request whose head qualified ([`RequestFacts::encodable`]),
+/// written from the client's bytes with the rewriting the proxy applies to a map
+/// ([`crate::proxy::forward`]): origin-form target, HTTP/1.1, hop-by-hop headers dropped,
+/// `X-Forwarded-For` extended with the client (one header), `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` set, a sane `X-Request-Id` kept or a fresh one added. Other headers
+/// keep the client's spelling and order.
+fn encode_upstream_head(
+    method: &Method,
+    target: &str,
+    headers: &[httparse::Header<'_>],
+    fwd: &Forwarding<'_>,
+) -> Bytes {
+    let size = method.as_str().len()
+        + target.len()
+        + headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len() + 4)
+            .sum::<usize>()
+        + 200;
+    let mut buf = Vec::with_capacity(size);
+    buf.extend_from_slice(method.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(target.as_bytes());
+    buf.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut host: &[u8] = b"";
+    let mut chain: Vec<&[u8]> = Vec::new();
+    let mut has_id = false;
+    for h in headers {
+        let name = h.name.as_bytes();
+        if proxy_headers::is_hop_by_hop_name(name) {
+            continue;
+        }
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => host = h.value,
+            12 if name.eq_ignore_ascii_case(b"x-request-id") => {
+                if !proxy_headers::is_sane_request_id(h.value) {
+                    continue;
+                }
+                has_id = true;
+            }
+            15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => {
+                chain.push(h.value);
+                continue;
+            }
+            16 if name.eq_ignore_ascii_case(b"x-forwarded-host") => continue,
+            17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => continue,
+            _ => {}
+        }
+        put_header(&mut buf, name, h.value);
+    }
+    buf.extend_from_slice(b"x-forwarded-for: ");
+    // As the map path joins them: every value, ", " between, then the client.
+    let mut first = true;
+    for link in &chain {
+        if !first {
+            buf.extend_from_slice(b", ");
+        }
+        buf.extend_from_slice(link);
+        first = false;
+    }
+    if chain.iter().any(|l| !l.is_empty()) || chain.len() > 1 {
+        buf.extend_from_slice(b", ");
+    }
+    buf.extend_from_slice(fwd.client.as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    put_header(
+        &mut buf,
+        b"x-forwarded-proto",
+        if fwd.tls { b"https" } else { b"http" },
+    );
+    put_header(&mut buf, b"x-forwarded-host", host);
+    if !has_id {
+        put_header(
+            &mut buf,
+            b"x-request-id",
+            proxy_headers::new_request_id().as_bytes(),
+        );
+    }
+    buf.extend_from_slice(b"\r\n");
+    Bytes::from(buf)
 }
 
 /// How a response body goes to the client.
@@ -390,13 +555,27 @@ mod tests {
         (r, buf)
     }
 
-    fn parse(text: &str) -> RequestHead {
+    fn client() -> HeaderValue {
+        HeaderValue::from_static("10.0.0.9")
+    }
+
+    fn parse_with(text: &str, encode: bool) -> RequestHead {
         let mut buf = BytesMut::from(text);
         let mut scanned = 0;
         let Ok(Front::Head(n)) = find_head(&mut buf, &mut scanned, 8192, true) else {
             panic!("no head in {text:?}");
         };
-        decode_request_head(&buf.split_to(n).freeze()).expect("parses")
+        let client = client();
+        let fwd = Forwarding {
+            client: &client,
+            tls: false,
+            encode,
+        };
+        decode_request_head(&buf.split_to(n).freeze(), &fwd).expect("parses")
+    }
+
+    fn parse(text: &str) -> RequestHead {
+        parse_with(text, false)
     }
 
     #[test]
@@ -496,7 +675,13 @@ mod tests {
 
     #[test]
     fn refuses_malformed_heads_with_the_status_hyper_would() {
-        let decode = |t: &str| decode_request_head(&Bytes::copy_from_slice(t.as_bytes()));
+        let client = client();
+        let fwd = Forwarding {
+            client: &client,
+            tls: false,
+            encode: true,
+        };
+        let decode = |t: &str| decode_request_head(&Bytes::copy_from_slice(t.as_bytes()), &fwd);
         let bad = decode("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n").unwrap_err();
         assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
         let version = decode("GET / HTTP/2.0\r\n\r\n").unwrap_err();
@@ -605,5 +790,149 @@ mod tests {
         assert!(!asks_close(&map));
         map.append(header::CONNECTION, HeaderValue::from_static("foo, Close"));
         assert!(asks_close(&map));
+    }
+
+    /// The upstream head's request line and headers, names lower-cased, in order.
+    fn upstream_view(head: &[u8]) -> (String, Vec<(String, String)>) {
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut slots);
+        assert!(req.parse(head).unwrap().is_complete(), "{head:?}");
+        let line = format!(
+            "{} {} 1.{}",
+            req.method.unwrap(),
+            req.path.unwrap(),
+            req.version.unwrap()
+        );
+        let headers = req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        (line, headers)
+    }
+
+    /// What the map path sends for `text` (the proxy's rewriting, then its encoder).
+    fn via_map(text: &str) -> Option<(String, Vec<(String, String)>)> {
+        let head = parse_with(text, false);
+        let (mut parts, _) = head.into_request(Bytes::new()).into_parts();
+        crate::proxy::forward::rewrite_parts(&mut parts, &client(), false, false).ok()?;
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let bytes =
+            crate::upstream::codec::encode_request_head(&parts.method, path, &parts.headers, false);
+        Some(upstream_view(&bytes))
+    }
+
+    fn via_bytes(text: &str) -> Option<(String, Vec<(String, String)>)> {
+        let head = parse_with(text, true);
+        assert!(head.encoded.is_none() || head.headers.is_empty());
+        head.encoded.as_deref().map(upstream_view)
+    }
+
+    /// Sorted by name (stable: same-name headers keep their order), a fresh request id
+    /// replaced by a marker (each path makes its own).
+    fn normalized(
+        view: (String, Vec<(String, String)>),
+        client_id: Option<&str>,
+    ) -> (String, Vec<(String, String)>) {
+        let (line, mut headers) = view;
+        for (k, v) in &mut headers {
+            if k == "x-request-id" && Some(v.as_str()) != client_id {
+                assert_eq!(v.len(), 32, "a fresh id: {v}");
+                *v = "<fresh>".into();
+            }
+        }
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
+        (line, headers)
+    }
+
+    #[test]
+    fn an_ordinary_head_is_written_for_the_backend_without_a_map() {
+        let text = "POST /events/1/purchases?x=1 HTTP/1.1\r\nHost: shop\r\n\
+                    Content-Type: application/json\r\nContent-Length: 2\r\n\
+                    Connection: keep-alive\r\nIdempotency-Key: k\r\n\
+                    X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\r\n";
+        let head = parse_with(text, true);
+        assert!(head.headers.is_empty());
+        assert_eq!(head.buffered_body_len(1024), Some(2));
+        let (line, headers) = upstream_view(head.encoded.as_deref().unwrap());
+        assert_eq!(line, "POST /events/1/purchases?x=1 1.1");
+        let get = |n: &str| {
+            headers
+                .iter()
+                .filter(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("host"), ["shop"]);
+        assert_eq!(get("idempotency-key"), ["k"]);
+        assert_eq!(get("content-length"), ["2"]);
+        assert!(get("connection").is_empty());
+        assert_eq!(get("x-forwarded-for"), ["1.2.3.4, 10.0.0.9"]);
+        assert_eq!(get("x-forwarded-proto"), ["http"]);
+        assert_eq!(get("x-forwarded-host"), ["shop"]);
+        assert_eq!(get("x-request-id").len(), 1);
+        // Heads the byte path would get wrong go through the map.
+        for odd in [
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: x-secret\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: 1\r\nX-Request-Id: 2\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: é\r\n\r\n",
+        ] {
+            assert!(parse_with(odd, true).encoded.is_none(), "{odd:?}");
+        }
+        assert!(
+            parse_with(text, false).encoded.is_none(),
+            "not when told not to"
+        );
+    }
+
+    proptest::proptest! {
+        /// The head written from bytes equals the one the proxy makes through a map, for
+        /// any mix of ordinary, hop-by-hop and forwarding headers.
+        #[test]
+        fn bytes_and_map_rewrite_a_head_alike(
+            picks in proptest::collection::vec(0usize..22, 0..10),
+            target in "(/|/a/b|/p\\?q=1&r=%20)",
+            method in "(GET|POST|DELETE|HEAD)",
+        ) {
+            const POOL: [&str; 22] = [
+                "Host: shop.example", "X-Forwarded-For: 1.2.3.4", "X-Forwarded-For: ",
+                "x-forwarded-for: 5.6.7.8, 9.9.9.9", "X-Request-Id: abc-123",
+                "X-Request-Id: has space", "Connection: keep-alive", "Connection: close",
+                "Keep-Alive: timeout=5", "TE: trailers", "Trailer: x",
+                "Proxy-Authorization: Basic eA==", "Proxy-Connection: keep-alive",
+                "Content-Length: 0", "Content-Type: application/json",
+                "X-Forwarded-Proto: https", "X-Forwarded-Host: elsewhere", "Accept: */*",
+                "User-Agent: crowd/1", "X-Custom: v1", "x-custom: v2", "Idempotency-Key: k",
+            ];
+            let mut text = format!("{method} {target} HTTP/1.1\r\n");
+            for i in &picks {
+                text.push_str(POOL[*i]);
+                text.push_str("\r\n");
+            }
+            text.push_str("\r\n");
+            let client_id = picks.contains(&4).then_some("abc-123");
+            if let Some(bytes) = via_bytes(&text) {
+                let map = via_map(&text);
+                proptest::prop_assert!(map.is_some(), "the map path refused {text:?}");
+                proptest::prop_assert_eq!(
+                    normalized(bytes, client_id),
+                    normalized(map.unwrap_or_default(), client_id),
+                    "{:?}", text
+                );
+            } else {
+                // Only the cases the byte path leaves to the map.
+                let hosts = picks.iter().filter(|i| **i == 0).count();
+                let ids = picks.iter().filter(|i| **i == 4 || **i == 5).count();
+                proptest::prop_assert!(hosts != 1 || ids > 1, "{text:?}");
+            }
+        }
     }
 }

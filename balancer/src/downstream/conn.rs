@@ -30,7 +30,7 @@ use crate::admin::metrics::Rejection;
 use crate::body::RespBody;
 use crate::proxy::{ConnInfo, respond};
 
-use super::codec::{self, Framing, Front, HeadError};
+use super::codec::{self, Forwarding, Framing, Front, HeadError};
 
 /// Free room the read buffer keeps before a read (a typical head and body fit).
 const READ_RESERVE: usize = 4 * 1024;
@@ -102,7 +102,12 @@ where
         };
         first = false;
         let head = rbuf.split_to(head_len).freeze();
-        let req = match codec::decode_request_head(&head) {
+        let fwd = Forwarding {
+            client: &conn.peer_ip,
+            tls: conn.is_tls,
+            encode: cfg.limits.trust_forwarded.is_empty(),
+        };
+        let req = match codec::decode_request_head(&head, &fwd) {
             Ok(req) => req,
             Err(error) => {
                 refuse(&mut io, conn, &error).await;

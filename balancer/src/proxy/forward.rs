@@ -121,7 +121,26 @@ async fn forward(
     start: tokio::time::Instant,
     backend_addr: &mut Option<SocketAddr>,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let shared = &conn.shared;
+    if matches!(req.body(), InBody::Encoded { .. }) {
+        // The balancer's own server checked framing and size and wrote the head; the rate
+        // limiter keys on the peer (no trusted proxies, or the head would not be encoded).
+        let (parts, body) = req.into_parts();
+        let InBody::Encoded { head, body } = body else {
+            return Err(ProxyError::BadRequest("request lost its body"));
+        };
+        rate_limit(conn, cfg, &parts.headers)?;
+        let replayable = cfg.retry.on_5xx && body.is_empty() && is_idempotent(&parts.method);
+        let replay =
+            replayable.then(|| Replay::Head(head.clone(), parts.method.clone(), HeadForm::Raw));
+        let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
+        let body = (!body.is_empty()).then(|| ReqBody::buffered(body));
+        let outbound = Outbound::Conn {
+            upload: Upload::new(head, body, UploadFraming::Length(len)),
+            method: parts.method,
+            form: HeadForm::Raw,
+        };
+        return dispatch(outbound, replay, None, None, conn, cfg, start, backend_addr).await;
+    }
     let is_h2 = req.version() == Version::HTTP_2;
     if !is_h2 && conn.ambiguous.swap(false, Ordering::AcqRel) {
         return Err(headers::FramingError::BothLengths.into());
@@ -134,17 +153,7 @@ async fn forward(
             limit: cfg.limits.max_body_bytes,
         });
     }
-    if cfg.limits.rate_per_sec > 0.0 {
-        let key = headers::client_key(conn.peer.ip(), req.headers(), &cfg.limits.trust_forwarded);
-        if let RateDecision::Limit { retry_after } = shared.rate.check(
-            key,
-            Instant::now(),
-            cfg.limits.rate_per_sec,
-            cfg.limits.rate_burst,
-        ) {
-            return Err(ProxyError::RateLimited { retry_after });
-        }
-    }
+    rate_limit(conn, cfg, req.headers())?;
 
     let is_upgrade = !is_h2 && headers::is_upgrade(req.headers());
     let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -155,7 +164,7 @@ async fn forward(
     // The balancer's own server (whose requests arrive buffered) writes the response head
     // from the bytes the backend sent; hyper's needs a header map.
     let form = match body {
-        InBody::Buffered(_) => HeadForm::Raw,
+        InBody::Buffered(_) | InBody::Encoded { .. } => HeadForm::Raw,
         InBody::Hyper(_) => HeadForm::Map,
     };
     // Only a streamed body can fail on the client's side mid-send; bodiless and buffered
@@ -172,7 +181,9 @@ async fn forward(
             (limited, Some(flag))
         }
         InBody::Hyper(_) => (ReqBody::empty(), None),
-        InBody::Buffered(bytes) => (ReqBody::buffered(bytes), None),
+        InBody::Buffered(bytes) | InBody::Encoded { body: bytes, .. } => {
+            (ReqBody::buffered(bytes), None)
+        }
     };
     // Idempotent bodiless requests can be rebuilt, so they may be retried after a 502/503.
     let replayable = cfg.retry.on_5xx && !has_body && is_idempotent(&parts.method);
@@ -202,6 +213,48 @@ async fn forward(
         )
     };
 
+    dispatch(
+        outbound,
+        replay,
+        flag,
+        downstream_upgrade,
+        conn,
+        cfg,
+        start,
+        backend_addr,
+    )
+    .await
+}
+
+/// Refuses a client over its rate.
+fn rate_limit(conn: &ConnInfo, cfg: &Config, headers: &http::HeaderMap) -> Result<(), ProxyError> {
+    if cfg.limits.rate_per_sec > 0.0 {
+        let key = headers::client_key(conn.peer.ip(), headers, &cfg.limits.trust_forwarded);
+        if let RateDecision::Limit { retry_after } = conn.shared.rate.check(
+            key,
+            Instant::now(),
+            cfg.limits.rate_per_sec,
+            cfg.limits.rate_burst,
+        ) {
+            return Err(ProxyError::RateLimited { retry_after });
+        }
+    }
+    Ok(())
+}
+
+/// Sends a prepared request (retrying as allowed) and shapes the response for the client.
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    outbound: Outbound,
+    replay: Option<Replay>,
+    flag: Option<Arc<BodyFlag>>,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    conn: &ConnInfo,
+    cfg: &Config,
+    start: tokio::time::Instant,
+    backend_addr: &mut Option<SocketAddr>,
+) -> Result<Response<RespBody>, ProxyError> {
+    let shared = &conn.shared;
     shared.budget.deposit();
     let deadline = Deadline::new(start, cfg.timeouts.total);
     let (mut resp, exchange) =
@@ -228,6 +281,18 @@ fn rewrite_request(
     conn: &ConnInfo,
     keep_upgrade: bool,
 ) -> Result<(), ProxyError> {
+    rewrite_parts(parts, &conn.peer_ip, conn.is_tls, keep_upgrade)
+}
+
+/// [`rewrite_request`] given the client's address (as a header value) and whether it came
+/// over TLS. The balancer's own server applies the same rewriting to bytes (its
+/// `encode_upstream_head`); a property test holds the two to the same result.
+pub(crate) fn rewrite_parts(
+    parts: &mut Parts,
+    peer_ip: &HeaderValue,
+    is_tls: bool,
+    keep_upgrade: bool,
+) -> Result<(), ProxyError> {
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
     let path = parts
         .uri
@@ -249,8 +314,8 @@ fn rewrite_request(
             v
         }
     };
-    let proto = if conn.is_tls { "https" } else { "http" };
-    headers::set_forwarded(&mut parts.headers, &conn.peer_ip, proto, Some(host));
+    let proto = if is_tls { "https" } else { "http" };
+    headers::set_forwarded(&mut parts.headers, peer_ip, proto, Some(host));
     headers::ensure_request_id(&mut parts.headers);
     Ok(())
 }

@@ -255,16 +255,18 @@ pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// A client's `X-Request-Id` worth passing on: 1 to [`MAX_REQUEST_ID_LEN`] visible ASCII
+/// characters.
+pub fn is_sane_request_id(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= MAX_REQUEST_ID_LEN && value.iter().all(u8::is_ascii_graphic)
+}
+
 /// Keeps a sane client `X-Request-Id` or sets a fresh random one. (Nothing is returned:
 /// cloning a freshly made value costs an allocation, and the proxy does not need it.)
 pub fn ensure_request_id(headers: &mut HeaderMap) {
     match headers.entry(X_REQUEST_ID.clone()) {
         Entry::Occupied(mut e) => {
-            let v = e.get();
-            let sane = !v.is_empty()
-                && v.len() <= MAX_REQUEST_ID_LEN
-                && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
-            if !sane {
+            if !is_sane_request_id(e.get().as_bytes()) {
                 e.insert(new_request_id());
             }
         }
@@ -405,10 +407,19 @@ mod tests {
         }
         // The byte form, for raw response heads: any case, and Upgrade too.
         for name in HOP_BY_HOP.iter() {
-            assert!(is_hop_by_hop_name(name.as_str().to_ascii_uppercase().as_bytes()));
+            assert!(is_hop_by_hop_name(
+                name.as_str().to_ascii_uppercase().as_bytes()
+            ));
         }
         assert!(is_hop_by_hop_name(b"Upgrade"));
-        for other in ["referer", "x-kept", "host", "tx", "x-connection", "content-length"] {
+        for other in [
+            "referer",
+            "x-kept",
+            "host",
+            "tx",
+            "x-connection",
+            "content-length",
+        ] {
             assert!(!is_hop_by_hop_name(other.as_bytes()), "{other}");
         }
     }
