@@ -157,8 +157,20 @@ async fn serve_io<I>(
             Served::Handover(io, read) => (io, read),
         }
     };
-    // hyper's server from here. The smuggling scanner watches what it reads, from the start
-    // of the handed-over request (the balancer's own server checks framing as it parses).
+    // Boxed: hyper's connection is a large future, and inline it would size every
+    // connection's task by it, idle time included, though few connections ever get there.
+    Box::pin(serve_hyper(io, read, ambiguous, info)).await;
+}
+
+/// hyper's server from here (h2, and HTTP/1.1 connections the balancer's own server handed
+/// over with the bytes it had read). The smuggling scanner watches what hyper reads, from
+/// the start of the handed-over request (the own server checks framing as it parses).
+async fn serve_hyper<I>(io: I, read: Bytes, ambiguous: Arc<AtomicBool>, info: Arc<ConnInfo>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::clone(&info.shared);
+    let peer = info.peer;
     let io = SniffIo::new(Prefixed::new(io, read), ambiguous);
     let cfg = shared.config.load_full();
     // Boxed: hyper keeps room for the service's future in every connection from the start

@@ -32,9 +32,11 @@ use crate::proxy::{ConnInfo, respond};
 
 use super::codec::{self, Forwarding, Framing, Front, HeadError};
 
-/// Free room the read buffer keeps before a read (a typical head and body fit).
-const READ_RESERVE: usize = 4 * 1024;
-/// A read buffer grown past this (a long head or body) is let go once it is empty.
+/// Free room the read buffer keeps before a read: a typical head, and a small body, fit
+/// (nginx's `client_header_buffer_size` is 1 KiB too). Longer heads grow it.
+const READ_RESERVE: usize = 1024;
+/// A read buffer grown past this (a long head or body) is let go once it is empty, so an
+/// idle keep-alive connection keeps at most this much.
 const KEEP_BUFFER: usize = 4 * READ_RESERVE;
 /// The largest body read whole; longer ones stream through hyper's server.
 pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
