@@ -20,13 +20,13 @@ use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::body::InBody;
 use crate::proxy::headers as proxy_headers;
-use crate::upstream::codec::{HeadFacts, RawHead, head_end};
+use crate::upstream::codec::{HeadFacts, RawHead, find_head_end, skip_blank_lines};
 
 /// Most request headers accepted (hyper's default too).
 pub const MAX_REQUEST_HEADERS: usize = 100;
@@ -88,14 +88,7 @@ pub fn find_head(
     limit: usize,
     first: bool,
 ) -> Result<Front, HeadError> {
-    let blank = buf
-        .iter()
-        .take_while(|b| **b == b'\r' || **b == b'\n')
-        .count();
-    if blank > 0 {
-        buf.advance(blank);
-        *scanned = 0;
-    }
+    skip_blank_lines(buf, scanned);
     if first && !buf.is_empty() {
         let n = buf.len().min(H2_PREFACE.len());
         if buf.get(..n) == H2_PREFACE.get(..n) {
@@ -106,18 +99,11 @@ pub fn find_head(
             });
         }
     }
-    let Some(end) = head_end(buf, *scanned) else {
-        *scanned = buf.len();
-        if buf.len() >= limit {
-            return Err(HeadError::TooLarge { limit });
-        }
-        return Ok(Front::Incomplete);
-    };
-    *scanned = 0;
-    if end > limit {
-        return Err(HeadError::TooLarge { limit });
+    match find_head_end(buf, scanned, limit) {
+        Ok(Some(end)) => Ok(Front::Head(end)),
+        Ok(None) => Ok(Front::Incomplete),
+        Err(()) => Err(HeadError::TooLarge { limit }),
     }
-    Ok(Front::Head(end))
 }
 
 /// What the proxy adds to a request on its way to a backend, and whether the head may be

@@ -292,8 +292,43 @@ impl ResponseHead {
     }
 }
 
+/// Drops stray line ends at the front of `buf` (before a head; RFC 9112 §2.2).
+pub(crate) fn skip_blank_lines(buf: &mut BytesMut, scanned: &mut usize) {
+    let blank = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
+    if blank > 0 {
+        buf.advance(blank);
+        *scanned = 0;
+    }
+}
+
+/// Where the head at the front of `buf` ends: `Ok(None)` while incomplete, `Err(())` once it
+/// is longer than `limit`. `scanned` remembers how far an incomplete head was searched
+/// (start it at 0; it is reset when a head is found).
+pub(crate) fn find_head_end(
+    buf: &[u8],
+    scanned: &mut usize,
+    limit: usize,
+) -> Result<Option<usize>, ()> {
+    let Some(end) = head_end(buf, *scanned) else {
+        *scanned = buf.len();
+        return if buf.len() >= limit {
+            Err(())
+        } else {
+            Ok(None)
+        };
+    };
+    *scanned = 0;
+    if end > limit {
+        return Err(());
+    }
+    Ok(Some(end))
+}
+
 /// Where the head in `buf` ends (just past its empty line), searching from about `from`.
-pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.saturating_sub(2);
     let rest = buf.get(start..)?;
     memchr::memchr_iter(b'\n', rest).find_map(|i| {
@@ -326,25 +361,12 @@ pub fn decode_response_head_as(
     form: HeadForm,
 ) -> Result<Option<ResponseHead>, HeadError> {
     // Stray line ends between responses are skipped, as httparse would.
-    let blank = buf
-        .iter()
-        .take_while(|b| **b == b'\r' || **b == b'\n')
-        .count();
-    if blank > 0 {
-        buf.advance(blank);
-        *scanned = 0;
-    }
-    let Some(end) = head_end(buf, *scanned) else {
-        *scanned = buf.len();
-        if buf.len() >= limit {
-            return Err(HeadError::TooLarge { limit });
-        }
+    skip_blank_lines(buf, scanned);
+    let Some(end) =
+        find_head_end(buf, scanned, limit).map_err(|()| HeadError::TooLarge { limit })?
+    else {
         return Ok(None);
     };
-    *scanned = 0;
-    if end > limit {
-        return Err(HeadError::TooLarge { limit });
-    }
     // The whole head is here: freeze it, so header values can be slices of it.
     let head = buf.split_to(end).freeze();
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
