@@ -115,32 +115,31 @@ pub async fn respond(req: Request<InBody>, conn: &ConnInfo) -> Response<RespBody
 }
 
 async fn forward(
-    mut req: Request<InBody>,
+    req: Request<InBody>,
     conn: &ConnInfo,
     cfg: &Config,
     start: tokio::time::Instant,
     backend_addr: &mut Option<SocketAddr>,
 ) -> Result<Response<RespBody>, ProxyError> {
-    if matches!(req.body(), InBody::Encoded { .. }) {
-        // The balancer's own server checked framing and size and wrote the head; the rate
-        // limiter keys on the peer (no trusted proxies, or the head would not be encoded).
-        let (parts, body) = req.into_parts();
-        let InBody::Encoded { head, body } = body else {
-            return Err(ProxyError::BadRequest("request lost its body"));
-        };
-        rate_limit(conn, cfg, &parts.headers)?;
-        let replayable = cfg.retry.on_5xx && body.is_empty() && is_idempotent(&parts.method);
-        let replay =
-            replayable.then(|| Replay::Head(head.clone(), parts.method.clone(), HeadForm::Raw));
-        let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
-        let body = (!body.is_empty()).then(|| ReqBody::buffered(body));
-        let outbound = Outbound::Conn {
-            upload: Upload::new(head, body, UploadFraming::Length(len)),
-            method: parts.method,
-            form: HeadForm::Raw,
-        };
-        return dispatch(outbound, replay, None, None, conn, cfg, start, backend_addr).await;
-    }
+    let mut req = match req.into_parts() {
+        (parts, InBody::Encoded { head, body }) => {
+            // The balancer's own server checked framing and size and wrote the head; the rate
+            // limiter keys on the peer (no trusted proxies, or the head would not be encoded).
+            rate_limit(conn, cfg, &parts.headers)?;
+            let replayable = cfg.retry.on_5xx && body.is_empty() && is_idempotent(&parts.method);
+            let replay =
+                replayable.then(|| Replay::Head(head.clone(), parts.method.clone(), HeadForm::Raw));
+            let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
+            let body = (!body.is_empty()).then(|| ReqBody::buffered(body));
+            let outbound = Outbound::Conn {
+                upload: Upload::new(head, body, UploadFraming::Length(len)),
+                method: parts.method,
+                form: HeadForm::Raw,
+            };
+            return dispatch(outbound, replay, None, None, conn, cfg, start, backend_addr).await;
+        }
+        (parts, body) => Request::from_parts(parts, body),
+    };
     let is_h2 = req.version() == Version::HTTP_2;
     if !is_h2 && conn.ambiguous.swap(false, Ordering::AcqRel) {
         return Err(headers::FramingError::BothLengths.into());
