@@ -144,7 +144,7 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
 }
 
 /// A hop-by-hop header's name, in any case, given as bytes (a backend's raw response
-/// head): the [`HOP_BY_HOP`] names and `Upgrade`.
+/// head): the hop-by-hop names `strip_hop_by_hop` removes, and `Upgrade`.
 pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
     match name.len() {
         7 if name.eq_ignore_ascii_case(b"upgrade") => true,

@@ -1,8 +1,10 @@
 //! The request path: validate the client's request, choose a backend, forward it over a
 //! pooled connection (retrying on another backend when it never reached one), and stream the
 //! response back. [`headers`] holds the pure header rewriting and framing checks, [`error`]
-//! the one mapping from failures to statuses, [`forward`] the I/O.
+//! the one mapping from failures to statuses, [`forward`] the request path (preparing a
+//! request and shaping its answer), `attempt` the sending, retries and deadlines.
 
+mod attempt;
 pub mod error;
 pub mod forward;
 pub mod headers;
