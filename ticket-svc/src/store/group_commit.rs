@@ -4,8 +4,11 @@
 //! The thread takes every write waiting (up to [`MAX_GROUP_WRITES`]), runs each inside one
 //! `BEGIN IMMEDIATE` transaction, commits once, and only then answers each caller. A write that
 //! fails is undone alone ([`Undo`]: its own savepoint, or SQLite's own undo of a failed single
-//! statement); a failed commit fails every write of the group. The thread ends when the last
-//! sender is dropped (the store is gone).
+//! statement); a failed commit fails every write of the group. A write alone in its group needs
+//! neither: if it fails, the transaction is rolled back instead of committed. That is the
+//! common case under a rush (a worker's batch of decisions), and a savepoint there made SQLite
+//! copy every page the batch touched into its statement journal first. The thread ends when the
+//! last sender is dropped (the store is gone).
 //!
 //! Durability per group: a write is [`Durability::Synced`] (decisions, events, dead letters:
 //! the commit is fsynced before anyone is answered, `synchronous=FULL`) or
@@ -82,8 +85,10 @@ where
 /// One write waiting for the writer thread.
 pub trait WriteOp: Send {
     /// Runs inside the group's transaction (undone alone if it fails, see [`Undo`]); returns
-    /// how to answer once the commit's outcome is known.
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish>;
+    /// how to answer once the commit's outcome is known. `alone`: it is the group's only write,
+    /// so its caller rolls the whole transaction back if it fails, and it needs no undo of its
+    /// own.
+    fn run(self: Box<Self>, conn: &Connection, alone: bool) -> Box<dyn Finish>;
     /// How durable it must be.
     fn durability(&self) -> Durability;
     /// Answers without running (the group could not start).
@@ -92,6 +97,8 @@ pub trait WriteOp: Send {
 
 /// Answers one write after its group's commit.
 pub trait Finish: Send {
+    /// Whether the write failed: its changes must not be committed.
+    fn failed(&self) -> bool;
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
@@ -112,11 +119,11 @@ where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish> {
+    fn run(self: Box<Self>, conn: &Connection, alone: bool) -> Box<dyn Finish> {
         let Self { f, reply, undo, .. } = *self;
         let result = match undo {
-            Undo::Savepoint => in_savepoint(conn, f),
-            Undo::Statement => unwind_safe(|| f(conn)),
+            Undo::Savepoint if !alone => in_savepoint(conn, f),
+            Undo::Savepoint | Undo::Statement => unwind_safe(|| f(conn)),
         };
         Box::new(Done { result, reply })
     }
@@ -131,6 +138,10 @@ where
 }
 
 impl<T: Send + 'static> Finish for Done<T> {
+    fn failed(&self) -> bool {
+        self.result.is_err()
+    }
+
     fn finish(self: Box<Self>, commit: Result<(), String>) {
         let out = match (commit, self.result) {
             (Ok(()), r) => r,
@@ -255,6 +266,12 @@ fn commit_group(
         }
         return;
     }
+    if group.len() == 1 {
+        if let Some(op) = group.pop() {
+            commit_alone(conn, op);
+        }
+        return;
+    }
     let mut finishes: Vec<Box<dyn Finish>> = Vec::with_capacity(group.len());
     for op in group.drain(..) {
         // SQLite ends a transaction by itself after some errors (SQLITE_FULL, SQLITE_IOERR,
@@ -265,16 +282,34 @@ fn commit_group(
             op.fail("sqlite: an earlier write's error ended the group's transaction".into());
             continue;
         }
-        finishes.push(op.run(conn));
+        finishes.push(op.run(conn, false));
     }
-    let commit = run_cached(conn, "COMMIT").map_err(|e| {
-        let _ = run_cached(conn, "ROLLBACK");
-        tracing::warn!(error = %e, writes = finishes.len(), "sqlite group commit failed");
-        format!("sqlite: commit: {e}")
-    });
+    let commit = commit_or_roll_back(conn, finishes.len());
     for f in finishes {
         f.finish(commit.clone());
     }
+}
+
+/// The group's only write, in the transaction already begun, without an undo of its own: if
+/// it fails, nothing is committed (SQLite may have ended the transaction itself already; the
+/// ROLLBACK then has nothing to do) and its caller gets its own error.
+fn commit_alone(conn: &Connection, op: Box<dyn WriteOp>) {
+    let done = op.run(conn, true);
+    let commit = if done.failed() {
+        let _ = run_cached(conn, "ROLLBACK");
+        Err("sqlite: the write failed; rolled back".to_owned())
+    } else {
+        commit_or_roll_back(conn, 1)
+    };
+    done.finish(commit);
+}
+
+fn commit_or_roll_back(conn: &Connection, writes: usize) -> Result<(), String> {
+    run_cached(conn, "COMMIT").map_err(|e| {
+        let _ = run_cached(conn, "ROLLBACK");
+        tracing::warn!(error = %e, writes, "sqlite group commit failed");
+        format!("sqlite: commit: {e}")
+    })
 }
 
 #[cfg(test)]
@@ -365,6 +400,70 @@ mod tests {
         assert_eq!(ok2.unwrap(), 1);
         let sum = sum_of_values(&writes).await;
         assert_eq!(sum, 3, "the failed statement left none of its rows");
+    }
+
+    /// Runs `f` as the only write of a group, as the writer thread would, and returns its answer.
+    async fn alone(
+        conn: &Connection,
+        f: fn(&Connection) -> Result<usize, StoreError>,
+    ) -> Result<usize, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let mut group: Vec<Box<dyn WriteOp>> = vec![Box::new(Write {
+            f,
+            reply,
+            durability: Durability::Synced,
+            undo: Undo::Savepoint,
+        })];
+        let mut synced = true;
+        commit_group(conn, &mut group, true, &mut synced);
+        assert!(conn.is_autocommit(), "the group's transaction ended");
+        answer.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_alone_in_its_group_is_rolled_back_whole_when_it_fails() {
+        let conn = positive_values();
+        let inserted_two = alone(&conn, |c| {
+            c.execute("INSERT INTO t (v) VALUES (1)", [])
+                .map_err(sq("insert"))?;
+            c.execute("INSERT INTO t (v) VALUES (2)", [])
+                .map_err(sq("insert"))
+        })
+        .await;
+        assert_eq!(inserted_two.unwrap(), 1);
+        // The first statement succeeds, the second breaks the CHECK: the first is undone too,
+        // and the caller sees the write's own error, not a commit failure.
+        let failed = alone(&conn, |c| {
+            c.execute("INSERT INTO t (v) VALUES (10)", [])
+                .map_err(sq("insert"))?;
+            c.execute("INSERT INTO t (v) VALUES (-1)", [])
+                .map_err(sq("insert"))
+        })
+        .await;
+        assert!(
+            matches!(
+                failed,
+                Err(StoreError::Sqlite {
+                    context: "insert",
+                    ..
+                })
+            ),
+            "{failed:?}"
+        );
+        let panicked = alone(&conn, |c| {
+            c.execute("INSERT INTO t (v) VALUES (100)", [])
+                .map_err(sq("insert"))?;
+            panic!("a bug in a write");
+        })
+        .await;
+        assert!(
+            matches!(panicked, Err(StoreError::Corrupt { .. })),
+            "{panicked:?}"
+        );
+        let sum: i64 = conn
+            .query_row("SELECT SUM(v) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sum, 3, "only the write that succeeded was committed");
     }
 
     #[tokio::test]
