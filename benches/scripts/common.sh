@@ -113,6 +113,24 @@ stats() {
         printf "%g %g %g\n", m, v[1], v[NR] }'
 }
 
+# alternate_rounds N FN BIN [BASELINE_BIN] : N rounds of `FN build BIN`, each followed by
+# `FN baseline BASELINE_BIN` when given; FN sees the round's number as $r.
+alternate_rounds() {
+    local n="$1" fn="$2" r
+    shift 2
+    for r in $(seq 1 "$n"); do
+        "$fn" build "$1"
+        if [ $# -eq 2 ]; then "$fn" baseline "$2"; fi
+    done
+}
+
+# run_stats LABEL COLUMN : "median min max" of COLUMN over the lines of $BENCH_TMP/runs whose
+# first field is LABEL.
+run_stats() {
+    # shellcheck disable=SC2046 # one argument per value
+    stats $(awk -v l="$1" -v c="$2" '$1 == l {print $c}' "$BENCH_TMP/runs")
+}
+
 # ratio A B : A / B with two decimals ("-" when B is zero or missing).
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'

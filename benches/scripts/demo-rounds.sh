@@ -47,21 +47,17 @@ one_run() {
 }
 
 log "$(machine_line); $ROUNDS rounds of \`ticket-svc demo ${EXTRA[*]}\`"
-for r in $(seq 1 "$ROUNDS"); do
-    one_run build "${BINS[0]}"
-    [ "${#BINS[@]}" -eq 2 ] && one_run baseline "${BINS[1]}"
-done
+alternate_rounds "$ROUNDS" one_run "${BINS[@]}"
 
 echo "| build | accepted/s median (min–max) | p99 ms | p99.9 ms | max ms | last in line final after, s |"
 echo "|---|---|---:|---:|---:|---:|"
 for label in build baseline; do
     grep -q "^$label " "$BENCH_TMP/runs" || continue
-    col() { awk -v l="$label" -v c="$1" '$1 == l {print $c}' "$BENCH_TMP/runs"; }
-    read -r tm tn tx <<<"$(stats $(col 2))"
-    read -r pm _ _ <<<"$(stats $(col 3))"
-    read -r qm _ _ <<<"$(stats $(col 4))"
-    read -r mm _ _ <<<"$(stats $(col 5))"
-    read -r lm _ _ <<<"$(stats $(col 6))"
+    read -r tm tn tx <<<"$(run_stats "$label" 2)"
+    read -r pm _ _ <<<"$(run_stats "$label" 3)"
+    read -r qm _ _ <<<"$(run_stats "$label" 4)"
+    read -r mm _ _ <<<"$(run_stats "$label" 5)"
+    read -r lm _ _ <<<"$(run_stats "$label" 6)"
     echo "| $label | $tm ($tn–$tx) | $pm | $qm | $mm | $lm |"
 done
 echo "(medians of $ROUNDS runs each; every demo held every invariant)"

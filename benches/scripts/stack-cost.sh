@@ -102,18 +102,15 @@ PY
 }
 
 log "$(machine_line); $ROUNDS rounds of $BUYERS buyers, $CONCURRENCY in flight"
-for r in $(seq 1 "$ROUNDS"); do
-    one_run build "${BINS[0]}"
-    [ "${#BINS[@]}" -eq 2 ] && one_run baseline "${BINS[1]}"
-done
+alternate_rounds "$ROUNDS" one_run "${BINS[@]}"
 
 echo "| build | accepted/s median (min–max) | p99 ms median | stack µs/buyer median (min–max) | crowd µs/buyer median |"
 echo "|---|---|---:|---|---:|"
 for label in build baseline; do
     grep -q "^$label " "$BENCH_TMP/runs" || continue
-    read -r tm tn tx <<<"$(stats $(awk -v l="$label" '$1 == l {print $2}' "$BENCH_TMP/runs"))"
-    read -r pm _ _ <<<"$(stats $(awk -v l="$label" '$1 == l {print $3}' "$BENCH_TMP/runs"))"
-    read -r sm sn sx <<<"$(stats $(awk -v l="$label" '$1 == l {print $4}' "$BENCH_TMP/runs"))"
-    read -r cm _ _ <<<"$(stats $(awk -v l="$label" '$1 == l {print $5}' "$BENCH_TMP/runs"))"
+    read -r tm tn tx <<<"$(run_stats "$label" 2)"
+    read -r pm _ _ <<<"$(run_stats "$label" 3)"
+    read -r sm sn sx <<<"$(run_stats "$label" 4)"
+    read -r cm _ _ <<<"$(run_stats "$label" 5)"
     echo "| $label | $tm ($tn–$tx) | $pm | $sm ($sn–$sx) | $cm |"
 done
