@@ -60,6 +60,9 @@ pub struct Metrics {
     pub batch_jobs: Histogram,
     /// `ticket_worker_nacks_total`: batches given back after a store error.
     pub nacks: Counter,
+    /// `ticket_worker_store_retries_total`: batches tried again in place after a transient
+    /// store error (no delivery attempt spent).
+    pub store_retries: Counter,
     /// `ticket_worker_dead_letters_total`: purchases marked failed from the dead-letter lane.
     pub dead_letters: Counter,
     /// `ticket_worker_busy`: workers inside a batch right now.
@@ -80,6 +83,7 @@ impl Metrics {
             batch_duration: latency_histogram(),
             batch_jobs: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             nacks: Counter::default(),
+            store_retries: Counter::default(),
             dead_letters: Counter::default(),
             workers_busy: Gauge::default(),
         };
@@ -132,6 +136,11 @@ impl Metrics {
             "ticket_worker_nacks",
             "Batches given back to the queue after a store error",
             m.nacks.clone(),
+        );
+        registry.register(
+            "ticket_worker_store_retries",
+            "Batches tried again in place after a transient store error",
+            m.store_retries.clone(),
         );
         registry.register(
             "ticket_worker_dead_letters",

@@ -7,8 +7,11 @@
 //! come, first served.
 //!
 //! Failures:
-//! - a transient store error (busy, lost connection, timeout) nacks the whole batch with a
-//!   jittered exponential backoff;
+//! - a transient store error (busy, lost connection, timeout) is waited out in place, the batch
+//!   tried again with a jittered exponential backoff for up to [`WorkerConfig::store_patience`];
+//!   then the whole batch is nacked with the same backoff. A nack spends one of each job's
+//!   delivery attempts, and the queue dead-letters a job after its last: nacked at once, a
+//!   store restart of a second would have failed the purchases at the head of the line;
 //! - any other store error decides the batch one job at a time, acks what succeeds and nacks
 //!   only what fails (the jobs after it in its partition wait and come back with it, keeping
 //!   the order), so one poison job cannot drag its batch-mates to the dead-letter lane;
@@ -16,7 +19,8 @@
 //!   purchase `rejected: failed` (unless it was decided after all), so nothing is silently lost.
 //!
 //! Shutdown: cancellation is only observed between batches, so a batch in progress is
-//! committed and acked before [`run`] returns.
+//! committed and acked before [`run`] returns; a batch waiting out a store outage is given back
+//! at once instead.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,6 +53,12 @@ pub struct WorkerConfig {
     pub fetch_wait: Duration,
     /// The longest one store call may take before it counts as a transient failure.
     pub store_timeout: Duration,
+    /// How long a batch is tried again in place while the store fails transiently, before it
+    /// is given back to the queue (which spends one delivery attempt of each job). Keep it plus
+    /// `store_timeout` under the queue's lease, or the batch is redelivered to another worker
+    /// meanwhile (harmless: decisions are read back, but the work is done twice). Zero nacks
+    /// at the first failure.
+    pub store_patience: Duration,
     /// The first retry delay; doubles per consecutive failure.
     pub backoff_base: Duration,
     /// The longest retry delay.
@@ -68,6 +78,7 @@ impl Default for WorkerConfig {
             batch_max_jobs: 256,
             fetch_wait: Duration::from_millis(500),
             store_timeout: Duration::from_secs(10),
+            store_patience: Duration::from_secs(10),
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             linger: Duration::from_millis(DEFAULT_LINGER_MS),
@@ -231,7 +242,7 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
             self.metrics.workers_busy.inc();
             let span = tracing::debug_span!("batch", worker = %self.name, jobs = deliveries.len());
             let ok = tracing::Instrument::instrument(
-                self.decide(consumer, &deliveries, &mut failures),
+                self.decide(consumer, &deliveries, &mut failures, &shutdown),
                 span,
             )
             .await;
@@ -245,6 +256,45 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
             };
             if !pause.is_zero() && matches!(self.pause(pause, &shutdown).await, Outcome::Stopped) {
                 return;
+            }
+        }
+    }
+
+    /// Decides `jobs`, trying again in place while the store fails transiently, for up to
+    /// `store_patience` or until shutdown; returns the last outcome. The batch duration metric
+    /// times the transaction that succeeded, not the wait before it.
+    async fn decide_patiently(
+        &self,
+        jobs: &[QueuedJob],
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let first_try = Instant::now();
+        let mut retries = 0u32;
+        loop {
+            let this_try = Instant::now();
+            let decided = self.decide_with_timeout(jobs).await;
+            match &decided {
+                Ok(_) => {
+                    self.metrics
+                        .batch_duration
+                        .observe(this_try.elapsed().as_secs_f64());
+                    return decided;
+                }
+                Err(e)
+                    if e.is_transient()
+                        && first_try.elapsed() < self.config.store_patience
+                        && !shutdown.is_cancelled() =>
+                {
+                    retries = retries.saturating_add(1);
+                    self.metrics.store_retries.inc();
+                    tracing::warn!(worker = %self.name, error = %e, jobs = jobs.len(), retries, "store unavailable; trying the batch again");
+                    if let Outcome::Stopped =
+                        self.pause(self.config.backoff(retries), shutdown).await
+                    {
+                        return decided;
+                    }
+                }
+                _ => return decided,
             }
         }
     }
@@ -266,15 +316,12 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
         consumer: &mut Q::Consumer,
         deliveries: &[Delivery],
         failures: &mut u32,
+        shutdown: &CancellationToken,
     ) -> bool {
         let jobs: Vec<QueuedJob> = deliveries.iter().map(|d| d.job.clone()).collect();
         let tags: Vec<DeliveryTag> = deliveries.iter().map(|d| d.tag).collect();
-        let started = Instant::now();
-        match self.decide_with_timeout(&jobs).await {
+        match self.decide_patiently(&jobs, shutdown).await {
             Ok(decisions) => {
-                self.metrics
-                    .batch_duration
-                    .observe(started.elapsed().as_secs_f64());
                 self.metrics.batch_jobs.observe(jobs.len() as f64);
                 self.count(&decisions);
                 *failures = 0;

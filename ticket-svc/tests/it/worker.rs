@@ -115,6 +115,8 @@ fn fast_config(batch: usize) -> WorkerConfig {
         fetch_wait: Duration::from_millis(50),
         backoff_base: Duration::from_millis(1),
         backoff_max: Duration::from_millis(5),
+        // The nack path at once; waiting out an outage in place has its own tests.
+        store_patience: Duration::ZERO,
         ..Default::default()
     }
 }
@@ -310,6 +312,115 @@ async fn a_transient_store_error_is_nacked_and_retried() {
     let p = store.purchase(q.job.purchase_id).await.unwrap().unwrap();
     assert_eq!(p.status, PurchaseStatus::Confirmed);
     assert!(b.metrics.nacks.get() >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_within_the_patience_spends_no_delivery_attempt() {
+    // Two attempts: a nack per failure would dead-letter these jobs at the second one.
+    let b = backend(MemoryQueueConfig {
+        max_attempts: 2,
+        ..Default::default()
+    })
+    .await;
+    let store = Faulty::new(Arc::clone(&b.store));
+    let e = store
+        .create_event(&EventSpec::new("x", 5, 4).unwrap())
+        .await
+        .unwrap();
+    let mut queued = Vec::new();
+    for buyer in ["ann", "bob", "cat"] {
+        queued.push(enqueue(&store, &b.queue, job(e.id, buyer, 1)).await);
+    }
+    store.transient_failures_left.store(30, Ordering::SeqCst);
+    let config = WorkerConfig {
+        store_patience: Duration::from_secs(10),
+        ..fast_config(8)
+    };
+    let workers = Workers::start(1, &store, &b.queue, &b.metrics, config);
+    wait_until("all are decided", async || all_final(&store, &queued).await).await;
+    workers.stop().await;
+    for q in &queued {
+        let p = store.purchase(q.job.purchase_id).await.unwrap().unwrap();
+        assert_eq!(p.status, PurchaseStatus::Confirmed);
+    }
+    assert_eq!(
+        b.metrics.nacks.get(),
+        0,
+        "the outage was waited out in place"
+    );
+    assert!(b.metrics.store_retries.get() >= 30);
+    assert_eq!(b.queue.stats().dead_lettered, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_down_past_the_patience_is_nacked_until_dead_lettered() {
+    let b = backend(MemoryQueueConfig {
+        max_attempts: 2,
+        ..Default::default()
+    })
+    .await;
+    let store = Faulty::new(Arc::clone(&b.store));
+    let e = store
+        .create_event(&EventSpec::new("x", 5, 4).unwrap())
+        .await
+        .unwrap();
+    store.always_fail.store(true, Ordering::SeqCst);
+    let q = enqueue(&store, &b.queue, job(e.id, "ann", 1)).await;
+    let config = WorkerConfig {
+        store_patience: Duration::from_millis(50),
+        ..fast_config(8)
+    };
+    let workers = Workers::start(1, &store, &b.queue, &b.metrics, config);
+    wait_until("the purchase is failed", async || {
+        store
+            .purchase(q.job.purchase_id)
+            .await
+            .unwrap()
+            .is_some_and(|p| p.status == PurchaseStatus::Rejected(RejectReason::Failed))
+    })
+    .await;
+    workers.stop().await;
+    assert_eq!(b.metrics.nacks.get(), 2, "one nack per delivery attempt");
+    assert!(b.metrics.store_retries.get() >= 2);
+    assert_eq!(b.queue.stats().dead_lettered, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_out_the_patience_and_loses_no_job() {
+    let b = backend(MemoryQueueConfig::default()).await;
+    let store = Faulty::new(Arc::clone(&b.store));
+    let e = store
+        .create_event(&EventSpec::new("x", 5, 4).unwrap())
+        .await
+        .unwrap();
+    store.always_fail.store(true, Ordering::SeqCst);
+    let q = enqueue(&store, &b.queue, job(e.id, "ann", 1)).await;
+    let config = WorkerConfig {
+        store_patience: Duration::from_secs(600),
+        ..fast_config(8)
+    };
+    let workers = Workers::start(1, &store, &b.queue, &b.metrics, config);
+    wait_until("the worker is retrying in place", async || {
+        b.metrics.store_retries.get() >= 3
+    })
+    .await;
+    // `stop` fails the test if the workers take over 10 s.
+    workers.stop().await;
+    assert_eq!(
+        b.queue.stats().purchases_lag,
+        1,
+        "the job is still queued for the next worker"
+    );
+    // The store comes back and a new worker decides the job.
+    store.always_fail.store(false, Ordering::SeqCst);
+    let workers = Workers::start(1, &store, &b.queue, &b.metrics, fast_config(8));
+    wait_until("the purchase is decided", async || {
+        all_final(&store, std::slice::from_ref(&q)).await
+    })
+    .await;
+    workers.stop().await;
+    let p = store.purchase(q.job.purchase_id).await.unwrap().unwrap();
+    assert_eq!(p.status, PurchaseStatus::Confirmed);
 }
 
 async fn all_final(store: &impl Store, queued: &[QueuedJob]) -> bool {
