@@ -60,8 +60,8 @@ pub struct Metrics {
     pub batch_jobs: Histogram,
     /// `ticket_worker_nacks_total`: batches given back after a store error.
     pub nacks: Counter,
-    /// `ticket_worker_store_retries_total`: batches tried again in place after a transient
-    /// store error (no delivery attempt spent).
+    /// `ticket_worker_store_retries_total`: store calls (a batch's decision, a dead letter's
+    /// `failed`) tried again in place after a transient store error (no delivery attempt spent).
     pub store_retries: Counter,
     /// `ticket_worker_dead_letters_total`: purchases marked failed from the dead-letter lane.
     pub dead_letters: Counter,
@@ -139,7 +139,7 @@ impl Metrics {
         );
         registry.register(
             "ticket_worker_store_retries",
-            "Batches tried again in place after a transient store error",
+            "Store calls (a batch's decision, a dead letter's failed mark) tried again in place after a transient store error",
             m.store_retries.clone(),
         );
         registry.register(

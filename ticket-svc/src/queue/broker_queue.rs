@@ -5,7 +5,8 @@
 //! - Workers are members of the `ordered` group `workers` (one worker per partition at a time,
 //!   strict order); each consumer has its own connection, so a dead worker's jobs go back.
 //! - Dead letters are in `purchases.dlq`, read by the shared group `workers-dlq`; their original
-//!   position and the reason travel in the broker's `x-dlq-*` headers.
+//!   position and the reason travel in the broker's `x-dlq-*` headers. That group retries a dead
+//!   letter until its purchase is marked failed (it never dead-letters one again).
 //! - The API keeps a small pool of connections, each with a producer task, all fed from one
 //!   queue. Normally one Produce is in flight per API: the jobs that arrive while it is out wait
 //!   for its answer and then go out together in the next one (natural batching, no linger: an
@@ -47,7 +48,8 @@ pub struct BrokerQueueConfig {
     pub enqueue_timeout: Duration,
     /// Visibility timeout of a job delivered to a worker.
     pub lease: Duration,
-    /// Deliveries of a job before it is dead-lettered.
+    /// Deliveries of a job before it is dead-lettered (a dead letter is retried until its
+    /// purchase is marked failed).
     pub max_attempts: u32,
 }
 
@@ -318,20 +320,24 @@ impl PurchaseQueue for BrokerQueue {
                 &self.config.topic,
                 &self.config.group,
                 FetchMode::Ordered,
-            ),
+            )
+            .max_attempts(self.config.max_attempts),
             Lane::DeadLetters => {
                 let dlq = self.config.dlq_topic();
                 client.create_topic(&dlq, 1).await.map_err(unavailable)?;
+                // A dead letter is retried until its purchase is marked failed: dead-lettered
+                // once more, it would land in a topic nobody reads and its purchase would stay
+                // pending for good. (The group keeps the setting it was created with.)
                 Consumer::new(
                     client,
                     &dlq,
                     &format!("{}-dlq", self.config.group),
                     FetchMode::Shared,
                 )
+                .max_attempts(u32::MAX)
             }
         }
-        .lease(self.config.lease)
-        .max_attempts(self.config.max_attempts);
+        .lease(self.config.lease);
         Ok(BrokerConsumer {
             consumer,
             lane,

@@ -12,6 +12,7 @@
 //!   then the whole batch is nacked with the same backoff. A nack spends one of each job's
 //!   delivery attempts, and the queue dead-letters a job after its last: nacked at once, a
 //!   store restart of a second would have failed the purchases at the head of the line;
+//!   marking a dead letter `failed` is retried the same way;
 //! - any other store error decides the batch one job at a time, acks what succeeds and nacks
 //!   only what fails (the jobs after it in its partition wait and come back with it, keeping
 //!   the order), so one poison job cannot drag its batch-mates to the dead-letter lane;
@@ -260,26 +261,44 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
         }
     }
 
-    /// Decides `jobs`, trying again in place while the store fails transiently, for up to
-    /// `store_patience` or until shutdown; returns the last outcome. The batch duration metric
-    /// times the transaction that succeeded, not the wait before it.
+    /// Decides `jobs`, trying again in place while the store fails transiently (see
+    /// [`Self::patiently`]). The batch duration metric times the transaction that succeeded,
+    /// not the wait before it.
     async fn decide_patiently(
         &self,
         jobs: &[QueuedJob],
         shutdown: &CancellationToken,
     ) -> Result<Vec<Decision>, StoreError> {
+        self.patiently("decide a batch", shutdown, || async move {
+            let started = Instant::now();
+            let decided = self.decide_with_timeout(jobs).await;
+            if decided.is_ok() {
+                self.metrics
+                    .batch_duration
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            decided
+        })
+        .await
+    }
+
+    /// Runs the store call `op`, and again with backoff while it fails transiently, for up to
+    /// `store_patience` or until shutdown; returns the last outcome. The caller holds the
+    /// deliveries' leases meanwhile, where a nack would spend a delivery attempt on an outage.
+    async fn patiently<T, F>(
+        &self,
+        what: &'static str,
+        shutdown: &CancellationToken,
+        mut op: impl FnMut() -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
         let first_try = Instant::now();
         let mut retries = 0u32;
         loop {
-            let this_try = Instant::now();
-            let decided = self.decide_with_timeout(jobs).await;
-            match &decided {
-                Ok(_) => {
-                    self.metrics
-                        .batch_duration
-                        .observe(this_try.elapsed().as_secs_f64());
-                    return decided;
-                }
+            let outcome = op().await;
+            match &outcome {
                 Err(e)
                     if e.is_transient()
                         && first_try.elapsed() < self.config.store_patience
@@ -287,14 +306,14 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
                 {
                     retries = retries.saturating_add(1);
                     self.metrics.store_retries.inc();
-                    tracing::warn!(worker = %self.name, error = %e, jobs = jobs.len(), retries, "store unavailable; trying the batch again");
+                    tracing::warn!(worker = %self.name, error = %e, retries, "store unavailable; will {what} again");
                     if let Outcome::Stopped =
                         self.pause(self.config.backoff(retries), shutdown).await
                     {
-                        return decided;
+                        return outcome;
                     }
                 }
-                _ => return decided,
+                _ => return outcome,
             }
         }
     }
@@ -412,13 +431,17 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
             };
             for d in &deliveries {
                 let limit = self.config.store_timeout;
-                let marked = tokio::time::timeout(limit, self.store.mark_failed(&d.job))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(StoreError::Unavailable {
-                            reason: format!("mark_failed took over {limit:?}"),
-                        })
-                    });
+                let marked = self
+                    .patiently("mark a dead letter failed", &shutdown, || async move {
+                        tokio::time::timeout(limit, self.store.mark_failed(&d.job))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(StoreError::Unavailable {
+                                    reason: format!("mark_failed took over {limit:?}"),
+                                })
+                            })
+                    })
+                    .await;
                 match marked {
                     Ok(status) => {
                         failures = 0;

@@ -30,6 +30,8 @@ struct Faulty {
     inner: Arc<SqliteStore>,
     transient_failures_left: Arc<AtomicU32>,
     always_fail: Arc<AtomicBool>,
+    /// `mark_failed` calls that fail transiently before it works again.
+    mark_failed_failures_left: Arc<AtomicU32>,
     poison: Arc<Mutex<HashSet<PurchaseId>>>,
     slow: Duration,
     /// The size of every batch decided, in order.
@@ -42,6 +44,7 @@ impl Faulty {
             inner,
             transient_failures_left: Arc::new(AtomicU32::new(0)),
             always_fail: Arc::new(AtomicBool::new(false)),
+            mark_failed_failures_left: Arc::new(AtomicU32::new(0)),
             poison: Arc::new(Mutex::new(HashSet::new())),
             slow: Duration::ZERO,
             batches: Arc::new(Mutex::new(Vec::new())),
@@ -95,6 +98,15 @@ impl Store for Faulty {
         decided
     }
     async fn mark_failed(&self, job: &QueuedJob) -> Result<PurchaseStatus, StoreError> {
+        if self
+            .mark_failed_failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Unavailable {
+                reason: "injected".into(),
+            });
+        }
         self.inner.mark_failed(job).await
     }
     async fn event_purchases(
@@ -794,6 +806,59 @@ async fn over_the_broker_redeliveries_read_back_and_dead_letters_fail() {
         "the original position travels with it"
     );
     assert_eq!(store.event(e.id).await.unwrap().unwrap().sold, 2);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+/// Over the real broker: a dead letter whose purchase cannot be marked failed for longer than
+/// the queue's attempts is not dead-lettered once more (into a topic nobody reads, its purchase
+/// pending for good); it is retried until the mark succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_broker_a_dead_letter_is_retried_until_its_purchase_is_failed() {
+    use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
+    let broker = broker::testing::TestBroker::start().await;
+    let mut config = BrokerQueueConfig::new(broker.addr.to_string());
+    config.max_attempts = 2;
+    let queue = Arc::new(
+        BrokerQueue::connect(config, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Arc::new(SqliteStore::open(dir.path().join("t.db")).await.unwrap());
+    let store = Faulty::new(Arc::clone(&sqlite));
+    let e = store
+        .create_event(&EventSpec::new("x", 5, 4).unwrap())
+        .await
+        .unwrap();
+    store.always_fail.store(true, Ordering::SeqCst);
+    // Three times the attempts: nacked at once each time (no patience), the old group setting
+    // would have dead-lettered it after the second.
+    store.mark_failed_failures_left.store(6, Ordering::SeqCst);
+    let doomed = job(e.id, "bob", 1);
+    queue.enqueue(&doomed).await.unwrap();
+
+    let metrics = Arc::new(Metrics::unregistered());
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(
+        Arc::new(store.clone()),
+        Arc::clone(&queue),
+        Arc::clone(&metrics),
+        fast_config(16),
+        "w",
+    );
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { worker.run(token).await });
+    wait_until("the dead-lettered purchase is failed", async || {
+        store
+            .purchase(doomed.purchase_id)
+            .await
+            .unwrap()
+            .is_some_and(|p| p.status == PurchaseStatus::Rejected(RejectReason::Failed))
+    })
+    .await;
+    assert_eq!(store.mark_failed_failures_left.load(Ordering::SeqCst), 0);
+    assert_eq!(metrics.dead_letters.get(), 1);
     shutdown.cancel();
     task.await.unwrap();
 }
