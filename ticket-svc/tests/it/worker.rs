@@ -329,16 +329,14 @@ async fn a_transient_store_error_is_nacked_and_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_within_the_patience_spends_no_delivery_attempt() {
     // Two attempts: a nack per failure would dead-letter these jobs at the second one.
-    let b = backend(MemoryQueueConfig {
-        max_attempts: 2,
-        ..Default::default()
-    })
+    let (b, store, e) = faulty_with_event(
+        MemoryQueueConfig {
+            max_attempts: 2,
+            ..Default::default()
+        },
+        5,
+    )
     .await;
-    let store = Faulty::new(Arc::clone(&b.store));
-    let e = store
-        .create_event(&EventSpec::new("x", 5, 4).unwrap())
-        .await
-        .unwrap();
     let mut queued = Vec::new();
     for buyer in ["ann", "bob", "cat"] {
         queued.push(enqueue(&store, &b.queue, job(e.id, buyer, 1)).await);
@@ -366,16 +364,14 @@ async fn a_store_outage_within_the_patience_spends_no_delivery_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_down_past_the_patience_is_nacked_until_dead_lettered() {
-    let b = backend(MemoryQueueConfig {
-        max_attempts: 2,
-        ..Default::default()
-    })
+    let (b, store, e) = faulty_with_event(
+        MemoryQueueConfig {
+            max_attempts: 2,
+            ..Default::default()
+        },
+        5,
+    )
     .await;
-    let store = Faulty::new(Arc::clone(&b.store));
-    let e = store
-        .create_event(&EventSpec::new("x", 5, 4).unwrap())
-        .await
-        .unwrap();
     store.always_fail.store(true, Ordering::SeqCst);
     let q = enqueue(&store, &b.queue, job(e.id, "ann", 1)).await;
     let config = WorkerConfig {
@@ -399,12 +395,7 @@ async fn a_store_down_past_the_patience_is_nacked_until_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_does_not_wait_out_the_patience_and_loses_no_job() {
-    let b = backend(MemoryQueueConfig::default()).await;
-    let store = Faulty::new(Arc::clone(&b.store));
-    let e = store
-        .create_event(&EventSpec::new("x", 5, 4).unwrap())
-        .await
-        .unwrap();
+    let (b, store, e) = faulty_with_event(MemoryQueueConfig::default(), 5).await;
     store.always_fail.store(true, Ordering::SeqCst);
     let q = enqueue(&store, &b.queue, job(e.id, "ann", 1)).await;
     let config = WorkerConfig {
@@ -445,19 +436,30 @@ async fn all_final(store: &impl Store, queued: &[QueuedJob]) -> bool {
     true
 }
 
-/// One partition (one ordered lane), a recording store and an event with 100 tickets.
-async fn one_lane_with_an_event() -> (crate::support::Backend, Faulty, Event) {
-    let b = backend(MemoryQueueConfig {
-        partitions: 1,
-        ..Default::default()
-    })
-    .await;
+/// A queue, a store with failures on demand, and an event with `tickets` (at most 4 a buyer).
+async fn faulty_with_event(
+    queue: MemoryQueueConfig,
+    tickets: u32,
+) -> (crate::support::Backend, Faulty, Event) {
+    let b = backend(queue).await;
     let store = Faulty::new(Arc::clone(&b.store));
     let e = store
-        .create_event(&EventSpec::new("x", 100, 4).unwrap())
+        .create_event(&EventSpec::new("x", tickets.into(), 4).unwrap())
         .await
         .unwrap();
     (b, store, e)
+}
+
+/// One partition (one ordered lane), a recording store and an event with 100 tickets.
+async fn one_lane_with_an_event() -> (crate::support::Backend, Faulty, Event) {
+    faulty_with_event(
+        MemoryQueueConfig {
+            partitions: 1,
+            ..Default::default()
+        },
+        100,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -556,17 +558,15 @@ async fn dead_lettered_jobs_mark_their_purchases_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_job_fails_alone_and_its_batch_mates_are_decided() {
-    let b = backend(MemoryQueueConfig {
-        partitions: 1,
-        max_attempts: 3,
-        ..Default::default()
-    })
+    let (b, store, e) = faulty_with_event(
+        MemoryQueueConfig {
+            partitions: 1,
+            max_attempts: 3,
+            ..Default::default()
+        },
+        50,
+    )
     .await;
-    let store = Faulty::new(Arc::clone(&b.store));
-    let e = store
-        .create_event(&EventSpec::new("x", 50, 4).unwrap())
-        .await
-        .unwrap();
     let mut qs = Vec::new();
     for i in 0..5 {
         qs.push(enqueue(&store, &b.queue, job(e.id, &format!("b{i}"), 1)).await);
@@ -724,27 +724,74 @@ async fn a_worker_waits_out_a_queue_outage_and_rejoins() {
     workers.stop().await;
 }
 
+/// A test broker with a purchase queue on it (2 attempts per job), a store with failures on
+/// demand, and an event with 5 tickets.
+struct OverTheBroker {
+    _broker: broker::testing::TestBroker,
+    queue: Arc<ticket_svc::queue::BrokerQueue>,
+    store: Faulty,
+    event: Event,
+    _dir: tempfile::TempDir,
+}
+
+impl OverTheBroker {
+    async fn start(lease: Option<Duration>) -> Self {
+        use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
+        let broker = broker::testing::TestBroker::start().await;
+        let mut config = BrokerQueueConfig::new(broker.addr.to_string());
+        config.max_attempts = 2;
+        if let Some(lease) = lease {
+            config.lease = lease;
+        }
+        let queue = Arc::new(
+            BrokerQueue::connect(config, Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(SqliteStore::open(dir.path().join("t.db")).await.unwrap());
+        let store = Faulty::new(Arc::clone(&sqlite));
+        let event = store
+            .create_event(&EventSpec::new("x", 5, 4).unwrap())
+            .await
+            .unwrap();
+        Self {
+            _broker: broker,
+            queue,
+            store,
+            event,
+            _dir: dir,
+        }
+    }
+
+    /// One worker (fast settings) on this queue and store, until the returned token is cancelled.
+    fn worker(
+        &self,
+        metrics: &Arc<Metrics>,
+        name: &str,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let shutdown = CancellationToken::new();
+        let worker = Worker::new(
+            Arc::new(self.store.clone()),
+            Arc::clone(&self.queue),
+            Arc::clone(metrics),
+            fast_config(16),
+            name,
+        );
+        let token = shutdown.clone();
+        (
+            shutdown,
+            tokio::spawn(async move { worker.run(token).await }),
+        )
+    }
+}
+
 /// Over the real broker: a crash after commit (redelivery reads back), then a store that keeps
 /// failing (dead letter → `failed`, with its original position).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_broker_redeliveries_read_back_and_dead_letters_fail() {
-    use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
-    let broker = broker::testing::TestBroker::start().await;
-    let mut config = BrokerQueueConfig::new(broker.addr.to_string());
-    config.max_attempts = 2;
-    config.lease = Duration::from_secs(2);
-    let queue = Arc::new(
-        BrokerQueue::connect(config, Duration::from_secs(5))
-            .await
-            .unwrap(),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Arc::new(SqliteStore::open(dir.path().join("t.db")).await.unwrap());
-    let store = Faulty::new(Arc::clone(&sqlite));
-    let e = store
-        .create_event(&EventSpec::new("x", 5, 4).unwrap())
-        .await
-        .unwrap();
+    let t = OverTheBroker::start(Some(Duration::from_secs(2))).await;
+    let (queue, store, e) = (&t.queue, &t.store, &t.event);
 
     // A worker that commits its batch and dies before acking.
     let first = job(e.id, "ann", 2);
@@ -762,16 +809,7 @@ async fn over_the_broker_redeliveries_read_back_and_dead_letters_fail() {
     }
 
     let metrics = Arc::new(Metrics::unregistered());
-    let shutdown = CancellationToken::new();
-    let worker = Worker::new(
-        Arc::new(store.clone()),
-        Arc::clone(&queue),
-        Arc::clone(&metrics),
-        fast_config(16),
-        "survivor",
-    );
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move { worker.run(token).await });
+    let (shutdown, task) = t.worker(&metrics, "survivor");
     wait_until("the redelivered job is read back", async || {
         metrics
             .decisions
@@ -815,22 +853,8 @@ async fn over_the_broker_redeliveries_read_back_and_dead_letters_fail() {
 /// pending for good); it is retried until the mark succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_broker_a_dead_letter_is_retried_until_its_purchase_is_failed() {
-    use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
-    let broker = broker::testing::TestBroker::start().await;
-    let mut config = BrokerQueueConfig::new(broker.addr.to_string());
-    config.max_attempts = 2;
-    let queue = Arc::new(
-        BrokerQueue::connect(config, Duration::from_secs(5))
-            .await
-            .unwrap(),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Arc::new(SqliteStore::open(dir.path().join("t.db")).await.unwrap());
-    let store = Faulty::new(Arc::clone(&sqlite));
-    let e = store
-        .create_event(&EventSpec::new("x", 5, 4).unwrap())
-        .await
-        .unwrap();
+    let t = OverTheBroker::start(None).await;
+    let (queue, store, e) = (&t.queue, &t.store, &t.event);
     store.always_fail.store(true, Ordering::SeqCst);
     // Three times the attempts: nacked at once each time (no patience), the old group setting
     // would have dead-lettered it after the second.
@@ -839,16 +863,7 @@ async fn over_the_broker_a_dead_letter_is_retried_until_its_purchase_is_failed()
     queue.enqueue(&doomed).await.unwrap();
 
     let metrics = Arc::new(Metrics::unregistered());
-    let shutdown = CancellationToken::new();
-    let worker = Worker::new(
-        Arc::new(store.clone()),
-        Arc::clone(&queue),
-        Arc::clone(&metrics),
-        fast_config(16),
-        "w",
-    );
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move { worker.run(token).await });
+    let (shutdown, task) = t.worker(&metrics, "w");
     wait_until("the dead-lettered purchase is failed", async || {
         store
             .purchase(doomed.purchase_id)
