@@ -75,3 +75,49 @@ impl TestBroker {
         self.dir
     }
 }
+
+/// A tmpfs of a given size mounted over a directory for the length of a test (unmounted when
+/// dropped): a disk that fills up on demand. Mounting needs root; callers skip the test with a
+/// printed reason when [`Tmpfs::mount`] fails.
+#[derive(Debug)]
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount`'s syntax: `2m`) over `dir`; the error is `mount`'s.
+    pub fn mount(dir: &std::path::Path, size: &str) -> Result<Self, String> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Self(dir.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// Grows or shrinks it in place (what is on it stays).
+    ///
+    /// # Panics
+    /// If the remount fails: the test cannot go on.
+    pub fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "tmpfs can be resized");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: a file still open on it (a thread that has not wound down yet) must not leave
+        // the mount behind; it goes once the last file is closed.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}

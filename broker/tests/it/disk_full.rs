@@ -2,47 +2,12 @@
 //! broker keeps serving, and once space is back produces succeed again without a restart.
 //! Needs root to mount a small tmpfs; skipped with a printed reason otherwise.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use broker::protocol::{ErrorCode, FetchMode, Record};
-use broker::testing::TestBroker;
+use broker::testing::{TestBroker, Tmpfs};
 
 use crate::{consumer, fetch_n};
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if out.status.success() {
-            Ok(Self(dir.to_path_buf()))
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
-    }
-
-    fn resize(&self, size: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "tmpfs can be resized");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 #[tokio::test]
 async fn a_full_disk_is_a_clear_error_and_loses_nothing() {

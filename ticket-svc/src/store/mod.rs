@@ -74,14 +74,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether trying again later may succeed (busy database, lost connection, serialization
-    /// failure); the worker nacks with backoff on these.
+    /// Whether trying again later may succeed (busy database, full disk, lost connection,
+    /// serialization failure): the worker waits these out and then nacks with backoff, the API
+    /// answers 503. A full disk is an outage an operator ends by freeing space, not a fault of
+    /// the request. (A commit that fails, on a full disk or otherwise, is `Unavailable`.)
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unavailable { .. } => true,
             Self::Sqlite { source, .. } => matches!(
                 source.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
+                )
             ),
             Self::Postgres { source, .. } => {
                 source.is_closed()
@@ -216,5 +222,42 @@ impl Store for AnyStore {
     }
     async fn check_ready(&self) -> Result<(), StoreError> {
         delegate!(self, s => s.check_ready())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    fn sqlite(code: std::ffi::c_int) -> StoreError {
+        StoreError::Sqlite {
+            context: "test",
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        }
+    }
+
+    #[test]
+    fn busy_locked_and_full_are_transient_and_broken_rows_are_not() {
+        for code in [
+            rusqlite::ffi::SQLITE_BUSY,
+            rusqlite::ffi::SQLITE_LOCKED,
+            rusqlite::ffi::SQLITE_FULL,
+        ] {
+            assert!(sqlite(code).is_transient(), "code {code}");
+        }
+        for code in [
+            rusqlite::ffi::SQLITE_CONSTRAINT,
+            rusqlite::ffi::SQLITE_CORRUPT,
+            rusqlite::ffi::SQLITE_READONLY,
+        ] {
+            assert!(!sqlite(code).is_transient(), "code {code}");
+        }
+        assert!(
+            StoreError::Unavailable {
+                reason: "gone".into()
+            }
+            .is_transient()
+        );
+        assert!(!StoreError::Corrupt { what: "row".into() }.is_transient());
     }
 }

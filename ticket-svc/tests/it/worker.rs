@@ -877,3 +877,74 @@ async fn over_the_broker_a_dead_letter_is_retried_until_its_purchase_is_failed()
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// Writes `path` until the disk under it is full.
+fn fill_disk(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// A full disk under SQLite: the batch's commit fails, the worker waits it out in place instead
+/// of spending the jobs' two attempts, and once space is back every purchase is decided, none
+/// failed, none sold twice. Needs root to mount a small tmpfs; skipped with a printed reason
+/// otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_sqlite_is_waited_out_and_fails_no_purchase() {
+    let mount_point = tempfile::tempdir().unwrap();
+    let fs = match broker::testing::Tmpfs::mount(mount_point.path(), "4m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!(
+                "skipped: a_full_disk_under_sqlite_is_waited_out_and_fails_no_purchase needs to mount a tmpfs ({why})"
+            );
+            return;
+        }
+    };
+    let store = SqliteStore::open(mount_point.path().join("t.db"))
+        .await
+        .unwrap();
+    let queue = Arc::new(MemoryQueue::new(MemoryQueueConfig {
+        max_attempts: 2,
+        ..Default::default()
+    }));
+    let metrics = Arc::new(Metrics::unregistered());
+    let e = store
+        .create_event(&EventSpec::new("x", 100, 4).unwrap())
+        .await
+        .unwrap();
+    let mut queued = Vec::new();
+    for i in 0..20 {
+        queued.push(enqueue(&store, &queue, job(e.id, &format!("b{i}"), 2)).await);
+    }
+    let filler = mount_point.path().join("filler");
+    fill_disk(&filler);
+
+    let config = WorkerConfig {
+        store_patience: Duration::from_secs(60),
+        ..fast_config(64)
+    };
+    let workers = Workers::start(1, &store, &queue, &metrics, config);
+    wait_until("the worker meets the full disk", async || {
+        metrics.store_retries.get() >= 3
+    })
+    .await;
+    assert!(
+        !all_final(&store, &queued[..1]).await,
+        "nothing could be decided on a full disk"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    wait_until("all are decided", async || all_final(&store, &queued).await).await;
+    workers.stop().await;
+    for q in &queued {
+        let p = store.purchase(q.job.purchase_id).await.unwrap().unwrap();
+        assert_eq!(p.status, PurchaseStatus::Confirmed, "{p:?}");
+    }
+    assert_eq!(store.event(e.id).await.unwrap().unwrap().sold, 40);
+    assert_eq!(metrics.nacks.get(), 0);
+    assert_eq!(queue.stats().dead_lettered, 0);
+    drop(store);
+    drop(fs);
+}
