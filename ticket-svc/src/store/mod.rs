@@ -91,15 +91,28 @@ impl StoreError {
             ),
             Self::Postgres { source, .. } => {
                 source.is_closed()
-                    || source.code().is_some_and(|c| {
-                        *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                            || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-                    })
+                    || source.code().is_some_and(pg_code_is_transient)
                     || source.as_db_error().is_none()
             }
             Self::BadUrl { .. } | Self::Corrupt { .. } => false,
         }
     }
+}
+
+/// PostgreSQL's codes for a try that may succeed later: serialization failure and deadlock
+/// (retry the transaction), connection exceptions (class 08), insufficient resources (class 53:
+/// a full disk, out of memory, too many connections) and the server shutting down or starting
+/// up (57P01–57P03: a restart or failover ends every session with one of these first).
+fn pg_code_is_transient(code: &tokio_postgres::error::SqlState) -> bool {
+    use tokio_postgres::error::SqlState;
+    let c = code.code();
+    *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || c.starts_with("08")
+        || c.starts_with("53")
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
 }
 
 /// The ticket store. Every method is one transaction.
@@ -233,6 +246,30 @@ mod tests {
         StoreError::Sqlite {
             context: "test",
             source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        }
+    }
+
+    #[test]
+    fn postgres_codes_of_outages_are_transient_and_of_bad_requests_are_not() {
+        use tokio_postgres::error::SqlState;
+        for code in [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::DISK_FULL,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ] {
+            assert!(super::pg_code_is_transient(&code), "{code:?}");
+        }
+        for code in [
+            SqlState::CHECK_VIOLATION,
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::UNDEFINED_TABLE,
+            SqlState::SYNTAX_ERROR,
+        ] {
+            assert!(!super::pg_code_is_transient(&code), "{code:?}");
         }
     }
 
