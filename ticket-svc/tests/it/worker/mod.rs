@@ -493,13 +493,7 @@ async fn a_worker_waits_out_a_queue_outage_and_rejoins() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     b.queue.set_available(true);
     wait_until("the first purchase is decided", async || {
-        store
-            .purchase(q.job.purchase_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status
-            .is_final()
+        all_final(&store, std::slice::from_ref(&q)).await
     })
     .await;
     b.queue.set_available(false);
@@ -507,13 +501,7 @@ async fn a_worker_waits_out_a_queue_outage_and_rejoins() {
     b.queue.set_available(true);
     let later = enqueue(&store, &b.queue, job(e.id, "bob", 1)).await;
     wait_until("a purchase after the outage is decided", async || {
-        store
-            .purchase(later.job.purchase_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status
-            .is_final()
+        all_final(&store, std::slice::from_ref(&later)).await
     })
     .await;
     workers.stop().await;

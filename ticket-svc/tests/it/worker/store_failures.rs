@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// A queue that dead-letters a job at its second failed delivery: a nack per store failure
+/// would show at once.
+fn two_attempts() -> MemoryQueueConfig {
+    MemoryQueueConfig {
+        max_attempts: 2,
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_store_error_is_nacked_and_retried() {
     let b = backend(MemoryQueueConfig::default()).await;
@@ -31,14 +40,7 @@ async fn a_transient_store_error_is_nacked_and_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_within_the_patience_spends_no_delivery_attempt() {
     // Two attempts: a nack per failure would dead-letter these jobs at the second one.
-    let (b, store, e) = faulty_with_event(
-        MemoryQueueConfig {
-            max_attempts: 2,
-            ..Default::default()
-        },
-        5,
-    )
-    .await;
+    let (b, store, e) = faulty_with_event(two_attempts(), 5).await;
     let mut queued = Vec::new();
     for buyer in ["ann", "bob", "cat"] {
         queued.push(enqueue(&store, &b.queue, job(e.id, buyer, 1)).await);
@@ -66,14 +68,7 @@ async fn a_store_outage_within_the_patience_spends_no_delivery_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_down_past_the_patience_is_nacked_until_dead_lettered() {
-    let (b, store, e) = faulty_with_event(
-        MemoryQueueConfig {
-            max_attempts: 2,
-            ..Default::default()
-        },
-        5,
-    )
-    .await;
+    let (b, store, e) = faulty_with_event(two_attempts(), 5).await;
     store.always_fail.store(true, Ordering::SeqCst);
     let q = enqueue(&store, &b.queue, job(e.id, "ann", 1)).await;
     let config = WorkerConfig {
@@ -393,10 +388,7 @@ async fn a_full_disk_under_sqlite_is_waited_out_and_fails_no_purchase() {
     let store = SqliteStore::open(mount_point.path().join("t.db"))
         .await
         .unwrap();
-    let queue = Arc::new(MemoryQueue::new(MemoryQueueConfig {
-        max_attempts: 2,
-        ..Default::default()
-    }));
+    let queue = Arc::new(MemoryQueue::new(two_attempts()));
     let metrics = Arc::new(Metrics::unregistered());
     let e = store
         .create_event(&EventSpec::new("x", 100, 4).unwrap())
