@@ -3,6 +3,7 @@
 //! Layout: [`domain`] holds the sale rules (pure), [`store`] the databases, [`queue`] the purchase
 //! queue abstraction, [`http`] the API, [`worker`] the deciding loop.
 
+pub mod affinity;
 pub mod domain;
 pub mod http;
 pub mod metrics;

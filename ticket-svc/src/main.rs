@@ -62,6 +62,17 @@ struct Cli {
         env = "TICKET_LOG_FORMAT"
     )]
     log_format: LogFormat,
+    /// Hold each runtime worker thread to a CPU of its own. `auto`: for `up` and `demo` (the
+    /// whole stack in one process, which then has the machine to itself), not for the other
+    /// commands, which may share a machine. Other threads are never pinned.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        global = true,
+        env = "TICKET_PIN_WORKERS"
+    )]
+    pin_workers: PinWorkers,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +81,14 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// `--pin-workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PinWorkers {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -512,10 +531,20 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format);
     disable_transparent_huge_pages();
     let run = cli.command;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let pin = match cli.pin_workers {
+        PinWorkers::On => true,
+        PinWorkers::Off => false,
+        PinWorkers::Auto => matches!(run, Command::Up { .. } | Command::Demo { .. }),
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if pin {
+        match ticket_svc::affinity::pin_workers(&mut builder) {
+            Some(cpus) => tracing::info!(?cpus, "runtime workers pinned, one per CPU"),
+            None => tracing::info!("runtime workers not pinned: fewer than 2 CPUs allowed"),
+        }
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ticket-svc: cannot start the runtime: {e}");

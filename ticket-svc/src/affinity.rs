@@ -1,0 +1,160 @@
+//! One CPU per tokio worker thread, for a process that has the machine to itself (`up`, `demo`).
+//!
+//! Why: on the 2-vCPU VMs this project is measured on, a rush through `demo` left 10–11% of the
+//! machine idle while requests waited (median of 8 runs, /proc/stat over the rush): the
+//! scheduler kept both runtime workers on one vCPU for stretches (`perf sched timehist`: while
+//! one vCPU idled, the other ran a tokio worker for ~200 ms of every second), and work waiting
+//! on a busy vCPU's worker is not stolen by a worker that is asleep. With each worker held to its
+//! own CPU the idle share fell to 6–7% and the demo's median went from 17.5k to 20.4k accepted/s
+//! (8 alternating rounds each; benches/RESULTS.md, session 10).
+//!
+//! How: a worker pins itself the first time it parks (tokio calls `on_thread_park` on worker
+//! threads only), taking the allowed CPUs in turn. A thread inherits its creator's CPU set, so
+//! every other runtime thread (the blocking pool, which runs SQLite reads and the broker's file
+//! work, and the dedicated I/O threads those start) resets itself to the whole allowed set when
+//! it starts: only workers are ever pinned. Nothing is pinned when fewer than two CPUs are
+//! allowed (taskset, a cpuset cgroup) or where the calls do not exist.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The CPUs this thread may run on now, in order (empty if unknown).
+pub fn allowed_cpus() -> Vec<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::thread::{CpuSet, sched_getaffinity};
+        match sched_getaffinity(None) {
+            Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Vec::new()
+    }
+}
+
+/// Holds the calling thread to `cpus`; false if the system refused.
+fn bind_current_thread(cpus: &[usize]) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::thread::{CpuSet, sched_setaffinity};
+        let mut set = CpuSet::new();
+        for &c in cpus {
+            set.set(c);
+        }
+        sched_setaffinity(None, &set).is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = cpus;
+        false
+    }
+}
+
+thread_local! {
+    /// Whether this worker thread has taken its CPU.
+    static PINNED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets `builder` (a multi-thread runtime) to pin each worker thread to one of the CPUs this
+/// thread may use now, in turn, and to leave every other runtime thread free on all of them.
+/// Returns those CPUs, or `None` (and leaves `builder` as it was) when fewer than two are
+/// allowed. Replaces the builder's `on_thread_start` and `on_thread_park` hooks.
+pub fn pin_workers(builder: &mut tokio::runtime::Builder) -> Option<Vec<usize>> {
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        return None;
+    }
+    let all: Arc<[usize]> = cpus.clone().into();
+    let next = Arc::new(AtomicUsize::new(0));
+    let every = Arc::clone(&all);
+    builder
+        .on_thread_start(move || {
+            // Not inherited from whichever pinned worker started this thread.
+            bind_current_thread(&every);
+        })
+        .on_thread_park(move || {
+            if PINNED.with(|p| p.replace(true)) {
+                return;
+            }
+            let turn = next.fetch_add(1, Ordering::Relaxed) % all.len();
+            if let Some(&cpu) = all.get(turn)
+                && !bind_current_thread(&[cpu])
+            {
+                tracing::debug!(cpu, "a runtime worker could not be pinned");
+            }
+        });
+    Some(cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Workers end up on one CPU each (every allowed CPU used once with as many workers), and a
+    /// blocking thread started from a pinned worker may run on all of them.
+    #[test]
+    fn workers_are_pinned_one_per_cpu_and_blocking_threads_are_not() {
+        let cpus = allowed_cpus();
+        if cpus.len() < 2 {
+            eprintln!(
+                "skipped: this thread may use {} CPU(s); pinning needs 2",
+                cpus.len()
+            );
+            return;
+        }
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(cpus.len()).enable_all();
+        assert_eq!(pin_workers(&mut builder), Some(cpus.clone()));
+        let rt = builder.build().expect("runtime");
+        let (workers, blocking) = rt.block_on(async {
+            // Every worker parks at least once before it has work; wait until all have.
+            let mut seen = BTreeSet::new();
+            for _ in 0..200 {
+                seen.clear();
+                let mut probes = tokio::task::JoinSet::new();
+                for _ in 0..(cpus.len() * 8) {
+                    probes.spawn(async {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        allowed_cpus()
+                    });
+                }
+                while let Some(Ok(set)) = probes.join_next().await {
+                    seen.insert(set);
+                }
+                if seen.iter().all(|s| s.len() == 1) && seen.len() == cpus.len() {
+                    break;
+                }
+            }
+            // Started from a pinned worker, as the stack's SQLite reads and file work are.
+            let blocking = tokio::spawn(async { tokio::task::spawn_blocking(allowed_cpus).await })
+                .await
+                .expect("task")
+                .expect("blocking task");
+            (seen, blocking)
+        });
+        let pinned: BTreeSet<Vec<usize>> = cpus.iter().map(|&c| vec![c]).collect();
+        assert_eq!(workers, pinned, "each worker on its own CPU");
+        assert_eq!(blocking, cpus, "a blocking thread may use every CPU");
+    }
+
+    #[test]
+    fn nothing_is_pinned_with_one_cpu_allowed() {
+        // On a thread of its own, held to one CPU: the builder is left alone.
+        let cpus = allowed_cpus();
+        let Some(&first) = cpus.first() else {
+            eprintln!("skipped: CPU affinity is not available here");
+            return;
+        };
+        std::thread::spawn(move || {
+            assert!(bind_current_thread(&[first]));
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            assert_eq!(pin_workers(&mut builder), None);
+        })
+        .join()
+        .expect("thread");
+    }
+}
