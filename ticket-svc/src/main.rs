@@ -541,7 +541,9 @@ fn main() -> ExitCode {
     if pin {
         match ticket_svc::affinity::pin_workers(&mut builder) {
             Some(cpus) => tracing::info!(?cpus, "runtime workers pinned, one per CPU"),
-            None => tracing::info!("runtime workers not pinned: fewer than 2 CPUs allowed"),
+            None => tracing::info!(
+                "runtime workers not pinned: fewer than 2 CPUs allowed, or no CPU affinity here"
+            ),
         }
     }
     let runtime = match builder.build() {
