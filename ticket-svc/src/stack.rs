@@ -203,7 +203,8 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
     let mut lb = balancer::Config::new(config.listen, backends);
     lb.admin_listen = Some(config.admin_listen);
     lb.strategy = balancer::Strategy::LeastConn;
-    lb.health.interval = Duration::from_millis(500);
+    // The balancer's own interval (1 s; 2 failures eject). Every check opens a connection and
+    // its /healthz asks the store and the broker: at 500 ms an idle `up` spent ~1.3% of a core.
     let lb = balancer::Balancer::bind(lb)?;
     let public = lb.listen_addr();
     let admin = lb.admin_addr();
