@@ -12,6 +12,14 @@ fn two_attempts() -> MemoryQueueConfig {
     }
 }
 
+/// The tests' worker config, waiting out a transient store error for `patience` before a nack.
+fn patient(patience: Duration) -> WorkerConfig {
+    WorkerConfig {
+        store_patience: patience,
+        ..fast_config(8)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_store_error_is_nacked_and_retried() {
     let b = backend(MemoryQueueConfig::default()).await;
@@ -46,10 +54,7 @@ async fn a_store_outage_within_the_patience_spends_no_delivery_attempt() {
         queued.push(enqueue(&store, &b.queue, job(e.id, buyer, 1)).await);
     }
     store.transient_failures_left.store(30, Ordering::SeqCst);
-    let config = WorkerConfig {
-        store_patience: Duration::from_secs(10),
-        ..fast_config(8)
-    };
+    let config = patient(Duration::from_secs(10));
     let workers = Workers::start(1, &store, &b.queue, &b.metrics, config);
     wait_until("all are decided", async || all_final(&store, &queued).await).await;
     workers.stop().await;
@@ -71,10 +76,7 @@ async fn a_store_down_past_the_patience_is_nacked_until_dead_lettered() {
     let (b, store, e) = faulty_with_event(two_attempts(), 5).await;
     store.always_fail.store(true, Ordering::SeqCst);
     let q = enqueue(&store, &b.queue, job(e.id, "ann", 1)).await;
-    let config = WorkerConfig {
-        store_patience: Duration::from_millis(50),
-        ..fast_config(8)
-    };
+    let config = patient(Duration::from_millis(50));
     let workers = Workers::start(1, &store, &b.queue, &b.metrics, config);
     wait_until("the purchase is failed", async || {
         store
@@ -95,10 +97,7 @@ async fn shutdown_does_not_wait_out_the_patience_and_loses_no_job() {
     let (b, store, e) = faulty_with_event(MemoryQueueConfig::default(), 5).await;
     store.always_fail.store(true, Ordering::SeqCst);
     let q = enqueue(&store, &b.queue, job(e.id, "ann", 1)).await;
-    let config = WorkerConfig {
-        store_patience: Duration::from_secs(600),
-        ..fast_config(8)
-    };
+    let config = patient(Duration::from_secs(600));
     let workers = Workers::start(1, &store, &b.queue, &b.metrics, config);
     wait_until("the worker is retrying in place", async || {
         b.metrics.store_retries.get() >= 3
