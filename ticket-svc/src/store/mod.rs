@@ -198,11 +198,16 @@ impl AnyStore {
     }
 }
 
+/// Calls the chosen store. PostgreSQL's futures (tokio-postgres underneath) are ~3 KiB, seven
+/// times SQLite's, and every caller's future is as big as the bigger variant: unboxed, each
+/// purchase in `up` moved a 6.7 KiB handler future around (memcpy was 7.7% of `up`'s
+/// instructions under a rush, callgrind). Boxed, PostgreSQL pays one allocation per call, next to
+/// a network round trip.
 macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             AnyStore::Sqlite($s) => $call.await,
-            AnyStore::Postgres($s) => $call.await,
+            AnyStore::Postgres($s) => Box::pin($call).await,
         }
     };
 }
