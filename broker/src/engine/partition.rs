@@ -66,8 +66,11 @@ struct Writer {
     notify: Arc<Notify>,
     policy: FsyncPolicy,
     metrics: Arc<Metrics>,
-    dedup: HashMap<String, u64>,
-    dedup_order: VecDeque<(u64, String)>,
+    /// Dedup ids seen within the window and the offset each got. SipHash (std's): the keys are
+    /// chosen by clients and live for the window. One `Arc<str>` per id serves both this map and
+    /// `dedup_order`.
+    dedup: HashMap<Arc<str>, u64>,
+    dedup_order: VecDeque<(u64, Arc<str>)>,
     dedup_window_ms: u64,
     pending_sync: Unsynced,
     unsynced_records: u64,
@@ -93,10 +96,12 @@ impl Partition {
         let mut dedup_order = VecDeque::new();
         if window_ms > 0 {
             log.scan_recent(now_ms().saturating_sub(window_ms), |r| {
-                if let Some(id) = &r.record.dedup_id
-                    && dedup.insert(id.clone(), r.offset).is_none()
+                if let Some(id) = r.record.dedup_id.as_deref()
+                    && !dedup.contains_key(id)
                 {
-                    dedup_order.push_back((r.timestamp_ms, id.clone()));
+                    let id: Arc<str> = Arc::from(id);
+                    dedup.insert(Arc::clone(&id), r.offset);
+                    dedup_order.push_back((r.timestamp_ms, id));
                 }
             })?;
         }
@@ -296,7 +301,7 @@ impl Writer {
                 break;
             }
             if let Some((_, id)) = self.dedup_order.pop_front() {
-                self.dedup.remove(&id);
+                self.dedup.remove(&*id);
             }
         }
     }
@@ -313,22 +318,22 @@ impl Writer {
         let mut log = self.log.write().unwrap_or_else(PoisonError::into_inner);
         let mut next = log.end_offset();
         let mut answers: Vec<Vec<(u64, bool)>> = Vec::with_capacity(batch.len());
-        let mut fresh_ids: HashMap<&str, u64> = HashMap::new();
+        // This batch's new ids go into the index at once (a repeat later in the same batch is
+        // then a duplicate too) and come out again if the batch does not become durable: only
+        // this thread reads the index, and it answers no one before the outcome is known.
+        let mut fresh_ids: Vec<Arc<str>> = Vec::new();
         let mut to_write: Vec<&Record> = Vec::new();
         for (records, _) in &batch {
             let mut answer = Vec::with_capacity(records.len());
             for r in records {
-                let seen = r.dedup_id.as_deref().and_then(|id| {
-                    self.dedup
-                        .get(id)
-                        .copied()
-                        .or_else(|| fresh_ids.get(id).copied())
-                });
-                match seen {
+                let id = r.dedup_id.as_deref();
+                match id.and_then(|id| self.dedup.get(id).copied()) {
                     Some(offset) => answer.push((offset, true)),
                     None => {
-                        if let Some(id) = r.dedup_id.as_deref() {
-                            fresh_ids.insert(id, next);
+                        if let Some(id) = id {
+                            let id: Arc<str> = Arc::from(id);
+                            self.dedup.insert(Arc::clone(&id), next);
+                            fresh_ids.push(id);
                         }
                         answer.push((next, false));
                         to_write.push(r);
@@ -356,6 +361,7 @@ impl Writer {
             } else {
                 tracing::error!(topic = %self.topic, error = %e, "append failed; nothing was written");
             }
+            self.forget(&fresh_ids);
             for (_, reply) in batch {
                 let _ = reply.send(Err(e.duplicate()));
             }
@@ -367,15 +373,14 @@ impl Writer {
         {
             self.metrics.storage_errors.inc();
             self.fence(&e);
+            self.forget(&fresh_ids);
             for (_, reply) in batch {
                 let _ = reply.send(Err(StorageError::Fenced));
             }
             return;
         }
-        for (id, offset) in fresh_ids {
-            self.dedup.insert(id.to_string(), offset);
-            self.dedup_order.push_back((now, id.to_string()));
-        }
+        self.dedup_order
+            .extend(fresh_ids.into_iter().map(|id| (now, id)));
         self.readable_end.store(end, Ordering::Release);
         self.start_offset.store(start, Ordering::Release);
         self.size_bytes.store(size, Ordering::Relaxed);
@@ -393,6 +398,14 @@ impl Writer {
         self.notify.notify_waiters();
         for ((_, reply), answer) in batch.into_iter().zip(answers) {
             let _ = reply.send(Ok(answer));
+        }
+    }
+
+    /// Takes the ids of a batch that did not become durable out of the dedup index: a retry
+    /// of theirs must be appended, not answered with an offset that holds nothing.
+    fn forget(&mut self, ids: &[Arc<str>]) {
+        for id in ids {
+            self.dedup.remove(&**id);
         }
     }
 

@@ -1,5 +1,6 @@
 //! A full disk: produces fail with a clear error, nothing acknowledged is lost or changed, the
-//! broker keeps serving, and once space is back produces succeed again without a restart.
+//! broker keeps serving, and once space is back produces succeed again without a restart (a
+//! record that failed is not taken for a duplicate when it is sent again).
 //! Needs root to mount a small tmpfs; skipped with a printed reason otherwise.
 
 use std::time::Duration;
@@ -29,15 +30,16 @@ async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     let mut failure = None;
     for i in 0..4000u32 {
         let payload = format!("{i:06}-{}", "x".repeat(1000));
-        match c.produce("t", Record::new(payload.clone())).await {
+        let record = Record::new(payload.clone()).with_dedup_id(format!("r{i}"));
+        match c.produce("t", record).await {
             Ok(a) => acked.push((a.offset, payload)),
             Err(e) => {
-                failure = Some(e);
+                failure = Some((e, format!("r{i}")));
                 break;
             }
         }
     }
-    let failure = failure.expect("a 2 MiB disk fills up before 4 MB of records");
+    let (failure, failed_id) = failure.expect("a 2 MiB disk fills up before 4 MB of records");
     assert_eq!(failure.error_code(), Some(ErrorCode::Storage), "{failure}");
     assert!(
         failure.to_string().to_lowercase().contains("no space"),
@@ -60,10 +62,22 @@ async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
         assert_eq!(d.offset, *offset);
         assert_eq!(d.record.payload.as_ref(), payload.as_bytes());
     }
-    // Space comes back: produces go on without a restart, right after the last good one.
+    // Space comes back: produces go on without a restart, right after the last good one. The
+    // record that failed, sent again with its dedup id, is appended, not answered as a
+    // duplicate of an offset that holds nothing.
     fs.resize("16m");
-    let after = c.produce("t", Record::new("after")).await.unwrap();
+    let after = c
+        .produce("t", Record::new("after").with_dedup_id(failed_id.clone()))
+        .await
+        .unwrap();
+    assert!(!after.duplicate, "the failed record was never written");
     assert_eq!(after.offset, acked.len() as u64);
+    let again = c
+        .produce("t", Record::new("after").with_dedup_id(failed_id))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.offset, after.offset);
     // And a restart recovers exactly that.
     drop((con, c));
     let data = b.stop().await;
