@@ -20,11 +20,19 @@ use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
 use ticket_svc::rush::{RushConfig, Target};
 use ticket_svc::store::AnyStore;
-use ticket_svc::worker::{DEFAULT_LINGER_MS, WorkerConfig, run_workers};
+use ticket_svc::worker::{
+    DEFAULT_LINGER_MS, DEFAULT_STORE_PATIENCE_S, MAX_STORE_PATIENCE_S, WorkerConfig, run_workers,
+};
 
 /// `worker --linger-ms`: 0 (off) to 1 s.
 fn linger_ms_range() -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(0..=1000)
+}
+
+/// `worker --store-patience-s`: 0 (nack at the first failure) to the most that keeps a batch
+/// within its lease.
+fn store_patience_range() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=MAX_STORE_PATIENCE_S)
 }
 
 /// mimalloc instead of glibc malloc: a rush spent ~12% of the stack's CPU in glibc's allocator
@@ -116,6 +124,13 @@ enum Command {
         /// queue never waits for it. 0 turns it off.
         #[arg(long, default_value_t = DEFAULT_LINGER_MS, value_parser = linger_ms_range())]
         linger_ms: u64,
+        /// While the database fails transiently (busy, restarting, unreachable), retry a batch in
+        /// place this long before giving it back to the broker, which spends one of each job's 5
+        /// delivery attempts (after the 5th the job is dead-lettered and its purchase reads
+        /// `failed`). Raise it to ride out a longer failover; 0 gives batches back at the first
+        /// failure. At most 15, so a batch (plus a 10 s store call) stays within its 30 s lease.
+        #[arg(long, default_value_t = DEFAULT_STORE_PATIENCE_S, value_parser = store_patience_range())]
+        store_patience_s: u64,
         /// Serve `/metrics` here (loopback by default: pass e.g. 127.0.0.1:9091).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
@@ -312,8 +327,7 @@ async fn api(listen: SocketAddr, backend: Backend) -> anyhow::Result<ExitCode> {
 async fn worker(
     backend: Backend,
     workers: usize,
-    batch: usize,
-    linger: Duration,
+    config: WorkerConfig,
     metrics_listen: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let metrics_listener = match metrics_listen {
@@ -327,12 +341,14 @@ async fn worker(
     let (store, queue, _) = backend.open().await?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
-    tracing::info!(workers, batch, ?linger, broker = %backend.broker, "workers running");
-    let config = WorkerConfig {
-        batch_max_jobs: batch.clamp(1, 10_000),
-        linger,
-        ..WorkerConfig::default()
-    };
+    tracing::info!(
+        workers,
+        batch = config.batch_max_jobs,
+        linger = ?config.linger,
+        store_patience = ?config.store_patience,
+        broker = %backend.broker,
+        "workers running"
+    );
     run_workers(store, queue, workers, config, metrics_listener, shutdown)
         .await
         .context("worker")?;
@@ -561,16 +577,16 @@ fn main() -> ExitCode {
                 workers,
                 batch,
                 linger_ms,
+                store_patience_s,
                 metrics_listen,
             } => {
-                worker(
-                    backend,
-                    workers,
-                    batch,
-                    Duration::from_millis(linger_ms),
-                    metrics_listen,
-                )
-                .await
+                let config = WorkerConfig {
+                    batch_max_jobs: batch.clamp(1, 10_000),
+                    linger: Duration::from_millis(linger_ms),
+                    store_patience: Duration::from_secs(store_patience_s),
+                    ..WorkerConfig::default()
+                };
+                worker(backend, workers, config, metrics_listen).await
             }
             cmd @ (Command::Up { .. } | Command::Demo { .. }) => stack_command(cmd).await,
             cmd => rush(cmd).await,

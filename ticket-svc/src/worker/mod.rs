@@ -45,6 +45,14 @@ pub const REJOIN_AFTER_FETCH_FAILURES: u32 = 3;
 /// The default [`WorkerConfig::linger`], in milliseconds.
 pub const DEFAULT_LINGER_MS: u64 = 20;
 
+/// The default [`WorkerConfig::store_patience`], in seconds.
+pub const DEFAULT_STORE_PATIENCE_S: u64 = 10;
+
+/// The most `worker --store-patience-s` takes: with a store call's 10 s deadline
+/// ([`WorkerConfig::store_timeout`]) a batch then stays within the broker queue's 30 s lease.
+pub const MAX_STORE_PATIENCE_S: u64 = 15;
+const _: () = assert!(DEFAULT_STORE_PATIENCE_S <= MAX_STORE_PATIENCE_S);
+
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -79,7 +87,7 @@ impl Default for WorkerConfig {
             batch_max_jobs: 256,
             fetch_wait: Duration::from_millis(500),
             store_timeout: Duration::from_secs(10),
-            store_patience: Duration::from_secs(10),
+            store_patience: Duration::from_secs(DEFAULT_STORE_PATIENCE_S),
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             linger: Duration::from_millis(DEFAULT_LINGER_MS),
@@ -285,6 +293,8 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
     /// Runs the store call `op`, and again with backoff while it fails transiently, for up to
     /// `store_patience` or until shutdown; returns the last outcome. The caller holds the
     /// deliveries' leases meanwhile, where a nack would spend a delivery attempt on an outage.
+    /// The last try starts within the patience (a backoff is cut short to it), so a batch is
+    /// given back at most `store_patience` + `store_timeout` after its first try.
     async fn patiently<T, F>(
         &self,
         what: &'static str,
@@ -307,8 +317,13 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
                     retries = retries.saturating_add(1);
                     self.metrics.store_retries.inc();
                     tracing::warn!(worker = %self.name, error = %e, retries, "store unavailable; will {what} again");
-                    if let Outcome::Stopped =
-                        self.pause(self.config.backoff(retries), shutdown).await
+                    let left = self
+                        .config
+                        .store_patience
+                        .saturating_sub(first_try.elapsed());
+                    if let Outcome::Stopped = self
+                        .pause(self.config.backoff(retries).min(left), shutdown)
+                        .await
                     {
                         return outcome;
                     }
@@ -474,6 +489,17 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_longest_store_patience_keeps_a_batch_within_its_lease() {
+        let lease = crate::queue::BrokerQueueConfig::new("unused").lease;
+        let worst =
+            Duration::from_secs(MAX_STORE_PATIENCE_S) + WorkerConfig::default().store_timeout;
+        assert!(
+            worst < lease,
+            "{worst:?} of store patience and a last store call outlive the {lease:?} lease"
+        );
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters_within_bounds() {

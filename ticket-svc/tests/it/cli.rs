@@ -436,6 +436,13 @@ fn bad_flags_exit_2() {
         stderr.contains("--linger-ms") && stderr.contains("0..=1000"),
         "{stderr}"
     );
+    let out = ticket_svc(&["worker", "--store-patience-s", "60"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--store-patience-s") && stderr.contains("0..=15"),
+        "{stderr}"
+    );
 }
 
 #[test]
