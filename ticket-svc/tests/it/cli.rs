@@ -417,32 +417,36 @@ fn bad_flags_exit_2() {
     let out = ticket_svc(&["api", "--listen", "not-an-address"]);
     assert_eq!(out.status.code(), Some(2));
     // Checked with the flags, before a stack is started for nothing.
-    let out = ticket_svc(&["demo", "--concurrency", "0"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--concurrency") && stderr.contains("1 to 4096"),
-        "{stderr}"
+    let out = refused(
+        &["demo", "--concurrency", "0"],
+        "--concurrency",
+        "1 to 4096",
     );
     assert!(
-        !stderr.contains("ticketrush is up")
+        !String::from_utf8_lossy(&out.stderr).contains("ticketrush is up")
             && !String::from_utf8_lossy(&out.stdout).contains("is up"),
         "nothing started"
     );
-    let out = ticket_svc(&["worker", "--linger-ms", "5000"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--linger-ms") && stderr.contains("0..=1000"),
-        "{stderr}"
+    refused(
+        &["worker", "--linger-ms", "5000"],
+        "--linger-ms",
+        "0..=1000",
     );
-    let out = ticket_svc(&["worker", "--store-patience-s", "60"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--store-patience-s") && stderr.contains("0..=15"),
-        "{stderr}"
+    refused(
+        &["worker", "--store-patience-s", "60"],
+        "--store-patience-s",
+        "0..=15",
     );
+}
+
+/// Runs `args`, which must be refused as bad flags: exit 2, and an error naming `flag` and its
+/// allowed `range`.
+fn refused(args: &[&str], flag: &str, range: &str) -> Output {
+    let out = ticket_svc(args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(flag) && stderr.contains(range), "{stderr}");
+    out
 }
 
 #[test]
