@@ -12,6 +12,18 @@ fn two_attempts() -> MemoryQueueConfig {
     }
 }
 
+/// Waits until `id` reads `rejected: failed` (its job was dead-lettered and marked).
+async fn until_failed(what: &str, store: &impl Store, id: PurchaseId) {
+    wait_until(what, async || {
+        store
+            .purchase(id)
+            .await
+            .unwrap()
+            .is_some_and(|p| p.status == PurchaseStatus::Rejected(RejectReason::Failed))
+    })
+    .await;
+}
+
 /// The tests' worker config, waiting out a transient store error for `patience` before a nack.
 fn patient(patience: Duration) -> WorkerConfig {
     WorkerConfig {
@@ -78,14 +90,7 @@ async fn a_store_down_past_the_patience_is_nacked_until_dead_lettered() {
     let q = enqueue(&store, &b.queue, job(e.id, "ann", 1)).await;
     let config = patient(Duration::from_millis(50));
     let workers = Workers::start(1, &store, &b.queue, &b.metrics, config);
-    wait_until("the purchase is failed", async || {
-        store
-            .purchase(q.job.purchase_id)
-            .await
-            .unwrap()
-            .is_some_and(|p| p.status == PurchaseStatus::Rejected(RejectReason::Failed))
-    })
-    .await;
+    until_failed("the purchase is failed", &store, q.job.purchase_id).await;
     workers.stop().await;
     assert_eq!(b.metrics.nacks.get(), 2, "one nack per delivery attempt");
     assert!(b.metrics.store_retries.get() >= 2);
@@ -311,13 +316,11 @@ async fn over_the_broker_redeliveries_read_back_and_dead_letters_fail() {
     store.always_fail.store(true, Ordering::SeqCst);
     let doomed = job(e.id, "bob", 1);
     let doomed_pos = queue.enqueue(&doomed).await.unwrap().position;
-    wait_until("the dead-lettered purchase is failed", async || {
-        store
-            .purchase(doomed.purchase_id)
-            .await
-            .unwrap()
-            .is_some_and(|p| p.status == PurchaseStatus::Rejected(RejectReason::Failed))
-    })
+    until_failed(
+        "the dead-lettered purchase is failed",
+        store,
+        doomed.purchase_id,
+    )
     .await;
     let p = store.purchase(doomed.purchase_id).await.unwrap().unwrap();
     assert_eq!(
@@ -345,13 +348,11 @@ async fn over_the_broker_a_dead_letter_is_retried_until_its_purchase_is_failed()
 
     let metrics = Arc::new(Metrics::unregistered());
     let (shutdown, task) = t.worker(&metrics, "w");
-    wait_until("the dead-lettered purchase is failed", async || {
-        store
-            .purchase(doomed.purchase_id)
-            .await
-            .unwrap()
-            .is_some_and(|p| p.status == PurchaseStatus::Rejected(RejectReason::Failed))
-    })
+    until_failed(
+        "the dead-lettered purchase is failed",
+        store,
+        doomed.purchase_id,
+    )
     .await;
     assert_eq!(store.mark_failed_failures_left.load(Ordering::SeqCst), 0);
     assert_eq!(metrics.dead_letters.get(), 1);
