@@ -24,7 +24,7 @@
 #
 # Binaries: $TICKETRUSH_BIN_DIR, else target-deploy/release, else target/release, each relative to
 # the repository root. Build them first:
-#   CARGO_TARGET_DIR=target-deploy cargo build --release -p broker -p balancer -p ticket-svc
+#   CARGO_TARGET_DIR=target-deploy cargo build --release -p broker -p balancer -p ticket-stack
 #
 # CHECK_STACK=auto (default) uses `up` when this ticket-svc has it and `up`'s fixed balancer
 # admin port 127.0.0.1:9080 is free, else the separate processes.
@@ -229,7 +229,7 @@ for d in "${TICKETRUSH_BIN_DIR:-}" "$ROOT/target-deploy/release" "$ROOT/target/r
         break
     fi
 done
-[ -n "$BIN" ] || fail "no built binaries: run CARGO_TARGET_DIR=target-deploy cargo build --release -p broker -p balancer -p ticket-svc (or set TICKETRUSH_BIN_DIR)"
+[ -n "$BIN" ] || fail "no built binaries: run CARGO_TARGET_DIR=target-deploy cargo build --release -p broker -p balancer -p ticket-stack (or set TICKETRUSH_BIN_DIR)"
 say "binaries from ${BIN#"$ROOT"/}"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ticketrush-check.XXXXXX")

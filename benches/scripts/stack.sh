@@ -328,7 +328,7 @@ bench_stack() {
             done
         done
         echo
-        echo "accepted/s: 202 answers per second of the rush (for the full stack a 202 means durably queued, for the naive design decided); p99 (median over rounds): of every answer the crowd got (202s, and the 400s of the 2% malformed buyers); last in line final after (median): when the purchase last in line was seen decided, counted from the rush's last answer (the workers' remaining lag; about 0 for the naive design, whose 202 is final); errors: transport errors plus answers other than 202 and the expected 400, summed over the rounds; invariants: every DESIGN.md invariant, checked by \`rush --verify\` after every purchase was final."
+        echo "accepted/s: 202 answers per second of the rush (for the full stack a 202 means durably queued, for the naive design decided); p99 (median over rounds): of every answer the crowd got (202s, and the 400s of the 2% malformed buyers); last in line final after (median): when the purchase last in line was seen decided, counted from the rush's last answer (the workers' remaining lag; about 0 for the naive design, whose 202 is final); errors: transport errors plus answers other than 202 and the expected 400, summed over the rounds; invariants: every docs/DESIGN.md invariant, checked by \`rush --verify\` after every purchase was final."
     } >"$out"
     results_block stack "$out"
     log "stack: section took ${took}s"

@@ -1,15 +1,15 @@
-//! The ticket API, purchase workers, stores, stack runner and buyer crowd.
+//! The ticket service: the HTTP API that accepts purchases, the workers that decide them, and the
+//! stores that keep the sale. What an `api` or a `worker` deployment runs; the stack runner and
+//! the buyer crowd live in `ticket-stack`.
 //!
 //! Layout: [`domain`] holds the sale rules (pure), [`store`] the databases, [`queue`] the purchase
 //! queue abstraction, [`http`] the API, [`worker`] the deciding loop.
 
-pub mod affinity;
 pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod queue;
-pub mod rush;
-pub mod stack;
 pub mod store;
-pub mod supervisor;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod worker;

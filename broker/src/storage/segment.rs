@@ -34,7 +34,7 @@ pub struct Segment {
 
 /// Zeros are written ahead of the records in chunks of this size. Syncing a file whose size
 /// does not change is about twice as fast on this kind of disk (no metadata to flush), so
-/// most syncs land in already-written space; see shared/PERF.md.
+/// most syncs land in already-written space; see docs/PERFORMANCE.md, "The machine underneath".
 pub const PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The file name of the segment starting at `base`.

@@ -3,7 +3,7 @@
 //! Everything here is a value or a function of values, so it is tested without a database,
 //! a socket or a runtime. The stores and the worker call into it; they never re-implement a rule.
 //!
-//! Invariants these types and [`Ledger`] keep (DESIGN.md, "Invariants"):
+//! Invariants these types and [`Ledger`] keep (docs/DESIGN.md, "The sale's invariants"):
 //! - sold ≤ tickets, and sold = the sum of confirmed quantities;
 //! - no buyer's confirmed total goes over `max_per_buyer`;
 //! - first come, first served: purchases are decided in position order, so a purchase that did

@@ -1,4 +1,4 @@
-//! The ticket HTTP API (routes and JSON per DESIGN.md), on axum.
+//! The ticket HTTP API (routes and JSON per docs/DESIGN.md), on axum.
 //!
 //! `POST /events/{id}/purchases` answers 202 only after [`PurchaseQueue::enqueue`] returned: a
 //! queue that fails or does not answer within [`ApiConfig::enqueue_timeout`] gets a 503 with

@@ -1,4 +1,4 @@
-//! The handlers and their JSON shapes (DESIGN.md, "HTTP API").
+//! The handlers and their JSON shapes (docs/DESIGN.md, "The ticket API").
 
 use std::future::Future;
 use std::sync::Arc;

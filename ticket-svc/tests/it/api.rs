@@ -2,16 +2,16 @@
 
 use std::time::{Duration, Instant};
 
-use hyper::{Method, StatusCode};
+use http::{Method, StatusCode};
 use serde_json::json;
 use ticket_svc::http::ApiConfig;
 use ticket_svc::queue::{MemoryQueueConfig, PurchaseQueue};
 
-use crate::support::{backend, call, create_event, get, post_json, start_api};
+use ticket_svc::testing::{call, create_event, get, post_json, start_api, test_deps};
 
 #[tokio::test]
 async fn events_are_created_201_and_read_back() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
     let r = post_json(
         api.addr,
@@ -42,7 +42,7 @@ async fn events_are_created_201_and_read_back() {
 
 #[tokio::test]
 async fn bad_event_requests_get_400_naming_the_problem() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
     let cases = [
         (json!({"name": "x", "tickets": 5}), "max_per_buyer"),
@@ -81,7 +81,7 @@ async fn bad_event_requests_get_400_naming_the_problem() {
 
 #[tokio::test]
 async fn a_purchase_is_202_with_its_place_in_line_and_pending_until_decided() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
     let event = create_event(api.addr, 10, 4).await;
     let path = format!("/events/{event}/purchases");
@@ -106,7 +106,7 @@ async fn a_purchase_is_202_with_its_place_in_line_and_pending_until_decided() {
 
 #[tokio::test]
 async fn bad_purchases_get_4xx_naming_the_problem() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(
         &b,
         ApiConfig {
@@ -176,7 +176,7 @@ async fn bad_purchases_get_4xx_naming_the_problem() {
 
 #[tokio::test]
 async fn unknown_and_malformed_purchase_ids_are_404() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
     for path in [
         "/purchases/not-a-uuid",
@@ -195,7 +195,7 @@ async fn unknown_and_malformed_purchase_ids_are_404() {
 
 #[tokio::test]
 async fn a_repeated_idempotency_key_answers_the_first_purchase_across_instances() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let one = start_api(&b, ApiConfig::default()).await;
     let two = start_api(&b, ApiConfig::default()).await;
     let event = create_event(one.addr, 10, 4).await;
@@ -233,7 +233,7 @@ async fn a_repeated_idempotency_key_answers_the_first_purchase_across_instances(
 
 #[tokio::test]
 async fn a_down_queue_gets_503_with_retry_after_and_nothing_queued() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
     let event = create_event(api.addr, 10, 4).await;
     b.queue.set_available(false);
@@ -257,7 +257,7 @@ async fn a_down_queue_gets_503_with_retry_after_and_nothing_queued() {
 
 #[tokio::test]
 async fn a_slow_queue_gets_503_within_the_enqueue_timeout() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(
         &b,
         ApiConfig {
@@ -288,7 +288,7 @@ async fn a_slow_queue_gets_503_within_the_enqueue_timeout() {
 
 #[tokio::test]
 async fn healthz_and_metrics_answer() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
     let h = get(api.addr, "/healthz").await;
     assert_eq!(h.status, StatusCode::OK);
@@ -330,7 +330,7 @@ async fn healthz_and_metrics_answer() {
 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_purchase_finish() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
     let event = create_event(api.addr, 10, 4).await;
     b.queue.set_enqueue_delay(Duration::from_millis(300));
@@ -361,7 +361,7 @@ async fn shutdown_lets_an_in_flight_purchase_finish() {
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await; // header deadline 500 ms in tests
     let mut slow = tokio::net::TcpStream::connect(api.addr).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")

@@ -5,9 +5,5 @@
 
 mod api;
 mod broker_queue;
-mod cli;
-mod rush;
-mod stack;
 mod store;
-mod support;
 mod worker;

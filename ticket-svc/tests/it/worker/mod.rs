@@ -23,7 +23,7 @@ use ticket_svc::queue::{JobConsumer, Lane, MemoryQueue, MemoryQueueConfig, Purch
 use ticket_svc::store::{SqliteStore, Store, StoreError};
 use ticket_svc::worker::{Worker, WorkerConfig};
 
-use crate::support::{backend, create_event, get, post_json, start_api};
+use ticket_svc::testing::{create_event, get, post_json, start_api, test_deps};
 
 mod store_failures;
 
@@ -206,7 +206,7 @@ fn job(event: EventId, buyer: &str, quantity: u32) -> PurchaseJob {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_workers_crashes_and_redeliveries_never_oversell_and_serve_in_order() {
-    let b = backend(MemoryQueueConfig {
+    let b = test_deps(MemoryQueueConfig {
         partitions: 4,
         max_attempts: 100,
         ..Default::default()
@@ -318,8 +318,8 @@ async fn all_final(store: &impl Store, queued: &[QueuedJob]) -> bool {
 async fn faulty_with_event(
     queue: MemoryQueueConfig,
     tickets: u32,
-) -> (crate::support::Backend, Faulty, Event) {
-    let b = backend(queue).await;
+) -> (ticket_svc::testing::TestDeps, Faulty, Event) {
+    let b = test_deps(queue).await;
     let store = Faulty::new(Arc::clone(&b.store));
     let e = store
         .create_event(&EventSpec::new("x", tickets.into(), 4).unwrap())
@@ -329,7 +329,7 @@ async fn faulty_with_event(
 }
 
 /// One partition (one ordered lane), a recording store and an event with 100 tickets.
-async fn one_lane_with_an_event() -> (crate::support::Backend, Faulty, Event) {
+async fn one_lane_with_an_event() -> (ticket_svc::testing::TestDeps, Faulty, Event) {
     faulty_with_event(
         MemoryQueueConfig {
             partitions: 1,
@@ -397,7 +397,7 @@ async fn a_full_batch_is_followed_by_the_next_without_lingering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_batch_commits_and_acks_it_first() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let mut store = Faulty::new(Arc::clone(&b.store));
     store.slow = Duration::from_millis(300);
     let e = store
@@ -423,7 +423,7 @@ async fn shutdown_mid_batch_commits_and_acks_it_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purchases_through_the_api_reach_a_final_state_without_oversell() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
     let store = (*b.store).clone();
     let workers = Workers::start(2, &store, &b.queue, &b.metrics, fast_config(32));
@@ -480,7 +480,7 @@ async fn purchases_through_the_api_reach_a_final_state_without_oversell() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_waits_out_a_queue_outage_and_rejoins() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let store = (*b.store).clone();
     let e = store
         .create_event(&EventSpec::new("x", 5, 4).unwrap())

@@ -34,7 +34,7 @@ fn patient(patience: Duration) -> WorkerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_store_error_is_nacked_and_retried() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let store = Faulty::new(Arc::clone(&b.store));
     store.transient_failures_left.store(3, Ordering::SeqCst);
     let e = store
@@ -129,7 +129,7 @@ async fn shutdown_does_not_wait_out_the_patience_and_loses_no_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_lettered_jobs_mark_their_purchases_failed() {
-    let b = backend(MemoryQueueConfig {
+    let b = test_deps(MemoryQueueConfig {
         max_attempts: 3,
         ..Default::default()
     })

@@ -22,10 +22,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
-use crate::queue::PurchaseQueue;
-use crate::store::Store;
-use crate::worker::{Worker, WorkerConfig};
+use ticket_svc::metrics::Metrics;
+use ticket_svc::queue::PurchaseQueue;
+use ticket_svc::store::Store;
+use ticket_svc::worker::{Worker, WorkerConfig};
 
 /// When to add and remove workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,15 +440,15 @@ mod tests {
         use std::sync::atomic::{AtomicU64, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(
-            crate::store::AnyStore::open(&format!(
+            ticket_svc::store::AnyStore::open(&format!(
                 "sqlite://{}",
                 dir.path().join("t.db").display()
             ))
             .await
             .unwrap(),
         );
-        let queue = Arc::new(crate::queue::MemoryQueue::new(
-            crate::queue::MemoryQueueConfig::default(),
+        let queue = Arc::new(ticket_svc::queue::MemoryQueue::new(
+            ticket_svc::queue::MemoryQueueConfig::default(),
         ));
         let lag = Arc::new(AtomicU64::new(0));
         let gauges = SupervisorMetrics::default();

@@ -271,9 +271,9 @@ mod tests {
     use hdrhistogram::Histogram;
 
     use super::*;
-    use crate::domain::EventId;
     use crate::rush::timeline::{Second, SoldSample, Timeline};
     use crate::rush::verify::Verification;
+    use ticket_svc::domain::EventId;
 
     fn report() -> RushReport {
         let mut latency_us = Histogram::new(3).unwrap();

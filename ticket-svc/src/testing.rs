@@ -1,5 +1,6 @@
-//! Test helpers: an API on 127.0.0.1 port 0 over SQLite in a temp dir and the in-memory queue,
-//! and a tiny HTTP/1 client.
+//! Test helpers for this crate's and other crates' tests, behind the `test-util` feature: an API
+//! on 127.0.0.1 port 0 over SQLite in a temp dir and the in-memory queue, and a tiny HTTP/1
+//! client. A helper that fails panics with what broke: it is test code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,51 +16,64 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use ticket_svc::http::{ApiConfig, ApiState, ServeConfig, router, serve};
-use ticket_svc::metrics::Metrics;
-use ticket_svc::queue::{MemoryQueue, MemoryQueueConfig};
-use ticket_svc::store::SqliteStore;
+use crate::http::{ApiConfig, ApiState, ServeConfig, router, serve};
+use crate::metrics::Metrics;
+use crate::queue::{MemoryQueue, MemoryQueueConfig};
+use crate::store::SqliteStore;
 
 /// A running API instance.
 pub struct TestApi {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Cancel to drain it.
     pub shutdown: CancellationToken,
+    /// The server task: its result is the server's.
     pub task: JoinHandle<std::io::Result<()>>,
 }
 
-/// The shared backend several API instances (and workers) can use.
-pub struct Backend {
+/// The store, queue and metrics that several API instances (and workers) of a test share.
+pub struct TestDeps {
+    /// SQLite in [`TestDeps::dir`].
     pub store: Arc<SqliteStore>,
+    /// The in-memory purchase queue.
     pub queue: Arc<MemoryQueue>,
+    /// Metrics registered nowhere.
     pub metrics: Arc<Metrics>,
-    pub _dir: tempfile::TempDir,
+    /// The temp dir, removed when this is dropped.
+    pub dir: tempfile::TempDir,
 }
 
-pub async fn backend(queue: MemoryQueueConfig) -> Backend {
-    let dir = tempfile::tempdir().unwrap();
+/// A fresh SQLite store in a temp dir and an in-memory queue with `queue`'s settings.
+pub async fn test_deps(queue: MemoryQueueConfig) -> TestDeps {
+    let dir = tempfile::tempdir().expect("a temp dir can be made for the test store");
     let store = SqliteStore::open(dir.path().join("tickets.db"))
         .await
-        .unwrap();
-    Backend {
+        .expect("SQLite opens in a fresh temp dir");
+    TestDeps {
         store: Arc::new(store),
         queue: Arc::new(MemoryQueue::new(queue)),
         metrics: Arc::new(Metrics::unregistered()),
-        _dir: dir,
+        dir,
     }
 }
 
-pub async fn start_api(b: &Backend, config: ApiConfig) -> TestApi {
+/// Starts an API instance over `deps` on loopback port 0.
+pub async fn start_api(deps: &TestDeps, config: ApiConfig) -> TestApi {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let state = ApiState::new(
-        Arc::clone(&b.store),
-        Arc::clone(&b.queue),
+        Arc::clone(&deps.store),
+        Arc::clone(&deps.queue),
         metrics,
         Arc::new(registry),
         config,
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback port 0 can be bound");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let task = tokio::spawn(serve(
@@ -79,18 +93,26 @@ pub async fn start_api(b: &Backend, config: ApiConfig) -> TestApi {
 }
 
 impl TestApi {
+    /// Drains the API and panics if it failed.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
+        self.task
+            .await
+            .expect("the API task did not panic")
+            .expect("the API drained cleanly");
     }
 }
 
 /// A response, with the body as text and (when it parses) as JSON.
 #[derive(Debug)]
 pub struct Reply {
+    /// The status.
     pub status: StatusCode,
+    /// The headers.
     pub headers: hyper::HeaderMap,
+    /// The body, lossily as UTF-8.
     pub text: String,
+    /// The body as JSON, or `Null` when it is not JSON.
     pub json: serde_json::Value,
 }
 
@@ -103,8 +125,12 @@ pub async fn call(
     body: impl Into<Bytes>,
 ) -> Reply {
     tokio::time::timeout(Duration::from_secs(10), async {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("the server under test accepts");
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("an HTTP/1 handshake on a fresh connection");
         let conn = tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
@@ -114,12 +140,20 @@ pub async fn call(
             req = req.header(*k, *v);
         }
         let resp = sender
-            .send_request(req.body(Full::new(body.into())).unwrap())
+            .send_request(
+                req.body(Full::new(body.into()))
+                    .expect("the test's method, path and headers are valid"),
+            )
             .await
-            .unwrap();
+            .expect("the server under test answers");
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("the response body arrives whole")
+            .to_bytes();
         drop(sender);
         let _ = conn.await;
         let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -135,10 +169,12 @@ pub async fn call(
     .expect("request finished within 10 s")
 }
 
+/// `GET path` on a fresh connection.
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     call(addr, Method::GET, path, &[], Bytes::new()).await
 }
 
+/// `POST path` with a JSON body on a fresh connection.
 pub async fn post_json(addr: SocketAddr, path: &str, body: serde_json::Value) -> Reply {
     call(
         addr,
@@ -159,5 +195,7 @@ pub async fn create_event(addr: SocketAddr, tickets: u32, max_per_buyer: u32) ->
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    r.json["id"].as_i64().unwrap()
+    r.json["id"]
+        .as_i64()
+        .expect("a created event has a numeric id")
 }

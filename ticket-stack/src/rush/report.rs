@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 
 use super::timeline::{SoldSample, Timeline};
 use super::verify::Verification;
-use crate::domain::EventId;
+use ticket_svc::domain::EventId;
 
 /// What the crowd saw.
 #[derive(Debug)]

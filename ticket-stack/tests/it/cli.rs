@@ -7,10 +7,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use broker::testing::TestBroker;
-use hyper::StatusCode;
+use http::StatusCode;
 use serde_json::json;
 
-use crate::support::{get, post_json};
+use ticket_svc::testing::{get, post_json};
 
 fn ticket_svc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ticket-svc"))
@@ -215,7 +215,7 @@ async fn up_killed_mid_rush_loses_no_accepted_purchase() {
     );
     let addr: std::net::SocketAddr = listen.parse().unwrap();
     let up = wait_healthy(addr, start_up(&data, &listen, &admin), "up").await;
-    let event = crate::support::create_event(addr, 100, 2).await;
+    let event = ticket_svc::testing::create_event(addr, 100, 2).await;
 
     // 8 buyers at a time, 240 purchases, half of them with an Idempotency-Key.
     let mut tasks = tokio::task::JoinSet::new();
@@ -227,9 +227,9 @@ async fn up_killed_mid_rush_loses_no_accepted_purchase() {
                 let path = format!("/events/{event}/purchases");
                 let body = json!({"buyer": format!("b{n}"), "quantity": 1});
                 let r = if n % 2 == 0 {
-                    crate::support::call(
+                    ticket_svc::testing::call(
                         addr,
-                        hyper::Method::POST,
+                        http::Method::POST,
                         &path,
                         &[
                             ("content-type", "application/json"),

@@ -5,7 +5,7 @@
 //! Idempotency-Key (and must get the same purchase back); a few send a bad request (and must get
 //! a 400). With `--rate R` buyer `i` is due at `start + i/R` and its latency is measured from
 //! that intended time, so a slow server cannot hide its queueing (no coordinated omission).
-//! With `--verify` every accepted purchase is polled to a final state and the DESIGN.md
+//! With `--verify` every accepted purchase is polled to a final state and the docs/DESIGN.md
 //! invariants are checked ([`verify`]), and the time from the rush's last answer to the moment
 //! every purchase was seen final is measured.
 //!
@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{EventId, Position, PurchaseStatus};
+use ticket_svc::domain::{EventId, Position, PurchaseStatus};
 
 pub mod client;
 pub mod html;

@@ -19,13 +19,13 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{ApiConfig, ServeConfig, run_api};
-use crate::http::{metrics_router, serve};
-use crate::metrics::Metrics;
-use crate::queue::{BrokerQueue, BrokerQueueConfig};
-use crate::store::{AnyStore, PendingRows, SqliteStore};
 use crate::supervisor::{ScalingConfig, SupervisorMetrics, group_lag, supervise};
-use crate::worker::WorkerConfig;
+use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
+use ticket_svc::http::{metrics_router, serve};
+use ticket_svc::metrics::Metrics;
+use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
+use ticket_svc::store::{AnyStore, PendingRows, SqliteStore};
+use ticket_svc::worker::WorkerConfig;
 
 /// What to start.
 #[derive(Debug, Clone)]

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use tokio::net::TcpListener;
 
+use ticket_stack::rush::{RushConfig, Target};
 use ticket_svc::domain::EventId;
 use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
-use ticket_svc::rush::{RushConfig, Target};
 use ticket_svc::store::AnyStore;
 use ticket_svc::worker::{
     DEFAULT_LINGER_MS, DEFAULT_STORE_PATIENCE_S, MAX_STORE_PATIENCE_S, WorkerConfig, run_workers,
@@ -107,12 +107,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
         #[command(flatten)]
-        backend: Backend,
+        deps: ServiceDeps,
     },
     /// A purchase worker: decide queued purchases in batches.
     Worker {
         #[command(flatten)]
-        backend: Backend,
+        deps: ServiceDeps,
         /// Worker loops in this process.
         #[arg(long, default_value_t = 1)]
         workers: usize,
@@ -224,9 +224,9 @@ fn parse_concurrency(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Where the data and the queue are (shared by `api` and `worker`).
+/// The store and the broker that `api` and `worker` use.
 #[derive(Debug, clap::Args)]
-struct Backend {
+struct ServiceDeps {
     /// The broker.
     #[arg(long, default_value = "127.0.0.1:7070")]
     broker: String,
@@ -247,7 +247,7 @@ struct Backend {
     connect_timeout_s: u64,
 }
 
-impl Backend {
+impl ServiceDeps {
     async fn open(&self) -> anyhow::Result<(Arc<AnyStore>, Arc<BrokerQueue>, Duration)> {
         let store = AnyStore::open(&self.db)
             .await
@@ -298,14 +298,14 @@ fn shutdown_on_signal(token: CancellationToken) {
     });
 }
 
-async fn api(listen: SocketAddr, backend: Backend) -> anyhow::Result<ExitCode> {
+async fn api(listen: SocketAddr, deps: ServiceDeps) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let (store, queue, enqueue_timeout) = backend.open().await?;
+    let (store, queue, enqueue_timeout) = deps.open().await?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
-    tracing::info!(listen = %listener.local_addr()?, broker = %backend.broker, "api serving");
+    tracing::info!(listen = %listener.local_addr()?, broker = %deps.broker, "api serving");
     let config = ApiConfig {
         enqueue_timeout,
         ..ApiConfig::default()
@@ -325,7 +325,7 @@ async fn api(listen: SocketAddr, backend: Backend) -> anyhow::Result<ExitCode> {
 }
 
 async fn worker(
-    backend: Backend,
+    deps: ServiceDeps,
     workers: usize,
     config: WorkerConfig,
     metrics_listen: Option<SocketAddr>,
@@ -338,7 +338,7 @@ async fn worker(
         ),
         None => None,
     };
-    let (store, queue, _) = backend.open().await?;
+    let (store, queue, _) = deps.open().await?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
     tracing::info!(
@@ -346,7 +346,7 @@ async fn worker(
         batch = config.batch_max_jobs,
         linger = ?config.linger,
         store_patience = ?config.store_patience,
-        broker = %backend.broker,
+        broker = %deps.broker,
         "workers running"
     );
     run_workers(store, queue, workers, config, metrics_listener, shutdown)
@@ -386,7 +386,7 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
     };
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
-    let report = ticket_svc::rush::run(config, shutdown)
+    let report = ticket_stack::rush::run(config, shutdown)
         .await
         .context("rush")?;
     print!("{report}");
@@ -403,16 +403,16 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
 /// Writes the HTML report and says where.
 async fn write_report(
     path: &std::path::Path,
-    report: &ticket_svc::rush::RushReport,
+    report: &ticket_stack::rush::RushReport,
 ) -> anyhow::Result<()> {
-    tokio::fs::write(path, ticket_svc::rush::html::render(report))
+    tokio::fs::write(path, ticket_stack::rush::html::render(report))
         .await
         .with_context(|| format!("writing the report to {}", path.display()))?;
     println!("report: {}", path.display());
     Ok(())
 }
 
-fn print_urls(s: &ticket_svc::stack::Stack) {
+fn print_urls(s: &ticket_stack::stack::Stack) {
     println!("ticketrush is up");
     println!("  buyers (balancer):  http://{}", s.public);
     if let Some(admin) = s.admin {
@@ -433,7 +433,7 @@ fn print_urls(s: &ticket_svc::stack::Stack) {
 
 /// `up` and `demo`: the whole stack in this process.
 async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
-    use ticket_svc::stack::{self, StackConfig};
+    use ticket_stack::stack::{self, StackConfig};
     match cmd {
         Command::Up {
             data_dir,
@@ -499,11 +499,11 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
 
 /// `demo`'s part once the stack is up: the event, the rush with `--verify`, the report printed.
 async fn demo_rush(
-    s: &ticket_svc::stack::Stack,
+    s: &ticket_stack::stack::Stack,
     tickets: u32,
     buyers: u64,
     concurrency: usize,
-) -> anyhow::Result<ticket_svc::rush::RushReport> {
+) -> anyhow::Result<ticket_stack::rush::RushReport> {
     use ticket_svc::store::Store;
     let spec = ticket_svc::domain::EventSpec::new("DJ night", i64::from(tickets), 4)
         .context("the event")?;
@@ -518,7 +518,7 @@ async fn demo_rush(
     );
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone());
-    let report = ticket_svc::rush::run(
+    let report = ticket_stack::rush::run(
         RushConfig {
             target: Target::resolve(&format!("http://{}", s.public)).await?,
             event: event.id,
@@ -555,7 +555,7 @@ fn main() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if pin {
-        match ticket_svc::affinity::pin_workers(&mut builder) {
+        match ticket_stack::affinity::pin_workers(&mut builder) {
             Some(cpus) => tracing::info!(?cpus, "runtime workers pinned, one per CPU"),
             None => tracing::info!(
                 "runtime workers not pinned: fewer than 2 CPUs allowed, or no CPU affinity here"
@@ -571,9 +571,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match run {
-            Command::Api { listen, backend } => api(listen, backend).await,
+            Command::Api { listen, deps } => api(listen, deps).await,
             Command::Worker {
-                backend,
+                deps,
                 workers,
                 batch,
                 linger_ms,
@@ -586,7 +586,7 @@ fn main() -> ExitCode {
                     store_patience: Duration::from_secs(store_patience_s),
                     ..WorkerConfig::default()
                 };
-                worker(backend, workers, config, metrics_listen).await
+                worker(deps, workers, config, metrics_listen).await
             }
             cmd @ (Command::Up { .. } | Command::Demo { .. }) => stack_command(cmd).await,
             cmd => rush(cmd).await,

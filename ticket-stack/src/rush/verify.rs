@@ -1,11 +1,11 @@
-//! The DESIGN.md invariants, checked over what a crowd observed: pure, so it is unit-tested.
+//! The sale's invariants (docs/DESIGN.md), checked over what a crowd observed: pure, so it is unit-tested.
 //!
 //! The check assumes the crowd was the only buyer of its event while it ran (it compares the
 //! event's `sold` before and after with what its own purchases confirmed).
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::domain::{Position, PurchaseStatus, RejectReason};
+use ticket_svc::domain::{Position, PurchaseStatus, RejectReason};
 
 /// One accepted purchase as the crowd saw it in the end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct EventCounts {
     pub sold_after: u32,
 }
 
-/// One DESIGN.md invariant the check covers.
+/// One invariant of docs/DESIGN.md that the check covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Invariant {
     /// A purchase id is always answered with the same position and quantity.

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use ticket_stack::rush::{RushConfig, Target};
+use ticket_stack::stack::{self, StackConfig};
 use ticket_svc::domain::EventSpec;
-use ticket_svc::rush::{RushConfig, Target};
-use ticket_svc::stack::{self, StackConfig};
 use ticket_svc::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_res
         .create_event(&EventSpec::new("DJ night", 300, 4).unwrap())
         .await
         .unwrap();
-    let report = ticket_svc::rush::run(
+    let report = ticket_stack::rush::run(
         RushConfig {
             target: Target::resolve(&format!("http://{}", s.public))
                 .await

@@ -2,7 +2,7 @@
 //! (not durable, no broker, no balancer): what the API and the stores can do on this machine
 //! until the broker-backed queue is wired in. Not the `demo`.
 //!
-//! `cargo run --release -p ticket-svc --example inproc_rush -- [BUYERS] [TICKETS] [CONCURRENCY] [DB_URL|-] [memory|broker]`
+//! `cargo run --release -p ticket-stack --example inproc_rush -- [BUYERS] [TICKETS] [CONCURRENCY] [DB_URL|-] [memory|broker]`
 //!
 //! `broker` puts a real broker (in-process, temp dir, fsync always) behind the queue instead.
 
@@ -12,13 +12,13 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use ticket_stack::rush::{RushConfig, Target};
 use ticket_svc::domain::EventSpec;
 use ticket_svc::http::{ApiConfig, ApiState, ServeConfig, router, serve};
 use ticket_svc::metrics::Metrics;
 use ticket_svc::queue::{
     BrokerQueue, BrokerQueueConfig, MemoryQueue, MemoryQueueConfig, PurchaseQueue,
 };
-use ticket_svc::rush::{RushConfig, Target};
 use ticket_svc::store::{AnyStore, PostgresStore, Store};
 use ticket_svc::worker::{Worker, WorkerConfig};
 
@@ -105,7 +105,7 @@ async fn bench<Q: PurchaseQueue>(
     let event = store
         .create_event(&EventSpec::new("DJ night", i64::try_from(tickets)?, 4)?)
         .await?;
-    let report = ticket_svc::rush::run(
+    let report = ticket_stack::rush::run(
         RushConfig {
             target: Target::resolve(&format!("http://{addr}")).await?,
             event: event.id,

@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use ticket_stack::rush::{RushConfig, Target, run};
 use ticket_svc::domain::EventId;
 use ticket_svc::http::ApiConfig;
 use ticket_svc::queue::MemoryQueueConfig;
-use ticket_svc::rush::{RushConfig, Target, run};
 use ticket_svc::worker::{Worker, WorkerConfig};
 
-use crate::support::{backend, create_event, start_api};
+use ticket_svc::testing::{create_event, start_api, test_deps};
 
 fn config(target: Target, event: i64, buyers: u64, rate: Option<f64>) -> RushConfig {
     RushConfig {
@@ -29,7 +29,7 @@ fn config(target: Target, event: i64, buyers: u64, rate: Option<f64>) -> RushCon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rush_sells_out_fairly_and_verifies() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
     let shutdown = CancellationToken::new();
     let mut workers = tokio::task::JoinSet::new();
@@ -119,7 +119,7 @@ async fn a_rush_sells_out_fairly_and_verifies() {
 
 #[tokio::test]
 async fn a_rush_against_an_unknown_event_says_so() {
-    let b = backend(MemoryQueueConfig::default()).await;
+    let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
     let target = Target::resolve(&format!("http://{}", api.addr))
         .await

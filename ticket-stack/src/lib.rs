@@ -1,0 +1,10 @@
+//! Everything that runs the ticket service rather than being it: the whole stack in one process
+//! on loopback ([`stack`], behind `ticket-svc up` and `ticket-svc demo`) with its worker
+//! [`supervisor`], the CPU pinning of runtime workers ([`affinity`]), and the buyer crowd
+//! ([`rush`], behind `ticket-svc rush`) with its report. The crate also builds the `ticket-svc`
+//! binary, whose `api` and `worker` commands run the service crate alone.
+
+pub mod affinity;
+pub mod rush;
+pub mod stack;
+pub mod supervisor;

@@ -1,0 +1,8 @@
+//! ticket-stack integration tests: one binary, one module per area.
+
+// Helpers here are test code too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod rush;
+mod stack;
