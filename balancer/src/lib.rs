@@ -22,8 +22,9 @@
 //!
 //! Module map: [`config`] (flags, file, validation), [`listener`] (accept, limits, TLS),
 //! [`downstream`] (the balancer's own HTTP/1.1 server), [`proxy`] (forwarding, headers, retries), [`upstream`] (backends, pool, health),
-//! [`select`] (pure strategies), [`limit`] (rate, queue, retry budget), [`admin`] (metrics,
-//! status, backends API), [`state`] (what tasks share).
+//! [`select`] (pure strategies), [`limit`] (rate, queue, retry budget), [`metrics`] (what
+//! every layer counts), [`admin`] (serves metrics and status, backends API), [`state`] (what
+//! tasks share).
 
 pub mod admin;
 pub mod body;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod downstream;
 pub mod limit;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod select;
 pub mod sniff;
@@ -305,7 +307,7 @@ impl Handle {
 
     /// The metrics text (what `/metrics` serves).
     pub fn metrics_text(&self) -> String {
-        self.shared.metrics.render(&self.shared.backends.snapshot())
+        self.shared.metrics_text()
     }
 }
 

@@ -212,7 +212,7 @@ where
         {
             shared
                 .metrics
-                .reject(crate::admin::metrics::Rejection::HeaderTooLarge);
+                .reject(crate::metrics::Rejection::HeaderTooLarge);
         }
         tracing::debug!(%peer, %error, "connection ended with error");
     }

@@ -11,11 +11,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::metrics::Metrics;
 use crate::config::{BackendSpec, Config};
 use crate::limit::queue::ConcurrencyGate;
 use crate::limit::rate::{DEFAULT_MAX_CLIENTS, RateLimiter};
 use crate::limit::retry::RetryBudget;
+use crate::metrics::Metrics;
 use crate::upstream::health::health_loop;
 use crate::upstream::{Backend, Backends};
 
@@ -125,6 +125,12 @@ impl Shared {
             }
             last.retain(|addr, _| set.iter().any(|b| b.addr() == *addr));
         }
+    }
+
+    /// The metrics text (what the admin `/metrics` serves), the backends' gauges refreshed.
+    pub fn metrics_text(&self) -> String {
+        self.metrics
+            .render(self.backends.snapshot().iter().map(|b| b.gauges()))
     }
 
     /// Adds a backend and starts checking it at once; it gets traffic after the first

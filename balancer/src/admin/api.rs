@@ -126,7 +126,7 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Result<AdminRespo
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.render(&shared.backends.snapshot()),
+            shared.metrics_text(),
         ),
         (&Method::GET, "/status") => text(
             StatusCode::OK,

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::admin::metrics::Rejection;
 use crate::body::{BodyFault, RespBody};
+use crate::metrics::Rejection;
 use crate::upstream::conn::ConnError;
 
 use super::headers::FramingError;

@@ -11,52 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BackendSpec;
 use crate::limit::queue::{Admission, ConcurrencyGate};
+use crate::metrics::{BackendGauges, BackendMetrics, class_index};
 use crate::select::Candidate;
 
 use super::conn::Connection;
 use super::pool::Pool;
-
-/// Metric handles for one backend (shared with the registry's families).
-#[derive(Debug, Clone)]
-pub struct BackendMetrics {
-    /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx, error (no response).
-    pub by_class: [Counter; 6],
-    /// Time from sending the request to response headers.
-    pub latency: Histogram,
-    /// Failed connection attempts.
-    pub connect_errors: Counter,
-    /// Passive ejections.
-    pub ejections: Counter,
-}
-
-impl BackendMetrics {
-    /// Handles registered nowhere (tests, tools).
-    pub fn detached() -> Self {
-        Self {
-            by_class: Default::default(),
-            latency: Histogram::new(crate::admin::metrics::latency_buckets()),
-            connect_errors: Counter::default(),
-            ejections: Counter::default(),
-        }
-    }
-}
-
-/// Index into [`BackendMetrics::by_class`] for a status code.
-pub fn class_index(status: u16) -> usize {
-    match status {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
-    }
-}
 
 /// A backend and its live state.
 #[derive(Debug)]
@@ -272,6 +235,17 @@ impl Backend {
     /// A request sent now would start at once (no cap, or a free slot and nobody waiting).
     pub fn has_capacity(&self) -> bool {
         !self.capped.load(Ordering::Acquire) || self.gate().has_capacity()
+    }
+
+    /// Its gauges as a metrics scrape shows them.
+    pub fn gauges(&self) -> BackendGauges {
+        BackendGauges {
+            addr: self.addr,
+            in_flight: self.in_flight_now(),
+            queued: self.gate().queue_len(),
+            is_up: self.is_available(),
+            idle_connections: self.idle_connections(),
+        }
     }
 
     /// Idle pooled connections over all workers.

@@ -11,5 +11,5 @@ pub mod health;
 pub mod pool;
 mod set;
 
-pub use backend::{Backend, BackendMetrics, Exchange, class_index};
+pub use backend::{Backend, Exchange};
 pub use set::{BackendSet, Backends};

@@ -1,10 +1,17 @@
 //! The balancer's Prometheus metrics (`balancer_*`), built on `prometheus-client`.
 //!
+//! A lower layer: the listeners, the proxy and each backend count into it, and the admin
+//! listener only serves what [`Metrics::render`] writes. It knows backends by their address
+//! (a label) and by the [`BackendGauges`] a scrape hands in, never as live objects.
+//!
 //! Labels are bounded: `backend` is one of the configured backend addresses (operators
 //! control that set; removed backends' series are deleted), `class` is a status class, and
 //! `reason`/`result` are small fixed vocabularies. No paths, client addresses or request ids.
 //! Gauges that mirror live state (in flight, queue, health, idle pool) are refreshed from the
 //! backends' atomics when scraped, so the request path pays nothing for them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -12,8 +19,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::upstream::{Backend, BackendMetrics};
 
 /// Label set with static keys and owned values.
 pub type Labels = Vec<(&'static str, String)>;
@@ -28,6 +33,57 @@ pub fn latency_buckets() -> impl Iterator<Item = f64> {
 
 fn new_histogram() -> Histogram {
     Histogram::new(latency_buckets())
+}
+
+/// Index into [`BackendMetrics::by_class`] (and [`CLASSES`]) for a status code.
+pub fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// Metric handles for one backend (shared with the registry's families).
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx, error (no response).
+    pub by_class: [Counter; 6],
+    /// Time from sending the request to response headers.
+    pub latency: Histogram,
+    /// Failed connection attempts.
+    pub connect_errors: Counter,
+    /// Passive ejections.
+    pub ejections: Counter,
+}
+
+impl BackendMetrics {
+    /// Handles registered nowhere (tests, tools).
+    pub fn detached() -> Self {
+        Self {
+            by_class: Default::default(),
+            latency: new_histogram(),
+            connect_errors: Counter::default(),
+            ejections: Counter::default(),
+        }
+    }
+}
+
+/// A backend's live state as its gauges show it, read when the metrics are scraped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendGauges {
+    /// The backend (the `backend` label).
+    pub addr: SocketAddr,
+    /// Requests running on it.
+    pub in_flight: u64,
+    /// Requests waiting in its queue.
+    pub queued: usize,
+    /// It receives traffic (healthy, not ejected, not draining).
+    pub is_up: bool,
+    /// Idle pooled connections to it.
+    pub idle_connections: usize,
 }
 
 /// Why the balancer answered a request itself.
@@ -249,8 +305,8 @@ impl Metrics {
     }
 
     /// Counts a response to a client.
-    pub fn observe_request(&self, status: u16, elapsed: std::time::Duration) {
-        if let Some(c) = self.by_class.get(crate::upstream::class_index(status)) {
+    pub fn observe_request(&self, status: u16, elapsed: Duration) {
+        if let Some(c) = self.by_class.get(class_index(status)) {
             c.inc();
         }
         self.request_duration.observe(elapsed.as_secs_f64());
@@ -288,21 +344,19 @@ impl Metrics {
     }
 
     /// Refreshes the state gauges from `backends` and renders the text exposition.
-    pub fn render(&self, backends: &[std::sync::Arc<Backend>]) -> String {
+    pub fn render(&self, backends: impl IntoIterator<Item = BackendGauges>) -> String {
         for b in backends {
-            let l = vec![("backend", b.addr().to_string())];
+            let l = vec![("backend", b.addr.to_string())];
             self.upstream_in_flight
                 .get_or_create(&l)
-                .set(i64::try_from(b.in_flight_now()).unwrap_or(i64::MAX));
+                .set(i64::try_from(b.in_flight).unwrap_or(i64::MAX));
             self.queue_length
                 .get_or_create(&l)
-                .set(i64::try_from(b.gate().queue_len()).unwrap_or(i64::MAX));
-            self.backend_up
-                .get_or_create(&l)
-                .set(i64::from(b.is_available()));
+                .set(i64::try_from(b.queued).unwrap_or(i64::MAX));
+            self.backend_up.get_or_create(&l).set(i64::from(b.is_up));
             self.pool_idle
                 .get_or_create(&l)
-                .set(i64::try_from(b.idle_connections()).unwrap_or(i64::MAX));
+                .set(i64::try_from(b.idle_connections).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         if let Err(error) = encode(&mut out, &self.registry) {
