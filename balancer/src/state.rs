@@ -35,8 +35,8 @@ pub enum BackendError {
 
 /// Shared state.
 pub struct Shared {
-    /// The live config (swapped on reload).
-    pub config: ArcSwap<Config>,
+    /// The live config (swapped on reload; the health loops hold it too).
+    pub config: Arc<ArcSwap<Config>>,
     /// The backend set.
     pub backends: Backends,
     /// Metric families.
@@ -75,7 +75,7 @@ impl Shared {
             .collect();
         let backends = Backends::new(backends, config.strategy, config.seed);
         Arc::new(Self {
-            config: ArcSwap::from_pointee(config),
+            config: Arc::new(ArcSwap::from_pointee(config)),
             backends,
             metrics,
             rate: RateLimiter::new(DEFAULT_MAX_CLIENTS),
@@ -93,7 +93,8 @@ impl Shared {
     /// Starts the health loops of the initial backends and the sampler.
     pub fn start_background(self: &Arc<Self>) {
         for b in self.backends.snapshot() {
-            self.background.spawn(health_loop(b, Arc::clone(self)));
+            self.background
+                .spawn(health_loop(b, Arc::clone(&self.config)));
         }
         let me = Arc::clone(self);
         self.background.spawn(async move { me.sampler().await });
@@ -153,7 +154,7 @@ impl Shared {
         tracing::info!(backend = %spec.addr, weight = spec.weight,
             "backend added; serving after its first passing health check");
         self.background
-            .spawn(health_loop(backend, Arc::clone(self)));
+            .spawn(health_loop(backend, Arc::clone(&self.config)));
         Ok(())
     }
 

@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Method, Request, header};
 use hyper_util::rt::TokioIo;
 use rand::Rng;
 use tokio::net::TcpStream;
 
 use crate::body::ReqBody;
-use crate::state::Shared;
+use crate::config::Config;
 
 use super::Backend;
 
@@ -113,13 +114,15 @@ async fn check_inner(addr: SocketAddr, path: &str) -> Result<(), HealthError> {
     }
 }
 
-/// Checks `backend` until it is removed or the balancer stops.
-pub async fn health_loop(backend: Arc<Backend>, shared: Arc<Shared>) {
+/// Checks `backend` until it is removed or the balancer stops, with the health settings of
+/// the live `config` as they are at each round (so a reload applies from the next check).
+/// The config is all the loop needs of the balancer's state.
+pub async fn health_loop(backend: Arc<Backend>, config: Arc<ArcSwap<Config>>) {
     let mut passes: u32 = 0;
     let mut fails: u32 = 0;
     let cancel = backend.cancel_token().clone();
     loop {
-        let cfg = shared.config.load().health.clone();
+        let cfg = config.load().health.clone();
         // A backend added at run time is checked at once; the others after an interval with
         // up to 10% jitter, so checks of many backends do not fire in lockstep.
         if !backend.is_pending() {
