@@ -21,8 +21,8 @@ use crate::upstream::codec::HeadForm;
 use crate::upstream::conn::{Call, ConnError, Connection, Upload, UploadFraming};
 use crate::upstream::{Backend, Exchange};
 
+use super::conn_info::ConnInfo;
 use super::error::ProxyError;
-use super::forward::ConnInfo;
 
 /// Methods whose request may be sent twice (RFC 9110 §9.2.2).
 pub(super) fn is_idempotent(m: &Method) -> bool {

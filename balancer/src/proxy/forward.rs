@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::request::Parts;
@@ -22,32 +22,14 @@ use hyper::body::Incoming;
 use crate::body::{BodyFlag, InBody, ReqBody, RespBody, UpstreamBody};
 use crate::config::Config;
 use crate::limit::rate::RateDecision;
-use crate::state::Shared;
 use crate::upstream::codec::{self, HeadForm};
 use crate::upstream::conn::{Upload, UploadFraming};
 
 use super::attempt::{Deadline, Outbound, Replay, attempts, is_idempotent};
+use super::conn_info::ConnInfo;
 use super::error::ProxyError;
 use super::headers;
 use super::upgrade;
-
-/// What the proxy knows about the client connection a request came on.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// Shared state.
-    pub shared: Arc<Shared>,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// Arrived over TLS.
-    pub is_tls: bool,
-    /// Worker runtime index (selects the connection pool).
-    pub worker: usize,
-    /// The client's IP as a header value, rendered once for `X-Forwarded-For`.
-    pub peer_ip: HeaderValue,
-    /// Raised by [`crate::sniff::SniffIo`] when a head carried both Content-Length and
-    /// Transfer-Encoding (hyper hides the conflict from the request itself).
-    pub ambiguous: Arc<AtomicBool>,
-}
 
 /// The hyper service function: never fails; errors become responses here.
 pub async fn handle(
