@@ -21,8 +21,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::http1::RawHead;
 use crate::upstream::Exchange;
-use crate::upstream::codec::RawHead;
 use crate::upstream::conn::ResponseBody;
 
 /// Boxed error type of the bodies.

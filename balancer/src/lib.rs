@@ -21,15 +21,17 @@
 //! ```
 //!
 //! Module map: [`config`] (flags, file, validation), [`listener`] (accept, limits, TLS),
-//! [`downstream`] (the balancer's own HTTP/1.1 server), [`proxy`] (forwarding, headers, retries), [`upstream`] (backends, pool, health),
-//! [`select`] (pure strategies), [`limit`] (rate, queue, retry budget), [`metrics`] (what
-//! every layer counts), [`admin`] (serves metrics and status, backends API), [`state`] (what
-//! tasks share).
+//! [`downstream`] (the balancer's own HTTP/1.1 server), [`http1`] (head pieces its server
+//! and client share), [`proxy`] (forwarding, headers, retries), [`upstream`] (backends,
+//! pool, health), [`select`] (pure strategies), [`limit`] (rate, queue, retry budget),
+//! [`metrics`] (what every layer counts), [`admin`] (serves metrics and status, backends
+//! API), [`state`] (what tasks share).
 
 pub mod admin;
 pub mod body;
 pub mod config;
 pub mod downstream;
+pub mod http1;
 pub mod limit;
 pub mod listener;
 pub mod metrics;

@@ -3,8 +3,8 @@
 //! and writing the response head. [`super::conn`] moves the bytes.
 //!
 //! Request head: its end (the first empty line) is found with the same SIMD newline search
-//! as a response head's ([`crate::upstream::codec::head_end`]); stray line ends before it
-//! are skipped (RFC 9112 §2.2). The head is split off the read buffer, frozen, and parsed
+//! as a response head's ([`crate::http1::head`]); stray line ends before it are skipped
+//! (RFC 9112 §2.2). The head is split off the read buffer, frozen, and parsed
 //! once with `httparse` into at most [`MAX_REQUEST_HEADERS`] headers; the target and every
 //! header value are slices of the frozen head (no copy). A head longer than the limit is
 //! refused with 431, a malformed one with 400, as hyper refuses them.
@@ -25,8 +25,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::body::InBody;
+use crate::http1::{HeadFacts, RawHead, find_head_end, skip_blank_lines};
 use crate::proxy::headers as proxy_headers;
-use crate::upstream::codec::{HeadFacts, RawHead, find_head_end, skip_blank_lines};
 
 /// Most request headers accepted (hyper's default too).
 pub const MAX_REQUEST_HEADERS: usize = 100;

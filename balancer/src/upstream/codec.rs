@@ -11,13 +11,15 @@
 //! | framing | `transfer-encoding: chunked CRLF` when a body has no `Content-Length` |
 //! | end | `CRLF` |
 //!
-//! Response head: its end (the first empty line) is found with a SIMD newline search, then
-//! the head is split off the read buffer, frozen, and parsed once with `httparse` into at
-//! most [`MAX_RESPONSE_HEADERS`] headers and [`MAX_RESPONSE_HEAD_BYTES`] bytes (header slots
-//! left uninitialised: zeroing them cost more than the parse). Anything longer, malformed,
-//! or with an invalid name or value is a [`HeadError`] (the proxy answers 502). Header
-//! values are slices of the frozen head (no copy); the framing headers are noted in the same
-//! pass, so deciding the body's framing needs no map lookups.
+//! Response head: its end (the first empty line) is found as for a request head
+//! ([`crate::http1::head`]: a SIMD newline search), then the head is split off the read
+//! buffer, frozen, and parsed once with `httparse` into at most [`MAX_RESPONSE_HEADERS`]
+//! headers and [`MAX_RESPONSE_HEAD_BYTES`] bytes (header slots left uninitialised: zeroing
+//! them cost more than the parse). Anything longer, malformed, or with an invalid name or
+//! value is a [`HeadError`] (the proxy answers 502). Header values are slices of the frozen
+//! head (no copy); the framing headers are noted in the same pass
+//! ([`crate::http1::facts`]), so deciding the body's framing needs no map lookups. A head
+//! kept for the balancer's own server ([`HeadForm::Raw`]) becomes a [`RawHead`].
 //!
 //! Response body framing (RFC 9112 §6.3), in order: a response to HEAD, any 1xx, 204 and 304
 //! have no body (as has a 2xx answer to CONNECT); `Transfer-Encoding` ending in `chunked` is
@@ -34,6 +36,8 @@ use std::mem::MaybeUninit;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
+
+use crate::http1::{HeadFacts, RawHead, find_head_end, skip_blank_lines};
 
 /// Longest response head accepted from a backend.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
@@ -150,134 +154,10 @@ pub enum HeadForm {
     Raw,
 }
 
-/// A response head kept as the backend sent it, for the balancer's own server.
-#[derive(Debug, Clone)]
-pub struct RawHead {
-    /// The headers to pass on, as received (`name: value` CRLF each): all but the
-    /// hop-by-hop ones and the framing ones (`Content-Length`, `Transfer-Encoding`), which
-    /// the server writes itself.
-    pub headers: Vec<u8>,
-    /// The `Content-Length` it carried (passed on for HEAD and 304, where it describes the
-    /// resource rather than this body).
-    pub length: Option<u64>,
-    /// It carries `Retry-After`.
-    pub retry_after: bool,
-    /// It carries `Date`.
-    pub date: bool,
-}
-
 /// A hop-by-hop header or one of the framing headers, by name in any case.
 fn is_framing_or_hop(name: &[u8]) -> bool {
     crate::proxy::headers::is_hop_by_hop_name(name)
         || (name.len() == 14 && name.eq_ignore_ascii_case(b"content-length"))
-}
-
-/// The framing-relevant headers of a message head, gathered in the one pass over its
-/// headers (responses here; requests in [`crate::downstream`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct HeadFacts {
-    /// The Content-Length, when every value agreed.
-    pub(crate) length: Option<u64>,
-    /// A Content-Length was not a number, or values differed.
-    pub(crate) bad_length: bool,
-    /// Some Transfer-Encoding was present.
-    pub(crate) has_transfer_encoding: bool,
-    /// The last transfer coding was `chunked`.
-    pub(crate) chunked: bool,
-    /// `Connection: close`.
-    pub(crate) close: bool,
-    /// `Connection: keep-alive`.
-    pub(crate) keep_alive: bool,
-    /// `Connection` names a header (a token other than close, keep-alive, upgrade).
-    pub(crate) names_headers: bool,
-    /// `Retry-After` is present.
-    pub(crate) retry_after: bool,
-    /// `Date` is present.
-    pub(crate) date: bool,
-}
-
-impl HeadFacts {
-    /// Notes one header.
-    pub(crate) fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.note_raw(name.as_str().as_bytes(), value.as_bytes());
-    }
-
-    /// Notes one header given as bytes (the name in any case).
-    pub(crate) fn note_raw(&mut self, name: &[u8], value: &[u8]) {
-        // The length settles most names without comparing text.
-        match name.len() {
-            4 if name.eq_ignore_ascii_case(b"date") => self.date = true,
-            10 if name.eq_ignore_ascii_case(b"connection") => {
-                // The usual values first, without splitting.
-                if value.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive = true;
-                    return;
-                }
-                if value.eq_ignore_ascii_case(b"close") {
-                    self.close = true;
-                    return;
-                }
-                for token in text(value).unwrap_or("close").split(',') {
-                    let token = token.trim();
-                    if token.eq_ignore_ascii_case("close") {
-                        self.close = true;
-                    } else if token.eq_ignore_ascii_case("keep-alive") {
-                        self.keep_alive = true;
-                    } else if !token.is_empty() && !token.eq_ignore_ascii_case("upgrade") {
-                        self.names_headers = true;
-                    }
-                }
-            }
-            11 if name.eq_ignore_ascii_case(b"retry-after") => self.retry_after = true,
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
-                // The usual value, digits only, first.
-                if !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit) {
-                    let n = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-                    match self.length {
-                        Some(prev) if prev != n => self.bad_length = true,
-                        _ => self.length = Some(n),
-                    }
-                    return;
-                }
-                // Every comma-separated element of every Content-Length must be the same
-                // number.
-                for part in text(value).unwrap_or("x").split(',') {
-                    let part = part.trim();
-                    let n = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-                        .then(|| part.parse::<u64>().ok())
-                        .flatten();
-                    match (n, self.length) {
-                        (Some(n), Some(prev)) if prev != n => self.bad_length = true,
-                        (Some(n), _) => self.length = Some(n),
-                        (None, _) => self.bad_length = true,
-                    }
-                }
-            }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                self.has_transfer_encoding = true;
-                // The last coding of the last header decides.
-                if let Some(last) = text(value)
-                    .unwrap_or("x")
-                    .split(',')
-                    .map(str::trim)
-                    .rfind(|s| !s.is_empty())
-                {
-                    self.chunked = last.eq_ignore_ascii_case("chunked");
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// A header value as text when it is visible ASCII, spaces and tabs only (as
-/// `HeaderValue::to_str` has it).
-fn text(value: &[u8]) -> Option<&str> {
-    value
-        .iter()
-        .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
 }
 
 impl ResponseHead {
@@ -290,55 +170,6 @@ impl ResponseHead {
     pub fn has_retry_after(&self) -> bool {
         self.facts.retry_after
     }
-}
-
-/// Drops stray line ends at the front of `buf` (before a head; RFC 9112 §2.2).
-pub(crate) fn skip_blank_lines(buf: &mut BytesMut, scanned: &mut usize) {
-    let blank = buf
-        .iter()
-        .take_while(|b| **b == b'\r' || **b == b'\n')
-        .count();
-    if blank > 0 {
-        buf.advance(blank);
-        *scanned = 0;
-    }
-}
-
-/// Where the head at the front of `buf` ends: `Ok(None)` while incomplete, `Err(())` once it
-/// is longer than `limit`. `scanned` remembers how far an incomplete head was searched
-/// (start it at 0; it is reset when a head is found).
-pub(crate) fn find_head_end(
-    buf: &[u8],
-    scanned: &mut usize,
-    limit: usize,
-) -> Result<Option<usize>, ()> {
-    let Some(end) = head_end(buf, *scanned) else {
-        *scanned = buf.len();
-        return if buf.len() >= limit {
-            Err(())
-        } else {
-            Ok(None)
-        };
-    };
-    *scanned = 0;
-    if end > limit {
-        return Err(());
-    }
-    Ok(Some(end))
-}
-
-/// Where the head in `buf` ends (just past its empty line), searching from about `from`.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.saturating_sub(2);
-    let rest = buf.get(start..)?;
-    memchr::memchr_iter(b'\n', rest).find_map(|i| {
-        let i = start + i;
-        match (buf.get(i + 1), buf.get(i + 2)) {
-            (Some(b'\n'), _) => Some(i + 2),
-            (Some(b'\r'), Some(b'\n')) => Some(i + 3),
-            _ => None,
-        }
-    })
 }
 
 /// Parses one response head from the front of `buf`. `Ok(None)` means incomplete (read

@@ -28,9 +28,10 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use crate::body::{BodyError, ReqBody};
+use crate::http1::RawHead;
 
 use super::codec::{
-    self, BodyFraming, ChunkError, ChunkedDecoder, HeadError, HeadForm, RawHead, ResponseHead,
+    self, BodyFraming, ChunkError, ChunkedDecoder, HeadError, HeadForm, ResponseHead,
 };
 
 /// Bytes the read buffer keeps free before a read.
