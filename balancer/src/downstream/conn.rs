@@ -26,9 +26,8 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::body::RespBody;
 use crate::metrics::Rejection;
-use crate::proxy::{ConnInfo, respond};
+use crate::proxy::{ConnInfo, RespBody, respond};
 
 use super::codec::{self, Forwarding, Framing, Front, HeadError};
 

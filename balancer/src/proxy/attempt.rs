@@ -13,7 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::{BodyFault, BodyFlag, ReqBody, Source};
+use crate::body::{BodyFault, BodyFlag, ReqBody};
 use crate::config::Config;
 use crate::limit::queue::QueueError;
 use crate::state::Shared;
@@ -23,6 +23,7 @@ use crate::upstream::{Backend, Exchange};
 
 use super::conn_info::ConnInfo;
 use super::error::ProxyError;
+use super::response_body::Source;
 
 /// Methods whose request may be sent twice (RFC 9110 §9.2.2).
 pub(super) fn is_idempotent(m: &Method) -> bool {

@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::{BodyFault, RespBody};
+use crate::body::BodyFault;
 use crate::metrics::Rejection;
 use crate::upstream::conn::ConnError;
 
 use super::headers::FramingError;
+use super::response_body::RespBody;
 
 /// Which side of the proxy a failure belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

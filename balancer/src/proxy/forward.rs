@@ -19,7 +19,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 
-use crate::body::{BodyFlag, InBody, ReqBody, RespBody, UpstreamBody};
+use crate::body::{BodyFlag, InBody, ReqBody};
 use crate::config::Config;
 use crate::limit::rate::RateDecision;
 use crate::upstream::codec::{self, HeadForm};
@@ -29,6 +29,7 @@ use super::attempt::{Deadline, Outbound, Replay, attempts, is_idempotent};
 use super::conn_info::ConnInfo;
 use super::error::ProxyError;
 use super::headers;
+use super::response_body::{RespBody, UpstreamBody};
 use super::upgrade;
 
 /// The hyper service function: never fails; errors become responses here.

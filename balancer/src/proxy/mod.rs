@@ -2,16 +2,19 @@
 //! pooled connection (retrying on another backend when it never reached one), and stream the
 //! response back. [`headers`] holds the pure header rewriting and framing checks, [`error`]
 //! the one mapping from failures to statuses, [`forward`] the request path (preparing a
-//! request and shaping its answer), `attempt` the sending, retries and deadlines, and
-//! [`ConnInfo`] what every step knows of the client connection.
+//! request and shaping its answer), `attempt` the sending, retries and deadlines,
+//! [`response_body`] the body of every answer, and [`ConnInfo`] what every step knows of the
+//! client connection.
 
 mod attempt;
 mod conn_info;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod response_body;
 pub mod upgrade;
 
 pub use conn_info::ConnInfo;
 pub use error::{ProxyError, Side};
 pub use forward::{handle, respond};
+pub use response_body::RespBody;
