@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Candidate, less_loaded};
+use super::candidate::{Candidate, less_loaded};
 
 /// Least-connections state: only the rotating tie-break offset.
 #[derive(Debug, Default)]

@@ -5,23 +5,17 @@
 //! is given). Selectors do no I/O and never block beyond a short uncontended mutex for their
 //! own small state; they see a backend only through [`Candidate`].
 
+mod candidate;
 mod least_conn;
 mod p2c;
 mod round_robin;
 
+pub use candidate::Candidate;
 pub use least_conn::LeastConn;
 pub use p2c::PowerOfTwo;
 pub use round_robin::SmoothWeightedRoundRobin;
 
 use crate::config::Strategy;
-
-/// What a selector may know about a backend.
-pub trait Candidate {
-    /// Relative share of traffic (≥ 1).
-    fn weight(&self) -> u32;
-    /// Requests in flight right now (the load measure of least-conn and p2c).
-    fn in_flight(&self) -> u64;
-}
 
 /// One of the strategies, ready to pick from a fixed-size backend set.
 #[derive(Debug)]
@@ -56,14 +50,6 @@ impl Selector {
             Self::P2c(s) => s.pick(items, eligible),
         }
     }
-}
-
-/// `a` carries less load per unit of weight than `b`: `a.in_flight / a.weight <
-/// b.in_flight / b.weight`, compared by cross-multiplying in u128 (no division, no overflow).
-pub(crate) fn less_loaded<C: Candidate>(a: &C, b: &C) -> bool {
-    let lhs = u128::from(a.in_flight()) * u128::from(b.weight().max(1));
-    let rhs = u128::from(b.in_flight()) * u128::from(a.weight().max(1));
-    lhs < rhs
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Candidate, less_loaded};
+use super::candidate::{Candidate, less_loaded};
 
 /// Power-of-two-choices state: the random generator.
 #[derive(Debug)]

@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use super::Candidate;
+use super::candidate::Candidate;
 
 /// Smooth weighted round-robin state for a set of fixed size.
 #[derive(Debug)]
