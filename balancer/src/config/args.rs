@@ -4,7 +4,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{BackendSpec, ConfigError, LogFormat, Strategy, parse_duration};
+use super::error::ConfigError;
+use super::spec::{BackendSpec, LogFormat, Strategy, parse_duration};
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| e.to_string())

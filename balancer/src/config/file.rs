@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Strategy};
+use super::error::ConfigError;
+use super::spec::Strategy;
 
 /// The TOML config file: the same settings as the flags, durations as strings.
 #[derive(Debug, Clone, Default, Deserialize)]

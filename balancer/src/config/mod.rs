@@ -6,24 +6,25 @@
 //! [`Config::validate`] (at least one backend, weights ≥ 1, non-zero timeouts, limits within
 //! what hyper accepts).
 //!
-//! Its parts: `spec` (backend specs, addresses and durations as typed), `args` (the flags),
-//! `file` (the TOML file), `resolve` (flags over file over defaults), and here the resolved
-//! settings and their validation.
+//! Its parts, each building only on those before it: `error` ([`ConfigError`]), `spec`
+//! (values as operators type them: backend specs, addresses, durations, strategy and log
+//! format names), `args` (the flags), `file` (the TOML file), and here the resolved settings
+//! and their validation, with `resolve` (flags over file over defaults) on top.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 mod args;
+mod error;
 mod file;
 mod resolve;
 mod spec;
 
 pub use args::Args;
+pub use error::ConfigError;
 pub use file::FileConfig;
-pub use spec::{BackendSpec, parse_duration, resolve_addr};
+pub use spec::{BackendSpec, LogFormat, MAX_WEIGHT, Strategy, parse_duration, resolve_addr};
 
 /// Default time allowed to open a TCP connection to a backend.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -47,79 +48,6 @@ pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 /// Default largest number of open downstream connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Largest weight a backend may carry (keeps the weighted arithmetic far from overflow).
-pub const MAX_WEIGHT: u32 = 1_000;
-
-/// Errors found while reading or validating configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A backend spec is not `ADDR[,weight=N]`.
-    #[error("invalid backend {spec:?}: {reason}")]
-    Backend {
-        /// The spec as given.
-        spec: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A duration is not `<number><ms|s|m|h>`.
-    #[error("invalid duration {0:?} (expected e.g. 500ms, 2s, 1m)")]
-    Duration(String),
-    /// An address does not parse or resolve.
-    #[error("invalid address {addr:?}: {reason}")]
-    Address {
-        /// The address as given.
-        addr: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// The config file cannot be read.
-    #[error("cannot read config file {path}: {source}")]
-    ReadFile {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML for this schema.
-    #[error("invalid config file {path}: {source}")]
-    ParseFile {
-        /// The file.
-        path: PathBuf,
-        /// The TOML error.
-        source: toml::de::Error,
-    },
-    /// A value is out of range or settings contradict each other.
-    #[error("invalid setting {name}: {reason}")]
-    Invalid {
-        /// The setting (flag name without dashes).
-        name: &'static str,
-        /// Why it was refused.
-        reason: String,
-    },
-}
-
-/// Backend selection strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// Smooth weighted round-robin (nginx's algorithm).
-    #[default]
-    RoundRobin,
-    /// Fewest in-flight requests relative to weight; ties rotate.
-    LeastConn,
-    /// Power of two random choices over in-flight requests.
-    P2c,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Active health checking.
 #[derive(Debug, Clone, PartialEq)]

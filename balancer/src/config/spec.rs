@@ -1,11 +1,40 @@
-//! Backend specs (`ADDR[,weight=N]`), addresses and durations, as operators type them in flags
-//! and in the config file.
+//! Values as operators type them in flags and in the config file: backend specs
+//! (`ADDR[,weight=N]`) and their weight limit, addresses, durations, and the names of the
+//! strategies and log formats.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{ConfigError, MAX_WEIGHT};
+use serde::Deserialize;
+
+use super::error::ConfigError;
+
+/// Largest weight a backend may carry (keeps the weighted arithmetic far from overflow).
+pub const MAX_WEIGHT: u32 = 1_000;
+
+/// Backend selection strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Smooth weighted round-robin (nginx's algorithm).
+    #[default]
+    RoundRobin,
+    /// Fewest in-flight requests relative to weight; ties rotate.
+    LeastConn,
+    /// Power of two random choices over in-flight requests.
+    P2c,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// One backend: where it is and its weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
