@@ -7,6 +7,33 @@ use std::time::Duration;
 
 use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
 
+/// The most partitions a topic may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// Smallest and largest `max_frame_bytes`.
+pub const FRAME_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=1 << 30;
+
+/// Smallest and largest `segment_bytes` the log works with. `broker serve` asks for at least
+/// [`SERVE_MIN_SEGMENT_BYTES`]: segments below that are for tests that make the log roll.
+pub const SEGMENT_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=1 << 30;
+
+/// The smallest `--segment-bytes` that `broker serve` takes: a smaller segment rolls every few
+/// records and costs a file (and an fsync of the directory) each time.
+pub const SERVE_MIN_SEGMENT_BYTES: u64 = 1 << 16;
+
+/// The shortest `retention_check_interval`.
+pub const MIN_RETENTION_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A configuration the broker cannot run with, named by the `broker serve` flag that sets it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--{flag} {reason}")]
+pub struct ConfigError {
+    /// The flag (without `--`) whose value is wrong.
+    pub flag: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
 /// When appended bytes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -159,6 +186,49 @@ impl BrokerConfig {
             drain_timeout: Duration::from_secs(10),
         }
     }
+
+    /// Checks the ranges the rest of the crate relies on. [`crate::server::Server::bind`]
+    /// refuses a configuration that fails it, however it was made.
+    ///
+    /// # Errors
+    /// The first value out of its range, named by its flag.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |flag: &'static str, reason: String| Err(ConfigError { flag, reason });
+        if !FRAME_BYTES_RANGE.contains(&self.max_frame_bytes) {
+            return invalid("max-frame-bytes", "must be between 1KiB and 1GiB".into());
+        }
+        if !SEGMENT_BYTES_RANGE.contains(&self.segment_bytes) {
+            return invalid("segment-bytes", "must be between 1KiB and 1GiB".into());
+        }
+        if self.retention_check_interval < MIN_RETENTION_CHECK_INTERVAL {
+            return invalid(
+                "retention-check-interval",
+                format!("must be at least {MIN_RETENTION_CHECK_INTERVAL:?}"),
+            );
+        }
+        if self.max_attempts == 0 {
+            return invalid("max-attempts", "must be at least 1".into());
+        }
+        if self.prefetch == 0 {
+            return invalid("prefetch", "must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return invalid("max-connections", "must be at least 1".into());
+        }
+        if self.auto_create_partitions > MAX_PARTITIONS {
+            return invalid(
+                "auto-create-partitions",
+                format!("must be at most {MAX_PARTITIONS}"),
+            );
+        }
+        if self.token.as_deref() == Some("") {
+            return invalid(
+                "token",
+                "must not be empty (leave it out for no token)".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -179,5 +249,34 @@ mod tests {
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999999TiB").is_err());
+    }
+
+    #[test]
+    fn the_defaults_validate_and_each_range_is_checked_by_its_flag() {
+        let ok = BrokerConfig::new("data", ([127, 0, 0, 1], 0).into());
+        assert_eq!(ok.validate(), Ok(()));
+        type Spoil = fn(&mut BrokerConfig);
+        let cases: [(&str, Spoil); 9] = [
+            ("max-frame-bytes", |c| c.max_frame_bytes = 100),
+            ("max-frame-bytes", |c| c.max_frame_bytes = 2 << 30),
+            ("segment-bytes", |c| c.segment_bytes = 512),
+            ("retention-check-interval", |c| {
+                c.retention_check_interval = Duration::from_millis(10);
+            }),
+            ("max-attempts", |c| c.max_attempts = 0),
+            ("prefetch", |c| c.prefetch = 0),
+            ("max-connections", |c| c.max_connections = 0),
+            ("auto-create-partitions", |c| {
+                c.auto_create_partitions = 5000
+            }),
+            ("token", |c| c.token = Some(String::new())),
+        ];
+        for (flag, spoil) in cases {
+            let mut c = ok.clone();
+            spoil(&mut c);
+            let e = c.validate().expect_err(flag);
+            assert_eq!(e.flag, flag);
+            assert!(e.to_string().starts_with(&format!("--{flag} ")), "{e}");
+        }
     }
 }

@@ -6,12 +6,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use broker::client::{Client, ClientConfig, Consumer};
-use broker::config::{BrokerConfig, FsyncPolicy, parse_duration, parse_size};
+use broker::config::{
+    BrokerConfig, FsyncPolicy, MAX_PARTITIONS, MIN_RETENTION_CHECK_INTERVAL,
+    SERVE_MIN_SEGMENT_BYTES, parse_duration, parse_size,
+};
 use broker::protocol::{FetchMode, Record};
 use broker::server::Server;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use plumbing::logging::LogFormat;
 use tokio_util::sync::CancellationToken;
 
 /// ticketrush's durable append-log job broker.
@@ -26,12 +30,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,21 +214,9 @@ struct StatsArgs {
     json: bool,
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    plumbing::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -337,12 +323,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.metrics_listen = (!args.no_metrics).then_some(args.metrics_listen);
     config.fsync = args.fsync;
     config.token = args.token.filter(|t| !t.is_empty());
-    config.max_frame_bytes = usize::try_from(args.max_frame_bytes)
-        .ok()
-        .filter(|n| (1024..=1 << 30).contains(n))
-        .context("--max-frame-bytes must be between 1KiB and 1GiB")?;
-    if !(1 << 16..=1 << 30).contains(&args.segment_bytes) {
-        bail!("--segment-bytes must be between 64KiB and 1GiB");
+    config.max_frame_bytes = usize::try_from(args.max_frame_bytes).unwrap_or(usize::MAX);
+    if args.segment_bytes < SERVE_MIN_SEGMENT_BYTES {
+        anyhow::bail!("--segment-bytes must be between 64KiB and 1GiB");
     }
     config.segment_bytes = args.segment_bytes;
     config.retention_bytes = args.retention_bytes;
@@ -350,28 +333,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.retention_ignores_groups = args.retention_ignores_groups;
     config.retention_check_interval = args
         .retention_check_interval
-        .max(Duration::from_millis(100));
+        .max(MIN_RETENTION_CHECK_INTERVAL);
     config.dedup_window = args.dedup_window;
     config.lease = args.lease;
     config.max_attempts = args.max_attempts;
     config.prefetch = args.prefetch;
     config.max_connections = args.max_connections.max(1);
     config.idle_timeout = args.idle_timeout;
-    config.auto_create_partitions = args
-        .auto_create_partitions
-        .min(broker::engine::MAX_PARTITIONS);
+    config.auto_create_partitions = args.auto_create_partitions.min(MAX_PARTITIONS);
     config.drain_timeout = args.drain_timeout;
     let fsync = config.fsync;
     // Handlers first: a SIGTERM that arrives once the broker says it is serving must drain it,
     // not kill it.
     let shutdown = CancellationToken::new();
-    let signals = shutdown.clone();
-    let on_signal = wait_for_signal()?;
-    tokio::spawn(async move {
-        on_signal.await;
-        tracing::info!("signal received: draining");
-        signals.cancel();
-    });
+    plumbing::signals::cancel_on_stop_signal(shutdown.clone())
+        .context("installing the SIGTERM and SIGINT handlers")?;
     let server = Server::bind(config, prometheus_client::registry::Registry::default()).await?;
     tracing::info!(
         listen = %server.local_addr()?,
@@ -382,19 +358,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     server.run(shutdown).await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first signal.
-fn wait_for_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
 }
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {

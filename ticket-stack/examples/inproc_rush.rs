@@ -88,7 +88,7 @@ async fn bench<Q: PurchaseQueue>(
         listener,
         router(state),
         ServeConfig::default(),
-        async move { api_stop.cancelled().await },
+        api_stop,
     ));
     let mut workers = tokio::task::JoinSet::new();
     for i in 0..2 {

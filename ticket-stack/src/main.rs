@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use plumbing::logging::LogFormat;
 use tokio_util::sync::CancellationToken;
 
 use tokio::net::TcpListener;
@@ -83,12 +84,6 @@ struct Cli {
     pin_workers: PinWorkers,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// `--pin-workers`.
@@ -262,40 +257,10 @@ impl ServiceDeps {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Cancels the token on SIGINT (Ctrl-C) or SIGTERM.
-fn shutdown_on_signal(token: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    // Installed now, not when the task first runs: a signal that arrives right after the
-    // process says it is serving must drain it, not kill it.
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    tokio::spawn(async move {
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                tracing::warn!("cannot install signal handlers; falling back to Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-        token.cancel();
-    });
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+fn shutdown_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
+    plumbing::signals::cancel_on_stop_signal(shutdown)
+        .context("installing the SIGTERM and SIGINT handlers")
 }
 
 async fn api(listen: SocketAddr, deps: ServiceDeps) -> anyhow::Result<ExitCode> {
@@ -304,7 +269,7 @@ async fn api(listen: SocketAddr, deps: ServiceDeps) -> anyhow::Result<ExitCode> 
         .with_context(|| format!("cannot listen on {listen}"))?;
     let (store, queue, enqueue_timeout) = deps.open().await?;
     let shutdown = CancellationToken::new();
-    shutdown_on_signal(shutdown.clone());
+    shutdown_on_signal(shutdown.clone())?;
     tracing::info!(listen = %listener.local_addr()?, broker = %deps.broker, "api serving");
     let config = ApiConfig {
         enqueue_timeout,
@@ -340,7 +305,7 @@ async fn worker(
     };
     let (store, queue, _) = deps.open().await?;
     let shutdown = CancellationToken::new();
-    shutdown_on_signal(shutdown.clone());
+    shutdown_on_signal(shutdown.clone())?;
     tracing::info!(
         workers,
         batch = config.batch_max_jobs,
@@ -385,7 +350,7 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
         show_progress: true,
     };
     let shutdown = CancellationToken::new();
-    shutdown_on_signal(shutdown.clone());
+    shutdown_on_signal(shutdown.clone())?;
     let report = ticket_stack::rush::run(config, shutdown)
         .await
         .context("rush")?;
@@ -459,7 +424,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             print_urls(&s);
             println!("data in {data_dir}; Ctrl-C to stop");
             let shutdown = CancellationToken::new();
-            shutdown_on_signal(shutdown.clone());
+            shutdown_on_signal(shutdown.clone())?;
             shutdown.cancelled().await;
             eprintln!("ticket-svc: draining");
             s.stop().await;
@@ -517,7 +482,7 @@ async fn demo_rush(
         event.id
     );
     let shutdown = CancellationToken::new();
-    shutdown_on_signal(shutdown.clone());
+    shutdown_on_signal(shutdown.clone())?;
     let report = ticket_stack::rush::run(
         RushConfig {
             target: Target::resolve(&format!("http://{}", s.public)).await?,
@@ -544,7 +509,7 @@ async fn demo_rush(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    plumbing::logging::init(cli.log_format);
     disable_transparent_huge_pages();
     let run = cli.command;
     let pin = match cli.pin_workers {

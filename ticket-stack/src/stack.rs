@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::{ScalingConfig, SupervisorMetrics, group_lag, supervise};
 use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
-use ticket_svc::http::{metrics_router, serve};
 use ticket_svc::metrics::Metrics;
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
 use ticket_svc::store::{AnyStore, PendingRows, SqliteStore};
@@ -244,16 +243,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
     });
     let stop = workers_stop.clone();
     worker_tasks.spawn(async move {
-        let served = serve(
-            metrics_listener,
-            metrics_router(Arc::new(registry)),
-            ServeConfig::default(),
-            async move { stop.cancelled().await },
-        )
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "worker metrics listener stopped with an error");
-        }
+        plumbing::metrics::serve(metrics_listener, Arc::new(registry), || {}, stop).await;
     });
     let lag_client =
         broker::client::Client::connect(broker::client::ClientConfig::new(broker_addr.to_string()))
@@ -307,7 +297,7 @@ async fn wait_ready(public: SocketAddr, within: Duration) -> Result<(), String> 
     let deadline = tokio::time::Instant::now() + within;
     let mut last = String::from("no answer");
     while tokio::time::Instant::now() < deadline {
-        match http_status(public, "/healthz").await {
+        match plumbing::probe::status(public, "/healthz", Duration::from_secs(2)).await {
             Ok(200) => return Ok(()),
             Ok(s) => last = format!("GET /healthz answered {s}"),
             Err(e) => last = e.to_string(),
@@ -315,29 +305,6 @@ async fn wait_ready(public: SocketAddr, within: Duration) -> Result<(), String> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(last)
-}
-
-/// A one-shot `GET` on a fresh connection; returns the status code.
-pub async fn http_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).await?;
-        std::str::from_utf8(&head[9..12])
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP status line")
-            })
-    };
-    tokio::time::timeout(Duration::from_secs(2), io)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 2s"))?
 }
 
 impl Stack {

@@ -83,7 +83,7 @@ pub async fn start_api(deps: &TestDeps, config: ApiConfig) -> TestApi {
             header_read_timeout: Duration::from_millis(500),
             ..Default::default()
         },
-        async move { stop.cancelled().await },
+        stop,
     ));
     TestApi {
         addr,

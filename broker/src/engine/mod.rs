@@ -27,8 +27,7 @@ use crate::storage::{LogConfig, StorageError};
 use group::Group;
 use partition::Partition;
 
-/// Most partitions a topic may have.
-pub const MAX_PARTITIONS: u32 = 1024;
+pub use crate::config::MAX_PARTITIONS;
 /// Most records one fetch returns.
 pub const MAX_FETCH_RECORDS: usize = 10_000;
 /// Longest a fetch may wait.

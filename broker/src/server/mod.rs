@@ -6,7 +6,6 @@
 //! drain timeout), and syncs and closes every log and journal.
 
 mod connection;
-mod metrics_http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,12 +14,13 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::BrokerConfig;
+use plumbing::accept::{Accepted, CappedListener, WhenFull};
+
+use crate::config::{BrokerConfig, ConfigError};
 use crate::engine::{Broker, EngineError};
 use crate::metrics::Metrics;
 
@@ -30,6 +30,9 @@ const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The configuration is out of range.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     /// The data directory could not be opened or recovered.
     #[error("cannot open data dir {dir}: {cause}")]
     Open {
@@ -62,6 +65,7 @@ pub struct Server {
 impl Server {
     /// Opens the data directory (recovering it) and binds the listeners.
     pub async fn bind(config: BrokerConfig, mut registry: Registry) -> Result<Self, ServerError> {
+        config.validate()?;
         let metrics = Arc::new(Metrics::new(&mut registry));
         let dir = config.data_dir.display().to_string();
         let listen = config.listen;
@@ -156,37 +160,29 @@ impl Server {
             });
         }
         if let Some(l) = metrics_listener {
-            tasks.spawn(metrics_http::serve(
+            let refreshed = Arc::clone(&broker);
+            tasks.spawn(plumbing::metrics::serve(
                 l,
-                Arc::clone(&broker),
                 registry,
+                move || refreshed.refresh_metrics(),
                 background.clone(),
             ));
         }
         let connections = TaskTracker::new();
-        let limit = Arc::new(Semaphore::new(broker.config().max_connections));
+        let listener =
+            CappedListener::new(listener, broker.config().max_connections, WhenFull::Refuse);
         let ids = AtomicU64::new(1);
         let conn_shutdown = CancellationToken::new();
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = shutdown.cancelled() => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+        while let Some(accepted) = listener.accept(&shutdown).await {
+            let metrics = broker.metrics();
+            let (stream, peer, permit) = match accepted {
+                Accepted::Admitted { stream, peer, slot } => (stream, peer, slot),
+                Accepted::OverCap { stream, peer } => {
+                    metrics.connections_rejected.inc();
+                    tracing::warn!(%peer, "connection limit reached; refusing");
+                    connections.spawn(connection::refuse(stream));
                     continue;
                 }
-            };
-            let metrics = broker.metrics();
-            let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                metrics.connections_rejected.inc();
-                tracing::warn!(%peer, "connection limit reached; refusing");
-                connections.spawn(connection::refuse(stream));
-                continue;
             };
             metrics.connections_accepted.inc();
             let id = ids.fetch_add(1, Ordering::Relaxed);

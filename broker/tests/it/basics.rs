@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use broker::protocol::{FetchMode, Record};
 use broker::testing::TestBroker;
+use plumbing::testing::http_get;
 
 use crate::{consumer, fetch_n};
 
@@ -183,7 +184,7 @@ async fn metrics_endpoint_exports_the_documented_families() {
     let con = consumer(&c, "m", "g", FetchMode::Shared);
     let _ = fetch_n(&con, 1, Duration::from_secs(2)).await;
     let addr = b.metrics_addr.unwrap();
-    let body = http_get(addr, "/metrics").await;
+    let body = http_get(addr, "/metrics").await.unwrap().body;
     for name in [
         "broker_requests_total",
         "broker_request_duration_seconds_bucket",
@@ -199,18 +200,13 @@ async fn metrics_endpoint_exports_the_documented_families() {
     ] {
         assert!(body.contains(name), "missing {name} in\n{body}");
     }
-    assert!(http_get(addr, "/healthz").await.contains("ok"));
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    assert!(
+        http_get(addr, "/healthz")
+            .await
+            .unwrap()
+            .body
+            .contains("ok")
+    );
 }
 
 #[tokio::test]

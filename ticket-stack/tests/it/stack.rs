@@ -52,19 +52,26 @@ async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_res
     assert_eq!(sold, 300, "400 buyers of 1-4 tickets sell out 300");
     // Admin and metrics listeners answer.
     assert_eq!(
-        stack::http_status(s.admin.unwrap(), "/status")
+        plumbing::probe::status(s.admin.unwrap(), "/status", Duration::from_secs(2))
             .await
             .unwrap(),
         200
     );
     assert_eq!(
-        stack::http_status(s.broker_metrics.unwrap(), "/metrics")
-            .await
-            .unwrap(),
+        plumbing::probe::status(
+            s.broker_metrics.unwrap(),
+            "/metrics",
+            Duration::from_secs(2)
+        )
+        .await
+        .unwrap(),
         200
     );
     // The workers' listener shows the supervisor's gauges, starting at the minimum.
-    let body = get_body(s.worker_metrics.unwrap(), "/metrics").await;
+    let body = plumbing::testing::http_get(s.worker_metrics.unwrap(), "/metrics")
+        .await
+        .unwrap()
+        .body;
     assert!(body.contains("ticket_supervisor_workers 2"), "{body}");
     assert!(body.contains("ticket_supervisor_lag"), "{body}");
     assert!(body.contains("ticket_supervisor_busy_partitions"), "{body}");
@@ -74,15 +81,4 @@ async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_res
     let again = s.store.event(event.id).await.unwrap().unwrap();
     assert_eq!(again.sold, 300, "a restart keeps every sale");
     s.stop().await;
-}
-
-async fn get_body(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).await.unwrap();
-    out
 }

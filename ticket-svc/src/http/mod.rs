@@ -104,13 +104,6 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
     }
 }
 
-/// A router with only `GET /metrics` (for processes without the API, like workers).
-pub fn metrics_router(registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/metrics", get(routes::registry_metrics))
-        .with_state(registry)
-}
-
 /// The API's routes over a state. Every route, and the fallback, is counted and timed under
 /// its template (see [`track`]).
 pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
@@ -166,8 +159,5 @@ pub async fn run_api<S: Store, Q: PurchaseQueue>(
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let state = ApiState::new(store, queue, metrics, Arc::new(registry), api);
-    serve(listener, router(state), serve_config, async move {
-        shutdown.cancelled().await;
-    })
-    .await
+    serve(listener, router(state), serve_config, shutdown).await
 }

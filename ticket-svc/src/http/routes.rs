@@ -11,7 +11,6 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::text::encode;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{ApiState, AppError};
@@ -335,26 +334,18 @@ pub(super) async fn metrics<S: Store, Q: PurchaseQueue>(
     encode_registry(&st.registry)
 }
 
-pub(super) async fn registry_metrics(
-    State(registry): State<std::sync::Arc<prometheus_client::registry::Registry>>,
-) -> Response {
-    encode_registry(&registry)
-}
-
 fn encode_registry(registry: &prometheus_client::registry::Registry) -> Response {
-    let mut text = String::new();
-    if let Err(e) = encode(&mut text, registry) {
-        tracing::warn!(error = %e, "could not encode metrics");
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    match plumbing::metrics::encode(registry) {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, plumbing::metrics::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }
 
 pub(super) async fn not_found() -> AppError {

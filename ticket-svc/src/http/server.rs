@@ -4,8 +4,6 @@
 //! Why not `axum::serve`: it has no header-read deadline and no connection cap, and STYLE asks
 //! for both on every listener.
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,9 +11,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use plumbing::accept::{Accepted, CappedListener, WhenFull};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// Listener limits.
 #[derive(Debug, Clone)]
@@ -39,13 +38,13 @@ impl Default for ServeConfig {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
-/// requests finish (up to the drain timeout) and returns.
+/// Serves `router` on `listener` until `shutdown` is cancelled; then stops accepting, lets
+/// in-flight requests finish (up to the drain timeout) and returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: ServeConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -54,30 +53,16 @@ pub async fn serve(
         .header_read_timeout(config.header_read_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let listener = CappedListener::new(listener, config.max_connections, WhenFull::Wait);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (stream, peer, slot) = match listener.accept(&shutdown).await {
+            Some(Accepted::Admitted { stream, peer, slot }) => (stream, peer, slot),
+            // Not under `WhenFull::Wait`; were it to happen, closing it is the answer.
+            Some(Accepted::OverCap { .. }) => continue,
+            None => break,
         };
         let _ = stream.set_nodelay(true);
         let conn = builder
@@ -91,7 +76,7 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);

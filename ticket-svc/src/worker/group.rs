@@ -9,7 +9,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Worker, WorkerConfig};
-use crate::http::{ServeConfig, metrics_router, serve};
 use crate::metrics::Metrics;
 use crate::queue::PurchaseQueue;
 use crate::store::Store;
@@ -39,18 +38,8 @@ pub async fn run_workers<S: Store, Q: PurchaseQueue>(
         tasks.spawn(async move { worker.run(token).await });
     }
     let metrics_server = async {
-        match metrics_listener {
-            Some(l) => {
-                let token = shutdown.clone();
-                serve(
-                    l,
-                    metrics_router(Arc::new(registry)),
-                    ServeConfig::default(),
-                    async move { token.cancelled().await },
-                )
-                .await
-            }
-            None => Ok(()),
+        if let Some(l) = metrics_listener {
+            plumbing::metrics::serve(l, Arc::new(registry), || {}, shutdown.clone()).await;
         }
     };
     let workers = async {
@@ -60,6 +49,6 @@ pub async fn run_workers<S: Store, Q: PurchaseQueue>(
             }
         }
     };
-    let (served, ()) = tokio::join!(metrics_server, workers);
-    served
+    tokio::join!(metrics_server, workers);
+    Ok(())
 }

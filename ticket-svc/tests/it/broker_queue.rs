@@ -121,14 +121,11 @@ async fn a_dead_broker_is_a_prompt_error_not_a_hang() {
 
 /// `broker_requests_total{api="produce",outcome="ok"}` from the broker's metrics page.
 async fn produce_requests(b: &TestBroker) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = b.metrics_addr.expect("the test broker serves metrics");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    let page = plumbing::testing::http_get(addr, "/metrics")
         .await
-        .unwrap();
-    let mut page = String::new();
-    s.read_to_string(&mut page).await.unwrap();
+        .unwrap()
+        .body;
     page.lines()
         .find(|l| l.starts_with(r#"broker_requests_total{api="produce",outcome="ok"}"#))
         .and_then(|l| l.rsplit(' ').next())

@@ -177,12 +177,8 @@ impl Workers {
     }
 }
 
-async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn wait_until(what: &str, done: impl AsyncFnMut() -> bool) {
+    plumbing::testing::wait_until(what, Duration::from_secs(20), done).await;
 }
 
 async fn enqueue(store: &impl Store, queue: &MemoryQueue, job: PurchaseJob) -> QueuedJob {
