@@ -21,11 +21,12 @@
 //! ```
 //!
 //! Module map: [`config`] (flags, file, validation), [`listener`] (accept, limits, TLS),
-//! [`downstream`] (the balancer's own HTTP/1.1 server), [`http1`] (head pieces its server
-//! and client share), [`proxy`] (forwarding, headers, retries), [`upstream`] (backends,
-//! pool, health), [`select`] (pure strategies), [`limit`] (rate, queue, retry budget),
-//! [`metrics`] (what every layer counts), [`admin`] (serves metrics and status, backends
-//! API), [`state`] (what tasks share).
+//! [`smuggling`] (the CL+TE guard on what hyper's server reads), [`downstream`] (the
+//! balancer's own HTTP/1.1 server), [`http1`] (head pieces its server and client share),
+//! [`proxy`] (forwarding, headers, retries), [`upstream`] (backends, pool, health),
+//! [`select`] (pure strategies), [`limit`] (rate, queue, retry budget), [`metrics`] (what
+//! every layer counts), [`admin`] (serves metrics and status, backends API), [`state`] (what
+//! tasks share), [`body`] (request bodies).
 
 pub mod admin;
 pub mod body;
@@ -37,7 +38,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod select;
-pub mod sniff;
+pub mod smuggling;
 pub mod state;
 #[cfg(feature = "test-util")]
 pub mod testing;

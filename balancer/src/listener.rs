@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 
 use crate::downstream::{self, Prefixed, Served};
 use crate::proxy::{ConnInfo, handle};
-use crate::sniff::SniffIo;
+use crate::smuggling::GuardedIo;
 use crate::state::Shared;
 
 /// Accept backlog.
@@ -171,7 +171,7 @@ where
 {
     let shared = Arc::clone(&info.shared);
     let peer = info.peer;
-    let io = SniffIo::new(Prefixed::new(io, read), ambiguous);
+    let io = GuardedIo::new(Prefixed::new(io, read), ambiguous);
     let cfg = shared.config.load_full();
     // Boxed: hyper keeps room for the service's future in every connection from the start
     // (`Box<Option<Future>>`), so an inline request future (~4 KiB) would be held by each

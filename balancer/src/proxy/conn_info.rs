@@ -24,7 +24,7 @@ pub struct ConnInfo {
     pub worker: usize,
     /// The client's IP as a header value, rendered once for `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
-    /// Raised by [`crate::sniff::SniffIo`] when a head carried both Content-Length and
+    /// Raised by [`crate::smuggling::GuardedIo`] when a head carried both Content-Length and
     /// Transfer-Encoding (hyper hides the conflict from the request itself).
     pub ambiguous: Arc<AtomicBool>,
 }

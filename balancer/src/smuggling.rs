@@ -3,7 +3,7 @@
 //! hyper resolves a request carrying both headers the RFC 9112 way (chunked wins, the length
 //! is dropped, the connection closes afterwards), so by the time the proxy sees the request
 //! the conflict is gone. Our contract is stricter — refuse such a request with 400 and never
-//! forward it — so [`SniffIo`] watches the raw HTTP/1 bytes as hyper reads them and raises a
+//! forward it — so [`GuardedIo`] watches the raw HTTP/1 bytes as hyper reads them and raises a
 //! per-connection flag when a header block names both. The proxy checks (and clears) the
 //! flag before forwarding each HTTP/1 request; hyper parses a head only after its final
 //! empty line has been read, so the flag is always raised before that request is handled.
@@ -127,13 +127,13 @@ impl HeadScanner {
 
 /// An I/O wrapper that scans what is read and raises `flag` on an ambiguous head.
 #[derive(Debug)]
-pub struct SniffIo<T> {
+pub struct GuardedIo<T> {
     inner: T,
     scanner: HeadScanner,
     flag: Arc<AtomicBool>,
 }
 
-impl<T> SniffIo<T> {
+impl<T> GuardedIo<T> {
     /// Wraps `inner`; `flag` is shared with the connection's request handler.
     pub fn new(inner: T, flag: Arc<AtomicBool>) -> Self {
         Self {
@@ -144,7 +144,7 @@ impl<T> SniffIo<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for SniffIo<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -163,7 +163,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for SniffIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for SniffIo<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
