@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{BackendSpec, Config, ConfigError, Strategy};
 pub use state::BackendError;
 
-use state::Shared;
+use state::BalancerState;
 
 /// Time background tasks get to stop after the drain.
 const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -86,7 +86,7 @@ pub enum BalancerError {
 /// A bound, not yet running balancer.
 #[derive(Debug)]
 pub struct Balancer {
-    shared: Arc<Shared>,
+    shared: Arc<BalancerState>,
     listeners: Vec<std::net::TcpListener>,
     admin: Option<std::net::TcpListener>,
     listen_addr: SocketAddr,
@@ -96,7 +96,7 @@ pub struct Balancer {
 /// Controls a running balancer from outside (reload, backends, status).
 #[derive(Debug, Clone)]
 pub struct Handle {
-    shared: Arc<Shared>,
+    shared: Arc<BalancerState>,
 }
 
 impl Balancer {
@@ -138,7 +138,7 @@ impl Balancer {
         config.listen = listen_addr;
         config.admin_listen = admin_addr;
         Ok(Self {
-            shared: Shared::new(config, tls),
+            shared: BalancerState::new(config, tls),
             listeners,
             admin,
             listen_addr,
@@ -250,7 +250,7 @@ impl Balancer {
 
 fn worker_thread(
     listener: std::net::TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<BalancerState>,
     worker: usize,
     slots: Arc<Semaphore>,
 ) {

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use crate::downstream::{self, Prefixed, Served};
 use crate::proxy::{ConnInfo, handle};
 use crate::smuggling::GuardedIo;
-use crate::state::Shared;
+use crate::state::BalancerState;
 
 /// Accept backlog.
 pub const BACKLOG: i32 = 1024;
@@ -51,7 +51,7 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tcp
 /// Accepts and serves until shutdown.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<BalancerState>,
     worker: usize,
     slots: Arc<Semaphore>,
 ) {
@@ -90,7 +90,7 @@ pub async fn serve(
     tracing::debug!(worker, "accept loop stopped");
 }
 
-async fn serve_tcp(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, worker: usize) {
+async fn serve_tcp(stream: TcpStream, peer: SocketAddr, shared: Arc<BalancerState>, worker: usize) {
     match shared.tls.load_full() {
         None => serve_io(stream, peer, shared, worker, false, false).await,
         // Boxed: the handshake and a TLS stream make this branch's future several KiB, and
@@ -104,7 +104,7 @@ async fn serve_tls(
     stream: TcpStream,
     acceptor: Arc<tokio_rustls::TlsAcceptor>,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<BalancerState>,
     worker: usize,
 ) {
     let timeout = shared.config.load().timeouts.header_read;
@@ -133,7 +133,7 @@ async fn serve_tls(
 async fn serve_io<I>(
     io: I,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<BalancerState>,
     worker: usize,
     is_tls: bool,
     h2: bool,

@@ -33,8 +33,9 @@ pub enum BackendError {
     NotFound(SocketAddr),
 }
 
-/// Shared state.
-pub struct Shared {
+/// The state of one running balancer, shared by every task: the listeners' connections,
+/// the request path, the background loops and the admin listener.
+pub struct BalancerState {
     /// The live config (swapped on reload; the health loops hold it too).
     pub config: Arc<ArcSwap<Config>>,
     /// The backend set.
@@ -61,7 +62,7 @@ pub struct Shared {
     pub started: Instant,
 }
 
-impl Shared {
+impl BalancerState {
     /// Builds the state for `config` (no tasks are started).
     pub fn new(config: Config, tls: Option<TlsAcceptor>) -> Arc<Self> {
         let metrics = Metrics::new();
@@ -259,9 +260,9 @@ impl Shared {
     }
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for BalancerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("BalancerState")
             .field("backends", &self.backends)
             .field("tls", &self.tls.load().is_some())
             .field("workers", &self.workers)

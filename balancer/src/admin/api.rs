@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::config::{BackendSpec, MAX_WEIGHT};
-use crate::state::{BackendError, Shared};
+use crate::state::{BackendError, BalancerState};
 
 use super::status;
 
@@ -51,7 +51,7 @@ fn one() -> u32 {
 }
 
 /// Serves the admin listener until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, shared: Arc<BalancerState>) {
     loop {
         let accepted = tokio::select! {
             _ = shared.hard_stop.cancelled() => break,
@@ -120,7 +120,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Result<AdminResponse, Infallible> {
+async fn route(
+    req: Request<Incoming>,
+    shared: Arc<BalancerState>,
+) -> Result<AdminResponse, Infallible> {
     let path = req.uri().path().to_owned();
     let resp = match (req.method(), path.as_str()) {
         (&Method::GET, "/metrics") => text(
@@ -161,7 +164,7 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Result<AdminRespo
     Ok(resp)
 }
 
-async fn add_backend(req: Request<Incoming>, shared: &Arc<Shared>) -> AdminResponse {
+async fn add_backend(req: Request<Incoming>, shared: &Arc<BalancerState>) -> AdminResponse {
     let body = Limited::new(req.into_body(), MAX_ADMIN_BODY_BYTES);
     let bytes = match tokio::time::timeout(ADMIN_BODY_TIMEOUT, body.collect()).await {
         Ok(Ok(c)) => c.to_bytes(),
@@ -190,7 +193,7 @@ async fn add_backend(req: Request<Incoming>, shared: &Arc<Shared>) -> AdminRespo
     }
 }
 
-fn remove_backend(addr_text: &str, shared: &Arc<Shared>) -> AdminResponse {
+fn remove_backend(addr_text: &str, shared: &Arc<BalancerState>) -> AdminResponse {
     let Ok(addr) = addr_text.parse::<SocketAddr>() else {
         return json_error(StatusCode::BAD_REQUEST, "backend address must be ip:port");
     };

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::Strategy;
-use crate::state::Shared;
+use crate::state::BalancerState;
 
 /// One backend's row.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -57,7 +57,7 @@ fn strategy_name(s: Strategy) -> &'static str {
 }
 
 /// Takes a snapshot.
-pub fn snapshot(shared: &Shared) -> Status {
+pub fn snapshot(shared: &BalancerState) -> Status {
     let backends = shared
         .backends
         .snapshot()

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use crate::body::{BodyFault, BodyFlag, ReqBody};
 use crate::config::Config;
 use crate::limit::queue::QueueError;
-use crate::state::Shared;
+use crate::state::BalancerState;
 use crate::upstream::codec::HeadForm;
 use crate::upstream::conn::{Call, ConnError, Connection, Upload, UploadFraming};
 use crate::upstream::{Backend, Exchange};
@@ -305,7 +305,7 @@ pub(super) async fn attempts(
 }
 
 /// Some available backend has not been tried for this request yet.
-fn has_untried(shared: &Shared, tried: &Tried) -> bool {
+fn has_untried(shared: &BalancerState, tried: &Tried) -> bool {
     shared
         .backends
         .load()

@@ -9,13 +9,13 @@ use std::sync::atomic::AtomicBool;
 
 use http::HeaderValue;
 
-use crate::state::Shared;
+use crate::state::BalancerState;
 
 /// What the proxy knows about the client connection a request came on.
 #[derive(Debug)]
 pub struct ConnInfo {
-    /// Shared state.
-    pub shared: Arc<Shared>,
+    /// The balancer's shared state.
+    pub shared: Arc<BalancerState>,
     /// The client's address.
     pub peer: SocketAddr,
     /// Arrived over TLS.

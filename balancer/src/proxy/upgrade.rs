@@ -13,13 +13,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::state::Shared;
+use crate::state::BalancerState;
 use crate::upstream::Exchange;
 
 /// Spawns the byte tunnel for an accepted upgrade; `exchange` keeps the backend's
 /// in-flight count until the tunnel ends.
 pub fn spawn_tunnel(
-    shared: &Arc<Shared>,
+    shared: &Arc<BalancerState>,
     down: OnUpgrade,
     up: OnUpgrade,
     exchange: Exchange,
