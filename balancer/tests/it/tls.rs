@@ -12,7 +12,8 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::RootCertStore;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -28,7 +29,7 @@ fn fixture(name: &str) -> PathBuf {
 fn connector(alpn: &[&[u8]]) -> TlsConnector {
     let pem = std::fs::read(fixture("test-cert.pem")).unwrap();
     let mut roots = RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -122,7 +123,7 @@ async fn served_cert(addr: std::net::SocketAddr, trust: &[&str]) -> Vec<u8> {
     let mut roots = RootCertStore::empty();
     for name in trust {
         let pem = std::fs::read(fixture(name)).unwrap();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             roots.add(cert.unwrap()).unwrap();
         }
     }
