@@ -503,6 +503,12 @@ impl GroupState {
         if attempts >= max_attempts {
             p.dead_pending.insert(offset);
             self.dead_letters += 1;
+            if mode == FetchMode::Ordered {
+                // A failure like any other (invariant 4): what was delivered after it comes
+                // back at once, uncharged, for the consumer may have set it aside waiting for
+                // this record's retry. The cursor steps over the dead-lettered record.
+                self.rewind(partition, offset, now_ms);
+            }
             return Some(DeadLetter {
                 partition,
                 offset,

@@ -127,6 +127,28 @@ fn ordered_keeps_order_and_rewinds_on_failure() {
 }
 
 #[test]
+fn ordered_dead_lettering_takes_back_what_came_after_it_uncharged() {
+    let mut g = group(FetchMode::Ordered, 1);
+    for attempt in 1..=3u32 {
+        let now = u64::from(attempt) * 100;
+        let got = g.poll(1, now, 3, &[3]);
+        assert_eq!(offsets(&got), vec![(0, 0), (0, 1), (0, 2)]);
+        assert_eq!(got[0].attempt, attempt);
+        assert_eq!(
+            got[1].attempt, 1,
+            "taken back behind the failure, not charged"
+        );
+        let out = g.nack(1, now, 0, 0, 0, "poison");
+        assert_eq!(matches!(out, NackOutcome::DeadLetter(_)), attempt == 3);
+    }
+    // A consumer that set the later records aside while the first was retried gets them back
+    // at once, not when their leases run out.
+    let rest = g.poll(1, 301, 10, &[3]);
+    assert_eq!(offsets(&rest), vec![(0, 1), (0, 2)]);
+    assert!(rest.iter().all(|r| r.attempt == 1));
+}
+
+#[test]
 fn ordered_hands_partitions_over_when_a_member_dies() {
     let mut g = group(FetchMode::Ordered, 2);
     let a = g.poll(1, 0, 10, &[3, 3]);
