@@ -8,20 +8,11 @@
 use std::sync::Arc;
 
 use benches::naive::NaiveQueue;
-use ticket_svc::domain::{
-    EventId, EventSpec, Position, PurchaseId, PurchaseJob, PurchaseStatus, RejectReason,
-};
+use ticket_svc::domain::{EventSpec, Position, PurchaseJob, PurchaseStatus, RejectReason};
 use ticket_svc::queue::{Lane, PurchaseQueue};
 use ticket_svc::store::{AnyStore, PostgresStore, SqliteStore, Store};
 
-fn job(event: EventId, buyer: &str, quantity: u32) -> PurchaseJob {
-    PurchaseJob {
-        purchase_id: PurchaseId::new(),
-        event_id: event,
-        buyer: buyer.into(),
-        quantity,
-    }
-}
+use ticket_svc::testing::purchase as job;
 
 async fn status(store: &AnyStore, j: &PurchaseJob) -> PurchaseStatus {
     store

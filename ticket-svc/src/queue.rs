@@ -12,10 +12,14 @@
 //! - Jobs of one event share a partition, so their positions order them by arrival.
 //! - `Lane::Purchases` is ordered: while a consumer holds unacked jobs of a partition no other
 //!   consumer gets jobs of that partition, and jobs are delivered in offset order. A nack
-//!   redelivers the nacked job and everything after it in its partition, after the delay.
-//!   Dropping a consumer (a dead worker) makes its unacked jobs deliverable to others.
+//!   redelivers the nacked job and everything after it in its partition, after the delay; only
+//!   the nacked job is charged an attempt. Dropping a consumer (a dead worker) makes its unacked
+//!   jobs deliverable to others. An ack of a job once handed out counts even if the job was
+//!   taken back since: the work was done.
 //! - A job nacked on its last allowed attempt moves to `Lane::DeadLetters`, keeping its original
-//!   position, with a reason.
+//!   position, with a reason; the jobs delivered after it come back at once, uncharged.
+//!
+//! `tests/it/queue_contract.rs` runs one suite of these rules on both implementations.
 //! - A payload that cannot be decoded is the implementation's to dead-letter and log; consumers
 //!   only ever see decoded jobs.
 

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::{EventId, Position, PurchaseId, PurchaseJob, QueuedJob};
 use crate::http::{ApiConfig, ApiState, ServeConfig, router, serve};
 use crate::metrics::Metrics;
 use crate::queue::{MemoryQueue, MemoryQueueConfig};
@@ -198,4 +199,22 @@ pub async fn create_event(addr: SocketAddr, tickets: u32, max_per_buyer: u32) ->
     r.json["id"]
         .as_i64()
         .expect("a created event has a numeric id")
+}
+
+/// A purchase of `quantity` tickets of `event` by `buyer`, with a fresh id.
+pub fn purchase(event: EventId, buyer: &str, quantity: u32) -> PurchaseJob {
+    PurchaseJob {
+        purchase_id: PurchaseId::new(),
+        event_id: event,
+        buyer: buyer.into(),
+        quantity,
+    }
+}
+
+/// [`purchase`], as the queue gave it `position`.
+pub fn queued(event: EventId, buyer: &str, quantity: u32, position: u64) -> QueuedJob {
+    QueuedJob {
+        job: purchase(event, buyer, quantity),
+        position: Position(position),
+    }
 }

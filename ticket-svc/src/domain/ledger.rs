@@ -159,19 +159,10 @@ pub fn decide_in_order(ledger: &mut Ledger, jobs: &[QueuedJob]) -> Vec<Decision>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Position;
     use proptest::prelude::*;
 
     fn job(event: i64, buyer: &str, quantity: u32, position: u64) -> QueuedJob {
-        QueuedJob {
-            job: PurchaseJob {
-                purchase_id: PurchaseId::new(),
-                event_id: EventId(event),
-                buyer: buyer.into(),
-                quantity,
-            },
-            position: Position(position),
-        }
+        crate::testing::queued(EventId(event), buyer, quantity, position)
     }
 
     fn ledger(tickets: u32, max_per_buyer: u32) -> Ledger {

@@ -2,7 +2,7 @@
 //! Not durable. Ordered lane: a partition belongs to the consumer holding unacked jobs of it
 //! and is free again once they are all acked; a nack rewinds the partition to the nacked job.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -86,6 +86,15 @@ struct Partition {
     not_before: Option<Instant>,
 }
 
+/// What one nack call failed in one partition.
+#[derive(Debug, Default)]
+struct Failed {
+    /// The offsets nacked.
+    nacked: BTreeSet<u64>,
+    /// Whether any of them is delivered again (rather than dead-lettered).
+    is_retried: bool,
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     job: QueuedJob,
@@ -110,6 +119,20 @@ impl Partition {
         if self.inflight.is_empty() {
             self.owner = None;
         }
+    }
+
+    /// A nack of `nacked` (retried or dead-lettered): every unacked in-flight job goes back, to
+    /// be delivered again in order. Only the nacked ones are charged the attempt; the ones
+    /// taken back behind them did not fail.
+    fn take_back(&mut self, nacked: &BTreeSet<u64>) {
+        for offset in &self.inflight {
+            if !nacked.contains(offset)
+                && let Some(a) = self.attempts.get_mut(offset)
+            {
+                *a = a.saturating_sub(1);
+            }
+        }
+        self.rewind();
     }
 
     /// Gives every unacked in-flight job back, to be delivered again in order.
@@ -372,13 +395,13 @@ impl JobConsumer for MemoryConsumer {
     }
 
     async fn ack(&mut self, tags: &[DeliveryTag]) -> Result<(), QueueError> {
-        let (lane, id) = (self.lane, self.id);
         let mut st = self.queue.state();
-        let parts = st.lane(lane);
+        let parts = st.lane(self.lane);
         for tag in tags {
+            // Any consumer may acknowledge a job it was handed, even one since taken back or
+            // handed to another: the work was done (as the broker does).
             if let Some(p) = parts.get_mut(tag.partition as usize)
-                && p.owner == Some(id)
-                && p.inflight.contains(&tag.offset)
+                && p.attempts.contains_key(&tag.offset)
             {
                 p.ack(tag.offset);
             }
@@ -393,6 +416,7 @@ impl JobConsumer for MemoryConsumer {
         let max_attempts = self.queue.inner.config.max_attempts;
         let mut st = self.queue.state();
         let mut dead = Vec::new();
+        let mut failed: BTreeMap<u32, Failed> = BTreeMap::new();
         let parts = st.lane(lane);
         for tag in tags {
             let Some(p) = parts.get_mut(tag.partition as usize) else {
@@ -402,20 +426,24 @@ impl JobConsumer for MemoryConsumer {
                 continue;
             }
             let attempts = p.attempts.get(&tag.offset).copied().unwrap_or(0);
+            let failed = failed.entry(tag.partition).or_default();
+            failed.nacked.insert(tag.offset);
             if lane == Lane::Purchases && attempts >= max_attempts {
+                // Its last attempt: dead-lettered, and done with here like an ack.
                 if let Some(entry) = p.log.get(tag.offset as usize) {
                     dead.push(entry.job.clone());
                 }
                 p.ack(tag.offset);
-                p.owner = Some(id);
+            } else {
+                failed.is_retried = true;
             }
         }
-        for tag in tags {
-            if let Some(p) = parts.get_mut(tag.partition as usize)
-                && p.owner == Some(id)
-            {
-                p.rewind();
-                p.not_before = Some(Instant::now() + delay);
+        for (partition, failed) in &failed {
+            if let Some(p) = parts.get_mut(*partition as usize) {
+                p.take_back(&failed.nacked);
+                if failed.is_retried {
+                    p.not_before = Some(Instant::now() + delay);
+                }
             }
         }
         for job in dead {
@@ -445,94 +473,30 @@ mod tests {
     use crate::domain::EventId;
 
     fn job(event: i64) -> PurchaseJob {
-        PurchaseJob {
-            purchase_id: PurchaseId::new(),
-            event_id: EventId(event),
-            buyer: "b".into(),
-            quantity: 1,
-        }
+        crate::testing::purchase(EventId(event), "b", 1)
     }
 
     const NO_WAIT: Duration = Duration::ZERO;
 
     #[tokio::test]
-    async fn positions_count_up_per_event_and_dedup_returns_the_first() {
-        let q = MemoryQueue::new(MemoryQueueConfig::default());
+    async fn stats_count_what_is_queued_once_and_what_is_dead_lettered() {
+        let q = MemoryQueue::new(MemoryQueueConfig {
+            partitions: 1,
+            max_attempts: 1,
+            ..Default::default()
+        });
         let a = job(1);
-        let first = q.enqueue(&a).await.unwrap();
-        let second = q.enqueue(&job(1)).await.unwrap();
-        assert_eq!(first.position, Position(0));
-        assert_eq!(second.position, Position(1));
-        let again = q.enqueue(&a).await.unwrap();
-        assert_eq!(again.position, Position(0));
-        assert!(again.is_duplicate);
+        q.enqueue(&a).await.unwrap();
+        q.enqueue(&job(1)).await.unwrap();
+        assert!(q.enqueue(&a).await.unwrap().is_duplicate);
         assert_eq!(q.stats().purchases_lag, 2);
-    }
-
-    #[tokio::test]
-    async fn a_partition_belongs_to_one_consumer_until_acked() {
-        let q = MemoryQueue::new(MemoryQueueConfig {
-            partitions: 1,
-            ..Default::default()
-        });
-        for _ in 0..3 {
-            q.enqueue(&job(1)).await.unwrap();
-        }
-        let mut a = q.consumer(Lane::Purchases, "a").await.unwrap();
-        let mut b = q.consumer(Lane::Purchases, "b").await.unwrap();
-        let got = a.fetch(2, NO_WAIT).await.unwrap();
-        assert_eq!(got.len(), 2);
-        assert!(b.fetch(10, NO_WAIT).await.unwrap().is_empty());
-        let tags: Vec<_> = got.iter().map(|d| d.tag).collect();
-        a.ack(&tags).await.unwrap();
-        let rest = b.fetch(10, NO_WAIT).await.unwrap();
-        assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].job.position, Position(2));
-    }
-
-    #[tokio::test]
-    async fn nack_redelivers_in_order_then_dead_letters() {
-        let q = MemoryQueue::new(MemoryQueueConfig {
-            partitions: 1,
-            max_attempts: 2,
-            ..Default::default()
-        });
-        q.enqueue(&job(1)).await.unwrap();
-        q.enqueue(&job(1)).await.unwrap();
         let mut c = q.consumer(Lane::Purchases, "c").await.unwrap();
-        for attempt in 1..=2 {
-            let got = c.fetch(10, NO_WAIT).await.unwrap();
-            assert_eq!(got.len(), 2);
-            assert_eq!(got[0].attempt, attempt);
-            assert_eq!(got[0].job.position, Position(0));
-            c.nack(&[got[0].tag], Duration::ZERO).await.unwrap();
-        }
-        // The first job is dead now; the second is redelivered alone.
-        let got = c.fetch(10, NO_WAIT).await.unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].job.position, Position(1));
-        assert_eq!(q.stats().dead_lettered, 1);
-        let mut dlq = q.consumer(Lane::DeadLetters, "d").await.unwrap();
-        let dead = dlq.fetch(10, NO_WAIT).await.unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].job.position, Position(0));
-        assert!(dead[0].dead_letter_reason.is_some());
-    }
-
-    #[tokio::test]
-    async fn a_dropped_consumer_hands_its_jobs_to_another() {
-        let q = MemoryQueue::new(MemoryQueueConfig {
-            partitions: 1,
-            ..Default::default()
-        });
-        q.enqueue(&job(1)).await.unwrap();
-        let mut a = q.consumer(Lane::Purchases, "a").await.unwrap();
-        assert_eq!(a.fetch(10, NO_WAIT).await.unwrap().len(), 1);
-        drop(a);
-        let mut b = q.consumer(Lane::Purchases, "b").await.unwrap();
-        let got = b.fetch(10, NO_WAIT).await.unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].attempt, 2);
+        let got = c.fetch(1, NO_WAIT).await.unwrap();
+        c.nack(&[got[0].tag], Duration::ZERO).await.unwrap();
+        let stats = q.stats();
+        assert_eq!(stats.dead_lettered, 1);
+        assert_eq!(stats.dead_letters_lag, 1);
+        assert_eq!(stats.purchases_lag, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -173,18 +173,9 @@ impl OnRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::PurchaseJob;
 
     fn job(event: i64, position: u64) -> QueuedJob {
-        QueuedJob {
-            job: PurchaseJob {
-                purchase_id: PurchaseId::new(),
-                event_id: EventId(event),
-                buyer: "ann".into(),
-                quantity: 2,
-            },
-            position: Position(position),
-        }
+        crate::testing::queued(EventId(event), "ann", 2, position)
     }
 
     #[test]

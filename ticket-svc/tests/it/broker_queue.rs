@@ -1,108 +1,18 @@
-//! The broker-backed queue keeps the `PurchaseQueue` contract, against a real broker on a
-//! temp dir and port 0.
+//! What only the broker-backed queue does, against a real broker on a temp dir and port 0: a
+//! dead broker is a prompt error, and concurrent enqueues share produce requests. The
+//! `PurchaseQueue` contract itself is `queue_contract`, run on this queue and the memory one.
 
 use std::time::Duration;
 
 use broker::testing::TestBroker;
-use ticket_svc::domain::{EventId, PurchaseId, PurchaseJob};
-use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig, JobConsumer, Lane, PurchaseQueue};
+use ticket_svc::domain::{EventId, PurchaseJob};
+use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig, PurchaseQueue};
 
 fn job(event: i64, buyer: &str, quantity: u32) -> PurchaseJob {
-    PurchaseJob {
-        purchase_id: PurchaseId::new(),
-        event_id: EventId(event),
-        buyer: buyer.to_string(),
-        quantity,
-    }
+    ticket_svc::testing::purchase(EventId(event), buyer, quantity)
 }
 
-async fn queue(b: &TestBroker) -> BrokerQueue {
-    let mut cfg = BrokerQueueConfig::new(b.addr.to_string());
-    cfg.partitions = 4;
-    cfg.max_attempts = 2;
-    cfg.lease = Duration::from_secs(5);
-    BrokerQueue::connect(cfg, Duration::from_secs(5))
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn positions_order_an_events_jobs_and_a_repeat_gets_the_first() {
-    let b = TestBroker::start().await;
-    let q = queue(&b).await;
-    let first = job(1, "ann", 1);
-    let a = q.enqueue(&first).await.unwrap();
-    let other = q.enqueue(&job(1, "bob", 2)).await.unwrap();
-    let again = q.enqueue(&first).await.unwrap();
-    assert!(!a.is_duplicate);
-    assert!(other.position > a.position, "later arrival, later position");
-    assert!(again.is_duplicate);
-    assert_eq!(again.position, a.position);
-}
-
-#[tokio::test]
-async fn workers_get_jobs_in_order_and_a_nacked_job_comes_back_then_dead_letters() {
-    let b = TestBroker::start().await;
-    let q = queue(&b).await;
-    let jobs: Vec<PurchaseJob> = (0..5).map(|i| job(7, &format!("buyer-{i}"), 1)).collect();
-    for j in &jobs {
-        q.enqueue(j).await.unwrap();
-    }
-    let mut w = q.consumer(Lane::Purchases, "w1").await.unwrap();
-    let got = w.fetch(10, Duration::from_secs(2)).await.unwrap();
-    let buyers: Vec<&str> = got.iter().map(|d| d.job.job.buyer.as_str()).collect();
-    assert_eq!(
-        buyers,
-        ["buyer-0", "buyer-1", "buyer-2", "buyer-3", "buyer-4"]
-    );
-    assert!(
-        got.windows(2)
-            .all(|w| w[0].job.position < w[1].job.position)
-    );
-    // Done with the first two; the third fails twice (max attempts 2) and is dead-lettered.
-    w.ack(&[got[0].tag, got[1].tag]).await.unwrap();
-    w.nack(&[got[2].tag], Duration::ZERO).await.unwrap();
-    let again = w.fetch(10, Duration::from_secs(2)).await.unwrap();
-    let buyers: Vec<&str> = again.iter().map(|d| d.job.job.buyer.as_str()).collect();
-    assert_eq!(
-        buyers,
-        ["buyer-2", "buyer-3", "buyer-4"],
-        "redelivered from the failed job, in order"
-    );
-    assert_eq!(again[0].attempt, 2);
-    assert_eq!(again[1].attempt, 1, "taken back behind it, not charged");
-    w.nack(&[again[0].tag], Duration::ZERO).await.unwrap();
-    w.ack(&[again[1].tag, again[2].tag]).await.unwrap();
-    assert!(
-        w.fetch(10, Duration::from_millis(300))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let mut dlq = q.consumer(Lane::DeadLetters, "auditor").await.unwrap();
-    let dead = dlq.fetch(10, Duration::from_secs(2)).await.unwrap();
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].job.job, jobs[2]);
-    assert_eq!(
-        dead[0].job.position, got[2].job.position,
-        "keeps its place in line"
-    );
-    assert!(dead[0].dead_letter_reason.is_some());
-}
-
-#[tokio::test]
-async fn a_dead_workers_jobs_go_to_another() {
-    let b = TestBroker::start().await;
-    let q = queue(&b).await;
-    q.enqueue(&job(3, "ann", 1)).await.unwrap();
-    let mut w1 = q.consumer(Lane::Purchases, "w1").await.unwrap();
-    assert_eq!(w1.fetch(10, Duration::from_secs(2)).await.unwrap().len(), 1);
-    drop(w1);
-    let mut w2 = q.consumer(Lane::Purchases, "w2").await.unwrap();
-    let got = w2.fetch(10, Duration::from_secs(3)).await.unwrap();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].attempt, 2);
-}
+use crate::queue_contract::broker_queue as queue;
 
 #[tokio::test]
 async fn a_dead_broker_is_a_prompt_error_not_a_hang() {

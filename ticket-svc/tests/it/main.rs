@@ -5,5 +5,6 @@
 
 mod api;
 mod broker_queue;
+mod queue_contract;
 mod store;
 mod worker;

@@ -110,17 +110,7 @@ fn spec(tickets: i64, max: i64) -> EventSpec {
     EventSpec::new("DJ night", tickets, max).unwrap()
 }
 
-fn job(event: EventId, buyer: &str, quantity: u32, position: u64) -> QueuedJob {
-    QueuedJob {
-        job: PurchaseJob {
-            purchase_id: PurchaseId::new(),
-            event_id: event,
-            buyer: buyer.into(),
-            quantity,
-        },
-        position: Position(position),
-    }
-}
+use ticket_svc::testing::queued as job;
 
 /// `j` queued again at `position` (a retry past the queue's dedup window).
 fn requeued(j: &QueuedJob, position: u64) -> QueuedJob {

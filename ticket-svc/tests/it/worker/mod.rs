@@ -191,14 +191,7 @@ async fn enqueue(store: &impl Store, queue: &MemoryQueue, job: PurchaseJob) -> Q
     q
 }
 
-fn job(event: EventId, buyer: &str, quantity: u32) -> PurchaseJob {
-    PurchaseJob {
-        purchase_id: PurchaseId::new(),
-        event_id: event,
-        buyer: buyer.into(),
-        quantity,
-    }
-}
+use ticket_svc::testing::purchase as job;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_workers_crashes_and_redeliveries_never_oversell_and_serve_in_order() {
