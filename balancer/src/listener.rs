@@ -13,12 +13,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use plumbing::accept::{Accepted, CappedListener, WhenFull};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -55,26 +55,13 @@ pub async fn serve(
     worker: usize,
     slots: Arc<Semaphore>,
 ) {
+    let listener = CappedListener::with_slots(listener, slots, WhenFull::Wait);
     loop {
-        let permit = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
-            p = Arc::clone(&slots).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let (stream, peer, permit) = match listener.accept(&shared.shutdown).await {
+            Some(Accepted::Admitted { stream, peer, slot }) => (stream, peer, slot),
+            // Not under `WhenFull::Wait`; were it to happen, closing it is the answer.
+            Some(Accepted::OverCap { .. }) => continue,
+            None => break,
         };
         let _ = stream.set_nodelay(true);
         shared.metrics.connection_opened();

@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 
-use balancer::config::{Args, FileConfig, LogFormat};
+use balancer::config::{Args, FileConfig};
 use balancer::{Balancer, Config};
 use clap::Parser;
+use plumbing::signals::{Signal, Signals};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -27,27 +28,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(args.log_format);
+    plumbing::logging::init(args.log_format);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("balancer: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -58,7 +45,8 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let config = load_config(&args)?;
-    // One current-thread runtime per worker (PERF.md): this thread is worker 0.
+    // One current-thread runtime per worker (docs/PERFORMANCE.md, "Balancer"): this thread is
+    // worker 0.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -67,18 +55,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         let handle = balancer.handle();
         let shutdown = CancellationToken::new();
         let mut run = std::pin::pin!(balancer.run(shutdown.clone()));
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate())?;
-            let mut int = signal(SignalKind::interrupt())?;
-            let mut hup = signal(SignalKind::hangup())?;
-            loop {
-                tokio::select! {
-                    r = &mut run => return Ok(r?),
-                    _ = term.recv() => { tracing::info!("SIGTERM: draining"); shutdown.cancel(); }
-                    _ = int.recv() => { tracing::info!("SIGINT: draining"); shutdown.cancel(); }
-                    _ = hup.recv() => {
+        let mut signals = Signals::install()?;
+        loop {
+            tokio::select! {
+                r = &mut run => return Ok(r?),
+                s = signals.recv() => match s {
+                    Signal::Terminate | Signal::Interrupt => {
+                        tracing::info!("{}: draining", s.name());
+                        shutdown.cancel();
+                    }
+                    Signal::Hangup => {
                         tracing::info!("SIGHUP: reloading");
                         match load_config(&args) {
                             Ok(cfg) => {
@@ -92,14 +78,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                             Err(error) => tracing::error!(%error, "reload failed; keeping the old config"),
                         }
                     }
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            tokio::select! {
-                r = &mut run => Ok(r?),
-                _ = tokio::signal::ctrl_c() => { shutdown.cancel(); Ok(run.await?) }
+                },
             }
         }
     })

@@ -13,7 +13,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -358,10 +357,9 @@ impl Metrics {
                 .get_or_create(&l)
                 .set(i64::try_from(b.idle_connections).unwrap_or(i64::MAX));
         }
-        let mut out = String::new();
-        if let Err(error) = encode(&mut out, &self.registry) {
+        plumbing::metrics::encode(&self.registry).unwrap_or_else(|error| {
             tracing::error!(%error, "encoding metrics failed");
-        }
-        out
+            String::new()
+        })
     }
 }

@@ -29,6 +29,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use plumbing::accept::{Accepted, CappedListener, WhenFull};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -161,12 +162,12 @@ async fn accept_loop(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => r,
+    // More than any test opens at once.
+    let listener = CappedListener::new(listener, 10_000, WhenFull::Wait);
+    while let Some(accepted) = listener.accept(&cancel).await {
+        let Accepted::Admitted { stream, slot, .. } = accepted else {
+            continue;
         };
-        let Ok((stream, _)) = accepted else { continue };
         let (st, c) = (Arc::clone(&state), cancel.clone());
         tracker.spawn(async move {
             let service = service_fn(move |req| respond(req, Arc::clone(&st)));
@@ -177,6 +178,7 @@ async fn accept_loop(
                 _ = conn => {}
                 _ = c.cancelled() => {}
             }
+            drop(slot);
         });
     }
 }

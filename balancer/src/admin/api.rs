@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use plumbing::accept::{Accepted, CappedListener, WhenFull};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
@@ -52,18 +53,12 @@ fn one() -> u32 {
 
 /// Serves the admin listener until shutdown.
 pub async fn serve(listener: TcpListener, shared: Arc<BalancerState>) {
+    let listener = CappedListener::new(listener, MAX_CONNECTIONS, WhenFull::Wait);
     loop {
-        let accepted = tokio::select! {
-            _ = shared.hard_stop.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::warn!(%error, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let (stream, peer, slot) = match listener.accept(&shared.hard_stop).await {
+            Some(Accepted::Admitted { stream, peer, slot }) => (stream, peer, slot),
+            Some(Accepted::OverCap { .. }) => continue,
+            None => break,
         };
         let shared2 = Arc::clone(&shared);
         shared.background.spawn(async move {
@@ -81,9 +76,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<BalancerState>) {
             if let Err(error) = r {
                 tracing::debug!(%peer, %error, "admin connection error");
             }
+            drop(slot);
         });
     }
 }
+
+/// Admin connections served at once (status pages, scrapers, scripts); more wait to connect.
+const MAX_CONNECTIONS: usize = 256;
 
 type AdminResponse = Response<Full<Bytes>>;
 
@@ -128,7 +127,7 @@ async fn route(
     let resp = match (req.method(), path.as_str()) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            plumbing::metrics::CONTENT_TYPE,
             shared.metrics_text(),
         ),
         (&Method::GET, "/status") => text(

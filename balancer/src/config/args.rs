@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::spec::{BackendSpec, LogFormat, Strategy, parse_duration};
+use plumbing::logging::LogFormat;
+
+use super::spec::{BackendSpec, Strategy, parse_duration};
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| e.to_string())

@@ -24,7 +24,8 @@ mod spec;
 pub use args::Args;
 pub use error::ConfigError;
 pub use file::FileConfig;
-pub use spec::{BackendSpec, LogFormat, MAX_WEIGHT, Strategy, parse_duration, resolve_addr};
+pub use plumbing::logging::LogFormat;
+pub use spec::{BackendSpec, MAX_WEIGHT, Strategy, parse_duration, resolve_addr};
 
 /// Default time allowed to open a TCP connection to a backend.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

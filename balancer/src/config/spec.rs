@@ -26,16 +26,6 @@ pub enum Strategy {
     P2c,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// One backend: where it is and its weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BackendSpec {

@@ -153,7 +153,7 @@ async fn backends_are_added_and_drained_at_run_time() {
     }
     assert_eq!(b.hits(), 0);
     b.set_healthy(true);
-    wait_until("b checked and up", Duration::from_secs(10), || {
+    wait_until("b checked and up", Duration::from_secs(10), async || {
         row(&h, b.addr()).is_some_and(|r| r.available)
     })
     .await;
@@ -170,7 +170,7 @@ async fn backends_are_added_and_drained_at_run_time() {
         c.get("/").await.unwrap();
         c.get("/?delay_ms=1500").await.unwrap()
     });
-    wait_until("slow request on b", Duration::from_secs(10), || {
+    wait_until("slow request on b", Duration::from_secs(10), async || {
         row(&h, b.addr()).is_some_and(|r| r.in_flight == 1)
     })
     .await;
@@ -184,7 +184,7 @@ async fn backends_are_added_and_drained_at_run_time() {
     let r = slow.await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-backend").unwrap(), "b");
-    wait_until("b removed", Duration::from_secs(10), || {
+    wait_until("b removed", Duration::from_secs(10), async || {
         row(&h, b.addr()).is_none()
     })
     .await;
@@ -220,7 +220,7 @@ async fn reload_keeps_live_keep_alive_connections() {
     new.backends = vec![balancer::BackendSpec::new(b.addr())];
     lb.handle.reload(new).unwrap();
     let h = lb.handle.clone();
-    wait_until("a removed and b up", Duration::from_secs(10), || {
+    wait_until("a removed and b up", Duration::from_secs(10), async || {
         row(&h, a.addr()).is_none() && row(&h, b.addr()).is_some_and(|r| r.available)
     })
     .await;

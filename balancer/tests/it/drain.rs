@@ -20,7 +20,7 @@ async fn shutdown_mid_traffic_finishes_in_flight_requests() {
         }));
     }
     let h = lb.handle.clone();
-    wait_until("all five in flight", Duration::from_secs(10), || {
+    wait_until("all five in flight", Duration::from_secs(10), async || {
         row(&h, a.addr()).unwrap().in_flight == 5
     })
     .await;

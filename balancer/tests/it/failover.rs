@@ -31,11 +31,11 @@ async fn killed_backend_is_invisible_to_clients_then_readmitted() {
     wait_until(
         "b marked down by the health checker",
         Duration::from_secs(10),
-        || row(&h, b_addr).is_some_and(|r| !r.healthy && !r.available),
+        async || row(&h, b_addr).is_some_and(|r| !r.healthy && !r.available),
     )
     .await;
     let b = FakeBackend::start_on("b", b_addr).await.unwrap();
-    wait_until("b re-admitted", Duration::from_secs(10), || {
+    wait_until("b re-admitted", Duration::from_secs(10), async || {
         row(&h, b_addr).is_some_and(|r| r.available)
     })
     .await;
@@ -53,7 +53,7 @@ async fn failing_health_check_takes_a_backend_out_and_back() {
     let lb = TestBalancer::start(config(&[&a, &b]));
     let h = lb.handle.clone();
     b.set_healthy(false);
-    wait_until("b down", Duration::from_secs(10), || {
+    wait_until("b down", Duration::from_secs(10), async || {
         row(&h, b.addr()).is_some_and(|r| !r.healthy)
     })
     .await;
@@ -67,7 +67,7 @@ async fn failing_health_check_takes_a_backend_out_and_back() {
     }
     assert_eq!(b.hits(), before);
     b.set_healthy(true);
-    wait_until("b up", Duration::from_secs(10), || {
+    wait_until("b up", Duration::from_secs(10), async || {
         row(&h, b.addr()).is_some_and(|r| r.healthy)
     })
     .await;
@@ -111,7 +111,7 @@ async fn all_backends_down_gives_503_with_a_clear_body() {
     assert_eq!(r.status, 503);
     assert!(r.text().contains("down"), "{}", r.text());
     let h = lb.handle.clone();
-    wait_until("all down", Duration::from_secs(10), || {
+    wait_until("all down", Duration::from_secs(10), async || {
         h.status().backends.iter().all(|r| !r.available)
     })
     .await;
@@ -179,7 +179,7 @@ async fn gets_in_flight_at_a_backend_that_dies_are_replayed_elsewhere() {
     let in_flight: Vec<_> = (0..6)
         .map(|_| tokio::spawn(async move { get(addr, "/").await }))
         .collect();
-    wait_until("GETs waiting at b", Duration::from_secs(5), || {
+    wait_until("GETs waiting at b", Duration::from_secs(5), async || {
         b.in_flight() >= 2
     })
     .await;

@@ -113,7 +113,7 @@ async fn upstream_header_timeout_gives_504() {
     wait_until(
         "slow request finished at the backend",
         Duration::from_secs(10),
-        || a.in_flight() == 0,
+        async || a.in_flight() == 0,
     )
     .await;
     assert!(row(&h, addr).unwrap().in_flight == 0);

@@ -34,13 +34,13 @@ async fn queue_admits_in_fifo_order_and_sheds_when_full() {
     let addr = a.addr();
     let mut waiting = Vec::new();
     waiting.push(send_seq(lb.addr, 0, 2000));
-    wait_until("first running", Duration::from_secs(10), || {
+    wait_until("first running", Duration::from_secs(10), async || {
         row(&h, addr).unwrap().in_flight == 1
     })
     .await;
     for seq in 1..=3 {
         waiting.push(send_seq(lb.addr, seq, 10));
-        wait_until("queued", Duration::from_secs(10), || {
+        wait_until("queued", Duration::from_secs(10), async || {
             row(&h, addr).unwrap().queue == seq
         })
         .await;
@@ -68,7 +68,7 @@ async fn queue_timeout_gives_503_with_retry_after() {
     let h = lb.handle.clone();
     let addr = a.addr();
     let first = send_seq(lb.addr, 0, 2000);
-    wait_until("first running", Duration::from_secs(10), || {
+    wait_until("first running", Duration::from_secs(10), async || {
         row(&h, addr).unwrap().in_flight == 1
     })
     .await;
@@ -89,7 +89,7 @@ async fn a_full_backend_is_skipped_while_another_has_room() {
     let h = lb.handle.clone();
     // Round-robin sends the first request to a; it stays busy.
     let busy = send_seq(lb.addr, 0, 2000);
-    wait_until("a busy", Duration::from_secs(10), || {
+    wait_until("a busy", Duration::from_secs(10), async || {
         row(&h, a.addr()).unwrap().in_flight == 1
     })
     .await;
@@ -116,7 +116,7 @@ async fn reloaded_limits_apply_to_new_requests() {
     let h = lb.handle.clone();
     let addr = a.addr();
     let busy = send_seq(lb.addr, 0, 2000);
-    wait_until("a busy", Duration::from_secs(10), || {
+    wait_until("a busy", Duration::from_secs(10), async || {
         row(&h, addr).unwrap().in_flight == 1
     })
     .await;

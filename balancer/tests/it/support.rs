@@ -85,17 +85,7 @@ impl Drop for TestBalancer {
     }
 }
 
-/// Polls `cond` every 10 ms until it holds, at most `limit`.
-pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+pub use plumbing::testing::wait_until;
 
 /// The status row of `addr`.
 pub fn row(handle: &Handle, addr: SocketAddr) -> Option<balancer::admin::status::BackendStatus> {

@@ -446,7 +446,7 @@ async fn a_pooled_connection_closed_while_idle_is_not_used() {
     assert_ne!(used[0], used[1], "a new connection after the idle close");
     let h = lb.handle.clone();
     let addr = be.addr;
-    wait_until("no errors recorded", Duration::from_secs(5), || {
+    wait_until("no errors recorded", Duration::from_secs(5), async || {
         row(&h, addr).is_some_and(|r| r.errors_total == 0 && r.requests_total == 2)
     })
     .await;
