@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::StorageError;
+use super::error::StorageError;
 use super::record::{self, StoredRecord};
 use super::recovery::RecoveryReport;
 use super::segment::Segment;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::StorageError;
+use super::error::StorageError;
 use super::record::{Decoded, StoredRecord, decode};
 use super::recovery::{self, Scan};
 
