@@ -164,6 +164,6 @@ results_block() {
 # build_release : build every binary the benchmarks run, once.
 build_release() {
     log "cargo build --release (broker, balancer, ticket-svc, benches)"
-    (cd "$ROOT" && cargo build --release -q -p broker -p balancer -p ticket-stack -p benches --bins)
+    (cd "$ROOT" && cargo build --release -q -p broker -p balancer -p ticket-stack -p benches --features benches/peers --bins)
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 }

@@ -7,8 +7,11 @@ use std::future::Future;
 use crate::workload::{Producer, Receiver};
 
 pub mod broker;
+#[cfg(feature = "peers")]
 pub mod nats;
+#[cfg(feature = "peers")]
 pub mod rabbitmq;
+#[cfg(feature = "peers")]
 pub mod redis;
 
 /// The consumer group every workload reads with.
