@@ -1,13 +1,10 @@
 //! One CPU per tokio worker thread, for a process that has the machine to itself (`up`, `demo`).
 //!
-//! Why: on the 2-vCPU VMs this project is measured on, a rush through `demo` left 10–11% of the
-//! machine idle while requests waited (median of 8 runs, /proc/stat over the rush): the
-//! scheduler kept both runtime workers on one vCPU for stretches (`perf sched timehist`: while
-//! one vCPU idled, the other ran a tokio worker for ~200 ms of every second), and work waiting
+//! Why: on a 2-vCPU machine a rush through `demo` left ~10% of the machine idle while requests
+//! waited: the scheduler kept both runtime workers on one vCPU for stretches, and work waiting
 //! on a busy vCPU's worker is not stolen by a worker that is asleep. With each worker held to its
-//! own CPU the idle share fell to 6–7% and the demo did 19,262 against 17,980 accepted/s (medians
-//! of 12 alternating pairs; the gain was 2–16% across four batches as the host's load moved;
-//! benches/RESULTS.md, session 10).
+//! own CPU the idle share fell to 6–7% and the demo's throughput rose by 2–16% (alternating
+//! pairs; docs/PERFORMANCE.md, "Ticket API, workers and the stack").
 //!
 //! How: a worker pins itself the first time it parks (tokio calls `on_thread_park` on worker
 //! threads only), taking the allowed CPUs in turn. A thread inherits its creator's CPU set, so

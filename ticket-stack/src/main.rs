@@ -46,8 +46,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// needs one again the kernel zeroes a whole 2 MiB page. Under a rush that zeroing was 2.5% of
 /// the machine's CPU and a 2 MiB clear stalls the thread that faulted (`perf record` of `up`).
 /// With it off, the demo's slowest accepts got faster (median max 33 vs 53 ms, p99.9 21 vs 23
-/// ms); CPU per buyer fell 5% on a slow VM and did not move on a fast one (benches/RESULTS.md,
-/// session 9). A kernel without the prctl just keeps the default.
+/// ms; docs/PERFORMANCE.md). A kernel without the prctl just keeps the default.
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
