@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{BackendSpec, Config};
-use crate::limit::queue::ConcurrencyGate;
+use crate::limit::concurrency::ConcurrencyGate;
 use crate::limit::rate::{DEFAULT_MAX_CLIENTS, RateLimiter};
 use crate::limit::retry::RetryBudget;
 use crate::metrics::Metrics;

@@ -8,9 +8,9 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod engine;
+pub mod groups;
 pub mod metrics;
 pub mod protocol;
-pub mod queue;
 pub mod server;
 pub mod storage;
 #[cfg(feature = "test-util")]

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{BodyFault, BodyFlag, ReqBody};
 use crate::config::Config;
-use crate::limit::queue::QueueError;
+use crate::limit::concurrency::QueueError;
 use crate::state::BalancerState;
 use crate::upstream::codec::HeadForm;
 use crate::upstream::conn::{Call, ConnError, Connection, Upload, UploadFraming};

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::BackendSpec;
-use crate::limit::queue::{Admission, ConcurrencyGate};
+use crate::limit::concurrency::{Admission, ConcurrencyGate};
 use crate::metrics::{BackendGauges, BackendMetrics, class_index};
 use crate::select::Candidate;
 

@@ -1,5 +1,5 @@
 //! Consuming: long-poll fetches, acknowledgements, negative acknowledgements, dead letters
-//! and consumers leaving. The semantics live in the pure state machine (`crate::queue::group`);
+//! and consumers leaving. The semantics live in the pure state machine (`crate::groups::state`);
 //! this is where it meets the logs and the journals.
 
 use std::collections::HashMap;
@@ -9,14 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::group::Group;
+use super::group_runtime::Group;
 use super::{
     Broker, DLQ_SUFFIX, EngineError, FETCH_MAX_BYTES, FETCH_RECHECK, MAX_FETCH_RECORDS,
     MAX_FETCH_WAIT, Topic, delivery_id, split_delivery_id, validate_name,
 };
+use crate::groups::{AckOutcome, ConsumerId, DeadLetter, GroupConfig, NackOutcome};
 use crate::metrics;
 use crate::protocol::{AckStatus, Delivery, FetchRequest, Header, NackStatus};
-use crate::queue::{AckOutcome, ConsumerId, DeadLetter, GroupConfig, NackOutcome};
 
 impl Broker {
     async fn group_for_fetch(
@@ -124,13 +124,13 @@ impl Broker {
         topic: &Arc<Topic>,
         group: &Arc<Group>,
         consumer: ConsumerId,
-        grants: Vec<crate::queue::Grant>,
+        grants: Vec<crate::groups::Grant>,
     ) -> Result<Vec<Delivery>, EngineError> {
         let t = Arc::clone(topic);
         let wanted = grants.clone();
         let read = tokio::task::spawn_blocking(move || {
             // Consecutive offsets of one partition are read with one call.
-            let mut out: Vec<(crate::queue::Grant, Option<crate::storage::StoredRecord>)> =
+            let mut out: Vec<(crate::groups::Grant, Option<crate::storage::StoredRecord>)> =
                 Vec::with_capacity(wanted.len());
             let mut i = 0;
             let mut error = None;

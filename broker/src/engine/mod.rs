@@ -4,7 +4,7 @@
 //! [`EngineError`], which the server maps to a wire error code in one place.
 
 mod consume;
-pub mod group;
+pub mod group_runtime;
 mod observe;
 pub mod partition;
 pub mod thread;
@@ -19,12 +19,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
+use crate::groups::GroupConfig;
+use crate::groups::journal::write_atomic;
 use crate::metrics::{self, Metrics};
 use crate::protocol::{FetchMode, ProduceAck, Record};
-use crate::queue::GroupConfig;
-use crate::queue::journal::write_atomic;
 use crate::storage::{LogConfig, StorageError};
-use group::Group;
+use group_runtime::Group;
 use partition::Partition;
 
 pub use crate::config::MAX_PARTITIONS;
@@ -325,7 +325,7 @@ impl Broker {
             let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            let Some(config) = crate::queue::journal::read_config(&entry.path())? else {
+            let Some(config) = crate::groups::journal::read_config(&entry.path())? else {
                 continue;
             };
             let group = self.open_group(topic, &name, config)?;

@@ -6,7 +6,7 @@
 //! topics/<topic>/topic.json                  partitions and retention (written once, atomically)
 //! topics/<topic>/<partition>/<base:020>.log  records, appended
 //! topics/<topic>/<partition>/<base:020>.index  u32 file position of each record (dense)
-//! groups/<topic>/<group>/...                 consumer-group progress (see `queue::journal`)
+//! groups/<topic>/<group>/...                 consumer-group progress (see `groups::journal`)
 //! ```
 //!
 //! A segment is named by the offset of its first record. The index is derived data: recovery

@@ -1,12 +1,12 @@
 //! Consumer groups: who holds which record, and what is done.
 //!
-//! `group` is the pure state machine (no I/O, time passed in as milliseconds) and is where the
+//! `state` is the pure state machine (no I/O, time passed in as milliseconds) and is where the
 //! semantics live; `journal` persists acknowledged progress so a restart loses none of it.
 
-pub mod group;
 pub mod journal;
+pub mod state;
 
-pub use group::{
+pub use state::{
     AckOutcome, ConsumerId, DeadLetter, Grant, GroupConfig, GroupState, NackOutcome,
     PartitionProgress,
 };

@@ -721,5 +721,5 @@ fn bump(attempts: &mut HashMap<u64, u32>, offset: u64) -> u32 {
 }
 
 #[cfg(test)]
-#[path = "group_tests.rs"]
+#[path = "state_tests.rs"]
 mod tests;

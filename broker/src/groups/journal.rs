@@ -27,7 +27,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::group::{GroupConfig, PartitionProgress};
+use super::state::{GroupConfig, PartitionProgress};
 use crate::storage::StorageError;
 
 const MAGIC: &[u8; 8] = b"TRGSNAP1";

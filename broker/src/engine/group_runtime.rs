@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 
 use super::thread::{self, IoThread, Next};
 use crate::config::FsyncPolicy;
-use crate::queue::journal::{self, Journal};
-use crate::queue::{GroupConfig, GroupState};
+use crate::groups::journal::{self, Journal};
+use crate::groups::{GroupConfig, GroupState};
 use crate::storage::StorageError;
 
 struct Persist {
