@@ -14,7 +14,7 @@
 
 use foldhash::HashMap;
 
-use super::{EventId, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob, RejectReason};
+use super::types::{EventId, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob, RejectReason};
 
 /// An event's inventory as the ledger tracks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
