@@ -13,7 +13,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{ApiState, AppError};
+use super::error::AppError;
+use super::state::ApiState;
 use crate::domain::{
     Event, EventId, EventSpec, IdempotencyKey, Position, Purchase, PurchaseId, PurchaseJob,
     PurchaseRequest, QueuedJob,

@@ -1,0 +1,75 @@
+//! The route table over an [`ApiState`], and [`run_api`], which builds the state and serves it.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{MethodRouter, any, get, post};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::server::{ServeConfig, serve};
+use super::state::{ApiConfig, ApiState};
+use super::{routes, track};
+use crate::metrics::Metrics;
+use crate::queue::PurchaseQueue;
+use crate::store::Store;
+
+/// The API's routes over a state. Every route, and the fallback, is counted and timed under
+/// its template (see `track`).
+pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
+    let limit = state.config.max_body_bytes;
+    let metrics = Arc::clone(&state.metrics);
+    // Both layers in one `layer` call: axum boxes (and clones, per request) the service once per
+    // call, and a router-wide `layer` would box every route once more.
+    let layers = |path| {
+        (
+            DefaultBodyLimit::max(limit),
+            track::TrackLayer::new(&metrics, path),
+        )
+    };
+    let route = |router: Router<ApiState<S, Q>>,
+                 path: &'static str,
+                 methods: MethodRouter<ApiState<S, Q>>| {
+        router.route(
+            path,
+            methods
+                .fallback(routes::method_not_allowed)
+                .layer(layers(path)),
+        )
+    };
+    let router = Router::new();
+    let router = route(router, "/events", post(routes::create_event::<S, Q>));
+    let router = route(router, "/events/{id}", get(routes::show_event::<S, Q>));
+    let router = route(
+        router,
+        "/events/{id}/purchases",
+        post(routes::create_purchase::<S, Q>),
+    );
+    let router = route(
+        router,
+        "/purchases/{id}",
+        get(routes::show_purchase::<S, Q>),
+    );
+    let router = route(router, "/healthz", get(routes::healthz::<S, Q>));
+    let router = route(router, "/metrics", get(routes::metrics::<S, Q>));
+    router
+        .fallback_service(any(routes::not_found).layer(layers(track::UNMATCHED)))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then drains.
+pub async fn run_api<S: Store, Q: PurchaseQueue>(
+    listener: TcpListener,
+    store: Arc<S>,
+    queue: Arc<Q>,
+    api: ApiConfig,
+    serve_config: ServeConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let state = ApiState::new(store, queue, metrics, Arc::new(registry), api);
+    serve(listener, router(state), serve_config, shutdown).await
+}
