@@ -6,139 +6,15 @@
 //! event id, dedup id = purchase id, `ordered` consumer group; dead letters in `purchases.dlq`);
 //! [`MemoryQueue`] implements the same contract for tests.
 //!
-//! Contract every implementation keeps:
-//! - `enqueue` returns only after the job is durable; the same purchase id enqueued again returns
-//!   the first position with `is_duplicate = true` and appends nothing.
-//! - Jobs of one event share a partition, so their positions order them by arrival.
-//! - `Lane::Purchases` is ordered: while a consumer holds unacked jobs of a partition no other
-//!   consumer gets jobs of that partition, and jobs are delivered in offset order. A nack
-//!   redelivers the nacked job and everything after it in its partition, after the delay; only
-//!   the nacked job is charged an attempt. Dropping a consumer (a dead worker) makes its unacked
-//!   jobs deliverable to others. An ack of a job once handed out counts even if the job was
-//!   taken back since: the work was done.
-//! - A job nacked on its last allowed attempt moves to `Lane::DeadLetters`, keeping its original
-//!   position, with a reason; the jobs delivered after it come back at once, uncharged.
-//!
-//! `tests/it/queue_contract.rs` runs one suite of these rules on both implementations.
-//! - A payload that cannot be decoded is the implementation's to dead-letter and log; consumers
-//!   only ever see decoded jobs.
-
-use std::future::Future;
-use std::time::Duration;
-
-use crate::domain::{Position, PurchaseJob, QueuedJob};
+//! Layout: `contract` (the traits, the rules every implementation keeps, and the values they
+//! pass), `error` ([`QueueError`]), `broker_queue` and `memory` (the two implementations).
 
 mod broker_queue;
+mod contract;
+mod error;
 mod memory;
 
 pub use broker_queue::{BrokerConsumer, BrokerQueue, BrokerQueueConfig};
-pub use memory::{MemoryConsumer, MemoryQueue, MemoryQueueConfig, QueueStats};
-
-/// Why the queue could not do what was asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueueError {
-    /// The queue (broker) cannot be reached or refused the request.
-    #[error("queue unavailable: {reason}")]
-    Unavailable {
-        /// What went wrong, for logs.
-        reason: String,
-    },
-    /// The queue is at capacity.
-    #[error("queue full ({capacity} jobs)")]
-    Full {
-        /// Its capacity, in jobs.
-        capacity: usize,
-    },
-}
-
-/// Which stream a consumer reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Lane {
-    /// Purchase jobs, in order of arrival per event.
-    Purchases,
-    /// Jobs that ran out of attempts.
-    DeadLetters,
-}
-
-/// The answer to an enqueue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Enqueued {
-    /// The job's place in its event's line.
-    pub position: Position,
-    /// True when this purchase id was already queued (nothing was appended).
-    pub is_duplicate: bool,
-}
-
-/// Names one delivery, for ack and nack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DeliveryTag {
-    /// The partition it came from.
-    pub partition: u32,
-    /// Its offset in that partition (of the lane it was fetched from).
-    pub offset: u64,
-}
-
-/// One job handed to a consumer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// What to ack or nack.
-    pub tag: DeliveryTag,
-    /// The job and its position in the purchases line (for a dead letter: the original one).
-    pub job: QueuedJob,
-    /// 1 on the first delivery, 2 on the first redelivery, …
-    pub attempt: u32,
-    /// For `Lane::DeadLetters`: why it was dead-lettered.
-    pub dead_letter_reason: Option<String>,
-}
-
-/// The queue as the API and the workers use it.
-pub trait PurchaseQueue: Send + Sync + 'static {
-    /// What [`PurchaseQueue::consumer`] opens.
-    type Consumer: JobConsumer;
-
-    /// Durably queues a job (key = event id, dedup id = purchase id) and returns its position.
-    fn enqueue(
-        &self,
-        job: &PurchaseJob,
-    ) -> impl Future<Output = Result<Enqueued, QueueError>> + Send;
-
-    /// Opens a consumer on a lane; `name` identifies it (logs, broker group membership).
-    fn consumer(
-        &self,
-        lane: Lane,
-        name: &str,
-    ) -> impl Future<Output = Result<Self::Consumer, QueueError>> + Send;
-
-    /// Ok when the queue can take jobs now (for readiness).
-    fn check_ready(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
-}
-
-/// A member of the workers' consumer group on one lane. Dropping it gives its unacked jobs back.
-pub trait JobConsumer: Send + 'static {
-    /// Up to `max_jobs` deliveries, waiting up to `wait` for the first one; empty when none came.
-    fn fetch(
-        &mut self,
-        max_jobs: usize,
-        wait: Duration,
-    ) -> impl Future<Output = Result<Vec<Delivery>, QueueError>> + Send;
-
-    /// Done with these: they are never delivered again.
-    fn ack(&mut self, tags: &[DeliveryTag]) -> impl Future<Output = Result<(), QueueError>> + Send;
-
-    /// Not done: deliver again after `delay` (or dead-letter on the last attempt).
-    fn nack(
-        &mut self,
-        tags: &[DeliveryTag],
-        delay: Duration,
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
-}
-
-/// The stable partition of an event: FNV-1a of the key's text (the event id), mod `partitions`.
-pub fn partition_of(key: &str, partitions: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    u32::try_from(h % u64::from(partitions.max(1))).unwrap_or(0)
-}
+pub use contract::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
+pub use error::QueueError;
+pub use memory::{MemoryConsumer, MemoryQueue, MemoryQueueConfig, QueueStats, partition_of};

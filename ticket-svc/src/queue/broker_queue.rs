@@ -26,7 +26,8 @@ use broker::engine::delivery_id;
 use broker::protocol::{FetchMode, ProduceAck, Record};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
-use super::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue, QueueError};
+use super::contract::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
+use super::error::QueueError;
 use crate::domain::{Position, PurchaseJob, QueuedJob};
 
 /// How to reach the broker and how the purchase topic and groups are set up.

@@ -9,9 +9,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{
-    Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue, QueueError, partition_of,
-};
+use super::contract::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
+use super::error::QueueError;
 use crate::domain::{Position, PurchaseId, PurchaseJob, QueuedJob};
 
 /// Settings for a [`MemoryQueue`].
@@ -465,6 +464,16 @@ impl Drop for MemoryConsumer {
     fn drop(&mut self) {
         self.queue.release(self.lane, self.id);
     }
+}
+
+/// The stable partition of an event: FNV-1a of the key's text (the event id), mod `partitions`.
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    u32::try_from(h % u64::from(partitions.max(1))).unwrap_or(0)
 }
 
 #[cfg(test)]
