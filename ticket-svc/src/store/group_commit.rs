@@ -21,16 +21,12 @@
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::error::{StoreError, sq};
 
 /// The most writes one commit covers.
 pub const MAX_GROUP_WRITES: usize = 512;
 /// Writes waiting for the writer thread before callers wait to enqueue.
 const WRITE_QUEUE: usize = 4_096;
-
-fn sq(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sqlite { context, source }
-}
 
 /// How durable a write must be when its caller is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

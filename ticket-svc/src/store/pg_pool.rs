@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::StoreError;
+use super::error::StoreError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a caller waits for a free connection.

@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
+use super::contract::Store;
+use super::error::StoreError;
 use super::pg_pool::{Pool, Pooled, connect_one, pg};
-use super::rows::{parse_status, position_of, to_purchase};
-use super::{Store, StoreError, schema};
+use super::rows::{i64_of, parse_status, position_of, to_purchase};
+use super::schema;
 use crate::domain::{
     Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
     PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
@@ -35,10 +37,6 @@ fn u32_of(v: i32, what: &str) -> Result<u32, StoreError> {
 fn i32_of(v: u32) -> i32 {
     // Quantities and ticket counts are validated far below 2^31.
     i32::try_from(v).unwrap_or(i32::MAX)
-}
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A schema name safe to splice into SQL: `[a-z_][a-z0-9_]*`, at most 63 bytes.

@@ -1,15 +1,21 @@
-//! Turning stored columns back into domain values (shared by both stores).
+//! Converting between stored columns and domain values (shared by both stores).
 
-use super::StoreError;
+use super::error::StoreError;
 use crate::domain::{EventId, Position, Purchase, PurchaseStatus};
 
 /// A purchase's columns: id, event_id, buyer, quantity, position, status, reason.
 pub type PurchaseRow = (String, i64, String, i64, i64, String, Option<String>);
 
-fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
+/// A stored count (tickets, quantity, a total) as a `u32`; `what` names the column if it is not.
+pub fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt {
         what: format!("{what} = {v}"),
     })
+}
+
+/// A position or offset to store: offsets in a log never reach 2^63.
+pub fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn u64_of(v: i64, what: &str) -> Result<u64, StoreError> {

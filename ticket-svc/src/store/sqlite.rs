@@ -19,10 +19,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{Mutex, mpsc};
 
+use super::contract::Store;
+use super::error::{StoreError, sq};
 use super::group_commit::{Durability, Undo, WriteOp, spawn_writer, write};
 use super::pending::{OnRecord, PendingBuffer, PendingRows};
-use super::rows::{PurchaseRow, to_purchase};
-use super::{Store, StoreError, schema};
+use super::rows::{PurchaseRow, to_purchase, u32_of};
+use super::schema;
 use crate::domain::{
     Decision, Event, EventId, EventSpec, Position, Purchase, PurchaseId, PurchaseJob,
     PurchaseStatus, QueuedJob,
@@ -59,21 +61,6 @@ struct Inner {
     pending: Option<PendingBuffer>,
     /// With `pending`: which purchase ids may be on record.
     on_record: Option<OnRecord>,
-}
-
-fn sq(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |source| StoreError::Sqlite { context, source }
-}
-
-fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt {
-        what: format!("{what} = {v}"),
-    })
-}
-
-fn i64_of(v: u64) -> i64 {
-    // Positions are offsets in a log; they never reach 2^63.
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -143,6 +130,26 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit().map_err(sq("commit migration"))?;
     }
     Ok(())
+}
+
+/// Every purchase id on record, for [`OnRecord`].
+fn ids_on_record(c: &Connection) -> Result<OnRecord, StoreError> {
+    let count: i64 = c
+        .query_row("SELECT count(*) FROM purchases", [], |r| r.get(0))
+        .map_err(sq("count purchases"))?;
+    let on_record = OnRecord::new(usize::try_from(count).unwrap_or(0));
+    let mut st = c
+        .prepare("SELECT id FROM purchases")
+        .map_err(sq("prepare purchase ids read"))?;
+    let mut rows = st.query([]).map_err(sq("read purchase ids"))?;
+    while let Some(row) = rows.next().map_err(sq("read purchase id"))? {
+        let id: String = row.get(0).map_err(sq("read purchase id"))?;
+        let id = id.parse::<PurchaseId>().map_err(|_| StoreError::Corrupt {
+            what: format!("purchases.id = {id:?}"),
+        })?;
+        on_record.note([id]);
+    }
+    Ok(on_record)
 }
 
 async fn run<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
@@ -220,7 +227,7 @@ impl SqliteStore {
             let mut writer = open_connection(&p)?;
             migrate(&mut writer)?;
             let on_record = (pending == PendingRows::InMemory)
-                .then(|| held::ids_on_record(&writer))
+                .then(|| ids_on_record(&writer))
                 .transpose()?;
             let readers = (0..READERS)
                 .map(|_| open_connection(&p))
@@ -290,6 +297,16 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         write(&self.inner.writes, Durability::Relaxed, Undo::Statement, f).await
+    }
+
+    /// After the rows of `ids` were committed: they are no longer held, and are on record.
+    fn committed(&self, ids: &[PurchaseId]) {
+        if let Some(buffer) = &self.inner.pending {
+            buffer.release(ids.iter().copied());
+        }
+        if let Some(on_record) = &self.inner.on_record {
+            on_record.note(ids.iter().copied());
+        }
     }
 }
 

@@ -1,16 +1,15 @@
 //! The SQLite store's side of holding pending rows in memory (see `store::pending`): writing
-//! the rows held too long, and knowing which purchase ids are on record.
+//! the rows held too long, and all of them at a clean stop.
 
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
-use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 
-use super::{SqliteStore, insert_pending, sq};
-use crate::domain::PurchaseId;
-use crate::store::StoreError;
-use crate::store::pending::{FLUSH_AFTER, FLUSH_EVERY, OnRecord, PendingBuffer};
+use super::SqliteStore;
+use super::sale::insert_pending;
+use crate::store::error::StoreError;
+use crate::store::pending::{FLUSH_AFTER, FLUSH_EVERY, PendingBuffer};
 
 impl SqliteStore {
     /// With [`PendingRows::InMemory`](crate::store::PendingRows): every 250 ms, writes the
@@ -88,34 +87,4 @@ impl SqliteStore {
         }
         failure.map_or(Ok(written), Err)
     }
-
-    /// After the rows of `ids` were committed: they are no longer held, and are on record.
-    pub(super) fn committed(&self, ids: &[PurchaseId]) {
-        if let Some(buffer) = &self.inner.pending {
-            buffer.release(ids.iter().copied());
-        }
-        if let Some(on_record) = &self.inner.on_record {
-            on_record.note(ids.iter().copied());
-        }
-    }
-}
-
-/// Every purchase id on record, for [`OnRecord`].
-pub(super) fn ids_on_record(c: &Connection) -> Result<OnRecord, StoreError> {
-    let count: i64 = c
-        .query_row("SELECT count(*) FROM purchases", [], |r| r.get(0))
-        .map_err(sq("count purchases"))?;
-    let on_record = OnRecord::new(usize::try_from(count).unwrap_or(0));
-    let mut st = c
-        .prepare("SELECT id FROM purchases")
-        .map_err(sq("prepare purchase ids read"))?;
-    let mut rows = st.query([]).map_err(sq("read purchase ids"))?;
-    while let Some(row) = rows.next().map_err(sq("read purchase id"))? {
-        let id: String = row.get(0).map_err(sq("read purchase id"))?;
-        let id = id.parse::<PurchaseId>().map_err(|_| StoreError::Corrupt {
-            what: format!("purchases.id = {id:?}"),
-        })?;
-        on_record.note([id]);
-    }
-    Ok(on_record)
 }

@@ -7,13 +7,12 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{i64_of, sq, u32_of};
 use crate::domain::{
     Decision, EventId, Ledger, Position, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob,
     RejectReason, decide_in_order,
 };
-use crate::store::StoreError;
-use crate::store::rows::{parse_status, position_of};
+use crate::store::error::{StoreError, sq};
+use crate::store::rows::{i64_of, parse_status, position_of, u32_of};
 
 /// Inserts `job`'s pending row unless its purchase is on record: whether it inserted.
 pub(super) fn insert_pending(c: &Connection, job: &QueuedJob) -> Result<bool, StoreError> {

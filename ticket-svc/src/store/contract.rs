@@ -1,0 +1,66 @@
+//! The [`Store`] trait: what the API and the workers ask of a database.
+//!
+//! What both guarantee (one shared test suite checks it against both):
+//! - migrations are applied at open;
+//! - sold ≤ tickets and a buyer's confirmed total ≤ max_per_buyer are CHECK constraints, so even
+//!   a buggy caller cannot oversell;
+//! - [`Store::decide_batch`] decides a whole batch in ONE transaction with the rules of
+//!   [`crate::domain::Ledger`]; a purchase id is decided once, and a redelivered job reads back
+//!   its decision.
+
+use std::future::Future;
+
+use super::error::StoreError;
+use crate::domain::{
+    Decision, Event, EventId, EventSpec, Position, Purchase, PurchaseId, PurchaseStatus, QueuedJob,
+};
+
+/// The ticket store. Every method is one transaction.
+pub trait Store: Send + Sync + 'static {
+    /// Creates an event with nothing sold.
+    fn create_event(
+        &self,
+        spec: &EventSpec,
+    ) -> impl Future<Output = Result<Event, StoreError>> + Send;
+
+    /// An event, or `None` if there is no such id.
+    fn event(&self, id: EventId) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
+
+    /// Records a queued purchase as pending, unless the purchase is already recorded (a worker
+    /// may have decided it first, or an Idempotency-Key retry may repeat it), and returns the
+    /// position on record: the first one the purchase was queued at.
+    fn record_pending(
+        &self,
+        job: &QueuedJob,
+    ) -> impl Future<Output = Result<Position, StoreError>> + Send;
+
+    /// A purchase, or `None` if there is no such id.
+    fn purchase(
+        &self,
+        id: PurchaseId,
+    ) -> impl Future<Output = Result<Option<Purchase>, StoreError>> + Send;
+
+    /// Decides a batch of jobs in one transaction (see the module docs); one decision per job,
+    /// in the batch's order.
+    fn decide_batch(
+        &self,
+        jobs: &[QueuedJob],
+    ) -> impl Future<Output = Result<Vec<Decision>, StoreError>> + Send;
+
+    /// The dead-letter path: marks a purchase `rejected: failed` unless it is already decided,
+    /// and returns its final status.
+    fn mark_failed(
+        &self,
+        job: &QueuedJob,
+    ) -> impl Future<Output = Result<PurchaseStatus, StoreError>> + Send;
+
+    /// Up to `limit` purchases of an event, by position (for checks and reports).
+    fn event_purchases(
+        &self,
+        event: EventId,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Purchase>, StoreError>> + Send;
+
+    /// Ok when the database answers (readiness).
+    fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
