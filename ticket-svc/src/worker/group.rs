@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Worker, WorkerConfig};
+use super::purchase_worker::{Worker, WorkerConfig};
 use crate::metrics::Metrics;
 use crate::queue::PurchaseQueue;
 use crate::store::Store;
