@@ -3,8 +3,14 @@
 //! [`supervisor`], the CPU pinning of runtime workers ([`affinity`]), and the buyer crowd
 //! ([`rush`], behind `ticket-svc rush`) with its report. The crate also builds the `ticket-svc`
 //! binary, whose `api` and `worker` commands run the service crate alone.
+//!
+//! The runner and the crowd are behind the `stack` feature (on by default); without it only
+//! [`affinity`] is left, for the binary's `--pin-workers`.
 
 pub mod affinity;
+#[cfg(feature = "stack")]
 pub mod rush;
+#[cfg(feature = "stack")]
 pub mod stack;
+#[cfg(feature = "stack")]
 pub mod supervisor;

@@ -1,5 +1,9 @@
 //! `ticket-svc`: parses flags, installs tracing, resolves a config, runs one subcommand.
 //!
+//! Built with the `stack` feature (the default) it has every command; without it, only the
+//! service's own `api` and `worker`, and links neither the balancer nor the crowd: the binary a
+//! production deployment of the service runs (`--no-default-features`).
+//!
 //! Exit codes: 0 success (for `api` and `worker`: a clean drain after Ctrl-C or SIGTERM);
 //! 1 runtime failure, printed as one line (port in use, store or broker unreachable; for `rush`
 //! and `demo`, a broken invariant); 2 bad flags.
@@ -16,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use tokio::net::TcpListener;
 
+#[cfg(feature = "stack")]
 use ticket_stack::rush::{RushConfig, Target};
+#[cfg(feature = "stack")]
 use ticket_svc::domain::EventId;
 use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
@@ -54,11 +60,16 @@ fn disable_transparent_huge_pages() {
     }
 }
 
+#[cfg(feature = "stack")]
+const ABOUT: &str = "ticketrush: the ticket API, workers, stack runner and buyer crowd";
+#[cfg(not(feature = "stack"))]
+const ABOUT: &str = "ticketrush: the ticket API and workers (built without up, demo and rush)";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ticket-svc",
     version,
-    about = "ticketrush: the ticket API, workers, stack runner and buyer crowd"
+    about = ABOUT
 )]
 struct Cli {
     /// Log format.
@@ -130,6 +141,7 @@ enum Command {
         metrics_listen: Option<SocketAddr>,
     },
     /// The whole stack on loopback until Ctrl-C.
+    #[cfg(feature = "stack")]
     Up {
         /// Where data lives.
         #[arg(long, default_value = "data")]
@@ -157,6 +169,7 @@ enum Command {
         admin_listen: String,
     },
     /// `up`, one event, a rush through the balancer, a report, the invariants checked.
+    #[cfg(feature = "stack")]
     Demo {
         /// Buyers in the rush.
         #[arg(long, default_value_t = 100_000)]
@@ -175,6 +188,7 @@ enum Command {
         report: std::path::PathBuf,
     },
     /// A crowd of buyers against any deployment.
+    #[cfg(feature = "stack")]
     Rush {
         /// Base URL, e.g. http://127.0.0.1:8080
         #[arg(long)]
@@ -209,12 +223,25 @@ enum Command {
     },
 }
 
+#[cfg(feature = "stack")]
 /// `--concurrency`: checked with the flags, so a bad value never starts anything.
 fn parse_concurrency(s: &str) -> Result<usize, String> {
     let max = RushConfig::MAX_CONCURRENCY;
     match s.parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!("expected a number of buyers from 1 to {max}")),
+    }
+}
+
+impl Command {
+    /// Whether the command runs the whole stack in this process, which then has the machine to
+    /// itself (`--pin-workers auto` pins its runtime workers).
+    fn has_the_machine(&self) -> bool {
+        #[cfg(feature = "stack")]
+        if matches!(self, Self::Up { .. } | Self::Demo { .. }) {
+            return true;
+        }
+        false
     }
 }
 
@@ -320,6 +347,7 @@ async fn worker(
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "stack")]
 async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
     let Command::Rush {
         target,
@@ -364,6 +392,7 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
     })
 }
 
+#[cfg(feature = "stack")]
 /// Writes the HTML report and says where.
 async fn write_report(
     path: &std::path::Path,
@@ -376,6 +405,7 @@ async fn write_report(
     Ok(())
 }
 
+#[cfg(feature = "stack")]
 fn print_urls(s: &ticket_stack::stack::Stack) {
     println!("ticketrush is up");
     println!("  buyers (balancer):  http://{}", s.public);
@@ -395,6 +425,7 @@ fn print_urls(s: &ticket_stack::stack::Stack) {
     }
 }
 
+#[cfg(feature = "stack")]
 /// `up` and `demo`: the whole stack in this process.
 async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
     use ticket_stack::stack::{self, StackConfig};
@@ -461,6 +492,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+#[cfg(feature = "stack")]
 /// `demo`'s part once the stack is up: the event, the rush with `--verify`, the report printed.
 async fn demo_rush(
     s: &ticket_stack::stack::Stack,
@@ -514,7 +546,7 @@ fn main() -> ExitCode {
     let pin = match cli.pin_workers {
         PinWorkers::On => true,
         PinWorkers::Off => false,
-        PinWorkers::Auto => matches!(run, Command::Up { .. } | Command::Demo { .. }),
+        PinWorkers::Auto => run.has_the_machine(),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -552,8 +584,10 @@ fn main() -> ExitCode {
                 };
                 worker(deps, workers, config, metrics_listen).await
             }
+            #[cfg(feature = "stack")]
             cmd @ (Command::Up { .. } | Command::Demo { .. }) => stack_command(cmd).await,
-            cmd => rush(cmd).await,
+            #[cfg(feature = "stack")]
+            cmd @ Command::Rush { .. } => rush(cmd).await,
         }
     });
     match result {
