@@ -18,7 +18,7 @@ use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use plumbing::accept::{Accepted, CappedListener, WhenFull};
+use plumbing::accept::{Admitted, CappedListener, WhenFull};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -56,20 +56,14 @@ pub async fn serve(
     slots: Arc<Semaphore>,
 ) {
     let listener = CappedListener::with_slots(listener, slots, WhenFull::Wait);
-    loop {
-        let (stream, peer, permit) = match listener.accept(&shared.shutdown).await {
-            Some(Accepted::Admitted { stream, peer, slot }) => (stream, peer, slot),
-            // Not under `WhenFull::Wait`; were it to happen, closing it is the answer.
-            Some(Accepted::OverCap { .. }) => continue,
-            None => break,
-        };
+    while let Some(Admitted { stream, peer, slot }) = listener.admit(&shared.shutdown).await {
         let _ = stream.set_nodelay(true);
         shared.metrics.connection_opened();
         let shared2 = Arc::clone(&shared);
         shared.conns.spawn(async move {
             // No tracing span per connection: entering one on every poll measurably cost
             // throughput; events carry the peer as a field instead.
-            let _permit = permit;
+            let _slot = slot;
             serve_tcp(stream, peer, Arc::clone(&shared2), worker).await;
             shared2.metrics.connection_closed();
         });

@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use plumbing::accept::{Accepted, CappedListener, WhenFull};
+use plumbing::accept::{Admitted, CappedListener, WhenFull};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -164,10 +164,7 @@ async fn accept_loop(
 ) {
     // More than any test opens at once.
     let listener = CappedListener::new(listener, 10_000, WhenFull::Wait);
-    while let Some(accepted) = listener.accept(&cancel).await {
-        let Accepted::Admitted { stream, slot, .. } = accepted else {
-            continue;
-        };
+    while let Some(Admitted { stream, slot, .. }) = listener.admit(&cancel).await {
         let (st, c) = (Arc::clone(&state), cancel.clone());
         tracker.spawn(async move {
             let service = service_fn(move |req| respond(req, Arc::clone(&st)));

@@ -26,18 +26,22 @@ pub enum WhenFull {
     Refuse,
 }
 
+/// A connection within the cap: serve it, holding `slot` until the connection ends.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The connection.
+    pub stream: TcpStream,
+    /// Its peer.
+    pub peer: SocketAddr,
+    /// Its place under the cap; dropping it frees the place.
+    pub slot: OwnedSemaphorePermit,
+}
+
 /// A connection taken from the listener.
 #[derive(Debug)]
 pub enum Accepted {
-    /// Within the cap: serve it, holding `slot` until the connection ends.
-    Admitted {
-        /// The connection.
-        stream: TcpStream,
-        /// Its peer.
-        peer: SocketAddr,
-        /// Its place under the cap; dropping it frees the place.
-        slot: OwnedSemaphorePermit,
-    },
+    /// Within the cap.
+    Admitted(Admitted),
     /// Beyond the cap under [`WhenFull::Refuse`]: refuse it and close it.
     OverCap {
         /// The connection.
@@ -114,7 +118,19 @@ impl CappedListener {
                     Err(_) => return Some(Accepted::OverCap { stream, peer }),
                 },
             };
-            return Some(Accepted::Admitted { stream, peer, slot });
+            return Some(Accepted::Admitted(Admitted { stream, peer, slot }));
+        }
+    }
+
+    /// The next connection within the cap, or `None` once `shutdown` is cancelled: for a
+    /// [`WhenFull::Wait`] listener, which never has one beyond it (were one to come, it is
+    /// closed).
+    pub async fn admit(&self, shutdown: &CancellationToken) -> Option<Admitted> {
+        loop {
+            match self.accept(shutdown).await? {
+                Accepted::Admitted(a) => return Some(a),
+                Accepted::OverCap { .. } => {}
+            }
         }
     }
 }
@@ -136,7 +152,7 @@ mod tests {
         let stop = CancellationToken::new();
         let _c1 = TcpStream::connect(addr).await.unwrap();
         let first = capped.accept(&stop).await.unwrap();
-        assert!(matches!(first, Accepted::Admitted { .. }));
+        assert!(matches!(first, Accepted::Admitted(_)));
         let _c2 = TcpStream::connect(addr).await.unwrap();
         assert!(matches!(
             capped.accept(&stop).await.unwrap(),
@@ -146,7 +162,7 @@ mod tests {
         let _c3 = TcpStream::connect(addr).await.unwrap();
         assert!(matches!(
             capped.accept(&stop).await.unwrap(),
-            Accepted::Admitted { .. }
+            Accepted::Admitted(_)
         ));
     }
 
@@ -156,16 +172,16 @@ mod tests {
         let capped = CappedListener::new(l, 1, WhenFull::Wait);
         let stop = CancellationToken::new();
         let _c1 = TcpStream::connect(addr).await.unwrap();
-        let first = capped.accept(&stop).await.unwrap();
+        let first = capped.admit(&stop).await.unwrap();
         let _c2 = TcpStream::connect(addr).await.unwrap();
-        let waiting = tokio::time::timeout(Duration::from_millis(100), capped.accept(&stop)).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(100), capped.admit(&stop)).await;
         assert!(waiting.is_err(), "a full listener must not accept");
         drop(first);
-        let second = tokio::time::timeout(Duration::from_secs(5), capped.accept(&stop))
+        let second = tokio::time::timeout(Duration::from_secs(5), capped.admit(&stop))
             .await
             .expect("a freed slot admits the waiting connection");
-        assert!(matches!(second, Some(Accepted::Admitted { .. })));
+        assert!(second.is_some());
         stop.cancel();
-        assert!(capped.accept(&stop).await.is_none());
+        assert!(capped.admit(&stop).await.is_none());
     }
 }

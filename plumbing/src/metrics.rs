@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::{Accepted, CappedListener, WhenFull};
+use crate::accept::{Admitted, CappedListener, WhenFull};
 
 /// The content type of [`encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -97,10 +97,7 @@ pub async fn serve(
     let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(refresh);
     let listener = CappedListener::new(listener, MAX_CONNECTIONS, WhenFull::Wait);
     let conns = TaskTracker::new();
-    while let Some(accepted) = listener.accept(&shutdown).await {
-        let Accepted::Admitted { stream, slot, .. } = accepted else {
-            continue;
-        };
+    while let Some(Admitted { stream, slot, .. }) = listener.admit(&shutdown).await {
         let registry = Arc::clone(&registry);
         let refresh = Arc::clone(&refresh);
         let stop = shutdown.clone();

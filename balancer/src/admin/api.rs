@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use plumbing::accept::{Accepted, CappedListener, WhenFull};
+use plumbing::accept::{Admitted, CappedListener, WhenFull};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
@@ -54,12 +54,7 @@ fn one() -> u32 {
 /// Serves the admin listener until shutdown.
 pub async fn serve(listener: TcpListener, shared: Arc<BalancerState>) {
     let listener = CappedListener::new(listener, MAX_CONNECTIONS, WhenFull::Wait);
-    loop {
-        let (stream, peer, slot) = match listener.accept(&shared.hard_stop).await {
-            Some(Accepted::Admitted { stream, peer, slot }) => (stream, peer, slot),
-            Some(Accepted::OverCap { .. }) => continue,
-            None => break,
-        };
+    while let Some(Admitted { stream, peer, slot }) = listener.admit(&shared.hard_stop).await {
         let shared2 = Arc::clone(&shared);
         shared.background.spawn(async move {
             let svc_shared = Arc::clone(&shared2);

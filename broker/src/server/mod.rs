@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use plumbing::accept::{Accepted, CappedListener, WhenFull};
+use plumbing::accept::{Accepted, Admitted, CappedListener, WhenFull};
 
 use crate::config::{BrokerConfig, ConfigError};
 use crate::engine::{Broker, EngineError};
@@ -176,7 +176,7 @@ impl Server {
         while let Some(accepted) = listener.accept(&shutdown).await {
             let metrics = broker.metrics();
             let (stream, peer, permit) = match accepted {
-                Accepted::Admitted { stream, peer, slot } => (stream, peer, slot),
+                Accepted::Admitted(Admitted { stream, peer, slot }) => (stream, peer, slot),
                 Accepted::OverCap { stream, peer } => {
                     metrics.connections_rejected.inc();
                     tracing::warn!(%peer, "connection limit reached; refusing");

@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use plumbing::accept::{Accepted, CappedListener, WhenFull};
+use plumbing::accept::{Admitted, CappedListener, WhenFull};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -58,11 +58,8 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
-        let (stream, peer, slot) = match listener.accept(&shutdown).await {
-            Some(Accepted::Admitted { stream, peer, slot }) => (stream, peer, slot),
-            // Not under `WhenFull::Wait`; were it to happen, closing it is the answer.
-            Some(Accepted::OverCap { .. }) => continue,
-            None => break,
+        let Some(Admitted { stream, peer, slot }) = listener.admit(&shutdown).await else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let conn = builder
