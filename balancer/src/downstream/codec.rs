@@ -312,7 +312,7 @@ fn encode_upstream_head(
     let mut has_id = false;
     for h in headers {
         let name = h.name.as_bytes();
-        if proxy_headers::is_hop_by_hop_name(name) {
+        if crate::http1::hop_by_hop::is_hop_by_hop_name(name) {
             continue;
         }
         match name.len() {

@@ -156,7 +156,7 @@ pub enum HeadForm {
 
 /// A hop-by-hop header or one of the framing headers, by name in any case.
 fn is_framing_or_hop(name: &[u8]) -> bool {
-    crate::proxy::headers::is_hop_by_hop_name(name)
+    crate::http1::hop_by_hop::is_hop_by_hop_name(name)
         || (name.len() == 14 && name.eq_ignore_ascii_case(b"content-length"))
 }
 
