@@ -105,19 +105,9 @@ async fn bench<Q: PurchaseQueue>(
     let event = store
         .create_event(&EventSpec::new("DJ night", i64::try_from(tickets)?, 4)?)
         .await?;
+    let target = Target::resolve(&format!("http://{addr}")).await?;
     let report = ticket_stack::rush::run(
-        RushConfig {
-            target: Target::resolve(&format!("http://{addr}")).await?,
-            event: event.id,
-            buyers,
-            concurrency,
-            rate: None,
-            verify: true,
-            seed: 1,
-            request_timeout: Duration::from_secs(10),
-            verify_timeout: Duration::from_secs(60),
-            show_progress: true,
-        },
+        RushConfig::verified(target, event.id, buyers, concurrency),
         CancellationToken::new(),
     )
     .await?;

@@ -514,19 +514,9 @@ async fn demo_rush(
     );
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone())?;
+    let target = Target::resolve(&format!("http://{}", s.public)).await?;
     let report = ticket_stack::rush::run(
-        RushConfig {
-            target: Target::resolve(&format!("http://{}", s.public)).await?,
-            event: event.id,
-            buyers,
-            concurrency,
-            rate: None,
-            verify: true,
-            seed: 1,
-            request_timeout: Duration::from_secs(10),
-            verify_timeout: Duration::from_secs(120),
-            show_progress: true,
-        },
+        RushConfig::verified(target, event.id, buyers, concurrency),
         shutdown,
     )
     .await

@@ -156,6 +156,24 @@ impl RushConfig {
     /// The most concurrent slots.
     pub const MAX_CONCURRENCY: usize = 4_096;
 
+    /// The demo's rush: `buyers` as fast as answered with `concurrency` in flight, seed 1, 10 s
+    /// per request, then every purchase polled to its final state (for up to 120 s) and the
+    /// invariants checked, with a progress bar.
+    pub fn verified(target: Target, event: EventId, buyers: u64, concurrency: usize) -> Self {
+        Self {
+            target,
+            event,
+            buyers,
+            concurrency,
+            rate: None,
+            verify: true,
+            seed: 1,
+            request_timeout: Duration::from_secs(10),
+            verify_timeout: Duration::from_secs(120),
+            show_progress: true,
+        }
+    }
+
     fn check(&self) -> Result<(), RushError> {
         if self.buyers == 0 || self.buyers > Self::MAX_BUYERS {
             return Err(RushError::BadConfig(format!(
