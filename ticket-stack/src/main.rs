@@ -28,7 +28,8 @@ use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
 use ticket_svc::store::AnyStore;
 use ticket_svc::worker::{
-    DEFAULT_LINGER_MS, DEFAULT_STORE_PATIENCE_S, MAX_STORE_PATIENCE_S, WorkerConfig, run_workers,
+    DEFAULT_LINGER_MS, DEFAULT_STORE_PATIENCE_S, MAX_BATCH_JOBS, MAX_STORE_PATIENCE_S,
+    WorkerConfig, run_workers,
 };
 
 /// `worker --linger-ms`: 0 (off) to 1 s.
@@ -567,7 +568,7 @@ fn main() -> ExitCode {
                 metrics_listen,
             } => {
                 let config = WorkerConfig {
-                    batch_max_jobs: batch.clamp(1, 10_000),
+                    batch_max_jobs: batch.clamp(1, MAX_BATCH_JOBS),
                     linger: Duration::from_millis(linger_ms),
                     store_patience: Duration::from_secs(store_patience_s),
                     ..WorkerConfig::default()

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::{ScalingConfig, SupervisorMetrics, group_lag, supervise};
+use ticket_svc::config_error::ConfigError;
 use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
 use ticket_svc::metrics::Metrics;
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
@@ -67,6 +68,42 @@ impl StackConfig {
     }
 }
 
+impl StackConfig {
+    /// Checks every setting's range (the broker's, the workers' and the balancer's own
+    /// configurations are checked where they are made).
+    ///
+    /// # Errors
+    /// The first setting out of its range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ConfigError::check(self.apis > 0, "StackConfig::apis", "must be at least 1")?;
+        ConfigError::check(
+            self.workers > 0,
+            "StackConfig::workers",
+            "must be at least 1",
+        )?;
+        ConfigError::check(
+            self.max_workers >= self.workers,
+            "StackConfig::max_workers",
+            "must be at least workers",
+        )?;
+        ConfigError::check(
+            (1..=broker::config::MAX_PARTITIONS).contains(&self.partitions),
+            "StackConfig::partitions",
+            format!("must be 1 to {}", broker::config::MAX_PARTITIONS),
+        )?;
+        self.scaling().validate()
+    }
+
+    /// The supervisor's settings: `workers` to `max_workers`, one more above `scale_up_lag`
+    /// queued, one fewer at 5% of that or less.
+    fn scaling(&self) -> ScalingConfig {
+        let mut scaling = ScalingConfig::new(self.workers, self.max_workers);
+        scaling.scale_up_lag = self.scale_up_lag;
+        scaling.scale_down_lag = self.scale_up_lag / 20;
+        scaling
+    }
+}
+
 /// Why the stack could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
@@ -78,6 +115,9 @@ pub enum StackError {
         /// The cause.
         cause: std::io::Error,
     },
+    /// The configuration is out of range.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     /// The broker did not start.
     #[error("broker: {0}")]
     Broker(#[from] broker::server::ServerError),
@@ -135,6 +175,7 @@ fn dir_error(dir: &Path, cause: std::io::Error) -> StackError {
 
 /// Starts everything and waits until a request through the balancer reaches a ready API.
 pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
+    config.validate()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| dir_error(&config.data_dir, e))?;
     let loopback0: SocketAddr = ([127, 0, 0, 1], 0).into();
 
@@ -250,9 +291,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
             .await
             .map_err(|e| StackError::Queue(e.to_string()))?;
     let (topic, group) = (qcfg.topic.clone(), qcfg.group.clone());
-    let mut scaling = ScalingConfig::new(config.workers, config.max_workers);
-    scaling.scale_up_lag = config.scale_up_lag;
-    scaling.scale_down_lag = config.scale_up_lag / 20;
+    let scaling = config.scaling();
     worker_tasks.spawn(supervise(
         Arc::clone(&store),
         worker_queue,
@@ -319,5 +358,37 @@ impl Stack {
         while self.store_tasks.join_next().await.is_some() {}
         self.broker_stop.cancel();
         let _ = self.broker_task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_validate_and_each_range_is_checked() {
+        ticket_svc::testing::assert_each_refused(
+            &StackConfig::new("data"),
+            StackConfig::validate,
+            &[
+                ("StackConfig::apis", |c| c.apis = 0),
+                ("StackConfig::workers", |c| c.workers = 0),
+                ("StackConfig::max_workers", |c| c.max_workers = 1),
+                ("StackConfig::partitions", |c| c.partitions = 0),
+                ("StackConfig::partitions", |c| c.partitions = 1_000_000),
+            ],
+        );
+    }
+
+    #[tokio::test]
+    async fn start_refuses_a_bad_config_before_it_starts_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StackConfig::new(dir.path().join("never"));
+        config.apis = 0;
+        let Err(e) = start(config).await else {
+            panic!("a stack with no APIs started");
+        };
+        assert!(matches!(e, StackError::Config(_)), "{e}");
+        assert!(!dir.path().join("never").exists(), "nothing was made");
     }
 }

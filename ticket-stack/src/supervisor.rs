@@ -22,6 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use ticket_svc::config_error::ConfigError;
 use ticket_svc::metrics::Metrics;
 use ticket_svc::queue::PurchaseQueue;
 use ticket_svc::store::Store;
@@ -56,6 +57,36 @@ impl ScalingConfig {
             sustain: 3,
             every: Duration::from_secs(1),
         }
+    }
+}
+
+impl ScalingConfig {
+    /// Checks every setting's range.
+    ///
+    /// # Errors
+    /// The first setting out of its range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ConfigError::check(self.min > 0, "ScalingConfig::min", "must be at least 1")?;
+        ConfigError::check(
+            self.max >= self.min,
+            "ScalingConfig::max",
+            "must be at least min",
+        )?;
+        ConfigError::check(
+            self.scale_down_lag <= self.scale_up_lag,
+            "ScalingConfig::scale_down_lag",
+            "must be at most scale_up_lag, or one lag both adds and removes a worker",
+        )?;
+        ConfigError::check(
+            self.sustain > 0,
+            "ScalingConfig::sustain",
+            "must be at least 1",
+        )?;
+        ConfigError::check(
+            !self.every.is_zero(),
+            "ScalingConfig::every",
+            "must be more than zero",
+        )
     }
 }
 
@@ -279,6 +310,21 @@ pub async fn supervise<S: Store, Q: PurchaseQueue, F, Fut>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_defaults_validate_and_each_range_is_checked() {
+        ticket_svc::testing::assert_each_refused(
+            &ScalingConfig::new(2, 8),
+            ScalingConfig::validate,
+            &[
+                ("ScalingConfig::min", |c| c.min = 0),
+                ("ScalingConfig::max", |c| c.max = 1),
+                ("ScalingConfig::scale_down_lag", |c| c.scale_down_lag = 5000),
+                ("ScalingConfig::sustain", |c| c.sustain = 0),
+                ("ScalingConfig::every", |c| c.every = Duration::ZERO),
+            ],
+        );
+    }
 
     /// A lag spread over more partitions than any test runs workers.
     fn lag(queued: u64) -> Lag {

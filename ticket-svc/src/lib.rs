@@ -5,6 +5,7 @@
 //! Layout: [`domain`] holds the sale rules (pure), [`store`] the databases, [`queue`] the purchase
 //! queue abstraction, [`http`] the API, [`worker`] the deciding loop.
 
+pub mod config_error;
 pub mod domain;
 pub mod http;
 pub mod metrics;

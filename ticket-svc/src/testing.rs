@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config_error::ConfigError;
 use crate::domain::{EventId, Position, PurchaseId, PurchaseJob, QueuedJob};
 use crate::http::{ApiConfig, ApiState, ServeConfig, router, serve};
 use crate::metrics::Metrics;
@@ -216,5 +217,24 @@ pub fn queued(event: EventId, buyer: &str, quantity: u32, position: u64) -> Queu
     QueuedJob {
         job: purchase(event, buyer, quantity),
         position: Position(position),
+    }
+}
+
+/// A change that puts one setting of a configuration out of its range.
+pub type Spoil<C> = fn(&mut C);
+
+/// Asserts that `valid` passes `validate` and that each case's change makes it fail naming the
+/// case's setting.
+pub fn assert_each_refused<C: Clone>(
+    valid: &C,
+    validate: impl Fn(&C) -> Result<(), ConfigError>,
+    cases: &[(&str, Spoil<C>)],
+) {
+    assert_eq!(validate(valid), Ok(()), "the valid configuration");
+    for (setting, spoil) in cases {
+        let mut c = valid.clone();
+        spoil(&mut c);
+        let e = validate(&c).expect_err(setting);
+        assert_eq!(e.setting, *setting, "{e}");
     }
 }

@@ -59,7 +59,8 @@ pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled, then drains.
+/// Serves the API on `listener` until `shutdown` is cancelled, then drains. A configuration out
+/// of range is an `InvalidInput` error before anything is served.
 pub async fn run_api<S: Store, Q: PurchaseQueue>(
     listener: TcpListener,
     store: Arc<S>,
@@ -68,6 +69,9 @@ pub async fn run_api<S: Store, Q: PurchaseQueue>(
     serve_config: ServeConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    api.validate()
+        .and_then(|()| serve_config.validate())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let state = ApiState::new(store, queue, metrics, Arc::new(registry), api);

@@ -12,6 +12,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use plumbing::accept::{Admitted, CappedListener, WhenFull};
+
+use crate::config_error::ConfigError;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +28,25 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub drain_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// Checks every setting's range.
+    ///
+    /// # Errors
+    /// The first setting out of its range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ConfigError::check(
+            !self.header_read_timeout.is_zero(),
+            "ServeConfig::header_read_timeout",
+            "must be more than zero",
+        )?;
+        ConfigError::check(
+            self.max_connections > 0,
+            "ServeConfig::max_connections",
+            "must be at least 1",
+        )
+    }
 }
 
 impl Default for ServeConfig {
@@ -85,4 +106,23 @@ pub async fn serve(
     }
     connections.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_validate_and_each_range_is_checked() {
+        crate::testing::assert_each_refused(
+            &ServeConfig::default(),
+            ServeConfig::validate,
+            &[
+                ("ServeConfig::header_read_timeout", |c| {
+                    c.header_read_timeout = Duration::ZERO;
+                }),
+                ("ServeConfig::max_connections", |c| c.max_connections = 0),
+            ],
+        );
+    }
 }

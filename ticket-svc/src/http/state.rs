@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
+use crate::config_error::ConfigError;
 use crate::domain::{Event, EventId};
 use crate::metrics::Metrics;
 use crate::queue::PurchaseQueue;
@@ -26,6 +27,44 @@ pub struct ApiConfig {
     /// Events remembered for validating purchases (their limits never change).
     pub event_cache_entries: usize,
 }
+
+impl ApiConfig {
+    /// Checks every setting's range.
+    ///
+    /// # Errors
+    /// The first setting out of its range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = "must be more than zero";
+        ConfigError::check(
+            !self.enqueue_timeout.is_zero(),
+            "ApiConfig::enqueue_timeout",
+            positive,
+        )?;
+        ConfigError::check(
+            !self.store_timeout.is_zero(),
+            "ApiConfig::store_timeout",
+            positive,
+        )?;
+        ConfigError::check(
+            !self.ready_timeout.is_zero(),
+            "ApiConfig::ready_timeout",
+            positive,
+        )?;
+        ConfigError::check(
+            (1..=MAX_BODY_BYTES).contains(&self.max_body_bytes),
+            "ApiConfig::max_body_bytes",
+            format!("must be 1 to {MAX_BODY_BYTES}"),
+        )?;
+        ConfigError::check(
+            self.event_cache_entries > 0,
+            "ApiConfig::event_cache_entries",
+            "must be at least 1",
+        )
+    }
+}
+
+/// The largest `ApiConfig::max_body_bytes`: a purchase is a few dozen bytes.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -83,5 +122,36 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
             config,
             events: Mutex::new(HashMap::new()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ApiConfig;
+
+    #[test]
+    fn the_defaults_validate_and_each_range_is_checked() {
+        crate::testing::assert_each_refused(
+            &ApiConfig::default(),
+            ApiConfig::validate,
+            &[
+                ("ApiConfig::enqueue_timeout", |c| {
+                    c.enqueue_timeout = Duration::ZERO
+                }),
+                ("ApiConfig::store_timeout", |c| {
+                    c.store_timeout = Duration::ZERO
+                }),
+                ("ApiConfig::ready_timeout", |c| {
+                    c.ready_timeout = Duration::ZERO
+                }),
+                ("ApiConfig::max_body_bytes", |c| c.max_body_bytes = 0),
+                ("ApiConfig::max_body_bytes", |c| c.max_body_bytes = 1 << 30),
+                ("ApiConfig::event_cache_entries", |c| {
+                    c.event_cache_entries = 0
+                }),
+            ],
+        );
     }
 }

@@ -28,6 +28,7 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::contract::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
 use super::error::QueueError;
+use crate::config_error::ConfigError;
 use crate::domain::{Position, PurchaseJob, QueuedJob};
 
 /// How to reach the broker and how the purchase topic and groups are set up.
@@ -69,6 +70,54 @@ impl BrokerQueueConfig {
             lease: Duration::from_secs(30),
             max_attempts: 5,
         }
+    }
+
+    /// Checks every setting's range, and the topic and group names as the broker would.
+    ///
+    /// # Errors
+    /// The first setting out of its range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ConfigError::check(
+            !self.addr.is_empty(),
+            "BrokerQueueConfig::addr",
+            "must name the broker",
+        )?;
+        ConfigError::check(
+            self.token.as_deref() != Some(""),
+            "BrokerQueueConfig::token",
+            "must not be empty (None for no token)",
+        )?;
+        for (setting, kind, name) in [
+            ("BrokerQueueConfig::topic", "topic", &self.topic),
+            ("BrokerQueueConfig::group", "group", &self.group),
+        ] {
+            broker::engine::validate_name(kind, name).map_err(|e| ConfigError {
+                setting,
+                reason: e.to_string(),
+            })?;
+        }
+        ConfigError::check(
+            (1..=broker::config::MAX_PARTITIONS).contains(&self.partitions),
+            "BrokerQueueConfig::partitions",
+            format!("must be 1 to {}", broker::config::MAX_PARTITIONS),
+        )?;
+        ConfigError::check(
+            self.connections > 0,
+            "BrokerQueueConfig::connections",
+            "must be at least 1",
+        )?;
+        let positive = "must be more than zero";
+        ConfigError::check(
+            !self.enqueue_timeout.is_zero(),
+            "BrokerQueueConfig::enqueue_timeout",
+            positive,
+        )?;
+        ConfigError::check(!self.lease.is_zero(), "BrokerQueueConfig::lease", positive)?;
+        ConfigError::check(
+            self.max_attempts > 0,
+            "BrokerQueueConfig::max_attempts",
+            "must be at least 1",
+        )
     }
 
     fn dlq_topic(&self) -> String {
@@ -121,6 +170,7 @@ impl BrokerQueue {
         config: BrokerQueueConfig,
         connect_timeout: Duration,
     ) -> Result<Self, QueueError> {
+        config.validate()?;
         let first = Client::connect(config.client_config(connect_timeout))
             .await
             .map_err(unavailable)?;
@@ -476,6 +526,42 @@ impl JobConsumer for BrokerConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_defaults_validate_and_each_range_is_checked() {
+        crate::testing::assert_each_refused(
+            &BrokerQueueConfig::new("127.0.0.1:7070"),
+            BrokerQueueConfig::validate,
+            &[
+                ("BrokerQueueConfig::addr", |c| c.addr.clear()),
+                ("BrokerQueueConfig::token", |c| {
+                    c.token = Some(String::new())
+                }),
+                ("BrokerQueueConfig::topic", |c| c.topic = "no spaces".into()),
+                ("BrokerQueueConfig::group", |c| c.group.clear()),
+                ("BrokerQueueConfig::partitions", |c| c.partitions = 0),
+                ("BrokerQueueConfig::partitions", |c| {
+                    c.partitions = 1_000_000
+                }),
+                ("BrokerQueueConfig::connections", |c| c.connections = 0),
+                ("BrokerQueueConfig::enqueue_timeout", |c| {
+                    c.enqueue_timeout = Duration::ZERO;
+                }),
+                ("BrokerQueueConfig::lease", |c| c.lease = Duration::ZERO),
+                ("BrokerQueueConfig::max_attempts", |c| c.max_attempts = 0),
+            ],
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_refuses_a_bad_config_before_it_dials() {
+        let mut config = BrokerQueueConfig::new("127.0.0.1:1");
+        config.partitions = 0;
+        let Err(e) = BrokerQueue::connect(config, Duration::from_secs(30)).await else {
+            panic!("a queue with no partitions connected");
+        };
+        assert!(matches!(e, QueueError::Config(_)), "{e}");
+    }
 
     fn job(
         n: u8,

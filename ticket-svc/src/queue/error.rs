@@ -1,5 +1,7 @@
 //! [`QueueError`]: why the queue could not do what was asked (the API answers it 503).
 
+use crate::config_error::ConfigError;
+
 /// Why the queue could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
@@ -9,6 +11,9 @@ pub enum QueueError {
         /// What went wrong, for logs.
         reason: String,
     },
+    /// The queue's configuration is out of range.
+    #[error("queue configuration: {0}")]
+    Config(#[from] ConfigError),
     /// The queue is at capacity.
     #[error("queue full ({capacity} jobs)")]
     Full {

@@ -6,7 +6,7 @@ mod purchase_worker;
 mod run_workers;
 
 pub use purchase_worker::{
-    DEFAULT_LINGER_MS, DEFAULT_STORE_PATIENCE_S, MAX_STORE_PATIENCE_S, REJOIN_AFTER_FETCH_FAILURES,
-    Worker, WorkerConfig,
+    DEFAULT_LINGER_MS, DEFAULT_STORE_PATIENCE_S, MAX_BATCH_JOBS, MAX_LINGER, MAX_STORE_PATIENCE_S,
+    REJOIN_AFTER_FETCH_FAILURES, Worker, WorkerConfig,
 };
 pub use run_workers::run_workers;

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use crate::config_error::ConfigError;
 use crate::domain::{Decision, PurchaseStatus, QueuedJob};
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::queue::{Delivery, DeliveryTag, JobConsumer, Lane, PurchaseQueue};
@@ -91,7 +92,50 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The most jobs one batch may hold (`WorkerConfig::batch_max_jobs`).
+pub const MAX_BATCH_JOBS: usize = 10_000;
+
+/// The longest `WorkerConfig::linger`.
+pub const MAX_LINGER: Duration = Duration::from_secs(1);
+
 impl WorkerConfig {
+    /// Checks every setting's range.
+    ///
+    /// # Errors
+    /// The first setting out of its range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ConfigError::check(
+            (1..=MAX_BATCH_JOBS).contains(&self.batch_max_jobs),
+            "WorkerConfig::batch_max_jobs",
+            format!("must be 1 to {MAX_BATCH_JOBS}"),
+        )?;
+        ConfigError::check(
+            !self.fetch_wait.is_zero(),
+            "WorkerConfig::fetch_wait",
+            "must be more than zero (a zero wait polls the queue in a loop)",
+        )?;
+        ConfigError::check(
+            !self.store_timeout.is_zero(),
+            "WorkerConfig::store_timeout",
+            "must be more than zero",
+        )?;
+        ConfigError::check(
+            self.store_patience <= Duration::from_secs(MAX_STORE_PATIENCE_S),
+            "WorkerConfig::store_patience",
+            format!("must be at most {MAX_STORE_PATIENCE_S} s, to stay within a job's lease"),
+        )?;
+        ConfigError::check(
+            !self.backoff_base.is_zero() && self.backoff_base <= self.backoff_max,
+            "WorkerConfig::backoff_base",
+            "must be more than zero and at most backoff_max",
+        )?;
+        ConfigError::check(
+            self.linger <= MAX_LINGER,
+            "WorkerConfig::linger",
+            format!("must be at most {MAX_LINGER:?}"),
+        )
+    }
+
     /// The delay before retry number `failures` (1-based): exponential, capped, with jitter in
     /// [½, 1] of the step so a crowd of workers does not retry in lockstep.
     pub fn backoff(&self, failures: u32) -> Duration {
@@ -485,6 +529,36 @@ impl<S: Store, Q: PurchaseQueue> Worker<S, Q> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_validates_and_each_range_is_checked() {
+        crate::testing::assert_each_refused(
+            &WorkerConfig::default(),
+            WorkerConfig::validate,
+            &[
+                ("WorkerConfig::batch_max_jobs", |c| c.batch_max_jobs = 0),
+                ("WorkerConfig::batch_max_jobs", |c| {
+                    c.batch_max_jobs = MAX_BATCH_JOBS + 1;
+                }),
+                ("WorkerConfig::fetch_wait", |c| {
+                    c.fetch_wait = Duration::ZERO
+                }),
+                ("WorkerConfig::store_timeout", |c| {
+                    c.store_timeout = Duration::ZERO
+                }),
+                ("WorkerConfig::store_patience", |c| {
+                    c.store_patience = Duration::from_secs(MAX_STORE_PATIENCE_S + 1);
+                }),
+                ("WorkerConfig::backoff_base", |c| {
+                    c.backoff_base = Duration::ZERO
+                }),
+                ("WorkerConfig::backoff_base", |c| {
+                    c.backoff_base = c.backoff_max + Duration::from_millis(1);
+                }),
+                ("WorkerConfig::linger", |c| c.linger = MAX_LINGER * 2),
+            ],
+        );
+    }
 
     #[test]
     fn the_longest_store_patience_keeps_a_batch_within_its_lease() {

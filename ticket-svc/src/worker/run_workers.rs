@@ -14,7 +14,8 @@ use crate::queue::PurchaseQueue;
 use crate::store::Store;
 
 /// Runs `count` workers over one store and queue until `shutdown` is cancelled; each finishes
-/// the batch it is in first. With `metrics_listener`, serves `/metrics` there meanwhile.
+/// the batch it is in first. With `metrics_listener`, serves `/metrics` there meanwhile. A
+/// configuration out of range is an `InvalidInput` error before any worker starts.
 pub async fn run_workers<S: Store, Q: PurchaseQueue>(
     store: Arc<S>,
     queue: Arc<Q>,
@@ -23,6 +24,9 @@ pub async fn run_workers<S: Store, Q: PurchaseQueue>(
     metrics_listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    config
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let mut tasks = JoinSet::new();
