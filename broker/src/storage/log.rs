@@ -43,7 +43,48 @@ pub struct PartitionLog {
     config: LogConfig,
     segments: Vec<Segment>,
     unsynced: Vec<(Arc<File>, PathBuf)>,
-    scratch: BytesMut,
+    scratch: Batch,
+}
+
+/// Records encoded for a log, numbered and stamped, not yet written.
+#[derive(Debug, Default)]
+pub struct Batch {
+    buf: BytesMut,
+    /// Each record's start within `buf`.
+    rel: Vec<u32>,
+    /// The last record's timestamp.
+    timestamp_ms: u64,
+}
+
+impl Batch {
+    /// Adds a record, which gets `offset` (the next after the batch's last).
+    pub fn push(&mut self, offset: u64, timestamp_ms: u64, record: &Record) {
+        self.rel
+            .push(u32::try_from(self.buf.len()).unwrap_or(u32::MAX));
+        record::encode(offset, timestamp_ms, record, &mut self.buf);
+        self.timestamp_ms = timestamp_ms;
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.rel.len()
+    }
+
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.rel.is_empty()
+    }
+
+    /// Encoded bytes.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Empties it, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.rel.clear();
+    }
 }
 
 impl PartitionLog {
@@ -99,7 +140,7 @@ impl PartitionLog {
                 config,
                 segments,
                 unsynced: Vec::new(),
-                scratch: BytesMut::new(),
+                scratch: Batch::default(),
             },
             report,
         ))
@@ -140,56 +181,55 @@ impl PartitionLog {
         timestamp_ms: u64,
     ) -> Result<u64, StorageError> {
         let first = self.end_offset();
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        let mut rel = Vec::new();
+        let mut batch = std::mem::take(&mut self.scratch);
+        batch.clear();
         for (offset, r) in (first..).zip(records) {
             let size = record::encoded_size(r);
             if size > self.config.max_record_bytes {
-                self.scratch = buf;
+                self.scratch = batch;
                 return Err(StorageError::RecordTooLarge {
                     bytes: size,
                     max: self.config.max_record_bytes,
                 });
             }
-            rel.push(u32::try_from(buf.len()).unwrap_or(u32::MAX));
-            record::encode(offset, timestamp_ms, r, &mut buf);
+            batch.push(offset, timestamp_ms, r);
         }
-        if rel.is_empty() {
-            self.scratch = buf;
-            return Ok(first);
+        let written = self.write(&batch);
+        self.scratch = batch;
+        written.map(|()| first)
+    }
+
+    /// Writes `batch`, whose records were numbered from `end_offset()` on, rolling to a new
+    /// segment first when the active one would grow past its size.
+    pub fn write(&mut self, batch: &Batch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
         }
+        let first = self.end_offset();
         let needs_roll = {
             let active = self.active()?;
-            active.size() > 0 && active.size() + buf.len() as u64 > self.config.segment_bytes
+            active.size() > 0 && active.size() + batch.buf.len() as u64 > self.config.segment_bytes
         };
         if needs_roll {
             let old = self.active()?;
             old.seal()?;
             let (file, path) = (old.file(), old.path().to_path_buf());
-            if !self.unsynced.iter().any(|(f, _)| Arc::ptr_eq(f, &file)) {
-                self.unsynced.push((file, path));
-            }
+            self.mark_unsynced(file, path);
             let seg = Segment::create(&self.dir, first)?;
             self.segments.push(seg);
         }
         let chunk = super::segment::PREALLOCATE_BYTES.min(self.config.segment_bytes);
-        let result = self
-            .active()
-            .and_then(|seg| seg.append(&buf, &rel, timestamp_ms, chunk).map(|()| seg));
-        let outcome = match result {
-            Ok(seg) => {
-                let file = seg.file();
-                let path = seg.path().to_path_buf();
-                if !self.unsynced.iter().any(|(f, _)| Arc::ptr_eq(f, &file)) {
-                    self.unsynced.push((file, path));
-                }
-                Ok(first)
-            }
-            Err(e) => Err(e),
-        };
-        self.scratch = buf;
-        outcome
+        let seg = self.active()?;
+        seg.append(&batch.buf, &batch.rel, batch.timestamp_ms, chunk)?;
+        let (file, path) = (seg.file(), seg.path().to_path_buf());
+        self.mark_unsynced(file, path);
+        Ok(())
+    }
+
+    fn mark_unsynced(&mut self, file: Arc<File>, path: PathBuf) {
+        if !self.unsynced.iter().any(|(f, _)| Arc::ptr_eq(f, &file)) {
+            self.unsynced.push((file, path));
+        }
     }
 
     /// Whether a failed write could not be undone (the partition must stop writing).

@@ -21,6 +21,6 @@ pub mod segment;
 
 pub use clock::now_ms;
 pub use error::StorageError;
-pub use log::{LogConfig, PartitionLog};
+pub use log::{Batch, LogConfig, PartitionLog};
 pub use record::StoredRecord;
 pub use recovery::RecoveryReport;

@@ -2,7 +2,12 @@
 //!
 //! Appends go through `pwrite` at the tracked end of the file; reads through `pread`, so a
 //! reader never disturbs the writer and needs only `&self`. Durability (`fdatasync`) is the
-//! caller's decision: see `PartitionLog::sync`.
+//! caller's decision: see `PartitionLog::take_unsynced`.
+//!
+//! The index lives in memory while the segment is active and is written once, when it is
+//! sealed: recovery rebuilds the active segment's index from the log anyway, and trusts a sealed
+//! segment's index only when it is whole and consistent with its log, so an index file never
+//! needs a write per append nor a sync.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -32,10 +37,15 @@ pub struct Segment {
     poisoned: bool,
 }
 
-/// Zeros are written ahead of the records in chunks of this size. Syncing a file whose size
-/// does not change is about twice as fast on this kind of disk (no metadata to flush), so
+/// Zeros are written ahead of the records in chunks of up to this size. Syncing a file whose
+/// size does not change is about twice as fast on this kind of disk (no metadata to flush), so
 /// most syncs land in already-written space; see docs/PERFORMANCE.md, "The machine underneath".
 pub const PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
+/// The first chunk. Chunks then double with the segment (each as large as the records so far)
+/// up to `PREALLOCATE_BYTES`: a new or quiet partition does not write (and sync) megabytes of
+/// zeros for a few records, which stalled the first produces to a new topic by tens of
+/// milliseconds when its partitions all did at once.
+const PREALLOCATE_MIN_BYTES: u64 = 64 * 1024;
 
 /// The file name of the segment starting at `base`.
 pub fn log_name(base: u64) -> String {
@@ -241,7 +251,8 @@ impl Segment {
     }
 
     /// Appends encoded records; `rel_positions` are each record's start within `buf`. Zeros
-    /// are written ahead in `preallocate_chunk` steps (0: none).
+    /// are written ahead in steps of up to `preallocate_chunk` (0: none). The positions go to the
+    /// in-memory index only: the index file is written when the segment is sealed.
     pub fn append(
         &mut self,
         buf: &[u8],
@@ -254,28 +265,18 @@ impl Segment {
             bytes: buf.len(),
             max: u32::MAX as usize,
         })?;
-        let mut idx = Vec::with_capacity(rel_positions.len() * 4);
-        for rel in rel_positions {
-            idx.extend_from_slice(&start32.saturating_add(*rel).to_be_bytes());
-        }
-        let idx_at = self.positions.len() as u64 * 4;
         let written = self
             .preallocate(start + buf.len() as u64, preallocate_chunk)
             .and_then(|()| {
                 self.log
                     .write_all_at(buf, start)
                     .map_err(|e| StorageError::io("write", &self.log_path, e))
-            })
-            .and_then(|()| {
-                self.index
-                    .write_all_at(&idx, idx_at)
-                    .map_err(|e| StorageError::io("write", &self.index_path, e))
             });
         if let Err(e) = written {
             // A failed write (a full disk, say) may have left whole records past the end. Cut
             // them so that a later, shorter write cannot leave one behind that recovery would
             // take for real; then the segment is as it was and writing may go on.
-            self.undo_to(start, idx_at);
+            self.undo_to(start);
             return Err(e);
         }
         self.positions
@@ -285,14 +286,10 @@ impl Segment {
         Ok(())
     }
 
-    /// Cuts the log back to `size` bytes and the index to `index_len`; if even that fails the
-    /// segment is poisoned and its partition must stop writing.
-    fn undo_to(&mut self, size: u64, index_len: u64) {
-        let cut = self
-            .log
-            .set_len(size)
-            .and_then(|()| self.index.set_len(index_len));
-        match cut {
+    /// Cuts the log back to `size` bytes; if even that fails the segment is poisoned and its
+    /// partition must stop writing.
+    fn undo_to(&mut self, size: u64) {
+        match self.log.set_len(size) {
             Ok(()) => self.allocated = size,
             Err(e) => {
                 tracing::error!(path = %self.log_path.display(), error = %e, "cannot cut a failed write");
@@ -307,11 +304,15 @@ impl Segment {
         self.poisoned
     }
 
-    /// Writes zeros ahead so that the file covers at least `needed` bytes.
-    fn preallocate(&mut self, needed: u64, chunk: u64) -> Result<(), StorageError> {
-        if needed <= self.allocated || chunk == 0 {
+    /// Writes zeros ahead so that the file covers at least `needed` bytes, in chunks as large
+    /// as the records so far, between `PREALLOCATE_MIN_BYTES` and `max_chunk`.
+    fn preallocate(&mut self, needed: u64, max_chunk: u64) -> Result<(), StorageError> {
+        if needed <= self.allocated || max_chunk == 0 {
             return Ok(());
         }
+        let chunk = self
+            .size
+            .clamp(PREALLOCATE_MIN_BYTES, max_chunk.max(PREALLOCATE_MIN_BYTES));
         let target = needed.div_ceil(chunk) * chunk;
         let zeros = vec![0u8; 1024 * 1024];
         let mut at = self.allocated.max(self.size);
@@ -326,9 +327,10 @@ impl Segment {
         Ok(())
     }
 
-    /// Cuts the zeros written ahead: called when the segment is sealed, so sealed segments
-    /// end exactly at their last record.
+    /// Writes the index file and cuts the zeros written ahead: called when the segment is
+    /// sealed, so a sealed segment has its whole index and ends exactly at its last record.
     pub fn seal(&mut self) -> Result<(), StorageError> {
+        self.rewrite_index()?;
         if self.allocated > self.size {
             self.log
                 .set_len(self.size)
