@@ -15,3 +15,5 @@ pub mod server;
 pub mod storage;
 #[cfg(feature = "test-util")]
 pub mod testing;
+
+pub use engine::syncer::sync_on_park;

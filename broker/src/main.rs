@@ -219,6 +219,7 @@ fn main() -> ExitCode {
     plumbing::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(broker::sync_on_park)
         .build()
     {
         Ok(r) => r,

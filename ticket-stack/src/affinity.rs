@@ -59,8 +59,9 @@ thread_local! {
 /// Sets `builder` (a multi-thread runtime) to pin each worker thread to one of the CPUs this
 /// thread may use now, in turn, and to leave every other runtime thread free on all of them.
 /// Returns those CPUs, or `None` (and leaves `builder` as it was) when fewer than two are
-/// allowed. Replaces the builder's `on_thread_start` and `on_thread_park` hooks.
-pub fn pin_workers(builder: &mut tokio::runtime::Builder) -> Option<Vec<usize>> {
+/// allowed. Replaces the builder's `on_thread_start` and `on_thread_park` hooks; `on_park` runs
+/// on every park, after the pinning.
+pub fn pin_workers(builder: &mut tokio::runtime::Builder, on_park: fn()) -> Option<Vec<usize>> {
     let cpus = allowed_cpus();
     if cpus.len() < 2 {
         return None;
@@ -74,15 +75,15 @@ pub fn pin_workers(builder: &mut tokio::runtime::Builder) -> Option<Vec<usize>> 
             bind_current_thread(&every);
         })
         .on_thread_park(move || {
-            if PINNED.with(|p| p.replace(true)) {
-                return;
+            if !PINNED.with(|p| p.replace(true)) {
+                let turn = next.fetch_add(1, Ordering::Relaxed) % all.len();
+                if let Some(&cpu) = all.get(turn)
+                    && !bind_current_thread(&[cpu])
+                {
+                    tracing::debug!(cpu, "a runtime worker could not be pinned");
+                }
             }
-            let turn = next.fetch_add(1, Ordering::Relaxed) % all.len();
-            if let Some(&cpu) = all.get(turn)
-                && !bind_current_thread(&[cpu])
-            {
-                tracing::debug!(cpu, "a runtime worker could not be pinned");
-            }
+            on_park();
         });
     Some(cpus)
 }
@@ -106,7 +107,7 @@ mod tests {
         }
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.worker_threads(cpus.len()).enable_all();
-        assert_eq!(pin_workers(&mut builder), Some(cpus.clone()));
+        assert_eq!(pin_workers(&mut builder, || {}), Some(cpus.clone()));
         let rt = builder.build().expect("runtime");
         let (workers, last, blocking) = rt.block_on(async {
             // A worker pins itself when it first parks, which it does before it has work: probe
@@ -158,7 +159,7 @@ mod tests {
         std::thread::spawn(move || {
             assert!(bind_current_thread(&[first]));
             let mut builder = tokio::runtime::Builder::new_multi_thread();
-            assert_eq!(pin_workers(&mut builder), None);
+            assert_eq!(pin_workers(&mut builder, || {}), None);
         })
         .join()
         .expect("thread");

@@ -540,9 +540,11 @@ fn main() -> ExitCode {
         PinWorkers::Auto => run.has_the_machine(),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
+    // The broker that `up` and `demo` embed writes and syncs produces when a worker runs out of
+    // work; in `api` and `worker` the hook finds nothing to do.
+    builder.enable_all().on_thread_park(broker::sync_on_park);
     if pin {
-        match ticket_stack::affinity::pin_workers(&mut builder) {
+        match ticket_stack::affinity::pin_workers(&mut builder, broker::sync_on_park) {
             Some(cpus) => tracing::info!(?cpus, "runtime workers pinned, one per CPU"),
             None => tracing::info!(
                 "runtime workers not pinned: fewer than 2 CPUs allowed, or no CPU affinity here"

@@ -3,10 +3,13 @@
 //! The server decodes requests and calls these methods; they return typed results or an
 //! [`EngineError`], which the server maps to a wire error code in one place.
 
+pub mod commit;
 mod consume;
 pub mod group_runtime;
 mod observe;
 pub mod partition;
+pub mod produce;
+pub mod syncer;
 pub mod thread;
 
 use std::collections::HashMap;
@@ -22,7 +25,7 @@ use crate::config::BrokerConfig;
 use crate::groups::GroupConfig;
 use crate::groups::journal::write_atomic;
 use crate::metrics::{self, Metrics};
-use crate::protocol::{FetchMode, ProduceAck, Record};
+use crate::protocol::{FetchMode, Record};
 use crate::storage::{LogConfig, StorageError};
 use group_runtime::Group;
 use partition::Partition;
@@ -198,6 +201,7 @@ impl Broker {
     /// Opens every topic and group under the data directory, recovering their logs. Blocking:
     /// call it before serving (or from `spawn_blocking`).
     pub fn open(config: BrokerConfig, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
+        syncer::start();
         let dir = topics_dir(&config.data_dir);
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create", &dir, e))?;
         let probe = config.data_dir.join(".write-probe");
@@ -456,92 +460,6 @@ impl Broker {
         self.topic_or_auto(name)
     }
 
-    /// Hands `records` to their partitions' writers now, in order; the returned future
-    /// resolves when every one is durable (per the fsync policy), with acks in request order.
-    /// Splitting the two keeps pipelined produces from one connection in order.
-    pub fn produce(
-        self: &Arc<Self>,
-        topic_name: &str,
-        records: Vec<Record>,
-    ) -> impl std::future::Future<Output = Result<Vec<ProduceAck>, EngineError>> + Send + 'static
-    {
-        let this = Arc::clone(self);
-        let topic_name = topic_name.to_string();
-        let auto = self.config.auto_create_partitions;
-        // Stage now (hand records to the writers in call order); only an implicit topic
-        // creation has to wait for the future.
-        let staged = match self.topic(&topic_name) {
-            Some(t) => Ok(Self::stage(&t, records)),
-            None => Err(records),
-        };
-        async move {
-            let staged = match staged {
-                Ok(s) => s,
-                Err(records) if auto > 0 => {
-                    let t = this.ensure_topic(&topic_name, auto).await?;
-                    Self::stage(&t, records)
-                }
-                Err(_) => return Err(EngineError::UnknownTopic(topic_name)),
-            };
-            let (topic, slots, waits) = staged;
-            let mut acks = vec![
-                ProduceAck {
-                    partition: 0,
-                    offset: 0,
-                    duplicate: false
-                };
-                slots.len()
-            ];
-            for (partition, indexes, rx) in waits {
-                let answer = rx.await.map_err(|_| EngineError::ShuttingDown)??;
-                for (i, (offset, duplicate)) in indexes.into_iter().zip(answer) {
-                    if let Some(a) = acks.get_mut(i) {
-                        *a = ProduceAck {
-                            partition,
-                            offset,
-                            duplicate,
-                        };
-                    }
-                }
-            }
-            drop(topic);
-            Ok(acks)
-        }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn stage(
-        topic: &Arc<Topic>,
-        records: Vec<Record>,
-    ) -> (
-        Arc<Topic>,
-        Vec<u32>,
-        Vec<(
-            u32,
-            Vec<usize>,
-            tokio::sync::oneshot::Receiver<partition::AppendReply>,
-        )>,
-    ) {
-        let slots: Vec<u32> = records.iter().map(|r| topic.partition_for(r)).collect();
-        let mut per: HashMap<u32, (Vec<usize>, Vec<Record>)> = HashMap::new();
-        for (i, (r, p)) in records.into_iter().zip(&slots).enumerate() {
-            let e = per.entry(*p).or_default();
-            e.0.push(i);
-            e.1.push(r);
-        }
-        let mut keys: Vec<u32> = per.keys().copied().collect();
-        keys.sort_unstable();
-        let mut waits = Vec::with_capacity(keys.len());
-        for p in keys {
-            if let (Some((indexes, recs)), Some(part)) =
-                (per.remove(&p), topic.partitions.get(p as usize))
-            {
-                waits.push((p, indexes, part.append(recs)));
-            }
-        }
-        (Arc::clone(topic), slots, waits)
-    }
-
     /// Expires leases (every group) and applies retention (when `retention` is true).
     pub async fn maintain(self: &Arc<Self>, retention: bool) {
         for topic in self.topics() {
@@ -586,14 +504,22 @@ impl Broker {
                     .min()
                     .unwrap_or(u64::MAX)
             };
-            match part.retain(min_done, bytes, ms).await {
-                Ok(Ok(n)) if n > 0 => {
+            let t = Arc::clone(topic);
+            let index = part.id() as usize;
+            let retained = tokio::task::spawn_blocking(move || {
+                t.partitions
+                    .get(index)
+                    .map(|p| p.retain(min_done, bytes, ms))
+            })
+            .await;
+            match retained {
+                Ok(Some(Ok(n))) if n > 0 => {
                     tracing::info!(topic = %topic.name, partition = part.id(), segments = n, start_offset = part.start_offset(), "retention deleted segments");
                     for g in &groups {
                         g.state().advance_start(part.id(), part.start_offset());
                     }
                 }
-                Ok(Err(e)) => {
+                Ok(Some(Err(e))) => {
                     self.metrics.storage_errors.inc();
                     tracing::error!(topic = %topic.name, partition = part.id(), error = %e, "retention failed");
                 }

@@ -1,84 +1,123 @@
-//! A partition at run time: its log, owned by one writer thread that batches appends and
-//! shares one `fdatasync` among every produce waiting (group commit).
+//! A partition at run time: its log, the records appended but not yet written, its commit
+//! point, and how it writes and syncs them.
+//!
+//! A produce is one short critical section on the caller's thread: dedup, offsets, and encoding
+//! into the partition's write buffer. The buffer is written (and, under `--fsync always`,
+//! synced) when the event loop runs out of work (see `syncer`), so one `write` and one
+//! `fdatasync` serve every produce that was ready by then, the way Redis writes its AOF buffer
+//! once per event loop turn. The produce is acknowledged when the commit point reaches it.
 //!
 //! Invariants:
-//! 1. Offsets are assigned only by the writer thread, in the order produces reached it.
-//! 2. `readable_end` only moves forward, and under `--fsync always` only after the sync that
-//!    made those records durable: a consumer never sees a record that a crash could take back.
-//! 3. A produce is answered after its records are written (and synced, under `always`).
-//! 4. After a failed sync the partition refuses further writes: what reached the disk is
-//!    unknown, so it must be recovered by a restart rather than built upon.
+//! 1. Offsets are assigned under the append lock, in the order produces took it, and buffered
+//!    records are written in that order: the log stays dense.
+//! 2. Readers see only committed records (`Commit::end`): written, and under `--fsync always`
+//!    synced, so a consumer never sees a record that a crash could take back.
+//! 3. A produce is acknowledged after its records (and any duplicate it was answered with) are
+//!    committed.
+//! 4. A failed write was undone: every record buffered with it is refused (its producer may
+//!    retry), its dedup ids are forgotten, and offsets are given again from the log's end.
+//! 5. After a failed sync, or a failed write that could not be undone, the partition refuses
+//!    further writes: what reached the disk is unknown, so it must be recovered by a restart
+//!    rather than built upon.
+//! 6. At most one flush (write, sync, commit) of a partition runs at a time.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, oneshot};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::Notify;
 
-use super::thread::{self, IoThread, Next};
+use super::commit::{Commit, Wait};
+use super::syncer::{self, Flush};
 use crate::config::FsyncPolicy;
 use crate::metrics::{Metrics, topic_labels};
 use crate::protocol::Record;
-use crate::storage::{LogConfig, PartitionLog, RecoveryReport, StorageError, StoredRecord, now_ms};
+use crate::storage::{
+    Batch, LogConfig, PartitionLog, RecoveryReport, StorageError, StoredRecord, now_ms,
+};
 
-/// Most produce requests folded into one write and one sync.
-const MAX_BATCH_COMMANDS: usize = 4096;
+/// What an append gives each record: its offset and whether it was a duplicate.
+pub type Answers = Vec<(u64, bool)>;
 
-/// What the writer answers per record: its offset and whether it was a duplicate.
-pub type AppendReply = Result<Vec<(u64, bool)>, StorageError>;
-
-enum Command {
-    Append {
-        records: Vec<Record>,
-        reply: oneshot::Sender<AppendReply>,
-    },
-    Retain {
-        min_done: u64,
-        retention_bytes: u64,
-        retention_ms: u64,
-        reply: oneshot::Sender<Result<usize, StorageError>>,
-    },
+/// An append that buffered (or found) its records: the answers, and what to wait on before
+/// acknowledging them.
+#[derive(Debug)]
+pub struct Appended {
+    /// Offset and duplicate flag per record, in request order.
+    pub answers: Answers,
+    /// Resolves once the answers are committed.
+    pub committed: Wait,
 }
 
-/// A partition: its log, its writer thread and what readers may see.
+/// A partition: a handle on its shared state, which the sync queue also holds while the
+/// partition waits for its flush.
 #[derive(Debug)]
 pub struct Partition {
     id: u32,
-    log: Arc<RwLock<PartitionLog>>,
-    writer: IoThread<Command>,
-    readable_end: Arc<AtomicU64>,
-    start_offset: Arc<AtomicU64>,
-    size_bytes: Arc<AtomicU64>,
-    failed: Arc<AtomicBool>,
-    max_record_bytes: usize,
+    inner: Arc<Inner>,
 }
 
-struct Writer {
-    topic: String,
-    log: Arc<RwLock<PartitionLog>>,
-    readable_end: Arc<AtomicU64>,
-    start_offset: Arc<AtomicU64>,
-    size_bytes: Arc<AtomicU64>,
-    failed: Arc<AtomicBool>,
-    notify: Arc<Notify>,
+#[derive(Debug)]
+struct Inner {
+    name: String,
     policy: FsyncPolicy,
+    log: RwLock<PartitionLog>,
+    appender: Mutex<Appender>,
+    commit: Commit,
+    start_offset: AtomicU64,
+    size_bytes: AtomicU64,
+    max_record_bytes: usize,
     metrics: Arc<Metrics>,
+    produced: Counter,
+    duplicates: Counter,
+}
+
+/// The append side: what is buffered, the dedup index, and the flush's bookkeeping.
+#[derive(Debug)]
+struct Appender {
+    /// The offset the next record gets: the log's end plus what is buffered.
+    next: u64,
+    /// Records numbered and encoded, not yet written.
+    batch: Batch,
+    /// The buffer a flush gives back, to be reused.
+    spare: Batch,
+    /// Dedup ids of buffered records, with their append time.
+    batch_ids: Vec<(u64, Arc<str>)>,
     /// Dedup ids seen within the window and the offset each got. SipHash (std's): the keys are
     /// chosen by clients and live for the window. One `Arc<str>` per id serves both this map and
     /// `dedup_order`.
     dedup: HashMap<Arc<str>, u64>,
     dedup_order: VecDeque<(u64, Arc<str>)>,
     dedup_window_ms: u64,
-    pending_sync: Unsynced,
+    /// Records written since the last sync.
     unsynced_records: u64,
     last_sync: Instant,
+    /// In the sync queue for a write (due at once) or for an `interval` sync (due later).
+    queued_write: bool,
+    queued_sync: bool,
+    flushing: bool,
+    closed: bool,
+}
+
+impl Appender {
+    fn expire_dedup(&mut self, now: u64) {
+        let cutoff = now.saturating_sub(self.dedup_window_ms);
+        while let Some((ts, _)) = self.dedup_order.front() {
+            if *ts >= cutoff {
+                break;
+            }
+            if let Some((_, id)) = self.dedup_order.pop_front() {
+                self.dedup.remove(&*id);
+            }
+        }
+    }
 }
 
 impl Partition {
-    /// Opens the partition in `dir` and starts its writer thread.
+    /// Opens the partition in `dir`.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         topic: &str,
@@ -87,7 +126,7 @@ impl Partition {
         log_config: LogConfig,
         policy: FsyncPolicy,
         dedup_window: Duration,
-        notify: Arc<Notify>,
+        readers: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, RecoveryReport), StorageError> {
         let (log, report) = PartitionLog::open(dir, log_config)?;
@@ -105,40 +144,41 @@ impl Partition {
                 }
             })?;
         }
-        let readable_end = Arc::new(AtomicU64::new(log.end_offset()));
-        let start_offset = Arc::new(AtomicU64::new(log.start_offset()));
-        let size_bytes = Arc::new(AtomicU64::new(log.size_bytes()));
-        let failed = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(RwLock::new(log));
-        let state = Writer {
-            topic: topic.to_string(),
-            log: Arc::clone(&log),
-            readable_end: Arc::clone(&readable_end),
-            start_offset: Arc::clone(&start_offset),
-            size_bytes: Arc::clone(&size_bytes),
-            failed: Arc::clone(&failed),
-            notify,
+        let end = log.end_offset();
+        let labels = topic_labels(topic);
+        let produced = metrics.produced_records.get_or_create(&labels).clone();
+        let duplicates = metrics.duplicate_records.get_or_create(&labels).clone();
+        let inner = Inner {
+            name: format!("{topic}/{id}"),
             policy,
+            start_offset: AtomicU64::new(log.start_offset()),
+            size_bytes: AtomicU64::new(log.size_bytes()),
+            log: RwLock::new(log),
+            appender: Mutex::new(Appender {
+                next: end,
+                batch: Batch::default(),
+                spare: Batch::default(),
+                batch_ids: Vec::new(),
+                dedup,
+                dedup_order,
+                dedup_window_ms: window_ms,
+                unsynced_records: 0,
+                last_sync: Instant::now(),
+                queued_write: false,
+                queued_sync: false,
+                flushing: false,
+                closed: false,
+            }),
+            commit: Commit::new(end, readers),
+            max_record_bytes: log_config.max_record_bytes,
             metrics,
-            dedup,
-            dedup_order,
-            dedup_window_ms: window_ms,
-            pending_sync: Vec::new(),
-            unsynced_records: 0,
-            last_sync: Instant::now(),
+            produced,
+            duplicates,
         };
-        let writer = IoThread::spawn(format!("w-{topic}-{id}"), move |rx| state.run(rx))
-            .map_err(|e| StorageError::io("spawn writer thread for", dir, e))?;
         Ok((
             Self {
                 id,
-                log,
-                writer,
-                readable_end,
-                start_offset,
-                size_bytes,
-                failed,
-                max_record_bytes: log_config.max_record_bytes,
+                inner: Arc::new(inner),
             },
             report,
         ))
@@ -149,53 +189,91 @@ impl Partition {
         self.id
     }
 
-    /// Records below this offset may be read.
+    /// Records below this offset are committed and may be read.
     pub fn readable_end(&self) -> u64 {
-        self.readable_end.load(Ordering::Acquire)
+        self.inner.commit.end()
     }
 
     /// Oldest retained offset.
     pub fn start_offset(&self) -> u64 {
-        self.start_offset.load(Ordering::Acquire)
+        self.inner.start_offset.load(Ordering::Acquire)
     }
 
     /// Bytes on disk.
     pub fn size_bytes(&self) -> u64 {
-        self.size_bytes.load(Ordering::Relaxed)
+        self.inner.size_bytes.load(Ordering::Relaxed)
     }
 
-    /// Whether a failed sync stopped this partition's writes.
+    /// Whether a failed sync or write stopped this partition's writes.
     pub fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.inner.commit.is_fenced()
     }
 
-    /// Hands a command to the writer; gives it back if the writer has stopped.
-    fn send(&self, cmd: Command) -> Result<(), Command> {
-        self.writer.send(cmd)
-    }
-
-    /// Queues records for appending, in call order; the receiver yields offsets once written
-    /// (and synced under `always`).
-    pub fn append(&self, records: Vec<Record>) -> oneshot::Receiver<AppendReply> {
-        let (reply, rx) = oneshot::channel();
-        let too_big = records
+    /// Numbers and buffers `records` now, in call order (or finds them by dedup id); the
+    /// answer says what to wait on before acknowledging them. Never blocks on the disk.
+    pub fn append(&self, records: &[&Record]) -> Result<Appended, StorageError> {
+        let inner = &self.inner;
+        if let Some(bytes) = records
             .iter()
-            .map(crate::storage::record::encoded_size)
-            .find(|s| *s > self.max_record_bytes);
-        if let Some(bytes) = too_big {
-            let _ = reply.send(Err(StorageError::RecordTooLarge {
+            .map(|r| crate::storage::record::encoded_size(r))
+            .find(|s| *s > inner.max_record_bytes)
+        {
+            return Err(StorageError::RecordTooLarge {
                 bytes,
-                max: self.max_record_bytes,
-            }));
-            return rx;
+                max: inner.max_record_bytes,
+            });
         }
-        if let Err(Command::Append { reply, .. }) = self.send(Command::Append { records, reply }) {
-            let _ = reply.send(Err(StorageError::Closed));
+        let now = now_ms();
+        let mut a = inner.lock_appender();
+        if a.closed {
+            return Err(StorageError::Closed);
         }
-        rx
+        if inner.commit.is_fenced() {
+            return Err(StorageError::Fenced);
+        }
+        a.expire_dedup(now);
+        let mut answers = Vec::with_capacity(records.len());
+        // A duplicate may point at a record not yet committed: the produce waits for it like
+        // for its own.
+        let mut wait_for = 0;
+        let mut buffered = 0;
+        for &r in records {
+            let id = r.dedup_id.as_deref();
+            if let Some(offset) = id.and_then(|id| a.dedup.get(id).copied()) {
+                answers.push((offset, true));
+                wait_for = wait_for.max(offset + 1);
+                continue;
+            }
+            let offset = a.next;
+            if let Some(id) = id {
+                // Into the index at once: a repeat later in the same request is a duplicate.
+                let id: Arc<str> = Arc::from(id);
+                a.dedup.insert(Arc::clone(&id), offset);
+                a.batch_ids.push((now, id));
+            }
+            a.batch.push(offset, now, r);
+            answers.push((offset, false));
+            a.next += 1;
+            buffered += 1;
+        }
+        let duplicates = records.len() - buffered;
+        if duplicates > 0 {
+            inner.duplicates.inc_by(duplicates as u64);
+        }
+        if buffered > 0 {
+            wait_for = a.next;
+            if !a.queued_write {
+                a.queued_write = true;
+                syncer::schedule(Arc::clone(&self.inner) as Arc<dyn Flush>, true, None);
+            }
+        }
+        // Registered under the append lock, so waiters queue in the order of their ends.
+        let committed = inner.commit.wait(wait_for);
+        drop(a);
+        Ok(Appended { answers, committed })
     }
 
-    /// Reads up to `max_records` readable records from `from`.
+    /// Reads up to `max_records` committed records from `from`.
     pub fn read(
         &self,
         from: u64,
@@ -203,289 +281,343 @@ impl Partition {
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>, StorageError> {
         let upto = self.readable_end();
-        let log = self.log.read().unwrap_or_else(PoisonError::into_inner);
+        let log = self
+            .inner
+            .log
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         log.read(from, max_records, max_bytes, upto)
     }
 
-    /// Applies retention: deletes old segments below `min_done` (the lowest offset some
-    /// group still needs) while over the size or age limit.
+    /// Applies retention: deletes old segments below `min_done` (the lowest offset some group
+    /// still needs) while over the size or age limit. Blocking (it deletes files): call it from
+    /// `spawn_blocking`.
     pub fn retain(
         &self,
         min_done: u64,
         retention_bytes: u64,
         retention_ms: u64,
-    ) -> oneshot::Receiver<Result<usize, StorageError>> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = Command::Retain {
-            min_done,
-            retention_bytes,
-            retention_ms,
-            reply,
-        };
-        if let Err(Command::Retain { reply, .. }) = self.send(cmd) {
-            let _ = reply.send(Err(StorageError::Closed));
-        }
-        rx
-    }
-
-    /// Stops the writer after it finished what was queued (and synced it); waits for it.
-    pub fn close(&self) {
-        self.writer.close();
-    }
-}
-
-/// Files written since the last sync, each once.
-type Unsynced = Vec<(Arc<std::fs::File>, std::path::PathBuf)>;
-
-/// Adds `written` to `pending`, each file once. Under `interval` and `never` many batches pass
-/// between syncs; a list with an entry per batch grew without bound and made the next sync (under
-/// `never`, the final one at shutdown) call fdatasync once per batch: 27 s to stop after a
-/// million records.
-fn add_unsynced(pending: &mut Unsynced, written: Unsynced) {
-    for (file, path) in written {
-        if !pending.iter().any(|(f, _)| Arc::ptr_eq(f, &file)) {
-            pending.push((file, path));
-        }
-    }
-}
-
-impl Writer {
-    fn run(mut self, rx: Receiver<Command>) {
-        loop {
-            let first = match thread::next(&rx, self.policy, self.last_sync) {
-                Next::Message(cmd) => cmd,
-                Next::Tick => {
-                    self.sync_if_due();
-                    continue;
-                }
-                Next::Closed => break,
-            };
-            let mut batch = vec![first];
-            thread::drain(&rx, &mut batch, MAX_BATCH_COMMANDS);
-            let mut appends = Vec::new();
-            let mut others = Vec::new();
-            for cmd in batch {
-                match cmd {
-                    Command::Append { records, reply } => appends.push((records, reply)),
-                    other => others.push(other),
-                }
-            }
-            if !appends.is_empty() {
-                self.append_batch(appends);
-            }
-            for cmd in others {
-                if let Command::Retain {
-                    min_done,
-                    retention_bytes,
-                    retention_ms,
-                    reply,
-                } = cmd
-                {
-                    let _ = reply.send(self.retain(min_done, retention_bytes, retention_ms));
-                }
-            }
-            if matches!(self.policy, FsyncPolicy::Interval(_)) {
-                self.sync_if_due();
-            }
-        }
-        // Shutting down: make everything written durable whatever the policy.
-        if let Err(e) = self.sync() {
-            tracing::error!(topic = %self.topic, error = %e, "final sync failed");
-        }
-    }
-
-    fn expire_dedup(&mut self, now: u64) {
-        let cutoff = now.saturating_sub(self.dedup_window_ms);
-        while let Some((ts, _)) = self.dedup_order.front() {
-            if *ts >= cutoff {
-                break;
-            }
-            if let Some((_, id)) = self.dedup_order.pop_front() {
-                self.dedup.remove(&*id);
-            }
-        }
-    }
-
-    fn append_batch(&mut self, batch: Vec<(Vec<Record>, oneshot::Sender<AppendReply>)>) {
-        if self.failed.load(Ordering::Acquire) {
-            for (_, reply) in batch {
-                let _ = reply.send(Err(StorageError::Fenced));
-            }
-            return;
-        }
-        let now = now_ms();
-        self.expire_dedup(now);
-        let mut log = self.log.write().unwrap_or_else(PoisonError::into_inner);
-        let mut next = log.end_offset();
-        let mut answers: Vec<Vec<(u64, bool)>> = Vec::with_capacity(batch.len());
-        // This batch's new ids go into the index at once (a repeat later in the same batch is
-        // then a duplicate too) and come out again if the batch does not become durable: only
-        // this thread reads the index, and it answers no one before the outcome is known.
-        let mut fresh_ids: Vec<Arc<str>> = Vec::new();
-        let mut to_write: Vec<&Record> = Vec::new();
-        for (records, _) in &batch {
-            let mut answer = Vec::with_capacity(records.len());
-            for r in records {
-                let id = r.dedup_id.as_deref();
-                match id.and_then(|id| self.dedup.get(id).copied()) {
-                    Some(offset) => answer.push((offset, true)),
-                    None => {
-                        if let Some(id) = id {
-                            let id: Arc<str> = Arc::from(id);
-                            self.dedup.insert(Arc::clone(&id), next);
-                            fresh_ids.push(id);
-                        }
-                        answer.push((next, false));
-                        to_write.push(r);
-                        next += 1;
-                    }
-                }
-            }
-            answers.push(answer);
-        }
-        let written = to_write.len() as u64;
-        let appended = log.append(to_write.iter().copied(), now);
-        let poisoned = log.is_poisoned();
-        let end = log.end_offset();
-        let start = log.start_offset();
-        let size = log.size_bytes();
-        add_unsynced(&mut self.pending_sync, log.take_unsynced());
-        drop(log);
-        if let Err(e) = appended {
-            // A failed write was undone (the segment is as before), so the partition goes on
-            // and a later produce may succeed once the cause (a full disk, say) is gone. Only
-            // a write that could not be undone fences it.
-            self.metrics.storage_errors.inc();
-            if poisoned {
-                self.fence(&e);
-            } else {
-                tracing::error!(topic = %self.topic, error = %e, "append failed; nothing was written");
-            }
-            self.forget(&fresh_ids);
-            for (_, reply) in batch {
-                let _ = reply.send(Err(e.duplicate()));
-            }
-            return;
-        }
-        self.unsynced_records += written;
-        if self.policy == FsyncPolicy::Always
-            && let Err(e) = self.sync()
-        {
-            self.metrics.storage_errors.inc();
-            self.fence(&e);
-            self.forget(&fresh_ids);
-            for (_, reply) in batch {
-                let _ = reply.send(Err(StorageError::Fenced));
-            }
-            return;
-        }
-        self.dedup_order
-            .extend(fresh_ids.into_iter().map(|id| (now, id)));
-        self.readable_end.store(end, Ordering::Release);
-        self.start_offset.store(start, Ordering::Release);
-        self.size_bytes.store(size, Ordering::Relaxed);
-        self.metrics
-            .produced_records
-            .get_or_create(&topic_labels(&self.topic))
-            .inc_by(written);
-        let dups = answers.iter().flatten().filter(|(_, d)| *d).count() as u64;
-        if dups > 0 {
-            self.metrics
-                .duplicate_records
-                .get_or_create(&topic_labels(&self.topic))
-                .inc_by(dups);
-        }
-        self.notify.notify_waiters();
-        for ((_, reply), answer) in batch.into_iter().zip(answers) {
-            let _ = reply.send(Ok(answer));
-        }
-    }
-
-    /// Takes the ids of a batch that did not become durable out of the dedup index: a retry
-    /// of theirs must be appended, not answered with an offset that holds nothing.
-    fn forget(&mut self, ids: &[Arc<str>]) {
-        for id in ids {
-            self.dedup.remove(&**id);
-        }
-    }
-
-    /// After a failed sync (or a write that could not be undone) what reached the disk is
-    /// unknown: refuse further writes rather than assign offsets on top of an uncertain tail.
-    /// Recovery at restart settles it.
-    fn fence(&self, e: &StorageError) {
-        tracing::error!(topic = %self.topic, error = %e, "the partition stops taking writes until the broker restarts");
-        self.failed.store(true, Ordering::Release);
-    }
-
-    fn sync_if_due(&mut self) {
-        if let FsyncPolicy::Interval(every) = self.policy
-            && self.last_sync.elapsed() >= every
-            && let Err(e) = self.sync()
-        {
-            self.metrics.storage_errors.inc();
-            self.fence(&e);
-        }
-    }
-
-    fn sync(&mut self) -> Result<(), StorageError> {
-        self.last_sync = Instant::now();
-        if self.pending_sync.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        for (file, path) in self.pending_sync.drain(..) {
-            file.sync_data()
-                .map_err(|e| StorageError::io("fdatasync", path, e))?;
-        }
-        self.metrics
-            .fsync_duration
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .fsync_batch_records
-            .observe(self.unsynced_records as f64);
-        self.unsynced_records = 0;
-        Ok(())
-    }
-
-    fn retain(
-        &mut self,
-        min_done: u64,
-        retention_bytes: u64,
-        retention_ms: u64,
     ) -> Result<usize, StorageError> {
         let now = now_ms();
-        let mut log = self.log.write().unwrap_or_else(PoisonError::into_inner);
+        let mut log = self
+            .inner
+            .log
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let removed = log.delete_front(|end, bytes, last_ts| {
             let over_size = retention_bytes > 0 && bytes > retention_bytes;
             let too_old = retention_ms > 0 && last_ts.saturating_add(retention_ms) < now;
             end <= min_done && (over_size || too_old)
         })?;
+        self.inner.store_sizes(&log);
+        Ok(removed)
+    }
+
+    /// Refuses further appends, then writes and syncs what was buffered, whatever the policy.
+    pub fn close(&self) {
+        self.inner.lock_appender().closed = true;
+        while !self.inner.flush_now(true) {
+            // Another thread's flush runs; the final one follows it.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Flush for Inner {
+    fn flush(self: Arc<Self>) {
+        self.flush_now(false);
+    }
+
+    fn would_sync(&self) -> bool {
+        match self.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval(every) => self.lock_appender().last_sync.elapsed() >= every,
+            FsyncPolicy::Never => false,
+        }
+    }
+}
+
+impl Inner {
+    fn lock_appender(&self) -> MutexGuard<'_, Appender> {
+        self.appender.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn store_sizes(&self, log: &PartitionLog) {
         self.start_offset
             .store(log.start_offset(), Ordering::Release);
         self.size_bytes.store(log.size_bytes(), Ordering::Relaxed);
-        Ok(removed)
+    }
+
+    /// Writes what is buffered, syncs when the policy says so (or when `final_sync`), moves
+    /// the commit point, and queues the partition again for what arrived meanwhile. Returns
+    /// false, doing nothing, when another flush of this partition runs.
+    fn flush_now(self: &Arc<Self>, final_sync: bool) -> bool {
+        let (batch, ids, end) = {
+            let mut a = self.lock_appender();
+            // The queue entry that called this is used up either way; a flush that runs now
+            // queues the partition again for what it leaves behind.
+            a.queued_write = false;
+            a.queued_sync = false;
+            if a.flushing {
+                return false;
+            }
+            a.flushing = true;
+            let spare = std::mem::take(&mut a.spare);
+            let batch = std::mem::replace(&mut a.batch, spare);
+            (batch, std::mem::take(&mut a.batch_ids), a.next)
+        };
+        let written = self.write(&batch);
+        let mut a = self.lock_appender();
+        match written {
+            Ok(()) => {
+                self.produced.inc_by(batch.len() as u64);
+                a.unsynced_records += batch.len() as u64;
+                a.dedup_order.extend(ids);
+                let sync_due = match self.policy {
+                    FsyncPolicy::Always => true,
+                    FsyncPolicy::Interval(every) => a.last_sync.elapsed() >= every,
+                    FsyncPolicy::Never => false,
+                };
+                if final_sync || (sync_due && a.unsynced_records > 0) {
+                    let records = std::mem::take(&mut a.unsynced_records);
+                    a.last_sync = Instant::now();
+                    drop(a);
+                    self.sync(records);
+                    a = self.lock_appender();
+                }
+                if !self.commit.is_fenced() {
+                    self.commit.advance(end);
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch is in the log (or the partition is fenced): refuse it
+                // and everything buffered behind it, whose offsets followed it.
+                let behind = std::mem::take(&mut a.batch_ids);
+                for (_, id) in ids.iter().chain(&behind) {
+                    a.dedup.remove(&**id);
+                }
+                a.batch.clear();
+                a.next = self
+                    .log
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .end_offset();
+                self.commit.fail_waiting(&e);
+            }
+        }
+        let mut spare = batch;
+        spare.clear();
+        a.spare = spare;
+        a.flushing = false;
+        self.requeue(&mut a);
+        true
+    }
+
+    /// Queues the partition for what is left: records buffered during the flush (due at once),
+    /// or an `interval` sync (due when the interval has passed since the last).
+    fn requeue(self: &Arc<Self>, a: &mut Appender) {
+        if a.closed || self.commit.is_fenced() {
+            return;
+        }
+        if !a.batch.is_empty() && !a.queued_write {
+            a.queued_write = true;
+            syncer::schedule(Arc::clone(self) as Arc<dyn Flush>, true, None);
+        } else if let FsyncPolicy::Interval(every) = self.policy
+            && a.unsynced_records > 0
+            && !a.queued_sync
+        {
+            a.queued_sync = true;
+            syncer::schedule(
+                Arc::clone(self) as Arc<dyn Flush>,
+                false,
+                Some(a.last_sync + every),
+            );
+        }
+    }
+
+    /// Writes `batch` into the log (the page cache).
+    fn write(&self, batch: &Batch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut log = self.log.write().unwrap_or_else(PoisonError::into_inner);
+        let written = log.write(batch);
+        self.store_sizes(&log);
+        let poisoned = log.is_poisoned();
+        drop(log);
+        if let Err(e) = &written {
+            // A failed write was undone (the segment is as before), so the partition goes on
+            // and a later produce may succeed once the cause (a full disk, say) is gone. Only
+            // a write that could not be undone fences it.
+            self.metrics.storage_errors.inc();
+            if poisoned {
+                tracing::error!(partition = %self.name, error = %e, "a failed write could not be undone: the partition stops taking writes until the broker restarts");
+                self.commit.fence();
+            } else {
+                tracing::error!(partition = %self.name, error = %e, "write failed; nothing was written");
+            }
+        }
+        written
+    }
+
+    /// Syncs every file written since the last sync; a failure fences the partition.
+    fn sync(&self, records: u64) {
+        let files = self
+            .log
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_unsynced();
+        if files.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        for (file, path) in &files {
+            if let Err(e) = file.sync_data() {
+                let e = StorageError::io("fdatasync", path, e);
+                self.metrics.storage_errors.inc();
+                tracing::error!(partition = %self.name, error = %e, "sync failed: the partition stops taking writes until the broker restarts");
+                self.commit.fence();
+                return;
+            }
+        }
+        self.metrics
+            .fsync_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.fsync_batch_records.observe(records as f64);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::registry::Registry;
+
+    fn open(dir: &Path, policy: FsyncPolicy) -> Partition {
+        open_with(dir, policy, &mut Registry::default())
+    }
+
+    fn open_with(dir: &Path, policy: FsyncPolicy, registry: &mut Registry) -> Partition {
+        let metrics = Arc::new(Metrics::new(registry));
+        Partition::open(
+            "t",
+            0,
+            dir,
+            LogConfig::default(),
+            policy,
+            Duration::from_secs(60),
+            Arc::new(Notify::new()),
+            metrics,
+        )
+        .unwrap()
+        .0
+    }
+
+    fn rec(payload: &str, dedup: Option<&str>) -> Record {
+        let r = Record::new(payload.to_string());
+        match dedup {
+            Some(id) => r.with_dedup_id(id),
+            None => r,
+        }
+    }
+
+    /// Waits for the commit an append waits on (flushed by the sync thread: no park hook here).
+    async fn committed(w: Wait) -> Result<(), StorageError> {
+        match w {
+            Wait::Done => Ok(()),
+            Wait::Fenced => Err(StorageError::Fenced),
+            Wait::Pending(rx) => tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("committed in time")
+                .expect("the partition answers"),
+        }
+    }
+
+    fn payloads(p: &Partition) -> Vec<(u64, String)> {
+        p.read(0, 100, 1 << 20)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let text = String::from_utf8(r.record.payload.to_vec()).unwrap();
+                (r.offset, text)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn appends_are_read_in_order_once_committed_under_every_policy() {
+        for policy in [
+            FsyncPolicy::Always,
+            FsyncPolicy::Interval(Duration::from_millis(20)),
+            FsyncPolicy::Never,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = open(dir.path(), policy);
+            let (a, b, c) = (rec("a", None), rec("b", None), rec("c", None));
+            let first = p.append(&[&a, &b]).unwrap();
+            let second = p.append(&[&c]).unwrap();
+            assert_eq!(first.answers, [(0, false), (1, false)]);
+            assert_eq!(second.answers, [(2, false)]);
+            committed(first.committed).await.unwrap();
+            committed(second.committed).await.unwrap();
+            assert_eq!(p.readable_end(), 3, "{policy:?}");
+            let want: Vec<(u64, String)> = vec![(0, "a".into()), (1, "b".into()), (2, "c".into())];
+            assert_eq!(payloads(&p), want, "{policy:?}");
+            p.close();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_dedup_id_gets_the_first_offset_even_before_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path(), FsyncPolicy::Always);
+        let (x, y, x_again) = (
+            rec("x", Some("id-x")),
+            rec("y", None),
+            rec("x2", Some("id-x")),
+        );
+        let first = p.append(&[&x, &y]).unwrap();
+        // Within one request, too.
+        let again = p.append(&[&x_again, &x_again]).unwrap();
+        assert_eq!(again.answers, [(0, true), (0, true)]);
+        committed(again.committed).await.unwrap();
+        committed(first.committed).await.unwrap();
+        let want: Vec<(u64, String)> = vec![(0, "x".into()), (1, "y".into())];
+        assert_eq!(payloads(&p), want, "the duplicate was not written");
+        // Committed already: answered without waiting.
+        let later = p.append(&[&x_again]).unwrap();
+        assert!(matches!(later.committed, Wait::Done));
+        p.close();
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_under_always_follows_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::default();
+        let p = open_with(dir.path(), FsyncPolicy::Always, &mut registry);
+        let a = rec("a", None);
+        committed(p.append(&[&a]).unwrap().committed).await.unwrap();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l == "broker_fsync_batch_records_sum 1.0"),
+            "one record synced before the answer:\n{text}"
+        );
+        p.close();
+    }
 
     #[test]
-    fn each_unsynced_file_is_synced_once_however_many_batches_wrote_it() {
+    fn closing_writes_and_syncs_what_is_buffered_and_refuses_more() {
         let dir = tempfile::tempdir().unwrap();
-        let open = |name: &str| {
-            let path = dir.path().join(name);
-            (Arc::new(std::fs::File::create(&path).unwrap()), path)
-        };
-        let (log, index) = (open("0.log"), open("0.index"));
-        let mut pending = Unsynced::new();
-        for _ in 0..1_000 {
-            add_unsynced(&mut pending, vec![log.clone(), index.clone()]);
-        }
-        let rolled = open("1.log");
-        add_unsynced(&mut pending, vec![rolled.clone(), log.clone()]);
-        let names: Vec<_> = pending.iter().map(|(_, p)| p.clone()).collect();
-        assert_eq!(names, [log.1, index.1, rolled.1]);
+        let p = open(dir.path(), FsyncPolicy::Never);
+        let records: Vec<Record> = (0..5).map(|i| rec(&format!("r{i}"), None)).collect();
+        let refs: Vec<&Record> = records.iter().collect();
+        p.append(&refs).unwrap();
+        p.close();
+        assert!(matches!(p.append(&refs), Err(StorageError::Closed)));
+        assert_eq!(p.readable_end(), 5);
+        drop(p);
+        let (log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.end_offset(), 5, "on disk after close");
     }
 }

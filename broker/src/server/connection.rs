@@ -1,10 +1,13 @@
 //! One client connection: frames in, responses out, requests served concurrently.
 //!
-//! The reader splits frames and decodes them in order. A produce is handed to its partitions'
-//! writers before the next frame is read, so pipelined produces on one connection keep their
-//! order; everything that waits (the sync of a produce, a long-poll fetch) runs as its own
-//! task, so a waiting fetch never holds up an ack behind it. At most `MAX_IN_FLIGHT` requests
-//! per connection are in progress; past that the reader stops reading (backpressure).
+//! One task reads, serves and writes. It splits frames and decodes them in order. A produce is
+//! appended before the next frame is read, so pipelined produces on one connection keep their
+//! order; one that is committed at once (`interval`, `never`) is answered at once, and one that
+//! waits for its sync waits inside this task, beside the reads. Requests that may wait long (a
+//! long-poll fetch) or that touch a group's journal run as their own tasks and hand their
+//! responses back, so a waiting fetch never holds up an ack behind it. Every response that is
+//! ready when the task runs out of input goes out in one write. At most `MAX_IN_FLIGHT`
+//! requests per connection are in progress; past that the task stops reading (backpressure).
 //!
 //! A frame that cannot be split (over the size limit, shorter than a header) or a failed
 //! authentication is answered with an error and the connection is closed: the byte stream can
@@ -12,18 +15,26 @@
 //! the connection goes on, since the frame boundary is intact.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::produce::{Pending, Produced};
 use crate::engine::{Broker, EngineError};
+use crate::metrics::Metrics;
 use crate::protocol::frame::{
     FrameError, REQUEST_HEADER_BYTES, ResponseHeader, begin_response, finish_frame,
     parse_request_header, split_frame,
@@ -32,12 +43,15 @@ use crate::protocol::{ApiKey, ErrorCode, PROTOCOL_VERSION, Request, Response};
 
 /// Requests in progress per connection before the reader stops reading.
 const MAX_IN_FLIGHT: usize = 256;
-/// Responses queued for the writer.
+/// Responses of spawned requests waiting to be written (above `MAX_IN_FLIGHT`: a spawned
+/// request never waits to hand its response back).
 const RESPONSE_QUEUE: usize = 512;
 /// A peer that does not read its responses for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes gathered into one write.
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// The output buffer's usual size; one that grew past `OUT_SHRINK_BYTES` for a large response
+/// is given back.
+const OUT_BYTES: usize = 64 * 1024;
+const OUT_SHRINK_BYTES: usize = 1024 * 1024;
 
 /// The single place engine errors become wire error codes.
 fn error_code(e: &EngineError) -> ErrorCode {
@@ -54,34 +68,100 @@ fn error_code(e: &EngineError) -> ErrorCode {
     }
 }
 
-fn encode_ok(correlation_id: u32, resp: &Response) -> Bytes {
-    let mut out = BytesMut::with_capacity(64);
+fn encode_ok_into(out: &mut BytesMut, correlation_id: u32, resp: &Response) {
     let at = begin_response(
-        &mut out,
+        out,
         ResponseHeader {
             correlation_id,
             error_code: 0,
         },
     );
-    resp.encode_body(&mut out);
-    finish_frame(&mut out, at);
-    out.freeze()
+    resp.encode_body(out);
+    finish_frame(out, at);
 }
 
-/// An error response: the code and a message naming the problem.
-pub fn encode_error(correlation_id: u32, code: ErrorCode, message: &str) -> Bytes {
+fn encode_error_into(out: &mut BytesMut, correlation_id: u32, code: ErrorCode, message: &str) {
     use crate::codec::WriteExt;
-    let mut out = BytesMut::with_capacity(16 + message.len());
     let at = begin_response(
-        &mut out,
+        out,
         ResponseHeader {
             correlation_id,
             error_code: code as u16,
         },
     );
     out.put_str(message);
-    finish_frame(&mut out, at);
+    finish_frame(out, at);
+}
+
+/// An error response: the code and a message naming the problem.
+pub fn encode_error(correlation_id: u32, code: ErrorCode, message: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(16 + message.len());
+    encode_error_into(&mut out, correlation_id, code, message);
     out.freeze()
+}
+
+fn count_error(metrics: &Metrics, code: ErrorCode) {
+    metrics
+        .protocol_errors
+        .get_or_create(&vec![("code", code.name().to_string())])
+        .inc();
+}
+
+/// How a decoded request is answered: its correlation id, and what the metrics need.
+struct Reply {
+    api: ApiKey,
+    corr: u32,
+    started: Instant,
+}
+
+impl Reply {
+    /// Counts the request and appends its response to `out`.
+    fn encode_into(
+        &self,
+        out: &mut BytesMut,
+        metrics: &Metrics,
+        result: Result<Response, EngineError>,
+    ) {
+        metrics.observe(
+            self.api,
+            result.is_ok(),
+            self.started.elapsed().as_secs_f64(),
+        );
+        match result {
+            Ok(resp) => encode_ok_into(out, self.corr, &resp),
+            Err(e) => {
+                let code = error_code(&e);
+                count_error(metrics, code);
+                encode_error_into(out, self.corr, code, &e.to_string());
+            }
+        }
+    }
+
+    /// Counts the request and returns its response frame.
+    fn encode(&self, metrics: &Metrics, result: Result<Response, EngineError>) -> Bytes {
+        let mut out = BytesMut::with_capacity(64);
+        self.encode_into(&mut out, metrics, result);
+        out.freeze()
+    }
+}
+
+/// A produce waiting for its commit, and the response it becomes.
+struct WaitingProduce {
+    reply: Reply,
+    metrics: Arc<Metrics>,
+    pending: Pending,
+}
+
+impl Future for WaitingProduce {
+    type Output = Bytes;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Bytes> {
+        let result = ready!(self.pending.as_mut().poll(cx));
+        Poll::Ready(
+            self.reply
+                .encode(&self.metrics, result.map(Response::Produce)),
+        )
+    }
 }
 
 /// Answers a connection over the limit with `Busy` and closes it.
@@ -101,39 +181,66 @@ struct Conn {
     broker: Arc<Broker>,
     id: u64,
     peer: SocketAddr,
+    /// Responses ready to write.
+    out: BytesMut,
+    /// Where spawned requests hand back their responses.
     tx: mpsc::Sender<Bytes>,
     tasks: JoinSet<()>,
-    in_flight: Arc<Semaphore>,
+    produces: FuturesUnordered<WaitingProduce>,
     authed: bool,
     joined: HashSet<(String, String)>,
     cancel: CancellationToken,
 }
 
 impl Conn {
+    fn in_flight(&self) -> usize {
+        self.tasks.len() + self.produces.len()
+    }
+
     fn count(&self, api: ApiKey, ok: bool, started: Instant) {
         self.broker
             .metrics()
             .observe(api, ok, started.elapsed().as_secs_f64());
     }
 
-    async fn send_error(&self, correlation_id: u32, code: ErrorCode, message: &str) {
-        self.broker
-            .metrics()
-            .protocol_errors
-            .get_or_create(&vec![("code", code.name().to_string())])
-            .inc();
+    fn send_error(&mut self, correlation_id: u32, code: ErrorCode, message: &str) {
+        count_error(self.broker.metrics(), code);
         tracing::debug!(peer = %self.peer, code = code.name(), message, "error response");
-        let _ = self
-            .tx
-            .send(encode_error(correlation_id, code, message))
-            .await;
+        encode_error_into(&mut self.out, correlation_id, code, message);
+    }
+
+    /// Writes every response that is ready; false if the peer is gone or does not read.
+    async fn flush(&mut self, wr: &mut OwnedWriteHalf) -> bool {
+        let mut written = 0;
+        let mut ok = true;
+        while written < self.out.len() {
+            match wr.try_write(self.out.get(written..).unwrap_or_default()) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let rest = self.out.get(written..).unwrap_or_default();
+                    ok = matches!(
+                        tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(rest)).await,
+                        Ok(Ok(()))
+                    );
+                    break;
+                }
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        self.out.clear();
+        if self.out.capacity() > OUT_SHRINK_BYTES {
+            self.out = BytesMut::with_capacity(OUT_BYTES);
+        }
+        ok
     }
 
     /// Handles one frame; returns false when the connection must close.
-    async fn dispatch(&mut self, frame: Bytes) -> bool {
+    fn dispatch(&mut self, frame: Bytes) -> bool {
         let Some((header, body)) = parse_request_header(&frame) else {
-            self.send_error(0, ErrorCode::FrameTooShort, "frame shorter than its header")
-                .await;
+            self.send_error(0, ErrorCode::FrameTooShort, "frame shorter than its header");
             return false;
         };
         let corr = header.correlation_id;
@@ -142,8 +249,7 @@ impl Conn {
                 corr,
                 ErrorCode::UnknownApi,
                 &format!("unknown api key {}", header.api_key),
-            )
-            .await;
+            );
             return true;
         };
         if header.version != PROTOCOL_VERSION {
@@ -154,8 +260,7 @@ impl Conn {
                     "request version {} is not supported; this broker speaks version {PROTOCOL_VERSION}",
                     header.version
                 ),
-            )
-            .await;
+            );
             return true;
         }
         if !self.authed && api != ApiKey::Hello {
@@ -163,8 +268,7 @@ impl Conn {
                 corr,
                 ErrorCode::Unauthorized,
                 "this broker requires a token: send Hello with it first",
-            )
-            .await;
+            );
             return false;
         }
         let started = Instant::now();
@@ -176,46 +280,25 @@ impl Conn {
                     corr,
                     ErrorCode::Malformed,
                     &format!("{} body: {e}", api.name()),
-                )
-                .await;
+                );
                 return true;
             }
         };
-        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
-            return false;
-        };
+        let reply = Reply { api, corr, started };
         let broker = Arc::clone(&self.broker);
-        let tx = self.tx.clone();
         let id = self.id;
-        let metrics = Arc::clone(self.broker.metrics());
-        let finish = move |result: Result<Response, EngineError>| {
-            let m = &metrics;
-            m.observe(api, result.is_ok(), started.elapsed().as_secs_f64());
-            match result {
-                Ok(resp) => encode_ok(corr, &resp),
-                Err(e) => {
-                    let code = error_code(&e);
-                    m.protocol_errors
-                        .get_or_create(&vec![("code", code.name().to_string())])
-                        .inc();
-                    encode_error(corr, code, &e.to_string())
-                }
-            }
-        };
         match req {
             Request::Hello {
                 max_version,
                 token,
                 client_id,
             } => {
-                drop(permit);
                 if let Some(expected) = &self.broker.config().token
                     && !constant_time_eq(expected.as_bytes(), token.as_bytes())
                 {
                     self.count(api, false, started);
                     tracing::warn!(peer = %self.peer, client_id, "bad token");
-                    self.send_error(corr, ErrorCode::Unauthorized, "bad token")
-                        .await;
+                    self.send_error(corr, ErrorCode::Unauthorized, "bad token");
                     return false;
                 }
                 if max_version < PROTOCOL_VERSION {
@@ -224,44 +307,40 @@ impl Conn {
                         corr,
                         ErrorCode::UnsupportedVersion,
                         &format!("client speaks up to version {max_version}; this broker needs {PROTOCOL_VERSION}"),
-                    )
-                    .await;
+                    );
                     return false;
                 }
                 self.authed = true;
                 tracing::debug!(peer = %self.peer, client_id, "hello");
-                let frame = finish(Ok(Response::Hello {
+                let resp = Response::Hello {
                     version: PROTOCOL_VERSION,
                     server: format!("ticketrush-broker/{}", env!("CARGO_PKG_VERSION")),
-                }));
-                let _ = self.tx.send(frame).await;
+                };
+                reply.encode_into(&mut self.out, broker.metrics(), Ok(resp));
             }
-            Request::Produce { topic, records } => {
-                // Staged here, in frame order; awaited in its own task.
-                let fut = broker.produce(&topic, records);
-                self.tasks.spawn(async move {
-                    let r = fut.await.map(Response::Produce);
-                    let _ = tx.send(finish(r)).await;
-                    drop(permit);
-                });
-            }
+            Request::Produce { topic, records } => match broker.produce(&topic, records) {
+                Produced::Ready(r) => {
+                    reply.encode_into(&mut self.out, broker.metrics(), r.map(Response::Produce));
+                }
+                Produced::Waiting(pending) => self.produces.push(WaitingProduce {
+                    reply,
+                    metrics: Arc::clone(broker.metrics()),
+                    pending,
+                }),
+            },
             Request::Fetch(f) => {
                 self.joined.insert((f.topic.clone(), f.group.clone()));
                 let cancel = self.cancel.clone();
-                self.tasks.spawn(async move {
-                    let r = broker.fetch(id, f, cancel).await.map(Response::Fetch);
-                    let _ = tx.send(finish(r)).await;
-                    drop(permit);
+                self.spawn(reply, async move {
+                    broker.fetch(id, f, cancel).await.map(Response::Fetch)
                 });
             }
             Request::Ack { topic, group, ids } => {
-                self.tasks.spawn(async move {
-                    let r = broker
+                self.spawn(reply, async move {
+                    broker
                         .ack(id, &topic, &group, &ids)
                         .await
-                        .map(Response::Ack);
-                    let _ = tx.send(finish(r)).await;
-                    drop(permit);
+                        .map(Response::Ack)
                 });
             }
             Request::Nack {
@@ -271,13 +350,11 @@ impl Conn {
                 reason,
                 ids,
             } => {
-                self.tasks.spawn(async move {
-                    let r = broker
+                self.spawn(reply, async move {
+                    broker
                         .nack(id, &topic, &group, &ids, delay_ms, &reason)
                         .await
-                        .map(Response::Nack);
-                    let _ = tx.send(finish(r)).await;
-                    drop(permit);
+                        .map(Response::Nack)
                 });
             }
             Request::CreateTopic {
@@ -286,54 +363,39 @@ impl Conn {
                 retention_bytes,
                 retention_ms,
             } => {
-                self.tasks.spawn(async move {
-                    let r = broker
+                self.spawn(reply, async move {
+                    broker
                         .create_topic(&name, partitions, retention_bytes, retention_ms)
                         .await
                         .map(|(created, partitions)| Response::CreateTopic {
                             created,
                             partitions,
-                        });
-                    let _ = tx.send(finish(r)).await;
-                    drop(permit);
+                        })
                 });
             }
             Request::Stats { topic } => {
                 let r = broker
                     .stats(&topic)
                     .map(|v| Response::Stats(Bytes::from(v.to_string())));
-                let _ = tx.send(finish(r)).await;
-                drop(permit);
+                reply.encode_into(&mut self.out, broker.metrics(), r);
             }
         }
         true
     }
-}
 
-async fn write_loop(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Bytes>,
-    cancel: CancellationToken,
-) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        buf.extend_from_slice(&first);
-        while buf.len() < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
-        match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => {
-                cancel.cancel();
-                return;
-            }
-        }
+    /// Runs a request as its own task; its response comes back through `tx`.
+    fn spawn(
+        &mut self,
+        reply: Reply,
+        work: impl Future<Output = Result<Response, EngineError>> + Send + 'static,
+    ) {
+        let tx = self.tx.clone();
+        let metrics = Arc::clone(self.broker.metrics());
+        self.tasks.spawn(async move {
+            let frame = reply.encode(&metrics, work.await);
+            let _ = tx.send(frame).await;
+        });
     }
-    let _ = wr.shutdown().await;
 }
 
 /// Serves one connection until the peer leaves, it misbehaves, or `shutdown` fires.
@@ -346,29 +408,36 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     broker.metrics().connections.inc();
-    let (mut rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel(RESPONSE_QUEUE);
     let cancel = shutdown.child_token();
-    let writer = tokio::spawn(write_loop(wr, rx, cancel.clone()));
     let max_frame = broker.config().max_frame_bytes;
-    let idle = broker.config().idle_timeout;
+    let idle_timeout = broker.config().idle_timeout;
     let mut conn = Conn {
         authed: broker.config().token.is_none(),
         broker: Arc::clone(&broker),
         id,
         peer,
+        out: BytesMut::with_capacity(OUT_BYTES),
         tx,
         tasks: JoinSet::new(),
-        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        produces: FuturesUnordered::new(),
         joined: HashSet::new(),
         cancel: cancel.clone(),
     };
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // One timer for the connection's life, pushed back only when it fires: arming a timer per
+    // read cost a produce more than its append.
+    let mut last_read = Instant::now();
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     'conn: loop {
-        loop {
+        while conn.in_flight() < MAX_IN_FLIGHT {
             match split_frame(&mut buf, max_frame, REQUEST_HEADER_BYTES) {
                 Ok(Some(frame)) => {
-                    if !conn.dispatch(frame).await {
+                    if !conn.dispatch(frame) {
                         break 'conn;
                     }
                 }
@@ -380,36 +449,58 @@ pub async fn serve(
                         FrameError::TooShort { .. } => ErrorCode::FrameTooShort,
                     };
                     tracing::warn!(%peer, error = %e, "closing connection: unframeable input");
-                    conn.send_error(corr, code, &e.to_string()).await;
+                    conn.send_error(corr, code, &e.to_string());
                     break 'conn;
                 }
             }
         }
+        if !conn.out.is_empty() && !conn.flush(&mut wr).await {
+            break;
+        }
+        let reading = conn.in_flight() < MAX_IN_FLIGHT;
         tokio::select! {
-            read = tokio::time::timeout(idle, rd.read_buf(&mut buf)) => match read {
-                Ok(Ok(0)) => break,
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+            read = rd.read_buf(&mut buf), if reading => match read {
+                Ok(0) => break,
+                Ok(_) => last_read = Instant::now(),
+                Err(e) => {
                     tracing::debug!(%peer, error = %e, "read failed");
                     break;
                 }
-                Err(_) => {
+            },
+            Some(frame) = conn.produces.next(), if !conn.produces.is_empty() => {
+                conn.out.extend_from_slice(&frame);
+            }
+            Some(frame) = rx.recv() => conn.out.extend_from_slice(&frame),
+            Some(_) = conn.tasks.join_next(), if !conn.tasks.is_empty() => {}
+            () = &mut idle => {
+                if last_read.elapsed() >= idle_timeout {
                     tracing::debug!(%peer, "idle timeout");
                     break;
                 }
-            },
-            () = cancel.cancelled() => break,
-            Some(_) = conn.tasks.join_next(), if !conn.tasks.is_empty() => {}
+                idle.as_mut().reset((last_read + idle_timeout).into());
+            }
+            () = &mut cancelled => break,
         }
     }
     // Finish what was accepted: fetches see the token and return at once; produces and acks
     // complete and are answered before the socket closes.
     cancel.cancel();
-    while conn.tasks.join_next().await.is_some() {}
-    let Conn { tx, joined, .. } = conn;
-    drop(tx);
-    let _ = writer.await;
-    for (topic, group) in joined {
+    while conn.in_flight() > 0 {
+        tokio::select! {
+            Some(frame) = conn.produces.next(), if !conn.produces.is_empty() => {
+                conn.out.extend_from_slice(&frame);
+            }
+            Some(frame) = rx.recv() => conn.out.extend_from_slice(&frame),
+            Some(_) = conn.tasks.join_next(), if !conn.tasks.is_empty() => {}
+        }
+    }
+    while let Ok(frame) = rx.try_recv() {
+        conn.out.extend_from_slice(&frame);
+    }
+    if conn.flush(&mut wr).await {
+        let _ = wr.shutdown().await;
+    }
+    for (topic, group) in std::mem::take(&mut conn.joined) {
         broker.leave(id, &topic, &group).await;
     }
     broker.metrics().connections.dec();

@@ -67,8 +67,19 @@ async fn connect(addr: &str) -> Client {
 
 #[tokio::test]
 async fn sigkill_mid_stream_loses_no_acknowledged_record() {
+    sigkill_mid_stream(&["--fsync", "always"]).await;
+}
+
+/// Under `never` an acknowledgement means written to the OS: a killed process (not a killed
+/// machine) still loses nothing.
+#[tokio::test]
+async fn sigkill_mid_stream_loses_no_acknowledged_record_without_fsync() {
+    sigkill_mid_stream(&["--fsync", "never"]).await;
+}
+
+async fn sigkill_mid_stream(flags: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = spawn_broker(dir.path(), &["--fsync", "always"]).await;
+    let mut proc = spawn_broker(dir.path(), flags).await;
     let admin = connect(&proc.addr).await;
     admin.create_topic("c", 2).await.unwrap();
     let acked: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
