@@ -26,7 +26,7 @@ fn setup() -> (Vec<Record>, PartitionLog, tempfile::TempDir) {
     (records, log, dir)
 }
 
-/// Appends one batch; with `sync`, fdatasyncs the files it touched, as the writer thread does.
+/// Appends one batch; with `sync`, fdatasyncs the files it touched, as a partition's flush does.
 fn append(log: &mut PartitionLog, records: &[Record], sync: bool) {
     log.append(records.iter(), 1).unwrap();
     for (file, _) in log.take_unsynced() {
