@@ -1,8 +1,8 @@
 //! The produce path: append now, on the caller's thread; acknowledge once committed.
 //!
-//! Appending at once keeps pipelined produces from one connection in order. Most produces need
-//! no waiting at all (under `interval` and `never` the append commits), so the outcome is
-//! either ready or a future: the server answers a ready one without spawning or boxing a task.
+//! Appending at once keeps pipelined produces from one connection in order. The outcome is
+//! ready when there is nothing to wait for (a failure, or repeats whose records are committed)
+//! and a future otherwise, which resolves once the partitions' flush committed the records.
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};

@@ -1,7 +1,8 @@
-//! A dedicated I/O thread fed by a channel: what every partition writer and group journal is.
+//! A dedicated I/O thread fed by a channel: what every group journal is.
 //!
-//! Blocking file I/O and `fdatasync` never run on the async runtime; they run on one of these,
-//! which takes commands in order, and stops (after finishing what was queued) when closed.
+//! A journal's file I/O and `fdatasync` never run on the async runtime; they run on one of
+//! these, which takes commands in order, and stops (after finishing what was queued) when
+//! closed.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Mutex, PoisonError, RwLock};

@@ -2,8 +2,8 @@
 //!
 //! One task reads, serves and writes. It splits frames and decodes them in order. A produce is
 //! appended before the next frame is read, so pipelined produces on one connection keep their
-//! order; one that is committed at once (`interval`, `never`) is answered at once, and one that
-//! waits for its sync waits inside this task, beside the reads. Requests that may wait long (a
+//! order; one whose records are committed already (repeats by dedup id) is answered at once,
+//! and one that waits for its write and sync waits inside this task, beside the reads. Requests that may wait long (a
 //! long-poll fetch) or that touch a group's journal run as their own tasks and hand their
 //! responses back, so a waiting fetch never holds up an ack behind it. Every response that is
 //! ready when the task runs out of input goes out in one write. At most `MAX_IN_FLIGHT`
