@@ -329,17 +329,23 @@ impl Flush for Inner {
     }
 
     fn would_sync(&self) -> bool {
-        match self.policy {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Interval(every) => self.lock_appender().last_sync.elapsed() >= every,
-            FsyncPolicy::Never => false,
-        }
+        self.sync_due(&self.lock_appender())
     }
 }
 
 impl Inner {
     fn lock_appender(&self) -> MutexGuard<'_, Appender> {
         self.appender.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the policy wants a sync now: after every write under `always`, once the
+    /// interval has passed under `interval`, never under `never` (closing aside).
+    fn sync_due(&self, a: &Appender) -> bool {
+        match self.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval(every) => a.last_sync.elapsed() >= every,
+            FsyncPolicy::Never => false,
+        }
     }
 
     fn store_sizes(&self, log: &PartitionLog) {
@@ -373,12 +379,7 @@ impl Inner {
                 self.produced.inc_by(batch.len() as u64);
                 a.unsynced_records += batch.len() as u64;
                 a.dedup_order.extend(ids);
-                let sync_due = match self.policy {
-                    FsyncPolicy::Always => true,
-                    FsyncPolicy::Interval(every) => a.last_sync.elapsed() >= every,
-                    FsyncPolicy::Never => false,
-                };
-                if final_sync || (sync_due && a.unsynced_records > 0) {
+                if final_sync || (self.sync_due(&a) && a.unsynced_records > 0) {
                     let records = std::mem::take(&mut a.unsynced_records);
                     a.last_sync = Instant::now();
                     drop(a);
