@@ -88,7 +88,12 @@ impl Commit {
     /// Moves the commit point to `to` (never back) and answers the waiters it reached.
     pub fn advance(&self, to: u64) {
         let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        let end = self.end.fetch_max(to, Ordering::AcqRel).max(to);
+        let before = self.end.fetch_max(to, Ordering::AcqRel);
+        if before >= to {
+            // Nothing new (a flush that wrote nothing): no waiter or reader to wake.
+            return;
+        }
+        let end = to;
         while waiters.front().is_some_and(|(upto, _)| *upto <= end) {
             if let Some((_, tx)) = waiters.pop_front() {
                 let _ = tx.send(Ok(()));
