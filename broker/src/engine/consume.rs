@@ -50,10 +50,11 @@ impl Broker {
                         let this = Arc::clone(self);
                         let t = Arc::clone(topic);
                         let name = req.group.clone();
-                        let g =
-                            tokio::task::spawn_blocking(move || this.open_group(&t, &name, config))
-                                .await
-                                .map_err(|_| EngineError::ShuttingDown)??;
+                        let g = self
+                            .host
+                            .blocking(move || this.open_group(&t, &name, config))
+                            .await
+                            .ok_or(EngineError::ShuttingDown)??;
                         tracing::info!(topic = %topic.name, group = %req.group, mode = req.mode.name(), "created group");
                         topic
                             .groups
@@ -128,43 +129,45 @@ impl Broker {
     ) -> Result<Vec<Delivery>, EngineError> {
         let t = Arc::clone(topic);
         let wanted = grants.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            // Consecutive offsets of one partition are read with one call.
-            let mut out: Vec<(crate::groups::Grant, Option<crate::storage::StoredRecord>)> =
-                Vec::with_capacity(wanted.len());
-            let mut i = 0;
-            let mut error = None;
-            while i < wanted.len() {
-                let g0 = wanted[i];
-                let mut j = i + 1;
-                while j < wanted.len()
-                    && wanted[j].partition == g0.partition
-                    && wanted[j].offset == wanted[j - 1].offset + 1
-                {
-                    j += 1;
-                }
-                let recs = match t.partitions.get(g0.partition as usize) {
-                    Some(p) => p.read(g0.offset, j - i, usize::MAX),
-                    None => Ok(Vec::new()),
-                };
-                let recs = match recs {
-                    Ok(r) => r,
-                    Err(e) => {
-                        error.get_or_insert(e);
-                        Vec::new()
+        let read = self
+            .host
+            .blocking(move || {
+                // Consecutive offsets of one partition are read with one call.
+                let mut out: Vec<(crate::groups::Grant, Option<crate::storage::StoredRecord>)> =
+                    Vec::with_capacity(wanted.len());
+                let mut i = 0;
+                let mut error = None;
+                while i < wanted.len() {
+                    let g0 = wanted[i];
+                    let mut j = i + 1;
+                    while j < wanted.len()
+                        && wanted[j].partition == g0.partition
+                        && wanted[j].offset == wanted[j - 1].offset + 1
+                    {
+                        j += 1;
                     }
-                };
-                let mut by_offset: HashMap<u64, crate::storage::StoredRecord> =
-                    recs.into_iter().map(|r| (r.offset, r)).collect();
-                for g in &wanted[i..j] {
-                    out.push((*g, by_offset.remove(&g.offset)));
+                    let recs = match t.partitions.get(g0.partition as usize) {
+                        Some(p) => p.read(g0.offset, j - i, usize::MAX),
+                        None => Ok(Vec::new()),
+                    };
+                    let recs = match recs {
+                        Ok(r) => r,
+                        Err(e) => {
+                            error.get_or_insert(e);
+                            Vec::new()
+                        }
+                    };
+                    let mut by_offset: HashMap<u64, crate::storage::StoredRecord> =
+                        recs.into_iter().map(|r| (r.offset, r)).collect();
+                    for g in &wanted[i..j] {
+                        out.push((*g, by_offset.remove(&g.offset)));
+                    }
+                    i = j;
                 }
-                i = j;
-            }
-            (out, error)
-        })
-        .await
-        .map_err(|_| EngineError::ShuttingDown)?;
+                (out, error)
+            })
+            .await
+            .ok_or(EngineError::ShuttingDown)?;
         let (pairs, error) = read;
         if let Some(e) = &error {
             self.metrics.storage_errors.inc();
@@ -323,12 +326,14 @@ impl Broker {
     ) -> Result<(), EngineError> {
         let t = Arc::clone(topic);
         let (p, o) = (dl.partition, dl.offset);
-        let original = tokio::task::spawn_blocking(move || match t.partitions.get(p as usize) {
-            Some(part) => part.read(o, 1, usize::MAX),
-            None => Ok(Vec::new()),
-        })
-        .await
-        .map_err(|_| EngineError::ShuttingDown)??;
+        let original = self
+            .host
+            .blocking(move || match t.partitions.get(p as usize) {
+                Some(part) => part.read(o, 1, usize::MAX),
+                None => Ok(Vec::new()),
+            })
+            .await
+            .ok_or(EngineError::ShuttingDown)??;
         if let Some(orig) = original.into_iter().next() {
             let mut record = orig.record;
             record.dedup_id = Some(format!("dlq:{}:{}:{}", group.name(), p, o));

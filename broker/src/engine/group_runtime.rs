@@ -3,11 +3,12 @@
 
 use std::path::Path;
 use std::sync::mpsc::Receiver;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::host::{Host, Step};
 use super::thread::{self, IoThread, Next};
 use crate::config::FsyncPolicy;
 use crate::groups::journal::{self, Journal};
@@ -19,39 +20,72 @@ struct Persist {
     reply: oneshot::Sender<Result<(), StorageError>>,
 }
 
+/// Where a group's journal runs: its own thread, or the simulator's steps.
+enum Runner {
+    Thread(IoThread<Persist>),
+    Stepped(Arc<SteppedJournal>),
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Thread(t) => t.fmt(f),
+            Self::Stepped(_) => f.write_str("Stepped"),
+        }
+    }
+}
+
 /// A consumer group of one topic.
 #[derive(Debug)]
 pub struct Group {
     name: String,
     state: Mutex<GroupState>,
-    journal: IoThread<Persist>,
+    journal: Runner,
 }
 
 impl Group {
     /// Opens (or creates, with `config`) the group stored in `dir`. Returns the group and the
     /// bytes recovery cut from its journal. The stored configuration wins over `config`.
     pub fn open(
+        host: &Arc<Host>,
         dir: &Path,
         name: &str,
         config: GroupConfig,
         partitions: usize,
         policy: FsyncPolicy,
     ) -> Result<(Self, u64), StorageError> {
-        let config = match journal::read_config(dir)? {
+        let disk = host.disk();
+        let config = match journal::read_config(&**disk, dir)? {
             Some(stored) => stored,
             None => {
-                journal::write_config(dir, &config)?;
+                journal::write_config(&**disk, dir, &config)?;
                 config
             }
         };
-        let (journal, progress, cut) = Journal::open(dir, partitions)?;
+        let (journal, progress, cut) = Journal::open(Arc::clone(disk), dir, partitions)?;
         let mut progress = progress;
         progress.truncate(partitions.max(1));
         let state = GroupState::new(config, progress);
-        let journal = IoThread::spawn(format!("j-{name}"), move |rx| {
-            run_journal(journal, rx, policy);
-        })
-        .map_err(|e| StorageError::io("spawn journal thread for", dir, e))?;
+        let writer = Writer {
+            journal,
+            policy,
+            host: Arc::clone(host),
+            last_sync: host.clock().elapsed(),
+            dirty: false,
+        };
+        let journal = if host.is_stepped() {
+            let stepped = Arc::new(SteppedJournal {
+                queue: Mutex::new(Vec::new()),
+                writer: Mutex::new(Some(writer)),
+            });
+            host.add_journal(Arc::clone(&stepped) as Arc<dyn Step>);
+            Runner::Stepped(stepped)
+        } else {
+            Runner::Thread(
+                IoThread::spawn(format!("j-{name}"), move |rx| run_journal(writer, &rx))
+                    .map_err(|e| StorageError::io("spawn journal thread for", dir, e))?,
+            )
+        };
         Ok((
             Self {
                 name: name.to_string(),
@@ -79,45 +113,67 @@ impl Group {
             let _ = reply.send(Ok(()));
             return rx;
         }
-        if let Err(p) = self.journal.send(Persist { done, reply }) {
+        let p = Persist { done, reply };
+        let refused = match &self.journal {
+            Runner::Thread(t) => t.send(p).err(),
+            Runner::Stepped(s) => s.push(p).err(),
+        };
+        if let Some(p) = refused {
             let _ = p.reply.send(Err(StorageError::Closed));
         }
         rx
     }
 
-    /// Stops the journal thread after it wrote, synced and compacted what was queued.
+    /// Stops the journal after it wrote, synced and compacted what was queued.
     pub fn close(&self) {
-        self.journal.close();
+        match &self.journal {
+            Runner::Thread(t) => t.close(),
+            Runner::Stepped(s) => s.close(),
+        }
     }
 }
 
-fn run_journal(mut journal: Journal, rx: Receiver<Persist>, policy: FsyncPolicy) {
-    let mut last_sync = Instant::now();
-    let mut dirty = false;
-    loop {
-        let first = match thread::next(&rx, policy, last_sync) {
-            Next::Message(p) => p,
-            Next::Tick => {
-                if dirty {
-                    if let Err(e) = journal.sync() {
-                        tracing::error!(error = %e, "group journal sync failed");
-                    }
-                    dirty = false;
-                }
-                last_sync = Instant::now();
-                continue;
+/// A group journal's writer: what its thread (or the simulator) runs.
+struct Writer {
+    journal: Journal,
+    policy: FsyncPolicy,
+    host: Arc<Host>,
+    last_sync: Duration,
+    /// Entries written and not yet synced (`interval` and `never`).
+    dirty: bool,
+}
+
+impl Writer {
+    /// How long until an `interval` sync is due; `None` when no sync is waiting for time.
+    fn tick_in(&self) -> Option<Duration> {
+        match self.policy {
+            FsyncPolicy::Interval(every) => {
+                Some((self.last_sync + every).saturating_sub(self.host.clock().elapsed()))
             }
-            Next::Closed => break,
-        };
-        let mut batch = vec![first];
-        thread::drain(&rx, &mut batch, 4096);
+            FsyncPolicy::Always | FsyncPolicy::Never => None,
+        }
+    }
+
+    /// The `interval` sync, when its time has come.
+    fn tick(&mut self) {
+        if self.dirty {
+            if let Err(e) = self.journal.sync() {
+                tracing::error!(error = %e, "group journal sync failed");
+            }
+            self.dirty = false;
+        }
+        self.last_sync = self.host.clock().elapsed();
+    }
+
+    /// Writes a batch of entries (one sync under `always`), answers each, compacts when due.
+    fn write(&mut self, batch: Vec<Persist>) {
         let done: Vec<(u32, u64)> = batch.iter().flat_map(|p| p.done.iter().copied()).collect();
-        let mut result = journal.append(&done);
-        if result.is_ok() && policy == FsyncPolicy::Always {
-            result = journal.sync();
-            last_sync = Instant::now();
+        let mut result = self.journal.append(&done);
+        if result.is_ok() && self.policy == FsyncPolicy::Always {
+            result = self.journal.sync();
+            self.last_sync = self.host.clock().elapsed();
         } else {
-            dirty = true;
+            self.dirty = true;
         }
         for p in batch {
             let _ = p.reply.send(match &result {
@@ -130,13 +186,86 @@ fn run_journal(mut journal: Journal, rx: Receiver<Persist>, policy: FsyncPolicy)
             });
         }
         if result.is_ok()
-            && journal.should_compact()
-            && let Err(e) = journal.compact()
+            && self.journal.should_compact()
+            && let Err(e) = self.journal.compact()
         {
             tracing::error!(error = %e, "group journal compaction failed");
         }
     }
-    if let Err(e) = journal.compact() {
-        tracing::error!(error = %e, "group journal final compaction failed");
+
+    /// The last compaction, when the journal stops.
+    fn finish(mut self) {
+        if let Err(e) = self.journal.compact() {
+            tracing::error!(error = %e, "group journal final compaction failed");
+        }
+    }
+}
+
+fn run_journal(mut writer: Writer, rx: &Receiver<Persist>) {
+    loop {
+        let first = match thread::next(rx, writer.tick_in()) {
+            Next::Message(p) => p,
+            Next::Tick => {
+                writer.tick();
+                continue;
+            }
+            Next::Closed => break,
+        };
+        let mut batch = vec![first];
+        thread::drain(rx, &mut batch, 4096);
+        writer.write(batch);
+    }
+    writer.finish();
+}
+
+/// A journal whose writes wait for the simulator's step.
+struct SteppedJournal {
+    queue: Mutex<Vec<Persist>>,
+    /// `None` once closed.
+    writer: Mutex<Option<Writer>>,
+}
+
+impl std::fmt::Debug for SteppedJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SteppedJournal")
+    }
+}
+
+impl SteppedJournal {
+    fn push(&self, p: Persist) -> Result<(), Persist> {
+        if self.lock_writer().is_none() {
+            return Err(p);
+        }
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(p);
+        Ok(())
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Option<Writer>> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn close(&self) {
+        self.step();
+        if let Some(w) = self.lock_writer().take() {
+            w.finish();
+        }
+    }
+}
+
+impl Step for SteppedJournal {
+    fn step(&self) {
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut guard = self.lock_writer();
+        let Some(writer) = guard.as_mut() else {
+            return;
+        };
+        if !batch.is_empty() {
+            writer.write(batch);
+        } else if writer.tick_in().is_some_and(|t| t.is_zero()) {
+            writer.tick();
+        }
     }
 }

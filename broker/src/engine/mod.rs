@@ -6,6 +6,7 @@
 pub mod commit;
 mod consume;
 pub mod group_runtime;
+pub mod host;
 mod observe;
 pub mod partition;
 pub mod produce;
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -28,6 +29,7 @@ use crate::metrics::{self, Metrics};
 use crate::protocol::{FetchMode, Record};
 use crate::storage::{LogConfig, StorageError};
 use group_runtime::Group;
+use host::Host;
 use partition::Partition;
 
 pub use crate::config::MAX_PARTITIONS;
@@ -185,7 +187,7 @@ pub struct Broker {
     metrics: Arc<Metrics>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     topic_create: tokio::sync::Mutex<()>,
-    clock: Instant,
+    host: Arc<Host>,
     reported: std::sync::Mutex<HashMap<(String, String), (u64, u64)>>,
 }
 
@@ -201,34 +203,45 @@ impl Broker {
     /// Opens every topic and group under the data directory, recovering their logs. Blocking:
     /// call it before serving (or from `spawn_blocking`).
     pub fn open(config: BrokerConfig, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
-        syncer::start();
+        Self::open_on(Host::os(), config, metrics)
+    }
+
+    /// [`Broker::open`] on a given host: the simulator's disk, clock and steps.
+    pub fn open_on(
+        host: Arc<Host>,
+        config: BrokerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, EngineError> {
+        if !host.is_stepped() {
+            syncer::start();
+        }
+        let disk = Arc::clone(host.disk());
         let dir = topics_dir(&config.data_dir);
-        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create", &dir, e))?;
+        disk.create_dir_all(&dir)
+            .map_err(|e| StorageError::io("create", &dir, e))?;
         let probe = config.data_dir.join(".write-probe");
-        std::fs::write(&probe, b"ok")
-            .and_then(|()| std::fs::remove_file(&probe))
+        disk.open(&probe)
+            .and_then(|f| f.write_all_at(b"ok", 0))
+            .and_then(|()| disk.remove_file(&probe))
             .map_err(|e| StorageError::io("write to", &config.data_dir, e))?;
         let broker = Self {
             config,
             metrics,
             topics: RwLock::new(HashMap::new()),
             topic_create: tokio::sync::Mutex::new(()),
-            clock: Instant::now(),
+            host,
             reported: std::sync::Mutex::new(HashMap::new()),
         };
-        let entries = std::fs::read_dir(&dir).map_err(|e| StorageError::io("list", &dir, e))?;
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| StorageError::io("list", &dir, e))?;
-            if let Some(name) = entry.file_name().to_str()
-                && entry.path().join("topic.json").exists()
-            {
-                names.push(name.to_string());
-            }
-        }
+        let mut names: Vec<String> = disk
+            .list(&dir)
+            .map_err(|e| StorageError::io("list", &dir, e))?
+            .into_iter()
+            .filter(|name| disk.exists(&dir.join(name).join("topic.json")))
+            .collect();
         names.sort();
         for name in names {
-            let raw = std::fs::read(dir.join(&name).join("topic.json"))
+            let raw = disk
+                .read(&dir.join(&name).join("topic.json"))
                 .map_err(|e| StorageError::io("read", dir.join(&name).join("topic.json"), e))?;
             let config: TopicConfig =
                 serde_json::from_slice(&raw).map_err(|e| StorageError::Corrupt {
@@ -257,8 +270,13 @@ impl Broker {
         &self.metrics
     }
 
+    /// The host the broker runs on.
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.host.clock().elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn open_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, EngineError> {
@@ -271,6 +289,7 @@ impl Broker {
         let mut partitions = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
             let (part, report) = Partition::open(
+                &self.host,
                 name,
                 p,
                 &dir.join(p.to_string()),
@@ -321,15 +340,14 @@ impl Broker {
 
     fn open_groups(&self, topic: &Arc<Topic>) -> Result<(), EngineError> {
         let dir = groups_dir(&self.config.data_dir, &topic.name);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let disk = self.host.disk();
+        let Ok(mut names) = disk.list(&dir) else {
             return Ok(());
         };
-        for entry in entries {
-            let entry = entry.map_err(|e| StorageError::io("list", &dir, e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            let Some(config) = crate::groups::journal::read_config(&entry.path())? else {
+        names.sort();
+        for name in names {
+            let Some(config) = crate::groups::journal::read_config(&**disk, &dir.join(&name))?
+            else {
                 continue;
             };
             let group = self.open_group(topic, &name, config)?;
@@ -350,6 +368,7 @@ impl Broker {
     ) -> Result<Arc<Group>, EngineError> {
         let dir = groups_dir(&self.config.data_dir, &topic.name).join(name);
         let (group, cut) = Group::open(
+            &self.host,
             &dir,
             name,
             config,
@@ -430,16 +449,20 @@ impl Broker {
         };
         let this = Arc::clone(self);
         let name_owned = name.to_string();
-        let topic = tokio::task::spawn_blocking(move || -> Result<Arc<Topic>, EngineError> {
-            let dir = topics_dir(&this.config.data_dir).join(&name_owned);
-            std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create", &dir, e))?;
-            let topic = this.open_topic(&name_owned, config)?;
-            let raw = serde_json::to_vec_pretty(&config).unwrap_or_default();
-            write_atomic(&dir.join("topic.json"), &raw)?;
-            Ok(topic)
-        })
-        .await
-        .map_err(|_| EngineError::ShuttingDown)??;
+        let topic = self
+            .host
+            .blocking(move || -> Result<Arc<Topic>, EngineError> {
+                let dir = topics_dir(&this.config.data_dir).join(&name_owned);
+                let disk = this.host.disk();
+                disk.create_dir_all(&dir)
+                    .map_err(|e| StorageError::io("create", &dir, e))?;
+                let topic = this.open_topic(&name_owned, config)?;
+                let raw = serde_json::to_vec_pretty(&config).unwrap_or_default();
+                write_atomic(&**disk, &dir.join("topic.json"), &raw)?;
+                Ok(topic)
+            })
+            .await
+            .ok_or(EngineError::ShuttingDown)??;
         tracing::info!(topic = name, partitions, "created topic");
         self.topics
             .write()
@@ -506,20 +529,22 @@ impl Broker {
             };
             let t = Arc::clone(topic);
             let index = part.id() as usize;
-            let retained = tokio::task::spawn_blocking(move || {
-                t.partitions
-                    .get(index)
-                    .map(|p| p.retain(min_done, bytes, ms))
-            })
-            .await;
+            let retained = self
+                .host
+                .blocking(move || {
+                    t.partitions
+                        .get(index)
+                        .map(|p| p.retain(min_done, bytes, ms))
+                })
+                .await;
             match retained {
-                Ok(Some(Ok(n))) if n > 0 => {
+                Some(Some(Ok(n))) if n > 0 => {
                     tracing::info!(topic = %topic.name, partition = part.id(), segments = n, start_offset = part.start_offset(), "retention deleted segments");
                     for g in &groups {
                         g.state().advance_start(part.id(), part.start_offset());
                     }
                 }
-                Ok(Some(Err(e))) => {
+                Some(Some(Err(e))) => {
                     self.metrics.storage_errors.inc();
                     tracing::error!(topic = %topic.name, partition = part.id(), error = %e, "retention failed");
                 }

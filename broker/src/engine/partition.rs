@@ -31,13 +31,12 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
 use super::commit::{Commit, Wait};
-use super::syncer::{self, Flush};
+use super::host::Host;
+use super::syncer::Flush;
 use crate::config::FsyncPolicy;
 use crate::metrics::{Metrics, topic_labels};
 use crate::protocol::Record;
-use crate::storage::{
-    Batch, LogConfig, PartitionLog, RecoveryReport, StorageError, StoredRecord, now_ms,
-};
+use crate::storage::{Batch, LogConfig, PartitionLog, RecoveryReport, StorageError, StoredRecord};
 
 /// What an append gives each record: its offset and whether it was a duplicate.
 pub type Answers = Vec<(u64, bool)>;
@@ -63,6 +62,7 @@ pub struct Partition {
 #[derive(Debug)]
 struct Inner {
     name: String,
+    host: Arc<Host>,
     policy: FsyncPolicy,
     log: RwLock<PartitionLog>,
     appender: Mutex<Appender>,
@@ -94,7 +94,8 @@ struct Appender {
     dedup_window_ms: u64,
     /// Records written since the last sync.
     unsynced_records: u64,
-    last_sync: Instant,
+    /// On the host's clock.
+    last_sync: Duration,
     /// In the sync queue for a write (due at once) or for an `interval` sync (due later).
     queued_write: bool,
     queued_sync: bool,
@@ -120,6 +121,7 @@ impl Partition {
     /// Opens the partition in `dir`.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
+        host: &Arc<Host>,
         topic: &str,
         id: u32,
         dir: &Path,
@@ -129,12 +131,12 @@ impl Partition {
         readers: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, RecoveryReport), StorageError> {
-        let (log, report) = PartitionLog::open(dir, log_config)?;
+        let (log, report) = PartitionLog::open(Arc::clone(host.disk()), dir, log_config)?;
         let window_ms = u64::try_from(dedup_window.as_millis()).unwrap_or(u64::MAX);
         let mut dedup = HashMap::new();
         let mut dedup_order = VecDeque::new();
         if window_ms > 0 {
-            log.scan_recent(now_ms().saturating_sub(window_ms), |r| {
+            log.scan_recent(host.clock().wall_ms().saturating_sub(window_ms), |r| {
                 if let Some(id) = r.record.dedup_id.as_deref()
                     && !dedup.contains_key(id)
                 {
@@ -150,6 +152,7 @@ impl Partition {
         let duplicates = metrics.duplicate_records.get_or_create(&labels).clone();
         let inner = Inner {
             name: format!("{topic}/{id}"),
+            host: Arc::clone(host),
             policy,
             start_offset: AtomicU64::new(log.start_offset()),
             size_bytes: AtomicU64::new(log.size_bytes()),
@@ -163,7 +166,7 @@ impl Partition {
                 dedup_order,
                 dedup_window_ms: window_ms,
                 unsynced_records: 0,
-                last_sync: Instant::now(),
+                last_sync: host.clock().elapsed(),
                 queued_write: false,
                 queued_sync: false,
                 flushing: false,
@@ -223,7 +226,7 @@ impl Partition {
                 max: inner.max_record_bytes,
             });
         }
-        let now = now_ms();
+        let now = inner.host.clock().wall_ms();
         let mut a = inner.lock_appender();
         if a.closed {
             return Err(StorageError::Closed);
@@ -264,7 +267,9 @@ impl Partition {
             wait_for = a.next;
             if !a.queued_write {
                 a.queued_write = true;
-                syncer::schedule(Arc::clone(&self.inner) as Arc<dyn Flush>, true, None);
+                inner
+                    .host
+                    .schedule_flush(Arc::clone(&self.inner) as Arc<dyn Flush>, true, None);
             }
         }
         // Registered under the append lock, so waiters queue in the order of their ends.
@@ -298,7 +303,7 @@ impl Partition {
         retention_bytes: u64,
         retention_ms: u64,
     ) -> Result<usize, StorageError> {
-        let now = now_ms();
+        let now = self.inner.host.clock().wall_ms();
         let mut log = self
             .inner
             .log
@@ -343,7 +348,9 @@ impl Inner {
     fn sync_due(&self, a: &Appender) -> bool {
         match self.policy {
             FsyncPolicy::Always => true,
-            FsyncPolicy::Interval(every) => a.last_sync.elapsed() >= every,
+            FsyncPolicy::Interval(every) => {
+                self.host.clock().elapsed().saturating_sub(a.last_sync) >= every
+            }
             FsyncPolicy::Never => false,
         }
     }
@@ -381,7 +388,7 @@ impl Inner {
                 a.dedup_order.extend(ids);
                 if final_sync || (self.sync_due(&a) && a.unsynced_records > 0) {
                     let records = std::mem::take(&mut a.unsynced_records);
-                    a.last_sync = Instant::now();
+                    a.last_sync = self.host.clock().elapsed();
                     drop(a);
                     self.sync(records);
                     a = self.lock_appender();
@@ -422,17 +429,16 @@ impl Inner {
         }
         if !a.batch.is_empty() && !a.queued_write {
             a.queued_write = true;
-            syncer::schedule(Arc::clone(self) as Arc<dyn Flush>, true, None);
+            self.host
+                .schedule_flush(Arc::clone(self) as Arc<dyn Flush>, true, None);
         } else if let FsyncPolicy::Interval(every) = self.policy
             && a.unsynced_records > 0
             && !a.queued_sync
         {
             a.queued_sync = true;
-            syncer::schedule(
-                Arc::clone(self) as Arc<dyn Flush>,
-                false,
-                Some(a.last_sync + every),
-            );
+            let due_in = (a.last_sync + every).saturating_sub(self.host.clock().elapsed());
+            self.host
+                .schedule_flush(Arc::clone(self) as Arc<dyn Flush>, false, Some(due_in));
         }
     }
 
@@ -491,6 +497,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::OsDisk;
     use prometheus_client::registry::Registry;
 
     fn open(dir: &Path, policy: FsyncPolicy) -> Partition {
@@ -500,6 +507,7 @@ mod tests {
     fn open_with(dir: &Path, policy: FsyncPolicy, registry: &mut Registry) -> Partition {
         let metrics = Arc::new(Metrics::new(registry));
         Partition::open(
+            &Host::os(),
             "t",
             0,
             dir,
@@ -618,7 +626,8 @@ mod tests {
         assert!(matches!(p.append(&refs), Err(StorageError::Closed)));
         assert_eq!(p.readable_end(), 5);
         drop(p);
-        let (log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let (log, _) =
+            PartitionLog::open(OsDisk::shared(), dir.path(), LogConfig::default()).unwrap();
         assert_eq!(log.end_offset(), 5, "on disk after close");
     }
 }

@@ -7,9 +7,7 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use crate::config::FsyncPolicy;
+use std::time::Duration;
 
 /// A named thread and the sending side of its channel.
 pub struct IoThread<T> {
@@ -84,19 +82,16 @@ pub enum Next<T> {
     Closed,
 }
 
-/// Waits for the next message; under `FsyncPolicy::Interval` wakes up with [`Next::Tick`] when
-/// the interval since `last_sync` has passed, so the thread can sync on time even when idle.
-pub fn next<T>(rx: &Receiver<T>, policy: FsyncPolicy, last_sync: Instant) -> Next<T> {
-    match policy {
-        FsyncPolicy::Interval(every) => {
-            let wait = every.saturating_sub(last_sync.elapsed());
-            match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-                Ok(m) => Next::Message(m),
-                Err(RecvTimeoutError::Timeout) => Next::Tick,
-                Err(RecvTimeoutError::Disconnected) => Next::Closed,
-            }
-        }
-        FsyncPolicy::Always | FsyncPolicy::Never => match rx.recv() {
+/// Waits for the next message, or until `tick_in` has passed (then [`Next::Tick`]), so that
+/// the thread can sync on time even when idle.
+pub fn next<T>(rx: &Receiver<T>, tick_in: Option<Duration>) -> Next<T> {
+    match tick_in {
+        Some(wait) => match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+            Ok(m) => Next::Message(m),
+            Err(RecvTimeoutError::Timeout) => Next::Tick,
+            Err(RecvTimeoutError::Disconnected) => Next::Closed,
+        },
+        None => match rx.recv() {
             Ok(m) => Next::Message(m),
             Err(_) => Next::Closed,
         },

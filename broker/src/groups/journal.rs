@@ -22,13 +22,11 @@
 //! then empty the log) needs nothing from the caller and cannot race with new entries.
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::state::{GroupConfig, PartitionProgress};
-use crate::storage::StorageError;
+use crate::storage::{Disk, FileRef, StorageError};
 
 const MAGIC: &[u8; 8] = b"TRGSNAP1";
 const ENTRY_BYTES: usize = 16;
@@ -38,39 +36,43 @@ const COMPACT_ENTRIES: u64 = 100_000;
 /// The group's persisted progress and its journal file.
 #[derive(Debug)]
 pub struct Journal {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     log_path: PathBuf,
-    log: File,
+    log: FileRef,
     entries: u64,
     mirror: Vec<(u64, BTreeSet<u64>)>,
 }
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+pub fn write_atomic(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| StorageError::io("create", &tmp, e))?;
-    f.write_all(bytes)
+    let f = disk
+        .open(&tmp)
+        .map_err(|e| StorageError::io("create", &tmp, e))?;
+    f.set_len(0)
+        .and_then(|()| f.write_all_at(bytes, 0))
         .map_err(|e| StorageError::io("write", &tmp, e))?;
     f.sync_all()
         .map_err(|e| StorageError::io("fsync", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StorageError::io("rename", path, e))?;
+    disk.rename(&tmp, path)
+        .map_err(|e| StorageError::io("rename", path, e))?;
     if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
+        sync_dir(disk, dir)?;
     }
     Ok(())
 }
 
 /// Fsyncs a directory so that a rename or a new file in it is durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+pub fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<(), StorageError> {
+    disk.sync_dir(dir)
         .map_err(|e| StorageError::io("fsync dir", dir, e))
 }
 
 /// Reads a group's configuration, if it was created before.
-pub fn read_config(dir: &Path) -> Result<Option<GroupConfig>, StorageError> {
+pub fn read_config(disk: &dyn Disk, dir: &Path) -> Result<Option<GroupConfig>, StorageError> {
     let path = dir.join("group.json");
-    match std::fs::read(&path) {
+    match disk.read(&path) {
         Ok(raw) => serde_json::from_slice(&raw)
             .map(Some)
             .map_err(|e| StorageError::Corrupt {
@@ -84,10 +86,11 @@ pub fn read_config(dir: &Path) -> Result<Option<GroupConfig>, StorageError> {
 }
 
 /// Writes a group's configuration.
-pub fn write_config(dir: &Path, config: &GroupConfig) -> Result<(), StorageError> {
-    std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
+pub fn write_config(disk: &dyn Disk, dir: &Path, config: &GroupConfig) -> Result<(), StorageError> {
+    disk.create_dir_all(dir)
+        .map_err(|e| StorageError::io("create", dir, e))?;
     let raw = serde_json::to_vec_pretty(config).unwrap_or_default();
-    write_atomic(&dir.join("group.json"), &raw)
+    write_atomic(disk, &dir.join("group.json"), &raw)
 }
 
 fn corrupt(path: &Path, reason: &str) -> StorageError {
@@ -99,11 +102,12 @@ fn corrupt(path: &Path, reason: &str) -> StorageError {
 }
 
 fn read_snapshot(
+    disk: &dyn Disk,
     path: &Path,
     partitions: usize,
 ) -> Result<Vec<(u64, BTreeSet<u64>)>, StorageError> {
     let empty = vec![(0, BTreeSet::new()); partitions];
-    let raw = match std::fs::read(path) {
+    let raw = match disk.read(path) {
         Ok(raw) => raw,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(empty),
         Err(e) => return Err(StorageError::io("read", path, e)),
@@ -165,20 +169,20 @@ impl Journal {
     /// Opens the journal in `dir` for a group of `partitions` partitions and returns the
     /// progress it holds, and how many bytes of torn journal tail were cut.
     pub fn open(
+        disk: Arc<dyn Disk>,
         dir: &Path,
         partitions: usize,
     ) -> Result<(Self, Vec<PartitionProgress>, u64), StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
-        let mut mirror = read_snapshot(&dir.join("snapshot"), partitions)?;
+        disk.create_dir_all(dir)
+            .map_err(|e| StorageError::io("create", dir, e))?;
+        let mut mirror = read_snapshot(&*disk, &dir.join("snapshot"), partitions)?;
         let log_path = dir.join("acks.log");
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
+        let log = disk
             .open(&log_path)
             .map_err(|e| StorageError::io("open", &log_path, e))?;
-        let raw = std::fs::read(&log_path).map_err(|e| StorageError::io("read", &log_path, e))?;
+        let raw = disk
+            .read(&log_path)
+            .map_err(|e| StorageError::io("read", &log_path, e))?;
         let mut good = 0usize;
         for entry in raw.chunks_exact(ENTRY_BYTES) {
             let crc = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
@@ -207,6 +211,7 @@ impl Journal {
             .collect();
         Ok((
             Self {
+                disk,
                 dir: dir.to_path_buf(),
                 log_path,
                 log,
@@ -271,7 +276,7 @@ impl Journal {
         }
         let crc = crc32c::crc32c(&body);
         body.extend_from_slice(&crc.to_be_bytes());
-        write_atomic(&self.dir.join("snapshot"), &body)?;
+        write_atomic(&*self.disk, &self.dir.join("snapshot"), &body)?;
         self.log
             .set_len(0)
             .map_err(|e| StorageError::io("truncate", &self.log_path, e))?;
@@ -286,17 +291,18 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::OsDisk;
 
     #[test]
     fn journal_replays_and_compacts() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, progress, cut) = Journal::open(dir.path(), 2).unwrap();
+        let (mut j, progress, cut) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
         assert_eq!(cut, 0);
         assert_eq!(progress, vec![PartitionProgress::default(); 2]);
         j.append(&[(0, 0), (0, 2), (1, 0)]).unwrap();
         j.sync().unwrap();
         drop(j);
-        let (mut j, progress, _) = Journal::open(dir.path(), 2).unwrap();
+        let (mut j, progress, _) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
         assert_eq!(
             progress[0],
             PartitionProgress {
@@ -309,7 +315,7 @@ mod tests {
         j.append(&[(0, 1)]).unwrap();
         j.sync().unwrap();
         drop(j);
-        let (_, progress, _) = Journal::open(dir.path(), 3).unwrap();
+        let (_, progress, _) = Journal::open(OsDisk::shared(), dir.path(), 3).unwrap();
         assert_eq!(progress[0].committed, 3);
         assert_eq!(progress.len(), 3);
     }
@@ -317,14 +323,14 @@ mod tests {
     #[test]
     fn a_torn_entry_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _, _) = Journal::open(dir.path(), 1).unwrap();
+        let (mut j, _, _) = Journal::open(OsDisk::shared(), dir.path(), 1).unwrap();
         j.append(&[(0, 0), (0, 1)]).unwrap();
         drop(j);
         let path = dir.path().join("acks.log");
         let mut raw = std::fs::read(&path).unwrap();
         raw.truncate(ENTRY_BYTES + 5);
         std::fs::write(&path, raw).unwrap();
-        let (_, progress, cut) = Journal::open(dir.path(), 1).unwrap();
+        let (_, progress, cut) = Journal::open(OsDisk::shared(), dir.path(), 1).unwrap();
         assert_eq!(cut, 5);
         assert_eq!(progress[0].committed, 1);
     }
@@ -332,7 +338,7 @@ mod tests {
     #[test]
     fn a_corrupt_snapshot_is_an_error_not_a_reset() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _, _) = Journal::open(dir.path(), 1).unwrap();
+        let (mut j, _, _) = Journal::open(OsDisk::shared(), dir.path(), 1).unwrap();
         j.append(&[(0, 0)]).unwrap();
         j.compact().unwrap();
         drop(j);
@@ -340,6 +346,6 @@ mod tests {
         let mut raw = std::fs::read(&path).unwrap();
         raw[10] ^= 1;
         std::fs::write(&path, raw).unwrap();
-        assert!(Journal::open(dir.path(), 1).is_err());
+        assert!(Journal::open(OsDisk::shared(), dir.path(), 1).is_err());
     }
 }

@@ -6,12 +6,12 @@
 //! 3. `append` writes into the page cache; bytes are durable only after the files returned by
 //!    `take_unsynced` were synced. The caller decides when, and what readers may see before.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use super::disk::{Disk, FileRef};
 use super::error::StorageError;
 use super::record::{self, StoredRecord};
 use super::recovery::RecoveryReport;
@@ -39,10 +39,11 @@ impl Default for LogConfig {
 /// One partition's log.
 #[derive(Debug)]
 pub struct PartitionLog {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     config: LogConfig,
     segments: Vec<Segment>,
-    unsynced: Vec<(Arc<File>, PathBuf)>,
+    unsynced: Vec<(FileRef, PathBuf)>,
     scratch: Batch,
 }
 
@@ -89,14 +90,18 @@ impl Batch {
 
 impl PartitionLog {
     /// Opens (or creates) the log in `dir`, recovering its last segment.
-    pub fn open(dir: &Path, config: LogConfig) -> Result<(Self, RecoveryReport), StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create", dir, e))?;
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<(Self, RecoveryReport), StorageError> {
+        disk.create_dir_all(dir)
+            .map_err(|e| StorageError::io("create", dir, e))?;
         let mut bases = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        let names = disk
+            .list(dir)
+            .map_err(|e| StorageError::io("list", dir, e))?;
+        for name in &names {
             if let Some(stem) = name.strip_suffix(".log")
                 && let Ok(base) = stem.parse::<u64>()
             {
@@ -109,7 +114,7 @@ impl PartitionLog {
         for (i, base) in bases.iter().enumerate() {
             let expected = bases.get(i + 1).map(|next| next.saturating_sub(*base));
             let (seg, cut, reason, rebuilt) =
-                Segment::open(dir, *base, expected, config.max_record_bytes)?;
+                Segment::open(&*disk, dir, *base, expected, config.max_record_bytes)?;
             if expected.is_some_and(|n| seg.end() != base + n) {
                 // A sealed segment that lost records cannot be followed by a dense log.
                 return Err(StorageError::Corrupt {
@@ -132,10 +137,11 @@ impl PartitionLog {
             segments.push(seg);
         }
         if segments.is_empty() {
-            segments.push(Segment::create(dir, 0)?);
+            segments.push(Segment::create(&*disk, dir, 0)?);
         }
         Ok((
             Self {
+                disk,
                 dir: dir.to_path_buf(),
                 config,
                 segments,
@@ -168,7 +174,8 @@ impl PartitionLog {
 
     fn active(&mut self) -> Result<&mut Segment, StorageError> {
         if self.segments.is_empty() {
-            self.segments.push(Segment::create(&self.dir, 0)?);
+            self.segments
+                .push(Segment::create(&*self.disk, &self.dir, 0)?);
         }
         let last = self.segments.len() - 1;
         self.segments.get_mut(last).ok_or(StorageError::Closed)
@@ -215,7 +222,7 @@ impl PartitionLog {
             old.seal()?;
             let (file, path) = (old.file(), old.path().to_path_buf());
             self.mark_unsynced(file, path);
-            let seg = Segment::create(&self.dir, first)?;
+            let seg = Segment::create(&*self.disk, &self.dir, first)?;
             self.segments.push(seg);
         }
         let chunk = super::segment::PREALLOCATE_BYTES.min(self.config.segment_bytes);
@@ -226,7 +233,7 @@ impl PartitionLog {
         Ok(())
     }
 
-    fn mark_unsynced(&mut self, file: Arc<File>, path: PathBuf) {
+    fn mark_unsynced(&mut self, file: FileRef, path: PathBuf) {
         if !self.unsynced.iter().any(|(f, _)| Arc::ptr_eq(f, &file)) {
             self.unsynced.push((file, path));
         }
@@ -238,7 +245,7 @@ impl PartitionLog {
     }
 
     /// The files written since the last call, to be synced by the caller.
-    pub fn take_unsynced(&mut self) -> Vec<(Arc<File>, PathBuf)> {
+    pub fn take_unsynced(&mut self) -> Vec<(FileRef, PathBuf)> {
         std::mem::take(&mut self.unsynced)
     }
 
@@ -296,7 +303,7 @@ impl PartitionLog {
             }
             let seg = self.segments.remove(0);
             total = after;
-            seg.delete()?;
+            seg.delete(&*self.disk)?;
             removed += 1;
         }
         Ok(removed)
@@ -336,6 +343,7 @@ impl PartitionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::OsDisk;
     use std::os::unix::fs::FileExt;
 
     fn rec(i: u64) -> Record {
@@ -352,7 +360,7 @@ mod tests {
     #[test]
     fn append_read_and_roll() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, report) = PartitionLog::open(dir.path(), small()).unwrap();
+        let (mut log, report) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
         assert_eq!(report, RecoveryReport::default());
         for i in 0..200 {
             assert_eq!(log.append([&rec(i)], 10 + i).unwrap(), i);
@@ -374,7 +382,7 @@ mod tests {
             vec![150, 151, 152, 153, 154]
         );
         drop(log);
-        let (log, report) = PartitionLog::open(dir.path(), small()).unwrap();
+        let (log, report) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
         assert_eq!(report.truncated_bytes, 0);
         assert_eq!(log.end_offset(), 200);
         assert_eq!(
@@ -386,7 +394,8 @@ mod tests {
     #[test]
     fn recovery_cuts_a_torn_tail_and_keeps_the_prefix() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let (mut log, _) =
+            PartitionLog::open(OsDisk::shared(), dir.path(), LogConfig::default()).unwrap();
         for i in 0..10 {
             log.append([&rec(i)], i).unwrap();
         }
@@ -397,7 +406,8 @@ mod tests {
         // A record header whose body never made it; the zeros written ahead follow it.
         f.write_all_at(&[0, 0, 0, 200, 1, 2, 3], end).unwrap();
         drop(f);
-        let (mut log, report) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let (mut log, report) =
+            PartitionLog::open(OsDisk::shared(), dir.path(), LogConfig::default()).unwrap();
         assert_eq!(
             report.truncated_bytes, 7,
             "the torn bytes are counted, not the zeros written ahead"
@@ -412,7 +422,8 @@ mod tests {
     #[test]
     fn recovery_cuts_from_a_flipped_byte() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let (mut log, _) =
+            PartitionLog::open(OsDisk::shared(), dir.path(), LogConfig::default()).unwrap();
         for i in 0..10 {
             log.append([&rec(i)], i).unwrap();
         }
@@ -423,7 +434,8 @@ mod tests {
         let one = end / 10;
         bytes[one * 6 + 30] ^= 0xFF;
         std::fs::write(&path, &bytes).unwrap();
-        let (log, report) = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let (log, report) =
+            PartitionLog::open(OsDisk::shared(), dir.path(), LogConfig::default()).unwrap();
         assert_eq!(log.end_offset(), 6, "records 0..6 survive, 6.. are cut");
         assert_eq!(report.truncated_bytes, (end - one * 6) as u64);
         let got = log.read(0, 100, usize::MAX, u64::MAX).unwrap();
@@ -433,13 +445,13 @@ mod tests {
     #[test]
     fn preallocated_zeros_are_not_a_cut_and_sealed_segments_are_exact() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), small()).unwrap();
+        let (mut log, _) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
         for i in 0..100 {
             log.append([&rec(i)], i).unwrap();
         }
         let sizes: Vec<u64> = log.segments.iter().map(Segment::size).collect();
         drop(log);
-        let (log, report) = PartitionLog::open(dir.path(), small()).unwrap();
+        let (log, report) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
         assert_eq!(report.truncated_bytes, 0);
         assert_eq!(report.reason, None);
         assert_eq!(log.end_offset(), 100);
@@ -454,13 +466,13 @@ mod tests {
     #[test]
     fn a_lost_index_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), small()).unwrap();
+        let (mut log, _) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
         for i in 0..100 {
             log.append([&rec(i)], i).unwrap();
         }
         drop(log);
         std::fs::write(dir.path().join(format!("{:020}.index", 0)), b"xx").unwrap();
-        let (log, report) = PartitionLog::open(dir.path(), small()).unwrap();
+        let (log, report) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
         assert_eq!(report.rebuilt_indexes, 1);
         assert_eq!(log.read(0, 1000, usize::MAX, u64::MAX).unwrap().len(), 100);
     }
@@ -468,7 +480,7 @@ mod tests {
     #[test]
     fn delete_front_keeps_the_active_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = PartitionLog::open(dir.path(), small()).unwrap();
+        let (mut log, _) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
         for i in 0..100 {
             log.append([&rec(i)], i).unwrap();
         }

@@ -13,6 +13,7 @@
 //! rebuilds it whenever it does not match its log.
 
 mod clock;
+pub mod disk;
 mod error;
 pub mod log;
 pub mod record;
@@ -20,6 +21,7 @@ pub mod recovery;
 pub mod segment;
 
 pub use clock::now_ms;
+pub use disk::{Disk, DiskFile, FileRef, OsDisk};
 pub use error::StorageError;
 pub use log::{Batch, LogConfig, PartitionLog};
 pub use record::StoredRecord;

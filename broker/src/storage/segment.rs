@@ -9,13 +9,11 @@
 //! segment's index only when it is whole and consistent with its log, so an index file never
 //! needs a write per append nor a sync.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::disk::{Disk, FileRef};
 use super::error::StorageError;
 use super::record::{Decoded, StoredRecord, decode};
 use super::recovery::{self, Scan};
@@ -26,8 +24,8 @@ pub struct Segment {
     base: u64,
     log_path: PathBuf,
     index_path: PathBuf,
-    log: Arc<File>,
-    index: File,
+    log: FileRef,
+    index: FileRef,
     positions: Vec<u32>,
     /// Bytes of records.
     size: u64,
@@ -56,25 +54,20 @@ fn index_name(base: u64) -> String {
     format!("{base:020}.index")
 }
 
-fn open_rw(path: &Path) -> Result<File, StorageError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+fn open_rw(disk: &dyn Disk, path: &Path) -> Result<FileRef, StorageError> {
+    disk.open(path)
         .map_err(|e| StorageError::io("open", path, e))
 }
 
 impl Segment {
     /// Creates an empty segment starting at `base`.
-    pub fn create(dir: &Path, base: u64) -> Result<Self, StorageError> {
+    pub fn create(disk: &dyn Disk, dir: &Path, base: u64) -> Result<Self, StorageError> {
         let log_path = dir.join(log_name(base));
         let index_path = dir.join(index_name(base));
-        let log = open_rw(&log_path)?;
+        let log = open_rw(disk, &log_path)?;
         log.set_len(0)
             .map_err(|e| StorageError::io("truncate", &log_path, e))?;
-        let index = open_rw(&index_path)?;
+        let index = open_rw(disk, &index_path)?;
         index
             .set_len(0)
             .map_err(|e| StorageError::io("truncate", &index_path, e))?;
@@ -82,7 +75,7 @@ impl Segment {
             base,
             log_path,
             index_path,
-            log: Arc::new(log),
+            log,
             index,
             positions: Vec::new(),
             size: 0,
@@ -99,6 +92,7 @@ impl Segment {
     /// segment (`None`) is always scanned record by record, its torn or corrupt tail cut.
     /// Returns the segment, the bytes cut and why, and whether the index was rebuilt.
     pub fn open(
+        disk: &dyn Disk,
         dir: &Path,
         base: u64,
         expected_records: Option<u64>,
@@ -106,17 +100,16 @@ impl Segment {
     ) -> Result<(Self, u64, Option<&'static str>, bool), StorageError> {
         let log_path = dir.join(log_name(base));
         let index_path = dir.join(index_name(base));
-        let log = open_rw(&log_path)?;
-        let index = open_rw(&index_path)?;
+        let log = open_rw(disk, &log_path)?;
+        let index = open_rw(disk, &index_path)?;
         let size = log
-            .metadata()
-            .map_err(|e| StorageError::io("stat", &log_path, e))?
-            .len();
+            .len()
+            .map_err(|e| StorageError::io("stat", &log_path, e))?;
         let mut seg = Self {
             base,
             log_path,
             index_path,
-            log: Arc::new(log),
+            log,
             index,
             positions: Vec::new(),
             size,
@@ -169,9 +162,8 @@ impl Segment {
     fn load_index(&self, expected: u64) -> Result<Option<Vec<u32>>, StorageError> {
         let len = self
             .index
-            .metadata()
-            .map_err(|e| StorageError::io("stat", &self.index_path, e))?
-            .len();
+            .len()
+            .map_err(|e| StorageError::io("stat", &self.index_path, e))?;
         if len != expected.saturating_mul(4) {
             return Ok(None);
         }
@@ -241,8 +233,8 @@ impl Segment {
     }
 
     /// The log file, for a sync outside any lock.
-    pub fn file(&self) -> Arc<File> {
-        Arc::clone(&self.log)
+    pub fn file(&self) -> FileRef {
+        FileRef::clone(&self.log)
     }
 
     /// The log file's path.
@@ -407,10 +399,10 @@ impl Segment {
     }
 
     /// Deletes both files of this segment.
-    pub fn delete(self) -> Result<(), StorageError> {
-        std::fs::remove_file(&self.log_path)
+    pub fn delete(self, disk: &dyn Disk) -> Result<(), StorageError> {
+        disk.remove_file(&self.log_path)
             .map_err(|e| StorageError::io("remove", &self.log_path, e))?;
-        std::fs::remove_file(&self.index_path)
+        disk.remove_file(&self.index_path)
             .map_err(|e| StorageError::io("remove", &self.index_path, e))
     }
 }
