@@ -22,7 +22,12 @@ fn setup() -> (Vec<Record>, PartitionLog, tempfile::TempDir) {
         .map(|_| Record::new(Bytes::from(vec![b'x'; 100])))
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let (log, _) = PartitionLog::open(broker::storage::OsDisk::shared(), dir.path(), LogConfig::default()).unwrap();
+    let (log, _) = PartitionLog::open(
+        broker::storage::OsDisk::shared(),
+        dir.path(),
+        LogConfig::default(),
+    )
+    .unwrap();
     (records, log, dir)
 }
 

@@ -10,8 +10,11 @@ pub mod config;
 pub mod engine;
 pub mod groups;
 pub mod metrics;
+pub mod planted;
 pub mod protocol;
 pub mod server;
+#[cfg(feature = "simulation")]
+pub mod sim;
 pub mod storage;
 #[cfg(feature = "test-util")]
 pub mod testing;

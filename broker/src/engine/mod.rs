@@ -113,6 +113,16 @@ impl Topic {
         self.config
     }
 
+    /// Its partitions, in order.
+    pub fn partitions(&self) -> &[Partition] {
+        &self.partitions
+    }
+
+    /// The progress of group `name` as its state holds it (durable progress after a restart).
+    pub fn group_progress(&self, name: &str) -> Option<Vec<crate::groups::PartitionProgress>> {
+        self.group(name).map(|g| g.state().progress())
+    }
+
     fn group(&self, name: &str) -> Option<Arc<Group>> {
         self.groups
             .lock()
@@ -121,13 +131,17 @@ impl Topic {
             .cloned()
     }
 
+    /// Every group, by name: maintenance visits them in a stable order.
     fn groups(&self) -> Vec<Arc<Group>> {
-        self.groups
+        let mut groups: Vec<Arc<Group>> = self
+            .groups
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .cloned()
-            .collect()
+            .collect();
+        groups.sort_by(|a, b| a.name().cmp(b.name()));
+        groups
     }
 
     fn readable_ends(&self) -> Vec<u64> {
@@ -217,7 +231,7 @@ impl Broker {
         }
         let disk = Arc::clone(host.disk());
         let dir = topics_dir(&config.data_dir);
-        disk.create_dir_all(&dir)
+        crate::storage::create_dir_durable(&*disk, &config.data_dir, &dir)
             .map_err(|e| StorageError::io("create", &dir, e))?;
         let probe = config.data_dir.join(".write-probe");
         disk.open(&probe)
@@ -240,8 +254,7 @@ impl Broker {
             .collect();
         names.sort();
         for name in names {
-            let raw = disk
-                .read(&dir.join(&name).join("topic.json"))
+            let raw = crate::storage::read_stable(&*disk, &dir.join(&name).join("topic.json"))
                 .map_err(|e| StorageError::io("read", dir.join(&name).join("topic.json"), e))?;
             let config: TopicConfig =
                 serde_json::from_slice(&raw).map_err(|e| StorageError::Corrupt {
@@ -288,11 +301,18 @@ impl Broker {
         };
         let mut partitions = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
+            let part_dir = dir.join(p.to_string());
+            crate::storage::create_dir_durable(
+                &**self.host.disk(),
+                &self.config.data_dir,
+                &part_dir,
+            )
+            .map_err(|e| StorageError::io("create", &part_dir, e))?;
             let (part, report) = Partition::open(
                 &self.host,
                 name,
                 p,
-                &dir.join(p.to_string()),
+                &part_dir,
                 log_config,
                 self.config.fsync,
                 self.config.dedup_window,
@@ -367,6 +387,8 @@ impl Broker {
         config: GroupConfig,
     ) -> Result<Arc<Group>, EngineError> {
         let dir = groups_dir(&self.config.data_dir, &topic.name).join(name);
+        crate::storage::create_dir_durable(&**self.host.disk(), &self.config.data_dir, &dir)
+            .map_err(|e| StorageError::io("create", &dir, e))?;
         let (group, cut) = Group::open(
             &self.host,
             &dir,
@@ -454,7 +476,7 @@ impl Broker {
             .blocking(move || -> Result<Arc<Topic>, EngineError> {
                 let dir = topics_dir(&this.config.data_dir).join(&name_owned);
                 let disk = this.host.disk();
-                disk.create_dir_all(&dir)
+                crate::storage::create_dir_durable(&**disk, &this.config.data_dir, &dir)
                     .map_err(|e| StorageError::io("create", &dir, e))?;
                 let topic = this.open_topic(&name_owned, config)?;
                 let raw = serde_json::to_vec_pretty(&config).unwrap_or_default();

@@ -41,6 +41,10 @@ pub struct Journal {
     log_path: PathBuf,
     log: FileRef,
     entries: u64,
+    /// Entries known to be on disk.
+    synced_entries: u64,
+    /// Set by a failed sync: the journal takes no more entries.
+    failed: bool,
     mirror: Vec<(u64, BTreeSet<u64>)>,
 }
 
@@ -72,7 +76,7 @@ pub fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<(), StorageError> {
 /// Reads a group's configuration, if it was created before.
 pub fn read_config(disk: &dyn Disk, dir: &Path) -> Result<Option<GroupConfig>, StorageError> {
     let path = dir.join("group.json");
-    match disk.read(&path) {
+    match crate::storage::read_stable(disk, &path) {
         Ok(raw) => serde_json::from_slice(&raw)
             .map(Some)
             .map_err(|e| StorageError::Corrupt {
@@ -107,7 +111,7 @@ fn read_snapshot(
     partitions: usize,
 ) -> Result<Vec<(u64, BTreeSet<u64>)>, StorageError> {
     let empty = vec![(0, BTreeSet::new()); partitions];
-    let raw = match disk.read(path) {
+    let raw = match crate::storage::read_stable(disk, path) {
         Ok(raw) => raw,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(empty),
         Err(e) => return Err(StorageError::io("read", path, e)),
@@ -177,11 +181,9 @@ impl Journal {
             .map_err(|e| StorageError::io("create", dir, e))?;
         let mut mirror = read_snapshot(&*disk, &dir.join("snapshot"), partitions)?;
         let log_path = dir.join("acks.log");
-        let log = disk
-            .open(&log_path)
+        let log = crate::storage::open_durable(&*disk, &log_path)
             .map_err(|e| StorageError::io("open", &log_path, e))?;
-        let raw = disk
-            .read(&log_path)
+        let raw = crate::storage::read_stable(&*disk, &log_path)
             .map_err(|e| StorageError::io("read", &log_path, e))?;
         let mut good = 0usize;
         for entry in raw.chunks_exact(ENTRY_BYTES) {
@@ -216,6 +218,8 @@ impl Journal {
                 log_path,
                 log,
                 entries: (good / ENTRY_BYTES) as u64,
+                synced_entries: (good / ENTRY_BYTES) as u64,
+                failed: false,
                 mirror,
             },
             progress,
@@ -225,6 +229,9 @@ impl Journal {
 
     /// Writes entries for done records (not yet durable: see [`Journal::sync`]).
     pub fn append(&mut self, done: &[(u32, u64)]) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Fenced);
+        }
         let mut buf = Vec::with_capacity(done.len() * ENTRY_BYTES);
         for (p, o) in done {
             let mut e = [0u8; ENTRY_BYTES];
@@ -249,11 +256,26 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes every appended entry durable.
-    pub fn sync(&self) -> Result<(), StorageError> {
-        self.log
-            .sync_data()
-            .map_err(|e| StorageError::io("fsync", &self.log_path, e))
+    /// Makes every appended entry durable. After a failed sync the entries written since the
+    /// last good one may never reach the disk even if a later sync succeeds, so they are cut
+    /// and the journal takes no more: entries written after a hole would be lost with it, since
+    /// recovery replays only up to the first bad entry.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Fenced);
+        }
+        match self.log.sync_data() {
+            Ok(()) => {
+                self.synced_entries = self.entries;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                let _ = self.log.set_len(self.synced_entries * ENTRY_BYTES as u64);
+                self.entries = self.synced_entries;
+                Err(StorageError::io("fsync", &self.log_path, e))
+            }
+        }
     }
 
     /// Whether the journal has grown enough to compact.
@@ -263,6 +285,7 @@ impl Journal {
 
     /// Writes a snapshot of everything journaled, then empties the journal.
     pub fn compact(&mut self) -> Result<(), StorageError> {
+        // After a failed sync the mirror holds entries that were cut: no snapshot of it.
         self.sync()?;
         let mut body = Vec::new();
         body.extend_from_slice(MAGIC);
@@ -284,6 +307,7 @@ impl Journal {
             .sync_all()
             .map_err(|e| StorageError::io("fsync", &self.log_path, e))?;
         self.entries = 0;
+        self.synced_entries = 0;
         Ok(())
     }
 }
@@ -347,5 +371,38 @@ mod tests {
         raw[10] ^= 1;
         std::fs::write(&path, raw).unwrap();
         assert!(Journal::open(OsDisk::shared(), dir.path(), 1).is_err());
+    }
+
+    #[cfg(feature = "simulation")]
+    #[test]
+    fn a_failed_sync_cuts_the_unsynced_entries_and_the_journal_takes_no_more() {
+        use crate::sim::disk::{Faults, SimDisk};
+        use crate::storage::Disk;
+        let disk = SimDisk::new(
+            1,
+            Faults {
+                p_sync_eio: 1.0,
+                ..Faults::default()
+            },
+        );
+        disk.arm(false);
+        let dir = Path::new("/g");
+        disk.create_dir_all(dir).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        let (mut j, _, _) = Journal::open(Arc::new(disk.clone()), dir, 1).unwrap();
+        j.append(&[(0, 0)]).unwrap();
+        j.sync().unwrap();
+        j.append(&[(0, 1)]).unwrap();
+        disk.arm(true);
+        assert!(j.sync().is_err());
+        disk.arm(false);
+        assert!(matches!(j.append(&[(0, 2)]), Err(StorageError::Fenced)));
+        assert!(matches!(j.sync(), Err(StorageError::Fenced)));
+        assert!(j.compact().is_err(), "no snapshot of entries that were cut");
+        drop(j);
+        disk.crash();
+        let (_, progress, cut) = Journal::open(Arc::new(disk), dir, 1).unwrap();
+        assert_eq!(cut, 0, "nothing past the last good sync is read back");
+        assert_eq!(progress[0].committed, 1);
     }
 }

@@ -43,8 +43,20 @@ pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
     segments: Vec<Segment>,
-    unsynced: Vec<(FileRef, PathBuf)>,
+    unsynced: Vec<Unsynced>,
     scratch: Batch,
+}
+
+/// A segment file written since its last sync.
+#[derive(Debug, Clone)]
+pub struct Unsynced {
+    /// The file, to sync outside the log's lock.
+    pub file: FileRef,
+    /// Its path, for errors.
+    pub path: PathBuf,
+    base: u64,
+    /// Its size when taken: what a successful sync makes durable.
+    size: u64,
 }
 
 /// Records encoded for a log, numbered and stamped, not yet written.
@@ -89,7 +101,8 @@ impl Batch {
 }
 
 impl PartitionLog {
-    /// Opens (or creates) the log in `dir`, recovering its last segment.
+    /// Opens (or creates) the log in `dir`, recovering its last segment. The caller makes a new
+    /// `dir` durable (see `create_dir_durable`).
     pub fn open(
         disk: Arc<dyn Disk>,
         dir: &Path,
@@ -109,22 +122,22 @@ impl PartitionLog {
             }
         }
         bases.sort_unstable();
+        // Names created or removed by a process that died (or by an open that failed) before it
+        // synced them are made durable as they are now, before anything is built upon them.
+        disk.sync_dir(dir)
+            .map_err(|e| StorageError::io("fsync dir", dir, e))?;
         let mut report = RecoveryReport::default();
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, base) in bases.iter().enumerate() {
             let expected = bases.get(i + 1).map(|next| next.saturating_sub(*base));
             let (seg, cut, reason, rebuilt) =
                 Segment::open(&*disk, dir, *base, expected, config.max_record_bytes)?;
-            if expected.is_some_and(|n| seg.end() != base + n) {
-                // A sealed segment that lost records cannot be followed by a dense log.
+            let short = expected.is_some_and(|n| seg.end() < base + n);
+            if expected.is_some_and(|n| seg.end() > base + n) {
                 return Err(StorageError::Corrupt {
-                    offset: seg.end(),
+                    offset: base + expected.unwrap_or(0),
                     path: seg.path().to_path_buf(),
-                    reason: format!(
-                        "sealed segment holds {} records, the next segment expects {}",
-                        seg.end() - base,
-                        expected.unwrap_or(0)
-                    ),
+                    reason: "a segment holds records past the next segment's base".into(),
                 });
             }
             report.truncated_bytes += cut;
@@ -135,6 +148,16 @@ impl PartitionLog {
                 report.rebuilt_indexes += 1;
             }
             segments.push(seg);
+            if short {
+                // A segment is synced before anything after it is acknowledged, so records
+                // missing from a sealed one were never acknowledged, nor was anything after
+                // them: the crash came before their sync. The log ends here.
+                report.reason = Some("a sealed segment lost its unsynced tail in a crash");
+                for later in bases.get(i + 1..).unwrap_or(&[]) {
+                    report.truncated_bytes += Segment::remove_files(&*disk, dir, *later)?;
+                }
+                break;
+            }
         }
         if segments.is_empty() {
             segments.push(Segment::create(&*disk, dir, 0)?);
@@ -220,23 +243,43 @@ impl PartitionLog {
         if needs_roll {
             let old = self.active()?;
             old.seal()?;
-            let (file, path) = (old.file(), old.path().to_path_buf());
-            self.mark_unsynced(file, path);
-            let seg = Segment::create(&*self.disk, &self.dir, first)?;
-            self.segments.push(seg);
+            self.mark_unsynced(self.segments.len() - 1);
+            match Segment::create(&*self.disk, &self.dir, first) {
+                Ok(seg) => self.segments.push(seg),
+                Err(e) => {
+                    // Files of a half-made segment would make recovery take the active segment
+                    // for a sealed one and ignore what is appended to it from now on.
+                    if Segment::remove_files(&*self.disk, &self.dir, first).is_err() {
+                        self.active()?.poison();
+                    }
+                    return Err(e);
+                }
+            }
         }
         let chunk = super::segment::PREALLOCATE_BYTES.min(self.config.segment_bytes);
         let seg = self.active()?;
         seg.append(&batch.buf, &batch.rel, batch.timestamp_ms, chunk)?;
-        let (file, path) = (seg.file(), seg.path().to_path_buf());
-        self.mark_unsynced(file, path);
+        self.mark_unsynced(self.segments.len() - 1);
         Ok(())
     }
 
-    fn mark_unsynced(&mut self, file: FileRef, path: PathBuf) {
-        if !self.unsynced.iter().any(|(f, _)| Arc::ptr_eq(f, &file)) {
-            self.unsynced.push((file, path));
+    fn mark_unsynced(&mut self, index: usize) {
+        let Some(seg) = self.segments.get(index) else {
+            return;
+        };
+        let base = seg.base();
+        if !self.unsynced.iter().any(|u| u.base == base) {
+            self.unsynced.push(Unsynced {
+                file: seg.file(),
+                path: seg.path().to_path_buf(),
+                base,
+                size: 0,
+            });
         }
+    }
+
+    fn segment_mut(&mut self, base: u64) -> Option<&mut Segment> {
+        self.segments.iter_mut().find(|s| s.base() == base)
     }
 
     /// Whether a failed write could not be undone (the partition must stop writing).
@@ -244,9 +287,38 @@ impl PartitionLog {
         self.segments.last().is_some_and(Segment::is_poisoned)
     }
 
-    /// The files written since the last call, to be synced by the caller.
-    pub fn take_unsynced(&mut self) -> Vec<(FileRef, PathBuf)> {
-        std::mem::take(&mut self.unsynced)
+    /// The files written since the last call, to be synced by the caller, who then reports
+    /// the outcome to [`PartitionLog::synced`] or [`PartitionLog::sync_failed`].
+    pub fn take_unsynced(&mut self) -> Vec<Unsynced> {
+        let mut taken = std::mem::take(&mut self.unsynced);
+        for u in &mut taken {
+            u.size = self
+                .segments
+                .iter()
+                .find(|s| s.base() == u.base)
+                .map_or(0, Segment::size);
+        }
+        taken
+    }
+
+    /// The files taken were synced.
+    pub fn synced(&mut self, taken: &[Unsynced]) {
+        for u in taken {
+            if let Some(seg) = self.segment_mut(u.base) {
+                seg.mark_durable(u.size);
+            }
+        }
+    }
+
+    /// A sync of the files taken failed: what was written to them since their last sync may
+    /// never reach the disk, so it is cut (see [`Segment::cut_to_durable`]). The caller stops
+    /// writing to this log.
+    pub fn sync_failed(&mut self, taken: &[Unsynced]) {
+        for u in taken {
+            if let Some(seg) = self.segment_mut(u.base) {
+                seg.cut_to_durable();
+            }
+        }
     }
 
     /// Reads up to `max_records` records from `from`, below `upto`, within about `max_bytes`.
@@ -268,7 +340,11 @@ impl PartitionLog {
             let want = usize::try_from(upto.min(seg.end()) - next)
                 .unwrap_or(usize::MAX)
                 .min(max_records - out.len());
-            let got = match seg.read_from(next, want, budget, self.config.max_record_bytes) {
+            // A record failing its checksum is read once more: the read may have gone wrong.
+            let got = match seg
+                .read_from(next, want, budget, self.config.max_record_bytes)
+                .or_else(|_| seg.read_from(next, want, budget, self.config.max_record_bytes))
+            {
                 Ok(got) => got,
                 Err(e) if out.is_empty() => return Err(e),
                 Err(_) => break,
@@ -310,24 +386,26 @@ impl PartitionLog {
     }
 
     /// Calls `f` on every record whose segment holds records at or after `since_ms`, oldest
-    /// first: used to rebuild the dedup window after a restart.
-    pub fn scan_recent(
-        &self,
-        since_ms: u64,
-        mut f: impl FnMut(&StoredRecord),
-    ) -> Result<(), StorageError> {
+    /// first: used to rebuild the dedup window after a restart. Returns how many records could
+    /// not be read and were skipped (a hole that a power cut left under `--fsync never`).
+    pub fn scan_recent(&self, since_ms: u64, mut f: impl FnMut(&StoredRecord)) -> u64 {
         let first = self
             .segments
             .iter()
             .position(|s| s.last_timestamp_ms() >= since_ms)
             .unwrap_or(self.segments.len());
         let Some(from) = self.segments.get(first).map(Segment::base) else {
-            return Ok(());
+            return 0;
         };
         let end = self.end_offset();
         let mut next = from;
+        let mut unreadable = 0;
         while next < end {
-            let batch = self.read(next, 4096, 8 * 1024 * 1024, end)?;
+            let Ok(batch) = self.read(next, 4096, 8 * 1024 * 1024, end) else {
+                unreadable += 1;
+                next += 1;
+                continue;
+            };
             let Some(last) = batch.last() else { break };
             next = last.offset + 1;
             for r in &batch {
@@ -336,7 +414,7 @@ impl PartitionLog {
                 }
             }
         }
-        Ok(())
+        unreadable
     }
 }
 
@@ -492,5 +570,81 @@ mod tests {
         assert_eq!(log.segment_count(), 1);
         assert!(removed_all > 0);
         assert_eq!(log.end_offset(), 100);
+    }
+
+    #[test]
+    fn a_sealed_segment_that_lost_its_tail_ends_the_log_instead_of_stopping_the_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
+        for i in 0..100 {
+            log.append([&rec(i)], i).unwrap();
+        }
+        assert!(log.segment_count() > 3);
+        let second = log.segments[1].base();
+        let third = log.segments[2].base();
+        // Every record has the same size: cut in the middle of the segment's third record.
+        let cut_at = 2 * record::encoded_size(&rec(0)) as u64 + 5;
+        drop(log);
+        // A power cut before the second segment's last records were synced: its index (written
+        // at seal) is gone, its log ends early, and later segments hold records never acked.
+        let seg = dir.path().join(super::super::segment::log_name(second));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(cut_at)
+            .unwrap();
+        std::fs::remove_file(dir.path().join(format!("{second:020}.index"))).unwrap();
+        let (mut log, report) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
+        assert_eq!(log.end_offset(), second + 2);
+        assert_eq!(log.segment_count(), 2, "the segments after it are removed");
+        assert!(report.truncated_bytes > 0);
+        assert!(
+            !dir.path()
+                .join(super::super::segment::log_name(third))
+                .exists()
+        );
+        assert_eq!(log.append([&rec(1000)], 1).unwrap(), second + 2);
+        let all = log.read(0, 1000, usize::MAX, u64::MAX).unwrap();
+        assert_eq!(all.len() as u64, second + 3);
+    }
+
+    #[cfg(feature = "simulation")]
+    #[test]
+    fn a_failed_sync_cuts_what_it_may_have_lost_from_the_log() {
+        use crate::sim::disk::{Faults, SimDisk};
+        let disk = SimDisk::new(
+            1,
+            Faults {
+                p_sync_eio: 1.0,
+                ..Faults::default()
+            },
+        );
+        disk.arm(false);
+        super::super::create_dir_durable(&disk, Path::new("/"), Path::new("/p")).unwrap();
+        let (mut log, _) =
+            PartitionLog::open(Arc::new(disk.clone()), Path::new("/p"), small()).unwrap();
+        for i in 0..5 {
+            log.append([&rec(i)], i).unwrap();
+        }
+        let taken = log.take_unsynced();
+        for u in &taken {
+            u.file.sync_data().unwrap();
+        }
+        log.synced(&taken);
+        for i in 5..8 {
+            log.append([&rec(i)], i).unwrap();
+        }
+        disk.arm(true);
+        let taken = log.take_unsynced();
+        assert!(taken.iter().any(|u| u.file.sync_data().is_err()));
+        log.sync_failed(&taken);
+        assert_eq!(log.end_offset(), 5, "the unsynced records are cut");
+        assert_eq!(log.read(0, 100, usize::MAX, u64::MAX).unwrap().len(), 5);
+        disk.arm(false);
+        drop(log);
+        disk.crash();
+        let (log, _) = PartitionLog::open(Arc::new(disk), Path::new("/p"), small()).unwrap();
+        assert_eq!(log.end_offset(), 5);
     }
 }

@@ -21,7 +21,7 @@ pub mod recovery;
 pub mod segment;
 
 pub use clock::now_ms;
-pub use disk::{Disk, DiskFile, FileRef, OsDisk};
+pub use disk::{Disk, DiskFile, FileRef, OsDisk, create_dir_durable, open_durable, read_stable};
 pub use error::StorageError;
 pub use log::{Batch, LogConfig, PartitionLog};
 pub use record::StoredRecord;

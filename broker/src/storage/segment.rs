@@ -32,6 +32,8 @@ pub struct Segment {
     /// Bytes written in the file: records, then zeros written ahead (pre-allocation).
     allocated: u64,
     last_timestamp_ms: u64,
+    /// Bytes known to be on disk: synced, or read back by recovery.
+    durable: u64,
     poisoned: bool,
 }
 
@@ -44,6 +46,9 @@ pub const PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
 /// zeros for a few records, which stalled the first produces to a new topic by tens of
 /// milliseconds when its partitions all did at once.
 const PREALLOCATE_MIN_BYTES: u64 = 64 * 1024;
+
+/// Further reads of a segment whose recovery scan found a bad record, before its tail is cut.
+const RECOVERY_READS: usize = 2;
 
 /// The file name of the segment starting at `base`.
 pub fn log_name(base: u64) -> String {
@@ -60,7 +65,8 @@ fn open_rw(disk: &dyn Disk, path: &Path) -> Result<FileRef, StorageError> {
 }
 
 impl Segment {
-    /// Creates an empty segment starting at `base`.
+    /// Creates an empty segment starting at `base`. Both names are synced into `dir` before this
+    /// returns: records synced into the segment must not be lost with its name.
     pub fn create(disk: &dyn Disk, dir: &Path, base: u64) -> Result<Self, StorageError> {
         let log_path = dir.join(log_name(base));
         let index_path = dir.join(index_name(base));
@@ -71,6 +77,8 @@ impl Segment {
         index
             .set_len(0)
             .map_err(|e| StorageError::io("truncate", &index_path, e))?;
+        disk.sync_dir(dir)
+            .map_err(|e| StorageError::io("fsync dir", dir, e))?;
         Ok(Self {
             base,
             log_path,
@@ -81,6 +89,7 @@ impl Segment {
             size: 0,
             allocated: 0,
             last_timestamp_ms: 0,
+            durable: 0,
             poisoned: false,
         })
     }
@@ -103,7 +112,7 @@ impl Segment {
         let log = open_rw(disk, &log_path)?;
         let index = open_rw(disk, &index_path)?;
         let size = log
-            .len()
+            .size()
             .map_err(|e| StorageError::io("stat", &log_path, e))?;
         let mut seg = Self {
             base,
@@ -115,23 +124,48 @@ impl Segment {
             size,
             allocated: size,
             last_timestamp_ms: 0,
+            durable: size,
             poisoned: false,
         };
         if let Some(n) = expected_records
             && let Some(positions) = seg.load_index(n)?
         {
             seg.positions = positions;
-            seg.last_timestamp_ms = seg.read_last_timestamp(max_record_bytes);
-            return Ok((seg, 0, None, false));
+            // The index is written when the segment is sealed and may have reached the disk
+            // when the records it points to did not: it is trusted only if its last record
+            // reads back whole (read twice: once may be a bad read).
+            if let Some(ts) = seg
+                .read_last_timestamp(max_record_bytes)
+                .or_else(|| seg.read_last_timestamp(max_record_bytes))
+            {
+                seg.last_timestamp_ms = ts;
+                return Ok((seg, 0, None, false));
+            }
+            seg.positions.clear();
         }
-        let bytes = seg.read_all()?;
+        let mut bytes = seg.read_all()?;
+        let mut scan = recovery::scan(&bytes, base, max_record_bytes);
+        // A record that fails its checksum may be a read that went wrong, not bytes on disk:
+        // read again before cutting anything (a bad read never makes bad bytes look good, so
+        // the longest good prefix of a few reads is the one on disk).
+        for _ in 0..RECOVERY_READS {
+            if scan.zero_tail || scan.valid_len >= bytes.len() as u64 {
+                break;
+            }
+            let again = seg.read_all()?;
+            let rescan = recovery::scan(&again, base, max_record_bytes);
+            if rescan.valid_len > scan.valid_len || (rescan.zero_tail && !scan.zero_tail) {
+                bytes = again;
+                scan = rescan;
+            }
+        }
         let Scan {
             positions,
             valid_len,
             cut_reason,
             last_timestamp_ms,
             zero_tail,
-        } = recovery::scan(&bytes, base, max_record_bytes);
+        } = scan;
         // Bytes of torn or corrupt data cut: up to the last non-zero byte, since the zeros
         // written ahead after it were never data.
         let cut = if zero_tail {
@@ -144,6 +178,7 @@ impl Segment {
             data_end.saturating_sub(valid_len).max(1)
         };
         seg.size = valid_len;
+        seg.durable = valid_len;
         if cut > 0 {
             seg.log
                 .set_len(valid_len)
@@ -162,7 +197,7 @@ impl Segment {
     fn load_index(&self, expected: u64) -> Result<Option<Vec<u32>>, StorageError> {
         let len = self
             .index
-            .len()
+            .size()
             .map_err(|e| StorageError::io("stat", &self.index_path, e))?;
         if len != expected.saturating_mul(4) {
             return Ok(None);
@@ -181,13 +216,18 @@ impl Segment {
         Ok((increasing && in_file && starts_at_zero).then_some(positions))
     }
 
-    fn read_last_timestamp(&self, max_record_bytes: usize) -> u64 {
+    /// The timestamp of the last record per the index; `None` if it does not read back whole.
+    fn read_last_timestamp(&self, max_record_bytes: usize) -> Option<u64> {
         let Some(last) = self.positions.len().checked_sub(1) else {
-            return 0;
+            return Some(0);
         };
-        match self.read_from(self.base + last as u64, 1, usize::MAX, max_record_bytes) {
-            Ok(v) => v.first().map_or(0, |r| r.timestamp_ms),
-            Err(_) => 0,
+        let offset = self.base + last as u64;
+        match self.read_from(offset, 1, usize::MAX, max_record_bytes) {
+            Ok(v) => v
+                .first()
+                .filter(|r| r.offset == offset)
+                .map(|r| r.timestamp_ms),
+            Err(_) => None,
         }
     }
 
@@ -288,6 +328,33 @@ impl Segment {
                 self.poisoned = true;
             }
         }
+    }
+
+    /// Marks the segment as unfit for more writes (see [`Segment::is_poisoned`]).
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    /// Notes that the first `size` bytes were synced.
+    pub fn mark_durable(&mut self, size: u64) {
+        self.durable = self.durable.max(size.min(self.size));
+    }
+
+    /// After a failed sync: cuts the records that were written but not synced, in memory and in
+    /// the file. The failed sync may have dropped them from the page cache's dirty set, so
+    /// they may never reach the disk; kept, they would be read back (by this process, or by
+    /// the next one if the machine did not restart) and built upon, and records acknowledged
+    /// after them would be lost with them at the next power cut (PostgreSQL's "fsyncgate").
+    pub fn cut_to_durable(&mut self) {
+        if self.size <= self.durable {
+            return;
+        }
+        let keep = self
+            .positions
+            .partition_point(|p| u64::from(*p) < self.durable);
+        self.positions.truncate(keep);
+        self.size = self.durable;
+        self.undo_to(self.durable);
     }
 
     /// Whether a failed write could not be undone: what the file holds past the last record
@@ -396,6 +463,24 @@ impl Segment {
             }
         }
         Ok(out)
+    }
+
+    /// Removes the files of the segment at `base` without opening it, durably (the directory
+    /// is synced); returns the bytes its log held.
+    pub fn remove_files(disk: &dyn Disk, dir: &Path, base: u64) -> Result<u64, StorageError> {
+        let log_path = dir.join(log_name(base));
+        let bytes = disk.read(&log_path).map_or(0, |b| b.len() as u64);
+        for path in [log_path, dir.join(index_name(base))] {
+            match disk.remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::io("remove", &path, e));
+                }
+                _ => {}
+            }
+        }
+        disk.sync_dir(dir)
+            .map_err(|e| StorageError::io("fsync dir", dir, e))?;
+        Ok(bytes)
     }
 
     /// Deletes both files of this segment.

@@ -8,6 +8,7 @@ mod crash;
 mod disk_full;
 mod groups;
 mod shutdown;
+mod simulation;
 
 use std::time::Duration;
 
