@@ -87,7 +87,18 @@ fn main() -> ExitCode {
                 refused += o.refused;
                 dead += o.dead_letters;
                 if args.seed.is_some() {
-                    println!("seed {seed} passed: {o:#?}");
+                    for e in &o.events {
+                        println!("{e}");
+                    }
+                    println!(
+                        "seed {seed} passed: {} records and {} deliveries acknowledged, {} dead letters, {} restarts; faults {:?}; trace {:016x}",
+                        o.acked_records,
+                        o.acked_deliveries,
+                        o.dead_letters,
+                        o.restarts,
+                        o.faults,
+                        o.trace
+                    );
                 }
             }
             Err(f) => {

@@ -14,9 +14,13 @@ use super::{
     Broker, DLQ_SUFFIX, EngineError, FETCH_MAX_BYTES, FETCH_RECHECK, MAX_FETCH_RECORDS,
     MAX_FETCH_WAIT, Topic, delivery_id, split_delivery_id, validate_name,
 };
+use crate::groups::journal::Entry;
 use crate::groups::{AckOutcome, ConsumerId, DeadLetter, GroupConfig, NackOutcome};
 use crate::metrics;
 use crate::protocol::{AckStatus, Delivery, FetchRequest, Header, NackStatus};
+
+/// How long after a failed move to the dead-letter topic it is tried again.
+const DEAD_LETTER_RETRY_MS: u64 = 1_000;
 
 impl Broker {
     async fn group_for_fetch(
@@ -176,43 +180,76 @@ impl Broker {
         let mut deliveries = Vec::with_capacity(pairs.len());
         let mut bytes = 0usize;
         let now = self.now_ms();
-        let mut st = group.state();
-        for (g, rec) in pairs {
-            match rec {
-                Some(r) if bytes < FETCH_MAX_BYTES => {
-                    bytes += r.record.encoded_size() + 32;
-                    deliveries.push(Delivery {
-                        delivery_id: delivery_id(g.partition, g.offset),
-                        partition: g.partition,
-                        offset: g.offset,
-                        attempt: g.attempt,
-                        timestamp_ms: r.timestamp_ms,
-                        record: r.record,
-                    });
-                }
-                Some(_) => {
-                    // Over the response budget: hand it back uncharged, it goes out next time.
-                    st.take_back(g.partition, g.offset);
-                }
-                None => {
-                    // Unreadable: retry later; the attempt counts, so a record that can never
-                    // be read ends in the dead-letter path instead of blocking the group.
-                    st.nack(
-                        consumer,
-                        now,
-                        g.partition,
-                        g.offset,
-                        1000,
-                        "record could not be read",
-                    );
+        {
+            let mut st = group.state();
+            for (g, rec) in pairs {
+                match rec {
+                    Some(r) if bytes < FETCH_MAX_BYTES => {
+                        bytes += r.record.encoded_size() + 32;
+                        deliveries.push(Delivery {
+                            delivery_id: delivery_id(g.partition, g.offset),
+                            partition: g.partition,
+                            offset: g.offset,
+                            attempt: g.attempt,
+                            timestamp_ms: r.timestamp_ms,
+                            record: r.record,
+                        });
+                    }
+                    Some(_) => {
+                        // Over the response budget: hand it back uncharged, it goes out next time.
+                        st.take_back(g.partition, g.offset);
+                    }
+                    None => {
+                        // Unreadable: retry later; the attempt counts, so a record that can never
+                        // be read ends in the dead-letter path instead of blocking the group.
+                        st.nack(
+                            consumer,
+                            now,
+                            g.partition,
+                            g.offset,
+                            1000,
+                            "record could not be read",
+                        );
+                    }
                 }
             }
         }
-        drop(st);
         if deliveries.is_empty()
             && let Some(e) = error
         {
             return Err(e.into());
+        }
+        // Each delivery is counted on disk before it is handed out, so that no restart lets a
+        // record be delivered more often than the group's maximum.
+        let counted = group
+            .persist(
+                deliveries
+                    .iter()
+                    .map(|d| Entry::Delivered {
+                        partition: d.partition,
+                        offset: d.offset,
+                        attempts: d.attempt,
+                    })
+                    .collect(),
+            )
+            .await
+            .map_err(|_| EngineError::ShuttingDown)
+            .and_then(|r| r.map_err(EngineError::from));
+        if let Err(e) = counted {
+            // Not counted, not handed out: they go out again, uncharged.
+            let mut st = group.state();
+            for d in &deliveries {
+                st.take_back(d.partition, d.offset);
+            }
+            return Err(e);
+        }
+        // A lease may have ended while the count was written (and the record gone to another
+        // consumer, or been acknowledged): only what this consumer still holds goes out, and
+        // its lease runs from now.
+        {
+            let now = self.now_ms();
+            let mut st = group.state();
+            deliveries.retain(|d| st.hand_out(consumer, now, d.partition, d.offset));
         }
         self.metrics
             .delivered_records
@@ -248,7 +285,10 @@ impl Broker {
                 let (p, o) = split_delivery_id(*id);
                 statuses.push(match st.ack(consumer, now, p, o) {
                     AckOutcome::Acked => {
-                        done.push((p, o));
+                        done.push(Entry::Done {
+                            partition: p,
+                            offset: o,
+                        });
                         AckStatus::Acked
                     }
                     AckOutcome::AlreadyAcked => AckStatus::AlreadyAcked,
@@ -301,7 +341,8 @@ impl Broker {
         Ok(statuses)
     }
 
-    /// Moves a record that ran out of attempts to `<topic>.dlq`, then marks it done.
+    /// Moves a record that ran out of attempts to `<topic>.dlq`, then marks it done. If that
+    /// fails the record is not delivered again: maintenance tries the move again later.
     pub(super) async fn dead_letter(
         self: &Arc<Self>,
         topic: &Arc<Topic>,
@@ -313,7 +354,7 @@ impl Broker {
             tracing::error!(topic = %topic.name, group = group.name(), partition = dl.partition, offset = dl.offset, error = %e, "dead-lettering failed; will retry");
             group
                 .state()
-                .dead_letter_failed(dl.partition, dl.offset, self.now_ms(), 1000);
+                .dead_letter_failed(dl, self.now_ms(), DEAD_LETTER_RETRY_MS);
         }
         result
     }
@@ -358,7 +399,10 @@ impl Broker {
         let news = group.state().dead_lettered(p, o);
         if news {
             group
-                .persist(vec![(p, o)])
+                .persist(vec![Entry::Done {
+                    partition: p,
+                    offset: o,
+                }])
                 .await
                 .map_err(|_| EngineError::ShuttingDown)??;
         }

@@ -11,12 +11,12 @@ use tokio::sync::oneshot;
 use super::host::{Host, Step};
 use super::thread::{self, IoThread, Next};
 use crate::config::FsyncPolicy;
-use crate::groups::journal::{self, Journal};
+use crate::groups::journal::{self, Entry, Journal};
 use crate::groups::{GroupConfig, GroupState};
 use crate::storage::StorageError;
 
 struct Persist {
-    done: Vec<(u32, u64)>,
+    entries: Vec<Entry>,
     reply: oneshot::Sender<Result<(), StorageError>>,
 }
 
@@ -106,14 +106,15 @@ impl Group {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Makes done records durable; the receiver answers once they are (per the fsync policy).
-    pub fn persist(&self, done: Vec<(u32, u64)>) -> oneshot::Receiver<Result<(), StorageError>> {
+    /// Makes journal entries durable; the receiver answers once they are (per the fsync
+    /// policy).
+    pub fn persist(&self, entries: Vec<Entry>) -> oneshot::Receiver<Result<(), StorageError>> {
         let (reply, rx) = oneshot::channel();
-        if done.is_empty() {
+        if entries.is_empty() {
             let _ = reply.send(Ok(()));
             return rx;
         }
-        let p = Persist { done, reply };
+        let p = Persist { entries, reply };
         let refused = match &self.journal {
             Runner::Thread(t) => t.send(p).err(),
             Runner::Stepped(s) => s.push(p).err(),
@@ -167,8 +168,11 @@ impl Writer {
 
     /// Writes a batch of entries (one sync under `always`), answers each, compacts when due.
     fn write(&mut self, batch: Vec<Persist>) {
-        let done: Vec<(u32, u64)> = batch.iter().flat_map(|p| p.done.iter().copied()).collect();
-        let mut result = self.journal.append(&done);
+        let entries: Vec<Entry> = batch
+            .iter()
+            .flat_map(|p| p.entries.iter().copied())
+            .collect();
+        let mut result = self.journal.append(&entries);
         if result.is_ok()
             && self.policy == FsyncPolicy::Always
             && crate::planted::active(crate::planted::Planted::AckBeforeJournalSync)

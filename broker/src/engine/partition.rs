@@ -18,7 +18,8 @@
 //!    retry), its dedup ids are forgotten, and offsets are given again from the log's end.
 //! 5. After a failed sync, or a failed write that could not be undone, the partition refuses
 //!    further writes: what reached the disk is unknown, so it must be recovered by a restart
-//!    rather than built upon.
+//!    rather than built upon. A failed sync first cuts what was written since the last good
+//!    one, which the kernel may have dropped (see `Segment::cut_to_durable`).
 //! 6. At most one flush (write, sync, commit) of a partition runs at a time.
 
 use std::collections::{HashMap, VecDeque};

@@ -1,4 +1,4 @@
-//! Durable consumer-group progress: a snapshot plus an acknowledgement journal.
+//! Durable consumer-group progress: a snapshot plus a journal of entries since it.
 //!
 //! Files in `groups/<topic>/<group>/`:
 //!
@@ -8,28 +8,123 @@
 //!
 //! | bytes | field                                             |
 //! |-------|---------------------------------------------------|
-//! | 8     | magic `TRGSNAP1`                                  |
+//! | 8     | magic `TRGSNAP2` (`TRGSNAP1`: the same without the attempts, still read) |
 //! | 4     | partition count `P`                               |
-//! | per partition: 8 committed, 4 count `N`, `N` × 8 acked offsets |
+//! | per partition: 8 committed, 4 count `N`, `N` × 8 acked offsets, 4 count `M`, `M` × (8 offset, 4 deliveries) |
 //! | 4     | CRC32C of everything before it                     |
 //!
-//! `acks.log` — one 16-byte entry per acknowledged (or dead-lettered) record since the snapshot:
-//! CRC32C (`u32`, of the next 12 bytes), partition (`u32`), offset (`u64`). Recovery replays
-//! entries until the first torn or bad one and cuts the file there (an entry is written before
-//! its acknowledgement is answered, so a cut entry was never acknowledged to anyone).
+//! `acks.log` — 16-byte entries: CRC32C (`u32`, of the next 12 bytes), a `u32` word, an offset
+//! (`u64`). A word with its top bit clear is a partition: the record is done (acknowledged or
+//! dead-lettered). A word with its top bit set is a delivery count: bits 16–30 the number of
+//! deliveries so far (at most 32,767), bits 0–15 the partition; it is written, and synced
+//! under `--fsync always`, before the delivery is handed out, so a restart never forgets a
+//! delivery and a record is never delivered more often than the group's maximum. Recovery
+//! replays entries until the first torn or bad one and cuts the file there (an entry is written
+//! before what it records is answered, so a cut entry was never answered to anyone).
 //!
 //! The journal keeps its own mirror of the progress it has written, so compaction (snapshot,
 //! then empty the log) needs nothing from the caller and cannot race with new entries.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::state::{GroupConfig, PartitionProgress};
 use crate::storage::{Disk, FileRef, StorageError};
 
-const MAGIC: &[u8; 8] = b"TRGSNAP1";
+const MAGIC_V1: &[u8; 8] = b"TRGSNAP1";
+const MAGIC: &[u8; 8] = b"TRGSNAP2";
 const ENTRY_BYTES: usize = 16;
+/// The word's top bit: a delivery count, not a done record.
+const DELIVERIES_FLAG: u32 = 0x8000_0000;
+/// The most deliveries an entry can record.
+pub const MAX_RECORDED_DELIVERIES: u32 = 0x7FFF;
+
+/// What one journal entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// The record is done: acknowledged or dead-lettered.
+    Done {
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: u64,
+    },
+    /// The record has been handed out this many times.
+    Delivered {
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: u64,
+        /// Deliveries so far (stored up to [`MAX_RECORDED_DELIVERIES`]).
+        attempts: u32,
+    },
+}
+
+impl Entry {
+    fn encode(self) -> [u8; ENTRY_BYTES] {
+        let (word, offset) = match self {
+            Self::Done { partition, offset } => (partition & !DELIVERIES_FLAG, offset),
+            Self::Delivered {
+                partition,
+                offset,
+                attempts,
+            } => (
+                DELIVERIES_FLAG
+                    | (attempts.min(MAX_RECORDED_DELIVERIES) << 16)
+                    | (partition & 0xFFFF),
+                offset,
+            ),
+        };
+        let mut e = [0u8; ENTRY_BYTES];
+        e[4..8].copy_from_slice(&word.to_be_bytes());
+        e[8..16].copy_from_slice(&offset.to_be_bytes());
+        let crc = crc32c::crc32c(&e[4..]);
+        e[..4].copy_from_slice(&crc.to_be_bytes());
+        e
+    }
+
+    /// The entry in `raw`, or `None` if its checksum fails.
+    fn decode(raw: &[u8]) -> Option<Self> {
+        let crc = u32::from_be_bytes(raw.get(..4)?.try_into().ok()?);
+        let body = raw.get(4..ENTRY_BYTES)?;
+        if crc32c::crc32c(body) != crc {
+            return None;
+        }
+        let word = u32::from_be_bytes(body.get(..4)?.try_into().ok()?);
+        let offset = u64::from_be_bytes(body.get(4..12)?.try_into().ok()?);
+        Some(if word & DELIVERIES_FLAG == 0 {
+            Self::Done {
+                partition: word,
+                offset,
+            }
+        } else {
+            Self::Delivered {
+                partition: word & 0xFFFF,
+                offset,
+                attempts: (word >> 16) & MAX_RECORDED_DELIVERIES,
+            }
+        })
+    }
+}
+
+/// What the journal knows of one partition.
+#[derive(Debug, Clone, Default)]
+struct Mirror {
+    committed: u64,
+    acked: BTreeSet<u64>,
+    attempts: BTreeMap<u64, u32>,
+}
+
+impl Mirror {
+    fn progress(&self) -> PartitionProgress {
+        PartitionProgress {
+            committed: self.committed,
+            acked: self.acked.iter().copied().collect(),
+            attempts: self.attempts.iter().map(|(o, a)| (*o, *a)).collect(),
+        }
+    }
+}
 /// Compact when the journal holds this many entries.
 const COMPACT_ENTRIES: u64 = 100_000;
 
@@ -45,7 +140,7 @@ pub struct Journal {
     synced_entries: u64,
     /// Set by a failed sync: the journal takes no more entries.
     failed: bool,
-    mirror: Vec<(u64, BTreeSet<u64>)>,
+    mirror: Vec<Mirror>,
 }
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
@@ -109,8 +204,8 @@ fn read_snapshot(
     disk: &dyn Disk,
     path: &Path,
     partitions: usize,
-) -> Result<Vec<(u64, BTreeSet<u64>)>, StorageError> {
-    let empty = vec![(0, BTreeSet::new()); partitions];
+) -> Result<Vec<Mirror>, StorageError> {
+    let empty = vec![Mirror::default(); partitions];
     let raw = match crate::storage::read_stable(disk, path) {
         Ok(raw) => raw,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(empty),
@@ -124,48 +219,67 @@ fn read_snapshot(
     if crc32c::crc32c(body).to_be_bytes() != crc {
         return Err(corrupt(path, "snapshot checksum mismatch"));
     }
-    let body = bytes::Bytes::copy_from_slice(body);
+    let with_attempts = match body.get(..8) {
+        Some(m) if m == MAGIC => true,
+        Some(m) if m == MAGIC_V1 => false,
+        _ => return Err(corrupt(path, "not a group snapshot")),
+    };
+    let body = bytes::Bytes::copy_from_slice(body.get(8..).unwrap_or(&[]));
     let mut r = crate::codec::Reader::new(&body);
-    let magic = [
-        r.u32("magic").map_err(|e| corrupt(path, &e.to_string()))?,
-        r.u32("magic").map_err(|e| corrupt(path, &e.to_string()))?,
-    ];
-    if [magic[0].to_be_bytes(), magic[1].to_be_bytes()].concat() != MAGIC {
-        return Err(corrupt(path, "not a group snapshot"));
-    }
-    let n = r
-        .count("partitions", 12)
-        .map_err(|e| corrupt(path, &e.to_string()))?;
+    let bad = |e: crate::codec::DecodeError| corrupt(path, &e.to_string());
+    let n = r.count("partitions", 12).map_err(bad)?;
     let mut out = Vec::with_capacity(partitions.max(n));
     for _ in 0..n {
-        let committed = r
-            .u64("committed")
-            .map_err(|e| corrupt(path, &e.to_string()))?;
-        let k = r
-            .count("acked", 8)
-            .map_err(|e| corrupt(path, &e.to_string()))?;
-        let mut acked = BTreeSet::new();
-        for _ in 0..k {
-            acked.insert(r.u64("acked").map_err(|e| corrupt(path, &e.to_string()))?);
+        let mut m = Mirror {
+            committed: r.u64("committed").map_err(bad)?,
+            ..Mirror::default()
+        };
+        for _ in 0..r.count("acked", 8).map_err(bad)? {
+            m.acked.insert(r.u64("acked").map_err(bad)?);
         }
-        out.push((committed, acked));
+        if with_attempts {
+            for _ in 0..r.count("attempts", 12).map_err(bad)? {
+                let offset = r.u64("attempts.offset").map_err(bad)?;
+                m.attempts
+                    .insert(offset, r.u32("attempts.count").map_err(bad)?);
+            }
+        }
+        out.push(m);
     }
-    out.resize(partitions.max(n), (0, BTreeSet::new()));
+    out.resize(partitions.max(n), Mirror::default());
     Ok(out)
 }
 
-fn apply(mirror: &mut [(u64, BTreeSet<u64>)], partition: u32, offset: u64) {
-    let Some((committed, acked)) = usize::try_from(partition)
+fn apply(mirror: &mut [Mirror], entry: Entry) {
+    let (partition, offset) = match entry {
+        Entry::Done { partition, offset }
+        | Entry::Delivered {
+            partition, offset, ..
+        } => (partition, offset),
+    };
+    let Some(m) = usize::try_from(partition)
         .ok()
         .and_then(|i| mirror.get_mut(i))
     else {
         return;
     };
-    if offset >= *committed {
-        acked.insert(offset);
-    }
-    while acked.remove(committed) {
-        *committed += 1;
+    let done = offset < m.committed || m.acked.contains(&offset);
+    match entry {
+        Entry::Delivered { attempts, .. } => {
+            if !done {
+                m.attempts
+                    .insert(offset, attempts.min(MAX_RECORDED_DELIVERIES));
+            }
+        }
+        Entry::Done { .. } => {
+            m.attempts.remove(&offset);
+            if !done {
+                m.acked.insert(offset);
+            }
+            while m.acked.remove(&m.committed) {
+                m.committed += 1;
+            }
+        }
     }
 }
 
@@ -186,15 +300,11 @@ impl Journal {
         let raw = crate::storage::read_stable(&*disk, &log_path)
             .map_err(|e| StorageError::io("read", &log_path, e))?;
         let mut good = 0usize;
-        for entry in raw.chunks_exact(ENTRY_BYTES) {
-            let crc = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
-            if crc32c::crc32c(&entry[4..]) != crc {
+        for raw_entry in raw.chunks_exact(ENTRY_BYTES) {
+            let Some(entry) = Entry::decode(raw_entry) else {
                 break;
-            }
-            let partition = u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]);
-            let mut off = [0u8; 8];
-            off.copy_from_slice(&entry[8..16]);
-            apply(&mut mirror, partition, u64::from_be_bytes(off));
+            };
+            apply(&mut mirror, entry);
             good += ENTRY_BYTES;
         }
         let cut = (raw.len() - good) as u64;
@@ -204,13 +314,7 @@ impl Journal {
             log.sync_all()
                 .map_err(|e| StorageError::io("fsync", &log_path, e))?;
         }
-        let progress = mirror
-            .iter()
-            .map(|(c, a)| PartitionProgress {
-                committed: *c,
-                acked: a.iter().copied().collect(),
-            })
-            .collect();
+        let progress = mirror.iter().map(Mirror::progress).collect();
         Ok((
             Self {
                 disk,
@@ -227,19 +331,14 @@ impl Journal {
         ))
     }
 
-    /// Writes entries for done records (not yet durable: see [`Journal::sync`]).
-    pub fn append(&mut self, done: &[(u32, u64)]) -> Result<(), StorageError> {
+    /// Writes entries (not yet durable: see [`Journal::sync`]).
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         if self.failed {
             return Err(StorageError::Fenced);
         }
-        let mut buf = Vec::with_capacity(done.len() * ENTRY_BYTES);
-        for (p, o) in done {
-            let mut e = [0u8; ENTRY_BYTES];
-            e[4..8].copy_from_slice(&p.to_be_bytes());
-            e[8..16].copy_from_slice(&o.to_be_bytes());
-            let crc = crc32c::crc32c(&e[4..]);
-            e[..4].copy_from_slice(&crc.to_be_bytes());
-            buf.extend_from_slice(&e);
+        let mut buf = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+        for e in entries {
+            buf.extend_from_slice(&e.encode());
         }
         let end = self.entries * ENTRY_BYTES as u64;
         if let Err(e) = self.log.write_all_at(&buf, end) {
@@ -249,9 +348,9 @@ impl Journal {
             let _ = self.log.set_len(end);
             return Err(StorageError::io("write", &self.log_path, e));
         }
-        self.entries += done.len() as u64;
-        for (p, o) in done {
-            apply(&mut self.mirror, *p, *o);
+        self.entries += entries.len() as u64;
+        for e in entries {
+            apply(&mut self.mirror, *e);
         }
         Ok(())
     }
@@ -290,11 +389,16 @@ impl Journal {
         let mut body = Vec::new();
         body.extend_from_slice(MAGIC);
         body.extend_from_slice(&u32::try_from(self.mirror.len()).unwrap_or(0).to_be_bytes());
-        for (committed, acked) in &self.mirror {
-            body.extend_from_slice(&committed.to_be_bytes());
-            body.extend_from_slice(&u32::try_from(acked.len()).unwrap_or(0).to_be_bytes());
-            for o in acked {
+        for m in &self.mirror {
+            body.extend_from_slice(&m.committed.to_be_bytes());
+            body.extend_from_slice(&u32::try_from(m.acked.len()).unwrap_or(0).to_be_bytes());
+            for o in &m.acked {
                 body.extend_from_slice(&o.to_be_bytes());
+            }
+            body.extend_from_slice(&u32::try_from(m.attempts.len()).unwrap_or(0).to_be_bytes());
+            for (o, a) in &m.attempts {
+                body.extend_from_slice(&o.to_be_bytes());
+                body.extend_from_slice(&a.to_be_bytes());
             }
         }
         let crc = crc32c::crc32c(&body);
@@ -317,13 +421,20 @@ mod tests {
     use super::*;
     use crate::storage::OsDisk;
 
+    fn done(pairs: &[(u32, u64)]) -> Vec<Entry> {
+        pairs
+            .iter()
+            .map(|&(partition, offset)| Entry::Done { partition, offset })
+            .collect()
+    }
+
     #[test]
     fn journal_replays_and_compacts() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, progress, cut) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
         assert_eq!(cut, 0);
         assert_eq!(progress, vec![PartitionProgress::default(); 2]);
-        j.append(&[(0, 0), (0, 2), (1, 0)]).unwrap();
+        j.append(&done(&[(0, 0), (0, 2), (1, 0)])).unwrap();
         j.sync().unwrap();
         drop(j);
         let (mut j, progress, _) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
@@ -331,12 +442,13 @@ mod tests {
             progress[0],
             PartitionProgress {
                 committed: 1,
-                acked: vec![2]
+                acked: vec![2],
+                attempts: vec![],
             }
         );
         assert_eq!(progress[1].committed, 1);
         j.compact().unwrap();
-        j.append(&[(0, 1)]).unwrap();
+        j.append(&done(&[(0, 1)])).unwrap();
         j.sync().unwrap();
         drop(j);
         let (_, progress, _) = Journal::open(OsDisk::shared(), dir.path(), 3).unwrap();
@@ -348,7 +460,7 @@ mod tests {
     fn a_torn_entry_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _, _) = Journal::open(OsDisk::shared(), dir.path(), 1).unwrap();
-        j.append(&[(0, 0), (0, 1)]).unwrap();
+        j.append(&done(&[(0, 0), (0, 1)])).unwrap();
         drop(j);
         let path = dir.path().join("acks.log");
         let mut raw = std::fs::read(&path).unwrap();
@@ -363,7 +475,7 @@ mod tests {
     fn a_corrupt_snapshot_is_an_error_not_a_reset() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _, _) = Journal::open(OsDisk::shared(), dir.path(), 1).unwrap();
-        j.append(&[(0, 0)]).unwrap();
+        j.append(&done(&[(0, 0)])).unwrap();
         j.compact().unwrap();
         drop(j);
         let path = dir.path().join("snapshot");
@@ -390,13 +502,16 @@ mod tests {
         disk.create_dir_all(dir).unwrap();
         disk.sync_dir(Path::new("/")).unwrap();
         let (mut j, _, _) = Journal::open(Arc::new(disk.clone()), dir, 1).unwrap();
-        j.append(&[(0, 0)]).unwrap();
+        j.append(&done(&[(0, 0)])).unwrap();
         j.sync().unwrap();
-        j.append(&[(0, 1)]).unwrap();
+        j.append(&done(&[(0, 1)])).unwrap();
         disk.arm(true);
         assert!(j.sync().is_err());
         disk.arm(false);
-        assert!(matches!(j.append(&[(0, 2)]), Err(StorageError::Fenced)));
+        assert!(matches!(
+            j.append(&done(&[(0, 2)])),
+            Err(StorageError::Fenced)
+        ));
         assert!(matches!(j.sync(), Err(StorageError::Fenced)));
         assert!(j.compact().is_err(), "no snapshot of entries that were cut");
         drop(j);
@@ -404,5 +519,50 @@ mod tests {
         let (_, progress, cut) = Journal::open(Arc::new(disk), dir, 1).unwrap();
         assert_eq!(cut, 0, "nothing past the last good sync is read back");
         assert_eq!(progress[0].committed, 1);
+    }
+
+    #[test]
+    fn delivery_counts_are_journaled_snapshotted_and_forgotten_when_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let delivered = |offset, attempts| Entry::Delivered {
+            partition: 1,
+            offset,
+            attempts,
+        };
+        let (mut j, _, _) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
+        j.append(&[delivered(0, 1), delivered(1, 1), delivered(0, 2)])
+            .unwrap();
+        j.append(&done(&[(1, 1)])).unwrap();
+        j.sync().unwrap();
+        drop(j);
+        let (mut j, progress, _) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
+        assert_eq!(progress[1].attempts, vec![(0, 2)]);
+        assert_eq!(progress[1].acked, vec![1]);
+        j.append(&[delivered(5, 40_000)]).unwrap();
+        j.compact().unwrap();
+        drop(j);
+        let (_, progress, _) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
+        assert_eq!(
+            progress[1].attempts,
+            vec![(0, 2), (5, MAX_RECORDED_DELIVERIES)],
+            "kept by the snapshot, capped"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_of_the_first_format_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = MAGIC_V1.to_vec();
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&7u64.to_be_bytes());
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&9u64.to_be_bytes());
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_be_bytes());
+        std::fs::write(dir.path().join("snapshot"), body).unwrap();
+        let (_, progress, _) = Journal::open(OsDisk::shared(), dir.path(), 1).unwrap();
+        assert_eq!(progress[0].committed, 7);
+        assert_eq!(progress[0].acked, vec![9]);
+        assert!(progress[0].attempts.is_empty());
     }
 }

@@ -50,6 +50,8 @@ pub struct PartitionProgress {
     pub committed: u64,
     /// Done offsets at or above `committed`.
     pub acked: Vec<u64>,
+    /// Deliveries so far of records not done, by offset.
+    pub attempts: Vec<(u64, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +157,11 @@ pub struct GroupState {
     rotate: usize,
     redeliveries: u64,
     dead_letters: u64,
+    /// Records delivered the maximum number of times before a restart, whose last delivery the
+    /// restart ended: the first [`GroupState::tick`] dead-letters them.
+    restored_dead: Vec<DeadLetter>,
+    /// Dead letters whose append failed, and when to try again.
+    dead_retry: Vec<(u64, DeadLetter)>,
 }
 
 impl GroupState {
@@ -173,16 +180,39 @@ impl GroupState {
                     st.mark_done(o);
                     st.delivered_max = st.delivered_max.max(o + 1);
                 }
+                for (o, attempts) in p.attempts {
+                    if !st.is_done(o) {
+                        st.attempts.insert(o, attempts);
+                    }
+                }
                 st
             })
-            .collect();
+            .collect::<Vec<PartitionState>>();
+        let mut restored_dead = Vec::new();
+        let mut partitions = partitions;
+        for (i, p) in partitions.iter_mut().enumerate() {
+            for (&offset, &attempts) in &p.attempts {
+                if attempts >= config.max_attempts {
+                    p.dead_pending.insert(offset);
+                    restored_dead.push(DeadLetter {
+                        partition: u32::try_from(i).unwrap_or(u32::MAX),
+                        offset,
+                        attempts,
+                        reason: "delivered the maximum number of times before a restart".into(),
+                    });
+                }
+            }
+        }
+        restored_dead.sort_by_key(|d| (d.partition, d.offset));
         Self {
             config,
+            dead_letters: restored_dead.len() as u64,
             partitions,
             consumers: HashMap::new(),
             rotate: 0,
             redeliveries: 0,
-            dead_letters: 0,
+            restored_dead,
+            dead_retry: Vec::new(),
         }
     }
 
@@ -203,6 +233,12 @@ impl GroupState {
             .map(|p| PartitionProgress {
                 committed: p.committed,
                 acked: p.acked.iter().copied().collect(),
+                attempts: p
+                    .attempts
+                    .iter()
+                    .filter(|(o, _)| !p.is_done(**o))
+                    .map(|(o, a)| (*o, *a))
+                    .collect(),
             })
             .collect()
     }
@@ -622,7 +658,12 @@ impl GroupState {
     /// Expires leases past their deadline and forgets consumers that went quiet. Returns the
     /// records that ran out of attempts.
     pub fn tick(&mut self, now_ms: u64) -> Vec<DeadLetter> {
-        let mut dead = Vec::new();
+        let mut dead = std::mem::take(&mut self.restored_dead);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.dead_retry)
+            .into_iter()
+            .partition(|(at, _)| *at <= now_ms);
+        self.dead_retry = later;
+        dead.extend(due.into_iter().map(|(_, dl)| dl));
         for i in 0..self.partitions.len() {
             let partition = i as u32;
             let expired: Vec<u64> = self.partitions[i]
@@ -692,24 +733,36 @@ impl GroupState {
         }
     }
 
-    /// Appending the dead letter failed: try again later.
-    pub fn dead_letter_failed(&mut self, partition: u32, offset: u64, now_ms: u64, retry_ms: u64) {
-        let mode = self.config.mode;
-        let Some(p) = self.part_mut(partition) else {
-            return;
-        };
-        if !p.dead_pending.remove(&offset) {
-            return;
+    /// Appending the dead letter failed: the record stays out of delivery (it has had all its
+    /// attempts) and [`GroupState::tick`] hands it back for another try after `retry_ms`.
+    pub fn dead_letter_failed(&mut self, dl: DeadLetter, now_ms: u64, retry_ms: u64) {
+        if self
+            .part(dl.partition)
+            .is_some_and(|p| p.dead_pending.contains(&dl.offset))
+        {
+            self.dead_retry.push((now_ms.saturating_add(retry_ms), dl));
         }
-        self.dead_letters = self.dead_letters.saturating_sub(1);
-        let ready = now_ms.saturating_add(retry_ms);
-        match mode {
-            FetchMode::Shared => {
-                if let Some(p) = self.part_mut(partition) {
-                    p.retry.insert(offset, ready);
-                }
+    }
+
+    /// A granted delivery is about to reach `consumer` (its count was written first): true if
+    /// the consumer still holds its lease, which then runs from now.
+    pub fn hand_out(
+        &mut self,
+        consumer: ConsumerId,
+        now_ms: u64,
+        partition: u32,
+        offset: u64,
+    ) -> bool {
+        let lease_ms = self.config.lease_ms;
+        match self
+            .part_mut(partition)
+            .and_then(|p| p.leases.get_mut(&offset))
+        {
+            Some(l) if l.consumer == consumer => {
+                l.deadline_ms = now_ms.saturating_add(lease_ms);
+                true
             }
-            FetchMode::Ordered => self.rewind(partition, offset, ready),
+            _ => false,
         }
     }
 }

@@ -211,6 +211,63 @@ fn progress_survives_a_restart() {
     assert_eq!(offsets(&got), vec![(0, 1), (0, 3), (0, 4)]);
 }
 
+#[test]
+fn delivery_counts_survive_a_restart_and_a_last_delivery_ended_by_it_dead_letters() {
+    let mut g = group(FetchMode::Shared, 1);
+    g.poll(1, 0, 2, &[3]);
+    for t in [1, 2] {
+        assert_eq!(g.nack(1, t, 0, 0, 0, "no"), NackOutcome::Requeued);
+        assert_eq!(g.poll(1, t, 1, &[3])[0].attempt, t as u32 + 1);
+    }
+    // Restarted while offset 0 was out for its third and last time, and offset 1 for its first.
+    let mut g2 = GroupState::new(g.config(), g.progress());
+    let dead = g2.tick(0);
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].offset, dead[0].attempts), (0, 3));
+    let got = g2.poll(1, 0, 10, &[3]);
+    assert_eq!(
+        got.iter()
+            .map(|x| (x.offset, x.attempt))
+            .collect::<Vec<_>>(),
+        vec![(1, 2), (2, 1)],
+        "the dead letter is not delivered; the others go on counting"
+    );
+}
+
+#[test]
+fn a_failed_dead_letter_is_tried_again_never_delivered_again() {
+    let mut g = group(FetchMode::Shared, 1);
+    for t in 0..3 {
+        g.poll(1, t, 1, &[1]);
+        if let NackOutcome::DeadLetter(dl) = g.nack(1, t, 0, 0, 0, "no") {
+            assert_eq!(t, 2);
+            g.dead_letter_failed(dl, t, 100);
+        }
+    }
+    assert!(g.poll(1, 50, 10, &[1]).is_empty(), "out of attempts");
+    assert!(g.tick(50).is_empty());
+    let again = g.tick(102);
+    assert_eq!(again.len(), 1, "the move is tried again");
+    assert!(g.dead_lettered(0, 0));
+    assert_eq!(g.committed(0), 1);
+}
+
+#[test]
+fn a_delivery_goes_out_only_while_its_lease_holds_and_its_lease_runs_from_then() {
+    let mut g = group(FetchMode::Shared, 1);
+    g.poll(1, 0, 2, &[2]);
+    assert!(g.hand_out(1, 900, 0, 0));
+    assert!(!g.hand_out(2, 900, 0, 1), "another consumer's lease");
+    assert!(g.tick(1000).iter().all(|d| d.offset != 0));
+    assert_eq!(
+        offsets(&g.poll(2, 1000, 10, &[2])),
+        vec![(0, 1)],
+        "1 expired, 0 did not"
+    );
+    g.tick(1900);
+    assert!(!g.hand_out(1, 1900, 0, 0), "expired");
+}
+
 proptest! {
     /// Random interleavings of polls, acks, nacks, expiries and departures never deliver a
     /// done record, never lease one record twice, and every record ends done or pending.

@@ -87,6 +87,8 @@ pub struct Outcome {
     pub refused: u64,
     /// A hash of everything that happened: equal for equal seeds.
     pub trace: u64,
+    /// The last events (as many as `Options::events` asks for).
+    pub events: Vec<String>,
 }
 
 /// A run that broke a promise.
@@ -159,6 +161,7 @@ pub fn faults_for(seed: u64) -> Faults {
 
 enum Done {
     Produce(Vec<Bytes>, Result<Vec<ProduceAck>, EngineError>),
+    Fetch(u64, &'static str, Result<Vec<Delivery>, EngineError>),
     Ack(
         &'static str,
         Vec<(u32, u64)>,
@@ -188,6 +191,8 @@ struct World {
     done: BTreeMap<&'static str, BTreeSet<(u32, u64)>>,
     /// Deliveries a consumer holds: consumer, group, delivery.
     holding: Vec<(u64, &'static str, Delivery)>,
+    /// The attempt numbers each record was handed out with, per group, across restarts.
+    handed: BTreeMap<(&'static str, u32, u64), Vec<u32>>,
     events: VecDeque<String>,
     trace: std::collections::hash_map::DefaultHasher,
     out: Outcome,
@@ -287,6 +292,7 @@ fn run_inner(seed: u64, opts: &Options) -> Result<Outcome, Failure> {
         acked: BTreeMap::new(),
         done: BTreeMap::new(),
         holding: Vec::new(),
+        handed: BTreeMap::new(),
         events: VecDeque::new(),
         trace: std::collections::hash_map::DefaultHasher::new(),
         out: Outcome::default(),
@@ -303,6 +309,7 @@ fn run_inner(seed: u64, opts: &Options) -> Result<Outcome, Failure> {
         .map_or(0, |t| t.partitions().iter().map(|p| p.readable_end()).sum());
     w.out.faults = w.disk.counts();
     w.out.trace = w.trace.finish();
+    w.out.events = w.events.iter().cloned().collect();
     Ok(w.out)
 }
 
@@ -329,9 +336,9 @@ impl World {
         let roll = self.rng.random_range(0..1000);
         match roll {
             0..300 => self.produce(),
-            300..480 => self.flush(),
-            480..560 => self.journal(),
-            560..700 => self.fetch()?,
+            300..460 => self.flush(),
+            460..560 => self.journal(),
+            560..700 => self.fetch(),
             700..800 => self.ack(),
             800..850 => self.nack(),
             850..950 => self.pass_time(),
@@ -389,7 +396,10 @@ impl World {
                 }
             }
             Done::Produce(_, Err(e)) => {
-                if e.to_string().contains("refuses writes") {
+                if matches!(
+                    e,
+                    EngineError::Storage(crate::storage::StorageError::Fenced)
+                ) {
                     self.out.refused += 1;
                 }
                 self.event(format!("produce failed: {e}"));
@@ -404,6 +414,10 @@ impl World {
                 }
             }
             Done::Ack(group, _, Err(e)) => self.event(format!("ack {group} failed: {e}")),
+            Done::Fetch(consumer, group, Ok(deliveries)) => {
+                self.delivered(consumer, group, deliveries)?;
+            }
+            Done::Fetch(_, group, Err(e)) => self.event(format!("fetch {group} failed: {e}")),
             Done::Other => {}
         }
         Ok(())
@@ -469,7 +483,7 @@ impl World {
         self.event(format!("journal {i} step"));
     }
 
-    fn fetch(&mut self) -> Result<(), String> {
+    fn fetch(&mut self) {
         let consumer = self.rng.random_range(1..=CONSUMERS);
         let (group, mode) = GROUPS[self.rng.random_range(0..GROUPS.len())];
         let req = FetchRequest {
@@ -482,19 +496,21 @@ impl World {
             max_attempts: MAX_ATTEMPTS,
             prefetch: 8,
         };
+        self.event(format!("fetch {group} by c{consumer}"));
         let b = Arc::clone(&self.broker);
-        let mut f = Box::pin(async move { b.fetch(consumer, req, CancellationToken::new()).await });
-        let mut cx = Context::from_waker(Waker::noop());
-        let Poll::Ready(result) = f.as_mut().poll(&mut cx) else {
-            return Err("a fetch with no wait did not answer at once".into());
-        };
-        let deliveries = match result {
-            Ok(d) => d,
-            Err(e) => {
-                self.event(format!("fetch {group} failed: {e}"));
-                return Ok(());
-            }
-        };
+        let _ = self.spawn(Box::pin(async move {
+            let r = b.fetch(consumer, req, CancellationToken::new()).await;
+            Done::Fetch(consumer, group, r)
+        }));
+    }
+
+    fn delivered(
+        &mut self,
+        consumer: u64,
+        group: &'static str,
+        deliveries: Vec<Delivery>,
+    ) -> Result<(), String> {
+        let durable = self.opts.policy == FsyncPolicy::Always;
         for d in deliveries {
             self.event(format!(
                 "delivered {group} p{}@{} attempt {} to c{consumer}",
@@ -520,6 +536,24 @@ impl World {
                 return Err(format!(
                     "{group} was handed {}@{} again after its ack was acknowledged",
                     at.0, at.1
+                ));
+            }
+            if d.attempt > MAX_ATTEMPTS {
+                return Err(format!(
+                    "{group} got {}@{} as attempt {} of at most {MAX_ATTEMPTS}",
+                    at.0, at.1, d.attempt
+                ));
+            }
+            let handed = self.handed.entry((group, at.0, at.1)).or_default();
+            handed.push(d.attempt);
+            // In shared mode every delivery counts (in ordered mode one taken back after an
+            // earlier record's failure does not), and counts survive restarts.
+            if durable && group == "shared" && handed.len() > MAX_ATTEMPTS as usize {
+                return Err(format!(
+                    "{group} got {}@{} {} times (attempts {handed:?}), more than its maximum of {MAX_ATTEMPTS}",
+                    at.0,
+                    at.1,
+                    handed.len()
                 ));
             }
             self.holding.push((consumer, group, d));
@@ -574,7 +608,12 @@ impl World {
     }
 
     fn pass_time(&mut self) {
-        let ms = self.rng.random_range(1..1_500);
+        // Mostly less than a lease, now and then more.
+        let ms = if self.rng.random_bool(0.8) {
+            self.rng.random_range(1..300)
+        } else {
+            self.rng.random_range(300..2_000)
+        };
         self.clock.advance(Duration::from_millis(ms));
         let retention = self.rng.random_bool(0.3);
         self.event(format!("time +{ms} ms, maintain (retention {retention})"));

@@ -37,10 +37,10 @@ pub enum StorageError {
     /// The log's writer has stopped (the broker is shutting down).
     #[error("the partition writer has stopped")]
     Closed,
-    /// A write or sync failed earlier, so what reached the disk is unknown: the partition takes
-    /// no more writes until a restart lets recovery settle its tail.
+    /// A write or sync failed earlier, so what reached the disk is unknown: the partition (or
+    /// group journal) takes no more writes until a restart lets recovery settle its tail.
     #[error(
-        "the partition refuses writes after a failed write or sync; restart the broker to recover it"
+        "writes are refused after a failed write or sync (see the broker's log); restart the broker to recover"
     )]
     Fenced,
 }

@@ -1,6 +1,7 @@
 //! A full disk: produces fail with a clear error, nothing acknowledged is lost or changed, the
-//! broker keeps serving, and once space is back produces succeed again without a restart (a
-//! record that failed is not taken for a duplicate when it is sent again).
+//! broker keeps answering (a fetch fails with a clear error too: a delivery is counted on disk
+//! before it is handed out), and once space is back produces and fetches succeed again without
+//! a restart (a record that failed is not taken for a duplicate when it is sent again).
 //! Needs root to mount a small tmpfs; skipped with a printed reason otherwise.
 
 use std::time::Duration;
@@ -50,22 +51,26 @@ async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
         "records went in before the disk filled ({})",
         acked.len()
     );
-    // Still serving: stats, and every acknowledged record reads back intact.
+    // Still answering: stats; a fetch says why it cannot hand anything out.
     let stats = c.stats("t").await.unwrap();
     assert_eq!(stats["topics"][0]["end_offset"], acked.len());
     let con = consumer(&c, "t", "g", FetchMode::Shared)
         .max_records(5000)
         .prefetch(10_000);
+    if let Err(e) = con.fetch().await {
+        assert_eq!(e.error_code(), Some(ErrorCode::Storage), "{e}");
+        assert!(e.to_string().to_lowercase().contains("no space"), "{e}");
+    }
+    // Space comes back: every acknowledged record reads back intact; produces go on without a
+    // restart, right after the last good one. The record that failed, sent again with its
+    // dedup id, is appended, not answered as a duplicate of an offset that holds nothing.
+    fs.resize("16m");
     let got = fetch_n(&con, acked.len(), Duration::from_secs(10)).await;
     assert_eq!(got.len(), acked.len());
     for (d, (offset, payload)) in got.iter().zip(&acked) {
         assert_eq!(d.offset, *offset);
         assert_eq!(d.record.payload.as_ref(), payload.as_bytes());
     }
-    // Space comes back: produces go on without a restart, right after the last good one. The
-    // record that failed, sent again with its dedup id, is appended, not answered as a
-    // duplicate of an offset that holds nothing.
-    fs.resize("16m");
     let after = c
         .produce("t", Record::new("after").with_dedup_id(failed_id.clone()))
         .await
