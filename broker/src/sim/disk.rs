@@ -197,6 +197,15 @@ impl State {
     }
 }
 
+/// What a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    /// A directory.
+    Dir,
+    /// A file of this many bytes.
+    File(u64),
+}
+
 /// The simulated disk. Cloning shares it.
 #[derive(Debug, Clone)]
 pub struct SimDisk {
@@ -334,6 +343,15 @@ impl SimDisk {
             .collect();
         st.names = kept.clone();
         st.durable_names = kept;
+    }
+
+    /// What `path` is now: a directory, or a file of some size.
+    pub fn stat(&self, path: &Path) -> Option<Stat> {
+        let st = self.lock();
+        match st.names.get(path)? {
+            Entry::Dir => Some(Stat::Dir),
+            Entry::File(id) => Some(Stat::File(st.inodes.get(*id)?.current.len() as u64)),
+        }
     }
 
     /// Every file's durable bytes and name, for a test to look at.

@@ -7,6 +7,8 @@ mod connection;
 mod crash;
 mod disk_full;
 mod groups;
+mod lazy_fs;
+mod power_cut;
 mod shutdown;
 mod simulation;
 
