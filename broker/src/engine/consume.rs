@@ -15,7 +15,7 @@ use super::{
     MAX_FETCH_WAIT, Topic, delivery_id, split_delivery_id, validate_name,
 };
 use crate::groups::journal::Entry;
-use crate::groups::{AckOutcome, ConsumerId, DeadLetter, GroupConfig, NackOutcome};
+use crate::groups::{AckOutcome, ConsumerId, CountsToWrite, DeadLetter, GroupConfig, NackOutcome};
 use crate::metrics;
 use crate::protocol::{AckStatus, Delivery, FetchRequest, Header, NackStatus};
 
@@ -178,6 +178,7 @@ impl Broker {
             tracing::error!(topic = %topic.name, error = %e, "read for a fetch failed");
         }
         let mut deliveries = Vec::with_capacity(pairs.len());
+        let mut granted = Vec::with_capacity(pairs.len());
         let mut bytes = 0usize;
         let now = self.now_ms();
         {
@@ -186,6 +187,7 @@ impl Broker {
                 match rec {
                     Some(r) if bytes < FETCH_MAX_BYTES => {
                         bytes += r.record.encoded_size() + 32;
+                        granted.push(g);
                         deliveries.push(Delivery {
                             delivery_id: delivery_id(g.partition, g.offset),
                             partition: g.partition,
@@ -220,28 +222,25 @@ impl Broker {
             return Err(e.into());
         }
         // Each delivery is counted on disk before it is handed out, so that no restart lets a
-        // record be delivered more often than the group's maximum.
-        let counted = group
-            .persist(
-                deliveries
-                    .iter()
-                    .map(|d| Entry::Delivered {
-                        partition: d.partition,
-                        offset: d.offset,
-                        attempts: d.attempt,
-                    })
-                    .collect(),
-            )
-            .await
-            .map_err(|_| EngineError::ShuttingDown)
-            .and_then(|r| r.map_err(EngineError::from));
-        if let Err(e) = counted {
-            // Not counted, not handed out: they go out again, uncharged.
+        // record be delivered more often than the group's maximum (first deliveries are covered
+        // by a mark written ahead: most fetches write nothing).
+        let counts = group.state().counts_to_write(&granted);
+        if !counts.is_empty() {
+            let entries = journal_entries(&counts);
+            let written = group
+                .persist(entries)
+                .await
+                .map_err(|_| EngineError::ShuttingDown)
+                .and_then(|r| r.map_err(EngineError::from));
             let mut st = group.state();
-            for d in &deliveries {
-                st.take_back(d.partition, d.offset);
+            st.counts_written(&counts, written.is_ok());
+            if let Err(e) = written {
+                // Not counted, not handed out: they go out again, uncharged.
+                for g in &granted {
+                    st.take_back(g.partition, g.offset);
+                }
+                return Err(e);
             }
-            return Err(e);
         }
         // A lease may have ended while the count was written (and the record gone to another
         // consumer, or been acknowledged): only what this consumer still holds goes out, and
@@ -420,4 +419,21 @@ impl Broker {
             let _ = self.dead_letter(&t, &g, dl).await;
         }
     }
+}
+
+/// The group-journal entries that write `counts`.
+fn journal_entries(counts: &CountsToWrite) -> Vec<Entry> {
+    let marks = counts
+        .marks
+        .iter()
+        .map(|&(partition, mark)| Entry::Counted { partition, mark });
+    let deliveries = counts
+        .deliveries
+        .iter()
+        .map(|&(partition, offset, attempts)| Entry::Delivered {
+            partition,
+            offset,
+            attempts,
+        });
+    marks.chain(deliveries).collect()
 }

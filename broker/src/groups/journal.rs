@@ -10,15 +10,17 @@
 //! |-------|---------------------------------------------------|
 //! | 8     | magic `TRGSNAP2` (`TRGSNAP1`: the same without the attempts, still read) |
 //! | 4     | partition count `P`                               |
-//! | per partition: 8 committed, 4 count `N`, `N` × 8 acked offsets, 4 count `M`, `M` × (8 offset, 4 deliveries) |
+//! | per partition: 8 committed, 4 count `N`, `N` × 8 acked offsets, 4 count `M`, `M` × (8 offset, 4 deliveries), 8 mark |
 //! | 4     | CRC32C of everything before it                     |
 //!
 //! `acks.log` — 16-byte entries: CRC32C (`u32`, of the next 12 bytes), a `u32` word, an offset
 //! (`u64`). A word with its top bit clear is a partition: the record is done (acknowledged or
 //! dead-lettered). A word with its top bit set is a delivery count: bits 16–30 the number of
-//! deliveries so far (at most 32,767), bits 0–15 the partition; it is written, and synced
-//! under `--fsync always`, before the delivery is handed out, so a restart never forgets a
-//! delivery and a record is never delivered more often than the group's maximum. Recovery
+//! deliveries so far (at most 32,767), bits 0–15 the partition; with a count of 0 it is the
+//! partition's delivery-count mark instead, the offset field being the mark (every unfinished
+//! offset below it without a count of its own was delivered at most once). Counts and marks
+//! are written, and synced under `--fsync always`, before the deliveries they cover are handed
+//! out, so a record is never delivered more often than the group's maximum. Recovery
 //! replays entries until the first torn or bad one and cuts the file there (an entry is written
 //! before what it records is answered, so a cut entry was never answered to anyone).
 //!
@@ -50,7 +52,15 @@ pub enum Entry {
         /// Offset.
         offset: u64,
     },
-    /// The record has been handed out this many times.
+    /// Every unfinished offset below `mark` without a count of its own was delivered at most
+    /// once.
+    Counted {
+        /// Partition.
+        partition: u32,
+        /// The mark.
+        mark: u64,
+    },
+    /// The record has been handed out this many times (at least once).
     Delivered {
         /// Partition.
         partition: u32,
@@ -65,13 +75,14 @@ impl Entry {
     fn encode(self) -> [u8; ENTRY_BYTES] {
         let (word, offset) = match self {
             Self::Done { partition, offset } => (partition & !DELIVERIES_FLAG, offset),
+            Self::Counted { partition, mark } => (DELIVERIES_FLAG | (partition & 0xFFFF), mark),
             Self::Delivered {
                 partition,
                 offset,
                 attempts,
             } => (
                 DELIVERIES_FLAG
-                    | (attempts.min(MAX_RECORDED_DELIVERIES) << 16)
+                    | (attempts.clamp(1, MAX_RECORDED_DELIVERIES) << 16)
                     | (partition & 0xFFFF),
                 offset,
             ),
@@ -99,10 +110,16 @@ impl Entry {
                 offset,
             }
         } else {
-            Self::Delivered {
-                partition: word & 0xFFFF,
-                offset,
-                attempts: (word >> 16) & MAX_RECORDED_DELIVERIES,
+            match (word >> 16) & MAX_RECORDED_DELIVERIES {
+                0 => Self::Counted {
+                    partition: word & 0xFFFF,
+                    mark: offset,
+                },
+                attempts => Self::Delivered {
+                    partition: word & 0xFFFF,
+                    offset,
+                    attempts,
+                },
             }
         })
     }
@@ -114,6 +131,7 @@ struct Mirror {
     committed: u64,
     acked: BTreeSet<u64>,
     attempts: BTreeMap<u64, u32>,
+    mark: u64,
 }
 
 impl Mirror {
@@ -122,6 +140,7 @@ impl Mirror {
             committed: self.committed,
             acked: self.acked.iter().copied().collect(),
             attempts: self.attempts.iter().map(|(o, a)| (*o, *a)).collect(),
+            mark: self.mark,
         }
     }
 }
@@ -243,6 +262,7 @@ fn read_snapshot(
                 m.attempts
                     .insert(offset, r.u32("attempts.count").map_err(bad)?);
             }
+            m.mark = r.u64("mark").map_err(bad)?;
         }
         out.push(m);
     }
@@ -256,6 +276,7 @@ fn apply(mirror: &mut [Mirror], entry: Entry) {
         | Entry::Delivered {
             partition, offset, ..
         } => (partition, offset),
+        Entry::Counted { partition, mark } => (partition, mark),
     };
     let Some(m) = usize::try_from(partition)
         .ok()
@@ -265,6 +286,7 @@ fn apply(mirror: &mut [Mirror], entry: Entry) {
     };
     let done = offset < m.committed || m.acked.contains(&offset);
     match entry {
+        Entry::Counted { mark, .. } => m.mark = m.mark.max(mark),
         Entry::Delivered { attempts, .. } => {
             if !done {
                 m.attempts
@@ -400,6 +422,7 @@ impl Journal {
                 body.extend_from_slice(&o.to_be_bytes());
                 body.extend_from_slice(&a.to_be_bytes());
             }
+            body.extend_from_slice(&m.mark.to_be_bytes());
         }
         let crc = crc32c::crc32c(&body);
         body.extend_from_slice(&crc.to_be_bytes());
@@ -444,6 +467,7 @@ mod tests {
                 committed: 1,
                 acked: vec![2],
                 attempts: vec![],
+                mark: 0,
             }
         );
         assert_eq!(progress[1].committed, 1);
@@ -530,14 +554,23 @@ mod tests {
             attempts,
         };
         let (mut j, _, _) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
-        j.append(&[delivered(0, 1), delivered(1, 1), delivered(0, 2)])
-            .unwrap();
+        j.append(&[
+            delivered(0, 1),
+            delivered(1, 1),
+            delivered(0, 2),
+            Entry::Counted {
+                partition: 1,
+                mark: 4_000,
+            },
+        ])
+        .unwrap();
         j.append(&done(&[(1, 1)])).unwrap();
         j.sync().unwrap();
         drop(j);
         let (mut j, progress, _) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
         assert_eq!(progress[1].attempts, vec![(0, 2)]);
         assert_eq!(progress[1].acked, vec![1]);
+        assert_eq!(progress[1].mark, 4_000);
         j.append(&[delivered(5, 40_000)]).unwrap();
         j.compact().unwrap();
         drop(j);
@@ -547,6 +580,7 @@ mod tests {
             vec![(0, 2), (5, MAX_RECORDED_DELIVERIES)],
             "kept by the snapshot, capped"
         );
+        assert_eq!(progress[1].mark, 4_000, "and the mark");
     }
 
     #[test]

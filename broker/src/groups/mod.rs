@@ -7,6 +7,6 @@ pub mod journal;
 pub mod state;
 
 pub use state::{
-    AckOutcome, ConsumerId, DeadLetter, Grant, GroupConfig, GroupState, NackOutcome,
+    AckOutcome, ConsumerId, CountsToWrite, DeadLetter, Grant, GroupConfig, GroupState, NackOutcome,
     PartitionProgress,
 };

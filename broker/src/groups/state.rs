@@ -7,7 +7,11 @@
 //!   rewinds);
 //! - `leases`: offsets out with a consumer until a deadline;
 //! - `retry` (shared mode): offsets waiting for a delay to pass before the next delivery;
-//! - `attempts`: how many times each unfinished offset was delivered.
+//! - `attempts`: how many times each unfinished offset was delivered;
+//! - `counted`: the delivery-count mark. Every delivery is counted on disk before it goes out:
+//!   a redelivery by its own count, a first delivery by a per-partition mark written ahead in
+//!   steps of [`COUNT_AHEAD`] ("every unfinished offset below the mark may have been delivered
+//!   once"), so most fetches wait for no write at all.
 //!
 //! Invariants (checked by the tests below):
 //! 1. An offset is in at most one of `acked`, `leases`, `retry`, `dead_pending`.
@@ -17,14 +21,22 @@
 //! 4. Ordered mode: a partition is owned by one consumer at a time and delivered in offset
 //!    order; a failure at offset `o` takes back every later delivery of that partition (they
 //!    are not charged an attempt) and delivery resumes from `o` after the delay.
-//! 5. Only `committed` and `acked` need to survive a restart: everything else is rebuilt as
-//!    "not yet delivered".
+//! 5. What survives a restart is `committed`, `acked`, the counts and the mark; everything else
+//!    is rebuilt as "not delivered now". An unfinished offset below the restored mark without a
+//!    count of its own counts as delivered once (it may have been), so no record is delivered
+//!    more than `max_attempts` times, restarts included; the price is that a record the crash
+//!    came before may lose one attempt. A group with `max_attempts` 1 writes no mark (each first
+//!    delivery is counted on its own), since that lost attempt would be its only one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::{HashMap, HashMapExt};
 
 use crate::protocol::FetchMode;
+
+/// How far ahead of the first deliveries the delivery-count mark is written: one journal write
+/// (and sync) per this many first deliveries of a partition.
+pub const COUNT_AHEAD: u64 = 4096;
 
 /// Identifies a consumer: one per connection and group.
 pub type ConsumerId = u64;
@@ -52,6 +64,9 @@ pub struct PartitionProgress {
     pub acked: Vec<u64>,
     /// Deliveries so far of records not done, by offset.
     pub attempts: Vec<(u64, u32)>,
+    /// The delivery-count mark: unfinished offsets below it without a count of their own were
+    /// delivered at most once.
+    pub mark: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +84,13 @@ struct PartitionState {
     leases: BTreeMap<u64, Lease>,
     retry: BTreeMap<u64, u64>,
     attempts: HashMap<u64, u32>,
+    /// Unfinished offsets below it without a count of their own were delivered at most once
+    /// before the last restart.
+    restored_mark: u64,
+    /// The mark asked for (first deliveries below it are covered once it is on disk).
+    mark: u64,
+    /// The mark known to be on disk.
+    mark_durable: u64,
     dead_pending: BTreeSet<u64>,
     owner: Option<ConsumerId>,
     paused_until_ms: u64,
@@ -77,6 +99,22 @@ struct PartitionState {
 impl PartitionState {
     fn is_done(&self, offset: u64) -> bool {
         offset < self.committed || self.acked.contains(&offset)
+    }
+
+    /// Deliveries of `offset` so far.
+    fn attempts_of(&self, offset: u64) -> u32 {
+        match self.attempts.get(&offset) {
+            Some(a) => *a,
+            None if offset < self.restored_mark => 1,
+            None => 0,
+        }
+    }
+
+    /// Counts one more delivery of `offset`; returns which delivery it is.
+    fn bump(&mut self, offset: u64) -> u32 {
+        let a = self.attempts_of(offset) + 1;
+        self.attempts.insert(offset, a);
+        a
     }
 
     fn mark_done(&mut self, offset: u64) {
@@ -108,6 +146,22 @@ pub struct Grant {
     pub offset: u64,
     /// Which delivery of this record this is (1 = first).
     pub attempt: u32,
+}
+
+/// Delivery counts to write before grants go out (see [`GroupState::counts_to_write`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountsToWrite {
+    /// Partition and the mark below which first deliveries are covered.
+    pub marks: Vec<(u32, u64)>,
+    /// Partition, offset and count of each delivery counted on its own.
+    pub deliveries: Vec<(u32, u64, u32)>,
+}
+
+impl CountsToWrite {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.marks.is_empty() && self.deliveries.is_empty()
+    }
 }
 
 /// A record that ran out of attempts and must go to the dead-letter topic. Once appended
@@ -185,6 +239,9 @@ impl GroupState {
                         st.attempts.insert(o, attempts);
                     }
                 }
+                st.restored_mark = p.mark;
+                st.mark = p.mark;
+                st.mark_durable = p.mark;
                 st
             })
             .collect::<Vec<PartitionState>>();
@@ -239,6 +296,7 @@ impl GroupState {
                     .filter(|(o, _)| !p.is_done(**o))
                     .map(|(o, a)| (*o, *a))
                     .collect(),
+                mark: p.mark_durable,
             })
             .collect()
     }
@@ -379,7 +437,7 @@ impl GroupState {
                 .collect();
             for o in ready {
                 p.retry.remove(&o);
-                let attempt = bump(&mut p.attempts, o);
+                let attempt = p.bump(o);
                 grants.push(Grant {
                     partition: i as u32,
                     offset: o,
@@ -409,7 +467,7 @@ impl GroupState {
                 if p.next < end {
                     let o = p.next;
                     p.next += 1;
-                    let attempt = bump(&mut p.attempts, o);
+                    let attempt = p.bump(o);
                     grants.push(Grant {
                         partition: i as u32,
                         offset: o,
@@ -504,7 +562,7 @@ impl GroupState {
                 if p.is_done(o) || p.dead_pending.contains(&o) || p.leases.contains_key(&o) {
                     continue;
                 }
-                let attempt = bump(&mut p.attempts, o);
+                let attempt = p.bump(o);
                 grants.push(Grant {
                     partition: i as u32,
                     offset: o,
@@ -535,7 +593,7 @@ impl GroupState {
         let mode = self.config.mode;
         let max_attempts = self.config.max_attempts;
         let p = self.part_mut(partition)?;
-        let attempts = p.attempts.get(&offset).copied().unwrap_or(0);
+        let attempts = p.attempts_of(offset);
         if attempts >= max_attempts {
             p.dead_pending.insert(offset);
             self.dead_letters += 1;
@@ -744,6 +802,48 @@ impl GroupState {
         }
     }
 
+    /// What must be on disk before `grants` go out: per partition, a delivery-count mark that
+    /// covers its first deliveries (asked for [`COUNT_AHEAD`] further than needed, so the next
+    /// fetches wait for nothing), and the count of every other delivery.
+    pub fn counts_to_write(&mut self, grants: &[Grant]) -> CountsToWrite {
+        let exact = self.config.max_attempts <= 1;
+        let mut out = CountsToWrite::default();
+        for g in grants {
+            if exact || g.attempt > 1 {
+                out.deliveries.push((g.partition, g.offset, g.attempt));
+                continue;
+            }
+            let Some(p) = self.part_mut(g.partition) else {
+                continue;
+            };
+            if g.offset < p.mark_durable {
+                continue;
+            }
+            if g.offset >= p.mark {
+                p.mark = g.offset + 1 + COUNT_AHEAD;
+            }
+            match out.marks.iter_mut().find(|(part, _)| *part == g.partition) {
+                Some(m) => m.1 = m.1.max(p.mark),
+                None => out.marks.push((g.partition, p.mark)),
+            }
+        }
+        out
+    }
+
+    /// The counts asked for by [`GroupState::counts_to_write`] are on disk (`Ok`) or could not be
+    /// written (the grants are taken back, and the marks asked for are given up).
+    pub fn counts_written(&mut self, counts: &CountsToWrite, written: bool) {
+        for &(partition, mark) in &counts.marks {
+            if let Some(p) = self.part_mut(partition) {
+                if written {
+                    p.mark_durable = p.mark_durable.max(mark);
+                } else {
+                    p.mark = p.mark_durable;
+                }
+            }
+        }
+    }
+
     /// A granted delivery is about to reach `consumer` (its count was written first): true if
     /// the consumer still holds its lease, which then runs from now.
     pub fn hand_out(
@@ -765,12 +865,6 @@ impl GroupState {
             _ => false,
         }
     }
-}
-
-fn bump(attempts: &mut HashMap<u64, u32>, offset: u64) -> u32 {
-    let a = attempts.entry(offset).or_insert(0);
-    *a += 1;
-    *a
 }
 
 #[cfg(test)]

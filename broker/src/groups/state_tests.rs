@@ -268,6 +268,64 @@ fn a_delivery_goes_out_only_while_its_lease_holds_and_its_lease_runs_from_then()
     assert!(!g.hand_out(1, 1900, 0, 0), "expired");
 }
 
+#[test]
+fn first_deliveries_are_covered_by_a_mark_written_ahead_and_charged_once_after_a_restart() {
+    let mut g = group(FetchMode::Shared, 1);
+    let first = g.poll(1, 0, 2, &[20]);
+    let counts = g.counts_to_write(&first);
+    assert_eq!(counts.marks, vec![(0, 1 + COUNT_AHEAD)]);
+    assert!(counts.deliveries.is_empty());
+    // Until it is written, later fetches wait for it too (they ask for the same mark).
+    let second = g.poll(1, 0, 1, &[20]);
+    assert_eq!(g.counts_to_write(&second).marks, vec![(0, 1 + COUNT_AHEAD)]);
+    g.counts_written(&counts, true);
+    let third = g.poll(1, 0, 1, &[20]);
+    assert!(
+        g.counts_to_write(&third).is_empty(),
+        "covered: nothing to write"
+    );
+    // A redelivery is counted on its own.
+    g.nack(1, 0, 0, 0, 0, "no");
+    let again = g.poll(2, 0, 1, &[20]);
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(g.counts_to_write(&again).deliveries, vec![(0, 0, 2)]);
+    // After a restart every unfinished offset below the mark counts as delivered once, even
+    // one that never was (offset 5): it may lose one attempt, never get one too many.
+    let mut g2 = GroupState::new(g.config(), g.progress());
+    let after = g2.poll(1, 0, 10, &[20]);
+    assert!(after.iter().all(|x| x.attempt >= 2), "{after:?}");
+    assert!(g2.counts_to_write(&after).marks.is_empty());
+}
+
+#[test]
+fn a_mark_that_could_not_be_written_is_asked_for_again() {
+    let mut g = group(FetchMode::Shared, 1);
+    let first = g.poll(1, 0, 1, &[5]);
+    let counts = g.counts_to_write(&first);
+    g.counts_written(&counts, false);
+    g.take_back(0, 0);
+    let again = g.poll(1, 0, 1, &[5]);
+    assert_eq!(g.counts_to_write(&again).marks, counts.marks);
+}
+
+#[test]
+fn a_group_with_one_attempt_counts_each_first_delivery_on_its_own() {
+    let mut g = GroupState::new(
+        GroupConfig {
+            max_attempts: 1,
+            ..cfg(FetchMode::Shared)
+        },
+        vec![PartitionProgress::default()],
+    );
+    let first = g.poll(1, 0, 2, &[5]);
+    let counts = g.counts_to_write(&first);
+    assert!(
+        counts.marks.is_empty(),
+        "no record may lose its only attempt"
+    );
+    assert_eq!(counts.deliveries, vec![(0, 0, 1), (0, 1, 1)]);
+}
+
 proptest! {
     /// Random interleavings of polls, acks, nacks, expiries and departures never deliver a
     /// done record, never lease one record twice, and every record ends done or pending.

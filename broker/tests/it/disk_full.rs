@@ -1,7 +1,7 @@
 //! A full disk: produces fail with a clear error, nothing acknowledged is lost or changed, the
-//! broker keeps answering (a fetch fails with a clear error too: a delivery is counted on disk
-//! before it is handed out), and once space is back produces and fetches succeed again without
-//! a restart (a record that failed is not taken for a duplicate when it is sent again).
+//! broker keeps answering (a fetch that must first count its deliveries on disk fails with a
+//! clear error too), and once space is back produces and fetches succeed again without a
+//! restart (a record that failed is not taken for a duplicate when it is sent again).
 //! Needs root to mount a small tmpfs; skipped with a printed reason otherwise.
 
 use std::time::Duration;
