@@ -7,7 +7,7 @@
 //! simulator runs them, in an order its seed picks, so a run replays exactly.
 
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::syncer::{self, Flush};
@@ -88,7 +88,9 @@ impl Steps {
 pub struct Host {
     disk: Arc<dyn Disk>,
     clock: Arc<dyn Clock>,
-    steps: Option<Arc<Steps>>,
+    /// The simulator's queues, which it owns: what they hold (partitions, journals) holds this
+    /// host, so a strong reference here would make a cycle that outlives the run.
+    steps: Option<Weak<Steps>>,
 }
 
 impl Host {
@@ -103,12 +105,13 @@ impl Host {
         })
     }
 
-    /// The simulator's: nothing runs until it is taken from `steps` and run.
-    pub fn stepped(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, steps: Arc<Steps>) -> Arc<Self> {
+    /// The simulator's: nothing runs until it is taken from `steps` and run. Once the
+    /// simulator drops `steps`, what would be queued is dropped.
+    pub fn stepped(disk: Arc<dyn Disk>, clock: Arc<dyn Clock>, steps: &Arc<Steps>) -> Arc<Self> {
         Arc::new(Self {
             disk,
             clock,
-            steps: Some(steps),
+            steps: Some(Arc::downgrade(steps)),
         })
     }
 
@@ -133,21 +136,25 @@ impl Host {
         let due_in = due_in.unwrap_or(syncer::TICK);
         match &self.steps {
             None => syncer::schedule(part, urgent, Some(Instant::now() + due_in)),
-            Some(steps) => steps
-                .flushes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(Scheduled {
-                    part,
-                    urgent,
-                    due: self.clock.elapsed() + due_in,
-                }),
+            Some(steps) => {
+                if let Some(steps) = steps.upgrade() {
+                    steps
+                        .flushes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Scheduled {
+                            part,
+                            urgent,
+                            due: self.clock.elapsed() + due_in,
+                        });
+                }
+            }
         }
     }
 
     /// Registers a journal that a stepped host's simulator runs.
     pub fn add_journal(&self, journal: Arc<dyn Step>) {
-        if let Some(steps) = &self.steps {
+        if let Some(steps) = self.steps.as_ref().and_then(Weak::upgrade) {
             steps
                 .journals
                 .lock()

@@ -130,15 +130,24 @@ impl PartitionLog {
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, base) in bases.iter().enumerate() {
             let expected = bases.get(i + 1).map(|next| next.saturating_sub(*base));
-            let (seg, cut, reason, rebuilt) =
+            let (mut seg, mut cut, reason, rebuilt) =
                 Segment::open(&*disk, dir, *base, expected, config.max_record_bytes)?;
             let short = expected.is_some_and(|n| seg.end() < base + n);
-            if expected.is_some_and(|n| seg.end() > base + n) {
-                return Err(StorageError::Corrupt {
-                    offset: base + expected.unwrap_or(0),
-                    path: seg.path().to_path_buf(),
-                    reason: "a segment holds records past the next segment's base".into(),
-                });
+            if let Some(n) = expected
+                && seg.end() > base + n
+            {
+                // A write that failed and was cut came back in a crash (the cut never reached
+                // the disk): its records were refused, and the next segment starts where they
+                // would have. Cut them again.
+                cut += seg.keep_records(usize::try_from(n).unwrap_or(usize::MAX));
+                if seg.is_poisoned() {
+                    return Err(StorageError::Corrupt {
+                        offset: base + n,
+                        path: seg.path().to_path_buf(),
+                        reason: "records past the next segment's base could not be cut".into(),
+                    });
+                }
+                report.reason = Some("a failed write came back in a crash");
             }
             report.truncated_bytes += cut;
             if reason.is_some() {
@@ -552,7 +561,56 @@ mod tests {
         std::fs::write(dir.path().join(format!("{:020}.index", 0)), b"xx").unwrap();
         let (log, report) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
         assert_eq!(report.rebuilt_indexes, 1);
+        assert_eq!(report.truncated_bytes, 0, "a rebuilt index cuts nothing");
         assert_eq!(log.read(0, 1000, usize::MAX, u64::MAX).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn a_failed_write_that_came_back_past_the_next_segment_is_cut_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
+        for i in 0..60 {
+            log.append([&rec(i)], i).unwrap();
+        }
+        let second = log.segments[1].base();
+        let first_size = log.segments[0].size();
+        drop(log);
+        // The first segment once took a write of offset `second` that failed and was cut; the
+        // cut was lost in a crash, the write was not.
+        let mut extra = BytesMut::new();
+        record::encode(second, 0, &Record::new("refused"), &mut extra);
+        let path = dir.path().join(super::super::segment::log_name(0));
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&extra, first_size).unwrap();
+        drop(f);
+        std::fs::remove_file(dir.path().join(format!("{:020}.index", 0))).unwrap();
+        let (log, report) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
+        assert_eq!(report.truncated_bytes, extra.len() as u64);
+        let all = log.read(0, 1000, usize::MAX, u64::MAX).unwrap();
+        assert_eq!(all.len(), 60);
+        assert_eq!(all[second as usize].record, rec(second));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), first_size);
+    }
+
+    #[test]
+    fn an_index_with_a_flipped_position_is_rebuilt_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
+        for i in 0..100 {
+            log.append([&rec(i)], i).unwrap();
+        }
+        drop(log);
+        // Still increasing, still inside the file, first position still 0: only the checksum
+        // can tell.
+        let path = dir.path().join(format!("{:020}.index", 0));
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[7] ^= 1;
+        std::fs::write(&path, raw).unwrap();
+        let (log, report) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
+        assert_eq!(report.rebuilt_indexes, 1);
+        let all = log.read(0, 1000, usize::MAX, u64::MAX).unwrap();
+        assert_eq!(all.len(), 100);
+        assert_eq!(all[1].record, rec(1));
     }
 
     #[test]

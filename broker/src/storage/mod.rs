@@ -5,7 +5,7 @@
 //! ```text
 //! topics/<topic>/topic.json                  partitions and retention (written once, atomically)
 //! topics/<topic>/<partition>/<base:020>.log  records, appended
-//! topics/<topic>/<partition>/<base:020>.index  u32 file position of each record (dense)
+//! topics/<topic>/<partition>/<base:020>.index  u32 file position of each record (dense), CRC32C
 //! groups/<topic>/<group>/...                 consumer-group progress (see `groups::journal`)
 //! ```
 //!

@@ -6,8 +6,8 @@
 //!
 //! The index lives in memory while the segment is active and is written once, when it is
 //! sealed: recovery rebuilds the active segment's index from the log anyway, and trusts a sealed
-//! segment's index only when it is whole and consistent with its log, so an index file never
-//! needs a write per append nor a sync.
+//! segment's index only when it is whole (a CRC32C closes it), consistent with its log and its
+//! last record reads back, so an index file never needs a write per append nor a sync.
 
 use std::path::{Path, PathBuf};
 
@@ -168,7 +168,8 @@ impl Segment {
         } = scan;
         // Bytes of torn or corrupt data cut: up to the last non-zero byte, since the zeros
         // written ahead after it were never data.
-        let cut = if zero_tail {
+        let cut = if zero_tail || valid_len == bytes.len() as u64 {
+            // Nothing but whole records (or zeros written ahead after them): nothing to cut.
             0
         } else {
             let data_end = bytes
@@ -194,19 +195,26 @@ impl Segment {
         Ok((seg, cut, cut_reason.filter(|_| cut > 0), true))
     }
 
+    /// The index file's positions if it holds exactly `expected` of them under a good checksum
+    /// and they make sense for the log; `None` means rebuild it from the log (an index of the
+    /// first format, without its checksum, is rebuilt once).
     fn load_index(&self, expected: u64) -> Result<Option<Vec<u32>>, StorageError> {
         let len = self
             .index
             .size()
             .map_err(|e| StorageError::io("stat", &self.index_path, e))?;
-        if len != expected.saturating_mul(4) {
+        if len != expected.saturating_mul(4).saturating_add(4) {
             return Ok(None);
         }
         let mut raw = vec![0u8; usize::try_from(len).unwrap_or(0)];
         self.index
             .read_exact_at(&mut raw, 0)
             .map_err(|e| StorageError::io("read", &self.index_path, e))?;
-        let positions: Vec<u32> = raw
+        let (body, crc) = raw.split_at(raw.len() - 4);
+        if crc32c::crc32c(body).to_be_bytes() != crc {
+            return Ok(None);
+        }
+        let positions: Vec<u32> = body
             .chunks_exact(4)
             .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
@@ -240,10 +248,12 @@ impl Segment {
     }
 
     fn rewrite_index(&mut self) -> Result<(), StorageError> {
-        let mut raw = Vec::with_capacity(self.positions.len() * 4);
+        let mut raw = Vec::with_capacity(self.positions.len() * 4 + 4);
         for p in &self.positions {
             raw.extend_from_slice(&p.to_be_bytes());
         }
+        let crc = crc32c::crc32c(&raw);
+        raw.extend_from_slice(&crc.to_be_bytes());
         self.index
             .set_len(0)
             .map_err(|e| StorageError::io("truncate", &self.index_path, e))?;
@@ -318,10 +328,11 @@ impl Segment {
         Ok(())
     }
 
-    /// Cuts the log back to `size` bytes; if even that fails the segment is poisoned and its
-    /// partition must stop writing.
+    /// Cuts the log back to `size` bytes, durably: the bytes cut may have been records (of a
+    /// write that failed half way), which must not come back after a power cut. If that fails
+    /// the segment is poisoned and its partition must stop writing.
     fn undo_to(&mut self, size: u64) {
-        match self.log.set_len(size) {
+        match self.log.set_len(size).and_then(|()| self.log.sync_all()) {
             Ok(()) => self.allocated = size,
             Err(e) => {
                 tracing::error!(path = %self.log_path.display(), error = %e, "cannot cut a failed write");
@@ -355,6 +366,20 @@ impl Segment {
         self.positions.truncate(keep);
         self.size = self.durable;
         self.undo_to(self.durable);
+    }
+
+    /// Keeps only the first `records` records (recovery: what lies past the next segment's base
+    /// was a write that failed and came back); returns the bytes cut.
+    pub fn keep_records(&mut self, records: usize) -> u64 {
+        let Some(&end) = self.positions.get(records) else {
+            return 0;
+        };
+        let cut = self.size - u64::from(end);
+        self.positions.truncate(records);
+        self.size = u64::from(end);
+        self.durable = self.durable.min(self.size);
+        self.undo_to(self.size);
+        cut
     }
 
     /// Whether a failed write could not be undone: what the file holds past the last record
