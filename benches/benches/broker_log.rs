@@ -34,10 +34,12 @@ fn setup() -> (Vec<Record>, PartitionLog, tempfile::TempDir) {
 /// Appends one batch; with `sync`, fdatasyncs the files it touched, as a partition's flush does.
 fn append(log: &mut PartitionLog, records: &[Record], sync: bool) {
     log.append(records.iter(), 1).unwrap();
-    for (file, _) in log.take_unsynced() {
-        if sync {
-            file.sync_data().unwrap();
+    let taken = log.take_unsynced();
+    if sync {
+        for u in &taken {
+            u.file.sync_data().unwrap();
         }
+        log.synced(&taken);
     }
 }
 
