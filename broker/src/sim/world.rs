@@ -1,7 +1,8 @@
 //! One simulated run: the real engine on a [`SimDisk`], driven by a seed.
 //!
 //! Each step the seed picks one thing to happen: a produce, a flush of a partition (its write,
-//! its sync), a group journal's write, a fetch, an ack, a nack with a delay, time passing
+//! its sync), a group journal's write, a fetch, an ack, a nack with a delay, a consumer leaving
+//! (its deliveries go back), time passing
 //! (leases expire, records are dead-lettered, retention runs), a clean restart or a crash.
 //! Requests are futures of the real `Broker`, polled by hand, so a crash can land between any
 //! two of these, and a power cut in the middle of one (after a seeded number of disk
@@ -343,7 +344,8 @@ impl World {
             460..560 => self.journal(),
             560..700 => self.fetch(),
             700..800 => self.ack(),
-            800..850 => self.nack(),
+            800..840 => self.nack(),
+            840..850 => self.disconnect(),
             850..950 => self.pass_time(),
             950..975 => self.restart(false)?,
             975..990 => {
@@ -606,6 +608,20 @@ impl World {
         let b = Arc::clone(&self.broker);
         let _ = self.spawn(Box::pin(async move {
             let _ = b.nack(consumer, TOPIC, group, &wire, delay, "sim").await;
+            Done::Other
+        }));
+    }
+
+    /// A consumer's connection closes: what it holds goes back (a failed attempt each).
+    fn disconnect(&mut self) {
+        let consumer = self.rng.random_range(1..=CONSUMERS);
+        let (group, _) = GROUPS[self.rng.random_range(0..GROUPS.len())];
+        self.holding
+            .retain(|(c, g, _)| !(*c == consumer && *g == group));
+        self.event(format!("c{consumer} leaves {group}"));
+        let b = Arc::clone(&self.broker);
+        let _ = self.spawn(Box::pin(async move {
+            b.leave(consumer, TOPIC, group).await;
             Done::Other
         }));
     }

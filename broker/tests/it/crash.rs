@@ -1,7 +1,7 @@
 //! Process crash tests: the real `broker` binary, SIGKILLed mid-stream, restarted on the same
 //! data directory. Nothing acknowledged may be lost, reordered or duplicated.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -195,6 +195,14 @@ pub async fn lost_records(addr: &str, acked: &Acked) -> Acked {
 async fn sigkill_loses_no_acknowledged_group_progress() {
     let dir = tempfile::tempdir().unwrap();
     let mut proc = spawn_broker(dir.path(), &[]).await;
+    let acked = ack_until_killed(&mut proc).await;
+    let proc = spawn_broker(dir.path(), &[]).await;
+    check_group_progress(&proc.addr, &acked).await;
+}
+
+/// Writes 500 records to a new topic `g`, acknowledges 300 of them in group `workers` (never
+/// an offset ending in 7), then SIGKILLs the broker; returns the acknowledged offsets.
+pub async fn ack_until_killed(proc: &mut Proc) -> BTreeSet<u64> {
     let client = connect(&proc.addr).await;
     client.create_topic("g", 1).await.unwrap();
     let recs = (0..500).map(|i| Record::new(format!("{i}"))).collect();
@@ -202,7 +210,7 @@ async fn sigkill_loses_no_acknowledged_group_progress() {
     let consumer = Consumer::new(client, "g", "workers", FetchMode::Shared)
         .max_records(50)
         .wait(Duration::from_millis(200));
-    let mut acked = std::collections::BTreeSet::new();
+    let mut acked = BTreeSet::new();
     while acked.len() < 300 {
         let got = consumer.fetch().await.unwrap();
         let ids: Vec<u64> = got
@@ -215,12 +223,17 @@ async fn sigkill_loses_no_acknowledged_group_progress() {
     }
     proc.child.start_kill().unwrap();
     let _ = proc.child.wait().await;
-    let proc = spawn_broker(dir.path(), &[]).await;
-    let client = connect(&proc.addr).await;
+    acked
+}
+
+/// Drains group `workers` of topic `g` from the broker at `addr`: no acknowledged offset comes
+/// back, and everything else does.
+pub async fn check_group_progress(addr: &str, acked: &BTreeSet<u64>) {
+    let client = connect(addr).await;
     let consumer = Consumer::new(client, "g", "workers", FetchMode::Shared)
         .max_records(1000)
         .wait(Duration::from_millis(300));
-    let mut again = std::collections::BTreeSet::new();
+    let mut again = BTreeSet::new();
     loop {
         let got = consumer.fetch().await.unwrap();
         if got.is_empty() {
@@ -235,7 +248,7 @@ async fn sigkill_loses_no_acknowledged_group_progress() {
             again.insert(d.offset);
         }
     }
-    let all: std::collections::BTreeSet<u64> = (0..500).collect();
-    let union: std::collections::BTreeSet<u64> = acked.union(&again).copied().collect();
+    let all: BTreeSet<u64> = (0..500).collect();
+    let union: BTreeSet<u64> = acked.union(&again).copied().collect();
     assert_eq!(union, all, "everything not acknowledged comes back");
 }
