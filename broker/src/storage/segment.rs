@@ -494,7 +494,12 @@ impl Segment {
     /// is synced); returns the bytes its log held.
     pub fn remove_files(disk: &dyn Disk, dir: &Path, base: u64) -> Result<u64, StorageError> {
         let log_path = dir.join(log_name(base));
-        let bytes = disk.read(&log_path).map_or(0, |b| b.len() as u64);
+        // Its size, without reading it (it may be a whole segment).
+        let bytes = if disk.exists(&log_path) {
+            disk.open(&log_path).and_then(|f| f.size()).unwrap_or(0)
+        } else {
+            0
+        };
         for path in [log_path, dir.join(index_name(base))] {
             match disk.remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
