@@ -4,12 +4,14 @@
 //! write and sync, a journal's write) taken when the seed says. A seed replays its run exactly.
 //!
 //! `cargo run --release -p broker --example simulate -- --seeds 10000` runs many seeds;
-//! `--seed N` replays one and prints its events. See docs/DESIGN.md, "Simulation".
-
-pub mod disk;
-mod world;
+//! `--seed N` replays one and prints its events. See docs/DESIGN.md, "Durability proven against the disk, by simulation".
 
 mod clock;
+pub mod disk;
+mod options;
+mod world;
+
 pub use crate::planted::Planted;
 pub use clock::SimClock;
-pub use world::{Failure, Options, Outcome, faults_for, run};
+pub use options::{Failure, Options, Outcome, faults_for};
+pub use world::run;
