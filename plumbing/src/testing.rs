@@ -1,11 +1,15 @@
 //! Helpers for tests, behind the `testing` feature: a raw HTTP/1.1 `GET` that reads the whole
-//! answer, and waiting for a condition with a deadline instead of sleeping. A helper that
-//! cannot do its job panics with what broke: it is test code.
+//! answer, waiting for a condition with a deadline instead of sleeping, and a TCP proxy that
+//! injects network faults ([`fault_proxy`]). A helper that cannot do its job panics with what
+//! broke: it is test code.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub mod fault_proxy;
+pub use fault_proxy::{Direction, FaultProxy};
 
 /// An answer to [`http_get`].
 #[derive(Debug, Clone)]
