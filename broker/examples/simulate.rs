@@ -4,6 +4,7 @@
 //! cargo run --release -p broker --example simulate -- --seeds 10000
 //! cargo run --release -p broker --example simulate -- --seed 42            # replay, with events
 //! cargo run --release -p broker --example simulate -- --seeds 200 --planted skip-sync
+//! cargo run --release -p broker --example simulate -- --cluster --seeds 10000   # replication
 //! ```
 //!
 //! Exits 1 at the first failing seed, after printing it and how to replay it.
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use broker::config::FsyncPolicy;
+use broker::replication::sim::{ClusterOptions, ClusterOutcome};
 use broker::sim::disk::FaultCounts;
 use broker::sim::{Options, Planted, run};
 use clap::Parser;
@@ -28,14 +30,18 @@ struct Args {
     /// Replay this one seed (and print its events).
     #[arg(long)]
     seed: Option<u64>,
-    /// Steps per run.
-    #[arg(long, default_value_t = Options::default().steps)]
-    steps: usize,
+    /// Simulate the replication protocol among 3 or 5 replicas instead of one broker's disk.
+    #[arg(long)]
+    cluster: bool,
+    /// Steps per run (default: 400 for the disk, 2000 for a cluster).
+    #[arg(long)]
+    steps: Option<usize>,
     /// The fsync policy: always, never, or an interval in milliseconds.
     #[arg(long, default_value = "always")]
     fsync: String,
     /// Plant a bug (needs --features planted-bugs): skip-sync, keep-torn-record,
-    /// ack-before-journal-sync.
+    /// ack-before-journal-sync; with --cluster: no-promise-check, best-by-length,
+    /// count-stale-followers, trust-follower-end.
     #[arg(long)]
     planted: Option<String>,
 }
@@ -64,15 +70,23 @@ fn main() -> ExitCode {
             }
         },
     };
-    let opts = Options {
-        steps: args.steps,
-        policy,
-        planted,
-        events: if args.seed.is_some() { usize::MAX } else { 40 },
-    };
     let seeds: Vec<u64> = match args.seed {
         Some(s) => vec![s],
         None => (args.first..args.first.saturating_add(args.seeds)).collect(),
+    };
+    if args.cluster {
+        let opts = ClusterOptions {
+            steps: args.steps.unwrap_or(ClusterOptions::default().steps),
+            planted,
+            events: if args.seed.is_some() { usize::MAX } else { 40 },
+        };
+        return run_cluster(&seeds, &opts, args.seed.is_some());
+    }
+    let opts = Options {
+        steps: args.steps.unwrap_or(Options::default().steps),
+        policy,
+        planted,
+        events: if args.seed.is_some() { usize::MAX } else { 40 },
     };
     let started = Instant::now();
     let mut faults = FaultCounts::default();
@@ -124,5 +138,44 @@ fn main() -> ExitCode {
         "acknowledged: {acked} records, {deliveries} deliveries; {dead} dead letters; {restarts} restarts; {refused} produces refused after a failed write or sync"
     );
     println!("faults: {faults:?}");
+    ExitCode::SUCCESS
+}
+
+/// Runs the replication simulation over `seeds`.
+fn run_cluster(seeds: &[u64], opts: &ClusterOptions, verbose: bool) -> ExitCode {
+    let started = Instant::now();
+    let mut total = ClusterOutcome::default();
+    for (i, seed) in seeds.iter().enumerate() {
+        match broker::replication::sim::run(*seed, opts) {
+            Ok(o) => {
+                total.add(&o);
+                if verbose {
+                    for e in &o.events {
+                        println!("{e}");
+                    }
+                    println!(
+                        "seed {seed} passed with {} replicas: {o}; trace {:016x}",
+                        o.nodes, o.trace
+                    );
+                }
+            }
+            Err(f) => {
+                eprintln!("{f}");
+                eprintln!(
+                    "({i} seeds passed before it, in {:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} cluster seeds passed in {secs:.1} s ({:.0} seeds/min), {} steps each",
+        seeds.len(),
+        seeds.len() as f64 / secs * 60.0,
+        opts.steps
+    );
+    println!("{total}");
     ExitCode::SUCCESS
 }

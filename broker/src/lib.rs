@@ -12,6 +12,7 @@ pub mod groups;
 pub mod metrics;
 pub mod planted;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 #[cfg(feature = "simulation")]
 pub mod sim;

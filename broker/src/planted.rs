@@ -13,14 +13,43 @@ pub enum Planted {
     /// A group journal answers an acknowledgement before its entry is synced, and syncs it
     /// with the next batch.
     AckBeforeJournalSync,
+    /// A replica takes appends and promises from any epoch, older ones included.
+    NoPromiseCheck,
+    /// A new leader recovers from the longest log, whatever its epoch.
+    BestByLength,
+    /// A leader counts followers that have not reached its epoch's start towards the commit
+    /// point (Raft's "figure 8").
+    CountStaleFollowers,
+    /// A leader resends from where a follower's log ends, not from where it diverges.
+    TrustFollowerEnd,
 }
 
 impl Planted {
     /// Every planted bug.
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 7] = [
         Self::SkipSync,
         Self::KeepTornRecord,
         Self::AckBeforeJournalSync,
+        Self::NoPromiseCheck,
+        Self::BestByLength,
+        Self::CountStaleFollowers,
+        Self::TrustFollowerEnd,
+    ];
+
+    /// The bugs of the storage, which the disk-fault simulator (`crate::sim`) finds.
+    pub const DISK: [Self; 3] = [
+        Self::SkipSync,
+        Self::KeepTornRecord,
+        Self::AckBeforeJournalSync,
+    ];
+
+    /// The bugs of the replication protocol, which its simulation
+    /// (`crate::replication::sim`) finds.
+    pub const REPLICATION: [Self; 4] = [
+        Self::NoPromiseCheck,
+        Self::BestByLength,
+        Self::CountStaleFollowers,
+        Self::TrustFollowerEnd,
     ];
 
     /// Its name on the command line.
@@ -29,6 +58,10 @@ impl Planted {
             Self::SkipSync => "skip-sync",
             Self::KeepTornRecord => "keep-torn-record",
             Self::AckBeforeJournalSync => "ack-before-journal-sync",
+            Self::NoPromiseCheck => "no-promise-check",
+            Self::BestByLength => "best-by-length",
+            Self::CountStaleFollowers => "count-stale-followers",
+            Self::TrustFollowerEnd => "trust-follower-end",
         }
     }
 }

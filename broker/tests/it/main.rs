@@ -9,6 +9,7 @@ mod disk_full;
 mod groups;
 mod lazy_fs;
 mod power_cut;
+mod replication_sim;
 mod shutdown;
 mod simulation;
 
