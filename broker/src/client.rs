@@ -6,6 +6,12 @@
 //! broke fails every call with [`ClientError::Closed`]; make a new one (leases held by the old
 //! connection are handed to other consumers by the broker).
 //!
+//! A cluster: `addr` may name several brokers, comma-separated. `connect` tries them in turn,
+//! asks the one it reached who leads (Metadata), and connects to the leader. When the broker
+//! answers `not_leader` (leadership moved), the client closes its connection after passing
+//! the error on: a caller that reconnects reaches the new leader, and one that re-sends its
+//! produce with dedup ids has it appended once.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), broker::client::ClientError> {
 //! use broker::client::{Client, ClientConfig, Consumer};
@@ -97,10 +103,20 @@ impl ClientError {
     }
 }
 
+/// The addresses of a comma-separated list.
+fn bootstrap(addrs: &str) -> Vec<String> {
+    addrs
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// How to reach the broker.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port`.
+    /// `host:port`, or several, comma-separated (the brokers of a cluster).
     pub addr: String,
     /// The broker's token, if it has one.
     pub token: Option<String>,
@@ -112,6 +128,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Largest response frame accepted.
     pub max_frame_bytes: usize,
+    /// In a cluster, connect to the leader rather than to the broker reached (true by default;
+    /// false to talk to one broker, e.g. for its own stats).
+    pub follow_leader: bool,
 }
 
 impl ClientConfig {
@@ -124,6 +143,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES + 64 * 1024,
+            follow_leader: true,
         }
     }
 
@@ -156,18 +176,64 @@ impl Drop for Inner {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// The broker's address.
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Client {
-    /// Connects (retrying with backoff until `connect_timeout`) and says Hello.
+    /// Connects (retrying with backoff until `connect_timeout`, over every address given) and
+    /// says Hello; in a cluster, then connects to the leader if it is another broker.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        let client = Self::connect_any(&config, &bootstrap(&config.addr), deadline).await?;
+        if !config.follow_leader {
+            return Ok(client);
+        }
+        // A broker of a cluster names its leader; any other broker (or an older one that does
+        // not know Metadata) is the one to talk to.
+        let Ok(Response::Metadata(m)) = client.call(Request::Metadata, Duration::ZERO).await else {
+            return Ok(client);
+        };
+        let Some((_, leader)) = m.leader.filter(|(_, a)| !a.is_empty()) else {
+            return Ok(client);
+        };
+        if client
+            .peer
+            .as_ref()
+            .is_some_and(|p| p.to_string() == leader)
+        {
+            return Ok(client);
+        }
+        match Self::connect_any(&config, std::slice::from_ref(&leader), deadline).await {
+            Ok(leader_client) => Ok(leader_client),
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "cannot reach the leader; keeping the broker reached");
+                Ok(client)
+            }
+        }
+    }
+
+    async fn connect_any(
+        config: &ClientConfig,
+        addrs: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<Self, ClientError> {
         let mut backoff = Duration::from_millis(25);
+        // From a random one: clients spread over the brokers, and one that keeps sending them
+        // elsewhere is not always tried first.
+        let first = rand::random::<u64>() as usize % addrs.len().max(1);
+        let mut tries = addrs.iter().cycle().skip(first);
         let stream = loop {
+            let Some(addr) = tries.next() else {
+                return Err(ClientError::Connect {
+                    addr: config.addr.clone(),
+                    cause: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"),
+                });
+            };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let attempt = tokio::time::timeout(
                 left.max(Duration::from_millis(1)),
-                TcpStream::connect(&config.addr),
+                TcpStream::connect(addr.as_str()),
             )
             .await;
             let err = match attempt {
@@ -187,7 +253,7 @@ impl Client {
             backoff = (backoff * 2).min(Duration::from_secs(1));
         };
         let _ = stream.set_nodelay(true);
-        let client = Self::start(stream, &config);
+        let client = Self::start(stream, config);
         client
             .call(
                 Request::Hello {
@@ -202,6 +268,7 @@ impl Client {
     }
 
     fn start(stream: TcpStream, config: &ClientConfig) -> Self {
+        let peer = stream.peer_addr().ok();
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
         let closed = CancellationToken::new();
@@ -295,7 +362,7 @@ impl Client {
                 }
             }
         });
-        Self { inner }
+        Self { inner, peer }
     }
 
     /// Whether the connection is gone.
@@ -351,6 +418,10 @@ impl Client {
         };
         if code != 0 {
             let message = Reader::new(&body).str("message").unwrap_or_default();
+            if code == ErrorCode::NotLeader as u16 {
+                // Leadership moved: this connection is of no more use (see the module docs).
+                self.inner.closed.cancel();
+            }
             let name = ErrorCode::from_u16(code).map_or("unknown", ErrorCode::name);
             return Err(ClientError::Server {
                 code,
@@ -359,6 +430,26 @@ impl Client {
             });
         }
         Response::decode_body(api, &body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Sends any request and waits for its answer (within the request timeout): what the
+    /// typed methods below use, and what brokers of a cluster use among themselves.
+    ///
+    /// # Errors
+    /// When the connection is gone, the answer is late, or the broker answers with an error.
+    pub async fn request(&self, req: Request) -> Result<Response, ClientError> {
+        self.call(req, Duration::ZERO).await
+    }
+
+    /// Who leads the cluster (a single broker answers `clustered: false`).
+    ///
+    /// # Errors
+    /// When the call fails.
+    pub async fn metadata(&self) -> Result<crate::protocol::peer::Metadata, ClientError> {
+        match self.call(Request::Metadata, Duration::ZERO).await? {
+            Response::Metadata(m) => Ok(m),
+            _ => Err(Self::unexpected("metadata")),
+        }
     }
 
     fn unexpected(api: &str) -> ClientError {

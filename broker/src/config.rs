@@ -1,6 +1,7 @@
 //! The broker's validated configuration. `main` turns flags into this once; the rest of the
 //! crate trusts it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -118,6 +119,76 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// The most brokers in a cluster.
+pub const MAX_CLUSTER_NODES: usize = 9;
+
+/// A broker's place in a cluster (`broker serve --node-id N --peers ...`); see REPLICATION.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This broker's id, unique in the cluster (1 and up).
+    pub node_id: u64,
+    /// Every member's address for traffic between brokers, this broker's own included.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Where clients are told to reach this broker (its leader address in metadata answers).
+    pub advertise: SocketAddr,
+    /// How often the Raft leader heartbeats its followers.
+    pub heartbeat: Duration,
+    /// A node that hears no leader for this long (drawn up to twice as long) starts an
+    /// election: with the heartbeat, what bounds failover time.
+    pub election_timeout: Duration,
+    /// How long a request to another broker may take before it is given up.
+    pub peer_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// A cluster of `peers` with default timings, as node `node_id`, advertising `advertise`.
+    pub fn new(node_id: u64, peers: BTreeMap<u64, SocketAddr>, advertise: SocketAddr) -> Self {
+        Self {
+            node_id,
+            peers,
+            advertise,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            peer_timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |flag: &'static str, reason: String| Err(ConfigError { flag, reason });
+        if self.node_id == 0 {
+            return invalid("node-id", "must be 1 or more".into());
+        }
+        if !self.peers.contains_key(&self.node_id) {
+            return invalid(
+                "peers",
+                format!("must name this broker's own id {} too", self.node_id),
+            );
+        }
+        if self.peers.len() > MAX_CLUSTER_NODES {
+            return invalid(
+                "peers",
+                format!(
+                    "names {} brokers; a cluster has at most {MAX_CLUSTER_NODES}",
+                    self.peers.len()
+                ),
+            );
+        }
+        if self.heartbeat.is_zero() || self.heartbeat * 3 > self.election_timeout {
+            return invalid(
+                "heartbeat",
+                format!(
+                    "must be above zero and at most a third of --election-timeout ({:?})",
+                    self.election_timeout
+                ),
+            );
+        }
+        if self.peer_timeout.is_zero() {
+            return invalid("peer-timeout", "must be above zero".into());
+        }
+        Ok(())
+    }
+}
+
 /// Everything the broker needs to run.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -159,6 +230,8 @@ pub struct BrokerConfig {
     pub auto_create_partitions: u32,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// The cluster this broker is a member of; `None` for a single broker.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl BrokerConfig {
@@ -184,6 +257,7 @@ impl BrokerConfig {
             idle_timeout: Duration::from_secs(600),
             auto_create_partitions: 0,
             drain_timeout: Duration::from_secs(10),
+            cluster: None,
         }
     }
 
@@ -227,6 +301,15 @@ impl BrokerConfig {
                 "must not be empty (leave it out for no token)".into(),
             );
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+            if self.auto_create_partitions > 0 {
+                return invalid(
+                    "auto-create-partitions",
+                    "does not work in a cluster: a topic is created through the cluster's Raft; create it first".into(),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -256,7 +339,13 @@ mod tests {
         let ok = BrokerConfig::new("data", ([127, 0, 0, 1], 0).into());
         assert_eq!(ok.validate(), Ok(()));
         type Spoil = fn(&mut BrokerConfig);
-        let cases: [(&str, Spoil); 9] = [
+        let peers: BTreeMap<u64, SocketAddr> = (1..=3)
+            .map(|n| (n, SocketAddr::from(([127, 0, 0, 1], 9000 + n as u16))))
+            .collect();
+        let mut clustered = ok.clone();
+        clustered.cluster = Some(ClusterConfig::new(2, peers, ([127, 0, 0, 1], 9002).into()));
+        assert_eq!(clustered.validate(), Ok(()));
+        let cases: [(&str, Spoil); 15] = [
             ("max-frame-bytes", |c| c.max_frame_bytes = 100),
             ("max-frame-bytes", |c| c.max_frame_bytes = 2 << 30),
             ("segment-bytes", |c| c.segment_bytes = 512),
@@ -270,9 +359,24 @@ mod tests {
                 c.auto_create_partitions = 5000
             }),
             ("token", |c| c.token = Some(String::new())),
+            ("node-id", |c| c.cluster.as_mut().unwrap().node_id = 0),
+            ("peers", |c| c.cluster.as_mut().unwrap().node_id = 7),
+            ("peers", |c| {
+                let cl = c.cluster.as_mut().unwrap();
+                for n in 4..=10 {
+                    cl.peers.insert(n, ([127, 0, 0, 1], 1).into());
+                }
+            }),
+            ("heartbeat", |c| {
+                c.cluster.as_mut().unwrap().heartbeat = Duration::from_millis(600)
+            }),
+            ("peer-timeout", |c| {
+                c.cluster.as_mut().unwrap().peer_timeout = Duration::ZERO
+            }),
+            ("auto-create-partitions", |c| c.auto_create_partitions = 4),
         ];
         for (flag, spoil) in cases {
-            let mut c = ok.clone();
+            let mut c = clustered.clone();
             spoil(&mut c);
             let e = c.validate().expect_err(flag);
             assert_eq!(e.flag, flag);

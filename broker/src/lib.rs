@@ -5,6 +5,7 @@
 //! See the crate README for operating it and `PROTOCOL.md` for the wire format.
 
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod engine;

@@ -1,5 +1,6 @@
 //! `broker`: serve the durable job broker, or talk to one (produce, consume, topics, stats).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use broker::client::{Client, ClientConfig, Consumer};
 use broker::config::{
-    BrokerConfig, FsyncPolicy, MAX_PARTITIONS, MIN_RETENTION_CHECK_INTERVAL,
+    BrokerConfig, ClusterConfig, FsyncPolicy, MAX_PARTITIONS, MIN_RETENTION_CHECK_INTERVAL,
     SERVE_MIN_SEGMENT_BYTES, parse_duration, parse_size,
 };
 use broker::protocol::{FetchMode, Record};
@@ -35,7 +36,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Append newline-delimited payloads from stdin; exits non-zero unless all were acknowledged.
     Produce(ProduceArgs),
     /// Print payloads of a group's deliveries, one per line, acknowledging each after printing.
@@ -112,6 +113,52 @@ struct ServeArgs {
     /// On SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// This broker's id in a cluster (1 and up); needs --peers. Without both, the broker runs
+    /// alone. See REPLICATION.md.
+    #[arg(long, env = "BROKER_NODE_ID", requires = "peers")]
+    node_id: Option<u64>,
+    /// Every member of the cluster as ID=HOST:PORT, this broker included, comma-separated:
+    /// where brokers reach each other (e.g. 1=10.0.0.1:7070,2=10.0.0.2:7070,3=10.0.0.3:7070).
+    #[arg(long, env = "BROKER_PEERS", value_parser = parse_peers, requires = "node_id")]
+    peers: Option<BTreeMap<u64, SocketAddr>>,
+    /// The address clients are told to use for this broker (default: its address in --peers).
+    #[arg(long, env = "BROKER_ADVERTISE")]
+    advertise: Option<SocketAddr>,
+    /// How often the cluster's leader heartbeats its followers.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    heartbeat: Duration,
+    /// A broker that hears no leader for this long (drawn up to twice as long) starts an
+    /// election; a leader that hears from no majority for this long stops serving.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    election_timeout: Duration,
+    /// Deadline of a request between brokers.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    peer_timeout: Duration,
+}
+
+/// Parses `1=host:port,2=host:port,...`.
+fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} in {part:?} is not a node id (1 and up)"))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|e| format!("{addr:?} in {part:?} is not HOST:PORT: {e}"))?;
+        if peers.insert(id, addr).is_some() {
+            return Err(format!("node {id} is named twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("no peers given".into());
+    }
+    Ok(peers)
 }
 
 #[derive(Debug, Args)]
@@ -239,7 +286,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Produce(args) => produce(args).await,
         Command::Consume(args) => consume(args).await,
         Command::Topic(TopicCommand::Create {
@@ -343,6 +390,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.idle_timeout = args.idle_timeout;
     config.auto_create_partitions = args.auto_create_partitions.min(MAX_PARTITIONS);
     config.drain_timeout = args.drain_timeout;
+    if let (Some(node_id), Some(peers)) = (args.node_id, args.peers) {
+        let advertise = args
+            .advertise
+            .or_else(|| peers.get(&node_id).copied())
+            .unwrap_or(args.listen);
+        let mut cluster = ClusterConfig::new(node_id, peers, advertise);
+        cluster.heartbeat = args.heartbeat;
+        cluster.election_timeout = args.election_timeout;
+        cluster.peer_timeout = args.peer_timeout;
+        config.cluster = Some(cluster);
+    }
     let fsync = config.fsync;
     // Handlers first: a SIGTERM that arrives once the broker says it is serving must drain it,
     // not kill it.

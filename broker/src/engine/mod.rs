@@ -77,6 +77,10 @@ pub enum EngineError {
     /// The broker is stopping.
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// In a cluster, this broker does not serve the request: it does not lead (the message
+    /// names the leader when it is known).
+    #[error("{0}")]
+    NotLeader(String),
 }
 
 /// A topic's settings, stored in `topic.json`.
@@ -194,6 +198,16 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), EngineError> {
     }
 }
 
+/// Checks a topic's partition count: 1 to [`MAX_PARTITIONS`].
+pub fn validate_partitions(partitions: u32) -> Result<(), EngineError> {
+    if partitions == 0 || partitions > MAX_PARTITIONS {
+        return Err(EngineError::Invalid(format!(
+            "partitions must be 1 to {MAX_PARTITIONS}, not {partitions}"
+        )));
+    }
+    Ok(())
+}
+
 /// The broker's state.
 #[derive(Debug)]
 pub struct Broker {
@@ -292,8 +306,14 @@ impl Broker {
         u64::try_from(self.host.clock().elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// The directory of partition `partition` of topic `topic`.
+    pub fn partition_dir(&self, topic: &str, partition: u32) -> PathBuf {
+        topics_dir(&self.config.data_dir)
+            .join(topic)
+            .join(partition.to_string())
+    }
+
     fn open_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, EngineError> {
-        let dir = topics_dir(&self.config.data_dir).join(name);
         let notify = Arc::new(Notify::new());
         let log_config = LogConfig {
             segment_bytes: self.config.segment_bytes,
@@ -301,7 +321,7 @@ impl Broker {
         };
         let mut partitions = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
-            let part_dir = dir.join(p.to_string());
+            let part_dir = self.partition_dir(name, p);
             crate::storage::create_dir_durable(
                 &**self.host.disk(),
                 &self.config.data_dir,
@@ -318,6 +338,11 @@ impl Broker {
                 self.config.dedup_window,
                 Arc::clone(&notify),
                 Arc::clone(&self.metrics),
+                if self.config.cluster.is_some() {
+                    partition::CommitMode::Replicated
+                } else {
+                    partition::CommitMode::Local
+                },
             )?;
             if report.truncated_bytes > 0 {
                 tracing::warn!(
@@ -455,11 +480,7 @@ impl Broker {
         retention_ms: u64,
     ) -> Result<(bool, u32), EngineError> {
         validate_name("topic", name)?;
-        if partitions == 0 || partitions > MAX_PARTITIONS {
-            return Err(EngineError::Invalid(format!(
-                "partitions must be 1 to {MAX_PARTITIONS}, not {partitions}"
-            )));
-        }
+        validate_partitions(partitions)?;
         let _guard = self.topic_create.lock().await;
         if let Some(t) = self.topic(name) {
             return Ok((false, t.config.partitions));

@@ -24,6 +24,7 @@ impl Broker {
                         "partition": p.id(),
                         "start_offset": p.start_offset(),
                         "end_offset": p.readable_end(),
+                        "log_end_offset": p.written_end(),
                         "bytes": p.size_bytes(),
                         "failed": p.is_failed(),
                     })

@@ -21,6 +21,10 @@
 //!    rather than built upon. A failed sync first cuts what was written since the last good
 //!    one, which the kernel may have dropped (see `Segment::cut_to_durable`).
 //! 6. At most one flush (write, sync, commit) of a partition runs at a time.
+//! 7. In a cluster ([`CommitMode::Replicated`]) a flush only moves the partition's *durable*
+//!    end; the commit point is moved by replication (the end a majority holds, see
+//!    `crate::replication`). A follower appends its leader's records as they are, offsets and
+//!    timestamps included, and may cut an uncommitted divergent tail; never a committed record.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -29,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::commit::{Commit, Wait};
 use super::host::Host;
@@ -52,6 +56,27 @@ pub struct Appended {
     pub committed: Wait,
 }
 
+/// What moves a partition's commit point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitMode {
+    /// This node alone: records are committed once durable here.
+    Local,
+    /// A cluster: records are committed once a majority of replicas holds them, which
+    /// replication reports through [`Partition::advance_commit`].
+    Replicated,
+}
+
+/// How far a partition's log is durable here (written, and synced if the policy says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Durable {
+    /// Records below this offset are durable.
+    pub end: u64,
+    /// Writes that failed so far: a waiter that sees this grow knows its records were refused.
+    pub failures: u64,
+    /// The partition stopped taking writes.
+    pub fenced: bool,
+}
+
 /// A partition: a handle on its shared state, which the sync queue also holds while the
 /// partition waits for its flush.
 #[derive(Debug)]
@@ -68,6 +93,10 @@ struct Inner {
     log: RwLock<PartitionLog>,
     appender: Mutex<Appender>,
     commit: Commit,
+    mode: CommitMode,
+    durable: watch::Sender<Durable>,
+    /// The log's written end, moved by every write: what wakes a leader's replication.
+    written: watch::Sender<u64>,
     start_offset: AtomicU64,
     size_bytes: AtomicU64,
     max_record_bytes: usize,
@@ -131,6 +160,7 @@ impl Partition {
         dedup_window: Duration,
         readers: Arc<Notify>,
         metrics: Arc<Metrics>,
+        mode: CommitMode,
     ) -> Result<(Self, RecoveryReport), StorageError> {
         let (log, report) = PartitionLog::open(Arc::clone(host.disk()), dir, log_config)?;
         let window_ms = u64::try_from(dedup_window.as_millis()).unwrap_or(u64::MAX);
@@ -177,7 +207,17 @@ impl Partition {
                 flushing: false,
                 closed: false,
             }),
-            commit: Commit::new(end, readers),
+            // A replicated partition does not know what the cluster committed until its leader
+            // says: it starts at nothing (readers are served only by the leader, once it has
+            // recovered and replicated).
+            commit: Commit::new(if mode == CommitMode::Local { end } else { 0 }, readers),
+            mode,
+            durable: watch::Sender::new(Durable {
+                end,
+                failures: 0,
+                fenced: false,
+            }),
+            written: watch::Sender::new(end),
             max_record_bytes: log_config.max_record_bytes,
             metrics,
             produced,
@@ -215,6 +255,149 @@ impl Partition {
     /// Whether a failed sync or write stopped this partition's writes.
     pub fn is_failed(&self) -> bool {
         self.inner.commit.is_fenced()
+    }
+
+    /// How far the log is durable here, and a way to wait for it to move.
+    pub fn durable(&self) -> watch::Receiver<Durable> {
+        self.inner.durable.subscribe()
+    }
+
+    /// The written end, and a way to wait for it to move.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.inner.written.subscribe()
+    }
+
+    /// Records below this offset are written here (durable or about to be).
+    pub fn written_end(&self) -> u64 {
+        self.inner
+            .log
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .end_offset()
+    }
+
+    /// How its commit point moves.
+    pub fn mode(&self) -> CommitMode {
+        self.inner.mode
+    }
+
+    /// Moves the commit point of a replicated partition to `to` (never back): replication
+    /// found that a majority holds the records below it.
+    pub fn advance_commit(&self, to: u64) {
+        self.inner.commit.advance(to);
+    }
+
+    /// Answers every produce waiting for the commit point with `e`: this node stopped leading
+    /// the partition, and what it appended may or may not be committed by the next leader.
+    pub fn fail_waiting(&self, e: &StorageError) {
+        self.inner.commit.fail_waiting(e);
+    }
+
+    /// Appends records that the partition's leader (or, during recovery, another replica)
+    /// holds, as they are: their offsets must continue the log, and their timestamps and dedup
+    /// ids are kept. Never blocks on the disk; wait on [`Partition::durable`] for them.
+    pub fn append_replicated(&self, records: &[StoredRecord]) -> Result<u64, StorageError> {
+        let inner = &self.inner;
+        let mut a = inner.lock_appender();
+        if a.closed {
+            return Err(StorageError::Closed);
+        }
+        if inner.commit.is_fenced() {
+            return Err(StorageError::Fenced);
+        }
+        for r in records {
+            if r.offset != a.next {
+                return Err(StorageError::Corrupt {
+                    offset: r.offset,
+                    path: std::path::PathBuf::from(&inner.name),
+                    reason: format!(
+                        "a replicated record does not follow the log's end {}",
+                        a.next
+                    ),
+                });
+            }
+            if let Some(id) = r.record.dedup_id.as_deref() {
+                let id: Arc<str> = Arc::from(id);
+                a.dedup.insert(Arc::clone(&id), r.offset);
+                a.batch_ids.push((r.timestamp_ms, id));
+            }
+            a.batch.push(r.offset, r.timestamp_ms, &r.record);
+            a.next += 1;
+        }
+        if !records.is_empty() && !a.queued_write {
+            a.queued_write = true;
+            inner
+                .host
+                .schedule_flush(Arc::clone(&self.inner) as Arc<dyn Flush>, true, None);
+        }
+        Ok(a.next)
+    }
+
+    /// Cuts the log back to `end`, durably: a divergent tail that the leader's records
+    /// replace. Refused below the commit point (a committed record is never cut). Waits for a
+    /// flush that runs; call it when nothing is buffered (a follower waits for its appends to
+    /// be durable before it takes the next request). Blocking. Returns the records cut.
+    pub fn truncate_to(&self, end: u64) -> Result<u64, StorageError> {
+        let inner = &self.inner;
+        loop {
+            let mut a = inner.lock_appender();
+            if a.flushing || !a.batch.is_empty() {
+                drop(a);
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            if end < inner.commit.end() {
+                return Err(StorageError::Corrupt {
+                    offset: end,
+                    path: std::path::PathBuf::from(&inner.name),
+                    reason: format!(
+                        "refusing to cut committed records (commit point {})",
+                        inner.commit.end()
+                    ),
+                });
+            }
+            let mut log = inner.log.write().unwrap_or_else(PoisonError::into_inner);
+            let cut = log.truncate_to(end);
+            inner.store_sizes(&log);
+            let now_end = log.end_offset();
+            drop(log);
+            a.next = now_end;
+            a.dedup.retain(|_, offset| *offset < now_end);
+            let dedup = &a.dedup;
+            let kept: VecDeque<(u64, Arc<str>)> = a
+                .dedup_order
+                .iter()
+                .filter(|(_, id)| dedup.contains_key(&**id))
+                .cloned()
+                .collect();
+            a.dedup_order = kept;
+            inner.durable.send_modify(|d| d.end = d.end.min(now_end));
+            inner.written.send_replace(now_end);
+            // A produce waiting here was appended by a leader that has since been deposed (a
+            // follower takes no produces): its offset may now hold another record.
+            inner.commit.fail_waiting(&StorageError::NotLeader);
+            if cut.is_err() {
+                inner.commit.fence();
+                inner.durable.send_modify(|d| d.fenced = true);
+            }
+            return cut;
+        }
+    }
+
+    /// Reads up to `max_records` records from `from` that are written here, committed or not:
+    /// what a leader sends its followers.
+    pub fn read_written(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, StorageError> {
+        let log = self
+            .inner
+            .log
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.read(from, max_records, max_bytes, u64::MAX)
     }
 
     /// Numbers and buffers `records` now, in call order (or finds them by dedup id); the
@@ -389,6 +572,9 @@ impl Inner {
         match written {
             Ok(()) => {
                 self.produced.inc_by(batch.len() as u64);
+                if !batch.is_empty() {
+                    self.written.send_replace(end);
+                }
                 a.unsynced_records += batch.len() as u64;
                 a.dedup_order.extend(ids);
                 if final_sync || (self.sync_due(&a) && a.unsynced_records > 0) {
@@ -399,7 +585,10 @@ impl Inner {
                     a = self.lock_appender();
                 }
                 if !self.commit.is_fenced() {
-                    self.commit.advance(end);
+                    self.durable.send_modify(|d| d.end = d.end.max(end));
+                    if self.mode == CommitMode::Local {
+                        self.commit.advance(end);
+                    }
                 }
             }
             Err(e) => {
@@ -416,6 +605,11 @@ impl Inner {
                     .unwrap_or_else(PoisonError::into_inner)
                     .end_offset();
                 self.commit.fail_waiting(&e);
+                let fenced = self.commit.is_fenced();
+                self.durable.send_modify(|d| {
+                    d.failures += 1;
+                    d.fenced |= fenced;
+                });
             }
         }
         let mut spare = batch;
@@ -489,6 +683,7 @@ impl Inner {
                 self.metrics.storage_errors.inc();
                 tracing::error!(partition = %self.name, error = %e, "sync failed: the records written since the last sync are cut and the partition stops taking writes until the broker restarts");
                 self.commit.fence();
+                self.durable.send_modify(|d| d.fenced = true);
                 let mut log = self.log.write().unwrap_or_else(PoisonError::into_inner);
                 log.sync_failed(&files);
                 self.store_sizes(&log);
@@ -528,6 +723,7 @@ mod tests {
             Duration::from_secs(60),
             Arc::new(Notify::new()),
             metrics,
+            CommitMode::Local,
         )
         .unwrap()
         .0

@@ -7,6 +7,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{self, DecodeError, Reader, WriteExt};
+use crate::protocol::peer::{
+    Metadata, PeerAnswer, PromiseRequest, RaftKind, ReadReplicaRequest, ReplicateRequest,
+    encode_raft,
+};
 
 /// Numeric identifiers of the APIs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,11 +30,21 @@ pub enum ApiKey {
     Nack = 5,
     /// Topics, partitions and groups as JSON.
     Stats = 6,
+    /// Who leads the cluster, and its members.
+    Metadata = 7,
+    /// Raft's messages between brokers.
+    Raft = 8,
+    /// A new leader asks a replica to promise its epoch.
+    Promise = 9,
+    /// A leader sends a follower records.
+    Replicate = 10,
+    /// A recovering leader reads a replica's records.
+    ReadReplica = 11,
 }
 
 impl ApiKey {
     /// Every api key, in numeric order (index = key).
-    pub const ALL: [ApiKey; 7] = [
+    pub const ALL: [ApiKey; 12] = [
         Self::Hello,
         Self::CreateTopic,
         Self::Produce,
@@ -38,6 +52,11 @@ impl ApiKey {
         Self::Ack,
         Self::Nack,
         Self::Stats,
+        Self::Metadata,
+        Self::Raft,
+        Self::Promise,
+        Self::Replicate,
+        Self::ReadReplica,
     ];
 
     /// The api key for a raw number, if this build knows it.
@@ -50,6 +69,11 @@ impl ApiKey {
             4 => Self::Ack,
             5 => Self::Nack,
             6 => Self::Stats,
+            7 => Self::Metadata,
+            8 => Self::Raft,
+            9 => Self::Promise,
+            10 => Self::Replicate,
+            11 => Self::ReadReplica,
             _ => return None,
         })
     }
@@ -64,7 +88,20 @@ impl ApiKey {
             Self::Ack => "ack",
             Self::Nack => "nack",
             Self::Stats => "stats",
+            Self::Metadata => "metadata",
+            Self::Raft => "raft",
+            Self::Promise => "promise",
+            Self::Replicate => "replicate",
+            Self::ReadReplica => "read_replica",
         }
+    }
+
+    /// Whether only another broker of the cluster sends it.
+    pub fn is_peer(self) -> bool {
+        matches!(
+            self,
+            Self::Raft | Self::Promise | Self::Replicate | Self::ReadReplica
+        )
     }
 }
 
@@ -98,6 +135,9 @@ pub enum ErrorCode {
     FrameTooShort = 11,
     /// The server is overloaded; retry later.
     Busy = 12,
+    /// This broker does not lead the cluster (or not yet): ask Metadata who does, and send
+    /// it there.
+    NotLeader = 13,
 }
 
 impl ErrorCode {
@@ -118,6 +158,7 @@ impl ErrorCode {
             10 => Self::ShuttingDown,
             11 => Self::FrameTooShort,
             12 => Self::Busy,
+            13 => Self::NotLeader,
             _ => return None,
         })
     }
@@ -138,12 +179,16 @@ impl ErrorCode {
             Self::ShuttingDown => "shutting_down",
             Self::FrameTooShort => "frame_too_short",
             Self::Busy => "busy",
+            Self::NotLeader => "not_leader",
         }
     }
 
     /// Whether a client may retry the same request later and expect it to succeed.
     pub fn is_retriable(self) -> bool {
-        matches!(self, Self::Storage | Self::ShuttingDown | Self::Busy)
+        matches!(
+            self,
+            Self::Storage | Self::ShuttingDown | Self::Busy | Self::NotLeader
+        )
     }
 }
 
@@ -450,6 +495,21 @@ pub enum Request {
         /// The topic, or empty.
         topic: String,
     },
+    /// Who leads the cluster.
+    Metadata,
+    /// A Raft message from another broker.
+    Raft {
+        /// Which one.
+        kind: RaftKind,
+        /// openraft's request, as JSON.
+        json: Bytes,
+    },
+    /// Promise an epoch (from a new leader).
+    Promise(PromiseRequest),
+    /// Take records (from the leader).
+    Replicate(ReplicateRequest),
+    /// Read records (for a recovering leader).
+    ReadReplica(ReadReplicaRequest),
 }
 
 impl Request {
@@ -463,6 +523,11 @@ impl Request {
             Self::Ack { .. } => ApiKey::Ack,
             Self::Nack { .. } => ApiKey::Nack,
             Self::Stats { .. } => ApiKey::Stats,
+            Self::Metadata => ApiKey::Metadata,
+            Self::Raft { .. } => ApiKey::Raft,
+            Self::Promise(_) => ApiKey::Promise,
+            Self::Replicate(_) => ApiKey::Replicate,
+            Self::ReadReplica(_) => ApiKey::ReadReplica,
         }
     }
 
@@ -525,6 +590,11 @@ impl Request {
                 put_ids(ids, out);
             }
             Self::Stats { topic } => out.put_str(topic),
+            Self::Metadata => {}
+            Self::Raft { kind, json } => encode_raft(*kind, json, out),
+            Self::Promise(p) => p.encode(out),
+            Self::Replicate(p) => p.encode(out),
+            Self::ReadReplica(p) => p.encode(out),
         }
     }
 
@@ -583,6 +653,14 @@ impl Request {
             ApiKey::Stats => Self::Stats {
                 topic: r.str("stats.topic")?,
             },
+            ApiKey::Metadata => Self::Metadata,
+            ApiKey::Raft => Self::Raft {
+                kind: RaftKind::decode(&mut r)?,
+                json: r.bytes("raft.json")?,
+            },
+            ApiKey::Promise => Self::Promise(PromiseRequest::decode(&mut r)?),
+            ApiKey::Replicate => Self::Replicate(ReplicateRequest::decode(&mut r)?),
+            ApiKey::ReadReplica => Self::ReadReplica(ReadReplicaRequest::decode(&mut r)?),
         };
         r.finish()?;
         Ok(req)
@@ -632,6 +710,12 @@ pub enum Response {
     Nack(Vec<NackStatus>),
     /// Answer to Stats: a JSON document.
     Stats(Bytes),
+    /// Answer to Metadata.
+    Metadata(Metadata),
+    /// Answer to Raft: openraft's response, as JSON.
+    Raft(Bytes),
+    /// Answer to Promise, Replicate and ReadReplica.
+    Peer(PeerAnswer),
 }
 
 impl Response {
@@ -680,7 +764,9 @@ impl Response {
                     out.put_u8(*s as u8);
                 }
             }
-            Self::Stats(json) => out.put_bytes_field(json),
+            Self::Stats(json) | Self::Raft(json) => out.put_bytes_field(json),
+            Self::Metadata(m) => m.encode(out),
+            Self::Peer(a) => a.encode(out),
         }
     }
 
@@ -753,6 +839,11 @@ impl Response {
                 Self::Nack(v)
             }
             ApiKey::Stats => Self::Stats(r.bytes("stats.json")?),
+            ApiKey::Metadata => Self::Metadata(Metadata::decode(&mut r)?),
+            ApiKey::Raft => Self::Raft(r.bytes("raft.json")?),
+            ApiKey::Promise | ApiKey::Replicate | ApiKey::ReadReplica => {
+                Self::Peer(PeerAnswer::decode(&mut r)?)
+            }
         };
         r.finish()?;
         Ok(resp)

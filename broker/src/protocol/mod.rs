@@ -1,10 +1,12 @@
-//! The broker's wire protocol, sans I/O: framing (`frame`) and typed messages (`message`).
+//! The broker's wire protocol, sans I/O: framing (`frame`), typed messages (`message`) and
+//! the bodies a cluster adds (`peer`).
 //!
 //! `broker/PROTOCOL.md` is the byte-by-byte description; this module is its implementation
 //! and the two must agree.
 
 pub mod frame;
 pub mod message;
+pub mod peer;
 
 pub use frame::{FrameError, RequestHeader, ResponseHeader};
 pub use message::{

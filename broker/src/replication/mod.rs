@@ -3,6 +3,7 @@
 //! - [`epochs`]: which leader epoch wrote each stretch of a log, and where two logs diverge.
 //! - [`replica`]: what a replica decides for each request, and what a leader tracks while it
 //!   recovers and replicates.
+//! - [`store`]: where a replica keeps its promise and labels on disk.
 //! - `sim` (feature `simulation`): a deterministic simulation of a cluster running the
 //!   protocol over a network that drops, delays, repeats and reorders messages, cuts links,
 //!   crashes nodes and elects leaders at will; it checks that no committed record is lost.
@@ -13,3 +14,4 @@ pub mod epochs;
 pub mod replica;
 #[cfg(feature = "simulation")]
 pub mod sim;
+pub mod store;

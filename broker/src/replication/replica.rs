@@ -365,6 +365,29 @@ impl Leader {
         Some(append)
     }
 
+    /// The append last made for `node` carried records up to `to` only (a byte limit cut
+    /// it short): the next one starts there.
+    pub fn sent(&mut self, node: NodeId, to: u64) {
+        if let Some(p) = self.followers.get_mut(&node) {
+            p.next = to;
+        }
+    }
+
+    /// An append to `node` was lost: the next one starts from what it last confirmed (or,
+    /// never having confirmed anything, where it stood).
+    pub fn rewind(&mut self, node: NodeId) {
+        if let Some(p) = self.followers.get_mut(&node)
+            && let Some(m) = p.matched
+        {
+            p.next = p.next.min(m);
+        }
+    }
+
+    /// Whether `node` has not been sent everything below `end`.
+    pub fn has_more(&self, node: NodeId, end: u64) -> bool {
+        self.followers.get(&node).is_some_and(|p| p.next < end)
+    }
+
     /// Whether `node`'s log ends below the leader's first retained record: it needs the log
     /// restarted at the leader's start (its own records there are all committed).
     pub fn needs_reset(&self, node: NodeId, mine: &ReplicaState) -> bool {

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::node::Cluster;
 use crate::engine::produce::{Pending, Produced};
 use crate::engine::{Broker, EngineError};
 use crate::metrics::Metrics;
@@ -39,6 +40,7 @@ use crate::protocol::frame::{
     FrameError, REQUEST_HEADER_BYTES, ResponseHeader, begin_response, finish_frame,
     parse_request_header, split_frame,
 };
+use crate::protocol::peer::Metadata;
 use crate::protocol::{ApiKey, ErrorCode, PROTOCOL_VERSION, Request, Response};
 
 /// Requests in progress per connection before the reader stops reading.
@@ -63,6 +65,8 @@ fn error_code(e: &EngineError) -> ErrorCode {
             ErrorCode::InvalidRequest
         }
         EngineError::Storage(crate::storage::StorageError::Closed) => ErrorCode::ShuttingDown,
+        EngineError::Storage(crate::storage::StorageError::NotLeader)
+        | EngineError::NotLeader(_) => ErrorCode::NotLeader,
         EngineError::Storage(_) => ErrorCode::Storage,
         EngineError::ShuttingDown => ErrorCode::ShuttingDown,
     }
@@ -179,6 +183,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 struct Conn {
     broker: Arc<Broker>,
+    cluster: Option<Arc<Cluster>>,
     id: u64,
     peer: SocketAddr,
     /// Responses ready to write.
@@ -287,6 +292,28 @@ impl Conn {
         let reply = Reply { api, corr, started };
         let broker = Arc::clone(&self.broker);
         let id = self.id;
+        if let Some(cluster) = &self.cluster
+            && matches!(
+                api,
+                ApiKey::Produce | ApiKey::Fetch | ApiKey::Ack | ApiKey::Nack | ApiKey::CreateTopic
+            )
+            && let Err(e) = cluster.check_serving()
+        {
+            reply.encode_into(&mut self.out, broker.metrics(), Err(e));
+            return true;
+        }
+        if api.is_peer() && self.cluster.is_none() {
+            reply.encode_into(
+                &mut self.out,
+                broker.metrics(),
+                Err(EngineError::Invalid(format!(
+                    "{} is a request between brokers of a cluster, and this broker is not in one",
+                    api.name()
+                ))),
+            );
+            return true;
+        }
+        let cluster = self.cluster.clone();
         match req {
             Request::Hello {
                 max_version,
@@ -364,13 +391,51 @@ impl Conn {
                 retention_ms,
             } => {
                 self.spawn(reply, async move {
-                    broker
-                        .create_topic(&name, partitions, retention_bytes, retention_ms)
+                    let created = match cluster {
+                        Some(c) => {
+                            c.create_topic(&name, partitions, retention_bytes, retention_ms)
+                                .await
+                        }
+                        None => {
+                            broker
+                                .create_topic(&name, partitions, retention_bytes, retention_ms)
+                                .await
+                        }
+                    };
+                    created.map(|(created, partitions)| Response::CreateTopic {
+                        created,
+                        partitions,
+                    })
+                });
+            }
+            Request::Metadata => {
+                let m = cluster.map_or_else(Metadata::default, |c| c.metadata());
+                reply.encode_into(&mut self.out, broker.metrics(), Ok(Response::Metadata(m)));
+            }
+            Request::Raft { kind, json } => {
+                self.spawn(reply, async move {
+                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
+                    c.raft_message(kind, &json).await.map(Response::Raft)
+                });
+            }
+            Request::Promise(p) => {
+                self.spawn(reply, async move {
+                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
+                    c.promise(p.epoch, &p.partition.topic, p.partition.partition)
                         .await
-                        .map(|(created, partitions)| Response::CreateTopic {
-                            created,
-                            partitions,
-                        })
+                        .map(Response::Peer)
+                });
+            }
+            Request::Replicate(r) => {
+                self.spawn(reply, async move {
+                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
+                    c.replicate(r).await.map(Response::Peer)
+                });
+            }
+            Request::ReadReplica(r) => {
+                self.spawn(reply, async move {
+                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
+                    c.read_replica(r).await.map(Response::Peer)
                 });
             }
             Request::Stats { topic } => {
@@ -403,6 +468,7 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
+    cluster: Option<Arc<Cluster>>,
     id: u64,
     shutdown: CancellationToken,
 ) {
@@ -416,6 +482,7 @@ pub async fn serve(
     let mut conn = Conn {
         authed: broker.config().token.is_none(),
         broker: Arc::clone(&broker),
+        cluster,
         id,
         peer,
         out: BytesMut::with_capacity(OUT_BYTES),

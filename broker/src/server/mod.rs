@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use plumbing::accept::{Accepted, Admitted, CappedListener, WhenFull};
 
+use crate::cluster::node::{Cluster, ClusterError};
 use crate::config::{BrokerConfig, ConfigError};
 use crate::engine::{Broker, EngineError};
 use crate::metrics::Metrics;
@@ -41,6 +42,9 @@ pub enum ServerError {
         /// The cause.
         cause: EngineError,
     },
+    /// The cluster membership could not start.
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] ClusterError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {cause}")]
     Bind {
@@ -60,6 +64,9 @@ pub struct Server {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     registry: Arc<Registry>,
+    cluster: Option<Arc<Cluster>>,
+    /// Stops the cluster's tasks once the server stopped taking requests.
+    cluster_stop: CancellationToken,
 }
 
 impl Server {
@@ -103,11 +110,24 @@ impl Server {
             },
             None => None,
         };
+        let cluster_stop = CancellationToken::new();
+        let cluster = match broker.config().cluster.clone() {
+            Some(c) => match Cluster::start(Arc::clone(&broker), c, cluster_stop.clone()).await {
+                Ok(cluster) => Some(cluster),
+                Err(e) => {
+                    broker.close();
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
         Ok(Self {
             broker,
             listener,
             metrics_listener,
             registry: Arc::new(registry),
+            cluster,
+            cluster_stop,
         })
     }
 
@@ -128,6 +148,11 @@ impl Server {
         Arc::clone(&self.broker)
     }
 
+    /// This broker's cluster membership, if it is in one.
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster.clone()
+    }
+
     /// Serves until `shutdown` fires, then drains and closes.
     pub async fn run(self, shutdown: CancellationToken) {
         let Self {
@@ -135,11 +160,14 @@ impl Server {
             listener,
             metrics_listener,
             registry,
+            cluster,
+            cluster_stop,
         } = self;
         let tasks = TaskTracker::new();
         let background = CancellationToken::new();
         {
             let broker = Arc::clone(&broker);
+            let cluster = cluster.clone();
             let stop = background.clone();
             tasks.spawn(async move {
                 let mut tick = tokio::time::interval(MAINTAIN_EVERY);
@@ -150,6 +178,12 @@ impl Server {
                     tokio::select! {
                         _ = tick.tick() => {}
                         () = stop.cancelled() => break,
+                    }
+                    // In a cluster only the serving leader changes its log by itself (leases
+                    // that expire, dead letters, retention); a follower's log follows its
+                    // leader's.
+                    if cluster.as_ref().is_some_and(|c| !c.serving().ready) {
+                        continue;
                     }
                     let retention = last_retention.elapsed() >= retain_every;
                     if retention {
@@ -187,11 +221,12 @@ impl Server {
             metrics.connections_accepted.inc();
             let id = ids.fetch_add(1, Ordering::Relaxed);
             let broker = Arc::clone(&broker);
+            let cluster = cluster.clone();
             let token = conn_shutdown.clone();
             let span = tracing::debug_span!("conn", %peer, id);
             connections.spawn(
                 async move {
-                    connection::serve(stream, peer, broker, id, token).await;
+                    connection::serve(stream, peer, broker, cluster, id, token).await;
                     drop(permit);
                 }
                 .instrument(span),
@@ -213,6 +248,10 @@ impl Server {
         }
         let drained = std::time::Instant::now();
         background.cancel();
+        cluster_stop.cancel();
+        if let Some(c) = &cluster {
+            c.stop().await;
+        }
         tasks.close();
         tasks.wait().await;
         let stopped = drained.elapsed();

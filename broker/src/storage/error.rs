@@ -43,6 +43,10 @@ pub enum StorageError {
         "writes are refused after a failed write or sync (see the broker's log); restart the broker to recover"
     )]
     Fenced,
+    /// This broker stopped leading the partition while the request waited: the records may or
+    /// may not be committed by the next leader (a producer re-sends them with their dedup ids).
+    #[error("this broker no longer leads the partition; send to the leader")]
+    NotLeader,
 }
 
 impl StorageError {
@@ -69,6 +73,7 @@ impl StorageError {
             },
             Self::Closed => Self::Closed,
             Self::Fenced => Self::Fenced,
+            Self::NotLeader => Self::NotLeader,
         }
     }
 

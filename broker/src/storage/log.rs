@@ -330,6 +330,48 @@ impl PartitionLog {
         }
     }
 
+    /// Cuts the log back so that it ends at `end`, durably: a replica's divergent tail, which
+    /// the leader's records replace. Segments starting at or past `end` are removed, last
+    /// first, so a crash half way leaves a prefix; the segment holding `end` is cut there and
+    /// becomes the active one. Returns the records cut. A cut below the log's start empties it
+    /// and restarts it at `end`. On an error the log may be cut part of the way (always to a
+    /// prefix); if its last segment could not be cut it is poisoned and takes no more writes.
+    pub fn truncate_to(&mut self, end: u64) -> Result<u64, StorageError> {
+        let old_end = self.end_offset();
+        if end >= old_end {
+            return Ok(0);
+        }
+        // A segment starting past `end` goes; one starting at it is kept (emptied) if it is
+        // the only one.
+        while let Some(last) = self.segments.last()
+            && last.base() >= end
+            && (self.segments.len() > 1 || last.base() > end)
+        {
+            let Some(seg) = self.segments.pop() else {
+                break;
+            };
+            Segment::remove_files(&*self.disk, &self.dir, seg.base())?;
+        }
+        if self.segments.is_empty() {
+            // Everything went: the log starts again at `end`.
+            self.segments
+                .push(Segment::create(&*self.disk, &self.dir, end)?);
+        } else if let Some(last) = self.segments.last_mut() {
+            let keep = usize::try_from(end.saturating_sub(last.base())).unwrap_or(usize::MAX);
+            last.keep_records(keep);
+            if last.is_poisoned() {
+                return Err(StorageError::Corrupt {
+                    offset: end,
+                    path: last.path().to_path_buf(),
+                    reason: "a divergent tail could not be cut".into(),
+                });
+            }
+        }
+        let bases: Vec<u64> = self.segments.iter().map(Segment::base).collect();
+        self.unsynced.retain(|u| bases.contains(&u.base));
+        Ok(old_end - self.end_offset())
+    }
+
     /// Reads up to `max_records` records from `from`, below `upto`, within about `max_bytes`.
     pub fn read(
         &self,
@@ -611,6 +653,48 @@ mod tests {
         let all = log.read(0, 1000, usize::MAX, u64::MAX).unwrap();
         assert_eq!(all.len(), 100);
         assert_eq!(all[1].record, rec(1));
+    }
+
+    #[test]
+    fn truncation_cuts_across_segments_durably_and_appends_go_on_from_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
+        for i in 0..120 {
+            log.append([&rec(i)], 10 + i).unwrap();
+        }
+        let segments = log.segment_count();
+        assert!(segments > 3);
+        assert_eq!(log.truncate_to(130).unwrap(), 0, "past the end: nothing");
+        assert_eq!(log.truncate_to(45).unwrap(), 75);
+        assert_eq!(log.end_offset(), 45);
+        assert!(log.segment_count() < segments);
+        for i in 45..50 {
+            assert_eq!(
+                log.append([&Record::new(format!("new-{i}"))], 99).unwrap(),
+                i
+            );
+        }
+        let reopened = || {
+            PartitionLog::open(OsDisk::shared(), dir.path(), small())
+                .unwrap()
+                .0
+        };
+        let check = |log: &PartitionLog| {
+            let all = log.read(0, 1000, usize::MAX, u64::MAX).unwrap();
+            assert_eq!(all.len(), 50);
+            assert_eq!(all[44].record, rec(44));
+            assert_eq!(all[45].record, Record::new("new-45".to_string()));
+        };
+        check(&log);
+        drop(log);
+        let mut log = reopened();
+        check(&log);
+        // Down to a segment's base, and to nothing.
+        assert_eq!(log.truncate_to(0).unwrap(), 50);
+        assert_eq!(log.end_offset(), 0);
+        assert_eq!(log.append([&rec(0)], 1).unwrap(), 0);
+        drop(log);
+        assert_eq!(reopened().end_offset(), 1);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod basics;
+mod cluster;
 mod connection;
 mod crash;
 mod disk_full;
