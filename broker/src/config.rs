@@ -148,7 +148,7 @@ impl ClusterConfig {
             peers,
             advertise,
             heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(1000),
+            election_timeout: Duration::from_millis(500),
             peer_timeout: Duration::from_secs(2),
         }
     }

@@ -129,7 +129,7 @@ struct ServeArgs {
     heartbeat: Duration,
     /// A broker that hears no leader for this long (drawn up to twice as long) starts an
     /// election; a leader that hears from no majority for this long stops serving.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     election_timeout: Duration,
     /// Deadline of a request between brokers.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
@@ -163,7 +163,7 @@ fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
 
 #[derive(Debug, Args)]
 struct ClientArgs {
-    /// Broker address.
+    /// Broker address; for a cluster, several, comma-separated (the client finds the leader).
     #[arg(long, default_value = "127.0.0.1:7070", env = "BROKER_ADDR")]
     addr: String,
     /// The broker's token, if it has one.
@@ -176,9 +176,20 @@ struct ClientArgs {
 
 impl ClientArgs {
     async fn connect(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.config()).await?)
+    }
+
+    /// A connection to the broker named by `--addr` itself, not to the leader it would name.
+    async fn connect_to_this_one(&self) -> anyhow::Result<Client> {
+        let mut config = self.config();
+        config.follow_leader = false;
+        Ok(Client::connect(config).await?)
+    }
+
+    fn config(&self) -> ClientConfig {
         let mut config = ClientConfig::new(self.addr.clone()).with_token(self.token.clone());
         config.connect_timeout = self.connect_timeout;
-        Ok(Client::connect(config).await?)
+        config
     }
 }
 
@@ -321,9 +332,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats(args) => {
+            // The broker named, not the leader it would send a client to: a follower's own view.
             let stats = args
                 .client
-                .connect()
+                .connect_to_this_one()
                 .await?
                 .stats(args.topic.as_deref().unwrap_or(""))
                 .await?;
@@ -338,6 +350,46 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn print_stats(stats: &serde_json::Value) {
+    let c = &stats["cluster"];
+    if c.is_object() {
+        println!(
+            "cluster node {}  epoch {}  leader {}  {}",
+            c["node"],
+            c["epoch"],
+            c["leader"],
+            if c["serving"].as_bool() == Some(true) {
+                "serving"
+            } else {
+                "following"
+            }
+        );
+        for p in c["replication"].as_array().into_iter().flatten() {
+            let followers: Vec<String> = p["followers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    format!(
+                        "node {} lag {} records / {:.1}s",
+                        f["node"],
+                        f["lag_records"],
+                        f["lag_seconds"].as_f64().unwrap_or(0.0)
+                    )
+                })
+                .collect();
+            println!(
+                "  {}/{}  {}{}",
+                p["topic"].as_str().unwrap_or("?"),
+                p["partition"],
+                followers.join(", "),
+                if p["under_replicated"].as_bool() == Some(true) {
+                    "  UNDER-REPLICATED"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     for t in stats["topics"].as_array().into_iter().flatten() {
         println!(
             "topic {}  partitions {}  end offsets {}",

@@ -77,6 +77,21 @@ pub struct Metrics {
     pub protocol_errors: Family<Labels, Counter>,
     /// Storage errors (failed writes, syncs, reads).
     pub storage_errors: Counter,
+    /// 1 while this broker leads its cluster and serves clients.
+    pub cluster_leader: Gauge,
+    /// 1 while this broker knows a leader of its cluster.
+    pub cluster_has_leader: Gauge,
+    /// The cluster's epoch (Raft term) as this broker knows it.
+    pub cluster_epoch: Gauge,
+    /// Leaderships this broker took (elections it won and recovered from).
+    pub cluster_leaderships: Counter,
+    /// Records a follower lacks, per partition this broker leads.
+    pub replica_lag_records: Family<Labels, Gauge>,
+    /// Seconds since a follower last held everything this broker had written, per partition
+    /// this broker leads.
+    pub replica_lag_seconds: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 for a partition this broker leads with a follower out of sync (see REPLICATION.md).
+    pub partition_under_replicated: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -107,6 +122,13 @@ impl Metrics {
             connections_rejected: Counter::default(),
             protocol_errors: Family::default(),
             storage_errors: Counter::default(),
+            cluster_leader: Gauge::default(),
+            cluster_has_leader: Gauge::default(),
+            cluster_epoch: Gauge::default(),
+            cluster_leaderships: Counter::default(),
+            replica_lag_records: Family::default(),
+            replica_lag_seconds: Family::default(),
+            partition_under_replicated: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("broker");
         r.register(
@@ -224,6 +246,41 @@ impl Metrics {
             "Failed disk writes, syncs and reads",
             m.storage_errors.clone(),
         );
+        r.register(
+            "cluster_leader",
+            "1 while this broker leads its cluster and serves clients",
+            m.cluster_leader.clone(),
+        );
+        r.register(
+            "cluster_has_leader",
+            "1 while this broker knows a leader of its cluster",
+            m.cluster_has_leader.clone(),
+        );
+        r.register(
+            "cluster_epoch",
+            "The cluster's epoch (Raft term) as this broker knows it",
+            m.cluster_epoch.clone(),
+        );
+        r.register(
+            "cluster_leaderships",
+            "Leaderships this broker took",
+            m.cluster_leaderships.clone(),
+        );
+        r.register(
+            "replica_lag_records",
+            "Records a follower lacks, per partition this broker leads",
+            m.replica_lag_records.clone(),
+        );
+        r.register(
+            "replica_lag_seconds",
+            "Seconds since a follower last held all this broker had written",
+            m.replica_lag_seconds.clone(),
+        );
+        r.register(
+            "partition_under_replicated",
+            "1 for a partition this broker leads with a follower out of sync",
+            m.partition_under_replicated.clone(),
+        );
         let mut apis = Vec::with_capacity(crate::protocol::ApiKey::ALL.len());
         for api in crate::protocol::ApiKey::ALL {
             // One statement per lookup: a Family guard lives to the end of its statement, and
@@ -266,6 +323,15 @@ pub fn partition_labels(topic: &str, partition: u32) -> Labels {
     vec![
         ("topic", topic.to_string()),
         ("partition", partition.to_string()),
+    ]
+}
+
+/// Labels for a follower of a topic partition.
+pub fn replica_labels(topic: &str, partition: u32, follower: u64) -> Labels {
+    vec![
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+        ("follower", follower.to_string()),
     ]
 }
 

@@ -249,7 +249,8 @@ impl Command {
 /// The store and the broker that `api` and `worker` use.
 #[derive(Debug, clap::Args)]
 struct ServiceDeps {
-    /// The broker.
+    /// The broker (`host:port`), or a cluster's brokers, comma-separated: the API and the
+    /// workers find the leader and follow it when it moves.
     #[arg(long, default_value = "127.0.0.1:7070")]
     broker: String,
     /// The broker's token, if it has one.

@@ -97,12 +97,32 @@ fn promised(state: &LogState) -> Result<Promised, String> {
     })
 }
 
+/// How long a follower may go without holding everything the leader wrote before it counts
+/// as out of sync (the partition is then under-replicated).
+pub const REPLICA_LAG_TIME: Duration = Duration::from_secs(5);
+
 /// A partition this broker leads in `epoch`.
 #[derive(Debug)]
 pub struct LedPartition {
     replica: Arc<Replica>,
     epoch: Epoch,
     leader: Mutex<Leader>,
+    /// When each follower last held everything written here.
+    caught_up: Mutex<BTreeMap<NodeId, Instant>>,
+    since: Instant,
+}
+
+/// A follower of a partition led here, as the metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerLag {
+    /// The follower.
+    pub node: NodeId,
+    /// Records it lacks.
+    pub records: u64,
+    /// Since it last confirmed it held everything written here (or since the epoch began):
+    /// a heartbeat's interval or so for a follower in sync, growing for one that is behind or
+    /// silent.
+    pub behind: Duration,
 }
 
 impl LedPartition {
@@ -129,15 +149,36 @@ impl LedPartition {
         self.replica.partition().advance_commit(c);
     }
 
-    /// How far behind each follower is, in records.
-    pub fn lags(&self) -> Vec<(NodeId, u64)> {
+    /// How far behind each follower is.
+    pub fn lags(&self) -> Vec<FollowerLag> {
         let end = self.replica.partition().written_end();
+        let caught_up = self
+            .caught_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let now = Instant::now();
         self.with_leader(|l| {
             l.replicas()
                 .iter()
-                .filter_map(|n| l.lag(*n, end).map(|lag| (*n, lag)))
+                .filter_map(|n| {
+                    let records = l.lag(*n, end)?;
+                    let since = caught_up.get(n).copied().unwrap_or(self.since);
+                    Some(FollowerLag {
+                        node: *n,
+                        records,
+                        behind: now.duration_since(since),
+                    })
+                })
                 .collect()
         })
+    }
+
+    fn caught_up(&self, node: NodeId) {
+        self.caught_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, Instant::now());
     }
 }
 
@@ -264,6 +305,8 @@ pub async fn recover(
         replica,
         epoch,
         leader: Mutex::new(leader),
+        caught_up: Mutex::new(BTreeMap::new()),
+        since: Instant::now(),
     })
 }
 
@@ -281,7 +324,7 @@ pub async fn replicate_to(
     let mut written = led.replica.partition().written();
     let mut backoff = Duration::from_millis(10);
     while !cancel.is_cancelled() {
-        let request = {
+        let (request, written_end) = {
             let meta = led.replica.lock().await;
             let state = led.replica.written_state(&meta);
             let Some(append) = led.with_leader(|l| l.next_append(node, &state, MAX_BATCH_RECORDS))
@@ -295,12 +338,13 @@ pub async fn replicate_to(
                 Ok(records) => {
                     let sent_to = records.start + records.records.len() as u64;
                     led.with_leader(|l| l.sent(node, sent_to));
-                    ReplicateRequest {
+                    let request = ReplicateRequest {
                         epoch: led.epoch,
                         partition: led.partition_ref(),
                         commit: led.replica.partition().readable_end(),
                         records,
-                    }
+                    };
+                    (request, state.end)
                 }
                 Err(e) => {
                     tracing::error!(node, error = %e, "cannot read records to replicate");
@@ -320,6 +364,10 @@ pub async fn replicate_to(
             Ok(Response::Peer(PeerAnswer::Appended { matched })) => {
                 contact.heard(node);
                 backoff = Duration::from_millis(10);
+                // It holds everything written here when this was sent: in sync.
+                if matched >= written_end {
+                    led.caught_up(node);
+                }
                 led.with_leader(|l| l.appended(node, matched));
                 led.commit();
             }

@@ -18,13 +18,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::leader::{
-    Contact, LedPartition, RecoverError, commit_on_durable, recover, replicate_to,
+    Contact, FollowerLag, LedPartition, REPLICA_LAG_TIME, RecoverError, commit_on_durable, recover,
+    replicate_to,
 };
 use super::meta::{MetaCommand, MetaResponse, Metadata};
 use super::network::{Network, serve_raft};
@@ -73,8 +75,15 @@ pub struct PartitionReplication {
     pub partition: u32,
     /// The epoch it is led in.
     pub epoch: u64,
-    /// Each follower, and how many records it lacks.
-    pub lags: Vec<(NodeId, u64)>,
+    /// Each follower, and how far behind it is.
+    pub lags: Vec<FollowerLag>,
+}
+
+impl PartitionReplication {
+    /// Whether a follower has not held everything written here for [`REPLICA_LAG_TIME`].
+    pub fn is_under_replicated(&self) -> bool {
+        self.lags.iter().any(|l| l.behind >= REPLICA_LAG_TIME)
+    }
 }
 
 /// A leadership in progress.
@@ -124,9 +133,27 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ClusterError> {
         let dir = broker.config().data_dir.join("raft");
-        let (log_store, state_machine) = raft_store::open(&dir)
+        let (mut log_store, state_machine) = raft_store::open(&dir)
             .await
             .map_err(|e| ClusterError::Store(e.to_string()))?;
+        // openraft takes a broker that led term T before it stopped back as leader of T at
+        // once. An epoch must never be led twice (what it wrote before the restart may have
+        // been lost here and kept by a follower, and its records would be told apart by label
+        // alone), so the broker comes back a follower of T and its next leadership has a new
+        // term. Voting for itself in T stands: it still votes for no one else in T.
+        let vote = log_store
+            .read_vote()
+            .await
+            .map_err(|e| ClusterError::Store(e.to_string()))?;
+        if let Some(v) =
+            vote.filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(config.node_id))
+        {
+            let follower = openraft::Vote::new(v.leader_id().get_term(), config.node_id);
+            log_store
+                .save_vote(&follower)
+                .await
+                .map_err(|e| ClusterError::Store(e.to_string()))?;
+        }
         let metadata = state_machine.metadata_watch();
         let peers = Arc::new(Peers::new(
             config.node_id,
@@ -381,6 +408,15 @@ impl Cluster {
             "raft elected this broker: recovering every partition"
         );
         let started = tokio::time::Instant::now();
+        if let Some(r) = self.led_before(epoch) {
+            tracing::error!(
+                epoch,
+                topic = r.topic_name(),
+                partition = r.index(),
+                "a replica here already has this epoch or a later one: refusing to lead it (an epoch is never led twice)"
+            );
+            return;
+        }
         self.register_address().await;
         let replicas: Vec<Arc<Replica>> = self
             .replicas
@@ -396,6 +432,7 @@ impl Cluster {
         }
         leadership.contact.heard(self.config.node_id);
         self.serving.send_replace(Serving { epoch, ready: true });
+        self.broker.metrics().cluster_leaderships.inc();
         tracing::info!(epoch, partitions, took = ?started.elapsed(), "leading: serving clients");
         // Serving again once contact with a majority comes back within the epoch.
         let mut tick = tokio::time::interval(self.config.heartbeat);
@@ -415,6 +452,22 @@ impl Cluster {
                 false
             });
         }
+    }
+
+    /// A replica whose labels already hold `epoch` or a later one: this broker must not lead
+    /// `epoch`.
+    fn led_before(&self, epoch: u64) -> Option<Arc<Replica>> {
+        let replicas: Vec<Arc<Replica>> = self
+            .replicas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        replicas.into_iter().find(|r| {
+            r.try_lock_meta()
+                .is_some_and(|m| m.history.entries().iter().any(|e| e.epoch >= epoch))
+        })
     }
 
     /// Recovers `replicas` in `leadership`'s epoch (retrying until it ends) and starts their
@@ -711,6 +764,72 @@ impl Cluster {
         r.read(req.epoch, req.from, req.max_records)
             .await
             .map_err(replica_error)
+    }
+
+    /// This broker's view of the cluster, for `broker stats`.
+    pub fn status(&self) -> serde_json::Value {
+        let raft = self.raft.metrics().borrow().clone();
+        let replication: Vec<serde_json::Value> = self
+            .replication()
+            .into_iter()
+            .map(|p| {
+                let followers: Vec<serde_json::Value> = p
+                    .lags
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({
+                            "node": l.node,
+                            "lag_records": l.records,
+                            "lag_seconds": l.behind.as_secs_f64(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "topic": p.topic,
+                    "partition": p.partition,
+                    "epoch": p.epoch,
+                    "under_replicated": p.is_under_replicated(),
+                    "followers": followers,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "node": self.config.node_id,
+            "epoch": raft.current_term,
+            "leader": raft.current_leader,
+            "serving": self.serving().ready,
+            "members": self.config.peers.keys().collect::<Vec<_>>(),
+            "replication": replication,
+        })
+    }
+
+    /// Sets the cluster's gauges, just before a scrape.
+    pub fn refresh_metrics(&self) {
+        let m = self.broker.metrics();
+        let raft = self.raft.metrics().borrow().clone();
+        m.cluster_leader.set(i64::from(self.serving().ready));
+        m.cluster_has_leader
+            .set(i64::from(raft.current_leader.is_some()));
+        m.cluster_epoch
+            .set(i64::try_from(raft.current_term).unwrap_or(i64::MAX));
+        // A broker that stopped leading keeps no stale series.
+        m.replica_lag_records.clear();
+        m.replica_lag_seconds.clear();
+        m.partition_under_replicated.clear();
+        for p in self.replication() {
+            for lag in &p.lags {
+                let l = crate::metrics::replica_labels(&p.topic, p.partition, lag.node);
+                m.replica_lag_records
+                    .get_or_create(&l)
+                    .set(i64::try_from(lag.records).unwrap_or(i64::MAX));
+                m.replica_lag_seconds
+                    .get_or_create(&l)
+                    .set(lag.behind.as_secs_f64());
+            }
+            m.partition_under_replicated
+                .get_or_create(&crate::metrics::partition_labels(&p.topic, p.partition))
+                .set(i64::from(p.is_under_replicated()));
+        }
     }
 
     /// Per partition led here: how far behind each follower is (empty when not leading).

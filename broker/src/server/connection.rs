@@ -439,9 +439,12 @@ impl Conn {
                 });
             }
             Request::Stats { topic } => {
-                let r = broker
-                    .stats(&topic)
-                    .map(|v| Response::Stats(Bytes::from(v.to_string())));
+                let r = broker.stats(&topic).map(|mut v| {
+                    if let Some(c) = &cluster {
+                        v["cluster"] = c.status();
+                    }
+                    Response::Stats(Bytes::from(v.to_string()))
+                });
                 reply.encode_into(&mut self.out, broker.metrics(), r);
             }
         }

@@ -195,10 +195,16 @@ impl Server {
         }
         if let Some(l) = metrics_listener {
             let refreshed = Arc::clone(&broker);
+            let cluster = cluster.clone();
             tasks.spawn(plumbing::metrics::serve(
                 l,
                 registry,
-                move || refreshed.refresh_metrics(),
+                move || {
+                    refreshed.refresh_metrics();
+                    if let Some(c) = &cluster {
+                        c.refresh_metrics();
+                    }
+                },
                 background.clone(),
             ));
         }

@@ -521,3 +521,58 @@ async fn a_follower_down_does_not_stop_produces_and_catches_up() {
     c.stop_all().await;
     check_logs(&c.logs(), &acked);
 }
+
+/// Rounds of faults while 4 producers run: each round SIGKILLs a random broker (restarted a
+/// moment later) or cuts a random link, one way or both, for a moment. Then every replica
+/// must hold every acknowledged record, once, in per-key order. `CLUSTER_CHAOS_ROUNDS` and
+/// `CLUSTER_CHAOS_SEED` make it run longer, or replay, outside CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_rounds_of_kills_and_cut_links_lose_no_acknowledged_record() {
+    use rand::{Rng, SeedableRng};
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rounds = env("CLUSTER_CHAOS_ROUNDS", 4);
+    let seed = env("CLUSTER_CHAOS_SEED", 7);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut c = TestCluster::start().await;
+    create_topic(&c).await;
+    c.leader().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let producing = produce(c.bootstrap(), 4, stop.clone());
+    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    for round in 0..rounds {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..800))).await;
+        let victim = ids[rng.random_range(0..ids.len())];
+        if rng.random_bool(0.5) {
+            eprintln!("round {round} (seed {seed}): SIGKILL node {victim}");
+            c.kill(victim).await;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+            c.spawn(victim).await;
+        } else {
+            let other = ids[rng.random_range(0..ids.len())];
+            let both = rng.random_bool(0.5) || other == victim;
+            if both {
+                eprintln!("round {round} (seed {seed}): node {victim} cut off");
+                c.isolate(victim);
+            } else {
+                eprintln!("round {round} (seed {seed}): link {victim}->{other} cut");
+                c.links[&(victim, other)].cut();
+            }
+            tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+            c.heal();
+        }
+    }
+    // Settle: a leader serves, and a little more is produced through it.
+    c.leader().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let acked = producing.await.unwrap();
+    eprintln!("{} records acknowledged over {rounds} rounds", acked.len());
+    c.wait_caught_up().await;
+    c.stop_all().await;
+    check_logs(&c.logs(), &acked);
+}

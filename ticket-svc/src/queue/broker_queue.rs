@@ -34,7 +34,8 @@ use crate::domain::{Position, PurchaseJob, QueuedJob};
 /// How to reach the broker and how the purchase topic and groups are set up.
 #[derive(Debug, Clone)]
 pub struct BrokerQueueConfig {
-    /// `host:port` of the broker.
+    /// `host:port` of the broker, or of a cluster's brokers, comma-separated (the client finds
+    /// the leader, and follows it when it moves).
     pub addr: String,
     /// The broker's token, if it has one.
     pub token: Option<String>,
@@ -139,6 +140,8 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
     }
 }
 
+/// How long a producer waits before sending jobs again after a retriable failure.
+const RESEND_BACKOFF: Duration = Duration::from_millis(50);
 /// The most jobs one Produce carries.
 const MAX_PRODUCE_BATCH: usize = 256;
 /// How long jobs wait for the Produce in flight before another connection sends them anyway.
@@ -300,32 +303,39 @@ async fn run_producer(
         }
         // A job whose caller already gave up (deadline passed, answered 503) is not sent: the
         // buyer was told it was not queued.
-        let (records, replies): (Vec<Record>, Vec<_>) = waiting
-            .drain(..)
-            .filter(|p| !p.reply.is_closed())
-            .map(|p| (p.record, p.reply))
-            .unzip();
-        if records.is_empty() {
-            continue;
-        }
-        let producing = InFlight::start(&in_flight);
-        let sent = match live_client(&config, &mut slot).await {
-            Ok(client) => client
-                .produce_batch(&config.topic, records)
-                .await
-                .map_err(unavailable),
-            Err(e) => Err(e),
-        };
-        drop(producing);
-        match sent {
-            Ok(acks) => {
-                for (reply, ack) in replies.into_iter().zip(acks) {
-                    let _ = reply.send(Ok(ack));
+        let mut jobs: Vec<PendingJob> =
+            waiting.drain(..).filter(|p| !p.reply.is_closed()).collect();
+        while !jobs.is_empty() {
+            let records: Vec<Record> = jobs.iter().map(|p| p.record.clone()).collect();
+            let producing = InFlight::start(&in_flight);
+            let sent = match live_client(&config, &mut slot).await {
+                Ok(client) => client
+                    .produce_batch(&config.topic, records)
+                    .await
+                    .map_err(|e| (e.is_retriable(), unavailable(e))),
+                Err(e) => Err((true, e)),
+            };
+            drop(producing);
+            match sent {
+                Ok(acks) => {
+                    for (job, ack) in jobs.drain(..).zip(acks) {
+                        let _ = job.reply.send(Ok(ack));
+                    }
                 }
-            }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
+                // The broker restarted, or a cluster's leadership moved: send the jobs again,
+                // for as long as their callers wait. Their dedup ids (the purchase ids) make a
+                // job that was appended before the failure answer with its first offset, not
+                // be appended twice.
+                Err((true, e)) => {
+                    slot = None;
+                    tracing::debug!(error = %e, jobs = jobs.len(), "produce failed; sending again");
+                    tokio::time::sleep(RESEND_BACKOFF).await;
+                    jobs.retain(|p| !p.reply.is_closed());
+                }
+                Err((false, e)) => {
+                    for job in jobs.drain(..) {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
                 }
             }
         }
