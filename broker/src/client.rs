@@ -103,6 +103,9 @@ impl ClientError {
     }
 }
 
+/// How long `connect` tries the leader that the broker it reached names.
+const LEADER_HOP_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// The addresses of a comma-separated list.
 fn bootstrap(addrs: &str) -> Vec<String> {
     addrs
@@ -204,7 +207,10 @@ impl Client {
         {
             return Ok(client);
         }
-        match Self::connect_any(&config, std::slice::from_ref(&leader), deadline).await {
+        // One short try: the leader named may be the one that just died (the others have not
+        // elected its successor yet), and the broker reached answers `not_leader` meanwhile.
+        let hop = deadline.min(tokio::time::Instant::now() + LEADER_HOP_TIMEOUT);
+        match Self::connect_any(&config, std::slice::from_ref(&leader), hop).await {
             Ok(leader_client) => Ok(leader_client),
             Err(e) => {
                 tracing::debug!(leader, error = %e, "cannot reach the leader; keeping the broker reached");

@@ -161,12 +161,12 @@ impl Cluster {
             broker.config().token.clone(),
             config.peer_timeout,
         ));
-        let election_ms = u64::try_from(config.election_timeout.as_millis()).unwrap_or(1000);
+        let (election_min, election_max) = election_timeout(&config);
         let raft_config = openraft::Config {
             cluster_name: "ticketrush-broker".into(),
-            heartbeat_interval: u64::try_from(config.heartbeat.as_millis()).unwrap_or(100),
-            election_timeout_min: election_ms,
-            election_timeout_max: election_ms * 2,
+            heartbeat_interval: millis(config.heartbeat),
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             ..openraft::Config::default()
         }
         .validate()
@@ -850,9 +850,59 @@ impl Cluster {
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// This broker's election timeout for openraft, `(min, max)` in milliseconds.
+///
+/// openraft 0.9 draws a node's election timeout once, when the node starts, and checks it on a
+/// timer that ticks every heartbeat: two brokers whose draws fall in one tick stand for election
+/// together after every failed round and split the vote again and again (seen: 13 rounds, 12
+/// s). So each broker gets its own timeout instead, in the order of its id among the members,
+/// at least two heartbeats apart: `--election-timeout` for the first, then a step more for each
+/// next one. A follower whose leader went silent stands after about twice its timeout (openraft
+/// adds the leader's lease), the first surviving broker in that order first.
+fn election_timeout(config: &ClusterConfig) -> (u64, u64) {
+    let base = millis(config.election_timeout);
+    let members = u64::try_from(config.peers.len().max(1)).unwrap_or(1);
+    let rank = u64::try_from(
+        config
+            .peers
+            .keys()
+            .position(|id| *id == config.node_id)
+            .unwrap_or(0),
+    )
+    .unwrap_or(0);
+    let step = (base / members).max(2 * millis(config.heartbeat));
+    let min = base + rank * step;
+    (min, min + 1)
+}
+
 fn replica_error(e: ReplicaError) -> EngineError {
     match e {
         ReplicaError::Storage(s) => EngineError::Storage(s),
         ReplicaError::Invalid(m) => EngineError::Invalid(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_broker_has_its_own_election_timeout_two_heartbeats_apart_or_more() {
+        let peers: BTreeMap<u64, std::net::SocketAddr> = [3u64, 1, 7]
+            .into_iter()
+            .map(|id| (id, std::net::SocketAddr::from(([127, 0, 0, 1], 7000))))
+            .collect();
+        let at = |id| {
+            let c = ClusterConfig::new(id, peers.clone(), ([127, 0, 0, 1], 7000).into());
+            election_timeout(&c)
+        };
+        // 500 ms over 3 brokers: 166 ms apart (two heartbeats are 200 ms: the step is 200).
+        assert_eq!(at(1), (500, 501));
+        assert_eq!(at(3), (700, 701));
+        assert_eq!(at(7), (900, 901));
     }
 }
