@@ -261,6 +261,15 @@ impl Cluster {
         Ok(made)
     }
 
+    fn all_replicas(&self) -> Vec<Arc<Replica>> {
+        self.replicas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn replica(&self, topic: &str, partition: u32) -> Option<Arc<Replica>> {
         self.replicas
             .lock()
@@ -418,13 +427,7 @@ impl Cluster {
             return;
         }
         self.register_address().await;
-        let replicas: Vec<Arc<Replica>> = self
-            .replicas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let replicas = self.all_replicas();
         let partitions = replicas.len();
         self.lead_partitions(&leadership, replicas).await;
         if leadership.cancel.is_cancelled() || leadership.deposed.is_cancelled() {
@@ -457,14 +460,7 @@ impl Cluster {
     /// A replica whose labels already hold `epoch` or a later one: this broker must not lead
     /// `epoch`.
     fn led_before(&self, epoch: u64) -> Option<Arc<Replica>> {
-        let replicas: Vec<Arc<Replica>> = self
-            .replicas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        replicas.into_iter().find(|r| {
+        self.all_replicas().into_iter().find(|r| {
             r.try_lock_meta()
                 .is_some_and(|m| m.history.entries().iter().any(|e| e.epoch >= epoch))
         })

@@ -1,5 +1,6 @@
 //! Tests of `message`.
 use super::*;
+use crate::protocol::Header;
 use proptest::prelude::*;
 
 fn arb_record() -> impl Strategy<Value = Record> {

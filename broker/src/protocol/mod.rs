@@ -1,5 +1,5 @@
 //! The broker's wire protocol, sans I/O: framing (`frame`), typed messages (`message`) and
-//! the bodies a cluster adds (`peer`).
+//! the bodies a cluster adds (`peer`), and the record they all carry (`record`).
 //!
 //! `broker/PROTOCOL.md` is the byte-by-byte description; this module is its implementation
 //! and the two must agree.
@@ -7,12 +7,14 @@
 pub mod frame;
 pub mod message;
 pub mod peer;
+pub mod record;
 
 pub use frame::{FrameError, RequestHeader, ResponseHeader};
 pub use message::{
-    AckStatus, ApiKey, Delivery, ErrorCode, FetchMode, FetchRequest, Header, NackStatus,
-    ProduceAck, Record, Request, Response,
+    AckStatus, ApiKey, Delivery, ErrorCode, FetchMode, FetchRequest, NackStatus, ProduceAck,
+    Request, Response,
 };
+pub use record::{Header, Record};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;

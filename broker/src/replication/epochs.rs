@@ -181,19 +181,25 @@ pub fn divergence(a: &EpochHistory, a_end: u64, b: &EpochHistory, b_end: u64) ->
         .unwrap_or(end)
 }
 
+/// A history from `(epoch, start)` pairs, for tests.
+#[cfg(test)]
+pub(crate) fn history_of_pairs(entries: &[(u64, u64)]) -> EpochHistory {
+    EpochHistory::from_entries(
+        entries
+            .iter()
+            .map(|&(epoch, start)| EpochStart { epoch, start })
+            .collect(),
+    )
+    .expect("test histories are in order")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     fn h(entries: &[(u64, u64)]) -> EpochHistory {
-        EpochHistory::from_entries(
-            entries
-                .iter()
-                .map(|&(epoch, start)| EpochStart { epoch, start })
-                .collect(),
-        )
-        .unwrap()
+        history_of_pairs(entries)
     }
 
     #[test]

@@ -436,16 +436,7 @@ impl Leader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn h(entries: &[(u64, u64)]) -> EpochHistory {
-        EpochHistory::from_entries(
-            entries
-                .iter()
-                .map(|&(epoch, start)| EpochStart { epoch, start })
-                .collect(),
-        )
-        .unwrap()
-    }
+    use crate::replication::epochs::history_of_pairs as h;
 
     fn state(promised: u64, entries: &[(u64, u64)], end: u64) -> ReplicaState {
         ReplicaState {

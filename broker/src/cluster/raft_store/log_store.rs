@@ -19,7 +19,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogReader};
 use serde::Serialize;
 
-use super::{
+use super::files::{
     COMMITTED_FILE, LOG_FILE, MAX_ENTRY_BYTES, MAX_SMALL_FILE_BYTES, PURGED_FILE,
     RECORD_HEADER_BYTES, RaftStoreError, VOTE_FILE, blocking, lock, read_json, write_atomic,
 };

@@ -16,7 +16,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshot
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{
+use super::files::{
     MAX_SNAPSHOT_BYTES, RaftStoreError, SNAPSHOT_FILE, blocking, lock, read_json, write_atomic,
 };
 use crate::cluster::meta::{MetaResponse, Metadata};

@@ -11,10 +11,13 @@ use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder};
 use proptest::prelude::*;
 use tempfile::TempDir;
 
+use super::files::*;
 use super::log_store::{decode_records, encode_record};
 use super::*;
 use crate::cluster::meta::{MetaCommand, MetaResponse};
-use crate::cluster::{Entry, SnapshotMeta, StoredMembership, TypeConfig, Vote};
+use crate::cluster::{
+    Entry, NodeId, RaftStorageError, SnapshotMeta, StoredMembership, TypeConfig, Vote,
+};
 use crate::engine::TopicConfig;
 
 /// Builds each store of openraft's suite in a temp dir the guard deletes.
