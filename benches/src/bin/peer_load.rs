@@ -63,6 +63,10 @@ struct Cli {
     /// Partitions of each topic (our broker only).
     #[arg(long, default_value_t = 4)]
     partitions: u32,
+    /// Replicas of the stream (NATS JetStream only; needs a clustered nats-server for more
+    /// than 1; our broker's replication is the cluster's, set on its side).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// Records a consumer may hold unacknowledged: fetch size (broker, Redis) or prefetch
     /// (RabbitMQ); JetStream keeps its consumer default (1000 pending acks).
     #[arg(long, default_value_t = 500)]
@@ -115,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
             let sys = Nats {
                 url: cli.url.clone(),
                 file: durable,
+                replicas: cli.replicas,
             };
             run(&cli, &sys).await
         }

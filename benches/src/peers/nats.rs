@@ -33,6 +33,8 @@ pub struct Nats {
     pub url: String,
     /// File storage (true) or memory storage (false).
     pub file: bool,
+    /// Replicas of the stream (1; 3 or 5 on a clustered nats-server).
+    pub replicas: usize,
 }
 
 impl System for Nats {
@@ -52,6 +54,7 @@ impl System for Nats {
                 name: name.to_string(),
                 subjects: vec![name.to_string()],
                 storage,
+                num_replicas: self.replicas,
                 ..Default::default()
             })
             .await?;
