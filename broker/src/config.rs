@@ -127,10 +127,11 @@ pub const MAX_CLUSTER_NODES: usize = 9;
 pub struct ClusterConfig {
     /// This broker's id, unique in the cluster (1 and up).
     pub node_id: u64,
-    /// Every member's address for traffic between brokers, this broker's own included.
-    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Every member's `HOST:PORT` for traffic between brokers, this broker's own included (a
+    /// host name is resolved at each connect, so a member that moves is found again).
+    pub peers: BTreeMap<u64, String>,
     /// Where clients are told to reach this broker (its leader address in metadata answers).
-    pub advertise: SocketAddr,
+    pub advertise: String,
     /// How often the Raft leader heartbeats its followers.
     pub heartbeat: Duration,
     /// A node that hears no leader for this long (drawn up to twice as long) starts an
@@ -142,11 +143,11 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// A cluster of `peers` with default timings, as node `node_id`, advertising `advertise`.
-    pub fn new(node_id: u64, peers: BTreeMap<u64, SocketAddr>, advertise: SocketAddr) -> Self {
+    pub fn new(node_id: u64, peers: BTreeMap<u64, String>, advertise: impl Into<String>) -> Self {
         Self {
             node_id,
             peers,
-            advertise,
+            advertise: advertise.into(),
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(500),
             peer_timeout: Duration::from_secs(2),
@@ -162,6 +163,18 @@ impl ClusterConfig {
             return invalid(
                 "peers",
                 format!("must name this broker's own id {} too", self.node_id),
+            );
+        }
+        if let Some((id, addr)) = self.peers.iter().find(|(_, a)| !is_host_port(a)) {
+            return invalid(
+                "peers",
+                format!("names node {id} at {addr:?}, which is not HOST:PORT"),
+            );
+        }
+        if !is_host_port(&self.advertise) {
+            return invalid(
+                "advertise",
+                format!("{:?} is not HOST:PORT", self.advertise),
             );
         }
         if self.peers.len() > MAX_CLUSTER_NODES {
@@ -187,6 +200,16 @@ impl ClusterConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `s` is `HOST:PORT`: a host (a name, an IPv4 address or a bracketed IPv6 one) and a
+/// port from 1 to 65535.
+pub fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains(char::is_whitespace)
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 /// Everything the broker needs to run.
@@ -335,17 +358,31 @@ mod tests {
     }
 
     #[test]
+    fn host_port_takes_names_and_addresses() {
+        for ok in [
+            "127.0.0.1:7070",
+            "broker-0.brokers.ns.svc:7070",
+            "[::1]:7070",
+        ] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in ["broker", ":7070", "broker:0", "broker:70000", "a b:1", ""] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_defaults_validate_and_each_range_is_checked_by_its_flag() {
         let ok = BrokerConfig::new("data", ([127, 0, 0, 1], 0).into());
         assert_eq!(ok.validate(), Ok(()));
         type Spoil = fn(&mut BrokerConfig);
-        let peers: BTreeMap<u64, SocketAddr> = (1..=3)
-            .map(|n| (n, SocketAddr::from(([127, 0, 0, 1], 9000 + n as u16))))
+        let peers: BTreeMap<u64, String> = (1..=3)
+            .map(|n| (n, format!("broker-{n}.brokers:7070")))
             .collect();
         let mut clustered = ok.clone();
-        clustered.cluster = Some(ClusterConfig::new(2, peers, ([127, 0, 0, 1], 9002).into()));
+        clustered.cluster = Some(ClusterConfig::new(2, peers, "broker-2.brokers:7070"));
         assert_eq!(clustered.validate(), Ok(()));
-        let cases: [(&str, Spoil); 15] = [
+        let cases: [(&str, Spoil); 17] = [
             ("max-frame-bytes", |c| c.max_frame_bytes = 100),
             ("max-frame-bytes", |c| c.max_frame_bytes = 2 << 30),
             ("segment-bytes", |c| c.segment_bytes = 512),
@@ -364,7 +401,7 @@ mod tests {
             ("peers", |c| {
                 let cl = c.cluster.as_mut().unwrap();
                 for n in 4..=10 {
-                    cl.peers.insert(n, ([127, 0, 0, 1], 1).into());
+                    cl.peers.insert(n, format!("127.0.0.1:{n}"));
                 }
             }),
             ("heartbeat", |c| {
@@ -374,6 +411,16 @@ mod tests {
                 c.cluster.as_mut().unwrap().peer_timeout = Duration::ZERO
             }),
             ("auto-create-partitions", |c| c.auto_create_partitions = 4),
+            ("peers", |c| {
+                c.cluster
+                    .as_mut()
+                    .unwrap()
+                    .peers
+                    .insert(1, "broker-1".into());
+            }),
+            ("advertise", |c| {
+                c.cluster.as_mut().unwrap().advertise = ":7070".into()
+            }),
         ];
         for (flag, spoil) in cases {
             let mut c = clustered.clone();

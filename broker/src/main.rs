@@ -118,12 +118,13 @@ struct ServeArgs {
     #[arg(long, env = "BROKER_NODE_ID", requires = "peers")]
     node_id: Option<u64>,
     /// Every member of the cluster as ID=HOST:PORT, this broker included, comma-separated:
-    /// where brokers reach each other (e.g. 1=10.0.0.1:7070,2=10.0.0.2:7070,3=10.0.0.3:7070).
+    /// where brokers reach each other (e.g. 1=10.0.0.1:7070,2=10.0.0.2:7070,3=10.0.0.3:7070;
+    /// host names are resolved at each connect).
     #[arg(long, env = "BROKER_PEERS", value_parser = parse_peers, requires = "node_id")]
-    peers: Option<BTreeMap<u64, SocketAddr>>,
-    /// The address clients are told to use for this broker (default: its address in --peers).
+    peers: Option<BTreeMap<u64, String>>,
+    /// The HOST:PORT clients are told to use for this broker (default: its entry in --peers).
     #[arg(long, env = "BROKER_ADVERTISE")]
-    advertise: Option<SocketAddr>,
+    advertise: Option<String>,
     /// How often the cluster's leader heartbeats its followers.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     heartbeat: Duration,
@@ -136,8 +137,8 @@ struct ServeArgs {
     peer_timeout: Duration,
 }
 
-/// Parses `1=host:port,2=host:port,...`.
-fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
+/// Parses `1=host:port,2=host:port,...` (hosts may be names, resolved at each connect).
+fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut peers = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part
@@ -147,11 +148,11 @@ fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
             .trim()
             .parse()
             .map_err(|_| format!("{id:?} in {part:?} is not a node id (1 and up)"))?;
-        let addr: SocketAddr = addr
-            .trim()
-            .parse()
-            .map_err(|e| format!("{addr:?} in {part:?} is not HOST:PORT: {e}"))?;
-        if peers.insert(id, addr).is_some() {
+        let addr = addr.trim();
+        if !broker::config::is_host_port(addr) {
+            return Err(format!("{addr:?} in {part:?} is not HOST:PORT"));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
             return Err(format!("node {id} is named twice"));
         }
     }
@@ -445,8 +446,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let (Some(node_id), Some(peers)) = (args.node_id, args.peers) {
         let advertise = args
             .advertise
-            .or_else(|| peers.get(&node_id).copied())
-            .unwrap_or(args.listen);
+            .or_else(|| peers.get(&node_id).cloned())
+            .unwrap_or_else(|| args.listen.to_string());
         let mut cluster = ClusterConfig::new(node_id, peers, advertise);
         cluster.heartbeat = args.heartbeat;
         cluster.election_timeout = args.election_timeout;

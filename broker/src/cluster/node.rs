@@ -570,7 +570,7 @@ impl Cluster {
 
     /// Records this broker's client address in the metadata, for clients that ask who leads.
     async fn register_address(&self) {
-        let addr = self.config.advertise.to_string();
+        let addr = self.config.advertise.clone();
         if self.metadata.borrow().addresses.get(&self.config.node_id) == Some(&addr) {
             return;
         }
@@ -888,12 +888,12 @@ mod tests {
 
     #[test]
     fn each_broker_has_its_own_election_timeout_two_heartbeats_apart_or_more() {
-        let peers: BTreeMap<u64, std::net::SocketAddr> = [3u64, 1, 7]
+        let peers: BTreeMap<u64, String> = [3u64, 1, 7]
             .into_iter()
-            .map(|id| (id, std::net::SocketAddr::from(([127, 0, 0, 1], 7000))))
+            .map(|id| (id, format!("broker-{id}:7070")))
             .collect();
         let at = |id| {
-            let c = ClusterConfig::new(id, peers.clone(), ([127, 0, 0, 1], 7000).into());
+            let c = ClusterConfig::new(id, peers.clone(), "broker-1:7070");
             election_timeout(&c)
         };
         // 500 ms over 3 brokers: 166 ms apart (two heartbeats are 200 ms: the step is 200).

@@ -7,7 +7,6 @@
 //! Raft and the replication drivers decide that.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ const RECONNECT_AFTER: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct Peers {
     me: NodeId,
-    addrs: HashMap<NodeId, SocketAddr>,
+    addrs: HashMap<NodeId, String>,
     token: Option<String>,
     timeout: Duration,
     /// One client per peer (or when its last connect failed); the async lock makes
@@ -43,14 +42,14 @@ impl Peers {
     /// The peers of node `me` at `addrs` (which may include `me`, left out).
     pub fn new(
         me: NodeId,
-        addrs: &std::collections::BTreeMap<NodeId, SocketAddr>,
+        addrs: &std::collections::BTreeMap<NodeId, String>,
         token: Option<String>,
         timeout: Duration,
     ) -> Self {
-        let addrs: HashMap<NodeId, SocketAddr> = addrs
+        let addrs: HashMap<NodeId, String> = addrs
             .iter()
             .filter(|(id, _)| **id != me)
-            .map(|(id, a)| (*id, *a))
+            .map(|(id, a)| (*id, a.clone()))
             .collect();
         let clients = addrs
             .keys()
@@ -97,7 +96,7 @@ impl Peers {
                 ),
             });
         }
-        let mut config = ClientConfig::new(addr.to_string()).with_token(self.token.clone());
+        let mut config = ClientConfig::new(addr.clone()).with_token(self.token.clone());
         config.client_id = format!("ticketrush-broker-node-{}", self.me);
         // This broker, not the leader it would name (which may be this one).
         config.follow_leader = false;

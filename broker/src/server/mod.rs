@@ -32,7 +32,7 @@ const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The configuration is out of range.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The data directory could not be opened or recovered.
     #[error("cannot open data dir {dir}: {cause}")]
@@ -44,7 +44,7 @@ pub enum ServerError {
     },
     /// The cluster membership could not start.
     #[error("cannot join the cluster: {0}")]
-    Cluster(#[from] ClusterError),
+    Cluster(ClusterError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {cause}")]
     Bind {
@@ -116,7 +116,7 @@ impl Server {
                 Ok(cluster) => Some(cluster),
                 Err(e) => {
                     broker.close();
-                    return Err(e.into());
+                    return Err(ServerError::Cluster(e));
                 }
             },
             None => None,
