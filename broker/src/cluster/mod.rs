@@ -10,8 +10,9 @@
 //!   the state machine that applies [`meta::MetaCommand`]s.
 //! - [`network`] carries Raft's messages over the broker protocol; [`peers`] holds the
 //!   connections to the other brokers.
-//! - [`replica`] is a partition's replica here, [`leader`] a partition this broker leads, and
-//!   [`node`] this broker's membership: Raft, its replicas, and its leadership.
+//! - [`replica`] is a partition's replica here, [`leader`] a partition this broker leads,
+//!   [`node`] this broker's membership (Raft, its replicas, the requests it answers),
+//!   `leadership` its leadership when Raft elects it, and [`observe`] what it shows of them.
 //!
 //! Invariants:
 //! - At most one leader per term, so a term can serve as an epoch: openraft is built with its
@@ -25,9 +26,11 @@
 //!   it recorded in the metadata ([`meta::MetaCommand::SetAddress`]).
 
 pub mod leader;
+mod leadership;
 pub mod meta;
 pub mod network;
 pub mod node;
+pub mod observe;
 pub mod peers;
 pub mod raft_store;
 pub mod replica;

@@ -5,7 +5,7 @@
 //!   of `--peers`), which openraft makes safe.
 //! - Every committed topic is created here as on every other broker (with its dead-letter
 //!   topic), and every local partition has a [`Replica`].
-//! - When Raft elects this broker leader of term `T`, it leads epoch `T`: it recovers every
+//! - When Raft elects this broker leader of term `T`, it leads epoch `T` (`leadership.rs`): it recovers every
 //!   partition, then replicates them and serves clients. It stops serving when Raft says it no
 //!   longer leads, when a replica promised a later epoch, or when it has not heard from a
 //!   majority within the election timeout (its lease); produces waiting for their commit are
@@ -18,16 +18,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use openraft::BasicNode;
 use openraft::storage::RaftLogStorage;
-use openraft::{BasicNode, ServerState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::leader::{
-    Contact, FollowerLag, LedPartition, REPLICA_LAG_TIME, RecoverError, commit_on_durable, recover,
-    replicate_to,
-};
+use super::leader::{Contact, LedPartition};
 use super::meta::{MetaCommand, MetaResponse, Metadata};
 use super::network::{Network, serve_raft};
 use super::peers::Peers;
@@ -66,50 +63,30 @@ pub struct Serving {
     pub ready: bool,
 }
 
-/// A partition this broker leads, as the metrics and stats show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionReplication {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: u32,
-    /// The epoch it is led in.
-    pub epoch: u64,
-    /// Each follower, and how far behind it is.
-    pub lags: Vec<FollowerLag>,
-}
-
-impl PartitionReplication {
-    /// Whether a follower has not held everything written here for [`REPLICA_LAG_TIME`].
-    pub fn is_under_replicated(&self) -> bool {
-        self.lags.iter().any(|l| l.behind >= REPLICA_LAG_TIME)
-    }
-}
-
-/// A leadership in progress.
+/// A leadership in progress (`leadership.rs` runs it).
 #[derive(Debug)]
-struct Leadership {
-    epoch: u64,
-    contact: Arc<Contact>,
-    led: Mutex<BTreeMap<(String, u32), Arc<LedPartition>>>,
+pub(super) struct Leadership {
+    pub(super) epoch: u64,
+    pub(super) contact: Arc<Contact>,
+    pub(super) led: Mutex<BTreeMap<(String, u32), Arc<LedPartition>>>,
     /// Stops its tasks.
-    cancel: CancellationToken,
+    pub(super) cancel: CancellationToken,
     /// Fired by a task that learned a later epoch exists.
-    deposed: CancellationToken,
+    pub(super) deposed: CancellationToken,
 }
 
 /// This broker's membership of a cluster.
 pub struct Cluster {
-    config: ClusterConfig,
-    broker: Arc<Broker>,
-    raft: Raft,
-    metadata: watch::Receiver<Metadata>,
-    peers: Arc<Peers>,
-    replicas: Mutex<BTreeMap<(String, u32), Arc<Replica>>>,
-    leadership: Mutex<Option<Arc<Leadership>>>,
-    serving: watch::Sender<Serving>,
-    tasks: TaskTracker,
-    shutdown: CancellationToken,
+    pub(super) config: ClusterConfig,
+    pub(super) broker: Arc<Broker>,
+    pub(super) raft: Raft,
+    pub(super) metadata: watch::Receiver<Metadata>,
+    pub(super) peers: Arc<Peers>,
+    pub(super) replicas: Mutex<BTreeMap<(String, u32), Arc<Replica>>>,
+    pub(super) leadership: Mutex<Option<Arc<Leadership>>>,
+    pub(super) serving: watch::Sender<Serving>,
+    pub(super) tasks: TaskTracker,
+    pub(super) shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -235,7 +212,7 @@ impl Cluster {
     }
 
     /// Makes a replica for every local partition that has none.
-    fn open_replicas(&self) -> Result<Vec<Arc<Replica>>, StorageError> {
+    pub(super) fn open_replicas(&self) -> Result<Vec<Arc<Replica>>, StorageError> {
         let mut made = Vec::new();
         let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
         for topic in self.broker.topics() {
@@ -261,7 +238,7 @@ impl Cluster {
         Ok(made)
     }
 
-    fn all_replicas(&self) -> Vec<Arc<Replica>> {
+    pub(super) fn all_replicas(&self) -> Vec<Arc<Replica>> {
         self.replicas
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -320,266 +297,6 @@ impl Cluster {
                 () = self.shutdown.cancelled() => return,
                 r = metadata.changed() => if r.is_err() { return },
             }
-        }
-    }
-
-    fn current_leadership(&self) -> Option<Arc<Leadership>> {
-        self.leadership
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Follows Raft's view of who leads: leads each term Raft makes this broker leader of.
-    async fn follow_leadership(self: Arc<Self>) {
-        let mut metrics = self.raft.metrics();
-        let mut lease = tokio::time::interval(self.config.heartbeat);
-        lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let (state, term) = {
-                let m = metrics.borrow_and_update();
-                (m.state, m.current_term)
-            };
-            let led = self.current_leadership();
-            let deposed = led.as_ref().is_some_and(|l| l.deposed.is_cancelled());
-            match (state, &led) {
-                (ServerState::Leader, Some(l)) if l.epoch == term && !deposed => {}
-                (ServerState::Leader, _) if !deposed => {
-                    let this = Arc::clone(&self);
-                    self.tasks.spawn(async move { this.lead(term).await });
-                    // `lead` installs its leadership first thing; give it the turn.
-                    tokio::task::yield_now().await;
-                }
-                _ if led.is_some() => {
-                    self.stop_leading(if deposed {
-                        "a replica promised a later epoch"
-                    } else {
-                        "raft elected another leader"
-                    });
-                }
-                _ => {}
-            }
-            if let Some(l) = self.current_leadership() {
-                let holds = self.lease_holds(&l);
-                let lost = self.serving.send_if_modified(|s| {
-                    let ready = s.epoch == l.epoch && s.ready;
-                    if ready && !holds {
-                        tracing::warn!(
-                            epoch = l.epoch,
-                            "no contact with a majority within the election timeout: not serving"
-                        );
-                        s.ready = false;
-                        return true;
-                    }
-                    false
-                });
-                if lost {
-                    // What waits may never be committed by this leader.
-                    self.fail_waiting();
-                }
-            }
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                r = metrics.changed() => if r.is_err() { return },
-                _ = lease.tick() => {}
-            }
-        }
-    }
-
-    /// Leads epoch `epoch`: recovers every partition, then replicates and serves.
-    async fn lead(self: Arc<Self>, epoch: u64) {
-        let leadership = Arc::new(Leadership {
-            epoch,
-            contact: Arc::new(Contact::new(self.config.peers.len())),
-            led: Mutex::new(BTreeMap::new()),
-            cancel: self.shutdown.child_token(),
-            deposed: CancellationToken::new(),
-        });
-        {
-            let mut slot = self
-                .leadership
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if slot.as_ref().is_some_and(|l| l.epoch >= epoch) {
-                return;
-            }
-            if let Some(old) = slot.replace(Arc::clone(&leadership)) {
-                old.cancel.cancel();
-            }
-        }
-        self.serving.send_replace(Serving {
-            epoch,
-            ready: false,
-        });
-        tracing::info!(
-            epoch,
-            node = self.config.node_id,
-            "raft elected this broker: recovering every partition"
-        );
-        let started = tokio::time::Instant::now();
-        if let Some(r) = self.led_before(epoch) {
-            tracing::error!(
-                epoch,
-                topic = r.topic_name(),
-                partition = r.index(),
-                "a replica here already has this epoch or a later one: refusing to lead it (an epoch is never led twice)"
-            );
-            return;
-        }
-        self.register_address().await;
-        let replicas = self.all_replicas();
-        let partitions = replicas.len();
-        self.lead_partitions(&leadership, replicas).await;
-        if leadership.cancel.is_cancelled() || leadership.deposed.is_cancelled() {
-            return;
-        }
-        leadership.contact.heard(self.config.node_id);
-        self.serving.send_replace(Serving { epoch, ready: true });
-        self.broker.metrics().cluster_leaderships.inc();
-        tracing::info!(epoch, partitions, took = ?started.elapsed(), "leading: serving clients");
-        // Serving again once contact with a majority comes back within the epoch.
-        let mut tick = tokio::time::interval(self.config.heartbeat);
-        loop {
-            tokio::select! {
-                () = leadership.cancel.cancelled() => return,
-                () = leadership.deposed.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let holds = self.lease_holds(&leadership);
-            self.serving.send_if_modified(|s| {
-                if s.epoch == epoch && holds && !s.ready {
-                    tracing::info!(epoch, "contact with a majority is back: serving");
-                    s.ready = true;
-                    return true;
-                }
-                false
-            });
-        }
-    }
-
-    /// A replica whose labels already hold `epoch` or a later one: this broker must not lead
-    /// `epoch`.
-    fn led_before(&self, epoch: u64) -> Option<Arc<Replica>> {
-        self.all_replicas().into_iter().find(|r| {
-            r.try_lock_meta()
-                .is_some_and(|m| m.history.entries().iter().any(|e| e.epoch >= epoch))
-        })
-    }
-
-    /// Recovers `replicas` in `leadership`'s epoch (retrying until it ends) and starts their
-    /// replication.
-    async fn lead_partitions(&self, leadership: &Arc<Leadership>, replicas: Vec<Arc<Replica>>) {
-        let recoveries = replicas.into_iter().map(|replica| {
-            let leadership = Arc::clone(leadership);
-            let peers = Arc::clone(&self.peers);
-            async move {
-                let mut backoff = Duration::from_millis(20);
-                loop {
-                    if leadership.cancel.is_cancelled() || leadership.deposed.is_cancelled() {
-                        return None;
-                    }
-                    match recover(Arc::clone(&replica), leadership.epoch, &peers, &leadership.contact).await {
-                        Ok(led) => return Some(Arc::new(led)),
-                        Err(RecoverError::Deposed(promised)) => {
-                            tracing::info!(epoch = leadership.epoch, promised, "deposed during recovery");
-                            leadership.deposed.cancel();
-                            return None;
-                        }
-                        Err(e) => {
-                            tracing::warn!(topic = replica.topic_name(), partition = replica.index(), error = %e, "recovery failed; retrying");
-                            tokio::select! {
-                                () = leadership.cancel.cancelled() => return None,
-                                () = tokio::time::sleep(backoff) => {}
-                            }
-                            backoff = (backoff * 2).min(Duration::from_millis(500));
-                        }
-                    }
-                }
-            }
-        });
-        let led: Vec<Arc<LedPartition>> = futures_util::future::join_all(recoveries)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        for l in led {
-            let key = (l.replica().topic_name().to_string(), l.replica().index());
-            for node in self.peers.ids() {
-                self.tasks.spawn(replicate_to(
-                    Arc::clone(&l),
-                    node,
-                    Arc::clone(&self.peers),
-                    Arc::clone(&leadership.contact),
-                    self.config.heartbeat,
-                    leadership.deposed.clone(),
-                    leadership.cancel.clone(),
-                ));
-            }
-            self.tasks
-                .spawn(commit_on_durable(Arc::clone(&l), leadership.cancel.clone()));
-            leadership
-                .led
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key, l);
-        }
-    }
-
-    /// Whether `leadership`'s lease holds: a majority answered its replication within the
-    /// election timeout (with no partition to replicate, Raft's own heartbeats count).
-    fn lease_holds(&self, leadership: &Leadership) -> bool {
-        let lease = self.config.election_timeout;
-        if leadership.contact.holds(lease) {
-            return true;
-        }
-        let idle = leadership
-            .led
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty();
-        idle && self
-            .raft
-            .metrics()
-            .borrow()
-            .millis_since_quorum_ack
-            .is_some_and(|ms| u128::from(ms) < lease.as_millis())
-    }
-
-    /// Stops leading: no more serving, and every waiting produce is answered `not_leader`.
-    fn stop_leading(&self, why: &str) {
-        let old = self
-            .leadership
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(old) = old else { return };
-        old.cancel.cancel();
-        self.serving.send_replace(Serving::default());
-        self.fail_waiting();
-        tracing::info!(epoch = old.epoch, why, "stopped leading");
-    }
-
-    /// Answers every produce waiting for a commit point with `not_leader`.
-    fn fail_waiting(&self) {
-        for topic in self.broker.topics() {
-            for p in topic.partitions() {
-                p.fail_waiting(&StorageError::NotLeader);
-            }
-        }
-    }
-
-    /// Records this broker's client address in the metadata, for clients that ask who leads.
-    async fn register_address(&self) {
-        let addr = self.config.advertise.clone();
-        if self.metadata.borrow().addresses.get(&self.config.node_id) == Some(&addr) {
-            return;
-        }
-        let cmd = MetaCommand::SetAddress {
-            node: self.config.node_id,
-            address: addr,
-        };
-        if let Err(e) = self.raft.client_write(cmd).await {
-            tracing::warn!(error = %e, "cannot record this broker's address");
         }
     }
 
@@ -716,14 +433,6 @@ impl Cluster {
         })
     }
 
-    /// A request from a leader of `epoch`: a later epoch than the one this broker leads ends
-    /// its leadership before the request changes anything.
-    fn step_down_for(&self, epoch: u64) {
-        if self.current_leadership().is_some_and(|l| l.epoch < epoch) {
-            self.stop_leading("another broker leads a later epoch");
-        }
-    }
-
     /// Answers a leader's Promise.
     ///
     /// # Errors
@@ -760,89 +469,6 @@ impl Cluster {
         r.read(req.epoch, req.from, req.max_records)
             .await
             .map_err(replica_error)
-    }
-
-    /// This broker's view of the cluster, for `broker stats`.
-    pub fn status(&self) -> serde_json::Value {
-        let raft = self.raft.metrics().borrow().clone();
-        let replication: Vec<serde_json::Value> = self
-            .replication()
-            .into_iter()
-            .map(|p| {
-                let followers: Vec<serde_json::Value> = p
-                    .lags
-                    .iter()
-                    .map(|l| {
-                        serde_json::json!({
-                            "node": l.node,
-                            "lag_records": l.records,
-                            "lag_seconds": l.behind.as_secs_f64(),
-                        })
-                    })
-                    .collect();
-                serde_json::json!({
-                    "topic": p.topic,
-                    "partition": p.partition,
-                    "epoch": p.epoch,
-                    "under_replicated": p.is_under_replicated(),
-                    "followers": followers,
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "node": self.config.node_id,
-            "epoch": raft.current_term,
-            "leader": raft.current_leader,
-            "serving": self.serving().ready,
-            "members": self.config.peers.keys().collect::<Vec<_>>(),
-            "replication": replication,
-        })
-    }
-
-    /// Sets the cluster's gauges, just before a scrape.
-    pub fn refresh_metrics(&self) {
-        let m = self.broker.metrics();
-        let raft = self.raft.metrics().borrow().clone();
-        m.cluster_leader.set(i64::from(self.serving().ready));
-        m.cluster_has_leader
-            .set(i64::from(raft.current_leader.is_some()));
-        m.cluster_epoch
-            .set(i64::try_from(raft.current_term).unwrap_or(i64::MAX));
-        // A broker that stopped leading keeps no stale series.
-        m.replica_lag_records.clear();
-        m.replica_lag_seconds.clear();
-        m.partition_under_replicated.clear();
-        for p in self.replication() {
-            for lag in &p.lags {
-                let l = crate::metrics::replica_labels(&p.topic, p.partition, lag.node);
-                m.replica_lag_records
-                    .get_or_create(&l)
-                    .set(i64::try_from(lag.records).unwrap_or(i64::MAX));
-                m.replica_lag_seconds
-                    .get_or_create(&l)
-                    .set(lag.behind.as_secs_f64());
-            }
-            m.partition_under_replicated
-                .get_or_create(&crate::metrics::partition_labels(&p.topic, p.partition))
-                .set(i64::from(p.is_under_replicated()));
-        }
-    }
-
-    /// Per partition led here: how far behind each follower is (empty when not leading).
-    pub fn replication(&self) -> Vec<PartitionReplication> {
-        self.current_leadership().map_or_else(Vec::new, |l| {
-            l.led
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .map(|((topic, partition), led)| PartitionReplication {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    epoch: l.epoch,
-                    lags: led.lags(),
-                })
-                .collect()
-        })
     }
 }
 
