@@ -7,6 +7,7 @@
 //! - `sim` (feature `simulation`): a deterministic simulation of a cluster running the
 //!   protocol over a network that drops, delays, repeats and reorders messages, cuts links,
 //!   crashes nodes and elects leaders at will; it checks that no committed record is lost.
+//!   `sim_options` holds what a run takes and gives back.
 //!
 //! `REPLICATION.md` (beside the crate's README) has the design and its failure model.
 
@@ -14,4 +15,6 @@ pub mod epochs;
 pub mod replica;
 #[cfg(feature = "simulation")]
 pub mod sim;
+#[cfg(feature = "simulation")]
+pub mod sim_options;
 pub mod store;
