@@ -106,6 +106,17 @@ impl ClientError {
 /// How long `connect` tries the leader that the broker it reached names.
 const LEADER_HOP_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Whether `host_port` (a name or an address) names `peer`.
+async fn is_address_of(host_port: &str, peer: std::net::SocketAddr) -> bool {
+    if host_port.parse::<std::net::SocketAddr>().ok() == Some(peer) {
+        return true;
+    }
+    match tokio::time::timeout(LEADER_HOP_TIMEOUT, tokio::net::lookup_host(host_port)).await {
+        Ok(Ok(mut addrs)) => addrs.any(|a| a == peer),
+        _ => false,
+    }
+}
+
 /// The addresses of a comma-separated list.
 fn bootstrap(addrs: &str) -> Vec<String> {
     addrs
@@ -200,10 +211,8 @@ impl Client {
         let Some((_, leader)) = m.leader.filter(|(_, a)| !a.is_empty()) else {
             return Ok(client);
         };
-        if client
-            .peer
-            .as_ref()
-            .is_some_and(|p| p.to_string() == leader)
+        if let Some(peer) = client.peer
+            && is_address_of(&leader, peer).await
         {
             return Ok(client);
         }
@@ -688,5 +697,27 @@ impl Consumer {
         self.client
             .nack(&self.request.topic, &self.request.group, ids, delay, reason)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_leader_named_by_address_or_by_name_is_recognised() {
+        let peer: std::net::SocketAddr = ([127, 0, 0, 1], 7070).into();
+        assert!(is_address_of("127.0.0.1:7070", peer).await);
+        assert!(is_address_of("localhost:7070", peer).await);
+        assert!(!is_address_of("localhost:7071", peer).await);
+        assert!(!is_address_of("127.0.0.2:7070", peer).await);
+    }
+
+    #[test]
+    fn a_bootstrap_list_drops_blanks() {
+        assert_eq!(
+            bootstrap(" a:1, ,b:2,"),
+            vec!["a:1".to_string(), "b:2".to_string()]
+        );
     }
 }
