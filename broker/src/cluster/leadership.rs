@@ -116,7 +116,7 @@ impl Cluster {
             "raft elected this broker: recovering every partition"
         );
         let started = tokio::time::Instant::now();
-        if let Some(r) = self.led_before(epoch) {
+        if let Some(r) = self.led_before(epoch).await {
             tracing::error!(
                 epoch,
                 topic = r.topic_name(),
@@ -158,11 +158,19 @@ impl Cluster {
 
     /// A replica whose labels already hold `epoch` or a later one: this broker must not lead
     /// `epoch`.
-    fn led_before(&self, epoch: u64) -> Option<Arc<Replica>> {
-        self.all_replicas().into_iter().find(|r| {
-            r.try_lock_meta()
-                .is_some_and(|m| m.history.entries().iter().any(|e| e.epoch >= epoch))
-        })
+    async fn led_before(&self, epoch: u64) -> Option<Arc<Replica>> {
+        for r in self.all_replicas() {
+            if r.lock()
+                .await
+                .history
+                .entries()
+                .iter()
+                .any(|e| e.epoch >= epoch)
+            {
+                return Some(r);
+            }
+        }
+        None
     }
 
     /// Recovers `replicas` in `leadership`'s epoch (retrying until it ends) and starts their

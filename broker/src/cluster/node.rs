@@ -164,8 +164,12 @@ impl Cluster {
             .keys()
             .map(|id| (*id, BasicNode::default()))
             .collect();
-        if let Err(e) = raft.initialize(members).await {
-            tracing::debug!(error = %e, "raft already initialized");
+        // Only a broker that never was in the cluster proposes it (openraft logs an error for
+        // every other call).
+        if !raft.is_initialized().await.unwrap_or(true)
+            && let Err(e) = raft.initialize(members).await
+        {
+            tracing::debug!(error = %e, "another broker initialized the cluster first");
         }
         let cluster = Arc::new(Self {
             config,

@@ -100,11 +100,6 @@ impl Replica {
         self.meta.lock().await
     }
 
-    /// The promise and labels, unless a request holds them now.
-    pub fn try_lock_meta(&self) -> Option<MutexGuard<'_, Meta>> {
-        self.meta.try_lock().ok()
-    }
-
     /// The protocol's view of this replica with `meta`: its durable end.
     pub fn state(&self, meta: &Meta) -> ReplicaState {
         let part = self.partition();
