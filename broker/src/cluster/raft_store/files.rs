@@ -1,8 +1,8 @@
 //! What both halves of the Raft store share: file names, limits, the error type, and the file
 //! helpers (atomic replace, directory fsync, bounded JSON reads, the blocking pool).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -10,6 +10,7 @@ use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use serde::de::DeserializeOwned;
 
 use crate::cluster::{NodeId, RaftStorageError};
+use crate::storage::OsDisk;
 
 /// Largest JSON body of one log record; a longer length field marks the record corrupt.
 pub const MAX_ENTRY_BYTES: u32 = 4 * 1024 * 1024;
@@ -49,6 +50,9 @@ pub enum RaftStoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The broker's storage layer failed (an atomic replace, a directory sync).
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     /// A value could not be encoded as JSON.
     #[error("encoding {what} as JSON: {source}")]
     Encode {
@@ -131,28 +135,19 @@ where
     }
 }
 
-/// Replaces `path` with `bytes`: temp file, fsync, rename, fsync of the directory.
+/// Replaces `path` with `bytes`: temp file, fsync, rename, fsync of the directory (the
+/// broker's own atomic replace, on the real disk).
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RaftStoreError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp).map_err(RaftStoreError::io("create", &tmp))?;
-    file.write_all(bytes)
-        .map_err(RaftStoreError::io("write", &tmp))?;
-    file.sync_all().map_err(RaftStoreError::io("fsync", &tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(RaftStoreError::io("rename", path))?;
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
-        _ => sync_dir(Path::new(".")),
-    }
+    Ok(crate::groups::journal::write_atomic(
+        &*OsDisk::shared(),
+        path,
+        bytes,
+    )?)
 }
 
 /// Fsyncs a directory so that a rename or a new file in it is durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), RaftStoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(RaftStoreError::io("fsync dir", dir))
+    Ok(crate::groups::journal::sync_dir(&*OsDisk::shared(), dir)?)
 }
 
 /// Reads and decodes a JSON file that is only ever replaced atomically; `None` if absent.
