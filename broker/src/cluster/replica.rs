@@ -60,13 +60,20 @@ impl Replica {
     /// The replica of partition `index` of `topic`, whose files are in `dir`.
     ///
     /// # Errors
-    /// When its `replica.json` cannot be read.
+    /// When the topic has no such partition, or its `replica.json` cannot be read.
     pub fn open(
         topic: Arc<Topic>,
         index: usize,
         dir: PathBuf,
         disk: Arc<dyn Disk>,
     ) -> Result<Self, StorageError> {
+        if topic.partitions().get(index).is_none() {
+            return Err(StorageError::Corrupt {
+                offset: 0,
+                path: dir,
+                reason: format!("topic {} has no partition {index}", topic.name()),
+            });
+        }
         let (promised, history) = store::load(&*disk, &dir)?;
         Ok(Self {
             topic,
@@ -82,7 +89,7 @@ impl Replica {
         self.topic
             .partitions()
             .get(self.index)
-            .expect("a replica is made for an existing partition of its topic")
+            .expect("a replica is opened only for a partition its topic has (checked in open)")
     }
 
     /// Its topic's name.

@@ -313,7 +313,6 @@ impl Conn {
             );
             return true;
         }
-        let cluster = self.cluster.clone();
         match req {
             Request::Hello {
                 max_version,
@@ -390,6 +389,7 @@ impl Conn {
                 retention_bytes,
                 retention_ms,
             } => {
+                let cluster = self.cluster.clone();
                 self.spawn(reply, async move {
                     let created = match cluster {
                         Some(c) => {
@@ -409,16 +409,21 @@ impl Conn {
                 });
             }
             Request::Metadata => {
-                let m = cluster.map_or_else(Metadata::default, |c| c.metadata());
+                let m = self
+                    .cluster
+                    .as_ref()
+                    .map_or_else(Metadata::default, |c| c.metadata());
                 reply.encode_into(&mut self.out, broker.metrics(), Ok(Response::Metadata(m)));
             }
             Request::Raft { kind, json } => {
+                let cluster = self.cluster.clone();
                 self.spawn(reply, async move {
                     let c = cluster.ok_or(EngineError::ShuttingDown)?;
                     c.raft_message(kind, &json).await.map(Response::Raft)
                 });
             }
             Request::Promise(p) => {
+                let cluster = self.cluster.clone();
                 self.spawn(reply, async move {
                     let c = cluster.ok_or(EngineError::ShuttingDown)?;
                     c.promise(p.epoch, &p.partition.topic, p.partition.partition)
@@ -427,12 +432,14 @@ impl Conn {
                 });
             }
             Request::Replicate(r) => {
+                let cluster = self.cluster.clone();
                 self.spawn(reply, async move {
                     let c = cluster.ok_or(EngineError::ShuttingDown)?;
                     c.replicate(r).await.map(Response::Peer)
                 });
             }
             Request::ReadReplica(r) => {
+                let cluster = self.cluster.clone();
                 self.spawn(reply, async move {
                     let c = cluster.ok_or(EngineError::ShuttingDown)?;
                     c.read_replica(r).await.map(Response::Peer)
@@ -440,7 +447,7 @@ impl Conn {
             }
             Request::Stats { topic } => {
                 let r = broker.stats(&topic).map(|mut v| {
-                    if let Some(c) = &cluster {
+                    if let Some(c) = &self.cluster {
                         v["cluster"] = c.status();
                     }
                     Response::Stats(Bytes::from(v.to_string()))
