@@ -125,10 +125,19 @@ impl Cluster {
             );
             return;
         }
+        self.saw_epoch(epoch);
         self.register_address().await;
         let replicas = self.all_replicas();
         let partitions = replicas.len();
         self.lead_partitions(&leadership, replicas).await;
+        if leadership.cancel.is_cancelled() || leadership.deposed.is_cancelled() {
+            return;
+        }
+        if let Err(e) = self.recover_groups(&leadership).await {
+            tracing::info!(epoch, error = %e, "deposed while recovering the consumer groups");
+            leadership.deposed.cancel();
+            return;
+        }
         if leadership.cancel.is_cancelled() || leadership.deposed.is_cancelled() {
             return;
         }

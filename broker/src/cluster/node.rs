@@ -15,6 +15,7 @@
 //!   retention); a follower's log changes only by its leader's requests.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -87,6 +88,11 @@ pub struct Cluster {
     pub(super) serving: watch::Sender<Serving>,
     pub(super) tasks: TaskTracker,
     pub(super) shutdown: CancellationToken,
+    /// The latest epoch a leader asked this broker for, or it led (`groups.rs`).
+    pub(super) fence: AtomicU64,
+    /// Held to write a leader's group entries (shared) or to read the groups for a new leader
+    /// (exclusive).
+    pub(super) group_fence: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -182,8 +188,13 @@ impl Cluster {
             serving: watch::Sender::new(Serving::default()),
             tasks: TaskTracker::new(),
             shutdown,
+            fence: AtomicU64::new(0),
+            group_fence: tokio::sync::RwLock::new(()),
         });
-        cluster.open_replicas()?;
+        for r in cluster.open_replicas()? {
+            cluster.saw_epoch(r.lock().await.promised);
+        }
+        cluster.replicate_group_progress();
         let c = Arc::clone(&cluster);
         cluster
             .tasks
@@ -449,7 +460,11 @@ impl Cluster {
     ) -> Result<PeerAnswer, EngineError> {
         self.step_down_for(epoch);
         let r = self.replica_for(topic, partition)?;
-        r.promise(epoch).await.map_err(replica_error)
+        let answer = r.promise(epoch).await.map_err(replica_error)?;
+        if !matches!(answer, PeerAnswer::Stale { .. }) {
+            self.saw_epoch(epoch);
+        }
+        Ok(answer)
     }
 
     /// Answers a leader's Replicate.
@@ -459,9 +474,15 @@ impl Cluster {
     pub async fn replicate(&self, req: ReplicateRequest) -> Result<PeerAnswer, EngineError> {
         self.step_down_for(req.epoch);
         let r = self.replica_for(&req.partition.topic, req.partition.partition)?;
-        r.replicate(req.epoch, req.commit, req.records)
+        let epoch = req.epoch;
+        let answer = r
+            .replicate(epoch, req.commit, req.records)
             .await
-            .map_err(replica_error)
+            .map_err(replica_error)?;
+        if !matches!(answer, PeerAnswer::Stale { .. }) {
+            self.saw_epoch(epoch);
+        }
+        Ok(answer)
     }
 
     /// Answers a recovering leader's ReadReplica.

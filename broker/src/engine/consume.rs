@@ -3,7 +3,7 @@
 //! this is where it meets the logs and the journals.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,47 +29,22 @@ impl Broker {
         req: &FetchRequest,
     ) -> Result<Arc<Group>, EngineError> {
         validate_name("group", &req.group)?;
-        let group = match topic.group(&req.group) {
-            Some(g) => g,
-            None => {
-                let _guard = topic.group_create.lock().await;
-                match topic.group(&req.group) {
-                    Some(g) => g,
-                    None => {
-                        let config = GroupConfig {
-                            mode: req.mode,
-                            lease_ms: match req.lease_ms {
-                                0 => u64::try_from(self.config.lease.as_millis()).unwrap_or(30_000),
-                                ms => u64::from(ms),
-                            },
-                            max_attempts: match req.max_attempts {
-                                0 => self.config.max_attempts,
-                                n => n,
-                            },
-                            prefetch: match req.prefetch {
-                                0 => self.config.prefetch,
-                                n => n,
-                            },
-                        };
-                        let this = Arc::clone(self);
-                        let t = Arc::clone(topic);
-                        let name = req.group.clone();
-                        let g = self
-                            .host
-                            .blocking(move || this.open_group(&t, &name, config))
-                            .await
-                            .ok_or(EngineError::ShuttingDown)??;
-                        tracing::info!(topic = %topic.name, group = %req.group, mode = req.mode.name(), "created group");
-                        topic
-                            .groups
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(req.group.clone(), Arc::clone(&g));
-                        g
-                    }
-                }
-            }
+        let config = GroupConfig {
+            mode: req.mode,
+            lease_ms: match req.lease_ms {
+                0 => u64::try_from(self.config.lease.as_millis()).unwrap_or(30_000),
+                ms => u64::from(ms),
+            },
+            max_attempts: match req.max_attempts {
+                0 => self.config.max_attempts,
+                n => n,
+            },
+            prefetch: match req.prefetch {
+                0 => self.config.prefetch,
+                n => n,
+            },
         };
+        let group = self.ensure_group(topic, &req.group, config).await?;
         let mode = group.state().config().mode;
         if mode != req.mode {
             return Err(EngineError::GroupMismatch {
@@ -227,11 +202,7 @@ impl Broker {
         let counts = group.state().counts_to_write(&granted);
         if !counts.is_empty() {
             let entries = journal_entries(&counts);
-            let written = group
-                .persist(entries)
-                .await
-                .map_err(|_| EngineError::ShuttingDown)
-                .and_then(|r| r.map_err(EngineError::from));
+            let written = self.persist_group(topic, group, entries).await;
             let mut st = group.state();
             st.counts_written(&counts, written.is_ok());
             if let Err(e) = written {
@@ -274,7 +245,7 @@ impl Broker {
         group: &str,
         ids: &[u64],
     ) -> Result<Vec<AckStatus>, EngineError> {
-        let (_t, g) = self.group_of(topic, group)?;
+        let (t, g) = self.group_of(topic, group)?;
         let now = self.now_ms();
         let mut statuses = Vec::with_capacity(ids.len());
         let mut done = Vec::new();
@@ -295,9 +266,7 @@ impl Broker {
                 });
             }
         }
-        g.persist(done)
-            .await
-            .map_err(|_| EngineError::ShuttingDown)??;
+        self.persist_group(&t, &g, done).await?;
         Ok(statuses)
     }
 
@@ -397,13 +366,11 @@ impl Broker {
         }
         let news = group.state().dead_lettered(p, o);
         if news {
-            group
-                .persist(vec![Entry::Done {
-                    partition: p,
-                    offset: o,
-                }])
-                .await
-                .map_err(|_| EngineError::ShuttingDown)??;
+            let done = vec![Entry::Done {
+                partition: p,
+                offset: o,
+            }];
+            self.persist_group(topic, group, done).await?;
         }
         Ok(())
     }

@@ -12,12 +12,38 @@ use super::host::{Host, Step};
 use super::thread::{self, IoThread, Next};
 use crate::config::FsyncPolicy;
 use crate::groups::journal::{self, Entry, Journal};
-use crate::groups::{GroupConfig, GroupState};
+use crate::groups::{GroupConfig, GroupState, PartitionProgress};
 use crate::storage::StorageError;
 
-struct Persist {
-    entries: Vec<Entry>,
-    reply: oneshot::Sender<Result<(), StorageError>>,
+/// How a journal's writer answers.
+type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
+
+/// What a journal's writer is asked to do.
+enum Persist {
+    /// Write entries.
+    Entries {
+        entries: Vec<Entry>,
+        reply: Reply<()>,
+    },
+    /// Merge in another broker's progress, as a snapshot.
+    Merge {
+        progress: Vec<PartitionProgress>,
+        reply: Reply<Vec<PartitionProgress>>,
+    },
+}
+
+impl Persist {
+    /// Answers that the journal is closed.
+    fn refuse(self) {
+        match self {
+            Self::Entries { reply, .. } => {
+                let _ = reply.send(Err(StorageError::Closed));
+            }
+            Self::Merge { reply, .. } => {
+                let _ = reply.send(Err(StorageError::Closed));
+            }
+        }
+    }
 }
 
 /// Where a group's journal runs: its own thread, or the simulator's steps.
@@ -114,15 +140,37 @@ impl Group {
             let _ = reply.send(Ok(()));
             return rx;
         }
-        let p = Persist { entries, reply };
+        self.submit(Persist::Entries { entries, reply });
+        rx
+    }
+
+    /// Takes in `progress` from other brokers: merges it with the journal's, makes the result
+    /// durable, and starts the state machine afresh from it (no deliveries out: what this
+    /// broker handed out before is not known to be in flight any more). A cluster's new
+    /// leader does this with a majority's progress before it serves.
+    ///
+    /// # Errors
+    /// When the merged progress cannot be written.
+    pub async fn restart_from(&self, progress: Vec<PartitionProgress>) -> Result<(), StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Persist::Merge { progress, reply });
+        let merged = rx.await.map_err(|_| StorageError::Closed)??;
+        let mut state = self.state();
+        let partitions = state.partition_count();
+        let mut merged = merged;
+        merged.resize(partitions, PartitionProgress::default());
+        *state = GroupState::new(state.config(), merged);
+        Ok(())
+    }
+
+    fn submit(&self, p: Persist) {
         let refused = match &self.journal {
             Runner::Thread(t) => t.send(p).err(),
             Runner::Stepped(s) => s.push(p).err(),
         };
         if let Some(p) = refused {
-            let _ = p.reply.send(Err(StorageError::Closed));
+            p.refuse();
         }
-        rx
     }
 
     /// Stops the journal after it wrote, synced and compacted what was queued.
@@ -166,12 +214,31 @@ impl Writer {
         self.last_sync = self.host.clock().elapsed();
     }
 
-    /// Writes a batch of entries (one sync under `always`), answers each, compacts when due.
+    /// Writes a batch of entries (one sync under `always`), answers each, compacts when due;
+    /// then does the batch's merges.
     fn write(&mut self, batch: Vec<Persist>) {
-        let entries: Vec<Entry> = batch
-            .iter()
-            .flat_map(|p| p.entries.iter().copied())
-            .collect();
+        let mut writes = Vec::with_capacity(batch.len());
+        let mut merges = Vec::new();
+        for p in batch {
+            match p {
+                Persist::Entries { entries, reply } => writes.push((entries, reply)),
+                Persist::Merge { progress, reply } => merges.push((progress, reply)),
+            }
+        }
+        if !writes.is_empty() {
+            self.write_entries(writes);
+        }
+        for (progress, reply) in merges {
+            let merged = self.journal.merge(&progress);
+            if merged.is_ok() {
+                self.dirty = false;
+            }
+            let _ = reply.send(merged);
+        }
+    }
+
+    fn write_entries(&mut self, batch: Vec<(Vec<Entry>, Reply<()>)>) {
+        let entries: Vec<Entry> = batch.iter().flat_map(|(e, _)| e.iter().copied()).collect();
         let mut result = self.journal.append(&entries);
         if result.is_ok()
             && self.policy == FsyncPolicy::Always
@@ -188,8 +255,8 @@ impl Writer {
         } else {
             self.dirty = true;
         }
-        for p in batch {
-            let _ = p.reply.send(match &result {
+        for (_, reply) in batch {
+            let _ = reply.send(match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StorageError::io(
                     "journal",

@@ -5,11 +5,13 @@
 
 pub mod commit;
 mod consume;
+pub mod group_replication;
 pub mod group_runtime;
 pub mod host;
 mod observe;
 pub mod partition;
 pub mod produce;
+mod replicated_groups;
 pub mod syncer;
 pub mod thread;
 
@@ -217,6 +219,7 @@ pub struct Broker {
     topic_create: tokio::sync::Mutex<()>,
     host: Arc<Host>,
     reported: std::sync::Mutex<HashMap<(String, String), (u64, u64)>>,
+    group_replication: std::sync::OnceLock<Arc<dyn group_replication::GroupReplication>>,
 }
 
 fn topics_dir(data_dir: &Path) -> PathBuf {
@@ -259,6 +262,7 @@ impl Broker {
             topic_create: tokio::sync::Mutex::new(()),
             host,
             reported: std::sync::Mutex::new(HashMap::new()),
+            group_replication: std::sync::OnceLock::new(),
         };
         let mut names: Vec<String> = disk
             .list(&dir)

@@ -31,12 +31,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::state::{GroupConfig, PartitionProgress};
+use super::progress::PartitionProgress;
+use super::state::GroupConfig;
 use crate::storage::{Disk, FileRef, StorageError};
 
 const MAGIC_V1: &[u8; 8] = b"TRGSNAP1";
 const MAGIC: &[u8; 8] = b"TRGSNAP2";
-const ENTRY_BYTES: usize = 16;
+/// Bytes of one entry, in the journal and on the wire (`PROTOCOL.md`, GroupProgress).
+pub const ENTRY_BYTES: usize = 16;
 /// The word's top bit: a delivery count, not a done record.
 const DELIVERIES_FLAG: u32 = 0x8000_0000;
 /// The most deliveries an entry can record.
@@ -72,7 +74,8 @@ pub enum Entry {
 }
 
 impl Entry {
-    fn encode(self) -> [u8; ENTRY_BYTES] {
+    /// The entry's 16 bytes: checksum, word, offset.
+    pub fn encode(self) -> [u8; ENTRY_BYTES] {
         let (word, offset) = match self {
             Self::Done { partition, offset } => (partition & !DELIVERIES_FLAG, offset),
             Self::Counted { partition, mark } => (DELIVERIES_FLAG | (partition & 0xFFFF), mark),
@@ -96,7 +99,7 @@ impl Entry {
     }
 
     /// The entry in `raw`, or `None` if its checksum fails.
-    fn decode(raw: &[u8]) -> Option<Self> {
+    pub fn decode(raw: &[u8]) -> Option<Self> {
         let crc = u32::from_be_bytes(raw.get(..4)?.try_into().ok()?);
         let body = raw.get(4..ENTRY_BYTES)?;
         if crc32c::crc32c(body) != crc {
@@ -144,6 +147,27 @@ impl Mirror {
         }
     }
 }
+impl From<&PartitionProgress> for Mirror {
+    fn from(p: &PartitionProgress) -> Self {
+        Self {
+            committed: p.committed,
+            acked: p.acked.iter().copied().collect(),
+            attempts: p.attempts.iter().copied().collect(),
+            mark: p.mark,
+        }
+    }
+}
+
+/// The progress `entries` record, over `partitions` partitions (entries of a partition beyond
+/// them are left out).
+pub fn progress_of(entries: &[Entry], partitions: usize) -> Vec<PartitionProgress> {
+    let mut mirror = vec![Mirror::default(); partitions];
+    for e in entries {
+        apply(&mut mirror, *e);
+    }
+    mirror.iter().map(Mirror::progress).collect()
+}
+
 /// Compact when the journal holds this many entries.
 const COMPACT_ENTRIES: u64 = 100_000;
 
@@ -399,6 +423,22 @@ impl Journal {
         }
     }
 
+    /// Takes in `progress` (merged with what the journal holds) and makes the result durable
+    /// as a snapshot; returns the merged progress.
+    pub fn merge(
+        &mut self,
+        progress: &[PartitionProgress],
+    ) -> Result<Vec<PartitionProgress>, StorageError> {
+        let mut merged: Vec<PartitionProgress> = self.mirror.iter().map(Mirror::progress).collect();
+        PartitionProgress::merge_all(&mut merged, progress);
+        merged.truncate(self.mirror.len());
+        // Only what the journal knows is on disk may be merged into a snapshot of it.
+        self.sync()?;
+        self.mirror = merged.iter().map(Mirror::from).collect();
+        self.compact()?;
+        Ok(merged)
+    }
+
     /// Whether the journal has grown enough to compact.
     pub fn should_compact(&self) -> bool {
         self.entries >= COMPACT_ENTRIES
@@ -493,6 +533,50 @@ mod tests {
         let (_, progress, cut) = Journal::open(OsDisk::shared(), dir.path(), 1).unwrap();
         assert_eq!(cut, 5);
         assert_eq!(progress[0].committed, 1);
+    }
+
+    #[test]
+    fn merged_progress_is_durable_and_covers_both_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _, _) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
+        j.append(&done(&[(0, 0), (0, 3)])).unwrap();
+        j.append(&[Entry::Delivered {
+            partition: 1,
+            offset: 2,
+            attempts: 2,
+        }])
+        .unwrap();
+        let theirs = progress_of(
+            &[
+                Entry::Done {
+                    partition: 0,
+                    offset: 1,
+                },
+                Entry::Done {
+                    partition: 0,
+                    offset: 2,
+                },
+                Entry::Counted {
+                    partition: 1,
+                    mark: 9,
+                },
+                Entry::Done {
+                    partition: 7,
+                    offset: 0,
+                },
+            ],
+            3,
+        );
+        assert_eq!(theirs.len(), 3, "a partition beyond the count is left out");
+        let merged = j.merge(&theirs).unwrap();
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].committed, 4);
+        assert_eq!(merged[1].attempts, vec![(2, 2)]);
+        assert_eq!(merged[1].mark, 9);
+        drop(j);
+        let (_, progress, cut) = Journal::open(OsDisk::shared(), dir.path(), 2).unwrap();
+        assert_eq!(cut, 0);
+        assert_eq!(progress, merged);
     }
 
     #[test]

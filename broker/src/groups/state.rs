@@ -32,7 +32,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::{HashMap, HashMapExt};
 
-use crate::protocol::FetchMode;
+use super::mode::FetchMode;
+use super::progress::PartitionProgress;
 
 /// How far ahead of the first deliveries the delivery-count mark is written: one journal write
 /// (and sync) per this many first deliveries of a partition.
@@ -53,20 +54,6 @@ pub struct GroupConfig {
     pub max_attempts: u32,
     /// Most unacknowledged deliveries one consumer may hold.
     pub prefetch: u32,
-}
-
-/// Durable progress of one partition.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PartitionProgress {
-    /// Every offset below is done.
-    pub committed: u64,
-    /// Done offsets at or above `committed`.
-    pub acked: Vec<u64>,
-    /// Deliveries so far of records not done, by offset.
-    pub attempts: Vec<(u64, u32)>,
-    /// The delivery-count mark: unfinished offsets below it without a count of their own were
-    /// delivered at most once.
-    pub mark: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,6 +349,50 @@ impl GroupState {
             while p.acked.remove(&p.committed) {
                 p.committed += 1;
             }
+        }
+    }
+
+    /// Takes in durable progress written by another broker (a follower keeps its copy of the
+    /// leader's progress this way): its done offsets are done here (their leases end), its
+    /// counts and mark count.
+    pub fn absorb(&mut self, progress: &[PartitionProgress]) {
+        for (i, theirs) in progress.iter().enumerate().take(self.partitions.len()) {
+            let partition = u32::try_from(i).unwrap_or(u32::MAX);
+            let done: Vec<u64> = self.partitions[i]
+                .leases
+                .keys()
+                .copied()
+                .filter(|o| theirs.is_done(*o))
+                .collect();
+            for o in done {
+                self.release_lease(partition, o);
+            }
+            let p = &mut self.partitions[i];
+            if theirs.committed > p.committed {
+                let c = theirs.committed;
+                p.committed = c;
+                p.acked = p.acked.split_off(&c);
+                p.retry = p.retry.split_off(&c);
+                p.dead_pending = p.dead_pending.split_off(&c);
+                p.attempts.retain(|o, _| *o >= c);
+                p.delivered_max = p.delivered_max.max(c);
+            }
+            for &o in &theirs.acked {
+                p.mark_done(o);
+            }
+            for &(o, count) in &theirs.attempts {
+                if !p.is_done(o) {
+                    let a = p.attempts.entry(o).or_insert(0);
+                    *a = (*a).max(count);
+                }
+            }
+            p.restored_mark = p.restored_mark.max(theirs.mark);
+            p.mark = p.mark.max(theirs.mark);
+            p.mark_durable = p.mark_durable.max(theirs.mark);
+            while p.acked.remove(&p.committed) {
+                p.committed += 1;
+            }
+            p.next = p.next.max(p.committed);
         }
     }
 

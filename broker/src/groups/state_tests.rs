@@ -326,6 +326,43 @@ fn a_group_with_one_attempt_counts_each_first_delivery_on_its_own() {
     assert_eq!(counts.deliveries, vec![(0, 0, 1), (0, 1, 1)]);
 }
 
+#[test]
+fn absorbed_progress_is_done_here_and_its_counts_count() {
+    let mut g = group(FetchMode::Shared, 2);
+    let held = g.poll(1, 0, 3, &[3, 0]);
+    assert_eq!(offsets(&held), vec![(0, 0), (0, 1), (0, 2)]);
+    g.absorb(&[
+        PartitionProgress {
+            committed: 1,
+            acked: vec![2],
+            attempts: vec![(1, 3), (4, 2)],
+            mark: 8,
+        },
+        PartitionProgress {
+            committed: 5,
+            ..PartitionProgress::default()
+        },
+    ]);
+    assert_eq!(g.committed(0), 1);
+    assert_eq!(g.committed(1), 5);
+    assert_eq!(g.in_flight(), 1, "the leases of done offsets ended");
+    assert_eq!(g.ack(1, 1, 0, 2), AckOutcome::AlreadyAcked);
+    let progress = g.progress();
+    assert_eq!(progress[0].acked, vec![2]);
+    assert_eq!(progress[0].mark, 8);
+    let mut counts = progress[0].attempts.clone();
+    counts.sort_unstable();
+    assert_eq!(counts, vec![(1, 3), (4, 2)]);
+    // Absorbing it again changes nothing.
+    let sorted = |mut v: Vec<PartitionProgress>| {
+        v.iter_mut().for_each(|p| p.attempts.sort_unstable());
+        v
+    };
+    let before = sorted(g.progress());
+    g.absorb(&before);
+    assert_eq!(sorted(g.progress()), before);
+}
+
 proptest! {
     /// Random interleavings of polls, acks, nacks, expiries and departures never deliver a
     /// done record, never lease one record twice, and every record ends done or pending.

@@ -7,10 +7,12 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{DecodeError, Reader, WriteExt};
+use crate::groups::FetchMode;
 use crate::protocol::peer::{
     Metadata, PeerAnswer, PromiseRequest, RaftKind, ReadReplicaRequest, ReplicateRequest,
     encode_raft,
 };
+use crate::protocol::peer_groups::{GroupProgressRequest, ReadGroupsRequest};
 use crate::protocol::record::{MIN_RECORD_BYTES, Record};
 
 /// Numeric identifiers of the APIs.
@@ -41,11 +43,15 @@ pub enum ApiKey {
     Replicate = 10,
     /// A recovering leader reads a replica's records.
     ReadReplica = 11,
+    /// A leader sends a follower entries of a consumer group's journal.
+    GroupProgress = 12,
+    /// A new leader reads a broker's copy of a topic's consumer groups.
+    ReadGroups = 13,
 }
 
 impl ApiKey {
     /// Every api key, in numeric order (index = key).
-    pub const ALL: [ApiKey; 12] = [
+    pub const ALL: [ApiKey; 14] = [
         Self::Hello,
         Self::CreateTopic,
         Self::Produce,
@@ -58,6 +64,8 @@ impl ApiKey {
         Self::Promise,
         Self::Replicate,
         Self::ReadReplica,
+        Self::GroupProgress,
+        Self::ReadGroups,
     ];
 
     /// The api key for a raw number, if this build knows it.
@@ -75,6 +83,8 @@ impl ApiKey {
             9 => Self::Promise,
             10 => Self::Replicate,
             11 => Self::ReadReplica,
+            12 => Self::GroupProgress,
+            13 => Self::ReadGroups,
             _ => return None,
         })
     }
@@ -94,6 +104,8 @@ impl ApiKey {
             Self::Promise => "promise",
             Self::Replicate => "replicate",
             Self::ReadReplica => "read_replica",
+            Self::GroupProgress => "group_progress",
+            Self::ReadGroups => "read_groups",
         }
     }
 
@@ -101,7 +113,12 @@ impl ApiKey {
     pub fn is_peer(self) -> bool {
         matches!(
             self,
-            Self::Raft | Self::Promise | Self::Replicate | Self::ReadReplica
+            Self::Raft
+                | Self::Promise
+                | Self::Replicate
+                | Self::ReadReplica
+                | Self::GroupProgress
+                | Self::ReadGroups
         )
     }
 }
@@ -190,45 +207,6 @@ impl ErrorCode {
             self,
             Self::Storage | Self::ShuttingDown | Self::Busy | Self::NotLeader
         )
-    }
-}
-
-/// How a consumer group hands out records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FetchMode {
-    /// Any member gets any record; each delivery is a lease.
-    Shared,
-    /// A partition belongs to one member at a time; strict offset order.
-    Ordered,
-}
-
-impl FetchMode {
-    fn to_u8(self) -> u8 {
-        match self {
-            Self::Shared => 0,
-            Self::Ordered => 1,
-        }
-    }
-
-    fn from_u8(v: u8, offset: usize) -> Result<Self, DecodeError> {
-        match v {
-            0 => Ok(Self::Shared),
-            1 => Ok(Self::Ordered),
-            _ => Err(DecodeError::Invalid {
-                field: "fetch.mode",
-                reason: "mode must be 0 (shared) or 1 (ordered)",
-                offset,
-            }),
-        }
-    }
-
-    /// `"shared"` or `"ordered"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Shared => "shared",
-            Self::Ordered => "ordered",
-        }
     }
 }
 
@@ -379,6 +357,10 @@ pub enum Request {
     Replicate(ReplicateRequest),
     /// Read records (for a recovering leader).
     ReadReplica(ReadReplicaRequest),
+    /// Take a consumer group's journal entries (from the leader).
+    GroupProgress(GroupProgressRequest),
+    /// Read every consumer group of a topic (for a new leader).
+    ReadGroups(ReadGroupsRequest),
 }
 
 impl Request {
@@ -397,6 +379,8 @@ impl Request {
             Self::Promise(_) => ApiKey::Promise,
             Self::Replicate(_) => ApiKey::Replicate,
             Self::ReadReplica(_) => ApiKey::ReadReplica,
+            Self::GroupProgress(_) => ApiKey::GroupProgress,
+            Self::ReadGroups(_) => ApiKey::ReadGroups,
         }
     }
 
@@ -464,6 +448,8 @@ impl Request {
             Self::Promise(p) => p.encode(out),
             Self::Replicate(p) => p.encode(out),
             Self::ReadReplica(p) => p.encode(out),
+            Self::GroupProgress(p) => p.encode(out),
+            Self::ReadGroups(p) => p.encode(out),
         }
     }
 
@@ -495,7 +481,7 @@ impl Request {
                 let topic = r.str("fetch.topic")?;
                 let group = r.str("fetch.group")?;
                 let at = r.position();
-                let mode = FetchMode::from_u8(r.u8("fetch.mode")?, at)?;
+                let mode = FetchMode::from_u8("fetch.mode", r.u8("fetch.mode")?, at)?;
                 Self::Fetch(FetchRequest {
                     topic,
                     group,
@@ -530,6 +516,8 @@ impl Request {
             ApiKey::Promise => Self::Promise(PromiseRequest::decode(&mut r)?),
             ApiKey::Replicate => Self::Replicate(ReplicateRequest::decode(&mut r)?),
             ApiKey::ReadReplica => Self::ReadReplica(ReadReplicaRequest::decode(&mut r)?),
+            ApiKey::GroupProgress => Self::GroupProgress(GroupProgressRequest::decode(&mut r)?),
+            ApiKey::ReadGroups => Self::ReadGroups(ReadGroupsRequest::decode(&mut r)?),
         };
         r.finish()?;
         Ok(req)
@@ -583,7 +571,7 @@ pub enum Response {
     Metadata(Metadata),
     /// Answer to Raft: openraft's response, as JSON.
     Raft(Bytes),
-    /// Answer to Promise, Replicate and ReadReplica.
+    /// Answer to Promise, Replicate, ReadReplica, GroupProgress and ReadGroups.
     Peer(PeerAnswer),
 }
 
@@ -710,9 +698,11 @@ impl Response {
             ApiKey::Stats => Self::Stats(r.bytes("stats.json")?),
             ApiKey::Metadata => Self::Metadata(Metadata::decode(&mut r)?),
             ApiKey::Raft => Self::Raft(r.bytes("raft.json")?),
-            ApiKey::Promise | ApiKey::Replicate | ApiKey::ReadReplica => {
-                Self::Peer(PeerAnswer::decode(&mut r)?)
-            }
+            ApiKey::Promise
+            | ApiKey::Replicate
+            | ApiKey::ReadReplica
+            | ApiKey::GroupProgress
+            | ApiKey::ReadGroups => Self::Peer(PeerAnswer::decode(&mut r)?),
         };
         r.finish()?;
         Ok(resp)

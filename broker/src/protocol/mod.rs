@@ -1,5 +1,6 @@
-//! The broker's wire protocol, sans I/O: framing (`frame`), typed messages (`message`) and
-//! the bodies a cluster adds (`peer`), and the record they all carry (`record`).
+//! The broker's wire protocol, sans I/O: framing (`frame`), typed messages (`message`), the
+//! bodies a cluster adds (`peer`, and `peer_groups` for consumer groups), and the record they
+//! all carry (`record`).
 //!
 //! `broker/PROTOCOL.md` is the byte-by-byte description; this module is its implementation
 //! and the two must agree.
@@ -7,12 +8,13 @@
 pub mod frame;
 pub mod message;
 pub mod peer;
+pub mod peer_groups;
 pub mod record;
 
+pub use crate::groups::FetchMode;
 pub use frame::{FrameError, RequestHeader, ResponseHeader};
 pub use message::{
-    AckStatus, ApiKey, Delivery, ErrorCode, FetchMode, FetchRequest, NackStatus, ProduceAck,
-    Request, Response,
+    AckStatus, ApiKey, Delivery, ErrorCode, FetchRequest, NackStatus, ProduceAck, Request, Response,
 };
 pub use record::{Header, Record};
 

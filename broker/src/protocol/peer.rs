@@ -6,6 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{DecodeError, Reader, WriteExt};
 use crate::protocol::Record;
+use crate::protocol::peer_groups::GroupCopy;
 use crate::replication::epochs::EpochStart;
 use crate::storage::StoredRecord;
 
@@ -203,7 +204,8 @@ impl LogState {
     }
 }
 
-/// A replica's answer to a Promise, a Replicate or a ReadReplica.
+/// A broker's answer to another's Promise, Replicate, ReadReplica, GroupProgress or
+/// ReadGroups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerAnswer {
     /// Promised (answer to Promise): its log.
@@ -222,6 +224,10 @@ pub enum PeerAnswer {
         /// The epoch it promised.
         promised: u64,
     },
+    /// Its copy of every group of the topic (answer to ReadGroups).
+    Groups(Vec<GroupCopy>),
+    /// It holds the entries (answer to GroupProgress).
+    GroupWritten,
 }
 
 impl PeerAnswer {
@@ -247,6 +253,14 @@ impl PeerAnswer {
                 out.put_u8(4);
                 out.put_u64(*promised);
             }
+            Self::Groups(groups) => {
+                out.put_u8(5);
+                out.put_count(groups.len());
+                for g in groups {
+                    g.encode(out);
+                }
+            }
+            Self::GroupWritten => out.put_u8(6),
         }
     }
 
@@ -262,10 +276,19 @@ impl PeerAnswer {
             4 => Self::Stale {
                 promised: r.u64("answer.promised")?,
             },
+            5 => {
+                let n = r.count("answer.groups", GroupCopy::MIN_BYTES)?;
+                let mut groups = Vec::with_capacity(n);
+                for _ in 0..n {
+                    groups.push(GroupCopy::decode(r)?);
+                }
+                Self::Groups(groups)
+            }
+            6 => Self::GroupWritten,
             _ => {
                 return Err(DecodeError::Invalid {
                     field: "answer.kind",
-                    reason: "must be 0 to 4",
+                    reason: "must be 0 to 6",
                     offset: at,
                 });
             }
@@ -488,7 +511,7 @@ mod tests {
         }
 
         #[test]
-        fn peer_answers_round_trip(a in arb_answer(), api in 9u16..12) {
+        fn peer_answers_round_trip(a in arb_answer(), api in 9u16..14) {
             let resp = Response::Peer(a);
             let mut out = BytesMut::new();
             resp.encode_body(&mut out);

@@ -445,6 +445,20 @@ impl Conn {
                     c.read_replica(r).await.map(Response::Peer)
                 });
             }
+            Request::GroupProgress(g) => {
+                let cluster = self.cluster.clone();
+                self.spawn(reply, async move {
+                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
+                    c.group_progress(g).await.map(Response::Peer)
+                });
+            }
+            Request::ReadGroups(g) => {
+                let cluster = self.cluster.clone();
+                self.spawn(reply, async move {
+                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
+                    c.read_groups(g).await.map(Response::Peer)
+                });
+            }
             Request::Stats { topic } => {
                 let r = broker.stats(&topic).map(|mut v| {
                     if let Some(c) = &self.cluster {

@@ -19,6 +19,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+#[path = "cluster_groups.rs"]
+mod groups;
+
 const TOPIC: &str = "jobs";
 const PARTITIONS: u32 = 2;
 
@@ -522,9 +525,11 @@ async fn a_follower_down_does_not_stop_produces_and_catches_up() {
     check_logs(&c.logs(), &acked);
 }
 
-/// Rounds of faults while 4 producers run: each round SIGKILLs a random broker (restarted a
-/// moment later) or cuts a random link, one way or both, for a moment. Then every replica
-/// must hold every acknowledged record, once, in per-key order. `CLUSTER_CHAOS_ROUNDS` and
+/// Rounds of faults while 4 producers and a consumer group run: each round SIGKILLs a random
+/// broker (restarted a moment later) or cuts a random link, one way or both, for a moment.
+/// Then every replica must hold every acknowledged record, once, in per-key order; the group
+/// must have finished every one of them and never had one delivered again after its
+/// acknowledgement was answered. `CLUSTER_CHAOS_ROUNDS` and
 /// `CLUSTER_CHAOS_SEED` make it run longer, or replay, outside CI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_rounds_of_kills_and_cut_links_lose_no_acknowledged_record() {
@@ -543,6 +548,7 @@ async fn chaos_rounds_of_kills_and_cut_links_lose_no_acknowledged_record() {
     c.leader().await;
     let stop = tokio_util::sync::CancellationToken::new();
     let producing = produce(c.bootstrap(), 4, stop.clone());
+    let consuming = groups::consume(c.bootstrap(), stop.clone());
     let ids: Vec<u64> = c.nodes.keys().copied().collect();
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..800))).await;
@@ -571,7 +577,30 @@ async fn chaos_rounds_of_kills_and_cut_links_lose_no_acknowledged_record() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
     let acked = producing.await.unwrap();
-    eprintln!("{} records acknowledged over {rounds} rounds", acked.len());
+    let consumed = tokio::time::timeout(Duration::from_secs(60), consuming)
+        .await
+        .expect("the consumer drains the topic within 60 s")
+        .unwrap();
+    eprintln!(
+        "{} records acknowledged over {rounds} rounds; the group was delivered {} and acknowledged {}",
+        acked.len(),
+        consumed.delivered.len(),
+        consumed.acked.len()
+    );
+    assert!(
+        consumed.redelivered_after_ack.is_empty(),
+        "delivered again after their acknowledgement was answered: {:?}",
+        consumed.redelivered_after_ack
+    );
+    let missing: Vec<&Ack> = acked
+        .iter()
+        .map(|(a, _)| a)
+        .filter(|(_, _, p, o)| !consumed.delivered.contains(&(*p, *o)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged produces never delivered to the group: {missing:?}"
+    );
     c.wait_caught_up().await;
     c.stop_all().await;
     check_logs(&c.logs(), &acked);
