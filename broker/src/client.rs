@@ -105,6 +105,9 @@ impl ClientError {
 
 /// How long `connect` tries the leader that the broker it reached names.
 const LEADER_HOP_TIMEOUT: Duration = Duration::from_millis(250);
+/// How much longer than a request's timeout a Drain may take (the broker waits for another
+/// to be elected, up to ten election timeouts).
+const DRAIN_WAIT: Duration = Duration::from_secs(60);
 
 /// Whether `host_port` (a name or an address) names `peer`.
 async fn is_address_of(host_port: &str, peer: std::net::SocketAddr) -> bool {
@@ -464,6 +467,23 @@ impl Client {
         match self.call(Request::Metadata, Duration::ZERO).await? {
             Response::Metadata(m) => Ok(m),
             _ => Err(Self::unexpected("metadata")),
+        }
+    }
+
+    /// Drains the broker this client is connected to (`drain`: it gives up leading and
+    /// stands for no election; answered once another broker leads), or takes it back. Connect
+    /// with `follow_leader` off to name the broker. Returns whether it is drained, and who
+    /// leads.
+    ///
+    /// # Errors
+    /// When the broker is not in a cluster, or no other broker was elected in time.
+    pub async fn drain(
+        &self,
+        drain: bool,
+    ) -> Result<(bool, crate::protocol::peer::Metadata), ClientError> {
+        match self.call(Request::Drain { drain }, DRAIN_WAIT).await? {
+            Response::Drain { draining, metadata } => Ok((draining, metadata)),
+            _ => Err(Self::unexpected("drain")),
         }
     }
 

@@ -46,6 +46,9 @@ enum Command {
     Topic(TopicCommand),
     /// End offsets, per-group committed offsets, in flight, lag and dead letters.
     Stats(StatsArgs),
+    /// Drain the broker at `--addr` before maintenance: it gives up leading (another broker is
+    /// elected) and stands for no election until `--undo` or a restart.
+    Drain(DrainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +276,16 @@ struct StatsArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct DrainArgs {
+    /// The broker to drain (one address: this broker, not the leader it would name).
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Take the broker back: it may be elected again.
+    #[arg(long)]
+    undo: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     plumbing::logging::init(cli.log_format);
@@ -332,6 +345,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Drain(args) => {
+            let c = args.client.connect_to_this_one().await?;
+            let (draining, m) = c.drain(!args.undo).await?;
+            let leader = m.leader.map_or_else(
+                || "no leader is known yet".to_string(),
+                |(id, addr)| format!("node {id} leads epoch {} at {addr}", m.epoch),
+            );
+            if draining {
+                println!("drained: this broker stands for no election; {leader}");
+            } else {
+                println!("taken back: this broker may be elected again; {leader}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats(args) => {
             // The broker named, not the leader it would send a client to: a follower's own view.
             let stats = args
@@ -354,7 +381,7 @@ fn print_stats(stats: &serde_json::Value) {
     let c = &stats["cluster"];
     if c.is_object() {
         println!(
-            "cluster node {}  epoch {}  leader {}  {}",
+            "cluster node {}  epoch {}  leader {}  {}{}",
             c["node"],
             c["epoch"],
             c["leader"],
@@ -362,6 +389,11 @@ fn print_stats(stats: &serde_json::Value) {
                 "serving"
             } else {
                 "following"
+            },
+            if c["draining"].as_bool() == Some(true) {
+                "  DRAINED"
+            } else {
+                ""
             }
         );
         for p in c["replication"].as_array().into_iter().flatten() {

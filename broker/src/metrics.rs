@@ -85,6 +85,8 @@ pub struct Metrics {
     pub cluster_epoch: Gauge,
     /// Leaderships this broker took (elections it won and recovered from).
     pub cluster_leaderships: Counter,
+    /// 1 while this broker is drained (stands for no election).
+    pub cluster_draining: Gauge,
     /// Records a follower lacks, per partition this broker leads.
     pub replica_lag_records: Family<Labels, Gauge>,
     /// Seconds since a follower last held everything this broker had written, per partition
@@ -126,6 +128,7 @@ impl Metrics {
             cluster_has_leader: Gauge::default(),
             cluster_epoch: Gauge::default(),
             cluster_leaderships: Counter::default(),
+            cluster_draining: Gauge::default(),
             replica_lag_records: Family::default(),
             replica_lag_seconds: Family::default(),
             partition_under_replicated: Family::default(),
@@ -265,6 +268,11 @@ impl Metrics {
             "cluster_leaderships",
             "Leaderships this broker took",
             m.cluster_leaderships.clone(),
+        );
+        r.register(
+            "cluster_draining",
+            "1 while this broker is drained: it stands for no election",
+            m.cluster_draining.clone(),
         );
         r.register(
             "replica_lag_records",

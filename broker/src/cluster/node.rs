@@ -15,7 +15,7 @@
 //!   retention); a follower's log changes only by its leader's requests.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -93,6 +93,8 @@ pub struct Cluster {
     /// Held to write a leader's group entries (shared) or to read the groups for a new leader
     /// (exclusive).
     pub(super) group_fence: tokio::sync::RwLock<()>,
+    /// Drained by an operator: stands for no election (`drain.rs`).
+    pub(super) draining: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -190,6 +192,7 @@ impl Cluster {
             shutdown,
             fence: AtomicU64::new(0),
             group_fence: tokio::sync::RwLock::new(()),
+            draining: AtomicBool::new(false),
         });
         for r in cluster.open_replicas()? {
             cluster.saw_epoch(r.lock().await.promised);

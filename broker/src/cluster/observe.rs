@@ -59,6 +59,7 @@ impl Cluster {
             "epoch": raft.current_term,
             "leader": raft.current_leader,
             "serving": self.serving().ready,
+            "draining": self.is_draining(),
             "members": self.config.peers.keys().collect::<Vec<_>>(),
             "replication": replication,
         })
@@ -73,6 +74,7 @@ impl Cluster {
             .set(i64::from(raft.current_leader.is_some()));
         m.cluster_epoch
             .set(i64::try_from(raft.current_term).unwrap_or(i64::MAX));
+        m.cluster_draining.set(i64::from(self.is_draining()));
         // A broker that stopped leading keeps no stale series.
         m.replica_lag_records.clear();
         m.replica_lag_seconds.clear();

@@ -47,11 +47,14 @@ pub enum ApiKey {
     GroupProgress = 12,
     /// A new leader reads a broker's copy of a topic's consumer groups.
     ReadGroups = 13,
+    /// An operator drains a broker (it gives up leading and stands for no election) or
+    /// takes it back.
+    Drain = 14,
 }
 
 impl ApiKey {
     /// Every api key, in numeric order (index = key).
-    pub const ALL: [ApiKey; 14] = [
+    pub const ALL: [ApiKey; 15] = [
         Self::Hello,
         Self::CreateTopic,
         Self::Produce,
@@ -66,6 +69,7 @@ impl ApiKey {
         Self::ReadReplica,
         Self::GroupProgress,
         Self::ReadGroups,
+        Self::Drain,
     ];
 
     /// The api key for a raw number, if this build knows it.
@@ -85,6 +89,7 @@ impl ApiKey {
             11 => Self::ReadReplica,
             12 => Self::GroupProgress,
             13 => Self::ReadGroups,
+            14 => Self::Drain,
             _ => return None,
         })
     }
@@ -106,6 +111,7 @@ impl ApiKey {
             Self::ReadReplica => "read_replica",
             Self::GroupProgress => "group_progress",
             Self::ReadGroups => "read_groups",
+            Self::Drain => "drain",
         }
     }
 
@@ -361,6 +367,11 @@ pub enum Request {
     GroupProgress(GroupProgressRequest),
     /// Read every consumer group of a topic (for a new leader).
     ReadGroups(ReadGroupsRequest),
+    /// Drain this broker, or take it back.
+    Drain {
+        /// True to drain, false to take back.
+        drain: bool,
+    },
 }
 
 impl Request {
@@ -381,6 +392,7 @@ impl Request {
             Self::ReadReplica(_) => ApiKey::ReadReplica,
             Self::GroupProgress(_) => ApiKey::GroupProgress,
             Self::ReadGroups(_) => ApiKey::ReadGroups,
+            Self::Drain { .. } => ApiKey::Drain,
         }
     }
 
@@ -450,6 +462,7 @@ impl Request {
             Self::ReadReplica(p) => p.encode(out),
             Self::GroupProgress(p) => p.encode(out),
             Self::ReadGroups(p) => p.encode(out),
+            Self::Drain { drain } => out.put_u8(u8::from(*drain)),
         }
     }
 
@@ -518,6 +531,22 @@ impl Request {
             ApiKey::ReadReplica => Self::ReadReplica(ReadReplicaRequest::decode(&mut r)?),
             ApiKey::GroupProgress => Self::GroupProgress(GroupProgressRequest::decode(&mut r)?),
             ApiKey::ReadGroups => Self::ReadGroups(ReadGroupsRequest::decode(&mut r)?),
+            ApiKey::Drain => {
+                let at = r.position();
+                Self::Drain {
+                    drain: match r.u8("drain")? {
+                        0 => false,
+                        1 => true,
+                        _ => {
+                            return Err(DecodeError::Invalid {
+                                field: "drain",
+                                reason: "must be 0 (take back) or 1 (drain)",
+                                offset: at,
+                            });
+                        }
+                    },
+                }
+            }
         };
         r.finish()?;
         Ok(req)
@@ -573,6 +602,13 @@ pub enum Response {
     Raft(Bytes),
     /// Answer to Promise, Replicate, ReadReplica, GroupProgress and ReadGroups.
     Peer(PeerAnswer),
+    /// Answer to Drain: whether the broker is drained now, and who leads.
+    Drain {
+        /// Whether it is drained.
+        draining: bool,
+        /// The cluster as it knows it.
+        metadata: Metadata,
+    },
 }
 
 impl Response {
@@ -624,6 +660,10 @@ impl Response {
             Self::Stats(json) | Self::Raft(json) => out.put_bytes_field(json),
             Self::Metadata(m) => m.encode(out),
             Self::Peer(a) => a.encode(out),
+            Self::Drain { draining, metadata } => {
+                out.put_u8(u8::from(*draining));
+                metadata.encode(out);
+            }
         }
     }
 
@@ -703,6 +743,10 @@ impl Response {
             | ApiKey::ReadReplica
             | ApiKey::GroupProgress
             | ApiKey::ReadGroups => Self::Peer(PeerAnswer::decode(&mut r)?),
+            ApiKey::Drain => Self::Drain {
+                draining: r.u8("drain.draining")? != 0,
+                metadata: Metadata::decode(&mut r)?,
+            },
         };
         r.finish()?;
         Ok(resp)

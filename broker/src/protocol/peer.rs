@@ -456,6 +456,7 @@ mod tests {
     fn arb_request() -> impl Strategy<Value = Request> {
         prop_oneof![
             Just(Request::Metadata),
+            any::<bool>().prop_map(|drain| Request::Drain { drain }),
             (0u8..3, proptest::collection::vec(any::<u8>(), 0..32)).prop_map(|(k, j)| {
                 Request::Raft {
                     kind: [RaftKind::Vote, RaftKind::Append, RaftKind::Snapshot][usize::from(k)],
@@ -526,10 +527,15 @@ mod tests {
             leader in proptest::option::of((1u64..9, "[0-9.:]{1,21}")),
             nodes in proptest::collection::vec((any::<u64>(), "[0-9.:]{0,21}"), 0..5),
         ) {
-            let resp = Response::Metadata(Metadata { clustered, epoch, leader, nodes });
+            let metadata = Metadata { clustered, epoch, leader, nodes };
+            let resp = Response::Metadata(metadata.clone());
             let mut out = BytesMut::new();
             resp.encode_body(&mut out);
             prop_assert_eq!(Response::decode_body(ApiKey::Metadata, &out.freeze()).unwrap(), resp);
+            let drained = Response::Drain { draining: clustered, metadata };
+            let mut out = BytesMut::new();
+            drained.encode_body(&mut out);
+            prop_assert_eq!(Response::decode_body(ApiKey::Drain, &out.freeze()).unwrap(), drained);
         }
     }
 

@@ -459,6 +459,22 @@ impl Conn {
                     c.read_groups(g).await.map(Response::Peer)
                 });
             }
+            Request::Drain { drain } => {
+                let cluster = self.cluster.clone();
+                self.spawn(reply, async move {
+                    let c = cluster.ok_or_else(|| {
+                        EngineError::Invalid(
+                            "drain moves a cluster's leadership, and this broker is not in a cluster"
+                                .into(),
+                        )
+                    })?;
+                    let metadata = c.drain(drain).await?;
+                    Ok(Response::Drain {
+                        draining: c.is_draining(),
+                        metadata,
+                    })
+                });
+            }
             Request::Stats { topic } => {
                 let r = broker.stats(&topic).map(|mut v| {
                     if let Some(c) = &self.cluster {

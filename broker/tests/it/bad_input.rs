@@ -127,3 +127,18 @@ async fn a_record_over_the_frame_limit_is_refused_not_stored() {
     let stats = c.stats("t").await.unwrap();
     assert_eq!(stats["topics"][0]["end_offset"], 0);
 }
+
+#[tokio::test]
+async fn cluster_requests_to_a_single_broker_are_refused_by_name() {
+    let b = TestBroker::start().await;
+    let c = b.client().await.unwrap();
+    let err = c.drain(true).await.unwrap_err();
+    assert_eq!(err.error_code(), Some(ErrorCode::InvalidRequest), "{err}");
+    assert!(err.to_string().contains("not in a cluster"), "{err}");
+    // A request between brokers (ReadGroups, key 13: epoch 1, topic "t") is refused the same way.
+    let mut body = 1u64.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0, 1, b't']);
+    let (_, code, msg, _) = raw(b.addr, &frame(13, 1, 7, &body)).await;
+    assert_eq!(code, ErrorCode::InvalidRequest as u16);
+    assert!(msg.contains("read_groups"), "{msg}");
+}

@@ -525,6 +525,64 @@ async fn a_follower_down_does_not_stop_produces_and_catches_up() {
     check_logs(&c.logs(), &acked);
 }
 
+/// `broker drain` on the leader under load: another broker is elected and serves, nothing
+/// acknowledged is lost, and the drained broker stands for no election (when the new leader is
+/// killed, the third broker takes over) until it is taken back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_leader_hands_over_and_stands_for_no_election() {
+    let mut c = TestCluster::start().await;
+    create_topic(&c).await;
+    let drained = c.leader().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let producing = produce(c.bootstrap(), 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_broker"))
+        .args(["drain", "--addr", &c.nodes[&drained].listen.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "broker drain failed: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.starts_with("drained:"), "{said}");
+    eprintln!("drain answered after {:?}: {said}", started.elapsed());
+    let next = c.leader().await;
+    assert_ne!(next, drained, "the drained broker still leads");
+    let stats = client_of(c.nodes[&drained].listen)
+        .await
+        .unwrap()
+        .stats("")
+        .await
+        .unwrap();
+    assert_eq!(stats["cluster"]["draining"], true, "{stats}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The drained broker may vote but not stand: the third one is elected.
+    c.kill(next).await;
+    let third = c.leader().await;
+    assert!(
+        third != drained && third != next,
+        "node {third} leads after node {next} was killed; node {drained} is drained"
+    );
+    let (draining, _) = client_of(c.nodes[&drained].listen)
+        .await
+        .unwrap()
+        .drain(false)
+        .await
+        .unwrap();
+    assert!(!draining);
+    c.spawn(next).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let acked = producing.await.unwrap();
+    c.wait_caught_up().await;
+    c.stop_all().await;
+    check_logs(&c.logs(), &acked);
+}
+
 /// Rounds of faults while 4 producers and a consumer group run: each round SIGKILLs a random
 /// broker (restarted a moment later) or cuts a random link, one way or both, for a moment.
 /// Then every replica must hold every acknowledged record, once, in per-key order; the group
