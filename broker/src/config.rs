@@ -139,6 +139,10 @@ pub struct ClusterConfig {
     pub election_timeout: Duration,
     /// How long a request to another broker may take before it is given up.
     pub peer_timeout: Duration,
+    /// A broker that starts with no cluster state (a new, empty disk) joins the running
+    /// cluster instead of forming a new one (`REPLICATION.md`, "A broker on a new disk").
+    /// Ignored once the broker has cluster state.
+    pub join: bool,
 }
 
 impl ClusterConfig {
@@ -151,6 +155,7 @@ impl ClusterConfig {
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(500),
             peer_timeout: Duration::from_secs(2),
+            join: false,
         }
     }
 

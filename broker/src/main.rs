@@ -138,6 +138,11 @@ struct ServeArgs {
     /// Deadline of a request between brokers.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     peer_timeout: Duration,
+    /// This broker's disk is new (replaced, or wiped): join the running cluster under its old
+    /// id instead of forming a new one. Ignored once the broker has cluster state, so it may
+    /// stay set after the first start. See REPLICATION.md.
+    #[arg(long, env = "BROKER_JOIN", requires = "node_id")]
+    join: bool,
 }
 
 /// Parses `1=host:port,2=host:port,...` (hosts may be names, resolved at each connect).
@@ -390,10 +395,10 @@ fn print_stats(stats: &serde_json::Value) {
             } else {
                 "following"
             },
-            if c["draining"].as_bool() == Some(true) {
-                "  DRAINED"
-            } else {
-                ""
+            match (c["draining"].as_bool(), c["joining"].as_bool()) {
+                (_, Some(true)) => "  JOINING",
+                (Some(true), _) => "  DRAINED",
+                _ => "",
             }
         );
         for p in c["replication"].as_array().into_iter().flatten() {
@@ -484,6 +489,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         cluster.heartbeat = args.heartbeat;
         cluster.election_timeout = args.election_timeout;
         cluster.peer_timeout = args.peer_timeout;
+        cluster.join = args.join;
         config.cluster = Some(cluster);
     }
     let fsync = config.fsync;
@@ -492,7 +498,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     plumbing::signals::cancel_on_stop_signal(shutdown.clone())
         .context("installing the SIGTERM and SIGINT handlers")?;
-    let server = Server::bind(config, prometheus_client::registry::Registry::default()).await?;
+    // A broker joining on a new disk waits for the other brokers before it serves: a SIGTERM
+    // meanwhile stops it (nothing is served or written yet).
+    let server = tokio::select! {
+        server = Server::bind(config, prometheus_client::registry::Registry::default()) => server?,
+        () = shutdown.cancelled() => {
+            tracing::info!("stopped before serving");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     tracing::info!(
         listen = %server.local_addr()?,
         metrics = ?server.metrics_addr(),

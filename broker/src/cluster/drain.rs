@@ -32,7 +32,7 @@ impl Cluster {
     pub async fn drain(&self, on: bool) -> Result<Metadata, EngineError> {
         self.draining.store(on, Ordering::Release);
         let runtime = self.raft.runtime_config();
-        runtime.elect(!on);
+        runtime.elect(self.may_stand());
         if !on {
             runtime.heartbeat(true);
             tracing::info!(

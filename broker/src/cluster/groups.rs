@@ -175,6 +175,11 @@ impl Cluster {
     /// # Errors
     /// When the topic is unknown here or a promise cannot be written.
     pub async fn read_groups(&self, req: ReadGroupsRequest) -> Result<PeerAnswer, EngineError> {
+        if !self.groups_copied() {
+            return Err(EngineError::NotLeader(
+                "this broker joined on a new disk and has not copied the groups yet: its copy does not count".into(),
+            ));
+        }
         let _fencing = self.group_fence.write().await;
         let fence = self.fence();
         if req.epoch < fence {

@@ -13,8 +13,8 @@
 //! - [`replica`] is a partition's replica here, [`leader`] a partition this broker leads,
 //!   [`node`] this broker's membership (Raft, its replicas, the requests it answers),
 //!   `leadership` its leadership when Raft elects it, `groups` the replication of consumer-group
-//!   progress, `drain` taking it out of leadership for maintenance, and [`observe`] what it
-//!   shows of them.
+//!   progress, `drain` taking it out of leadership for maintenance, `join` and `catch_up` its
+//!   return on a new disk, and [`observe`] what it shows of them.
 //!
 //! Invariants:
 //! - At most one leader per term, so a term can serve as an epoch: openraft is built with its
@@ -27,8 +27,10 @@
 //!   transport finds a peer by its id in `--peers`, and clients find a broker by the address
 //!   it recorded in the metadata ([`meta::MetaCommand::SetAddress`]).
 
+mod catch_up;
 mod drain;
 mod groups;
+mod join;
 pub mod leader;
 mod leadership;
 pub mod meta;

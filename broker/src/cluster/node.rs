@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::join::{self, JoinState};
 use super::leader::{Contact, LedPartition};
 use super::meta::{MetaCommand, MetaResponse, Metadata};
 use super::network::{Network, serve_raft};
@@ -95,6 +96,8 @@ pub struct Cluster {
     pub(super) group_fence: tokio::sync::RwLock<()>,
     /// Drained by an operator: stands for no election (`drain.rs`).
     pub(super) draining: AtomicBool,
+    /// A join on a new disk, under way or done (`join.rs`).
+    pub(super) join: Mutex<Option<JoinState>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -146,6 +149,41 @@ impl Cluster {
             broker.config().token.clone(),
             config.peer_timeout,
         ));
+        let disk = Arc::clone(broker.host().disk());
+        let mut joined = join::load(&*disk, &dir)?;
+        let fresh = vote.is_none()
+            && log_store
+                .get_log_state()
+                .await
+                .map_err(|e| ClusterError::Store(e.to_string()))?
+                .last_log_id
+                .is_none();
+        if joined.is_none() && config.join && fresh {
+            let Some(epoch) = join::learn_epoch(&peers, config.peers.len(), &shutdown).await else {
+                return Err(ClusterError::Raft(
+                    "stopped while joining, before enough brokers answered".into(),
+                ));
+            };
+            // A vote for itself in that epoch: it votes for no one else in it.
+            log_store
+                .save_vote(&openraft::Vote::new(epoch, config.node_id))
+                .await
+                .map_err(|e| ClusterError::Store(e.to_string()))?;
+            let state = JoinState {
+                epoch,
+                groups_copied: false,
+                done: false,
+            };
+            join::save(&*disk, &dir, state)?;
+            tracing::info!(
+                node = config.node_id,
+                epoch,
+                "joining the cluster on a new disk: counts towards no majority until it holds what it lost"
+            );
+            joined = Some(state);
+        } else if config.join && !fresh && joined.is_none() {
+            tracing::info!("--join ignored: this broker already has cluster state");
+        }
         let (election_min, election_max) = election_timeout(&config);
         let raft_config = openraft::Config {
             cluster_name: "ticketrush-broker".into(),
@@ -174,7 +212,8 @@ impl Cluster {
             .collect();
         // Only a broker that never was in the cluster proposes it (openraft logs an error for
         // every other call).
-        if !raft.is_initialized().await.unwrap_or(true)
+        if joined.is_none()
+            && !raft.is_initialized().await.unwrap_or(true)
             && let Err(e) = raft.initialize(members).await
         {
             tracing::debug!(error = %e, "another broker initialized the cluster first");
@@ -193,7 +232,14 @@ impl Cluster {
             fence: AtomicU64::new(0),
             group_fence: tokio::sync::RwLock::new(()),
             draining: AtomicBool::new(false),
+            join: Mutex::new(joined),
         });
+        if let Some(epoch) = cluster.joining_epoch() {
+            cluster.saw_epoch(epoch);
+            cluster.raft.runtime_config().elect(false);
+            let c = Arc::clone(&cluster);
+            cluster.tasks.spawn(async move { c.finish_join().await });
+        }
         for r in cluster.open_replicas()? {
             cluster.saw_epoch(r.lock().await.promised);
         }
@@ -248,6 +294,7 @@ impl Cluster {
                     i,
                     dir,
                     Arc::clone(self.broker.host().disk()),
+                    self.joining_epoch(),
                 )?);
                 replicas.insert(key, Arc::clone(&r));
                 made.push(r);
@@ -533,6 +580,7 @@ fn replica_error(e: ReplicaError) -> EngineError {
     match e {
         ReplicaError::Storage(s) => EngineError::Storage(s),
         ReplicaError::Invalid(m) => EngineError::Invalid(m),
+        e @ ReplicaError::CatchingUp(_) => EngineError::NotLeader(e.to_string()),
     }
 }
 

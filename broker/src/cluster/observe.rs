@@ -60,6 +60,7 @@ impl Cluster {
             "leader": raft.current_leader,
             "serving": self.serving().ready,
             "draining": self.is_draining(),
+            "joining": self.joining_epoch().is_some(),
             "members": self.config.peers.keys().collect::<Vec<_>>(),
             "replication": replication,
         })

@@ -26,14 +26,8 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// Most records in one replication request or answer.
 pub const MAX_BATCH_RECORDS: u64 = 4096;
 
-/// The promise and the labels, as on disk.
-#[derive(Debug, Clone, Default)]
-pub struct Meta {
-    /// The highest epoch promised.
-    pub promised: Epoch,
-    /// The labels.
-    pub history: EpochHistory,
-}
+/// The promise, the labels and whether the replica is catching up, as on disk.
+pub type Meta = store::Stored;
 
 /// A partition's replica here.
 #[derive(Debug)]
@@ -51,21 +45,30 @@ pub enum ReplicaError {
     /// Its disk failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Its broker joined on a new disk and this replica has not yet held its leader's commit
+    /// point: it may lack committed records, so it gives no promise and no records.
+    #[error(
+        "{0} is catching up after its broker joined on a new disk: it does not count towards a majority yet"
+    )]
+    CatchingUp(String),
     /// The request made no sense for this replica.
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Replica {
-    /// The replica of partition `index` of `topic`, whose files are in `dir`.
+    /// The replica of partition `index` of `topic`, whose files are in `dir`. On a broker
+    /// that joined on a new disk (`joined`: the epoch it learned then), a replica without files
+    /// has promised that epoch and is catching up.
     ///
     /// # Errors
-    /// When the topic has no such partition, or its `replica.json` cannot be read.
+    /// When the topic has no such partition, or its `replica.json` cannot be read or written.
     pub fn open(
         topic: Arc<Topic>,
         index: usize,
         dir: PathBuf,
         disk: Arc<dyn Disk>,
+        joined: Option<Epoch>,
     ) -> Result<Self, StorageError> {
         if topic.partitions().get(index).is_none() {
             return Err(StorageError::Corrupt {
@@ -74,13 +77,25 @@ impl Replica {
                 reason: format!("topic {} has no partition {index}", topic.name()),
             });
         }
-        let (promised, history) = store::load(&*disk, &dir)?;
+        let meta = match (store::load(&*disk, &dir)?, joined) {
+            (Some(stored), _) => stored,
+            (None, None) => Meta::default(),
+            (None, Some(epoch)) => {
+                let meta = Meta {
+                    promised: epoch,
+                    history: EpochHistory::default(),
+                    catching_up: true,
+                };
+                store::save(&*disk, &dir, &meta)?;
+                meta
+            }
+        };
         Ok(Self {
             topic,
             index,
             dir,
             disk,
-            meta: Mutex::new(Meta { promised, history }),
+            meta: Mutex::new(meta),
         })
     }
 
@@ -127,7 +142,7 @@ impl Replica {
     }
 
     fn save(&self, meta: &Meta) -> Result<(), StorageError> {
-        store::save(&*self.disk, &self.dir, meta.promised, &meta.history)
+        store::save(&*self.disk, &self.dir, meta)
     }
 
     /// What this replica tells a new leader of its log.
@@ -146,6 +161,7 @@ impl Replica {
     /// When the promise cannot be written.
     pub async fn promise(&self, epoch: Epoch) -> Result<PeerAnswer, ReplicaError> {
         let mut meta = self.meta.lock().await;
+        self.check_caught_up(&meta)?;
         match on_promise(&self.state(&meta), epoch) {
             PromisePlan::Stale { promised } => Ok(PeerAnswer::Stale { promised }),
             PromisePlan::Promise { promise } => {
@@ -170,7 +186,38 @@ impl Replica {
         records: ReplicatedRecords,
     ) -> Result<PeerAnswer, ReplicaError> {
         let mut meta = self.meta.lock().await;
-        self.apply(&mut meta, epoch, commit, records).await
+        let answer = self.apply(&mut meta, epoch, commit, records).await?;
+        if meta.catching_up
+            && let PeerAnswer::Appended { matched } = answer
+            && matched >= commit
+        {
+            // It holds every record committed when the leader sent this: from now on it is a
+            // follower like any other.
+            meta.catching_up = false;
+            self.save(&meta)?;
+            tracing::info!(
+                topic = self.topic.name(),
+                partition = self.index,
+                "caught up with the leader's commit point: counts towards a majority again"
+            );
+        }
+        Ok(answer)
+    }
+
+    fn check_caught_up(&self, meta: &Meta) -> Result<(), ReplicaError> {
+        if meta.catching_up {
+            return Err(ReplicaError::CatchingUp(format!(
+                "{}/{}",
+                self.topic.name(),
+                self.index
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether this replica is still catching up after its broker joined on a new disk.
+    pub async fn is_catching_up(&self) -> bool {
+        self.meta.lock().await.catching_up
     }
 
     /// [`Replica::replicate`] with the lock held (recovery holds it across its copies).
@@ -282,6 +329,7 @@ impl Replica {
         max_records: u32,
     ) -> Result<PeerAnswer, ReplicaError> {
         let meta = self.meta.lock().await;
+        self.check_caught_up(&meta)?;
         if meta.promised > epoch {
             return Ok(PeerAnswer::Stale {
                 promised: meta.promised,
@@ -348,6 +396,7 @@ impl Replica {
     /// # Errors
     /// When this replica promised a later epoch, or the promise cannot be written.
     pub fn promise_own(&self, meta: &mut Meta, epoch: Epoch) -> Result<(), ReplicaError> {
+        self.check_caught_up(meta)?;
         if meta.promised > epoch {
             return Err(ReplicaError::Invalid(format!(
                 "epoch {epoch} is older than the promise {}",

@@ -21,6 +21,8 @@ use tokio::time::Instant;
 
 #[path = "cluster_groups.rs"]
 mod groups;
+#[path = "cluster_join.rs"]
+mod join;
 
 const TOPIC: &str = "jobs";
 const PARTITIONS: u32 = 2;
@@ -100,6 +102,11 @@ impl TestCluster {
 
     /// Starts node `id` (again).
     async fn spawn(&mut self, id: u64) {
+        self.spawn_with(id, &[]).await;
+    }
+
+    /// Starts node `id` (again) with `extra` arguments to `broker serve`.
+    async fn spawn_with(&mut self, id: u64, extra: &[&str]) {
         let node = self.nodes.get_mut(&id).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -114,6 +121,7 @@ impl TestCluster {
             .args(["--node-id", &id.to_string(), "--peers", &node.peers])
             .args(["--advertise", &node.listen.to_string()])
             .args(["--heartbeat", "50ms", "--election-timeout", "500ms"])
+            .args(extra)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -16,7 +16,12 @@ const RECORDS: usize = 300;
 const KEYS: usize = 6;
 
 /// A consumer of `group` through the bootstrap list (so of whoever leads now).
-async fn consumer(c: &TestCluster, topic: &str, group: &str, mode: FetchMode) -> Consumer {
+pub(super) async fn consumer(
+    c: &TestCluster,
+    topic: &str,
+    group: &str,
+    mode: FetchMode,
+) -> Consumer {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(client) = client(&c.bootstrap(), Duration::from_secs(2)).await {
@@ -32,7 +37,7 @@ async fn consumer(c: &TestCluster, topic: &str, group: &str, mode: FetchMode) ->
 }
 
 /// Fetches once and acknowledges what came; returns it. `None` if either failed (a failover).
-async fn fetch_and_ack(con: &Consumer) -> Option<Vec<Delivery>> {
+pub(super) async fn fetch_and_ack(con: &Consumer) -> Option<Vec<Delivery>> {
     let got = con.fetch().await.ok()?;
     let ids: Vec<u64> = got.iter().map(|d| d.delivery_id).collect();
     if ids.is_empty() {
@@ -53,7 +58,12 @@ fn key_seq(d: &Delivery) -> Option<(usize, usize)> {
 }
 
 /// Consumes (and acks) everything left of `group` through whoever leads; returns it.
-async fn drain(c: &TestCluster, group: &str, mode: FetchMode, done: usize) -> Vec<Delivery> {
+pub(super) async fn drain(
+    c: &TestCluster,
+    group: &str,
+    mode: FetchMode,
+    done: usize,
+) -> Vec<Delivery> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut got: Vec<Delivery> = Vec::new();
     let mut con = consumer(c, TOPIC, group, mode).await;
