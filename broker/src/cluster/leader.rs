@@ -323,10 +323,22 @@ pub async fn replicate_to(
 ) {
     let mut written = led.replica.partition().written();
     let mut backoff = Duration::from_millis(10);
+    let mut reported_behind_start = false;
     while !cancel.is_cancelled() {
         let (request, written_end) = {
             let meta = led.replica.lock().await;
             let state = led.replica.written_state(&meta);
+            if led.with_leader(|l| l.needs_reset(node, &state)) && !reported_behind_start {
+                // The protocol cannot yet restart a follower's log at the leader's start.
+                tracing::error!(
+                    node,
+                    topic = led.replica.topic_name(),
+                    partition = led.replica.index(),
+                    log_start = state.log_start,
+                    "a follower lacks records retention deleted here: it cannot catch up (REPLICATION.md, \"Retention\")"
+                );
+                reported_behind_start = true;
+            }
             let Some(append) = led.with_leader(|l| l.next_append(node, &state, MAX_BATCH_RECORDS))
             else {
                 return;

@@ -574,6 +574,9 @@ impl Broker {
                     .min()
                     .unwrap_or(u64::MAX)
             };
+            // Never a record that is not committed: in a cluster it may yet be replaced, and a
+            // follower must be able to get it from this log.
+            let min_done = min_done.min(part.readable_end());
             let t = Arc::clone(topic);
             let index = part.id() as usize;
             let retained = self
