@@ -33,7 +33,7 @@ impl Cluster {
 
     /// While a join is under way, the epoch it learned: a replica opened meanwhile starts
     /// promised to it and catching up.
-    pub fn joining_epoch(&self) -> Option<u64> {
+    pub(super) fn joining_epoch(&self) -> Option<u64> {
         self.join_state().filter(|j| !j.done).map(|j| j.epoch)
     }
 

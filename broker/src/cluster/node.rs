@@ -164,11 +164,6 @@ impl Cluster {
                     "stopped while joining, before enough brokers answered".into(),
                 ));
             };
-            // A vote for itself in that epoch: it votes for no one else in it.
-            log_store
-                .save_vote(&openraft::Vote::new(epoch, config.node_id))
-                .await
-                .map_err(|e| ClusterError::Store(e.to_string()))?;
             let state = JoinState {
                 epoch,
                 groups_copied: false,
@@ -183,6 +178,20 @@ impl Cluster {
             joined = Some(state);
         } else if config.join && !fresh && joined.is_none() {
             tracing::info!("--join ignored: this broker already has cluster state");
+        }
+        if let Some(j) = joined.filter(|j| !j.done) {
+            // A vote for itself in the join's epoch, so that it votes for no one else in it
+            // (written after join.json, and again here after a crash between the two).
+            let vote = log_store
+                .read_vote()
+                .await
+                .map_err(|e| ClusterError::Store(e.to_string()))?;
+            if vote.is_none_or(|v| v.leader_id().get_term() < j.epoch) {
+                log_store
+                    .save_vote(&openraft::Vote::new(j.epoch, config.node_id))
+                    .await
+                    .map_err(|e| ClusterError::Store(e.to_string()))?;
+            }
         }
         let (election_min, election_max) = election_timeout(&config);
         let raft_config = openraft::Config {

@@ -86,6 +86,19 @@ pub(super) async fn drain(
     got
 }
 
+/// No delivery in `rest` is of a record in `acked` (acknowledged before a failover).
+pub(super) fn assert_none_again(rest: &[Delivery], acked: &BTreeSet<(u32, u64)>) {
+    let again: Vec<(u32, u64)> = rest
+        .iter()
+        .map(|d| (d.partition, d.offset))
+        .filter(|po| acked.contains(po))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "acknowledged before the failover and delivered again: {again:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_groups_keep_their_progress_across_a_failover() {
     let mut c = TestCluster::start().await;
@@ -144,15 +157,7 @@ async fn consumer_groups_keep_their_progress_across_a_failover() {
 
     // Shared: nothing acked comes again; everything else does, the held batch included.
     let rest = drain(&c, "shared", FetchMode::Shared, acked.len()).await;
-    let again: Vec<(u32, u64)> = rest
-        .iter()
-        .map(|d| (d.partition, d.offset))
-        .filter(|po| acked.contains(po))
-        .collect();
-    assert!(
-        again.is_empty(),
-        "acked before the failover and delivered again: {again:?}"
-    );
+    assert_none_again(&rest, &acked);
     let all: BTreeSet<(u32, u64)> = acked
         .iter()
         .copied()
