@@ -416,9 +416,10 @@ fn print_stats(stats: &serde_json::Value) {
                 })
                 .collect();
             println!(
-                "  {}/{}  {}{}",
+                "  {}/{}  in sync {}  {}{}",
                 p["topic"].as_str().unwrap_or("?"),
                 p["partition"],
+                p["in_sync_replicas"],
                 followers.join(", "),
                 if p["under_replicated"].as_bool() == Some(true) {
                     "  UNDER-REPLICATED"

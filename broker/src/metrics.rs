@@ -94,6 +94,8 @@ pub struct Metrics {
     pub replica_lag_seconds: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// 1 for a partition this broker leads with a follower out of sync (see REPLICATION.md).
     pub partition_under_replicated: Family<Labels, Gauge>,
+    /// Replicas in sync (this leader included), per partition this broker leads.
+    pub partition_in_sync_replicas: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -132,6 +134,7 @@ impl Metrics {
             replica_lag_records: Family::default(),
             replica_lag_seconds: Family::default(),
             partition_under_replicated: Family::default(),
+            partition_in_sync_replicas: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("broker");
         r.register(
@@ -288,6 +291,11 @@ impl Metrics {
             "partition_under_replicated",
             "1 for a partition this broker leads with a follower out of sync",
             m.partition_under_replicated.clone(),
+        );
+        r.register(
+            "partition_in_sync_replicas",
+            "Replicas in sync, the leader included, per partition this broker leads",
+            m.partition_in_sync_replicas.clone(),
         );
         let mut apis = Vec::with_capacity(crate::protocol::ApiKey::ALL.len());
         for api in crate::protocol::ApiKey::ALL {

@@ -24,6 +24,16 @@ impl PartitionReplication {
     pub fn is_under_replicated(&self) -> bool {
         self.lags.iter().any(|l| l.behind >= REPLICA_LAG_TIME)
     }
+
+    /// The replicas in sync: the leader, and each follower that held everything written here
+    /// within [`REPLICA_LAG_TIME`].
+    pub fn in_sync(&self) -> usize {
+        1 + self
+            .lags
+            .iter()
+            .filter(|l| l.behind < REPLICA_LAG_TIME)
+            .count()
+    }
 }
 
 impl Cluster {
@@ -50,6 +60,7 @@ impl Cluster {
                     "partition": p.partition,
                     "epoch": p.epoch,
                     "under_replicated": p.is_under_replicated(),
+                    "in_sync_replicas": p.in_sync(),
                     "followers": followers,
                 })
             })
@@ -80,6 +91,7 @@ impl Cluster {
         m.replica_lag_records.clear();
         m.replica_lag_seconds.clear();
         m.partition_under_replicated.clear();
+        m.partition_in_sync_replicas.clear();
         for p in self.replication() {
             for lag in &p.lags {
                 let l = crate::metrics::replica_labels(&p.topic, p.partition, lag.node);
@@ -90,9 +102,13 @@ impl Cluster {
                     .get_or_create(&l)
                     .set(lag.behind.as_secs_f64());
             }
+            let labels = crate::metrics::partition_labels(&p.topic, p.partition);
             m.partition_under_replicated
-                .get_or_create(&crate::metrics::partition_labels(&p.topic, p.partition))
+                .get_or_create(&labels)
                 .set(i64::from(p.is_under_replicated()));
+            m.partition_in_sync_replicas
+                .get_or_create(&labels)
+                .set(i64::try_from(p.in_sync()).unwrap_or(i64::MAX));
         }
     }
 
@@ -111,5 +127,33 @@ impl Cluster {
                 })
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_follower_behind_for_the_lag_time_is_out_of_sync() {
+        let lag = |node, secs| FollowerLag {
+            node,
+            records: 0,
+            behind: Duration::from_secs(secs),
+        };
+        let p = |lags| PartitionReplication {
+            topic: "t".into(),
+            partition: 0,
+            epoch: 3,
+            lags,
+        };
+        let healthy = p(vec![lag(2, 0), lag(3, 4)]);
+        assert_eq!(healthy.in_sync(), 3);
+        assert!(!healthy.is_under_replicated());
+        let one_behind = p(vec![lag(2, 0), lag(3, 5)]);
+        assert_eq!(one_behind.in_sync(), 2);
+        assert!(one_behind.is_under_replicated());
     }
 }
