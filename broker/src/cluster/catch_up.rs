@@ -28,7 +28,7 @@ impl Cluster {
     }
 
     pub(super) fn raft_dir(&self) -> PathBuf {
-        self.broker.config().data_dir.join("raft")
+        super::raft_store::dir(&self.broker.config().data_dir)
     }
 
     /// While a join is under way, the epoch it learned: a replica opened meanwhile starts

@@ -120,7 +120,7 @@ impl Cluster {
         config: ClusterConfig,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ClusterError> {
-        let dir = broker.config().data_dir.join("raft");
+        let dir = raft_store::dir(&broker.config().data_dir);
         let (mut log_store, state_machine) = raft_store::open(&dir)
             .await
             .map_err(|e| ClusterError::Store(e.to_string()))?;

@@ -64,12 +64,17 @@ mod log_store;
 mod state_machine;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use self::files::{MAX_ENTRY_BYTES, MAX_SNAPSHOT_BYTES, RaftStoreError};
 use self::files::{blocking, sync_dir};
 pub use self::log_store::{LogReader, LogStore};
 pub use self::state_machine::{SnapshotBuilder, StateMachine};
+
+/// Where a broker keeps its Raft files, under its data directory.
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("raft")
+}
 
 /// Opens (creating it if needed) the Raft store in `dir`: cuts a torn log tail, loads the vote,
 /// the committed and purged ids, the log and the latest snapshot.

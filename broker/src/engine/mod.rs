@@ -129,6 +129,14 @@ impl Topic {
         self.group(name).map(|g| g.state().progress())
     }
 
+    /// Tells `group` what retention deleted: nothing below a partition's start is delivered.
+    fn skip_deleted(&self, group: &Group) {
+        let mut st = group.state();
+        for p in &self.partitions {
+            st.advance_start(p.id(), p.start_offset());
+        }
+    }
+
     fn group(&self, name: &str) -> Option<Arc<Group>> {
         self.groups
             .lock()
@@ -438,12 +446,7 @@ impl Broker {
                 .get_or_create(&labels)
                 .inc();
         }
-        {
-            let mut st = group.state();
-            for p in &topic.partitions {
-                st.advance_start(p.id(), p.start_offset());
-            }
-        }
+        topic.skip_deleted(&group);
         Ok(Arc::new(group))
     }
 

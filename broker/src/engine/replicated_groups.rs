@@ -138,12 +138,7 @@ impl Broker {
     ) -> Result<(), EngineError> {
         let group = self.ensure_group(topic, &copy.name, copy.config).await?;
         group.restart_from(copy.progress).await?;
-        {
-            let mut st = group.state();
-            for p in &topic.partitions {
-                st.advance_start(p.id(), p.start_offset());
-            }
-        }
+        topic.skip_deleted(&group);
         topic.notify.notify_waiters();
         Ok(())
     }

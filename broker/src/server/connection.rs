@@ -415,50 +415,26 @@ impl Conn {
                     .map_or_else(Metadata::default, |c| c.metadata());
                 reply.encode_into(&mut self.out, broker.metrics(), Ok(Response::Metadata(m)));
             }
-            Request::Raft { kind, json } => {
-                let cluster = self.cluster.clone();
-                self.spawn(reply, async move {
-                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
-                    c.raft_message(kind, &json).await.map(Response::Raft)
-                });
-            }
-            Request::Promise(p) => {
-                let cluster = self.cluster.clone();
-                self.spawn(reply, async move {
-                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
-                    c.promise(p.epoch, &p.partition.topic, p.partition.partition)
-                        .await
-                        .map(Response::Peer)
-                });
-            }
-            Request::Replicate(r) => {
-                let cluster = self.cluster.clone();
-                self.spawn(reply, async move {
-                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
-                    c.replicate(r).await.map(Response::Peer)
-                });
-            }
-            Request::ReadReplica(r) => {
-                let cluster = self.cluster.clone();
-                self.spawn(reply, async move {
-                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
-                    c.read_replica(r).await.map(Response::Peer)
-                });
-            }
-            Request::GroupProgress(g) => {
-                let cluster = self.cluster.clone();
-                self.spawn(reply, async move {
-                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
-                    c.group_progress(g).await.map(Response::Peer)
-                });
-            }
-            Request::ReadGroups(g) => {
-                let cluster = self.cluster.clone();
-                self.spawn(reply, async move {
-                    let c = cluster.ok_or(EngineError::ShuttingDown)?;
-                    c.read_groups(g).await.map(Response::Peer)
-                });
-            }
+            Request::Raft { kind, json } => self.spawn_peer(reply, move |c| async move {
+                c.raft_message(kind, &json).await.map(Response::Raft)
+            }),
+            Request::Promise(p) => self.spawn_peer(reply, move |c| async move {
+                c.promise(p.epoch, &p.partition.topic, p.partition.partition)
+                    .await
+                    .map(Response::Peer)
+            }),
+            Request::Replicate(r) => self.spawn_peer(reply, move |c| async move {
+                c.replicate(r).await.map(Response::Peer)
+            }),
+            Request::ReadReplica(r) => self.spawn_peer(reply, move |c| async move {
+                c.read_replica(r).await.map(Response::Peer)
+            }),
+            Request::GroupProgress(g) => self.spawn_peer(reply, move |c| async move {
+                c.group_progress(g).await.map(Response::Peer)
+            }),
+            Request::ReadGroups(g) => self.spawn_peer(reply, move |c| async move {
+                c.read_groups(g).await.map(Response::Peer)
+            }),
             Request::Drain { drain } => {
                 let cluster = self.cluster.clone();
                 self.spawn(reply, async move {
@@ -486,6 +462,19 @@ impl Conn {
             }
         }
         true
+    }
+
+    /// Runs a request between brokers as its own task, on this broker's cluster (checked
+    /// before the request is dispatched).
+    fn spawn_peer<F, Fut>(&mut self, reply: Reply, work: F)
+    where
+        F: FnOnce(Arc<Cluster>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response, EngineError>> + Send + 'static,
+    {
+        let cluster = self.cluster.clone();
+        self.spawn(reply, async move {
+            work(cluster.ok_or(EngineError::ShuttingDown)?).await
+        });
     }
 
     /// Runs a request as its own task; its response comes back through `tx`.
