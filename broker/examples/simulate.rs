@@ -41,7 +41,7 @@ struct Args {
     fsync: String,
     /// Plant a bug (needs --features planted-bugs): skip-sync, keep-torn-record,
     /// ack-before-journal-sync; with --cluster: no-promise-check, best-by-length,
-    /// count-stale-followers, trust-follower-end.
+    /// count-stale-followers, trust-follower-end, retain-uncommitted, no-log-restart.
     #[arg(long)]
     planted: Option<String>,
 }

@@ -22,11 +22,15 @@ pub enum Planted {
     CountStaleFollowers,
     /// A leader resends from where a follower's log ends, not from where it diverges.
     TrustFollowerEnd,
+    /// Retention deletes records up to the log's end, not only committed ones.
+    RetainUncommitted,
+    /// A replica whose log ends below its leader's log start never starts it again there.
+    NoLogRestart,
 }
 
 impl Planted {
     /// Every planted bug.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::SkipSync,
         Self::KeepTornRecord,
         Self::AckBeforeJournalSync,
@@ -34,6 +38,8 @@ impl Planted {
         Self::BestByLength,
         Self::CountStaleFollowers,
         Self::TrustFollowerEnd,
+        Self::RetainUncommitted,
+        Self::NoLogRestart,
     ];
 
     /// The bugs of the storage, which the disk-fault simulator (`crate::sim`) finds.
@@ -45,11 +51,13 @@ impl Planted {
 
     /// The bugs of the replication protocol, which its simulation
     /// (`crate::replication::sim`) finds.
-    pub const REPLICATION: [Self; 4] = [
+    pub const REPLICATION: [Self; 6] = [
         Self::NoPromiseCheck,
         Self::BestByLength,
         Self::CountStaleFollowers,
         Self::TrustFollowerEnd,
+        Self::RetainUncommitted,
+        Self::NoLogRestart,
     ];
 
     /// Its name on the command line.
@@ -62,6 +70,8 @@ impl Planted {
             Self::BestByLength => "best-by-length",
             Self::CountStaleFollowers => "count-stale-followers",
             Self::TrustFollowerEnd => "trust-follower-end",
+            Self::RetainUncommitted => "retain-uncommitted",
+            Self::NoLogRestart => "no-log-restart",
         }
     }
 }

@@ -328,17 +328,17 @@ pub async fn replicate_to(
         let (request, written_end) = {
             let meta = led.replica.lock().await;
             let state = led.replica.written_state(&meta);
-            if led.with_leader(|l| l.needs_reset(node, &state)) && !reported_behind_start {
-                // The protocol cannot yet restart a follower's log at the leader's start.
-                tracing::error!(
+            let behind_start = led.with_leader(|l| l.needs_reset(node, &state));
+            if behind_start && !reported_behind_start {
+                tracing::warn!(
                     node,
                     topic = led.replica.topic_name(),
                     partition = led.replica.index(),
                     log_start = state.log_start,
-                    "a follower lacks records retention deleted here: it cannot catch up (REPLICATION.md, \"Retention\")"
+                    "a follower lacks records retention deleted here: it starts its log again at this log's start (REPLICATION.md, \"Retention\")"
                 );
-                reported_behind_start = true;
             }
+            reported_behind_start = behind_start;
             let Some(append) = led.with_leader(|l| l.next_append(node, &state, MAX_BATCH_RECORDS))
             else {
                 return;

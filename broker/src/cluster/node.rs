@@ -11,8 +11,9 @@
 //!   majority within the election timeout (its lease); produces waiting for their commit are
 //!   then answered `not_leader`, and their producers send them again, with their dedup ids, to
 //!   the new leader.
-//! - Only the serving leader changes the local log on its own (produces, dead letters,
-//!   retention); a follower's log changes only by its leader's requests.
+//! - Only the serving leader adds to the local log on its own (produces, dead letters); a
+//!   follower's log grows only by its leader's requests. Every broker applies retention to its
+//!   own log, below the commit point it knows.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};

@@ -16,7 +16,8 @@ use crate::engine::partition::Partition;
 use crate::protocol::peer::{LogState, PeerAnswer, ReplicatedRecords};
 use crate::replication::epochs::{Epoch, EpochHistory};
 use crate::replication::replica::{
-    Append, AppendPlan, PromisePlan, Promised, ReplicaState, copy_of, on_append, on_promise,
+    Append, AppendPlan, PromisePlan, Promised, ReplicaState, Restart, copy_of, labels, on_append,
+    on_promise,
 };
 use crate::replication::store;
 use crate::storage::{Disk, StorageError, StoredRecord};
@@ -236,10 +237,14 @@ impl Replica {
             epoch,
             start: records.start,
             prev_epoch: records.prev_epoch,
+            log_start: records.log_start,
             epochs: records.epochs,
             count,
         };
         let apply = match on_append(&self.state(meta), &append) {
+            AppendPlan::Restart(r) => {
+                return self.restart(meta, commit, r, records.records).await;
+            }
             AppendPlan::Stale { promised } => return Ok(PeerAnswer::Stale { promised }),
             AppendPlan::Mismatch { promise } => {
                 if let Some(p) = promise {
@@ -272,22 +277,7 @@ impl Replica {
         let skip =
             usize::try_from(apply.append_from.saturating_sub(append.start)).unwrap_or(usize::MAX);
         let new: Vec<StoredRecord> = records.records.into_iter().skip(skip).collect();
-        if !new.is_empty() {
-            let mut durable = part.durable();
-            let failures = durable.borrow().failures;
-            let upto = part.append_replicated(&new)?;
-            let reached = durable
-                .wait_for(|d| d.end >= upto || d.failures != failures || d.fenced)
-                .await
-                .map_err(|_| StorageError::Closed)?;
-            if reached.end < upto {
-                return Err(ReplicaError::Storage(if reached.fenced {
-                    StorageError::Fenced
-                } else {
-                    StorageError::Closed
-                }));
-            }
-        }
+        self.append_durably(&new).await?;
         // Below what agrees with the leader, its commit point is this replica's too.
         part.advance_commit(commit.min(apply.matched));
         Ok(PeerAnswer::Appended {
@@ -295,15 +285,80 @@ impl Replica {
         })
     }
 
+    /// Starts this log again at the sender's log start, in the order `restart` gives, and
+    /// takes the records: the sender holds nothing below its start, and this log lacks (or
+    /// disagrees on) what lies just below it.
+    async fn restart(
+        &self,
+        meta: &mut Meta,
+        commit: u64,
+        restart: Restart,
+        records: Vec<StoredRecord>,
+    ) -> Result<PeerAnswer, ReplicaError> {
+        if let Some(p) = restart.promise {
+            meta.promised = p;
+            self.save(meta)?;
+        }
+        let held = self.blocking(Partition::clear).await?;
+        meta.history = restart.history;
+        self.save(meta)?;
+        let start = restart.start;
+        self.blocking(move |p| p.restart_at(start)).await?;
+        self.topic.start_moved(self.partition());
+        tracing::warn!(
+            topic = self.topic.name(),
+            partition = self.index,
+            start,
+            dropped = held,
+            "the leader's log starts past this one's end (its retention deleted what this replica lacks): started the log again at the leader's start"
+        );
+        self.append_durably(&records).await?;
+        self.partition().advance_commit(commit.min(restart.matched));
+        Ok(PeerAnswer::Appended {
+            matched: restart.matched,
+        })
+    }
+
+    /// Appends records that continue the log and waits until they are durable.
+    async fn append_durably(&self, records: &[StoredRecord]) -> Result<(), ReplicaError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let part = self.partition();
+        let mut durable = part.durable();
+        let failures = durable.borrow().failures;
+        let upto = part.append_replicated(records)?;
+        let reached = durable
+            .wait_for(|d| d.end >= upto || d.failures != failures || d.fenced)
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        if reached.end < upto {
+            return Err(ReplicaError::Storage(if reached.fenced {
+                StorageError::Fenced
+            } else {
+                StorageError::Closed
+            }));
+        }
+        Ok(())
+    }
+
     /// Cuts the log to `to` (on a blocking thread).
     async fn truncate(&self, to: u64) -> Result<u64, StorageError> {
+        self.blocking(move |p| p.truncate_to(to)).await
+    }
+
+    /// Runs `f` on the partition on a blocking thread (it changes files).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Partition) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
         let topic = Arc::clone(&self.topic);
         let index = self.index;
         tokio::task::spawn_blocking(move || {
             topic
                 .partitions()
                 .get(index)
-                .map_or(Err(StorageError::Closed), |p| p.truncate_to(to))
+                .map_or(Err(StorageError::Closed), f)
         })
         .await
         .map_err(|_| StorageError::Closed)?
@@ -371,7 +426,8 @@ impl Replica {
         Ok(ReplicatedRecords {
             start: copy.start,
             prev_epoch: copy.prev_epoch,
-            epochs: state.history.slice(copy.start, end),
+            log_start: copy.log_start,
+            epochs: labels(state, copy.start, end),
             records,
         })
     }

@@ -137,6 +137,14 @@ impl Topic {
         }
     }
 
+    /// Tells every group that `part`'s log starts at its start offset now: retention, or a
+    /// replica's restart at its leader's start, deleted what lies below.
+    pub fn start_moved(&self, part: &Partition) {
+        for g in self.groups() {
+            g.state().advance_start(part.id(), part.start_offset());
+        }
+    }
+
     fn group(&self, name: &str) -> Option<Arc<Group>> {
         self.groups
             .lock()
@@ -554,6 +562,14 @@ impl Broker {
         }
     }
 
+    /// Applies retention to every topic, and nothing else: what a follower in a cluster does
+    /// (its leases and dead letters are its leader's), below the commit point it knows.
+    pub async fn apply_retention(&self) {
+        for topic in self.topics() {
+            self.retain(&topic).await;
+        }
+    }
+
     async fn retain(&self, topic: &Arc<Topic>) {
         let bytes = match topic.config.retention_bytes {
             0 => self.config.retention_bytes,
@@ -593,9 +609,7 @@ impl Broker {
             match retained {
                 Some(Some(Ok(n))) if n > 0 => {
                     tracing::info!(topic = %topic.name, partition = part.id(), segments = n, start_offset = part.start_offset(), "retention deleted segments");
-                    for g in &groups {
-                        g.state().advance_start(part.id(), part.start_offset());
-                    }
+                    topic.start_moved(part);
                 }
                 Some(Some(Err(e))) => {
                     self.metrics.storage_errors.inc();

@@ -338,6 +338,42 @@ impl Partition {
     /// flush that runs; call it when nothing is buffered (a follower waits for its appends to
     /// be durable before it takes the next request). Blocking. Returns the records cut.
     pub fn truncate_to(&self, end: u64) -> Result<u64, StorageError> {
+        self.rewrite(|log, commit| {
+            if end < commit {
+                return Err(format!(
+                    "refusing to cut the log to {end}: below the commit point {commit}"
+                ));
+            }
+            Ok(log.truncate_to(end))
+        })
+    }
+
+    /// Cuts every record, committed ones too, durably: the first step of starting the log
+    /// again at its leader's log start (`replication::replica::Restart`), whose log holds none
+    /// of them. Blocking, as [`Partition::truncate_to`]. Returns the records cut.
+    pub fn clear(&self) -> Result<u64, StorageError> {
+        self.rewrite(|log, _| {
+            let start = log.start_offset();
+            Ok(log.truncate_to(start))
+        })
+    }
+
+    /// Starts the log again, empty, at `start` (after [`Partition::clear`]): the leader's log
+    /// starts there and every record below it is committed, so the commit point moves there
+    /// too. Blocking, as [`Partition::truncate_to`].
+    pub fn restart_at(&self, start: u64) -> Result<(), StorageError> {
+        self.rewrite(|log, _| Ok(log.restart_at(start)))?;
+        self.inner.commit.advance(start);
+        Ok(())
+    }
+
+    /// Changes the log with `change` (given the log and the commit point; an `Err` refuses
+    /// the change), once no flush runs, and brings the append state in line with the log it
+    /// leaves. A change that failed part of the way stops the partition's writes.
+    fn rewrite(
+        &self,
+        change: impl FnOnce(&mut PartitionLog, u64) -> Result<Result<u64, StorageError>, String>,
+    ) -> Result<u64, StorageError> {
         let inner = &self.inner;
         loop {
             let mut a = inner.lock_appender();
@@ -346,23 +382,23 @@ impl Partition {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            if end < inner.commit.end() {
-                return Err(StorageError::Corrupt {
-                    offset: end,
-                    path: std::path::PathBuf::from(&inner.name),
-                    reason: format!(
-                        "refusing to cut committed records (commit point {})",
-                        inner.commit.end()
-                    ),
-                });
-            }
             let mut log = inner.log.write().unwrap_or_else(PoisonError::into_inner);
-            let cut = log.truncate_to(end);
+            let changed = match change(&mut log, inner.commit.end()) {
+                Ok(changed) => changed,
+                Err(reason) => {
+                    return Err(StorageError::Corrupt {
+                        offset: log.end_offset(),
+                        path: std::path::PathBuf::from(&inner.name),
+                        reason,
+                    });
+                }
+            };
             inner.store_sizes(&log);
-            let now_end = log.end_offset();
+            let (now_start, now_end) = (log.start_offset(), log.end_offset());
             drop(log);
             a.next = now_end;
-            a.dedup.retain(|_, offset| *offset < now_end);
+            a.dedup
+                .retain(|_, offset| (now_start..now_end).contains(offset));
             let dedup = &a.dedup;
             let kept: VecDeque<(u64, Arc<str>)> = a
                 .dedup_order
@@ -371,16 +407,20 @@ impl Partition {
                 .cloned()
                 .collect();
             a.dedup_order = kept;
-            inner.durable.send_modify(|d| d.end = d.end.min(now_end));
+            // An empty log is durable wherever it starts; a cut one as far as it was.
+            let empty = now_start == now_end;
+            inner.durable.send_modify(|d| {
+                d.end = if empty { now_end } else { d.end.min(now_end) };
+            });
             inner.written.send_replace(now_end);
             // A produce waiting here was appended by a leader that has since been deposed (a
             // follower takes no produces): its offset may now hold another record.
             inner.commit.fail_waiting(&StorageError::NotLeader);
-            if cut.is_err() {
+            if changed.is_err() {
                 inner.commit.fence();
                 inner.durable.send_modify(|d| d.fenced = true);
             }
-            return cut;
+            return changed;
         }
     }
 

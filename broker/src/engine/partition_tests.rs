@@ -152,20 +152,29 @@ async fn durable_to(p: &Partition, end: u64) {
         .expect("the partition answers");
 }
 
-#[tokio::test]
-async fn a_replicated_partition_commits_only_what_replication_reports_and_cuts_only_above_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = open_in(
-        dir.path(),
+/// A replicated partition under `--fsync always`.
+fn open_replicated(dir: &Path) -> Partition {
+    open_in(
+        dir,
         FsyncPolicy::Always,
         &mut Registry::default(),
         CommitMode::Replicated,
-    );
-    let stored = |offset: u64, dedup: &str| StoredRecord {
+    )
+}
+
+/// A leader's record at `offset`, with its own timestamp.
+fn stored(offset: u64, dedup: &str) -> StoredRecord {
+    StoredRecord {
         offset,
         timestamp_ms: 1_000 + offset,
         record: rec(&format!("r{offset}"), Some(dedup)),
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_replicated_partition_commits_only_what_replication_reports_and_cuts_only_above_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_replicated(dir.path());
     // A leader's records, offsets and timestamps kept; a gap is refused.
     assert_eq!(
         p.append_replicated(&[stored(0, "a"), stored(1, "b")])
@@ -192,4 +201,40 @@ async fn a_replicated_partition_commits_only_what_replication_reports_and_cuts_o
     let again = rec("again", Some("b"));
     assert_eq!(p.append(&[&again]).unwrap().answers, [(1, false)]);
     p.close();
+}
+
+#[tokio::test]
+async fn a_replicated_partition_started_again_at_its_leaders_start_takes_records_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_replicated(dir.path());
+    p.append_replicated(&[stored(0, "a"), stored(1, "b")])
+        .unwrap();
+    durable_to(&p, 2).await;
+    p.advance_commit(2);
+    // Clearing cuts committed records too (a restart's first step); nothing is read after.
+    assert_eq!(p.clear().unwrap(), 2);
+    assert_eq!((p.start_offset(), p.written_end()), (0, 0));
+    p.restart_at(40).unwrap();
+    assert_eq!((p.start_offset(), p.written_end()), (40, 40));
+    assert_eq!(p.durable().borrow().end, 40, "an empty log is durable");
+    assert_eq!(
+        p.readable_end(),
+        40,
+        "everything below the leader's start is committed"
+    );
+    // The leader's records follow from its start; a record below it is refused.
+    assert!(p.append_replicated(&[stored(39, "x")]).is_err());
+    assert_eq!(p.append_replicated(&[stored(40, "c")]).unwrap(), 41);
+    durable_to(&p, 41).await;
+    p.advance_commit(41);
+    assert_eq!(payloads(&p), [(40, "r40".to_string())]);
+    // The cleared records' dedup ids are gone with them: "a" is a new record.
+    assert_eq!(
+        p.append(&[&rec("again", Some("a"))]).unwrap().answers,
+        [(41, false)]
+    );
+    p.close();
+    drop(p);
+    let (log, _) = PartitionLog::open(OsDisk::shared(), dir.path(), LogConfig::default()).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (40, 42));
 }

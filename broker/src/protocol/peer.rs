@@ -304,7 +304,10 @@ pub struct ReplicatedRecords {
     pub start: u64,
     /// The label of the record before `start`.
     pub prev_epoch: u64,
-    /// The labels of the records, as `EpochHistory::slice`.
+    /// The sender's log start: it holds no record below it.
+    pub log_start: u64,
+    /// The labels of the records, as `replication::replica::labels`: from `start`, or every
+    /// label of the sender's up to the records' end when `start` is its log start.
     pub epochs: Vec<EpochStart>,
     /// The records, from `start` on.
     pub records: Vec<StoredRecord>,
@@ -314,6 +317,7 @@ impl ReplicatedRecords {
     fn encode(&self, out: &mut BytesMut) {
         out.put_u64(self.start);
         out.put_u64(self.prev_epoch);
+        out.put_u64(self.log_start);
         put_epochs(&self.epochs, out);
         put_records(&self.records, out);
     }
@@ -321,6 +325,7 @@ impl ReplicatedRecords {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let start = r.u64("records.start")?;
         let prev_epoch = r.u64("records.prev_epoch")?;
+        let log_start = r.u64("records.log_start")?;
         let epochs = get_epochs(r)?;
         let records = get_records(r)?;
         if let Some((i, bad)) = records
@@ -337,6 +342,7 @@ impl ReplicatedRecords {
         Ok(Self {
             start,
             prev_epoch,
+            log_start,
             epochs,
             records,
         })
@@ -429,23 +435,27 @@ mod tests {
         (
             0u64..1 << 40,
             any::<u64>(),
+            any::<u64>(),
             arb_epochs(),
             proptest::collection::vec(("[a-z]{0,8}", any::<u64>()), 0..4),
         )
-            .prop_map(|(start, prev_epoch, epochs, rs)| ReplicatedRecords {
-                start,
-                prev_epoch,
-                epochs,
-                records: rs
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (payload, ts))| StoredRecord {
-                        offset: start + i as u64,
-                        timestamp_ms: ts,
-                        record: Record::new(payload).with_dedup_id(format!("d{i}")),
-                    })
-                    .collect(),
-            })
+            .prop_map(
+                |(start, prev_epoch, log_start, epochs, rs)| ReplicatedRecords {
+                    start,
+                    prev_epoch,
+                    log_start,
+                    epochs,
+                    records: rs
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (payload, ts))| StoredRecord {
+                            offset: start + i as u64,
+                            timestamp_ms: ts,
+                            record: Record::new(payload).with_dedup_id(format!("d{i}")),
+                        })
+                        .collect(),
+                },
+            )
     }
 
     fn part() -> impl Strategy<Value = PartitionRef> {

@@ -45,7 +45,9 @@ pub struct Append {
     pub start: u64,
     /// The label of the record before `start` in the sender's log (0 at the start).
     pub prev_epoch: Epoch,
-    /// The sender's labels of the records, as [`EpochHistory::slice`] of `[start, start + count]`.
+    /// The sender's log start: it holds no record below it.
+    pub log_start: u64,
+    /// The sender's labels of the records, as [`labels`] of `[start, start + count]`.
     pub epochs: Vec<EpochStart>,
     /// How many records.
     pub count: u64,
@@ -67,6 +69,28 @@ pub enum AppendPlan {
     },
     /// Take them.
     Apply(Apply),
+    /// The records start the sender's log and do not follow this one: this log starts again
+    /// where the sender's does (see [`Restart`]).
+    Restart(Restart),
+}
+
+/// The steps of restarting a log at the sender's start, in the order they must reach the
+/// disk. Every record below the sender's start is committed (retention deletes nothing above
+/// a commit point), so what this log holds below it is either committed, and deleted on the
+/// sender, or a divergent tail: either way it goes. Emptying the log first and writing the
+/// sender's labels only then means a crash never leaves a record under a label it does not
+/// have, nor labels below the log's start that disagree with the committed ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    /// A higher epoch to promise first.
+    pub promise: Option<Epoch>,
+    /// Then cut every record; then write this history (the sender's, up to the records' end);
+    /// then start the empty log again at this offset.
+    pub history: EpochHistory,
+    /// Where the log starts again: the sender's log start.
+    pub start: u64,
+    /// Then append every record and answer: the log agrees with the sender's up to here.
+    pub matched: u64,
 }
 
 /// The steps of taking an append, in the order they must reach the disk.
@@ -97,22 +121,42 @@ pub fn on_append(state: &ReplicaState, append: &Append) -> AppendPlan {
     let end = state.end;
     let start = append.start;
     let upto = start.saturating_add(append.count);
+    // A copy from the sender's log start carries every label up to its end (see [`labels`]).
+    let whole = if start == append.log_start {
+        match EpochHistory::from_entries(append.epochs.clone()) {
+            Ok(h) => Some(h),
+            // Labels out of order come from no leader: refused like records that do not follow.
+            Err(_) => return AppendPlan::Mismatch { promise },
+        }
+    } else {
+        None
+    };
     // The record before `start` must carry the same label here (below the log's start every
     // record is committed, so agreed).
     let follows = start <= end
         && (start <= state.log_start || state.history.label(start - 1) == append.prev_epoch);
     if !follows {
-        return AppendPlan::Mismatch { promise };
+        let restarts = !planted::active(Planted::NoLogRestart);
+        return match whole {
+            Some(history) if restarts => AppendPlan::Restart(Restart {
+                promise,
+                history: history.effective(upto),
+                start,
+                matched: upto,
+            }),
+            _ => AppendPlan::Mismatch { promise },
+        };
     }
     // The history this log has if it takes the sender's records from `start`. Where it labels
     // one of this log's records below `upto` differently, this log diverges and is cut there
     // (Raft's rule: only a conflict cuts, so a repeated or late append never does). An entry
     // of the sender's starting at `upto` labels the record there too: a new epoch that began
     // where the sender's log ended, so a different record here is not in the sender's log.
-    let theirs = state.history.spliced(start, &append.epochs);
+    let slice = whole.map_or_else(|| append.epochs.clone(), |h| h.slice(start, upto));
+    let theirs = state.history.spliced(start, &slice);
     let cut = divergence(&state.history, end, &theirs, upto);
     let ends_there = upto < end
-        && append.epochs.last().is_some_and(|e| e.start == upto)
+        && slice.last().is_some_and(|e| e.start == upto)
         && theirs.label(upto) != state.history.label(upto);
     let truncate_to = if cut < end.min(upto) {
         Some(cut)
@@ -172,8 +216,22 @@ pub fn copy_of(state: &ReplicaState, epoch: Epoch, from: u64, max: u64) -> Appen
         epoch,
         start: from,
         prev_epoch: from.checked_sub(1).map_or(0, |p| state.history.label(p)),
-        epochs: state.history.slice(from, from + count),
+        log_start: state.log_start,
+        epochs: labels(state, from, from + count),
         count,
+    }
+}
+
+/// The labels a copy of `[from, to)` of a log in `state` carries: [`EpochHistory::slice`],
+/// or, for a copy from the log's start, every entry up to `to`. A receiver that must start its
+/// log again there (see [`Restart`]) takes the labels below it too; they are the committed
+/// records' labels, the same in every log, so later comparisons of its log with others find
+/// no difference where it holds nothing.
+pub fn labels(state: &ReplicaState, from: u64, to: u64) -> Vec<EpochStart> {
+    if from == state.log_start {
+        state.history.effective(to).entries().to_vec()
+    } else {
+        state.history.slice(from, to)
     }
 }
 
@@ -531,6 +589,68 @@ mod tests {
         assert_eq!(a.truncate_to, None);
         assert_eq!(a.history, None);
         assert_eq!(a.matched, 30);
+    }
+
+    fn retained(mut s: ReplicaState, log_start: u64) -> ReplicaState {
+        s.log_start = log_start;
+        s
+    }
+
+    #[test]
+    fn a_log_that_ends_below_the_leaders_start_starts_again_there_with_its_labels() {
+        // Retention deleted the leader's records below 20; the follower stopped at 12.
+        let leader = retained(state(5, &[(1, 0), (3, 10), (5, 22)], 30), 20);
+        let follower = state(3, &[(1, 0), (3, 10)], 12);
+        let copy = copy_of(&leader, 5, 12, 4);
+        assert_eq!((copy.start, copy.log_start, copy.count), (20, 20, 4));
+        match on_append(&follower, &copy) {
+            AppendPlan::Restart(r) => {
+                assert_eq!(r.promise, Some(5));
+                assert_eq!(r.start, 20);
+                assert_eq!(r.matched, 24);
+                assert_eq!(
+                    r.history,
+                    h(&[(1, 0), (3, 10), (5, 22)]),
+                    "the leader's labels below its start too"
+                );
+            }
+            other => panic!("expected a restart, got {other:?}"),
+        }
+        // A copy that is not from the leader's start is only a mismatch.
+        let later = copy_of(&leader, 5, 24, 4);
+        assert!(matches!(
+            on_append(&follower, &later),
+            AppendPlan::Mismatch { .. }
+        ));
+    }
+
+    #[test]
+    fn a_log_that_diverges_just_below_the_leaders_start_starts_again_there() {
+        // The follower's records 18 and 19 are of epoch 4, which the leader never had.
+        let leader = retained(state(5, &[(1, 0), (3, 10), (5, 22)], 30), 20);
+        let follower = state(4, &[(1, 0), (3, 10), (4, 18)], 25);
+        assert!(matches!(
+            on_append(&follower, &copy_of(&leader, 5, 20, 4)),
+            AppendPlan::Restart(_)
+        ));
+    }
+
+    #[test]
+    fn a_log_that_holds_the_leaders_start_takes_a_copy_from_there_as_usual() {
+        let leader = retained(state(5, &[(1, 0), (3, 10), (5, 22)], 30), 20);
+        let follower = state(5, &[(1, 0), (3, 10)], 21);
+        let a = apply(on_append(&follower, &copy_of(&leader, 5, 20, 4)));
+        assert_eq!(a.truncate_to, None);
+        assert_eq!(a.append_from, 21);
+        assert_eq!(a.matched, 24);
+        assert_eq!(a.history, Some(h(&[(1, 0), (3, 10), (5, 22)])));
+        // Labels out of order in a copy from the start are refused.
+        let mut bad = copy_of(&leader, 5, 20, 4);
+        bad.epochs.reverse();
+        assert!(matches!(
+            on_append(&follower, &bad),
+            AppendPlan::Mismatch { .. }
+        ));
     }
 
     #[test]

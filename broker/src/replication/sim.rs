@@ -4,15 +4,18 @@
 //! Each step the seed picks one thing: a message delivered (any in flight, so messages are
 //! reordered), dropped or delivered twice; a produce at some node; a node's tick (a leader
 //! sends appends, a recovering one asks again); a node crashing (it keeps what it wrote, as
-//! every write here is synced before it is answered, and loses its role and waiting produces)
-//! and coming back later; a link cut in one direction, a node cut off, the network healed; or
-//! an election. Elections stand for the cluster's consensus: each picks any node that is up,
-//! stale or not, as leader of a new, higher epoch, and tells only that node, so older leaders
-//! go on until they hear of it.
+//! every write here is synced before it is answered, and loses its role, its waiting produces
+//! and what it knew of the commit point) and coming back later; a link cut in one direction, a
+//! node cut off, the network healed; retention at a node (it deletes the front of its log, up
+//! to a point below the commit point it knows); or an election. Elections stand for the
+//! cluster's consensus: each picks any node that is up, stale or not, as leader of a new,
+//! higher epoch, and tells only that node, so older leaders go on until they hear of it.
 //!
 //! The run checks:
 //! - a record acknowledged at an offset is never acknowledged with another value there;
-//! - every leader that finishes its recovery holds every acknowledged record at its offset;
+//! - no log starts past the commit point: retention and restarts delete committed records only;
+//! - every leader that finishes its recovery holds every acknowledged record at its offset
+//!   (from its log's start on);
 //! - any two logs that label a record alike hold the same record there (log matching);
 //! - at the end, with the network healed and one last leader, every replica converges to the
 //!   leader's log within a bounded number of rounds, and it holds every acknowledged record.
@@ -30,12 +33,15 @@ use super::replica::{
 };
 pub use super::sim_options::{ClusterOptions, ClusterOutcome};
 use crate::planted;
+use crate::planted::Planted;
 use crate::sim::Failure;
 
 /// Records per append or copy.
 const MAX_BATCH: u64 = 4;
 /// Rounds the healed cluster gets to converge at the end.
 const FINAL_ROUNDS: usize = 400;
+/// Messages one of those rounds may take: far more than a tick's appends and their answers.
+const MAX_ROUND_MESSAGES: usize = 10_000;
 
 /// How often, in percent of steps, the faults and elections happen (drawn per seed).
 #[derive(Debug, Clone, Copy)]
@@ -43,13 +49,15 @@ struct Rates {
     crash: f64,
     elect: f64,
     network: f64,
+    retain: f64,
 }
 
 #[derive(Debug, Clone)]
 enum Msg {
     Promise(Epoch),
     Promised(Epoch, Promised),
-    Append(Append, Vec<u64>),
+    /// Records, and the sender's commit point.
+    Append(Append, Vec<u64>, u64),
     Appended(Epoch, u64),
     Mismatch(Epoch, Promised),
     Stale(Epoch),
@@ -75,7 +83,10 @@ enum Role {
 #[derive(Debug)]
 struct Node {
     state: ReplicaState,
+    /// The records by offset; below `state.log_start`, 0 (deleted).
     log: Vec<u64>,
+    /// The commit point it knows (a leader's own, a follower's from its leader), in memory.
+    commit: u64,
     role: Role,
     down_until: Option<usize>,
 }
@@ -109,6 +120,8 @@ struct Cluster {
     rates: Rates,
     /// The last node that finished recovering: where clients send first.
     announced: Option<NodeId>,
+    /// The highest commit point any leader reached: every record below it is committed.
+    committed: u64,
     step: usize,
     out: ClusterOutcome,
     events: Vec<String>,
@@ -138,6 +151,7 @@ impl Cluster {
             crash: rate(),
             elect: rate(),
             network: rate(),
+            retain: if rng.random_bool(0.6) { 1.5 } else { 0.0 },
         };
         let ids: Vec<NodeId> = (1..=n).collect();
         let nodes = ids
@@ -145,6 +159,7 @@ impl Cluster {
             .map(|_| Node {
                 state: ReplicaState::default(),
                 log: Vec::new(),
+                commit: 0,
                 role: Role::Follower,
                 down_until: None,
             })
@@ -165,6 +180,7 @@ impl Cluster {
             unacked: BTreeSet::new(),
             rates,
             announced: None,
+            committed: 0,
             step: 0,
             out: ClusterOutcome {
                 nodes: n as usize,
@@ -254,6 +270,7 @@ impl Cluster {
             crash,
             elect,
             network,
+            retain,
         } = self.rates;
         if roll < crash {
             self.crash();
@@ -266,6 +283,10 @@ impl Cluster {
         if roll < crash + elect + network {
             self.change_network();
             return Ok(());
+        }
+        if roll < crash + elect + network + retain {
+            let id = self.random_node();
+            return self.retain(id);
         }
         match self.rng.random_range(0..100) {
             0..55 => self.deliver_one(),
@@ -311,6 +332,7 @@ impl Cluster {
         let back = self.step + self.rng.random_range(1..60);
         let node = self.node(id);
         node.role = Role::Follower;
+        node.commit = 0;
         node.down_until = Some(back);
         self.out.crashes += 1;
         self.event(format!("node {id} crashed until step {back}"));
@@ -340,6 +362,50 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Retention at `id`: its log's front is deleted up to a random point at or below the
+    /// commit point it knows (every node runs it, the way every broker does). It never deletes
+    /// a record whose producer still waits for an answer: in production retention keeps hours
+    /// and a client retries for seconds, and a retry whose record is gone is appended again.
+    fn retain(&mut self, id: NodeId) -> Result<(), Box<Failure>> {
+        if !self.is_up(id) {
+            return Ok(());
+        }
+        let past_commit = planted::active(Planted::RetainUncommitted);
+        let unacked = &self.unacked;
+        let i = usize::try_from(id - 1).unwrap_or(usize::MAX);
+        let Some(node) = self.nodes.get(i) else {
+            return Ok(());
+        };
+        let waited_for = node
+            .log
+            .iter()
+            .position(|v| unacked.contains(v))
+            .map_or(u64::MAX, |o| o as u64);
+        let bound = if past_commit {
+            node.state.end
+        } else {
+            node.commit.min(node.state.end)
+        }
+        .min(waited_for);
+        if bound <= node.state.log_start {
+            return Ok(());
+        }
+        let from = node.state.log_start;
+        let to = self.rng.random_range(from + 1..=bound);
+        let node = self.node(id);
+        for v in node
+            .log
+            .iter_mut()
+            .take(usize::try_from(to).unwrap_or(usize::MAX))
+        {
+            *v = 0;
+        }
+        node.state.log_start = to;
+        self.out.retained += to - from;
+        self.event(format!("node {id} retention deleted [{from}, {to})"));
+        self.check_log_starts()
     }
 
     /// The cluster's consensus elects `id` leader of a new epoch (if it is up).
@@ -429,7 +495,7 @@ impl Cluster {
                 for other in leader.replicas().to_vec() {
                     if let Some(append) = leader.next_append(other, &state, MAX_BATCH) {
                         let records = records_of(log, &append);
-                        sends.push((other, Msg::Append(append, records)));
+                        sends.push((other, Msg::Append(append, records, node.commit)));
                     }
                 }
             }
@@ -460,9 +526,14 @@ impl Cluster {
                 };
                 self.send(to, from, reply);
             }
-            Msg::Append(append, records) => {
+            Msg::Append(append, records, commit) => {
                 self.step_down_below(to, append.epoch);
                 let reply = self.apply(to, &append, &records)?;
+                if let Msg::Appended(_, matched) = reply {
+                    // Below what agrees with the leader, its commit point is this node's too.
+                    let node = self.node(to);
+                    node.commit = node.commit.max(commit.min(matched));
+                }
                 self.send(to, from, reply);
             }
             Msg::Read(epoch, offset) => {
@@ -550,6 +621,13 @@ impl Cluster {
                     node.state.promised = p;
                 }
                 let mut cut = 0;
+                let log_start = node.state.log_start;
+                if let Some(to) = a.truncate_to.filter(|to| *to < log_start) {
+                    return Err(self.fail(format!(
+                        "node {id} was to cut its log to {to}, below its start {log_start}"
+                    )));
+                }
+                let node = self.node(id);
                 if let Some(to) = a.truncate_to {
                     let keep = usize::try_from(to).unwrap_or(usize::MAX);
                     cut = node.log.len().saturating_sub(keep) as u64;
@@ -565,6 +643,25 @@ impl Cluster {
                 }
                 node.state.end = node.log.len() as u64;
                 (Msg::Appended(append.epoch, a.matched), cut)
+            }
+            AppendPlan::Restart(r) => {
+                if let Some(p) = r.promise {
+                    node.state.promised = p;
+                }
+                let held = node.state.end - node.state.log_start;
+                node.state.history = r.history;
+                node.log = vec![0; usize::try_from(r.start).unwrap_or(usize::MAX)];
+                node.log.extend_from_slice(records);
+                node.state.log_start = r.start;
+                node.state.end = node.log.len() as u64;
+                // Everything below the sender's start is committed.
+                node.commit = node.commit.max(r.start);
+                self.out.restarts += 1;
+                self.event(format!(
+                    "node {id} dropped its {held} records and starts again at {}",
+                    r.start
+                ));
+                (Msg::Appended(append.epoch, r.matched), 0)
             }
         };
         if cut > 0 {
@@ -608,6 +705,13 @@ impl Cluster {
                 &answer.history,
                 answer.end,
             );
+            let log_start = node.state.log_start;
+            if d < log_start {
+                return Err(self.fail(format!(
+                    "node {id} was to cut its log to {d}, below its start {log_start}, to recover epoch {epoch}"
+                )));
+            }
+            let node = self.node(id);
             if d < node.state.end {
                 let keep = usize::try_from(d).unwrap_or(usize::MAX);
                 let cut = node.log.len() - keep;
@@ -666,8 +770,9 @@ impl Cluster {
         // its epoch. (A leader deposed while it recovered may lack what its successors
         // acknowledged since; it can acknowledge nothing, as a majority promised them.)
         let log = self.node(id).log.clone();
+        let log_start = self.node(id).state.log_start;
         for (offset, (value, acked_in)) in &self.acked {
-            if *acked_in >= epoch {
+            if *acked_in >= epoch || *offset < log_start {
                 continue;
             }
             let have = usize::try_from(*offset).ok().and_then(|o| log.get(o));
@@ -689,6 +794,7 @@ impl Cluster {
         };
         let commit = leader.commit(end);
         let epoch = leader.epoch();
+        node.commit = node.commit.max(commit);
         let mut done = Vec::new();
         waiting.retain(|(offset, value)| {
             if *offset < commit {
@@ -698,6 +804,7 @@ impl Cluster {
                 true
             }
         });
+        self.committed = self.committed.max(commit);
         for (offset, value) in done {
             match self.acked.get(&offset) {
                 Some((old, _)) if *old != value => {
@@ -716,12 +823,29 @@ impl Cluster {
         Ok(())
     }
 
-    /// Two logs that label a record alike hold the same record.
+    /// No log starts past what is committed: everything retention or a restart deleted was.
+    fn check_log_starts(&self) -> Result<(), Box<Failure>> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.state.log_start > self.committed {
+                return Err(self.fail(format!(
+                    "node {}'s log starts at {}, past the commit point {}: it deleted records that were not committed",
+                    i + 1,
+                    n.state.log_start,
+                    self.committed
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Two logs that label a record alike hold the same record (where both still hold it).
     fn check_log_matching(&self) -> Result<(), Box<Failure>> {
+        self.check_log_starts()?;
         for (i, a) in self.nodes.iter().enumerate() {
             for (j, b) in self.nodes.iter().enumerate().skip(i + 1) {
                 let end = a.log.len().min(b.log.len());
-                for o in 0..end {
+                let from = a.state.log_start.max(b.state.log_start);
+                for o in usize::try_from(from).unwrap_or(usize::MAX)..end {
                     let (la, lb) = (
                         a.state.history.label(o as u64),
                         b.state.history.label(o as u64),
@@ -755,7 +879,14 @@ impl Cluster {
         self.elect(leader)?;
         for _ in 0..FINAL_ROUNDS {
             self.tick(leader)?;
+            let mut delivered = 0;
             while !self.inflight.is_empty() {
+                delivered += 1;
+                if delivered > MAX_ROUND_MESSAGES {
+                    return Err(self.fail(format!(
+                        "the healed cluster exchanged over {MAX_ROUND_MESSAGES} messages in one round: messages that answer each other for ever"
+                    )));
+                }
                 self.deliver_one()?;
             }
             if self.settled(leader) {
@@ -770,15 +901,20 @@ impl Cluster {
         }
         self.check_log_matching()?;
         let log = self.node(leader).log.clone();
+        let log_start = self.node(leader).state.log_start;
         let mut seen = BTreeSet::new();
-        for (offset, value) in log.iter().enumerate() {
+        for (offset, value) in log
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(log_start).unwrap_or(usize::MAX))
+        {
             if !seen.insert(*value) {
                 return Err(self.fail(format!(
                     "record {value} is in the final log twice (again at {offset})"
                 )));
             }
         }
-        for (offset, (value, _)) in &self.acked {
+        for (offset, (value, _)) in self.acked.range(log_start..) {
             let have = usize::try_from(*offset).ok().and_then(|o| log.get(o));
             if have != Some(value) {
                 return Err(self.fail(format!(
@@ -796,8 +932,13 @@ impl Cluster {
             return false;
         };
         let committed = l.commit(end) == end && waiting.is_empty();
-        let log = node.log.clone();
-        committed && self.nodes.iter().all(|n| n.log == log)
+        let (log, log_start) = (node.log.clone(), node.state.log_start);
+        // Every replica holds the leader's records, from where both logs start.
+        committed
+            && self.nodes.iter().all(|n| {
+                let from = usize::try_from(n.state.log_start.max(log_start)).unwrap_or(usize::MAX);
+                n.log.len() == log.len() && n.log.get(from..) == log.get(from..)
+            })
     }
 }
 

@@ -59,6 +59,10 @@ pub struct ClusterOutcome {
     pub retries: u64,
     /// Records cut from a replica's divergent tail.
     pub truncated: u64,
+    /// Records retention deleted.
+    pub retained: u64,
+    /// Logs started again at their leader's log start.
+    pub restarts: u64,
     /// A hash of everything that happened: equal for equal seeds.
     pub trace: u64,
     /// The last events.
@@ -76,6 +80,8 @@ impl ClusterOutcome {
         self.duplicated += o.duplicated;
         self.retries += o.retries;
         self.truncated += o.truncated;
+        self.retained += o.retained;
+        self.restarts += o.restarts;
     }
 }
 
@@ -83,7 +89,7 @@ impl std::fmt::Display for ClusterOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} acked ({} produces sent again), {} elections, {} recoveries, {} crashes, {} dropped, {} duplicated, {} records cut",
+            "{} acked ({} produces sent again), {} elections, {} recoveries, {} crashes, {} dropped, {} duplicated, {} records cut, {} deleted by retention, {} logs restarted",
             self.acked,
             self.retries,
             self.elections,
@@ -91,7 +97,9 @@ impl std::fmt::Display for ClusterOutcome {
             self.crashes,
             self.dropped,
             self.duplicated,
-            self.truncated
+            self.truncated,
+            self.retained,
+            self.restarts
         )
     }
 }

@@ -179,15 +179,18 @@ impl Server {
                         _ = tick.tick() => {}
                         () = stop.cancelled() => break,
                     }
-                    // In a cluster only the serving leader changes its log by itself (leases
-                    // that expire, dead letters, retention); a follower's log follows its
-                    // leader's.
-                    if cluster.as_ref().is_some_and(|c| !c.serving().ready) {
-                        continue;
-                    }
                     let retention = last_retention.elapsed() >= retain_every;
                     if retention {
                         last_retention = tokio::time::Instant::now();
+                    }
+                    // In a cluster only the serving leader expires leases and dead-letters;
+                    // every broker applies retention to its own log, below the commit point
+                    // it knows (a follower's comes with its leader's appends).
+                    if cluster.as_ref().is_some_and(|c| !c.serving().ready) {
+                        if retention {
+                            broker.apply_retention().await;
+                        }
+                        continue;
                     }
                     broker.maintain(retention).await;
                 }

@@ -372,6 +372,25 @@ impl PartitionLog {
         Ok(old_end - self.end_offset())
     }
 
+    /// Empties the log and starts it again at `start`, durably: segments are removed last
+    /// first (a crash half way leaves a prefix), then one is created at `start`. Returns the
+    /// records removed. On an error the log may have lost part of its records (always from the
+    /// end) and takes no more writes.
+    pub fn restart_at(&mut self, start: u64) -> Result<u64, StorageError> {
+        let held = self.end_offset() - self.start_offset();
+        if held == 0 && self.start_offset() == start && self.segments.len() == 1 {
+            return Ok(0);
+        }
+        while let Some(last) = self.segments.last() {
+            Segment::remove_files(&*self.disk, &self.dir, last.base())?;
+            self.segments.pop();
+        }
+        self.unsynced.clear();
+        self.segments
+            .push(Segment::create(&*self.disk, &self.dir, start)?);
+        Ok(held)
+    }
+
     /// Reads up to `max_records` records from `from`, below `upto`, within about `max_bytes`.
     pub fn read(
         &self,
@@ -695,6 +714,27 @@ mod tests {
         assert_eq!(log.append([&rec(0)], 1).unwrap(), 0);
         drop(log);
         assert_eq!(reopened().end_offset(), 1);
+    }
+
+    #[test]
+    fn a_log_started_again_past_its_end_holds_nothing_below_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
+        for i in 0..60 {
+            log.append([&rec(i)], 10 + i).unwrap();
+        }
+        assert!(log.segment_count() > 1);
+        assert_eq!(log.restart_at(500).unwrap(), 60);
+        assert_eq!((log.start_offset(), log.end_offset()), (500, 500));
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.restart_at(500).unwrap(), 0, "already there: nothing");
+        assert_eq!(log.append([&rec(500)], 1).unwrap(), 500);
+        drop(log);
+        let (log, _) = PartitionLog::open(OsDisk::shared(), dir.path(), small()).unwrap();
+        assert_eq!((log.start_offset(), log.end_offset()), (500, 501));
+        let all = log.read(0, 1000, usize::MAX, u64::MAX).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].offset, &all[0].record), (500, &rec(500)));
     }
 
     #[test]

@@ -23,6 +23,8 @@ use tokio::time::Instant;
 mod groups;
 #[path = "cluster_join.rs"]
 mod join;
+#[path = "cluster_retention.rs"]
+mod retention;
 
 const TOPIC: &str = "jobs";
 const PARTITIONS: u32 = 2;
@@ -41,6 +43,8 @@ struct TestCluster {
     nodes: BTreeMap<u64, Node>,
     /// `(from, to)`: what `from` dials to reach `to`.
     links: BTreeMap<(u64, u64), FaultProxy>,
+    /// Arguments to `broker serve` that every broker of this cluster gets.
+    args: Vec<String>,
 }
 
 fn free_port() -> SocketAddr {
@@ -50,6 +54,11 @@ fn free_port() -> SocketAddr {
 
 impl TestCluster {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts three brokers, each with `args` besides the cluster's own.
+    async fn start_with(args: &[&str]) -> Self {
         let mut root = tempfile::tempdir().unwrap();
         // For a look at the brokers' logs and data after a failure.
         if std::env::var_os("KEEP_CLUSTER_DIRS").is_some() {
@@ -93,6 +102,7 @@ impl TestCluster {
             _root: root,
             nodes,
             links,
+            args: args.iter().map(ToString::to_string).collect(),
         };
         for id in ids {
             c.spawn(id).await;
@@ -107,7 +117,7 @@ impl TestCluster {
 
     /// Starts node `id` (again) with `extra` arguments to `broker serve`.
     async fn spawn_with(&mut self, id: u64, extra: &[&str]) {
-        let node = self.nodes.get_mut(&id).unwrap();
+        let node = self.nodes.get(&id).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -121,6 +131,7 @@ impl TestCluster {
             .args(["--node-id", &id.to_string(), "--peers", &node.peers])
             .args(["--advertise", &node.listen.to_string()])
             .args(["--heartbeat", "50ms", "--election-timeout", "500ms"])
+            .args(&self.args)
             .args(extra)
             .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
@@ -149,7 +160,7 @@ impl TestCluster {
             .await
             .expect("the broker starts within 20 s")
             .expect("the broker logs that it serves");
-        node.child = Some(child);
+        self.nodes.get_mut(&id).unwrap().child = Some(child);
     }
 
     /// SIGKILLs node `id`.
@@ -359,13 +370,35 @@ fn produce(
 }
 
 /// Every acknowledged record is in every replica's log at its offset, once; keys keep their
-/// order; and the replicas hold the same log.
+/// order; and the replicas hold the same log, all of it (no retention deleted anything).
 fn check_logs(logs: &BTreeMap<u64, Vec<Vec<StoredRecord>>>, acked: &[(Ack, Instant)]) {
+    for (id, log) in logs {
+        for (p, records) in log.iter().enumerate() {
+            if let Some(r) = records.first() {
+                assert_eq!(
+                    r.offset, 0,
+                    "node {id}'s log of partition {p} lost its start"
+                );
+            }
+        }
+    }
+    check_retained_logs(logs, acked);
+}
+
+/// [`check_logs`] for logs whose front retention may have deleted: each log is checked from
+/// its first record on, and two logs are compared where both still hold records.
+fn check_retained_logs(logs: &BTreeMap<u64, Vec<Vec<StoredRecord>>>, acked: &[(Ack, Instant)]) {
     let (first, reference) = logs.iter().next().unwrap();
     for (id, log) in logs {
         for (p, records) in log.iter().enumerate() {
+            let from = [records, &reference[p]]
+                .iter()
+                .filter_map(|rs| rs.first().map(|r| r.offset))
+                .max()
+                .unwrap_or(0);
             let payloads = |rs: &[StoredRecord]| -> Vec<(u64, bytes::Bytes)> {
                 rs.iter()
+                    .filter(|r| r.offset >= from)
                     .map(|r| (r.offset, r.record.payload.clone()))
                     .collect()
             };
@@ -392,10 +425,17 @@ fn check_logs(logs: &BTreeMap<u64, Vec<Vec<StoredRecord>>>, acked: &[(Ack, Insta
             .enumerate()
             .flat_map(|(p, rs)| rs.iter().map(move |r| ((p as u32, r.offset), r)))
             .collect();
+        let starts: Vec<u64> = log
+            .iter()
+            .map(|rs| rs.first().map_or(u64::MAX, |r| r.offset))
+            .collect();
         let mut last: HashMap<u64, (u64, u64)> = HashMap::new();
         let mut sorted: Vec<&Ack> = acked.iter().map(|(a, _)| a).collect();
         sorted.sort();
         for (producer, seq, partition, offset) in sorted {
+            if *offset < starts[*partition as usize] {
+                continue;
+            }
             let want = format!("p{producer}-{seq}");
             let r = index.get(&(*partition, *offset)).unwrap_or_else(|| {
                 panic!("node {id} lost acknowledged {want} at {partition}/{offset}")

@@ -32,7 +32,7 @@ async fn ack_more(c: &TestCluster, n: usize, acked: &mut BTreeSet<(u32, u64)>) {
 }
 
 /// Waits until node `id` says its join is over.
-async fn wait_joined(c: &TestCluster, id: u64) {
+pub(super) async fn wait_joined(c: &TestCluster, id: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(client) = client_of(c.nodes[&id].listen).await

@@ -1,6 +1,7 @@
 //! The replication protocol's simulation (`broker::replication::sim`) over a bounded number of
 //! seeds: no acknowledged record is lost or changed under crashes, partitions, lost, repeated
-//! and reordered messages and arbitrary elections; a seed replays exactly; each planted
+//! and reordered messages, arbitrary elections and retention at every node; a seed replays
+//! exactly; each planted
 //! protocol bug is caught. Longer runs: `cargo run --release -p broker --example simulate --
 //! --cluster --seeds 100000` (REPLICATION.md).
 
@@ -25,6 +26,8 @@ fn no_acknowledged_record_is_lost_under_any_schedule() {
         ("repeated messages", total.duplicated),
         ("produces sent again", total.retries),
         ("records cut from a divergent tail", total.truncated),
+        ("records deleted by retention", total.retained),
+        ("logs started again at their leader's start", total.restarts),
     ] {
         assert!(n > 100, "only {n} {what} in 1,500 seeds: {total}");
     }
