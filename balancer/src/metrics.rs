@@ -138,6 +138,7 @@ pub struct Metrics {
     connect_errors: Family<Labels, Counter>,
     ejections: Family<Labels, Counter>,
     retries: Counter,
+    panic_requests: Counter,
     rejected: Family<Labels, Counter>,
     connections_open: Gauge,
     connections_total: Counter,
@@ -222,6 +223,12 @@ impl Metrics {
             "Requests retried on another backend",
             retries.clone(),
         );
+        let panic_requests = Counter::default();
+        registry.register(
+            "balancer_panic_requests",
+            "Requests sent while every backend was down or ejected (tried anyway)",
+            panic_requests.clone(),
+        );
         let rejected = Family::<Labels, Counter>::default();
         registry.register(
             "balancer_rejected_requests",
@@ -261,6 +268,7 @@ impl Metrics {
             connect_errors,
             ejections,
             retries,
+            panic_requests,
             rejected,
             connections_open,
             connections_total,
@@ -321,6 +329,11 @@ impl Metrics {
     /// Counts a retry.
     pub fn retry(&self) {
         self.retries.inc();
+    }
+
+    /// A request went to a backend picked while every backend was out.
+    pub fn panic_request(&self) {
+        self.panic_requests.inc();
     }
 
     /// A client connection opened.

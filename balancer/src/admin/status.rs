@@ -44,6 +44,8 @@ pub struct Status {
     pub uptime_secs: u64,
     /// Selection strategy.
     pub strategy: String,
+    /// Every backend is down or ejected: requests go to those not draining anyway.
+    pub panic: bool,
     /// Backends in configuration order.
     pub backends: Vec<BackendStatus>,
 }
@@ -80,6 +82,7 @@ pub fn snapshot(shared: &BalancerState) -> Status {
     Status {
         uptime_secs: shared.started.elapsed().as_secs(),
         strategy: strategy_name(shared.config.load().strategy).to_owned(),
+        panic: shared.backends.load().in_panic(),
         backends,
     }
 }
@@ -127,12 +130,17 @@ th, td {{ padding: .3em .8em; border-bottom: 1px solid #ddd; text-align: right; 
 th:first-child, td:first-child {{ text-align: left; }}\n\
 .ok {{ color: #080; }} .bad {{ color: #b00; font-weight: bold; }} .warn {{ color: #a60; }}\n\
 </style>\n</head>\n<body>\n<h1>balancer</h1>\n\
-<p>strategy <b>{strategy}</b> &middot; up {uptime} s &middot; {n} backends &middot; refreshes every 2 s</p>\n\
+<p>strategy <b>{strategy}</b> &middot; up {uptime} s &middot; {n} backends &middot; refreshes every 2 s</p>\n{panic}\
 <table>\n<thead><tr><th>backend</th><th>state</th><th>weight</th><th>in flight</th><th>queue</th>\
 <th>req/s</th><th>requests</th><th>errors</th><th>idle conns</th></tr></thead>\n<tbody>\n{rows}</tbody>\n</table>\n\
 </body>\n</html>\n",
         strategy = escape(&status.strategy),
         uptime = status.uptime_secs,
         n = status.backends.len(),
+        panic = if status.panic {
+            "<p class=\"bad\">every backend is down or ejected: requests are tried on them anyway (panic)</p>\n"
+        } else {
+            ""
+        },
     )
 }

@@ -186,13 +186,18 @@ pub(super) async fn attempts(
             }
             shared.metrics.retry();
         }
-        let Some(backend) = shared.backends.load().pick(|a| tried.contains(a)) else {
-            // Every backend refused the connection (or none is up): all are down.
+        let Some(picked) = shared.backends.load().pick(|a| tried.contains(a)) else {
+            // Every backend refused the connection (or every one is draining): all are down.
             if last_error.as_ref().is_some_and(ProxyError::is_retryable) {
                 last_error = Some(ProxyError::NoBackend);
             }
             break;
         };
+        shared.backends.note_panic(picked.panic);
+        if picked.panic {
+            shared.metrics.panic_request();
+        }
+        let backend = picked.backend;
         tried.push(backend.addr());
         let gate = backend.gate();
         let admission = match gate.try_admit() {
@@ -304,14 +309,9 @@ pub(super) async fn attempts(
     Err(last_error.unwrap_or(ProxyError::NoBackend))
 }
 
-/// Some available backend has not been tried for this request yet.
+/// Some backend that may be picked has not been tried for this request yet.
 fn has_untried(shared: &BalancerState, tried: &Tried) -> bool {
-    shared
-        .backends
-        .load()
-        .backends
-        .iter()
-        .any(|b| b.is_available() && !tried.contains(&b.addr()))
+    shared.backends.load().has_untried(|a| tried.contains(a))
 }
 
 /// A failed send, with the request when it was not consumed.

@@ -108,10 +108,19 @@ impl Backend {
         let changed = self.healthy.swap(up, Ordering::AcqRel) != up;
         if up && changed {
             // Coming back up clears any passive ejection: the checker has just seen it serve.
-            self.ejected_until_ms.store(0, Ordering::Release);
-            self.consecutive_failures.store(0, Ordering::Release);
+            self.end_ejection();
         }
         changed
+    }
+
+    /// Ends a passive ejection and the failure streak behind it (a passing active check: the
+    /// backend serves again, as Envoy's `successful_active_health_check_uneject_host`).
+    /// Returns whether it was ejected.
+    pub fn end_ejection(&self) -> bool {
+        let was = self.is_ejected();
+        self.ejected_until_ms.store(0, Ordering::Release);
+        self.consecutive_failures.store(0, Ordering::Release);
+        was
     }
 
     /// Being drained for removal.

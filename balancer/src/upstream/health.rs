@@ -1,6 +1,7 @@
 //! Active health checks: GET the health path on a fresh connection every interval, with a
 //! timeout. A backend goes down after `fall` consecutive failures and up after `rise`
-//! consecutive passes; only transitions are logged. The loop stops when the backend is
+//! consecutive passes; a pass also ends a passive ejection (errors that a backend the checker
+//! sees serving answered were its dependencies' or a moment's). Only transitions are logged. The loop stops when the backend is
 //! removed or the balancer shuts down, and never gives up on errors: an unreachable backend
 //! is exactly what it is there to notice.
 
@@ -149,6 +150,9 @@ pub async fn health_loop(backend: Arc<Backend>, config: Arc<ArcSwap<Config>>) {
                 }
                 if !backend.is_healthy() && passes >= cfg.rise && backend.set_healthy(true) {
                     tracing::info!(backend = %backend.addr(), "backend is up");
+                } else if backend.is_healthy() && backend.end_ejection() {
+                    tracing::info!(backend = %backend.addr(),
+                        "a passing health check ends the backend's passive ejection");
                 }
             }
             Err(error) => {

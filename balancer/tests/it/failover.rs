@@ -85,6 +85,8 @@ async fn consecutive_5xx_eject_a_backend() {
     let mut cfg = config(&[&a, &b]);
     cfg.passive.failures = 2;
     cfg.passive.eject_for = Duration::from_secs(30);
+    // No check during the test: a passing one would end the ejection.
+    cfg.health.interval = Duration::from_secs(60);
     let lb = TestBalancer::start(cfg);
     b.fail_next(100);
     let mut client = Client::connect(lb.addr).await.unwrap();
@@ -96,6 +98,110 @@ async fn consecutive_5xx_eject_a_backend() {
     }
     assert_eq!(failures, 2, "ejected after two 5xx in a row");
     assert!(row(&lb.handle, b.addr()).unwrap().ejected);
+    lb.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_passing_health_check_ends_a_passive_ejection() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let b = FakeBackend::start("b").await.unwrap();
+    let mut cfg = config(&[&a, &b]);
+    cfg.passive.failures = 2;
+    cfg.passive.eject_for = Duration::from_secs(60);
+    let lb = TestBalancer::start(cfg);
+    let h = lb.handle.clone();
+    // A burst of 500s from b (its health endpoint still passes) ejects it.
+    b.fail_next(2);
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    wait_until("b ejected", Duration::from_secs(10), async || {
+        let _ = client.get("/").await;
+        row(&h, b.addr()).is_some_and(|r| r.ejected)
+    })
+    .await;
+    // The next passing check (every 50 ms here) ends it, long before its 60 s.
+    wait_until("b back", Duration::from_secs(5), async || {
+        row(&h, b.addr()).is_some_and(|r| !r.ejected && r.available)
+    })
+    .await;
+    let before = b.hits();
+    for _ in 0..10 {
+        assert_eq!(client.get("/").await.unwrap().status, 200);
+    }
+    assert!(
+        b.hits() > before,
+        "b got no traffic after its ejection ended"
+    );
+    lb.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_backend_ejected_at_once_is_tried_anyway() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let b = FakeBackend::start("b").await.unwrap();
+    let mut cfg = config(&[&a, &b]);
+    cfg.passive.failures = 1;
+    cfg.passive.eject_for = Duration::from_secs(60);
+    // No check during the test: only the panic can bring traffic back.
+    cfg.health.interval = Duration::from_secs(60);
+    let lb = TestBalancer::start(cfg);
+    let h = lb.handle.clone();
+    // A shared dependency's hiccup: one 500 from each ejects both.
+    a.fail_next(1);
+    b.fail_next(1);
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(client.get("/").await.unwrap().status, 500);
+    }
+    let status = h.status();
+    assert!(status.backends.iter().all(|r| r.ejected), "{status:?}");
+    assert!(status.panic, "every backend is out: {status:?}");
+    // Tried anyway: the site stays up, and the metric says why.
+    for _ in 0..4 {
+        assert_eq!(client.get("/").await.unwrap().status, 200);
+    }
+    assert!(
+        a.hits() >= 2 && b.hits() >= 2,
+        "{} and {}",
+        a.hits(),
+        b.hits()
+    );
+    let metrics = h.metrics_text();
+    assert!(
+        metrics.contains("balancer_panic_requests_total 4"),
+        "{metrics}"
+    );
+    lb.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_balancer_started_before_its_backends_serves_as_soon_as_they_answer() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let b = FakeBackend::start("b").await.unwrap();
+    let (a_addr, b_addr) = (a.addr(), b.addr());
+    let mut cfg = config(&[&a, &b]);
+    a.stop().await;
+    b.stop().await;
+    cfg.passive.failures = 1;
+    cfg.passive.eject_for = Duration::from_secs(60);
+    // The checker takes a while to call a backend down: the backends answer before it does.
+    cfg.health.fall = 1000;
+    let lb = TestBalancer::start(cfg);
+    let h = lb.handle.clone();
+    // An early request: every backend refuses it, and each is ejected.
+    assert_eq!(get(lb.addr, "/").await.unwrap().status, 503);
+    assert!(h.status().backends.iter().all(|r| r.ejected));
+    let _a = FakeBackend::start_on("a", a_addr).await.unwrap();
+    let _b = FakeBackend::start_on("b", b_addr).await.unwrap();
+    // Served again within moments, not after the ejections' 60 s.
+    wait_until("served again", Duration::from_secs(5), async || {
+        get(lb.addr, "/").await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    wait_until("both ejections ended", Duration::from_secs(5), async || {
+        let s = h.status();
+        !s.panic && s.backends.iter().all(|r| r.available)
+    })
+    .await;
     lb.stop().await.unwrap();
 }
 
