@@ -2,13 +2,14 @@
 //!
 //! | route | auth | answer |
 //! |---|---|---|
-//! | `GET /metrics` | open | Prometheus/OpenMetrics text |
-//! | `GET /status` | open | HTML table, refreshes itself |
-//! | `GET /status.json` | open | JSON snapshot |
+//! | `GET /metrics` | token under `--admin-auth all` | Prometheus/OpenMetrics text |
+//! | `GET /status` | token under `--admin-auth all` | HTML table, refreshes itself |
+//! | `GET /status.json` | token under `--admin-auth all` | JSON snapshot |
 //! | `POST /backends` `{"addr","weight"?}` | token | 201, 400 bad body, 409 exists |
 //! | `DELETE /backends/{addr}` | token | 202 (draining, removed when idle), 404 |
 //!
-//! The token, when configured, is checked as `Authorization: Bearer <token>` in constant time.
+//! The token, when configured, is checked as `Authorization: Bearer <token>` in constant time;
+//! a request without it gets 401.
 //! Request bodies are capped at [`MAX_ADMIN_BODY_BYTES`] and read under a deadline.
 
 use std::convert::Infallible;
@@ -26,7 +27,7 @@ use plumbing::accept::{Admitted, CappedListener, WhenFull};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::config::{BackendSpec, MAX_WEIGHT};
+use crate::config::{AdminAuth, BackendSpec, MAX_WEIGHT};
 use crate::state::{BackendError, BalancerState};
 
 use super::status;
@@ -119,6 +120,17 @@ async fn route(
     shared: Arc<BalancerState>,
 ) -> Result<AdminResponse, Infallible> {
     let path = req.uri().path().to_owned();
+    let (token, auth) = {
+        let cfg = shared.config.load();
+        (cfg.admin_token.clone(), cfg.admin_auth)
+    };
+    let allowed = authorized(&req, token.as_deref());
+    if !allowed && (auth == AdminAuth::All || req.method() != Method::GET) {
+        return Ok(json_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ));
+    }
     let resp = match (req.method(), path.as_str()) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
@@ -134,21 +146,9 @@ async fn route(
             Ok(s) => text(StatusCode::OK, "application/json", s),
             Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         },
-        (&Method::POST, "/backends") => {
-            let token = shared.config.load().admin_token.clone();
-            if authorized(&req, token.as_deref()) {
-                add_backend(req, &shared).await
-            } else {
-                json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
-            }
-        }
+        (&Method::POST, "/backends") => add_backend(req, &shared).await,
         (&Method::DELETE, p) if p.starts_with("/backends/") => {
-            let token = shared.config.load().admin_token.clone();
-            if authorized(&req, token.as_deref()) {
-                remove_backend(p.trim_start_matches("/backends/"), &shared)
-            } else {
-                json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
-            }
+            remove_backend(p.trim_start_matches("/backends/"), &shared)
         }
         (_, "/metrics" | "/status" | "/status.json" | "/backends") => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

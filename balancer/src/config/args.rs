@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::ConfigError;
 use plumbing::logging::LogFormat;
 
-use super::spec::{BackendSpec, Strategy, parse_duration};
+use super::spec::{AdminAuth, BackendSpec, Strategy, parse_duration};
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| e.to_string())
@@ -62,9 +62,17 @@ pub struct Args {
     /// Turn the admin listener off.
     #[arg(long)]
     pub no_admin: bool,
-    /// Bearer token the admin API requires (GET /metrics and /status stay open).
+    /// Bearer token the admin API requires (for the routes `--admin-auth` names).
     #[arg(long, env = "BALANCER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Which admin routes need the token: `writes` (POST/DELETE /backends) or `all` (GET
+    /// /metrics and /status too).
+    #[arg(long, value_enum)]
+    pub admin_auth: Option<AdminAuth>,
+    /// Serve the admin listener on an address other machines reach without a token. Refused
+    /// otherwise: anyone reaching it could add and drain backends.
+    #[arg(long)]
+    pub admin_insecure: bool,
     /// PEM certificate chain for TLS termination.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

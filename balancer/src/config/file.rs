@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::error::ConfigError;
-use super::spec::Strategy;
+use super::spec::{AdminAuth, Strategy};
 
 /// The TOML config file: the same settings as the flags, durations as strings.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -37,6 +37,10 @@ pub struct FileConfig {
     pub admin_listen: Option<String>,
     /// See [`Args::admin_token`](super::Args::admin_token).
     pub admin_token: Option<String>,
+    /// See [`Args::admin_auth`](super::Args::admin_auth).
+    pub admin_auth: Option<AdminAuth>,
+    /// See [`Args::admin_insecure`](super::Args::admin_insecure).
+    pub admin_insecure: Option<bool>,
     /// See [`Args::tls_cert`](super::Args::tls_cert).
     pub tls_cert: Option<PathBuf>,
     /// See [`Args::tls_key`](super::Args::tls_key).

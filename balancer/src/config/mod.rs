@@ -25,7 +25,7 @@ pub use args::Args;
 pub use error::ConfigError;
 pub use file::FileConfig;
 pub use plumbing::logging::LogFormat;
-pub use spec::{BackendSpec, MAX_WEIGHT, Strategy, parse_duration, resolve_addr};
+pub use spec::{AdminAuth, BackendSpec, MAX_WEIGHT, Strategy, parse_duration, resolve_addr};
 
 /// Default time allowed to open a TCP connection to a backend.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -210,8 +210,12 @@ pub struct Config {
     pub passive: PassiveConfig,
     /// Admin listener; `None` turns it off.
     pub admin_listen: Option<SocketAddr>,
-    /// Bearer token for the mutating admin routes.
+    /// Bearer token for the admin routes `admin_auth` names.
     pub admin_token: Option<String>,
+    /// Which admin routes need the token.
+    pub admin_auth: AdminAuth,
+    /// An admin listener other machines reach may run without a token.
+    pub admin_insecure: bool,
     /// TLS termination; `None` serves plain HTTP (and h2c).
     pub tls: Option<TlsPaths>,
     /// Timeouts.
@@ -242,6 +246,8 @@ impl Config {
             passive: PassiveConfig::default(),
             admin_listen: None,
             admin_token: None,
+            admin_auth: AdminAuth::default(),
+            admin_insecure: false,
             tls: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
@@ -317,6 +323,34 @@ impl Config {
         }
         if self.workers == 0 || self.workers > 256 {
             return invalid("workers", "must be 1..=256");
+        }
+        self.validate_admin()
+    }
+
+    /// The admin listener is not left open to other machines by accident.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |name: &'static str, reason: String| Err(ConfigError::Invalid { name, reason });
+        if self.admin_token.as_deref() == Some("") {
+            return invalid("admin-token", "must not be empty".to_owned());
+        }
+        let Some(addr) = self.admin_listen else {
+            return Ok(());
+        };
+        if self.admin_token.is_none() {
+            if self.admin_auth == AdminAuth::All {
+                return invalid("admin-auth", "`all` needs --admin-token".to_owned());
+            }
+            if !addr.ip().is_loopback() && !self.admin_insecure {
+                return invalid(
+                    "admin-listen",
+                    format!(
+                        "{addr} is reachable from other machines and no --admin-token is set: \
+                         anyone reaching it could add and drain backends. Set --admin-token \
+                         (or BALANCER_ADMIN_TOKEN), listen on loopback, or pass --admin-insecure"
+                    ),
+                );
+            }
         }
         Ok(())
     }

@@ -106,6 +106,8 @@ impl Config {
                 .admin_token
                 .clone()
                 .or_else(|| file.admin_token.clone()),
+            admin_auth: args.admin_auth.or(file.admin_auth).unwrap_or_default(),
+            admin_insecure: args.admin_insecure || file.admin_insecure.unwrap_or(false),
             tls,
             timeouts: Timeouts {
                 connect: dur(args.connect_timeout, &file.connect_timeout, d_time.connect)?,

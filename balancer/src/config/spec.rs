@@ -26,6 +26,17 @@ pub enum Strategy {
     P2c,
 }
 
+/// Which admin routes need the admin token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdminAuth {
+    /// Only the routes that change the balancer (`POST`/`DELETE /backends`).
+    #[default]
+    Writes,
+    /// Every route: `GET /metrics` and `/status` too.
+    All,
+}
+
 /// One backend: where it is and its weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BackendSpec {

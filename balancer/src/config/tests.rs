@@ -61,3 +61,39 @@ fn rejects_no_backends_and_duplicates() {
     .unwrap();
     assert!(Config::resolve(&args, None).is_err());
 }
+
+#[test]
+fn an_admin_listener_other_machines_reach_needs_a_token_or_admin_insecure() {
+    let resolve = |extra: &[&str]| {
+        let args = Args::try_parse_from(
+            [&["balancer", "--backend", "127.0.0.1:9001"][..], extra].concat(),
+        )
+        .unwrap();
+        Config::resolve(&args, None).and_then(|c| c.validate().map(|()| c))
+    };
+    let open = ["--admin-listen", "0.0.0.0:9080"];
+    let err = resolve(&open).unwrap_err().to_string();
+    assert!(err.contains("--admin-insecure"), "{err}");
+    assert!(resolve(&[&open[..], &["--admin-token", "t"]].concat()).is_ok());
+    assert!(resolve(&[&open[..], &["--admin-insecure"]].concat()).is_ok());
+    assert!(resolve(&["--admin-listen", "127.0.0.1:9080"]).is_ok());
+    assert!(resolve(&["--admin-listen", "[::1]:9080"]).is_ok());
+    // `all` needs the token; an empty token is refused; no listener, nothing to check.
+    assert!(resolve(&["--admin-auth", "all"]).is_err());
+    assert!(resolve(&["--admin-auth", "all", "--admin-token", "t"]).is_ok());
+    assert!(resolve(&["--admin-token", ""]).is_err());
+    assert!(resolve(&["--no-admin", "--admin-auth", "all"]).is_ok());
+    // The file says the same.
+    let file: FileConfig = toml::from_str(
+        r#"
+        admin-listen = "0.0.0.0:9080"
+        admin-auth = "all"
+        admin-token = "t"
+        "#,
+    )
+    .unwrap();
+    let args = Args::try_parse_from(["balancer", "--backend", "127.0.0.1:9001"]).unwrap();
+    let c = Config::resolve(&args, Some(&file)).unwrap();
+    assert_eq!(c.admin_auth, AdminAuth::All);
+    c.validate().unwrap();
+}

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use balancer::config::AdminAuth;
 use balancer::testing::{Client, FakeBackend, get};
 use bytes::Bytes;
 use http::Request;
@@ -230,5 +231,48 @@ async fn reload_keeps_live_keep_alive_connections() {
         client.get("/").await.unwrap().header("x-backend").unwrap(),
         "b"
     );
+    lb.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn admin_auth_all_puts_metrics_and_status_behind_the_token() {
+    let a = FakeBackend::start("a").await.unwrap();
+    let mut cfg = config(&[&a]);
+    cfg.admin_token = Some("s3cret".to_owned());
+    let lb = TestBalancer::start(cfg);
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = Request::get(path).header("host", "admin");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.body(Full::new(Bytes::new())).unwrap()
+    };
+    // By default the reads stay open (Prometheus scrapes without a token).
+    for path in ["/metrics", "/status", "/status.json"] {
+        assert_eq!(admin_send(lb.admin, get(path, None)).await.status, 200);
+    }
+    lb.stop().await.unwrap();
+    // Under `all` every route wants it.
+    let mut cfg = config(&[&a]);
+    cfg.admin_token = Some("s3cret".to_owned());
+    cfg.admin_auth = AdminAuth::All;
+    let lb = TestBalancer::start(cfg);
+    for path in ["/metrics", "/status", "/status.json"] {
+        assert_eq!(
+            admin_send(lb.admin, get(path, None)).await.status,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            admin_send(lb.admin, get(path, Some("wrong"))).await.status,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            admin_send(lb.admin, get(path, Some("s3cret"))).await.status,
+            200,
+            "{path}"
+        );
+    }
     lb.stop().await.unwrap();
 }

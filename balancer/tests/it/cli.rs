@@ -45,6 +45,24 @@ fn bad_flags_give_one_line_and_a_nonzero_exit() {
 }
 
 #[test]
+fn an_admin_listener_open_to_other_machines_needs_a_token_or_a_clear_yes() {
+    let open = ["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:1"];
+    let (code, err) = run_to_end(&[&open[..], &["--admin-listen", "0.0.0.0:0"]].concat());
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--admin-token") && err.contains("--admin-insecure"),
+        "{err}"
+    );
+    let (code, err) = run_to_end(&[&open[..], &["--admin-auth", "all"]].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("needs --admin-token"), "{err}");
+    let (code, err) = run_to_end(&[&open[..], &["--admin-token", ""]].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("admin-token"), "{err}");
+}
+
+#[test]
 fn port_in_use_and_unreadable_certificate_fail_clearly() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
