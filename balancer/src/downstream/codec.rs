@@ -236,6 +236,10 @@ pub fn decode_request_head(head: &Bytes, fwd: &Forwarding<'_>) -> Result<Request
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| HeadError::Invalid("method"))?;
     let path = req.path.unwrap_or_default();
+    // No request-target form has a fragment (RFC 9112 §3.2); `Uri` would drop it silently.
+    if path.contains('#') {
+        return Err(HeadError::Invalid("target"));
+    }
     let uri = Uri::from_maybe_shared(head.slice_ref(path.as_bytes()))
         .map_err(|_| HeadError::Invalid("target"))?;
     let version = if req.version == Some(1) {

@@ -1,6 +1,7 @@
 //! Tests of the client-facing HTTP/1.1 codec (unit cases and proptests).
 
 use super::*;
+use crate::downstream::rewrite_check::{HeadView, both_ways, normalized, upstream_view};
 
 fn front(text: &str, limit: usize, first: bool) -> (Result<Front, HeadError>, BytesMut) {
     let mut buf = BytesMut::from(text);
@@ -244,62 +245,35 @@ fn asks_close_reads_every_token() {
     assert!(asks_close(&map));
 }
 
-/// The upstream head's request line and headers, names lower-cased, in order.
-fn upstream_view(head: &[u8]) -> (String, Vec<(String, String)>) {
-    let mut slots = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut slots);
-    assert!(req.parse(head).unwrap().is_complete(), "{head:?}");
-    let line = format!(
-        "{} {} 1.{}",
-        req.method.unwrap(),
-        req.path.unwrap(),
-        req.version.unwrap()
-    );
-    let headers = req
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    (line, headers)
+fn via_map(text: &str) -> Option<HeadView> {
+    let (_, mapped) = both_ways(text.as_bytes(), &client())?;
+    mapped.as_deref().and_then(upstream_view)
 }
 
-/// What the map path sends for `text` (the proxy's rewriting, then its encoder).
-fn via_map(text: &str) -> Option<(String, Vec<(String, String)>)> {
-    let head = parse_with(text, false);
-    let (mut parts, _) = head.into_request(Bytes::new()).into_parts();
-    crate::proxy::forward::rewrite_parts(&mut parts, &client(), false, false).ok()?;
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let bytes =
-        crate::upstream::codec::encode_request_head(&parts.method, path, &parts.headers, false);
-    Some(upstream_view(&bytes))
-}
-
-fn via_bytes(text: &str) -> Option<(String, Vec<(String, String)>)> {
+fn via_bytes(text: &str) -> Option<HeadView> {
     let head = parse_with(text, true);
     assert!(head.encoded.is_none() || head.headers.is_empty());
-    head.encoded.as_deref().map(upstream_view)
+    head.encoded.as_deref().and_then(upstream_view)
 }
 
-/// Sorted by name (stable: same-name headers keep their order), a fresh request id
-/// replaced by a marker (each path makes its own).
-fn normalized(
-    view: (String, Vec<(String, String)>),
-    client_id: Option<&str>,
-) -> (String, Vec<(String, String)>) {
-    let (line, mut headers) = view;
-    for (k, v) in &mut headers {
-        if k == "x-request-id" && Some(v.as_str()) != client_id {
-            assert_eq!(v.len(), 32, "a fresh id: {v}");
-            *v = "<fresh>".into();
-        }
-    }
-    headers.sort_by(|a, b| a.0.cmp(&b.0));
-    (line, headers)
+#[test]
+fn a_target_with_a_fragment_is_refused() {
+    // Found by the request_head fuzzer: the byte way sent `/#`, the map way `/`.
+    let mut buf = BytesMut::from("POST /# HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut scanned = 0;
+    let Ok(Front::Head(n)) = find_head(&mut buf, &mut scanned, 8192, true) else {
+        panic!("no head");
+    };
+    let client = client();
+    let fwd = Forwarding {
+        client: &client,
+        tls: false,
+        encode: true,
+    };
+    assert_eq!(
+        decode_request_head(&buf.split_to(n).freeze(), &fwd).err(),
+        Some(HeadError::Invalid("target"))
+    );
 }
 
 #[test]
@@ -311,7 +285,7 @@ fn an_ordinary_head_is_written_for_the_backend_without_a_map() {
     let head = parse_with(text, true);
     assert!(head.headers.is_empty());
     assert_eq!(head.buffered_body_len(1024), Some(2));
-    let (line, headers) = upstream_view(head.encoded.as_deref().unwrap());
+    let (line, headers) = upstream_view(head.encoded.as_deref().unwrap()).unwrap();
     assert_eq!(line, "POST /events/1/purchases?x=1 1.1");
     let get = |n: &str| {
         headers

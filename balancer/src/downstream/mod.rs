@@ -17,9 +17,11 @@
 //! as much CPU as forwarding itself, and its 8 KiB read and write buffers stayed with
 //! every idle keep-alive connection.
 
-mod codec;
+pub mod codec;
 mod conn;
 mod prefixed;
+#[cfg(any(test, feature = "test-util"))]
+pub mod rewrite_check;
 
 pub use codec::{HeadError, MAX_REQUEST_HEADERS};
 pub use conn::{MAX_BUFFERED_BODY, Served, serve};

@@ -215,13 +215,18 @@ pub fn is_sane_request_id(value: &[u8]) -> bool {
     !value.is_empty() && value.len() <= MAX_REQUEST_ID_LEN && value.iter().all(u8::is_ascii_graphic)
 }
 
-/// Keeps a sane client `X-Request-Id` or sets a fresh random one. (Nothing is returned:
-/// cloning a freshly made value costs an allocation, and the proxy does not need it.)
+/// Keeps a sane client `X-Request-Id` or sets a fresh random one: the backend gets exactly
+/// one (a client's second one is dropped). (Nothing is returned: cloning a freshly made value
+/// costs an allocation, and the proxy does not need it.)
 pub fn ensure_request_id(headers: &mut HeaderMap) {
     match headers.entry(X_REQUEST_ID.clone()) {
         Entry::Occupied(mut e) => {
-            if !is_sane_request_id(e.get().as_bytes()) {
+            let first_sane = is_sane_request_id(e.get().as_bytes());
+            if !first_sane {
                 e.insert(new_request_id());
+            } else if e.iter().nth(1).is_some() {
+                let first = e.get().clone();
+                e.insert(first);
             }
         }
         Entry::Vacant(e) => {
@@ -375,6 +380,18 @@ mod tests {
         let id = h.get(&X_REQUEST_ID).unwrap().clone();
         assert_eq!(id.len(), 32);
         assert_eq!(h.get(&X_REQUEST_ID).unwrap(), &id);
+        // Exactly one goes on: the first when it is sane (found by the request_head fuzzer),
+        // else a fresh one.
+        let mut h = map(&[("x-request-id", "ok-1"), ("x-request-id", "has space")]);
+        ensure_request_id(&mut h);
+        assert_eq!(
+            h.get_all(&X_REQUEST_ID).iter().collect::<Vec<_>>(),
+            ["ok-1"]
+        );
+        let mut h = map(&[("x-request-id", "has space"), ("x-request-id", "ok-1")]);
+        ensure_request_id(&mut h);
+        let ids: Vec<_> = h.get_all(&X_REQUEST_ID).iter().collect();
+        assert_eq!((ids.len(), ids[0].len()), (1, 32));
     }
 
     #[test]
