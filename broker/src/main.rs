@@ -293,7 +293,7 @@ struct DrainArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    plumbing::logging::init(cli.log_format);
+    plumbing::logging::init_quieting(cli.log_format, broker::cluster::peers::is_unreachable_noise);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(broker::sync_on_park)

@@ -4,7 +4,9 @@
 //! Every request between brokers (Raft's and replication's) goes through here, with the
 //! cluster's `--peer-timeout` as its deadline. A peer that cannot be reached answers
 //! [`ClientError::Connect`] at once until the next attempt; nothing here retries a request:
-//! Raft and the replication drivers decide that.
+//! Raft and the replication drivers decide that. A peer becoming unreachable, and reachable
+//! again, is logged here once each; openraft's own line for every failed RPC to it is dropped
+//! from the log ([`is_unreachable_noise`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -106,10 +108,19 @@ impl Peers {
             Ok(c) => c,
             Err(e) => {
                 slot.failed_at = Some(Instant::now());
+                if !slot.unreachable {
+                    slot.unreachable = true;
+                    tracing::warn!(node, %addr, error = %e,
+                        "cannot reach a broker of the cluster: retrying, silently until it answers");
+                }
                 return Err(e);
             }
         };
         slot.failed_at = None;
+        if slot.unreachable {
+            slot.unreachable = false;
+            tracing::info!(node, %addr, "a broker of the cluster is reachable again");
+        }
         *self
             .connects
             .lock()
@@ -138,4 +149,61 @@ impl Peers {
 struct Slot {
     client: Option<Client>,
     failed_at: Option<Instant>,
+    /// The last connect failed, and that was logged.
+    unreachable: bool,
+}
+
+/// openraft logs every failed RPC to an unreachable broker, at ERROR and WARN, several lines
+/// about twice a second per broker while it is down (a heartbeat, a vote); [`Peers`] logs the
+/// broker going and coming back once each instead. Picks openraft's lines, for
+/// `plumbing::logging::init_quieting`.
+pub fn is_unreachable_noise(event: &tracing::Event<'_>) -> bool {
+    let m = event.metadata();
+    *m.level() <= tracing::Level::WARN
+        && m.target().starts_with("openraft")
+        && (plumbing::logging::has_field_containing(event, "Unreachable node")
+            || (m.target() == "openraft::replication"
+                && plumbing::logging::has_field_containing(event, "backoff mode")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    use super::is_unreachable_noise;
+
+    struct Probe(Arc<Mutex<Vec<bool>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Probe {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(is_unreachable_noise(event));
+        }
+    }
+
+    #[test]
+    fn only_openraft_lines_about_an_unreachable_broker_are_noise() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Probe(Arc::clone(&seen)));
+        tracing::subscriber::with_default(subscriber, || {
+            let unreachable = "Unreachable node: raft message to node 2: connection refused";
+            tracing::error!(target: "openraft::replication", err = %unreachable, "RPCError");
+            tracing::error!(target: "openraft::core::raft_core", error = %unreachable, "while requesting vote");
+            tracing::warn!(target: "openraft::replication", "backoff_drain_events backoff mode: drain events");
+            // Kept: another openraft error, info about the same, and our own line.
+            tracing::error!(target: "openraft::replication", err = "storage failed", "RPCError");
+            tracing::info!(target: "openraft::replication", err = %unreachable, "RPCError");
+            tracing::warn!(target: "broker::cluster::peers", error = %unreachable, "cannot reach");
+        });
+        let seen = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(seen, [true, true, true, false, false, false]);
+    }
 }
