@@ -1,7 +1,8 @@
 //! The balancer's own upstream HTTP/1.1 client against a raw-TCP backend that writes
 //! exactly the bytes each test needs: chunked, close-delimited and 100-Continue responses,
 //! bodiless answers that still carry a Content-Length, heads that are too big or not HTTP,
-//! chunked request bodies, and a backend that closes a pooled connection while it idles.
+//! chunked request bodies (and one found malformed after forwarding began), and a backend that
+//! closes a pooled connection while it idles.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +30,8 @@ struct RawBackend {
     served_on: Arc<Mutex<Vec<usize>>>,
     /// Notified each time the backend closes a connection on purpose.
     closed: Arc<Notify>,
+    /// Notified each time the balancer ends a connection in the middle of a request body.
+    body_cut: Arc<Notify>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -39,11 +42,13 @@ impl RawBackend {
         let addr = listener.local_addr().unwrap();
         let served_on = Arc::new(Mutex::new(Vec::new()));
         let closed = Arc::new(Notify::new());
+        let body_cut = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let (s, c, k, t) = (
+        let (s, c, b, k, t) = (
             Arc::clone(&served_on),
             Arc::clone(&closed),
+            Arc::clone(&body_cut),
             cancel.clone(),
             tracker.clone(),
         );
@@ -56,10 +61,10 @@ impl RawBackend {
                 };
                 let Ok((stream, _)) = accepted else { continue };
                 let id = ids.fetch_add(1, Ordering::Relaxed);
-                let (s, c, k) = (Arc::clone(&s), Arc::clone(&c), k.clone());
+                let (s, c, b, k) = (Arc::clone(&s), Arc::clone(&c), Arc::clone(&b), k.clone());
                 t.spawn(async move {
                     tokio::select! {
-                        _ = serve(stream, id, s, c) => {}
+                        _ = serve(stream, id, s, c, b) => {}
                         _ = k.cancelled() => {}
                     }
                 });
@@ -69,6 +74,7 @@ impl RawBackend {
             addr,
             served_on,
             closed,
+            body_cut,
             cancel,
             tracker,
         }
@@ -115,6 +121,7 @@ async fn serve(
     id: usize,
     served_on: Arc<Mutex<Vec<usize>>>,
     closed: Arc<Notify>,
+    body_cut: Arc<Notify>,
 ) {
     s.set_nodelay(true).unwrap();
     let mut buf = Vec::new();
@@ -141,6 +148,7 @@ async fn serve(
         let body: Vec<u8> = if let Some(n) = length {
             while buf.len() < n {
                 if !fill(&mut s, &mut buf).await {
+                    body_cut.notify_one();
                     return;
                 }
             }
@@ -152,6 +160,7 @@ async fn serve(
                     break i + 5;
                 }
                 if !fill(&mut s, &mut buf).await {
+                    body_cut.notify_one();
                     return;
                 }
             };
@@ -420,6 +429,47 @@ async fn request_bodies_keep_their_framing() {
         .map(|(_, s)| s)
         .collect();
     assert_eq!(data, "hello world", "{body:?}");
+    lb.stop().await.unwrap();
+    be.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_found_malformed_after_forwarding_began_closes_the_backend_connection_at_once() {
+    let be = RawBackend::start().await;
+    let mut cfg = config(be.addr);
+    // Far longer than the test may take: only the balancer closing it ends the backend's wait.
+    cfg.timeouts.upstream_header = Duration::from_secs(60);
+    let lb = TestBalancer::start(cfg);
+    for (what, rest) in [
+        ("a bad chunk size", &b"zz\r\nnot a chunk\r\n"[..]),
+        ("a chunk without its line end", &b"3\r\nabcXY"[..]),
+    ] {
+        let mut s = TcpStream::connect(lb.addr).await.unwrap();
+        s.write_all(
+            b"POST /echo-raw HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        )
+        .await
+        .unwrap();
+        s.flush().await.unwrap();
+        // The head and the first chunk are on their way to the backend, which waits for more.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(rest).await.unwrap();
+        s.flush().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), be.body_cut.notified())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the backend still waits for the body after 5 s"));
+        // The client is told (400) or cut off; it never gets the backend's answer.
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.is_empty() || out.starts_with("HTTP/1.1 400"),
+            "{what}: {out}"
+        );
+    }
+    // The balancer carries on, on a fresh connection.
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    assert_eq!(client.send(get("/ok")).await.unwrap().status, 200);
     lb.stop().await.unwrap();
     be.stop().await;
 }
