@@ -35,6 +35,7 @@ async fn fill(c: &TestCluster, bytes: usize) {
     while left > 0 {
         assert!(Instant::now() < deadline, "filler not produced within 30 s");
         let Ok(client) = client(&c.bootstrap(), Duration::from_secs(2)).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         batch_no += 1;
@@ -47,6 +48,8 @@ async fn fill(c: &TestCluster, bytes: usize) {
             .collect();
         if client.produce_batch(TOPIC, records).await.is_ok() {
             left = left.saturating_sub(16 * RECORD);
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
