@@ -14,6 +14,7 @@
 //! it lacks, checked against the follower's labels the way Raft checks `prevLogTerm`, and a
 //! record is committed once a majority holds it and holds the leader's epoch entry.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::epochs::{Epoch, EpochHistory, EpochStart, divergence};
@@ -152,7 +153,10 @@ pub fn on_append(state: &ReplicaState, append: &Append) -> AppendPlan {
     // (Raft's rule: only a conflict cuts, so a repeated or late append never does). An entry
     // of the sender's starting at `upto` labels the record there too: a new epoch that began
     // where the sender's log ended, so a different record here is not in the sender's log.
-    let slice = whole.map_or_else(|| append.epochs.clone(), |h| h.slice(start, upto));
+    let slice: Cow<'_, [EpochStart]> = match whole {
+        Some(h) => Cow::Owned(h.slice(start, upto)),
+        None => Cow::Borrowed(&append.epochs),
+    };
     let theirs = state.history.spliced(start, &slice);
     let cut = divergence(&state.history, end, &theirs, upto);
     let ends_there = upto < end
