@@ -30,6 +30,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod downstream;
 pub mod http1;

@@ -4,6 +4,7 @@
 //! deliveries, acknowledge or reject them, and failed records are retried and dead-lettered.
 //! See the crate README for operating it and `PROTOCOL.md` for the wire format.
 
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod codec;
