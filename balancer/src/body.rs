@@ -136,6 +136,9 @@ pub enum InBody {
         head: Bytes,
         /// The whole body.
         body: Bytes,
+        /// The head carries an `Idempotency-Key` header (noted while it was parsed: the
+        /// request's header map is empty, so this is where the proxy learns it).
+        idempotency_key: bool,
     },
 }
 
@@ -145,6 +148,15 @@ impl InBody {
         match self {
             Self::Hyper(b) => b.is_end_stream(),
             Self::Buffered(b) | Self::Encoded { body: b, .. } => b.is_empty(),
+        }
+    }
+
+    /// The whole body, when a server read it into memory before the request was forwarded
+    /// (so it can be sent again); `None` for a streamed body.
+    pub fn held(&self) -> Option<&Bytes> {
+        match self {
+            Self::Hyper(_) => None,
+            Self::Buffered(b) | Self::Encoded { body: b, .. } => Some(b),
         }
     }
 }

@@ -124,6 +124,36 @@ impl Rejection {
     }
 }
 
+/// Why a request that reached a backend could be sent again to another one (the `reason`
+/// label of `balancer_replays_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayReason {
+    /// A bodiless request of an idempotent method (`--retry-on-5xx`).
+    Idempotent,
+    /// A request carrying an `Idempotency-Key` header, its whole body kept
+    /// (`--replay-idempotency-key`).
+    IdempotencyKey,
+}
+
+impl ReplayReason {
+    /// Every reason, in [`ReplayReason::index`] order.
+    const ALL: [Self; 2] = [Self::Idempotent, Self::IdempotencyKey];
+
+    fn index(self) -> usize {
+        match self {
+            Self::Idempotent => 0,
+            Self::IdempotencyKey => 1,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Idempotent => "idempotent",
+            Self::IdempotencyKey => "idempotency_key",
+        }
+    }
+}
+
 /// Every metric family, registered in one [`Registry`].
 #[derive(Debug)]
 pub struct Metrics {
@@ -138,6 +168,8 @@ pub struct Metrics {
     connect_errors: Family<Labels, Counter>,
     ejections: Family<Labels, Counter>,
     retries: Counter,
+    /// By [`ReplayReason::index`]: created up front, so a replay looks up no label set.
+    replays: [Counter; 2],
     panic_requests: Counter,
     rejected: Family<Labels, Counter>,
     connections_open: Gauge,
@@ -223,6 +255,16 @@ impl Metrics {
             "Requests retried on another backend",
             retries.clone(),
         );
+        let replays_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "balancer_replays",
+            "Requests sent again to another backend after one had received them, by why that \
+             was safe (a subset of balancer_retries_total)",
+            replays_family.clone(),
+        );
+        let replays = ReplayReason::ALL.map(|reason| {
+            replays_family.get_or_create_owned(&vec![("reason", reason.label().to_owned())])
+        });
         let panic_requests = Counter::default();
         registry.register(
             "balancer_panic_requests",
@@ -268,6 +310,7 @@ impl Metrics {
             connect_errors,
             ejections,
             retries,
+            replays,
             panic_requests,
             rejected,
             connections_open,
@@ -329,6 +372,13 @@ impl Metrics {
     /// Counts a retry.
     pub fn retry(&self) {
         self.retries.inc();
+    }
+
+    /// Counts a replay: a retry of a request a backend had already received.
+    pub fn replay(&self, reason: ReplayReason) {
+        if let Some(c) = self.replays.get(reason.index()) {
+            c.inc();
+        }
     }
 
     /// A request went to a backend picked while every backend was out.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::ConfigError;
 use plumbing::logging::LogFormat;
 
-use super::spec::{AdminAuth, BackendSpec, Strategy, parse_duration};
+use super::spec::{AdminAuth, BackendSpec, Strategy, Toggle, parse_duration};
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| e.to_string())
@@ -136,6 +136,15 @@ pub struct Args {
     /// Also retry idempotent, bodiless requests answered 502/503.
     #[arg(long)]
     pub retry_on_5xx: bool,
+    /// Replay requests carrying an Idempotency-Key header on another backend (default on).
+    ///
+    /// A request of any method with an Idempotency-Key header is sent again, head and body,
+    /// to a backend not tried yet when the connection died after it was sent (and, with
+    /// --retry-on-5xx, when answered 502/503), within --max-retries and the retry budget.
+    /// Only bodies the balancer holds whole qualify (none, or an HTTP/1.1 Content-Length body
+    /// of at most 64 KiB); a streamed body (h2, chunked, larger) is not replayed.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub replay_idempotency_key: Option<Toggle>,
     /// Most idle pooled connections per backend (per worker).
     #[arg(long)]
     pub pool_max_idle: Option<usize>,

@@ -82,6 +82,9 @@ pub struct FileConfig {
     pub retry_budget: Option<f64>,
     /// See [`Args::retry_on_5xx`](super::Args::retry_on_5xx).
     pub retry_on_5xx: Option<bool>,
+    /// See [`Args::replay_idempotency_key`](super::Args::replay_idempotency_key): `true` or
+    /// `false`, as the file's other on/off settings.
+    pub replay_idempotency_key: Option<bool>,
     /// See [`Args::pool_max_idle`](super::Args::pool_max_idle).
     pub pool_max_idle: Option<usize>,
     /// See [`Args::workers`](super::Args::workers).

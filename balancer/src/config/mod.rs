@@ -8,7 +8,7 @@
 //!
 //! Its parts, each building only on those before it: `error` ([`ConfigError`]), `spec`
 //! (values as operators type them: backend specs, addresses, durations, strategy and log
-//! format names), `args` (the flags), `file` (the TOML file), and here the resolved settings
+//! format names, on/off values), `args` (the flags), `file` (the TOML file), and here the resolved settings
 //! and their validation, with `resolve` (flags over file over defaults) on top.
 
 use std::net::{IpAddr, SocketAddr};
@@ -25,7 +25,9 @@ pub use args::Args;
 pub use error::ConfigError;
 pub use file::FileConfig;
 pub use plumbing::logging::LogFormat;
-pub use spec::{AdminAuth, BackendSpec, MAX_WEIGHT, Strategy, parse_duration, resolve_addr};
+pub use spec::{
+    AdminAuth, BackendSpec, MAX_WEIGHT, Strategy, Toggle, parse_duration, resolve_addr,
+};
 
 /// Default time allowed to open a TCP connection to a backend.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -155,6 +157,12 @@ pub struct RetryConfig {
     pub budget_ratio: f64,
     /// Retry idempotent, bodiless requests answered 502/503.
     pub on_5xx: bool,
+    /// Replay a request that carries an `Idempotency-Key` header and whose body the
+    /// balancer holds whole (bodiless, or read whole by its own HTTP/1.1 server) on another
+    /// backend when its connection died after it was sent; with [`RetryConfig::on_5xx`],
+    /// after a 502/503 too. The key makes the second delivery safe: the backend answers it
+    /// as the first (the ticket API derives the purchase id from it).
+    pub replay_idempotency_key: bool,
 }
 
 impl Default for RetryConfig {
@@ -163,6 +171,7 @@ impl Default for RetryConfig {
             max_retries: 2,
             budget_ratio: 0.2,
             on_5xx: false,
+            replay_idempotency_key: true,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{
     Args, BackendSpec, Config, ConfigError, FileConfig, HealthConfig, Limits, PassiveConfig,
-    RetryConfig, Timeouts, TlsPaths, parse_duration, resolve_addr,
+    RetryConfig, Timeouts, TlsPaths, Toggle, parse_duration, resolve_addr,
 };
 
 impl Config {
@@ -167,6 +167,11 @@ impl Config {
                     .or(file.retry_budget)
                     .unwrap_or(d_retry.budget_ratio),
                 on_5xx: args.retry_on_5xx || file.retry_on_5xx.unwrap_or(false),
+                replay_idempotency_key: args
+                    .replay_idempotency_key
+                    .map(Toggle::is_on)
+                    .or(file.replay_idempotency_key)
+                    .unwrap_or(d_retry.replay_idempotency_key),
             },
             pool_max_idle: args.pool_max_idle.or(file.pool_max_idle).unwrap_or(64),
             workers: args

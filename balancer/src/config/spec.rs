@@ -1,6 +1,6 @@
 //! Values as operators type them in flags and in the config file: backend specs
-//! (`ADDR[,weight=N]`) and their weight limit, addresses, durations, and the names of the
-//! strategies and log formats.
+//! (`ADDR[,weight=N]`) and their weight limit, addresses, durations, the names of the
+//! strategies and log formats, and on/off values.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
@@ -35,6 +35,25 @@ pub enum AdminAuth {
     Writes,
     /// Every route: `GET /metrics` and `/status` too.
     All,
+}
+
+/// A setting that is on by default, given as a flag value (`--replay-idempotency-key off`)
+/// rather than as a switch, which could only turn it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    /// On (true works too).
+    #[value(alias = "true")]
+    On,
+    /// Off (false works too).
+    #[value(alias = "false")]
+    Off,
+}
+
+impl Toggle {
+    /// The setting is on.
+    pub fn is_on(self) -> bool {
+        self == Self::On
+    }
 }
 
 /// One backend: where it is and its weight.

@@ -97,3 +97,50 @@ fn an_admin_listener_other_machines_reach_needs_a_token_or_admin_insecure() {
     assert_eq!(c.admin_auth, AdminAuth::All);
     c.validate().unwrap();
 }
+
+#[test]
+fn replaying_keyed_requests_is_on_unless_a_flag_or_the_file_turns_it_off() {
+    let parse = |extra: &[&str]| {
+        Args::try_parse_from([&["balancer", "--backend", "127.0.0.1:9001"][..], extra].concat())
+    };
+    let resolve = |extra: &[&str], file: Option<&str>| {
+        let file: Option<FileConfig> = file.map(|text| toml::from_str(text).unwrap());
+        Config::resolve(&parse(extra).unwrap(), file.as_ref())
+            .unwrap()
+            .retry
+            .replay_idempotency_key
+    };
+    assert!(RetryConfig::default().replay_idempotency_key);
+    assert!(resolve(&[], None));
+    for off in ["off", "false"] {
+        assert!(!resolve(&["--replay-idempotency-key", off], None), "{off}");
+    }
+    for on in ["on", "true"] {
+        assert!(resolve(&["--replay-idempotency-key", on], None), "{on}");
+    }
+    // A value is required (it is on already), and only these.
+    assert!(parse(&["--replay-idempotency-key"]).is_err());
+    assert!(parse(&["--replay-idempotency-key", "maybe"]).is_err());
+    // The file says it as its other on/off settings do, and the flag wins over it.
+    assert!(!resolve(&[], Some("replay-idempotency-key = false")));
+    assert!(resolve(&[], Some("replay-idempotency-key = true")));
+    let off_in_file = Some("replay-idempotency-key = false");
+    assert!(resolve(&["--replay-idempotency-key", "on"], off_in_file));
+    let on_in_file = Some("replay-idempotency-key = true");
+    assert!(!resolve(&["--replay-idempotency-key", "off"], on_in_file));
+    assert!(toml::from_str::<FileConfig>(r#"replay-idempotency-key = "off""#).is_err());
+}
+
+#[test]
+fn help_describes_replay_idempotency_key() {
+    use clap::CommandFactory;
+    let help = Args::command().render_long_help().to_string();
+    let at = help
+        .find("--replay-idempotency-key <on|off>")
+        .expect("in --help");
+    let entry = help.get(at..).unwrap_or_default();
+    assert!(entry.contains("Idempotency-Key header"), "{entry}");
+    assert!(entry.contains("default on"), "{entry}");
+    let short = Args::command().render_help().to_string();
+    assert!(short.contains("[possible values: on, off]"), "{short}");
+}

@@ -148,6 +148,8 @@ struct RequestFacts {
     request_ids: u8,
     /// Every `X-Forwarded-For` value is visible ASCII (the map path drops others).
     forwarded_for_plain: bool,
+    /// An `Idempotency-Key` header is present (it makes the request replayable).
+    idempotency_key: bool,
 }
 
 impl RequestFacts {
@@ -163,6 +165,7 @@ impl RequestFacts {
             15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => {
                 self.forwarded_for_plain &= value.iter().all(|b| (0x20..0x7f).contains(b));
             }
+            15 if name.eq_ignore_ascii_case(b"idempotency-key") => self.idempotency_key = true,
             _ => {}
         }
     }
@@ -209,7 +212,11 @@ impl RequestHead {
     /// The request to forward, with its whole body.
     pub fn into_request(self, body: Bytes) -> Request<InBody> {
         let inbound = match self.encoded {
-            Some(head) => InBody::Encoded { head, body },
+            Some(head) => InBody::Encoded {
+                head,
+                body,
+                idempotency_key: self.facts.idempotency_key,
+            },
             None => InBody::Buffered(body),
         };
         let mut req = Request::new(inbound);

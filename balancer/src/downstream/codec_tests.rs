@@ -277,6 +277,31 @@ fn a_target_with_a_fragment_is_refused() {
 }
 
 #[test]
+fn an_encoded_request_says_whether_it_carries_an_idempotency_key() {
+    let keyed = |text: &str| match parse_with(text, true)
+        .into_request(Bytes::new())
+        .into_body()
+    {
+        InBody::Encoded {
+            idempotency_key, ..
+        } => idempotency_key,
+        other => panic!("not encoded: {other:?}"),
+    };
+    assert!(keyed(
+        "POST /p HTTP/1.1\r\nHost: a\r\nIdempotency-Key: k\r\n\r\n"
+    ));
+    assert!(keyed(
+        "POST /p HTTP/1.1\r\nHost: a\r\nidempotency-KEY: k\r\n\r\n"
+    ));
+    assert!(!keyed(
+        "POST /p HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n"
+    ));
+    assert!(!keyed(
+        "POST /p HTTP/1.1\r\nHost: a\r\nIdempotency-Keys: k\r\n\r\n"
+    ));
+}
+
+#[test]
 fn an_ordinary_head_is_written_for_the_backend_without_a_map() {
     let text = "POST /events/1/purchases?x=1 HTTP/1.1\r\nHost: shop\r\n\
                 Content-Type: application/json\r\nContent-Length: 2\r\n\

@@ -1,14 +1,15 @@
 //! Sending a prepared request to the backends: pick one, wait for a turn in its queue, send
 //! over a pooled connection (or a fresh one, or hyper's client for protocol switches), and
-//! retry elsewhere while the request never reached a backend — all under the whole-request
-//! deadline. [`super::forward`] prepares requests and shapes the answers.
+//! retry elsewhere while the request never reached a backend, or send it again elsewhere when
+//! a backend received it and failed it but a second delivery is safe (`super::replay`) — all
+//! under the whole-request deadline. [`super::forward`] prepares requests and shapes the
+//! answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Uri, header};
+use http::{Method, Request, Response, StatusCode, header};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -18,65 +19,14 @@ use crate::config::Config;
 use crate::limit::concurrency::QueueError;
 use crate::state::BalancerState;
 use crate::upstream::codec::HeadForm;
-use crate::upstream::conn::{Call, ConnError, Connection, Upload, UploadFraming};
+use crate::upstream::conn::{Call, ConnError, Connection, Upload};
 use crate::upstream::{Backend, Exchange};
 
 use super::conn_info::ConnInfo;
 use super::error::ProxyError;
+use super::outbound::Outbound;
+use super::replay::{Replay, is_idempotent};
 use super::response_body::Source;
-
-/// Methods whose request may be sent twice (RFC 9110 §9.2.2).
-pub(super) fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-/// A request on its way to a backend.
-pub(super) enum Outbound {
-    /// Plain HTTP/1.1: the balancer's own client over a pooled connection.
-    Conn {
-        /// Head and body.
-        upload: Upload,
-        /// Its method (the response's framing depends on it).
-        method: Method,
-        /// How to keep the response head.
-        form: HeadForm,
-    },
-    /// A protocol switch: hyper's client on a fresh connection, which hands the
-    /// connection over on 101.
-    Upgrade(Request<ReqBody>),
-}
-
-/// What rebuilding a bodiless request takes.
-pub(super) enum Replay {
-    /// The serialized head (shared bytes: a reference count, not a copy).
-    Head(Bytes, Method, HeadForm),
-    /// An upgrade request's parts. Boxed: rare, and inline it would widen every request's
-    /// future (whose moves are memcpys).
-    Parts(Box<(Method, Uri, http::HeaderMap)>),
-}
-
-impl Replay {
-    fn rebuild(&self) -> Outbound {
-        match self {
-            Self::Head(head, method, form) => Outbound::Conn {
-                upload: Upload::new(head.clone(), None, UploadFraming::Length(0)),
-                method: method.clone(),
-                form: *form,
-            },
-            Self::Parts(parts) => {
-                let (method, uri, headers) = &**parts;
-                let mut r = Request::new(ReqBody::empty());
-                *r.method_mut() = method.clone();
-                *r.uri_mut() = uri.clone();
-                *r.headers_mut() = headers.clone();
-                Outbound::Upgrade(r)
-            }
-        }
-    }
-}
 
 /// The whole-request deadline (`--request-timeout`). It is applied through each wait's own
 /// timeout (queue, connect, upstream headers) — whichever ends first — so a request runs
@@ -172,10 +122,12 @@ pub(super) async fn attempts(
     let mut pending = Some(req);
     let mut last_error: Option<ProxyError> = None;
     for attempt in 0..=cfg.retry.max_retries {
-        let req = match pending.take() {
-            Some(r) => r,
+        // Either the request as it is (first attempt, or one that never reached a backend),
+        // or, after a backend received it, a replay rebuilt whole.
+        let (req, replayed) = match pending.take() {
+            Some(r) => (r, None),
             None => match &replay {
-                Some(replay) => replay.rebuild(),
+                Some(replay) => (replay.rebuild(), Some(replay.reason())),
                 None => break,
             },
         };
@@ -185,6 +137,9 @@ pub(super) async fn attempts(
                 break;
             }
             shared.metrics.retry();
+            if let Some(reason) = replayed {
+                shared.metrics.replay(reason);
+            }
         }
         let Some(picked) = shared.backends.load().pick(|a| tried.contains(a)) else {
             // Every backend refused the connection (or every one is draining): all are down.
@@ -247,7 +202,10 @@ pub(super) async fn attempts(
                 } else if !shedding {
                     backend.record_success();
                 }
+                // Only under `--retry-on-5xx`, whatever made the request replayable (a
+                // bodiless idempotent request is replayable only under it anyway).
                 let retry_5xx = replay.is_some()
+                    && cfg.retry.on_5xx
                     && (status == StatusCode::BAD_GATEWAY
                         || status == StatusCode::SERVICE_UNAVAILABLE)
                     && attempt < cfg.retry.max_retries
@@ -287,14 +245,16 @@ pub(super) async fn attempts(
                         last_error = Some(error);
                     }
                     // Sent, then the connection died without an answer: what the client would
-                    // get is a 502, so an idempotent bodiless request is retried elsewhere
-                    // when 502s are (`--retry-on-5xx`); the loop rebuilds it from `replay`.
+                    // get is a 502, so a request that is safe to send twice (see
+                    // `super::replay`: idempotent and bodiless under `--retry-on-5xx`, or
+                    // carrying an Idempotency-Key with its body held) is retried elsewhere;
+                    // the loop rebuilds it from `replay`.
                     None if replay.is_some()
                         && matches!(error, ProxyError::Exchange { sent: true, .. })
                         && has_untried(shared, &tried) =>
                     {
                         tracing::debug!(backend = %backend.addr(), %error,
-                            "connection lost under an idempotent request; retrying elsewhere");
+                            "connection lost under a replayable request; retrying elsewhere");
                         last_error = Some(error);
                     }
                     _ => return Err(error),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
@@ -25,10 +26,12 @@ use crate::limit::rate::RateDecision;
 use crate::upstream::codec::{self, HeadForm};
 use crate::upstream::conn::{Upload, UploadFraming};
 
-use super::attempt::{Deadline, Outbound, Replay, attempts, is_idempotent};
+use super::attempt::{Deadline, attempts};
 use super::conn_info::ConnInfo;
 use super::error::ProxyError;
 use super::headers;
+use super::outbound::Outbound;
+use super::replay::{self, Replay, replay_reason};
 use super::response_body::{RespBody, UpstreamBody};
 use super::upgrade;
 
@@ -101,13 +104,28 @@ async fn forward(
     backend_addr: &mut Option<SocketAddr>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let mut req = match req.into_parts() {
-        (parts, InBody::Encoded { head, body }) => {
+        (
+            parts,
+            InBody::Encoded {
+                head,
+                body,
+                idempotency_key,
+            },
+        ) => {
             // The balancer's own server checked framing and size and wrote the head; the rate
             // limiter keys on the peer (no trusted proxies, or the head would not be encoded).
+            // The header map is empty: the server noted the Idempotency-Key while parsing.
             rate_limit(conn, cfg, &parts.headers)?;
-            let replayable = cfg.retry.on_5xx && body.is_empty() && is_idempotent(&parts.method);
-            let replay =
-                replayable.then(|| Replay::Head(head.clone(), parts.method.clone(), HeadForm::Raw));
+            let reason = replay_reason(&cfg.retry, &parts.method, !body.is_empty(), true, || {
+                idempotency_key
+            });
+            let replay = reason.map(|reason| Replay::Head {
+                head: head.clone(),
+                body: replay::keep(&body),
+                method: parts.method.clone(),
+                form: HeadForm::Raw,
+                reason,
+            });
             let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
             let body = (!body.is_empty()).then(|| ReqBody::buffered(body));
             let outbound = Outbound::Conn {
@@ -139,6 +157,20 @@ async fn forward(
     rewrite_request(&mut parts, conn, is_upgrade)?;
 
     let has_body = !body.is_end_stream();
+    // Checked after the rewriting: an Idempotency-Key that `Connection` named was dropped
+    // and never reaches the backend.
+    let reason = replay_reason(
+        &cfg.retry,
+        &parts.method,
+        has_body,
+        !has_body || body.held().is_some(),
+        || parts.headers.contains_key(&headers::IDEMPOTENCY_KEY),
+    );
+    // What a replay sends again with the head: the held body, if any.
+    let replay_body = match (reason, body.held()) {
+        (Some(_), Some(held)) => replay::keep(held),
+        _ => Bytes::new(),
+    };
     // The balancer's own server (whose requests arrive buffered) writes the response head
     // from the bytes the backend sent; hyper's needs a header map.
     let form = match body {
@@ -163,14 +195,13 @@ async fn forward(
             (ReqBody::buffered(bytes), None)
         }
     };
-    // Idempotent bodiless requests can be rebuilt, so they may be retried after a 502/503.
-    let replayable = cfg.retry.on_5xx && !has_body && is_idempotent(&parts.method);
     let (outbound, replay) = if is_upgrade {
-        let replay = replayable.then(|| Replay::Parts(clone_parts(&parts)));
+        // An upgrade request is streamed by hyper: replayable only when bodiless.
+        let replay = reason.map(|reason| Replay::Parts(clone_parts(&parts), reason));
         (Outbound::Upgrade(Request::from_parts(parts, body)), replay)
     } else {
         // The head is serialized once, here, and the same bytes go to whichever backend
-        // takes the request (and again if a bodiless request is replayed).
+        // takes the request (and again, with the held body, if it is replayed).
         let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
         let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let head = codec::encode_request_head(&parts.method, path, &parts.headers, chunked);
@@ -179,7 +210,13 @@ async fn forward(
         } else {
             UploadFraming::Length(if has_body { declared.unwrap_or(0) } else { 0 })
         };
-        let replay = replayable.then(|| Replay::Head(head.clone(), parts.method.clone(), form));
+        let replay = reason.map(|reason| Replay::Head {
+            head: head.clone(),
+            body: replay_body,
+            method: parts.method.clone(),
+            form,
+            reason,
+        });
         let upload = Upload::new(head, has_body.then_some(body), framing);
         (
             Outbound::Conn {

@@ -25,6 +25,8 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `X-Request-Id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `Idempotency-Key` (IETF httpapi draft): a request carrying one may be sent twice.
+pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Longest client-supplied request id we pass on; longer ones are replaced.
 pub const MAX_REQUEST_ID_LEN: usize = 128;

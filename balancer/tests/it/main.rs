@@ -12,6 +12,7 @@ mod failover;
 mod limits;
 mod proxying;
 mod queue;
+mod replay;
 mod server;
 mod strategies;
 mod support;
