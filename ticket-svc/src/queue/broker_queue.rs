@@ -148,6 +148,8 @@ const MAX_PRODUCE_BATCH: usize = 256;
 /// A Produce normally takes one or two fsyncs (about a millisecond on a local SSD); past this
 /// its connection is probably stuck, and the jobs behind it should not share its fate.
 pub const STALLED_PRODUCE: Duration = Duration::from_millis(10);
+/// The pause between tries of [`BrokerQueue::connect`] while the broker says to retry.
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Jobs waiting for a free connection before enqueuers wait (their deadline still holds).
 const BATCH_QUEUE: usize = 4_096;
 
@@ -168,19 +170,32 @@ pub struct BrokerQueue {
 }
 
 impl BrokerQueue {
-    /// Connects (retrying for up to `connect_timeout`) and makes sure the topic exists.
+    /// Connects and makes sure the topic exists, trying again for up to `connect_timeout`
+    /// while the broker is unreachable or says to retry (a cluster still electing its leader).
     pub async fn connect(
         config: BrokerQueueConfig,
         connect_timeout: Duration,
     ) -> Result<Self, QueueError> {
         config.validate()?;
-        let first = Client::connect(config.client_config(connect_timeout))
-            .await
-            .map_err(unavailable)?;
-        first
-            .create_topic(&config.topic, config.partitions)
-            .await
-            .map_err(unavailable)?;
+        let deadline = tokio::time::Instant::now() + connect_timeout;
+        let first = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = async {
+                let client = Client::connect(config.client_config(left)).await?;
+                client
+                    .create_topic(&config.topic, config.partitions)
+                    .await?;
+                Ok::<_, ClientError>(client)
+            };
+            match attempt.await {
+                Ok(client) => break client,
+                Err(e) if e.is_retriable() && left > CONNECT_RETRY_PAUSE => {
+                    tracing::debug!(error = %e, "broker not ready; trying again");
+                    tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        };
         let (jobs, waiting) = mpsc::channel(BATCH_QUEUE);
         let waiting = Arc::new(Mutex::new(waiting));
         let (in_flight, _) = watch::channel(0usize);
