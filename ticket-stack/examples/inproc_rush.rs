@@ -107,7 +107,7 @@ async fn bench<Q: PurchaseQueue>(
         .await?;
     let target = Target::resolve(&format!("http://{addr}")).await?;
     let report = ticket_stack::rush::run(
-        RushConfig::verified(target, event.id, buyers, concurrency),
+        RushConfig::verified(vec![target], event.id, buyers, concurrency),
         CancellationToken::new(),
     )
     .await?;

@@ -1,6 +1,7 @@
 //! Everything that runs the ticket service rather than being it: the whole stack in one process
 //! on loopback ([`stack`], behind `ticket-svc up` and `ticket-svc demo`) with its worker
-//! [`supervisor`], the CPU pinning of runtime workers ([`affinity`]), and the buyer crowd
+//! [`supervisor`], the stack as separate supervised processes ([`cluster`], behind
+//! `up --cluster` and `demo --cluster`, with its chaos mode), the CPU pinning of runtime workers ([`affinity`]), and the buyer crowd
 //! ([`rush`], behind `ticket-svc rush`) with its report. The crate also builds the `ticket-svc`
 //! binary, whose `api` and `worker` commands run the service crate alone.
 //!
@@ -9,8 +10,14 @@
 
 pub mod affinity;
 #[cfg(feature = "stack")]
+pub mod cluster;
+#[cfg(feature = "stack")]
 pub mod rush;
 #[cfg(feature = "stack")]
 pub mod stack;
 #[cfg(feature = "stack")]
 pub mod supervisor;
+
+/// The environment variable through which `up --cluster` tells the processes it starts its own
+/// pid, so that each ends when the runner does (see the binary's `end_with_the_supervisor`).
+pub const SUPERVISOR_PID: &str = "TICKET_SUPERVISOR_PID";

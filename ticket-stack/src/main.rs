@@ -4,6 +4,10 @@
 //! service's own `api` and `worker`, and links neither the balancer nor the crowd: the binary a
 //! production deployment of the service runs (`--no-default-features`).
 //!
+//! Built with the stack, `ticket-svc balancer ARGS...` and `ticket-svc broker ARGS...` run the
+//! balancer's and the broker's own programs, built in ([`balancer::cli`], [`broker::cli`]): one
+//! binary is all `up --cluster` needs to start every process of the stack.
+//!
 //! Exit codes: 0 success (for `api` and `worker`: a clean drain after Ctrl-C or SIGTERM);
 //! 1 runtime failure, printed as one line (port in use, store or broker unreachable; for `rush`
 //! and `demo`, a broken invariant); 2 bad flags.
@@ -166,8 +170,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
         /// The balancer's admin address (status page, metrics, backends API); keep it on loopback.
+        /// With --cluster, balancer k (from 0) takes this port + k, as with --listen.
         #[arg(long, default_value = "127.0.0.1:9080")]
         admin_listen: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// `up`, one event, a rush through the balancer, a report, the invariants checked.
     #[cfg(feature = "stack")]
@@ -187,13 +194,17 @@ enum Command {
         /// Where to write the HTML report (summary and charts, one self-contained file).
         #[arg(long, default_value = "demo-report.html")]
         report: std::path::PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// A crowd of buyers against any deployment.
     #[cfg(feature = "stack")]
     Rush {
-        /// Base URL, e.g. http://127.0.0.1:8080
-        #[arg(long)]
-        target: String,
+        /// Base URL, e.g. http://127.0.0.1:8080. Give it once per address of the site (e.g. each
+        /// balancer): the crowd spreads its connections over them, and sends a failed request
+        /// again on the next one.
+        #[arg(long = "target", required = true)]
+        targets: Vec<String>,
         /// The event to buy.
         #[arg(long)]
         event: i64,
@@ -221,7 +232,81 @@ enum Command {
         /// Also write the report as a self-contained HTML file with charts.
         #[arg(long)]
         report: Option<std::path::PathBuf>,
+        /// Times a request is sent again, on the next target, after no answer or a 502, 503 or
+        /// 504 (50 ms pause, doubling up to 1 s). Purchases carry an Idempotency-Key, so a
+        /// purchase sent again is sold once. 0 sends each request once.
+        #[arg(long, default_value_t = RushConfig::DEFAULT_RESENDS, value_parser = clap::value_parser!(u32).range(0..=20))]
+        resends: u32,
+        /// Fail (exit 1) when a request still failed after its re-sends: for runs where
+        /// processes are killed on purpose and buyers must never see it.
+        #[arg(long)]
+        require_answers: bool,
     },
+}
+
+/// `up --cluster` and `demo --cluster`: the stack as separate processes.
+#[cfg(feature = "stack")]
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Run the stack as separate, supervised processes (this binary, started once per balancer,
+    /// API, broker node and worker), on PostgreSQL: any one may be killed without stopping the
+    /// sale. Without it, everything runs in this process on SQLite.
+    #[arg(long)]
+    cluster: bool,
+    /// With --cluster: the store every process shares, a postgres:// URL (prefer the env var
+    /// for a URL with a password: it stays out of `ps`).
+    #[arg(long, env = "TICKET_DB", hide_env_values = true)]
+    db: Option<String>,
+    /// With --cluster: balancers (buyers may use any; each fronts every API).
+    #[arg(long, default_value_t = 2)]
+    balancers: usize,
+    /// With --cluster: broker nodes, 1 or a replicated cluster of 3 or 5.
+    #[arg(long, default_value_t = 3)]
+    brokers: usize,
+    /// With --cluster: SIGKILL one random process this often (e.g. 5s) and start it again after
+    /// --chaos-down. `demo` then requires every buyer's request to be answered (the crowd sends
+    /// a failed one again on another balancer) and draws each kill on its charts.
+    #[arg(long, value_parser = broker::config::parse_duration, requires = "cluster")]
+    chaos_every: Option<Duration>,
+    /// How long a process killed by chaos stays down; shorter than --chaos-every.
+    #[arg(long, default_value = "1s", value_parser = broker::config::parse_duration)]
+    chaos_down: Duration,
+    /// Picks chaos's victims.
+    #[arg(long, default_value_t = 1)]
+    chaos_seed: u64,
+}
+
+#[cfg(feature = "stack")]
+impl ClusterArgs {
+    /// The cluster's settings over `data_dir`, this binary running every process.
+    fn config(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<ticket_stack::cluster::ClusterConfig> {
+        let db = self.db.as_deref().context(
+            "--cluster needs --db postgres://... (or TICKET_DB): its processes share one database",
+        )?;
+        let program =
+            std::env::current_exe().context("finding this binary to run its processes")?;
+        let mut config = ticket_stack::cluster::ClusterConfig::new(program, data_dir, db);
+        config.balancers = self.balancers;
+        config.brokers = self.brokers;
+        Ok(config)
+    }
+
+    /// Chaos's settings, if asked for.
+    fn chaos(&self) -> anyhow::Result<Option<ticket_stack::cluster::chaos::ChaosConfig>> {
+        let Some(every) = self.chaos_every else {
+            return Ok(None);
+        };
+        let chaos = ticket_stack::cluster::chaos::ChaosConfig {
+            every,
+            down: self.chaos_down,
+            seed: self.chaos_seed,
+        };
+        chaos.validate()?;
+        Ok(Some(chaos))
+    }
 }
 
 #[cfg(feature = "stack")]
@@ -239,8 +324,8 @@ impl Command {
     /// itself (`--pin-workers auto` pins its runtime workers).
     fn has_the_machine(&self) -> bool {
         #[cfg(feature = "stack")]
-        if matches!(self, Self::Up { .. } | Self::Demo { .. }) {
-            return true;
+        if let Self::Up { cluster, .. } | Self::Demo { cluster, .. } = self {
+            return !cluster.cluster;
         }
         false
     }
@@ -352,7 +437,7 @@ async fn worker(
 #[cfg(feature = "stack")]
 async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
     let Command::Rush {
-        target,
+        targets,
         event,
         buyers,
         concurrency,
@@ -362,12 +447,14 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
         timeout_ms,
         verify_timeout_s,
         report: report_path,
+        resends,
+        require_answers,
     } = cmd
     else {
         anyhow::bail!("not a rush");
     };
     let config = RushConfig {
-        target: Target::resolve(&target).await?,
+        targets: Target::resolve_all(&targets).await?,
         event: EventId(event),
         buyers,
         concurrency,
@@ -377,6 +464,8 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
         request_timeout: Duration::from_millis(timeout_ms),
         verify_timeout: Duration::from_secs(verify_timeout_s),
         show_progress: true,
+        resends,
+        require_answers,
     };
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone())?;
@@ -440,18 +529,29 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             scale_up_lag,
             listen,
             admin_listen,
+            cluster,
         } => {
+            let listen: SocketAddr = listen.parse().with_context(|| {
+                format!("--listen {listen:?} is not an address like 127.0.0.1:8080")
+            })?;
+            let admin_listen: SocketAddr = admin_listen.parse().with_context(|| {
+                format!("--admin-listen {admin_listen:?} is not an address like 127.0.0.1:9080")
+            })?;
+            if cluster.cluster {
+                let mut config = cluster.config(std::path::Path::new(&data_dir))?;
+                config.apis = apis;
+                config.workers = workers;
+                config.listen = listen;
+                config.admin_listen = admin_listen;
+                return up_cluster(config, cluster.chaos()?).await;
+            }
             let mut config = StackConfig::new(&data_dir);
             config.apis = apis;
             config.workers = workers;
             config.max_workers = max_workers.max(workers);
             config.scale_up_lag = scale_up_lag;
-            config.listen = listen.parse().with_context(|| {
-                format!("--listen {listen:?} is not an address like 127.0.0.1:8080")
-            })?;
-            config.admin_listen = admin_listen.parse().with_context(|| {
-                format!("--admin-listen {admin_listen:?} is not an address like 127.0.0.1:9080")
-            })?;
+            config.listen = listen;
+            config.admin_listen = admin_listen;
             let s = stack::start(config).await.context("starting the stack")?;
             print_urls(&s);
             println!("data in {data_dir}; Ctrl-C to stop");
@@ -468,19 +568,43 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             concurrency,
             data_dir,
             report: report_path,
+            cluster,
         } => {
             let temp = tempfile::tempdir().context("making a temp dir")?;
             let dir = data_dir.map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
-            let mut config = StackConfig::new(&dir);
-            config.listen = ([127, 0, 0, 1], 0).into();
-            config.admin_listen = ([127, 0, 0, 1], 0).into();
-            let s = stack::start(config).await.context("starting the stack")?;
-            print_urls(&s);
-            // Stop the stack whatever the rush did: its threads must be done with the data dir
-            // before the temp dir goes away.
-            let outcome = demo_rush(&s, tickets, buyers, concurrency).await;
-            s.stop().await;
-            let report = outcome?;
+            let loopback0: SocketAddr = ([127, 0, 0, 1], 0).into();
+            let sale = Sale {
+                tickets,
+                buyers,
+                concurrency,
+            };
+            // Stop the stack whatever the rush did: its processes or threads must be done with
+            // the data dir before the temp dir goes away.
+            let report = if cluster.cluster {
+                let mut config = cluster.config(&dir)?;
+                config.listen = loopback0;
+                config.admin_listen = loopback0;
+                let chaos = cluster.chaos()?;
+                let c = ticket_stack::cluster::start(config)
+                    .await
+                    .context("starting the cluster")?;
+                print!("{}", c.addresses);
+                let outcome = demo_cluster_rush(&c, &sale, chaos).await;
+                c.stop().await;
+                outcome?
+            } else {
+                let mut config = StackConfig::new(&dir);
+                config.listen = loopback0;
+                config.admin_listen = loopback0;
+                let s = stack::start(config).await.context("starting the stack")?;
+                print_urls(&s);
+                let outcome = match Target::resolve(&format!("http://{}", s.public)).await {
+                    Ok(target) => demo_rush(&s.store, vec![target], &sale, false).await,
+                    Err(e) => Err(e.into()),
+                };
+                s.stop().await;
+                outcome?
+            };
             write_report(&report_path, &report).await?;
             Ok(if report.is_ok() {
                 println!("demo: every invariant held");
@@ -494,19 +618,113 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The sale `demo` runs.
 #[cfg(feature = "stack")]
-/// `demo`'s part once the stack is up: the event, the rush with `--verify`, the report printed.
-async fn demo_rush(
-    s: &ticket_stack::stack::Stack,
+struct Sale {
     tickets: u32,
     buyers: u64,
     concurrency: usize,
+}
+
+#[cfg(feature = "stack")]
+/// `up --cluster`: the cluster until Ctrl-C (killing a process every so often, with chaos).
+async fn up_cluster(
+    config: ticket_stack::cluster::ClusterConfig,
+    chaos: Option<ticket_stack::cluster::chaos::ChaosConfig>,
+) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    shutdown_on_signal(shutdown.clone())?;
+    let data_dir = config.data_dir.display().to_string();
+    let c = ticket_stack::cluster::start(config)
+        .await
+        .context("starting the cluster")?;
+    print!("{}", c.addresses);
+    println!(
+        "data in {data_dir}, each process's output in {}; Ctrl-C to stop",
+        c.logs.display()
+    );
+    match chaos {
+        Some(chaos) => {
+            println!(
+                "chaos: a process killed every {:?}, back after {:?}",
+                chaos.every, chaos.down
+            );
+            let kills = c.chaos(chaos, shutdown.clone()).await;
+            println!("chaos: {} processes killed", kills.len());
+        }
+        None => shutdown.cancelled().await,
+    }
+    eprintln!("ticket-svc: draining");
+    c.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "stack")]
+/// `demo --cluster`'s part once the cluster is up: the rush over every balancer, with chaos
+/// killing processes meanwhile if asked (and then every request must be answered), the kills
+/// put on the report.
+async fn demo_cluster_rush(
+    c: &ticket_stack::cluster::Cluster,
+    sale: &Sale,
+    chaos: Option<ticket_stack::cluster::chaos::ChaosConfig>,
+) -> anyhow::Result<ticket_stack::rush::RushReport> {
+    let urls: Vec<String> = c
+        .addresses
+        .public
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect();
+    let targets = Target::resolve_all(&urls).await?;
+    let stop_chaos = CancellationToken::new();
+    let chaos_run = async {
+        match chaos {
+            Some(chaos) => c.chaos(chaos, stop_chaos.clone()).await,
+            None => Vec::new(),
+        }
+    };
+    let rush_run = async {
+        let report = demo_rush(&c.store, targets, sale, chaos.is_some()).await;
+        stop_chaos.cancel();
+        report
+    };
+    let (report, kills) = tokio::join!(rush_run, chaos_run);
+    let mut report = report?;
+    report.kills = kills
+        .into_iter()
+        .map(|k| ticket_stack::rush::Kill {
+            at: k.at.saturating_duration_since(report.started),
+            process: k.process,
+        })
+        .collect();
+    if !report.kills.is_empty() {
+        let kills: Vec<String> = report
+            .kills
+            .iter()
+            .map(|k| format!("{} at {:.1} s", k.process, k.at.as_secs_f64()))
+            .collect();
+        println!("chaos killed: {}", kills.join(", "));
+    }
+    Ok(report)
+}
+
+#[cfg(feature = "stack")]
+/// `demo`'s part once the stack is up: the event, the rush with `--verify` through `targets`,
+/// the report printed.
+async fn demo_rush(
+    store: &AnyStore,
+    targets: Vec<Target>,
+    sale: &Sale,
+    require_answers: bool,
 ) -> anyhow::Result<ticket_stack::rush::RushReport> {
     use ticket_svc::store::Store;
+    let Sale {
+        tickets,
+        buyers,
+        concurrency,
+    } = *sale;
     let spec = ticket_svc::domain::EventSpec::new("DJ night", i64::from(tickets), 4)
         .context("the event")?;
-    let event = s
-        .store
+    let event = store
         .create_event(&spec)
         .await
         .context("creating the event")?;
@@ -516,21 +734,65 @@ async fn demo_rush(
     );
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone())?;
-    let target = Target::resolve(&format!("http://{}", s.public)).await?;
-    let report = ticket_stack::rush::run(
-        RushConfig::verified(target, event.id, buyers, concurrency),
-        shutdown,
-    )
-    .await
-    .context("rush")?;
+    let mut config = RushConfig::verified(targets, event.id, buyers, concurrency);
+    config.require_answers = require_answers;
+    let report = ticket_stack::rush::run(config, shutdown)
+        .await
+        .context("rush")?;
     print!("{report}");
-    if let Ok(Some(e)) = s.store.event(event.id).await {
+    if let Ok(Some(e)) = store.event(event.id).await {
         println!("event {}: sold {} of {} tickets", e.id, e.sold, e.tickets);
     }
     Ok(report)
 }
 
+/// `ticket-svc balancer ...` and `ticket-svc broker ...`: the built-in program named by the first
+/// argument, with the rest of the arguments, if it is one of them.
+#[cfg(feature = "stack")]
+fn run_built_in() -> Option<ExitCode> {
+    let mut args = std::env::args_os().skip(1).peekable();
+    let name = args.peek()?.to_str()?.to_owned();
+    match name.as_str() {
+        "balancer" => Some(balancer::cli::main(args)),
+        "broker" => Some(broker::cli::main(args)),
+        _ => None,
+    }
+}
+
+/// A process `up --cluster` started (it sets [`SUPERVISOR_PID`] to its own pid) asks for SIGTERM
+/// when that supervisor dies, even by SIGKILL: a runner gone must not leave its cluster
+/// running. If the supervisor died before the request took, the process stops at once.
+#[cfg(target_os = "linux")]
+fn end_with_the_supervisor() -> Result<(), ExitCode> {
+    let Some(supervisor) = std::env::var(ticket_stack::SUPERVISOR_PID)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return Ok(());
+    };
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+    {
+        eprintln!("ticket-svc: cannot follow the supervisor's exit: {e}");
+    }
+    match rustix::process::getppid() {
+        Some(parent) if parent.as_raw_nonzero().get() == supervisor => Ok(()),
+        _ => {
+            eprintln!("ticket-svc: the supervisor that started this process is gone");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    if let Err(code) = end_with_the_supervisor() {
+        return code;
+    }
+    #[cfg(feature = "stack")]
+    if let Some(code) = run_built_in() {
+        return code;
+    }
     let cli = Cli::parse();
     plumbing::logging::init(cli.log_format);
     disable_transparent_huge_pages();

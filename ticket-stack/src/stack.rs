@@ -116,7 +116,7 @@ pub enum StackError {
         cause: std::io::Error,
     },
     /// The configuration is out of range.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The broker did not start.
     #[error("broker: {0}")]

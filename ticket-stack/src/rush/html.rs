@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use super::RushReport;
-use super::svg::{self, Chart, Series};
+use super::svg::{self, Chart, Mark, Series};
 use super::verify::Invariant;
 
 fn ms(us: u64) -> String {
@@ -22,6 +22,18 @@ fn row(html: &mut String, name: &str, value: &str) {
         svg::escape(name),
         svg::escape(value)
     );
+}
+
+/// The processes killed during the rush, as marks on a chart over the rush's seconds.
+fn kill_marks(report: &RushReport) -> Vec<Mark> {
+    report
+        .kills
+        .iter()
+        .map(|k| Mark {
+            x: k.at.as_secs_f64(),
+            label: format!("killed {}", k.process),
+        })
+        .collect()
 }
 
 /// The throughput chart: accepted purchases and requests sent, per second.
@@ -55,6 +67,7 @@ pub fn throughput_chart(report: &RushReport) -> Chart {
                 points: per_second(|s| s.other + s.errors),
             },
         ],
+        marks: kill_marks(report),
     }
 }
 
@@ -85,6 +98,7 @@ pub fn latency_chart(report: &RushReport) -> Chart {
                 points: quantile(0.99),
             },
         ],
+        marks: kill_marks(report),
     }
 }
 
@@ -120,6 +134,7 @@ pub fn sold_chart(report: &RushReport) -> Chart {
                 points: vec![(rush_end, 0.0), (rush_end, tickets)],
             },
         ],
+        marks: kill_marks(report),
     }
 }
 
@@ -138,7 +153,7 @@ pub fn render(report: &RushReport) -> String {
         html,
         "<h1>ticketrush: rush report</h1><p>{} buyers against {}, event {}, in {:.2} s.</p>",
         report.buyers,
-        svg::escape(&report.target),
+        svg::escape(&report.targets.join(", ")),
         report.event,
         report.elapsed.as_secs_f64()
     );
@@ -157,6 +172,22 @@ pub fn render(report: &RushReport) -> String {
         "transport errors",
         &report.transport_errors.to_string(),
     );
+    row(
+        &mut html,
+        "failures",
+        &format!(
+            "{} absorbed by re-sending, {} seen by buyers",
+            report.resent, report.failed
+        ),
+    );
+    if !report.kills.is_empty() {
+        let kills: Vec<String> = report
+            .kills
+            .iter()
+            .map(|k| format!("{} at {:.1} s", k.process, k.at.as_secs_f64()))
+            .collect();
+        row(&mut html, "killed", &kills.join(", "));
+    }
     row(
         &mut html,
         "throughput",
@@ -289,12 +320,20 @@ mod tests {
         timeline.add(0, &second);
         timeline.add(1, &second);
         RushReport {
-            target: "http://127.0.0.1:1/<x>".into(),
+            targets: vec!["http://127.0.0.1:1/<x>".into()],
+            started: tokio::time::Instant::now(),
             event: EventId(3),
             buyers: 20,
             requests: 20,
             statuses: BTreeMap::from([(202, 16), (400, 4)]),
             transport_errors: 0,
+            resent: 3,
+            failed: 0,
+            require_answers: true,
+            kills: vec![crate::rush::Kill {
+                at: Duration::from_millis(1500),
+                process: "api <1>".into(),
+            }],
             accepted: 16,
             elapsed: Duration::from_secs(2),
             latency_us,
@@ -325,6 +364,13 @@ mod tests {
         assert!(!html.contains("<x>"));
         assert!(html.contains("8 accepted purchases/s"));
         assert!(html.contains("202: 16, 400: 4"));
+        assert!(html.contains("3 absorbed by re-sending, 0 seen by buyers"));
+        assert_eq!(
+            html.matches("killed api &lt;1&gt;").count(),
+            3,
+            "on every chart"
+        );
+        assert!(html.contains("api &lt;1&gt; at 1.5 s"));
         assert!(html.contains("5 purchases (10 tickets)"));
         assert!(html.contains("0.25 s after"));
         assert!(html.contains("last in line was final after 0.04 s"));

@@ -15,7 +15,6 @@
 //! second during the rush and the verify phase.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,103 +32,28 @@ use tokio_util::sync::CancellationToken;
 use ticket_svc::domain::{EventId, Position, PurchaseStatus};
 
 pub mod client;
+mod error;
 pub mod html;
 mod report;
 pub mod svg;
+mod target;
 pub mod timeline;
 pub mod verify;
 
-pub use report::RushReport;
+pub use error::RushError;
+pub use report::{Kill, RushReport};
+pub use target::{Route, Target};
 
 use timeline::{Second, SlotSeconds, SoldSample, Timeline};
 
-use client::Conn;
 use verify::{EventCounts, Observed};
-
-/// Why a rush could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum RushError {
-    /// The target URL is not `http://HOST:PORT[/PREFIX]` or does not resolve.
-    #[error("bad target {url:?}: {reason}")]
-    BadTarget {
-        /// The URL given.
-        url: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A setting is out of range.
-    #[error("bad setting: {0}")]
-    BadConfig(String),
-    /// The event could not be read.
-    #[error("could not read event {event}: {reason}")]
-    Event {
-        /// The event.
-        event: EventId,
-        /// What happened.
-        reason: String,
-    },
-}
-
-/// Where the crowd goes.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The URL as given.
-    pub url: String,
-    /// The resolved address.
-    pub addr: SocketAddr,
-    /// `Host` header value.
-    pub host: String,
-    /// Path prefix (no trailing slash), usually empty.
-    pub prefix: String,
-}
-
-impl Target {
-    /// Parses and resolves `http://HOST:PORT[/PREFIX]` (TLS targets are not supported by the
-    /// crowd's client).
-    pub async fn resolve(url: &str) -> Result<Self, RushError> {
-        let bad = |reason: &str| RushError::BadTarget {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("only http:// targets are supported"))?;
-        let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.is_empty() {
-            return Err(bad("no host"));
-        }
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        let addr = tokio::net::lookup_host(&with_port)
-            .await
-            .map_err(|e| bad(&e.to_string()))?
-            .next()
-            .ok_or_else(|| bad("host resolves to nothing"))?;
-        let prefix = prefix.trim_end_matches('/');
-        Ok(Self {
-            url: url.to_owned(),
-            addr,
-            host: authority.to_owned(),
-            prefix: if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("/{prefix}")
-            },
-        })
-    }
-}
 
 /// Settings for one rush.
 #[derive(Debug, Clone)]
 pub struct RushConfig {
-    /// Where.
-    pub target: Target,
+    /// Where: the site's addresses. Slot `k` starts on target `k` modulo their number, and a
+    /// request that fails moves its slot to the next one.
+    pub targets: Vec<Target>,
     /// Which event.
     pub event: EventId,
     /// How many buyers.
@@ -148,6 +72,12 @@ pub struct RushConfig {
     pub verify_timeout: Duration,
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub show_progress: bool,
+    /// Times a request is sent again, on the next target, after no answer or a 502, 503 or 504
+    /// (see [`target`]).
+    pub resends: u32,
+    /// A buyer whose request still failed after its re-sends breaks the run (for runs where
+    /// processes are killed on purpose: the re-sends must absorb every failure).
+    pub require_answers: bool,
 }
 
 impl RushConfig {
@@ -156,12 +86,17 @@ impl RushConfig {
     /// The most concurrent slots.
     pub const MAX_CONCURRENCY: usize = 4_096;
 
+    /// Re-sends per request by default: with their pauses (50 ms doubling to 1 s) a request is
+    /// tried for about 4.5 s, past a process restart or a broker election.
+    pub const DEFAULT_RESENDS: u32 = 8;
+
     /// The demo's rush: `buyers` as fast as answered with `concurrency` in flight, seed 1, 10 s
-    /// per request, then every purchase polled to its final state (for up to 120 s) and the
-    /// invariants checked, with a progress bar.
-    pub fn verified(target: Target, event: EventId, buyers: u64, concurrency: usize) -> Self {
+    /// per request, failures sent again [`Self::DEFAULT_RESENDS`] times, then every purchase
+    /// polled to its final state (for up to 120 s) and the invariants checked, with a progress
+    /// bar.
+    pub fn verified(targets: Vec<Target>, event: EventId, buyers: u64, concurrency: usize) -> Self {
         Self {
-            target,
+            targets,
             event,
             buyers,
             concurrency,
@@ -171,10 +106,15 @@ impl RushConfig {
             request_timeout: Duration::from_secs(10),
             verify_timeout: Duration::from_secs(120),
             show_progress: true,
+            resends: Self::DEFAULT_RESENDS,
+            require_answers: false,
         }
     }
 
     fn check(&self) -> Result<(), RushError> {
+        if self.targets.is_empty() {
+            return Err(RushError::BadConfig("at least one target".into()));
+        }
         if self.buyers == 0 || self.buyers > Self::MAX_BUYERS {
             return Err(RushError::BadConfig(format!(
                 "buyers must be 1..={}",
@@ -194,12 +134,16 @@ impl RushConfig {
     }
 }
 
-/// What one buyer does (deterministic from the seed and the buyer's index).
+/// What one buyer does (deterministic from the seed and the buyer's index). Every purchase
+/// carries an Idempotency-Key, as a checkout page makes one per purchase: a buyer whose request
+/// failed may then send it again, on another address, and still buy once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct BuyerPlan {
     buyer: String,
     quantity: u32,
-    key: Option<String>,
+    key: String,
+    /// Sent this many times in all (a second time: the buyer pressed "buy" again, and must get
+    /// the same purchase back).
     sends: u8,
     is_bad: bool,
 }
@@ -208,7 +152,6 @@ fn plan(seed: u64, i: u64, max_quantity: u32) -> BuyerPlan {
     let mut rng = SmallRng::seed_from_u64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let is_bad = rng.random_bool(0.02);
     let retries = !is_bad && rng.random_bool(0.10);
-    let keyed = retries || rng.random_bool(0.5);
     BuyerPlan {
         buyer: format!("buyer-{seed}-{i}"),
         quantity: if is_bad {
@@ -216,7 +159,7 @@ fn plan(seed: u64, i: u64, max_quantity: u32) -> BuyerPlan {
         } else {
             rng.random_range(1..=max_quantity.clamp(1, 4))
         },
-        key: keyed.then(|| format!("rush-{seed}-{i}")),
+        key: format!("rush-{seed}-{i}"),
         sends: if retries { 2 } else { 1 },
         is_bad,
     }
@@ -264,19 +207,10 @@ struct EventInfo {
     sold: u32,
 }
 
-async fn read_event(
-    conn: &mut Conn,
-    target: &Target,
-    event: EventId,
-) -> Result<EventInfo, RushError> {
+async fn read_event(route: &mut Route, event: EventId) -> Result<EventInfo, RushError> {
     let fail = |reason: String| RushError::Event { event, reason };
-    let (status, body) = conn
-        .send(
-            Method::GET,
-            &format!("{}/events/{event}", target.prefix),
-            &[],
-            Bytes::new(),
-        )
+    let (status, body) = route
+        .get(&format!("/events/{event}"))
         .await
         .map_err(|e| fail(e.to_string()))?;
     if status != StatusCode::OK {
@@ -302,6 +236,8 @@ struct SlotResult {
     requests: u64,
     statuses: BTreeMap<u16, u64>,
     transport_errors: u64,
+    resent: u64,
+    failed: u64,
     accepted: Vec<Observed>,
     bad_not_refused: u64,
     retry_mismatches: u64,
@@ -323,12 +259,20 @@ struct Shared {
     timeline: Mutex<Timeline>,
 }
 
-async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
+impl Shared {
+    /// A route over the targets for the `k`th user of them.
+    fn route(&self, k: usize) -> Route {
+        let c = &self.config;
+        Route::new(&c.targets, k, c.request_timeout, c.resends)
+    }
+}
+
+async fn slot(shared: Arc<Shared>, k: usize) -> (SlotResult, Histogram<u64>) {
     let c = &shared.config;
-    let mut conn = Conn::new(c.target.addr, &c.target.host, c.request_timeout);
+    let mut route = shared.route(k);
     let mut out = SlotResult::default();
     let mut hist = new_histogram();
-    let path = format!("{}/events/{}/purchases", c.target.prefix, c.event);
+    let suffix = format!("/events/{}/purchases", c.event);
     let mut seconds = SlotSeconds::default();
     // Once per second per slot: the lock is never held across an await.
     let flush = |i: usize, second: &Second| {
@@ -357,46 +301,69 @@ async fn slot(shared: Arc<Shared>) -> (SlotResult, Histogram<u64>) {
         let body = purchase_body(&plan);
         // Made once per buyer and sent with each of its attempts. The plan's keys are
         // `rush-{seed}-{i}`, always a valid header value.
-        let key = plan
-            .key
-            .as_deref()
-            .and_then(|k| http::HeaderValue::from_str(k).ok())
+        let key = http::HeaderValue::from_str(&plan.key)
+            .ok()
             .map(|v| [(IDEMPOTENCY_KEY, v)]);
         let headers = key.as_ref().map_or(&[][..], |k| &k[..]);
         let mut first: Option<(String, u64)> = None;
-        for attempt in 0..plan.sends {
-            let sent = if attempt == 0 {
-                due.unwrap_or_else(Instant::now)
-            } else {
-                Instant::now()
-            };
-            out.requests += 1;
-            seconds
-                .at(sent.saturating_duration_since(shared.start), flush)
-                .sent += 1;
-            let answer = conn.send(Method::POST, &path, headers, body.clone()).await;
+        for send in 0..plan.sends {
+            // The buyer's latency runs from the first attempt (or the moment the buyer was due)
+            // to the last answer, re-sends included.
+            let mut began = None;
+            let mut attempts = 0u64;
+            let answer = route
+                .send(
+                    &Method::POST,
+                    |prefix| format!("{prefix}{suffix}"),
+                    headers,
+                    &body,
+                    !headers.is_empty(),
+                    |attempt| {
+                        let sent = match (send, began, due) {
+                            (0, None, Some(due)) => due,
+                            _ => attempt.sent,
+                        };
+                        began.get_or_insert(sent);
+                        attempts += 1;
+                        out.requests += 1;
+                        seconds
+                            .at(sent.saturating_duration_since(shared.start), flush)
+                            .sent += 1;
+                        let now = Instant::now();
+                        let bucket = seconds.at(now.saturating_duration_since(shared.start), flush);
+                        match &attempt.answer {
+                            Err(e) => {
+                                tracing::debug!(error = %e, "request failed");
+                                bucket.errors += 1;
+                                out.transport_errors += 1;
+                            }
+                            Ok((status, _)) => {
+                                if *status != StatusCode::ACCEPTED {
+                                    bucket.other += 1;
+                                }
+                                *out.statuses.entry(status.as_u16()).or_default() += 1;
+                            }
+                        }
+                    },
+                )
+                .await;
+            out.resent += attempts.saturating_sub(1);
             let now = Instant::now();
             out.last_answer = Some(now);
+            let began = began.unwrap_or(now);
             let us =
-                u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX);
+                u64::try_from(now.saturating_duration_since(began).as_micros()).unwrap_or(u64::MAX);
             let _ = hist.record(us.clamp(1, 600_000_000));
             let answered_at = now.saturating_duration_since(shared.start);
-            let bucket = seconds.at(answered_at, flush);
-            bucket.latency.record(us);
-            match &answer {
-                Err(_) => bucket.errors += 1,
-                Ok((status, _)) if *status != StatusCode::ACCEPTED => bucket.other += 1,
-                Ok(_) => {}
-            }
+            seconds.at(answered_at, flush).latency.record(us);
+            let failed = target::is_failure(&answer);
             let (status, body) = match answer {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!(error = %e, "request failed");
-                    out.transport_errors += 1;
+                Ok(a) if !failed => a,
+                _ => {
+                    out.failed += 1;
                     continue;
                 }
             };
-            *out.statuses.entry(status.as_u16()).or_default() += 1;
             if plan.is_bad {
                 if status != StatusCode::BAD_REQUEST {
                     out.bad_not_refused += 1;
@@ -448,13 +415,11 @@ const MAX_SOLD_SAMPLES: usize = Timeline::MAX_SECONDS * 4;
 
 /// Reads the event's `sold` through the target every [`SOLD_SAMPLE_EVERY`] until `stop`.
 async fn sample_sold(
-    target: Target,
+    mut route: Route,
     event: EventId,
-    timeout: Duration,
     start: Instant,
     stop: CancellationToken,
 ) -> Vec<SoldSample> {
-    let mut conn = Conn::new(target.addr, &target.host, timeout);
     let mut samples = Vec::new();
     let mut tick = tokio::time::interval(SOLD_SAMPLE_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -463,7 +428,7 @@ async fn sample_sold(
             () = stop.cancelled() => break,
             _ = tick.tick() => tokio::select! {
                 () = stop.cancelled() => break,
-                r = read_event(&mut conn, &target, event) => r,
+                r = read_event(&mut route, event) => r,
             },
         };
         match read {
@@ -478,9 +443,8 @@ async fn sample_sold(
 }
 
 /// The purchase's status if it is final (`None` when pending or unreadable).
-async fn final_status(conn: &mut Conn, target: &Target, id: &str) -> Option<PurchaseStatus> {
-    let path = format!("{}/purchases/{id}", target.prefix);
-    let Ok((StatusCode::OK, body)) = conn.send(Method::GET, &path, &[], Bytes::new()).await else {
+async fn final_status(route: &mut Route, id: &str) -> Option<PurchaseStatus> {
+    let Ok((StatusCode::OK, body)) = route.get(&format!("/purchases/{id}")).await else {
         return None;
     };
     let seen: StatusAnswer = serde_json::from_slice(&body).ok()?;
@@ -497,13 +461,9 @@ async fn probe_until_final(
     shutdown: &CancellationToken,
 ) -> Option<Instant> {
     let deadline = Instant::now() + config.verify_timeout;
-    let mut conn = Conn::new(
-        config.target.addr,
-        &config.target.host,
-        config.request_timeout,
-    );
+    let mut route = Route::new(&config.targets, 0, config.request_timeout, config.resends);
     loop {
-        if final_status(&mut conn, &config.target, id).await.is_some() {
+        if final_status(&mut route, id).await.is_some() {
             return Some(Instant::now());
         }
         if Instant::now() >= deadline {
@@ -541,18 +501,16 @@ async fn poll_until_final(
         }
         let chunk = pending.len().div_ceil(config.concurrency).max(1);
         let mut tasks = JoinSet::new();
-        for part in pending.chunks(chunk) {
+        for (k, part) in pending.chunks(chunk).enumerate() {
             let ids: Vec<(usize, String)> = part
                 .iter()
                 .filter_map(|i| purchases.get(*i).map(|p| (*i, p.purchase_id.clone())))
                 .collect();
-            let target = config.target.clone();
-            let timeout = config.request_timeout;
+            let mut route = Route::new(&config.targets, k, config.request_timeout, config.resends);
             tasks.spawn(async move {
-                let mut conn = Conn::new(target.addr, &target.host, timeout);
                 let mut found = Vec::new();
                 for (i, id) in ids {
-                    if let Some(s) = final_status(&mut conn, &target, &id).await {
+                    if let Some(s) = final_status(&mut route, &id).await {
                         found.push((i, s, Instant::now()));
                     }
                 }
@@ -582,12 +540,8 @@ async fn poll_until_final(
 /// Runs the crowd (stopping early, with what it has, when `shutdown` is cancelled).
 pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<RushReport, RushError> {
     config.check()?;
-    let mut conn = Conn::new(
-        config.target.addr,
-        &config.target.host,
-        config.request_timeout,
-    );
-    let before = read_event(&mut conn, &config.target, config.event).await?;
+    let mut route = Route::new(&config.targets, 0, config.request_timeout, config.resends);
+    let before = read_event(&mut route, config.event).await?;
 
     let progress = if config.show_progress {
         let bar = ProgressBar::with_draw_target(Some(config.buyers), ProgressDrawTarget::stderr());
@@ -611,9 +565,8 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
     });
     let stop_sampling = shutdown.child_token();
     let sampler = tokio::spawn(sample_sold(
-        config.target.clone(),
+        shared.route(0),
         config.event,
-        config.request_timeout,
         shared.start,
         stop_sampling.clone(),
     ));
@@ -621,8 +574,8 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
     let n = config
         .concurrency
         .min(usize::try_from(config.buyers).unwrap_or(usize::MAX));
-    for _ in 0..n {
-        slots.spawn(slot(Arc::clone(&shared)));
+    for k in 0..n {
+        slots.spawn(slot(Arc::clone(&shared), k));
     }
     let mut total = SlotResult::default();
     let mut latency_us = new_histogram();
@@ -633,6 +586,8 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
             *total.statuses.entry(s).or_default() += n;
         }
         total.transport_errors += r.transport_errors;
+        total.resent += r.resent;
+        total.failed += r.failed;
         total.accepted.extend(r.accepted);
         total.bad_not_refused += r.bad_not_refused;
         total.retry_mismatches += r.retry_mismatches;
@@ -671,7 +626,7 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
         };
         decided_after = decided.map(since_last_answer);
         last_in_line_decided_after = last_decided.map(since_last_answer);
-        let after = read_event(&mut conn, &config.target, config.event).await;
+        let after = read_event(&mut route, config.event).await;
         stop_sampling.cancel();
         let after = after?;
         sold_after = Some(SoldSample {
@@ -705,12 +660,17 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
         .map(|t| t.clone())
         .unwrap_or_default();
     Ok(RushReport {
-        target: config.target.url.clone(),
+        targets: config.targets.iter().map(|t| t.url.clone()).collect(),
+        started: shared.start,
         event: config.event,
         buyers,
         requests: total.requests,
         statuses: total.statuses,
         transport_errors: total.transport_errors,
+        resent: total.resent,
+        failed: total.failed,
+        require_answers: config.require_answers,
+        kills: Vec::new(),
         accepted: total.accepted.len() as u64,
         elapsed,
         latency_us,
@@ -735,19 +695,9 @@ mod tests {
             let p = plan(7, i, 2);
             assert_eq!(p, plan(7, i, 2));
             assert!(p.is_bad || (1..=2).contains(&p.quantity));
-            assert!(p.sends == 1 || p.key.is_some(), "a retry carries a key");
+            assert!(p.key.starts_with("rush-7-"), "every purchase carries a key");
         }
         let bad = (0..10_000).filter(|i| plan(1, *i, 4).is_bad).count();
         assert!((100..400).contains(&bad), "about 2% bad: {bad}");
-    }
-
-    #[tokio::test]
-    async fn targets_parse_or_say_why_not() {
-        let t = Target::resolve("http://127.0.0.1:8080/api/").await.unwrap();
-        assert_eq!(t.addr.port(), 8080);
-        assert_eq!(t.prefix, "/api");
-        assert_eq!(t.host, "127.0.0.1:8080");
-        assert!(Target::resolve("https://127.0.0.1:1").await.is_err());
-        assert!(Target::resolve("http://").await.is_err());
     }
 }

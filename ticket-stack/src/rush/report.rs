@@ -10,11 +10,22 @@ use super::timeline::{SoldSample, Timeline};
 use super::verify::Verification;
 use ticket_svc::domain::EventId;
 
+/// A process killed on purpose during the rush (chaos), drawn on the report's charts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kill {
+    /// When, since the rush started.
+    pub at: Duration,
+    /// Which process, e.g. `api 2`.
+    pub process: String,
+}
+
 /// What the crowd saw.
 #[derive(Debug)]
 pub struct RushReport {
-    /// The target URL.
-    pub target: String,
+    /// The target URLs.
+    pub targets: Vec<String>,
+    /// When the rush started (to place events such as [`Kill`]s on its timeline).
+    pub started: tokio::time::Instant,
     /// The event.
     pub event: EventId,
     /// Buyers that ran.
@@ -23,8 +34,16 @@ pub struct RushReport {
     pub requests: u64,
     /// Answers by status code.
     pub statuses: BTreeMap<u16, u64>,
-    /// Requests with no HTTP answer.
+    /// Requests with no HTTP answer (each attempt counted).
     pub transport_errors: u64,
+    /// Attempts sent again after no answer or a 502, 503 or 504: failures the crowd absorbed.
+    pub resent: u64,
+    /// Requests whose last attempt still got no answer or a 502, 503 or 504: what buyers saw.
+    pub failed: u64,
+    /// Whether a failed request breaks the run (see `RushConfig::require_answers`).
+    pub require_answers: bool,
+    /// Processes killed during the rush, in order.
+    pub kills: Vec<Kill>,
     /// Purchases answered 202 (distinct).
     pub accepted: u64,
     /// From the first send to the last answer.
@@ -75,6 +94,12 @@ impl RushReport {
                 self.retry_mismatches
             ));
         }
+        if self.require_answers && self.failed > 0 {
+            problems.push(format!(
+                "{} requests still failed after {} re-sends (no answer, or 502/503/504)",
+                self.failed, self.resent
+            ));
+        }
         if let Some(v) = &self.verification {
             problems.extend(v.violations.iter().cloned());
         }
@@ -107,11 +132,10 @@ impl RushReport {
     }
 
     /// True when nothing that must hold was broken (bad requests refused, retries answered with
-    /// the first purchase, and with `--verify` every invariant).
+    /// the first purchase, with `require_answers` every request answered, and with `--verify`
+    /// every invariant).
     pub fn is_ok(&self) -> bool {
-        self.bad_not_refused == 0
-            && self.retry_mismatches == 0
-            && self.verification.as_ref().is_none_or(Verification::is_ok)
+        self.problems().is_empty()
     }
 }
 
@@ -126,7 +150,7 @@ impl fmt::Display for RushReport {
             f,
             "rush: {} buyers against {} event {} in {:.2} s",
             self.buyers,
-            self.target,
+            self.targets.join(", "),
             self.event,
             self.elapsed.as_secs_f64()
         )?;
@@ -135,6 +159,19 @@ impl fmt::Display for RushReport {
             "  requests    {} sent, {} purchases accepted, {} transport errors",
             self.requests, self.accepted, self.transport_errors
         )?;
+        writeln!(
+            f,
+            "  failures    {} absorbed by re-sending, {} seen by buyers",
+            self.resent, self.failed
+        )?;
+        if !self.kills.is_empty() {
+            let kills: Vec<String> = self
+                .kills
+                .iter()
+                .map(|k| format!("{} at {:.1} s", k.process, k.at.as_secs_f64()))
+                .collect();
+            writeln!(f, "  killed      {}", kills.join(", "))?;
+        }
         writeln!(
             f,
             "  throughput  {:.0} accepted purchases/s",

@@ -35,7 +35,16 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// A line chart: a title, axis labels and its lines.
+/// A moment marked across the plot: a dashed vertical line at `x` with a label at its top.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    /// Where on the x axis.
+    pub x: f64,
+    /// What happened then.
+    pub label: String,
+}
+
+/// A line chart: a title, axis labels, its lines and marked moments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chart {
     /// Above the plot.
@@ -46,6 +55,8 @@ pub struct Chart {
     pub y_label: String,
     /// The lines.
     pub series: Vec<Series>,
+    /// Moments marked across the plot (non-finite ones are dropped).
+    pub marks: Vec<Mark>,
 }
 
 const WIDTH: f64 = 720.0;
@@ -98,7 +109,9 @@ pub fn line_chart(chart: &Chart) -> String {
         })
         .collect();
     let all = series.iter().flat_map(|(_, p)| p.iter().copied());
+    let marks: Vec<&Mark> = chart.marks.iter().filter(|m| m.x.is_finite()).collect();
     let (x_max, y_max) = all.fold((0.0f64, 0.0f64), |(mx, my), (x, y)| (mx.max(x), my.max(y)));
+    let x_max = marks.iter().fold(x_max, |mx, m| mx.max(m.x));
     let x_step = nice_step(x_max);
     let y_step = nice_step(y_max);
     let x_end = (x_max / x_step).ceil().max(1.0) * x_step;
@@ -175,6 +188,17 @@ pub fn line_chart(chart: &Chart) -> String {
             y = TOP + plot_h / 2.0
         );
     }
+    for m in &marks {
+        let x = px(m.x);
+        let _ = write!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{b:.1}" stroke="#b00" stroke-dasharray="4 3"/><text transform="translate({tx:.1} {ty:.1}) rotate(-90)" text-anchor="end" fill="#b00" font-size="9">{l}</text>"##,
+            b = TOP + plot_h,
+            tx = x - 2.0,
+            ty = TOP + 2.0,
+            l = escape(&m.label)
+        );
+    }
     let mut legend_x = LEFT;
     for (s, pts) in &series {
         let color = escape(&s.color);
@@ -231,6 +255,7 @@ mod tests {
                 color: "red".into(),
                 points,
             }],
+            marks: Vec::new(),
         }
     }
 
@@ -269,6 +294,26 @@ mod tests {
         let svg = line_chart(&chart(vec![(0.0, 5.0), (1.0, 12_000.0), (2.0, 30.0)]));
         assert!(svg.contains("<polyline") && !svg.contains("no data"));
         assert!(svg.contains(">12000<") || svg.contains(">15000<"), "{svg}");
+    }
+
+    #[test]
+    fn marks_are_dashed_lines_with_labels_and_widen_the_x_axis() {
+        let mut c = chart(vec![(0.0, 1.0), (2.0, 2.0)]);
+        c.marks = vec![
+            Mark {
+                x: 9.0,
+                label: "killed <api>".into(),
+            },
+            Mark {
+                x: f64::NAN,
+                label: "dropped".into(),
+            },
+        ];
+        let svg = line_chart(&c);
+        assert_eq!(svg.matches("stroke-dasharray").count(), 1);
+        assert!(svg.contains("killed &lt;api&gt;") && !svg.contains("dropped"));
+        assert!(svg.contains(">10<"), "the x axis reaches the mark: {svg}");
+        assert!(!svg.contains("NaN"));
     }
 
     #[test]

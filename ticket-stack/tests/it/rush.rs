@@ -14,7 +14,7 @@ use ticket_svc::testing::{create_event, start_api, test_deps};
 
 fn config(target: Target, event: i64, buyers: u64, rate: Option<f64>) -> RushConfig {
     RushConfig {
-        target,
+        targets: vec![target],
         event: EventId(event),
         buyers,
         concurrency: 16,
@@ -24,6 +24,8 @@ fn config(target: Target, event: i64, buyers: u64, rate: Option<f64>) -> RushCon
         request_timeout: Duration::from_secs(5),
         verify_timeout: Duration::from_secs(20),
         show_progress: false,
+        resends: RushConfig::DEFAULT_RESENDS,
+        require_answers: true,
     }
 }
 

@@ -30,9 +30,11 @@ async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_res
         .unwrap();
     let report = ticket_stack::rush::run(
         RushConfig {
-            target: Target::resolve(&format!("http://{}", s.public))
-                .await
-                .unwrap(),
+            targets: vec![
+                Target::resolve(&format!("http://{}", s.public))
+                    .await
+                    .unwrap(),
+            ],
             event: event.id,
             buyers: 400,
             concurrency: 32,
@@ -42,6 +44,8 @@ async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_res
             request_timeout: Duration::from_secs(10),
             verify_timeout: Duration::from_secs(60),
             show_progress: false,
+            resends: RushConfig::DEFAULT_RESENDS,
+            require_answers: true,
         },
         CancellationToken::new(),
     )
@@ -80,5 +84,106 @@ async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_res
     let s = stack::start(config(dir.path())).await.unwrap();
     let again = s.store.event(event.id).await.unwrap().unwrap();
     assert_eq!(again.sold, 300, "a restart keeps every sale");
+    s.stop().await;
+}
+
+/// Forwards one connection to `to` and cuts it once the answer's head is back, before the client
+/// sees a byte of it: a balancer that died after its API accepted the purchase. Hands over the
+/// answer it swallowed.
+async fn cutting_proxy(
+    to: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = tokio::spawn(async move {
+        let (mut client, _) = listener.accept().await.unwrap();
+        let mut upstream = tokio::net::TcpStream::connect(to).await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut request = Vec::new();
+        // The crowd's request: a head with Content-Length and a small JSON body.
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"}") {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client sent its whole request");
+            request.extend_from_slice(&buf[..n]);
+        }
+        upstream.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") || !answer.ends_with(b"}") {
+            let n = upstream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stack answered");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(answer).unwrap()
+    });
+    (addr, cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_whose_answer_was_lost_is_sent_again_on_another_address_and_sold_once() {
+    use bytes::Bytes;
+    use http::{HeaderName, HeaderValue, Method, StatusCode};
+    let dir = tempfile::tempdir().unwrap();
+    let s = stack::start(config(dir.path())).await.unwrap();
+    let event = s
+        .store
+        .create_event(&EventSpec::new("DJ night", 10, 4).unwrap())
+        .await
+        .unwrap();
+    let (proxy, cut) = cutting_proxy(s.public).await;
+    let targets = vec![
+        Target::resolve(&format!("http://{proxy}")).await.unwrap(),
+        Target::resolve(&format!("http://{}", s.public))
+            .await
+            .unwrap(),
+    ];
+    let mut route = ticket_stack::rush::Route::new(&targets, 0, Duration::from_secs(5), 3);
+    let key = [(
+        HeaderName::from_static("idempotency-key"),
+        HeaderValue::from_static("lost-answer-1"),
+    )];
+    let mut failed = Vec::new();
+    let (status, body) = route
+        .send(
+            &Method::POST,
+            |prefix| format!("{prefix}/events/{}/purchases", event.id),
+            &key,
+            &Bytes::from_static(br#"{"buyer":"ann","quantity":3}"#),
+            true,
+            |a| failed.push(a.answer.is_err()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        failed,
+        [true, false],
+        "lost once, then answered on the other address"
+    );
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(route.current(), 1);
+    let lost = cut.await.unwrap();
+    assert!(
+        lost.starts_with("HTTP/1.1 202"),
+        "the first send was accepted: {lost}"
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let id = answer["purchase_id"].as_str().unwrap();
+    assert!(
+        lost.contains(id),
+        "both sends name one purchase: {lost} / {answer}"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = route.get(&format!("/purchases/{id}")).await.unwrap();
+        let seen: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if status == StatusCode::OK && seen["status"] == "confirmed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status} {seen}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sold = s.store.event(event.id).await.unwrap().unwrap().sold;
+    assert_eq!(sold, 3, "sold once");
     s.stop().await;
 }

@@ -1,0 +1,27 @@
+//! Why a rush could not run.
+
+use ticket_svc::domain::EventId;
+
+/// Why a rush could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RushError {
+    /// The target URL is not `http://HOST:PORT[/PREFIX]` or does not resolve.
+    #[error("bad target {url:?}: {reason}")]
+    BadTarget {
+        /// The URL given.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A setting is out of range.
+    #[error("bad setting: {0}")]
+    BadConfig(String),
+    /// The event could not be read.
+    #[error("could not read event {event}: {reason}")]
+    Event {
+        /// The event.
+        event: EventId,
+        /// What happened.
+        reason: String,
+    },
+}

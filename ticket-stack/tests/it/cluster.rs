@@ -1,0 +1,203 @@
+//! The stack as separate processes (the runner behind `up --cluster`), on a PostgreSQL database
+//! of its own: one process of each kind SIGKILLed mid-rush, every invariant held, nothing
+//! accepted lost, and the crowd's re-sends absorbing every failure. Skipped, with a printed
+//! reason, when `TICKET_TEST_POSTGRES_URL` is not set.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ticket_stack::cluster::{self, ClusterConfig};
+use ticket_stack::rush::{RushConfig, Target};
+use ticket_svc::domain::EventSpec;
+use ticket_svc::store::Store;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A database made for one test and dropped after it.
+struct TestDb {
+    admin: tokio_postgres::Client,
+    name: String,
+    url: String,
+}
+
+/// `url` naming database `name` instead of its own.
+fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (authority, after) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = after.split_once('?').map(|(_, q)| format!("?{q}"));
+    format!("{scheme}://{authority}/{name}{}", query.unwrap_or_default())
+}
+
+impl TestDb {
+    async fn create() -> Option<Self> {
+        let Ok(url) = std::env::var("TICKET_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: TICKET_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let name = format!("ticket_cluster_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let url = with_database(&url, &name);
+        Some(Self { admin, name, url })
+    }
+
+    async fn drop(self) {
+        self.admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+fn config(dir: &std::path::Path, db: &str) -> ClusterConfig {
+    let loopback0: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut c = ClusterConfig::new(env!("CARGO_BIN_EXE_ticket-svc"), dir, db);
+    c.listen = loopback0;
+    c.admin_listen = loopback0;
+    c.drain_grace = Duration::from_secs(10);
+    c
+}
+
+/// The broker node that leads now.
+async fn broker_leader(c: &cluster::Cluster) -> u64 {
+    let list = c
+        .addresses
+        .brokers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(client) =
+            broker::client::Client::connect(broker::client::ClientConfig::new(list.clone())).await
+            && let Ok(m) = client.metadata().await
+            && let Some((id, _)) = m.leader
+        {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no broker leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_url_names_another_database() {
+    assert_eq!(
+        with_database("postgres://u@h:5432/test", "x"),
+        "postgres://u@h:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u@h/test?sslmode=disable", "x"),
+        "postgres://u@h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_sees_it() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster::start(config(dir.path(), &db.url)).await.unwrap();
+    let event = c
+        .store
+        .create_event(&EventSpec::new("DJ night", 1_000, 4).unwrap())
+        .await
+        .unwrap();
+    let urls: Vec<String> = c
+        .addresses
+        .public
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect();
+    let mut rush = RushConfig::verified(
+        Target::resolve_all(&urls).await.unwrap(),
+        event.id,
+        3_000,
+        32,
+    );
+    // 10 s of buyers at an even pace, so every kill lands mid-rush.
+    rush.rate = Some(300.0);
+    rush.show_progress = false;
+    rush.require_answers = true;
+    rush.verify_timeout = Duration::from_secs(90);
+    let start = Instant::now();
+    let killer = async {
+        let mut killed = Vec::new();
+        for (k, kind) in ["balancer 1", "api 2", "broker", "worker 1"]
+            .into_iter()
+            .enumerate()
+        {
+            tokio::time::sleep_until(start + Duration::from_millis(1_500 + 2_000 * k as u64)).await;
+            // The broker that leads: the kill that costs the most (an election, a new leader).
+            let name = match kind {
+                "broker" => format!("broker {}", broker_leader(&c).await),
+                other => other.to_owned(),
+            };
+            let p = c.process(&name).unwrap();
+            assert!(p.kill(Duration::from_secs(1)).await, "{name} was running");
+            killed.push(name);
+        }
+        killed
+    };
+    let (report, killed) = tokio::join!(
+        ticket_stack::rush::run(rush, CancellationToken::new()),
+        killer
+    );
+    let report = report.unwrap();
+    assert!(report.is_ok(), "killed {killed:?}\n{report}");
+    assert_eq!(report.failed, 0, "{report}");
+    assert!(
+        report.elapsed > Duration::from_secs(8),
+        "every kill came before the rush's end: {report}"
+    );
+    let v = report.verification.as_ref().unwrap();
+    assert_eq!(v.pending, 0, "every 202 decided: {report}");
+    let sold = c.store.event(event.id).await.unwrap().unwrap().sold;
+    assert_eq!(sold, 1_000, "3,000 buyers of 1-4 tickets sell out 1,000");
+    // Every killed process came back on its own.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for p in c.processes() {
+        while p.state().pid().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never came back",
+                p.spec().name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut restarted: Vec<(String, u64, u64)> = c
+        .processes()
+        .iter()
+        .filter(|p| p.state().restarts() > 0)
+        .map(|p| (p.spec().name(), p.state().restarts(), p.state().crashes()))
+        .collect();
+    restarted.sort();
+    let mut expected: Vec<(String, u64, u64)> =
+        killed.iter().map(|name| (name.clone(), 1, 0)).collect();
+    expected.sort();
+    if restarted != expected {
+        for p in c.processes() {
+            let log = std::fs::read_to_string(&p.spec().log).unwrap_or_default();
+            eprintln!("--- {}\n{log}", p.spec().name());
+        }
+    }
+    assert_eq!(
+        restarted, expected,
+        "each killed process started once more, none crashed"
+    );
+    c.stop().await;
+    db.drop().await;
+}
