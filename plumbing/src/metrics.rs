@@ -1,6 +1,7 @@
 //! Prometheus metrics over HTTP: the text encoding every listener answers `GET /metrics` with,
-//! and a small listener of its own (`GET /metrics`, `GET /healthz`) for processes that have no
-//! HTTP server otherwise (the broker, a worker).
+//! and a small listener of its own (`GET /metrics`, `GET /healthz`, optionally a plain-text
+//! `GET /status` page) for processes that have no HTTP server otherwise (the broker, a worker,
+//! the cluster runner).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -53,13 +54,20 @@ fn respond(
     r
 }
 
+/// A page made anew for each request, served as plain text.
+pub type Page = Arc<dyn Fn() -> String + Send + Sync>;
+
 fn handle(
     req: &Request<Incoming>,
     registry: &Registry,
     refresh: &(dyn Fn() + Send + Sync),
+    status: Option<&Page>,
 ) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => {
+    match (req.method(), req.uri().path(), status) {
+        (&Method::GET, "/status", Some(page)) => {
+            respond(StatusCode::OK, "text/plain; charset=utf-8", page())
+        }
+        (&Method::GET, "/metrics", _) => {
             refresh();
             match encode(registry) {
                 Ok(text) => respond(StatusCode::OK, CONTENT_TYPE, text),
@@ -73,10 +81,15 @@ fn handle(
                 }
             }
         }
-        (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),
-        (_, "/metrics" | "/healthz") => {
+        (&Method::GET, "/healthz", _) => respond(StatusCode::OK, "text/plain", "ok\n"),
+        (_, "/metrics" | "/healthz", _) | (_, "/status", Some(_)) => {
             respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n")
         }
+        (_, _, Some(_)) => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /status, /metrics or /healthz\n",
+        ),
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -94,16 +107,28 @@ pub async fn serve(
     refresh: impl Fn() + Send + Sync + 'static,
     shutdown: CancellationToken,
 ) {
+    serve_with_status(listener, registry, refresh, None, shutdown).await;
+}
+
+/// [`serve`], and with a `status` page, `GET /status` answered with it.
+pub async fn serve_with_status(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    refresh: impl Fn() + Send + Sync + 'static,
+    status: Option<Page>,
+    shutdown: CancellationToken,
+) {
     let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(refresh);
     let listener = CappedListener::new(listener, MAX_CONNECTIONS, WhenFull::Wait);
     let conns = TaskTracker::new();
     while let Some(Admitted { stream, slot, .. }) = listener.admit(&shutdown).await {
         let registry = Arc::clone(&registry);
         let refresh = Arc::clone(&refresh);
+        let status = status.clone();
         let stop = shutdown.clone();
         conns.spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let resp = handle(&req, &registry, refresh.as_ref());
+                let resp = handle(&req, &registry, refresh.as_ref(), status.as_ref());
                 async move { Ok::<_, Infallible>(resp) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -161,6 +186,34 @@ mod tests {
         let other = http_get(addr, "/nope").await.unwrap();
         assert_eq!(other.status, 404);
         assert!(other.body.contains("/metrics"));
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the listener stops on shutdown")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_status_page_is_made_for_each_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let n = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&n);
+        let page: Page =
+            Arc::new(move || format!("page {}\n", seen.fetch_add(1, Ordering::Relaxed)));
+        let server = tokio::spawn(serve_with_status(
+            listener,
+            Arc::new(Registry::default()),
+            || {},
+            Some(page),
+            stop.clone(),
+        ));
+        assert_eq!(http_get(addr, "/status").await.unwrap().body, "page 0\n");
+        assert_eq!(http_get(addr, "/status").await.unwrap().body, "page 1\n");
+        assert_eq!(http_get(addr, "/metrics").await.unwrap().status, 200);
+        let other = http_get(addr, "/nope").await.unwrap();
+        assert!(other.body.contains("/status"), "{}", other.body);
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), server)
             .await

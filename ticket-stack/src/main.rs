@@ -263,6 +263,11 @@ struct ClusterArgs {
     /// With --cluster: broker nodes, 1 or a replicated cluster of 3 or 5.
     #[arg(long, default_value_t = 3)]
     brokers: usize,
+    /// With --cluster: the runner's own page of every process (`/status`: up or down,
+    /// restarts, exits, address, log) and its `/metrics`; keep it on loopback. `demo` picks a
+    /// free port.
+    #[arg(long, default_value = "127.0.0.1:9079")]
+    status_listen: SocketAddr,
     /// With --cluster: SIGKILL one random process this often (e.g. 5s) and start it again after
     /// --chaos-down. `demo` then requires every buyer's request to be answered (the crowd sends
     /// a failed one again on another balancer) and draws each kill on its charts.
@@ -291,6 +296,7 @@ impl ClusterArgs {
         let mut config = ticket_stack::cluster::ClusterConfig::new(program, data_dir, db);
         config.balancers = self.balancers;
         config.brokers = self.brokers;
+        config.status_listen = Some(self.status_listen);
         Ok(config)
     }
 
@@ -584,6 +590,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
                 let mut config = cluster.config(&dir)?;
                 config.listen = loopback0;
                 config.admin_listen = loopback0;
+                config.status_listen = Some(loopback0);
                 let chaos = cluster.chaos()?;
                 let c = ticket_stack::cluster::start(config)
                     .await

@@ -79,6 +79,7 @@ impl Cluster {
             let at = Instant::now();
             if victim.kill(config.down).await {
                 let process = victim.spec().name();
+                self.metrics.killed(victim.spec().kind);
                 tracing::warn!(%process, down = ?config.down, "chaos: killed");
                 kills.push(KillRecord { at, process });
             }

@@ -12,7 +12,8 @@
 //! broker leader answer). Stop order is front to back, each tier drained with SIGTERM before the
 //! next: nothing accepted is dropped, and what no worker decided stays queued in the brokers.
 //!
-//! [`chaos`] kills a random process every few seconds and lets it come back.
+//! [`chaos`] kills a random process every few seconds and lets it come back; [`status`] is the
+//! runner's own page and metrics (every process up or down, its restarts and exits).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -24,8 +25,10 @@ use ticket_svc::store::AnyStore;
 
 pub mod chaos;
 pub mod process;
+pub mod status;
 
-use process::{Kind, ProcessSpec, Supervised};
+use process::{Kind, ProcessSpec, ProcessView, Supervised};
+use status::ClusterMetrics;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -49,6 +52,8 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// The first balancer's admin address, numbered the same way.
     pub admin_listen: SocketAddr,
+    /// The runner's own `/status` page and `/metrics` (none: not served).
+    pub status_listen: Option<SocketAddr>,
     /// How long each process may take to drain after SIGTERM before it is killed.
     pub drain_grace: Duration,
     /// How long to wait for the cluster to answer through every balancer.
@@ -57,7 +62,8 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// Two balancers (public 127.0.0.1:8080 and :8081, admin :9080 and :9081), three APIs, three
-    /// brokers, two workers; 15 s to drain, 60 s to come up.
+    /// brokers, two workers, the runner's status on 127.0.0.1:9079; 15 s to drain, 60 s to come
+    /// up.
     pub fn new(program: impl Into<PathBuf>, data_dir: impl Into<PathBuf>, db: &str) -> Self {
         Self {
             program: program.into(),
@@ -69,6 +75,7 @@ impl ClusterConfig {
             workers: 2,
             listen: ([127, 0, 0, 1], 8080).into(),
             admin_listen: ([127, 0, 0, 1], 9080).into(),
+            status_listen: Some(([127, 0, 0, 1], 9079).into()),
             drain_grace: Duration::from_secs(15),
             ready_within: Duration::from_secs(60),
         }
@@ -127,6 +134,14 @@ pub enum ClusterError {
     /// No free port could be found.
     #[error("no free port on loopback: {0}")]
     Port(std::io::Error),
+    /// The runner's status listener could not be bound.
+    #[error("cannot listen on {addr} for the status page: {cause}")]
+    StatusListen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        cause: std::io::Error,
+    },
     /// The store did not open.
     #[error("store: {0}")]
     Store(String),
@@ -182,12 +197,20 @@ pub struct Addresses {
     pub broker_metrics: Vec<SocketAddr>,
     /// Each worker process's `/metrics` address.
     pub worker_metrics: Vec<SocketAddr>,
+    /// The runner's `/status` and `/metrics`.
+    pub status: Option<SocketAddr>,
 }
 
 impl std::fmt::Display for Addresses {
     /// Every URL, a line each, as `up --cluster` prints them.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "ticketrush is up (a cluster of processes)")?;
+        if let Some(status) = self.status {
+            writeln!(
+                f,
+                "  processes:            http://{status}/status  (metrics: /metrics)"
+            )?;
+        }
         for (i, (public, admin)) in self.public.iter().zip(&self.admin).enumerate() {
             let n = i + 1;
             writeln!(f, "  buyers (balancer {n}):  http://{public}")?;
@@ -230,6 +253,10 @@ pub struct Cluster {
     /// Every process, in start order (brokers, workers, APIs, balancers).
     processes: Vec<Supervised>,
     drain_grace: Duration,
+    metrics: Arc<ClusterMetrics>,
+    /// Stops the status listener (last, after every process).
+    status_stop: tokio_util::sync::CancellationToken,
+    status_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The processes' specs and the addresses they will listen on.
@@ -267,7 +294,11 @@ fn plan(
         .collect::<Vec<_>>()
         .join(",");
     let db_env = vec![("TICKET_DB".to_owned(), config.db.clone())];
-    let spec = |kind: Kind, index: usize, args: Vec<String>, env: Vec<(String, String)>| {
+    let spec = |kind: Kind,
+                index: usize,
+                address: String,
+                args: Vec<String>,
+                env: Vec<(String, String)>| {
         let log = logs.join(format!("{}-{index}.log", kind.name()));
         ProcessSpec {
             kind,
@@ -276,6 +307,7 @@ fn plan(
             args,
             env,
             log,
+            address,
         }
     };
     let mut specs = Vec::new();
@@ -295,7 +327,7 @@ fn plan(
             args.push(format!("--node-id={n}"));
             args.push(format!("--peers={peers}"));
         }
-        specs.push(spec(Kind::Broker, n, args, Vec::new()));
+        specs.push(spec(Kind::Broker, n, addr.to_string(), args, Vec::new()));
     }
     for (i, metrics) in a.worker_metrics.iter().enumerate() {
         let args = vec![
@@ -303,7 +335,8 @@ fn plan(
             format!("--broker={broker_list}"),
             format!("--metrics-listen={metrics}"),
         ];
-        specs.push(spec(Kind::Worker, i + 1, args, db_env.clone()));
+        let address = format!("http://{metrics}/metrics");
+        specs.push(spec(Kind::Worker, i + 1, address, args, db_env.clone()));
     }
     for (i, addr) in a.apis.iter().enumerate() {
         let args = vec![
@@ -311,7 +344,8 @@ fn plan(
             format!("--listen={addr}"),
             format!("--broker={broker_list}"),
         ];
-        specs.push(spec(Kind::Api, i + 1, args, db_env.clone()));
+        let address = format!("http://{addr}");
+        specs.push(spec(Kind::Api, i + 1, address, args, db_env.clone()));
     }
     for (i, (public, admin)) in a.public.iter().zip(&a.admin).enumerate() {
         let mut args = vec![
@@ -321,7 +355,8 @@ fn plan(
             "--strategy=least-conn".into(),
         ];
         args.extend(a.apis.iter().map(|api| format!("--backend={api}")));
-        specs.push(spec(Kind::Balancer, i + 1, args, Vec::new()));
+        let address = format!("http://{public}");
+        specs.push(spec(Kind::Balancer, i + 1, address, args, Vec::new()));
     }
     Ok((specs, a))
 }
@@ -339,17 +374,44 @@ pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         dir: logs.display().to_string(),
         cause,
     })?;
+    let status_listener = match config.status_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|cause| ClusterError::StatusListen { addr, cause })?,
+        ),
+        None => None,
+    };
     let store = AnyStore::open(&config.db)
         .await
         .map_err(|e| ClusterError::Store(e.to_string()))?;
-    let (specs, addresses) = plan(&config, &logs)?;
-    let processes = specs.into_iter().map(Supervised::start).collect();
+    let (specs, mut addresses) = plan(&config, &logs)?;
+    let processes: Vec<Supervised> = specs.into_iter().map(Supervised::start).collect();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(ClusterMetrics::new(&mut registry));
+    let status_stop = tokio_util::sync::CancellationToken::new();
+    let status_task = status_listener.map(|listener| {
+        addresses.status = listener.local_addr().ok();
+        let views: Arc<[ProcessView]> = processes.iter().map(Supervised::view).collect();
+        let page = status::status_page(Arc::clone(&views));
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(plumbing::metrics::serve_with_status(
+            listener,
+            Arc::new(registry),
+            move || metrics.refresh(&views),
+            Some(page),
+            status_stop.clone(),
+        ))
+    });
     let cluster = Cluster {
         addresses,
         store: Arc::new(store),
         logs,
         processes,
         drain_grace: config.drain_grace,
+        metrics,
+        status_stop,
+        status_task,
     };
     if let Err(why) = cluster.wait_ready(config.ready_within).await {
         let logs = cluster.logs.display().to_string();
@@ -409,6 +471,10 @@ impl Cluster {
             self.processes = rest;
             let grace = self.drain_grace;
             run_together(tier.into_iter().map(|p| p.stop(grace))).await;
+        }
+        self.status_stop.cancel();
+        if let Some(task) = self.status_task.take() {
+            let _ = task.await;
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     /// Where its output is appended.
     pub log: PathBuf,
+    /// What it serves, for the status page (e.g. `http://127.0.0.1:8080`).
+    pub address: String,
 }
 
 impl ProcessSpec {
@@ -69,6 +71,16 @@ impl ProcessSpec {
     pub fn name(&self) -> String {
         format!("{} {}", self.kind.name(), self.index)
     }
+}
+
+/// A process as the status page sees it: how it was started and its state, shared with its
+/// supervisor (which may go on while this is read).
+#[derive(Debug, Clone)]
+pub struct ProcessView {
+    /// How it was started.
+    pub spec: ProcessSpec,
+    /// Its state now.
+    pub state: Arc<ProcessState>,
 }
 
 /// What the supervisor knows of a process now.
@@ -142,6 +154,14 @@ impl Supervised {
     /// Its state now.
     pub fn state(&self) -> &ProcessState {
         &self.state
+    }
+
+    /// A view of it that outlives this handle.
+    pub fn view(&self) -> ProcessView {
+        ProcessView {
+            spec: self.spec.clone(),
+            state: Arc::clone(&self.state),
+        }
     }
 
     /// SIGKILLs the process and starts it again after `down`. False when it was not running
@@ -294,6 +314,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             env: vec![("GREETING".into(), "hello".into())],
             log: dir.join("worker-1.log"),
+            address: String::new(),
         }
     }
 

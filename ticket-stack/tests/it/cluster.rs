@@ -63,6 +63,7 @@ fn config(dir: &std::path::Path, db: &str) -> ClusterConfig {
     let mut c = ClusterConfig::new(env!("CARGO_BIN_EXE_ticket-svc"), dir, db);
     c.listen = loopback0;
     c.admin_listen = loopback0;
+    c.status_listen = Some(loopback0);
     c.drain_grace = Duration::from_secs(10);
     c
 }
@@ -198,6 +199,27 @@ async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_see
         restarted, expected,
         "each killed process started once more, none crashed"
     );
+    // The runner's page and metrics say the same.
+    let status = c.addresses.status.unwrap();
+    let page = plumbing::testing::http_get(status, "/status")
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        page.starts_with("ticketrush cluster: 10 processes, 10 up"),
+        "{page}"
+    );
+    let metrics = plumbing::testing::http_get(status, "/metrics")
+        .await
+        .unwrap()
+        .body;
+    for name in &killed {
+        let kind = name.split(' ').next().unwrap();
+        let series =
+            format!(r#"ticket_cluster_process_restarts_total{{process="{name}",kind="{kind}"}} 1"#);
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
+    assert!(metrics.contains(r#"ticket_cluster_process_up{process="api 2",kind="api"} 1"#));
     c.stop().await;
     db.drop().await;
 }
