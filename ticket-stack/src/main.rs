@@ -263,6 +263,16 @@ struct ClusterArgs {
     /// With --cluster: broker nodes, 1 or a replicated cluster of 3 or 5.
     #[arg(long, default_value_t = 3)]
     brokers: usize,
+    /// With --cluster: API processes at most (default: --apis, no autoscaling). Above --apis,
+    /// one more is started while more than --api-busy requests per API stay in flight or
+    /// queued at the balancers for 3 s, and removed (drained through every balancer first)
+    /// while an eighth of that or fewer do.
+    #[arg(long)]
+    max_apis: Option<usize>,
+    /// With --cluster: requests in flight or queued per API, over every balancer, above which
+    /// an API is added.
+    #[arg(long, default_value_t = 32)]
+    api_busy: u64,
     /// With --cluster: the runner's own page of every process (`/status`: up or down,
     /// restarts, exits, address, log) and its `/metrics`; keep it on loopback. `demo` picks a
     /// free port.
@@ -283,10 +293,12 @@ struct ClusterArgs {
 
 #[cfg(feature = "stack")]
 impl ClusterArgs {
-    /// The cluster's settings over `data_dir`, this binary running every process.
+    /// The cluster's settings over `data_dir` with `apis` API processes at the start (`None`:
+    /// the default), this binary running every process.
     fn config(
         &self,
         data_dir: &std::path::Path,
+        apis: Option<usize>,
     ) -> anyhow::Result<ticket_stack::cluster::ClusterConfig> {
         let db = self.db.as_deref().context(
             "--cluster needs --db postgres://... (or TICKET_DB): its processes share one database",
@@ -296,6 +308,9 @@ impl ClusterArgs {
         let mut config = ticket_stack::cluster::ClusterConfig::new(program, data_dir, db);
         config.balancers = self.balancers;
         config.brokers = self.brokers;
+        config.apis = apis.unwrap_or(config.apis);
+        config.max_apis = self.max_apis.unwrap_or(config.apis);
+        config.api_busy = self.api_busy;
         config.status_listen = Some(self.status_listen);
         Ok(config)
     }
@@ -544,8 +559,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
                 format!("--admin-listen {admin_listen:?} is not an address like 127.0.0.1:9080")
             })?;
             if cluster.cluster {
-                let mut config = cluster.config(std::path::Path::new(&data_dir))?;
-                config.apis = apis;
+                let mut config = cluster.config(std::path::Path::new(&data_dir), Some(apis))?;
                 config.workers = workers;
                 config.listen = listen;
                 config.admin_listen = admin_listen;
@@ -587,7 +601,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             // Stop the stack whatever the rush did: its processes or threads must be done with
             // the data dir before the temp dir goes away.
             let report = if cluster.cluster {
-                let mut config = cluster.config(&dir)?;
+                let mut config = cluster.config(&dir, None)?;
                 config.listen = loopback0;
                 config.admin_listen = loopback0;
                 config.status_listen = Some(loopback0);

@@ -120,7 +120,19 @@ pub struct Scaler {
 impl Scaler {
     /// Decides from the observed `lag` with `running` workers. Pure: no clock, no I/O.
     pub fn decide(&mut self, config: &ScalingConfig, observed: Lag, running: usize) -> Step {
-        let lag = observed.queued;
+        self.decide_load(config, observed.queued, observed.busy_partitions, running)
+    }
+
+    /// Decides from any load measured against `config`'s thresholds (queued purchases for
+    /// workers; requests in flight per API for `up --cluster`'s APIs), never adding past
+    /// `useful` instances (the busy partitions for workers). Pure: no clock, no I/O.
+    pub fn decide_load(
+        &mut self,
+        config: &ScalingConfig,
+        lag: u64,
+        useful: usize,
+        running: usize,
+    ) -> Step {
         if running < config.min {
             return Step::Up;
         }
@@ -139,10 +151,7 @@ impl Scaler {
         }
         // A worker beyond the busy partitions would find nothing to do (see the module docs);
         // the count of checks stays, so more busy partitions scale up at the next check.
-        if self.above >= config.sustain
-            && running < config.max
-            && running < observed.busy_partitions
-        {
+        if self.above >= config.sustain && running < config.max && running < useful {
             self.above = 0;
             Step::Up
         } else if self.below >= config.sustain && running > config.min {

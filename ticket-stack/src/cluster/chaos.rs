@@ -69,13 +69,13 @@ impl Cluster {
             next += config.every;
             let running: Vec<_> = self
                 .processes()
-                .iter()
+                .into_iter()
                 .filter(|p| p.state().pid().is_some())
                 .collect();
             if running.is_empty() {
                 continue;
             }
-            let victim = running[rng.random_range(0..running.len())];
+            let victim = &running[rng.random_range(0..running.len())];
             let at = Instant::now();
             if victim.kill(config.down).await {
                 let process = victim.spec().name();

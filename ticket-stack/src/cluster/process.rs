@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The first pause before a process that exited unasked is started again.
@@ -64,6 +63,8 @@ pub struct ProcessSpec {
     pub log: PathBuf,
     /// What it serves, for the status page (e.g. `http://127.0.0.1:8080`).
     pub address: String,
+    /// The address it serves clients on, when it has one (the autoscaler registers an API's).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl ProcessSpec {
@@ -71,16 +72,6 @@ impl ProcessSpec {
     pub fn name(&self) -> String {
         format!("{} {}", self.kind.name(), self.index)
     }
-}
-
-/// A process as the status page sees it: how it was started and its state, shared with its
-/// supervisor (which may go on while this is read).
-#[derive(Debug, Clone)]
-pub struct ProcessView {
-    /// How it was started.
-    pub spec: ProcessSpec,
-    /// Its state now.
-    pub state: Arc<ProcessState>,
 }
 
 /// What the supervisor knows of a process now.
@@ -123,13 +114,13 @@ enum Control {
     Stop(Duration, oneshot::Sender<()>),
 }
 
-/// A process under supervision.
+/// A process under supervision (its supervisor is a task of its own, which ends once the process
+/// is stopped, or when this handle is dropped: the process is then ended at once).
 #[derive(Debug)]
 pub struct Supervised {
     spec: ProcessSpec,
     state: Arc<ProcessState>,
     control: mpsc::Sender<Control>,
-    task: JoinHandle<()>,
 }
 
 impl Supervised {
@@ -137,12 +128,11 @@ impl Supervised {
     pub fn start(spec: ProcessSpec) -> Self {
         let state = Arc::new(ProcessState::default());
         let (control, rx) = mpsc::channel(4);
-        let task = tokio::spawn(supervise(spec.clone(), Arc::clone(&state), rx));
+        tokio::spawn(supervise(spec.clone(), Arc::clone(&state), rx));
         Self {
             spec,
             state,
             control,
-            task,
         }
     }
 
@@ -156,14 +146,6 @@ impl Supervised {
         &self.state
     }
 
-    /// A view of it that outlives this handle.
-    pub fn view(&self) -> ProcessView {
-        ProcessView {
-            spec: self.spec.clone(),
-            state: Arc::clone(&self.state),
-        }
-    }
-
     /// SIGKILLs the process and starts it again after `down`. False when it was not running
     /// (down already, or stopping).
     pub async fn kill(&self, down: Duration) -> bool {
@@ -174,14 +156,14 @@ impl Supervised {
         killed.await.unwrap_or(false)
     }
 
-    /// Stops it for good: SIGTERM, and SIGKILL after `grace` if it has not exited.
-    pub async fn stop(self, grace: Duration) {
+    /// Stops it for good: SIGTERM, and SIGKILL after `grace` if it has not exited. Returns once
+    /// it has exited.
+    pub async fn stop(&self, grace: Duration) {
         self.state.stopping.store(true, Ordering::Release);
         let (done, stopped) = oneshot::channel();
         if self.control.send(Control::Stop(grace, done)).await.is_ok() {
             let _ = stopped.await;
         }
-        let _ = self.task.await;
     }
 }
 
@@ -315,6 +297,7 @@ mod tests {
             env: vec![("GREETING".into(), "hello".into())],
             log: dir.join("worker-1.log"),
             address: String::new(),
+            listen: None,
         }
     }
 

@@ -10,15 +10,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::process::{Kind, ProcessView};
+use super::process::{Kind, Supervised};
 
 /// `process` and `kind` labels.
 type Labels = Vec<(&'static str, String)>;
 
-fn labels(p: &ProcessView) -> Labels {
+fn labels(p: &Supervised) -> Labels {
     vec![
-        ("process", p.spec.name()),
-        ("kind", p.spec.kind.name().to_owned()),
+        ("process", p.spec().name()),
+        ("kind", p.spec().kind.name().to_owned()),
     ]
 }
 
@@ -29,6 +29,8 @@ pub struct ClusterMetrics {
     restarts: Family<Labels, Counter>,
     exits: Family<Labels, Counter>,
     kills: Family<Vec<(&'static str, String)>, Counter>,
+    apis: Gauge,
+    api_load: Gauge,
 }
 
 impl ClusterMetrics {
@@ -51,6 +53,16 @@ impl ClusterMetrics {
             m.exits.clone(),
         );
         registry.register(
+            "ticket_cluster_apis",
+            "API processes running, as the API autoscaler last counted them",
+            m.apis.clone(),
+        );
+        registry.register(
+            "ticket_cluster_api_load",
+            "Requests in flight or queued per API, summed over every balancer, as the API autoscaler last read it",
+            m.api_load.clone(),
+        );
+        registry.register(
             "ticket_cluster_chaos_kills",
             "Processes SIGKILLed on purpose by chaos mode, by kind",
             m.kills.clone(),
@@ -59,14 +71,20 @@ impl ClusterMetrics {
     }
 
     /// Brings the per-process series up to date with the supervisor's state.
-    pub fn refresh(&self, processes: &[ProcessView]) {
+    pub fn refresh(&self, processes: &[Arc<Supervised>]) {
         for p in processes {
             let l = labels(p);
-            let s = &p.state;
+            let s = p.state();
             self.up.get_or_create(&l).set(i64::from(s.pid().is_some()));
             catch_up(&self.restarts.get_or_create(&l), s.restarts());
             catch_up(&self.exits.get_or_create(&l), s.crashes());
         }
+    }
+
+    /// What the API autoscaler last saw: `apis` running, `load` requests per API.
+    pub fn apis_now(&self, apis: usize, load: u64) {
+        self.apis.set(i64::try_from(apis).unwrap_or(i64::MAX));
+        self.api_load.set(i64::try_from(load).unwrap_or(i64::MAX));
     }
 
     /// Counts a kill by chaos.
@@ -86,8 +104,11 @@ fn catch_up(counter: &Counter, total: u64) {
 }
 
 /// The `/status` page: one line per process.
-pub fn page(processes: &[ProcessView]) -> String {
-    let up = processes.iter().filter(|p| p.state.pid().is_some()).count();
+pub fn page(processes: &[Arc<Supervised>]) -> String {
+    let up = processes
+        .iter()
+        .filter(|p| p.state().pid().is_some())
+        .count();
     let mut out = format!(
         "ticketrush cluster: {} processes, {up} up\n\n{:<12} {:>8}  {:<5} {:>8} {:>6}  {:<28} {}\n",
         processes.len(),
@@ -100,7 +121,7 @@ pub fn page(processes: &[ProcessView]) -> String {
         "log"
     );
     for p in processes {
-        let s = &p.state;
+        let s = p.state();
         let (pid, state) = match s.pid() {
             Some(pid) => (pid.to_string(), "up"),
             None => ("-".to_owned(), "DOWN"),
@@ -108,19 +129,20 @@ pub fn page(processes: &[ProcessView]) -> String {
         let _ = writeln!(
             out,
             "{:<12} {pid:>8}  {state:<5} {:>8} {:>6}  {:<28} {}",
-            p.spec.name(),
+            p.spec().name(),
             s.restarts(),
             s.crashes(),
-            p.spec.address,
-            p.spec.log.display()
+            p.spec().address,
+            p.spec().log.display()
         );
     }
     out
 }
 
-/// The page as [`plumbing::metrics::Page`].
-pub fn status_page(processes: Arc<[ProcessView]>) -> plumbing::metrics::Page {
-    Arc::new(move || page(&processes))
+/// The page as [`plumbing::metrics::Page`], over the cluster's members as they are at each
+/// request.
+pub fn status_page(members: super::members::Members) -> plumbing::metrics::Page {
+    Arc::new(move || page(&members.all()))
 }
 
 #[cfg(test)]
@@ -140,10 +162,11 @@ mod tests {
             env: Vec::new(),
             log: dir.path().join(format!("api-{index}.log")),
             address: format!("http://127.0.0.1:{index}"),
+            listen: None,
         };
         let processes = vec![
-            Supervised::start(spec(1, "exec sleep 60")),
-            Supervised::start(spec(2, "exec sleep 60")),
+            Arc::new(Supervised::start(spec(1, "exec sleep 60"))),
+            Arc::new(Supervised::start(spec(2, "exec sleep 60"))),
         ];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while processes.iter().any(|p| p.state().pid().is_none()) {
@@ -152,8 +175,7 @@ mod tests {
         }
         assert!(processes[1].kill(Duration::from_secs(30)).await);
 
-        let views: Vec<ProcessView> = processes.iter().map(Supervised::view).collect();
-        let text = page(&views);
+        let text = page(&processes);
         assert!(
             text.starts_with("ticketrush cluster: 2 processes, 1 up"),
             "{text}"
@@ -169,7 +191,7 @@ mod tests {
 
         let mut registry = Registry::default();
         let metrics = ClusterMetrics::new(&mut registry);
-        metrics.refresh(&views);
+        metrics.refresh(&processes);
         metrics.killed(Kind::Api);
         let text = plumbing::metrics::encode(&registry).unwrap();
         assert!(
@@ -178,7 +200,7 @@ mod tests {
         );
         assert!(text.contains(r#"ticket_cluster_process_up{process="api 2",kind="api"} 0"#));
         assert!(text.contains(r#"ticket_cluster_chaos_kills_total{kind="api"} 1"#));
-        for p in processes {
+        for p in &processes {
             p.stop(Duration::from_secs(5)).await;
         }
     }

@@ -223,3 +223,89 @@ async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_see
     c.stop().await;
     db.drop().await;
 }
+
+/// API processes running now.
+fn apis(c: &cluster::Cluster) -> usize {
+    c.processes()
+        .iter()
+        .filter(|p| p.spec().kind == cluster::process::Kind::Api)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_request() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &db.url);
+    config.balancers = 2;
+    config.brokers = 1;
+    config.workers = 1;
+    config.apis = 1;
+    config.max_apis = 3;
+    config.api_busy = 8;
+    config.api_check_every = Duration::from_millis(200);
+    let c = cluster::start(config).await.unwrap();
+    let event = c
+        .store
+        .create_event(&EventSpec::new("DJ night", 100_000, 4).unwrap())
+        .await
+        .unwrap();
+    let urls: Vec<String> = c
+        .addresses
+        .public
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect();
+    let targets = Target::resolve_all(&urls).await.unwrap();
+    let crowd = |buyers: u64, concurrency: usize, rate: Option<f64>, seed: u64| {
+        let mut rush = RushConfig::verified(targets.clone(), event.id, buyers, concurrency);
+        rush.rate = rate;
+        rush.seed = seed;
+        rush.verify = false;
+        rush.show_progress = false;
+        rush.require_answers = true;
+        rush
+    };
+
+    // Busy: 64 buyers in flight at one API. Watch the API count while they run.
+    let busy = ticket_stack::rush::run(crowd(3_000, 64, None, 1), CancellationToken::new());
+    let mut most = 1;
+    tokio::pin!(busy);
+    let busy = loop {
+        tokio::select! {
+            report = &mut busy => break report.unwrap(),
+            () = tokio::time::sleep(Duration::from_millis(50)) => most = most.max(apis(&c)),
+        }
+    };
+    assert!(busy.is_ok(), "{busy}");
+    assert!(
+        most >= 2,
+        "an API was added under load (at most {most} ran)"
+    );
+
+    // Idle: a trickle of buyers while the added APIs are drained away; none of them may see a
+    // failure, and none needs a re-send either.
+    let idle = ticket_stack::rush::run(crowd(150, 4, Some(25.0), 2), CancellationToken::new());
+    let watch = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while apis(&c) > 1 {
+            assert!(Instant::now() < deadline, "{} APIs still run", apis(&c));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (idle, ()) = tokio::join!(idle, watch);
+    let idle = idle.unwrap();
+    assert!(idle.is_ok(), "{idle}");
+    assert_eq!((idle.failed, idle.resent), (0, 0), "{idle}");
+    assert_eq!(apis(&c), 1, "back to the APIs the cluster started with");
+    let status = c.addresses.status.unwrap();
+    let metrics = plumbing::testing::http_get(status, "/metrics")
+        .await
+        .unwrap()
+        .body;
+    assert!(metrics.contains("ticket_cluster_apis 1"), "{metrics}");
+    c.stop().await;
+    db.drop().await;
+}
