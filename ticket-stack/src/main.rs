@@ -362,15 +362,19 @@ struct ServiceDeps {
     /// The broker's token, if it has one.
     #[arg(long, env = "TICKET_BROKER_TOKEN")]
     broker_token: Option<String>,
-    /// sqlite://PATH or postgres://... (prefer the env var for a URL with a password: it stays
-    /// out of `ps`).
+    /// The database: sqlite://PATH or postgres://... Given several times (or several
+    /// comma-separated URLs in TICKET_DB), PostgreSQL sharded by event: every URL postgres://,
+    /// the first is shard 0 (it holds the catalog of events' shards), each database records its
+    /// place at first open and refuses another. Add a shard by appending a URL (to every worker
+    /// first, then every API); never reorder or remove one. At most 256. Prefer the env var for
+    /// a URL with a password: it stays out of `ps`.
     #[arg(
         long,
         default_value = "sqlite://data/tickets.db",
         env = "TICKET_DB",
         hide_env_values = true
     )]
-    db: String,
+    db: Vec<String>,
     /// How long to keep trying to reach the broker at start, in seconds.
     #[arg(long, default_value_t = 10)]
     connect_timeout_s: u64,
@@ -378,9 +382,20 @@ struct ServiceDeps {
 
 impl ServiceDeps {
     async fn open(&self) -> anyhow::Result<(Arc<AnyStore>, Arc<BrokerQueue>, Duration)> {
-        let store = AnyStore::open(&self.db)
-            .await
-            .with_context(|| format!("cannot open the store {}", self.db))?;
+        // Each value may itself be a comma-separated list (TICKET_DB); a URL with several hosts
+        // stays whole.
+        let urls: Vec<String> = self
+            .db
+            .iter()
+            .flat_map(|v| ticket_svc::store::split_db_urls(v))
+            .collect();
+        let store = AnyStore::open_all(&urls).await.with_context(|| {
+            let shown: Vec<String> = urls
+                .iter()
+                .map(|u| ticket_svc::store::redacted_url(u))
+                .collect();
+            format!("cannot open the store {}", shown.join(", "))
+        })?;
         let mut config = BrokerQueueConfig::new(self.broker.clone());
         config.token = self.broker_token.clone();
         let enqueue_timeout = config.enqueue_timeout;

@@ -32,6 +32,14 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels naming a shard of a sharded store (bounded: at most
+/// [`crate::domain::MAX_SHARDS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ShardLabels {
+    /// The shard's index: its place in the list of database URLs.
+    pub shard: u8,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs … ~3.3 s
     Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
@@ -158,5 +166,45 @@ impl Metrics {
     /// Metrics registered in a throwaway registry (for tests and tools that export nothing).
     pub fn unregistered() -> Self {
         Self::new(&mut Registry::default())
+    }
+}
+
+/// A sharded store's metrics, per shard. The store owns them (it is opened before any
+/// registry exists) and registers them where it is asked to
+/// ([`crate::store::Store::register_metrics`]): the workers' registry.
+#[derive(Debug, Clone, Default)]
+pub struct ShardMetrics {
+    /// `ticket_store_shard_decisions_total{shard}`: decisions a shard's transactions returned
+    /// (new and read back), so a shard that stopped deciding shows as a flat line.
+    pub decisions: Family<ShardLabels, Counter>,
+    /// `ticket_store_shard_errors_total{shard}`: a shard's part of a batch that failed (each
+    /// fails the whole batch, which is tried again).
+    pub errors: Family<ShardLabels, Counter>,
+}
+
+impl ShardMetrics {
+    /// The metrics of `shards` shards, every series present from the start (at 0).
+    pub fn new(shards: usize) -> Self {
+        let m = Self::default();
+        for shard in (0..shards).filter_map(|s| u8::try_from(s).ok()) {
+            let labels = ShardLabels { shard };
+            m.decisions.get_or_create(&labels).inc_by(0);
+            m.errors.get_or_create(&labels).inc_by(0);
+        }
+        m
+    }
+
+    /// Registers the families in `registry` (they stay shared with the store).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "ticket_store_shard_decisions",
+            "Purchase decisions returned by each shard's transactions (new and read back)",
+            self.decisions.clone(),
+        );
+        registry.register(
+            "ticket_store_shard_errors",
+            "Failed shard transactions while deciding a batch (the whole batch is tried again)",
+            self.errors.clone(),
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Test helpers for this crate's and other crates' tests, behind the `test-util` feature: an API
-//! on 127.0.0.1 port 0 over SQLite in a temp dir and the in-memory queue, and a tiny HTTP/1
-//! client. A helper that fails panics with what broke: it is test code.
+//! on 127.0.0.1 port 0 over SQLite in a temp dir (or any store) and the in-memory queue, and a
+//! tiny HTTP/1 client. A helper that fails panics with what broke: it is test code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::domain::{EventId, Position, PurchaseId, PurchaseJob, QueuedJob};
 use crate::http::{ApiConfig, ApiState, ServeConfig, router, serve};
 use crate::metrics::Metrics;
 use crate::queue::{MemoryQueue, MemoryQueueConfig};
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, Store};
 
 /// A running API instance.
 pub struct TestApi {
@@ -61,15 +61,18 @@ pub async fn test_deps(queue: MemoryQueueConfig) -> TestDeps {
 
 /// Starts an API instance over `deps` on loopback port 0.
 pub async fn start_api(deps: &TestDeps, config: ApiConfig) -> TestApi {
+    start_api_over(Arc::clone(&deps.store), Arc::clone(&deps.queue), config).await
+}
+
+/// Starts an API instance over any store and an in-memory queue on loopback port 0.
+pub async fn start_api_over<S: Store>(
+    store: Arc<S>,
+    queue: Arc<MemoryQueue>,
+    config: ApiConfig,
+) -> TestApi {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
-    let state = ApiState::new(
-        Arc::clone(&deps.store),
-        Arc::clone(&deps.queue),
-        metrics,
-        Arc::new(registry),
-        config,
-    );
+    let state = ApiState::new(store, queue, metrics, Arc::new(registry), config);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("loopback port 0 can be bound");

@@ -17,6 +17,6 @@ mod types;
 pub use error::DomainError;
 pub use ledger::{Decision, Ledger, decide_in_order};
 pub use types::{
-    Event, EventId, EventSpec, IdempotencyKey, Position, Purchase, PurchaseId, PurchaseJob,
-    PurchaseRequest, PurchaseStatus, QueuedJob, RejectReason,
+    Event, EventId, EventSpec, IdempotencyKey, MAX_SHARDS, Position, Purchase, PurchaseId,
+    PurchaseJob, PurchaseRequest, PurchaseStatus, QueuedJob, RejectReason,
 };

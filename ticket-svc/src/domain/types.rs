@@ -26,7 +26,26 @@ impl FromStr for EventId {
     }
 }
 
-/// A purchase's id: a UUID v7, so ids made later sort later and indexes grow at the end.
+/// A purchase's id: a UUID v7 minted for one request (ids made later sort later, so indexes grow
+/// at the end), or a UUID v5 derived from an Idempotency-Key; for a purchase of an event on shard
+/// s ≥ 1 of a sharded store, either one re-stamped as a UUID v8 that carries s
+/// ([`PurchaseId::on_shard`]), so the id alone finds its database.
+///
+/// The v8 layout (bytes of the UUID, big-endian as written):
+///
+/// | bytes | bits | holds |
+/// |---|---|---|
+/// | 0–5 | all | as in the original id (a v7's millisecond timestamp: minted ids still sort by time) |
+/// | 6 | high 4 | version `8` (was `7` or `5`) |
+/// | 6–13 | the rest | as in the original id (a v7's counter and random bits; the variant `10` in byte 8) |
+/// | 14 | low 1 | `1` minted (the original was a v7), `0` derived from a key (a v5) |
+/// | 14 | high 7 | as in the original id |
+/// | 15 | all | the shard, 1 to 255 |
+///
+/// So at most [`MAX_SHARDS`] shards, and shard 0 keeps the plain v7 and v5 ids (unsharded
+/// deployments and data from before sharding read the same). The stamp overwrites 9 of the
+/// original's random bits: a minted id keeps its timestamp and its 42-bit counter, which make
+/// ids of one process unique, and 23 random bits more; a derived id keeps 113 hash bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct PurchaseId(pub Uuid);
@@ -35,16 +54,58 @@ pub struct PurchaseId(pub Uuid);
 /// would give a retried request a new purchase).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x9b4f_2c1e_6d3a_5f80_a1c7_e2d4_b608_f35e_u128);
 
+/// The most shards a sharded store may have: a purchase id carries its shard in one byte
+/// (shards 0 to 255; see [`PurchaseId`]).
+pub const MAX_SHARDS: usize = 256;
+
+/// The byte of a v8 purchase id that holds the shard.
+const SHARD_BYTE: usize = 15;
+/// The byte, and the bit in it, of a v8 purchase id that says "minted".
+const MINTED_BYTE: usize = 14;
+const MINTED_BIT: u8 = 0x01;
+
 impl PurchaseId {
     /// A fresh id.
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
 
-    /// Whether this id was minted by [`PurchaseId::new`] for one request (a UUID v7), rather
-    /// than derived from an Idempotency-Key (a UUID v5), which a later request may name again.
+    /// Whether this id was minted by [`PurchaseId::new`] for one request (a UUID v7, or a v8
+    /// stamped from one), rather than derived from an Idempotency-Key (a UUID v5, or a v8
+    /// stamped from one), which a later request may name again.
     pub fn is_minted(self) -> bool {
-        self.0.get_version_num() == 7
+        match self.0.get_version_num() {
+            7 => true,
+            8 => self.0.as_bytes()[MINTED_BYTE] & MINTED_BIT != 0,
+            _ => false,
+        }
+    }
+
+    /// This id as the id of a purchase whose event lives on `shard` (see [`PurchaseId`] for the
+    /// layout). Pure and deterministic, so every API instance stamps a key's derived id the
+    /// same way. Shard 0 leaves any id as it is; another shard replaces a stamped id's shard.
+    pub fn on_shard(self, shard: u8) -> Self {
+        if shard == 0 {
+            return self;
+        }
+        let mut bytes = *self.0.as_bytes();
+        if self.is_minted() {
+            bytes[MINTED_BYTE] |= MINTED_BIT;
+        } else {
+            bytes[MINTED_BYTE] &= !MINTED_BIT;
+        }
+        bytes[SHARD_BYTE] = shard;
+        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+
+    /// The shard whose database holds this purchase: the one stamped in a v8 id, 0 for any
+    /// other id (every id from before sharding, and every id of shard 0).
+    pub fn shard(self) -> u8 {
+        if self.0.get_version_num() == 8 {
+            self.0.as_bytes()[SHARD_BYTE]
+        } else {
+            0
+        }
     }
 
     /// The id of the purchase an Idempotency-Key names: a UUID v5 of (event, buyer, key), so
@@ -453,6 +514,79 @@ mod tests {
             PurchaseId::for_idempotency_key(EventId(7), "buyer", &k).to_string(),
             "64932a07-8d73-553f-99c2-163337eca9d2"
         );
+    }
+
+    /// A UUID of `version` (7: minted, 5: derived) with the RFC variant and `bits` elsewhere.
+    fn id_of(bits: u128, version: u8) -> PurchaseId {
+        let mut b = bits.to_be_bytes();
+        b[6] = (b[6] & 0x0f) | (version << 4);
+        b[8] = (b[8] & 0x3f) | 0x80;
+        PurchaseId(Uuid::from_bytes(b))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_stamped_id_names_its_shard_and_keeps_whether_it_was_minted(
+            bits in proptest::prelude::any::<u128>(),
+            minted in proptest::prelude::any::<bool>(),
+            shard in proptest::prelude::any::<u8>(),
+            other in proptest::prelude::any::<u8>(),
+        ) {
+            let id = id_of(bits, if minted { 7 } else { 5 });
+            proptest::prop_assert_eq!(id.shard(), 0);
+            proptest::prop_assert_eq!(id.is_minted(), minted);
+            let s = id.on_shard(shard);
+            proptest::prop_assert_eq!(s.shard(), shard);
+            proptest::prop_assert_eq!(s.is_minted(), minted);
+            // Deterministic: every API instance derives the same id for the same key.
+            proptest::prop_assert_eq!(s, id.on_shard(shard));
+            // A minted id keeps its timestamp, so stamped ids still sort by time.
+            proptest::prop_assert_eq!(&s.0.as_bytes()[..6], &id.0.as_bytes()[..6]);
+            if shard == 0 {
+                proptest::prop_assert_eq!(s, id);
+            } else {
+                proptest::prop_assert_eq!(s.0.get_version_num(), 8);
+                proptest::prop_assert_eq!(s.0.get_variant(), uuid::Variant::RFC4122);
+                // It survives its text form, as it travels in URLs and the queue.
+                proptest::prop_assert_eq!(s.to_string().parse::<PurchaseId>().ok(), Some(s));
+            }
+            // Stamping again with a shard other than 0 replaces the shard and keeps the rest;
+            // shard 0 leaves any id as it is.
+            let again = s.on_shard(other);
+            let expected = if other == 0 { s.shard() } else { other };
+            proptest::prop_assert_eq!(again.shard(), expected);
+            proptest::prop_assert_eq!(again.is_minted(), minted);
+        }
+
+        #[test]
+        fn any_uuid_has_a_shard_and_never_panics(bits in proptest::prelude::any::<u128>()) {
+            let id = PurchaseId(Uuid::from_u128(bits));
+            let shard = id.shard();
+            proptest::prop_assert!(usize::from(shard) < MAX_SHARDS);
+            let _ = id.is_minted();
+        }
+    }
+
+    #[test]
+    fn every_shard_round_trips_for_minted_and_derived_ids() {
+        let key = IdempotencyKey::new("k-1").unwrap();
+        let derived = PurchaseId::for_idempotency_key(EventId(7), "buyer", &key);
+        let minted = PurchaseId::new();
+        for shard in 0..=u8::MAX {
+            let (d, m) = (derived.on_shard(shard), minted.on_shard(shard));
+            assert_eq!((d.shard(), m.shard()), (shard, shard));
+            assert!(!d.is_minted() && m.is_minted(), "shard {shard}");
+            assert_eq!(d, derived.on_shard(shard));
+        }
+        assert_eq!(derived.on_shard(0), derived);
+        // Fixed forever: a retry after an upgrade must still name the same purchase.
+        assert_eq!(
+            derived.on_shard(3).to_string(),
+            "64932a07-8d73-853f-99c2-163337eca803"
+        );
+        // Ids minted one after another on a shard still sort by time.
+        let later = PurchaseId::new();
+        assert!(minted.on_shard(9) < later.on_shard(9));
     }
 
     #[test]

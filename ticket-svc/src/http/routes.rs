@@ -132,22 +132,24 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
         }
     }
 
-    /// An event, from the cache when seen before (only its immutable fields are used).
-    async fn known_event(&self, id: EventId) -> Result<Arc<Event>, AppError> {
+    /// An event and the shard that holds it, from the cache when seen before (only the
+    /// event's immutable fields are used; its shard never changes).
+    async fn known_event(&self, id: EventId) -> Result<(Arc<Event>, u8), AppError> {
         let cached = self
             .events
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&id)
-            .map(Arc::clone);
-        if let Some(e) = cached {
-            return Ok(e);
+            .map(|(e, shard)| (Arc::clone(e), *shard));
+        if let Some(known) = cached {
+            return Ok(known);
         }
         let event = Arc::new(
             self.bounded(self.store.event(id))
                 .await?
                 .ok_or(AppError::EventNotFound)?,
         );
+        let shard = self.bounded(self.store.shard_of(id)).await?;
         let mut cache = self
             .events
             .lock()
@@ -155,8 +157,8 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
         if cache.len() >= self.config.event_cache_entries {
             cache.clear();
         }
-        cache.insert(id, Arc::clone(&event));
-        Ok(event)
+        cache.insert(id, (Arc::clone(&event), shard));
+        Ok((event, shard))
     }
 }
 
@@ -208,7 +210,7 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
     let event_id: EventId = id.parse().map_err(|_| AppError::EventNotFound)?;
     let body = body_bytes(body, st.config.max_body_bytes)?;
     let raw: CreatePurchaseBody = parse_json(&body)?;
-    let event = st.known_event(event_id).await?;
+    let (event, shard) = st.known_event(event_id).await?;
     let request = PurchaseRequest::new(&raw.buyer, raw.quantity, &event)?;
     let key = match key.as_ref() {
         None => None,
@@ -223,10 +225,14 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
 
     // With a key, the purchase id is derived from (event, buyer, key): every instance names the
     // same purchase, the queue's dedup answers a retry with the first position, and the store
-    // decides a purchase id once.
-    let purchase_id = key.as_ref().map_or_else(PurchaseId::new, |k| {
-        PurchaseId::for_idempotency_key(event_id, &request.buyer, k)
-    });
+    // decides a purchase id once. Either id carries the event's shard (none for shard 0), so
+    // `GET /purchases/{id}` finds its database from the id alone.
+    let purchase_id = key
+        .as_ref()
+        .map_or_else(PurchaseId::new, |k| {
+            PurchaseId::for_idempotency_key(event_id, &request.buyer, k)
+        })
+        .on_shard(shard);
     let job = PurchaseJob {
         purchase_id,
         event_id,

@@ -88,7 +88,8 @@ pub struct Shared<S, Q> {
     pub(super) metrics: Arc<Metrics>,
     pub(super) registry: Arc<Registry>,
     pub(super) config: ApiConfig,
-    pub(super) events: Mutex<HashMap<EventId, Arc<Event>>>,
+    /// Events seen, with their shard (both immutable once the event exists).
+    pub(super) events: Mutex<HashMap<EventId, (Arc<Event>, u8)>>,
 }
 
 impl<S, Q> Clone for ApiState<S, Q> {

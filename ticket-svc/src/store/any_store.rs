@@ -1,34 +1,60 @@
-//! [`AnyStore`]: the SQLite or the PostgreSQL store, chosen at run time by URL.
+//! [`AnyStore`]: the SQLite, the PostgreSQL or the sharded PostgreSQL store, chosen at run time
+//! by the database URLs.
+
+use prometheus_client::registry::Registry;
 
 use super::contract::Store;
 use super::error::StoreError;
 use super::postgres::PostgresStore;
+use super::sharded::ShardedStore;
 use super::sqlite::SqliteStore;
+use super::urls::{is_postgres_url, redacted_url};
 use crate::domain::{
     Decision, Event, EventId, EventSpec, Position, Purchase, PurchaseId, PurchaseJob,
     PurchaseStatus, QueuedJob,
 };
 
-/// Either store, chosen at run time by URL.
+/// Any store, chosen at run time by URL.
 #[derive(Debug, Clone)]
 pub enum AnyStore {
     /// `sqlite://PATH`.
     Sqlite(SqliteStore),
     /// `postgres://...`.
     Postgres(PostgresStore),
+    /// Several `postgres://...`, sharded by event.
+    Sharded(ShardedStore),
 }
 
 impl AnyStore {
-    /// Opens the store a URL names and applies migrations.
+    /// Opens the store a URL names and applies migrations. A PostgreSQL database that is a shard
+    /// of a sharded store is refused (it needs the other shards' URLs too), unless it is shard 0
+    /// and no event lives elsewhere.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             Ok(Self::Sqlite(SqliteStore::open(path).await?))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres(
-                PostgresStore::connect(url, PostgresStore::DEFAULT_POOL_SIZE).await?,
-            ))
+        } else if is_postgres_url(url) {
+            let store = PostgresStore::connect(url, PostgresStore::DEFAULT_POOL_SIZE).await?;
+            store.refuse_if_sharded().await?;
+            Ok(Self::Postgres(store))
         } else {
-            Err(StoreError::BadUrl { url: url.into() })
+            Err(StoreError::BadUrl {
+                url: redacted_url(url),
+            })
+        }
+    }
+
+    /// Opens the store a list of URLs names: one URL is [`AnyStore::open`]; several are a
+    /// [`ShardedStore`], URL i being shard i, every one `postgres://` (see
+    /// [`ShardedStore::open`]).
+    pub async fn open_all(urls: &[impl AsRef<str>]) -> Result<Self, StoreError> {
+        match urls {
+            [] => Err(StoreError::ShardConfig {
+                reason: "no database URL given".into(),
+            }),
+            [one] => Self::open(one.as_ref()).await,
+            many => Ok(Self::Sharded(
+                ShardedStore::open(many, PostgresStore::DEFAULT_POOL_SIZE).await?,
+            )),
         }
     }
 
@@ -38,6 +64,7 @@ impl AnyStore {
         match self {
             Self::Sqlite(s) => s.sell_now(job).await,
             Self::Postgres(s) => s.sell_now(job).await,
+            Self::Sharded(s) => Box::pin(s.sell_now(job)).await,
         }
     }
 }
@@ -52,6 +79,7 @@ macro_rules! delegate {
         match $self {
             AnyStore::Sqlite($s) => $call.await,
             AnyStore::Postgres($s) => Box::pin($call).await,
+            AnyStore::Sharded($s) => Box::pin($call).await,
         }
     };
 }
@@ -84,5 +112,17 @@ impl Store for AnyStore {
     }
     async fn check_ready(&self) -> Result<(), StoreError> {
         delegate!(self, s => s.check_ready())
+    }
+    async fn shard_of(&self, event: EventId) -> Result<u8, StoreError> {
+        match self {
+            Self::Sharded(s) => Box::pin(s.shard_of(event)).await,
+            Self::Sqlite(_) | Self::Postgres(_) => Ok(0),
+        }
+    }
+    fn register_metrics(&self, registry: &mut Registry) {
+        match self {
+            Self::Sharded(s) => s.register_metrics(registry),
+            Self::Sqlite(_) | Self::Postgres(_) => {}
+        }
     }
 }

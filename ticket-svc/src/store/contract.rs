@@ -7,8 +7,14 @@
 //! - [`Store::decide_batch`] decides a whole batch in ONE transaction with the rules of
 //!   [`crate::domain::Ledger`]; a purchase id is decided once, and a redelivered job reads back
 //!   its decision.
+//!
+//! A sharded store ([`super::ShardedStore`]) keeps this contract per event: an event and its
+//! purchases live in one shard's database, so "one transaction per batch" becomes one per shard
+//! the batch touches (see its module docs).
 
 use std::future::Future;
+
+use prometheus_client::registry::Registry;
 
 use super::error::StoreError;
 use crate::domain::{
@@ -40,8 +46,8 @@ pub trait Store: Send + Sync + 'static {
         id: PurchaseId,
     ) -> impl Future<Output = Result<Option<Purchase>, StoreError>> + Send;
 
-    /// Decides a batch of jobs in one transaction (see the module docs); one decision per job,
-    /// in the batch's order.
+    /// Decides a batch of jobs in one transaction (a sharded store: one per shard the batch
+    /// touches; see the module docs); one decision per job, in the batch's order.
     fn decide_batch(
         &self,
         jobs: &[QueuedJob],
@@ -61,6 +67,22 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Purchase>, StoreError>> + Send;
 
-    /// Ok when the database answers (readiness).
+    /// Ok when the database answers (readiness); a sharded store, when every shard does.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The shard whose database holds an event: what the API stamps into the ids of the
+    /// event's purchases ([`PurchaseId::on_shard`]). 0 for an unsharded store, and for an event
+    /// id a sharded store does not know (which has no purchases to stamp). An event's shard
+    /// never changes, so a caller may cache it once the event exists.
+    fn shard_of(&self, event: EventId) -> impl Future<Output = Result<u8, StoreError>> + Send {
+        let _ = event;
+        std::future::ready(Ok(0))
+    }
+
+    /// Registers the store's own metrics in `registry`, if it has any (a sharded store's
+    /// per-shard counters). The counters are shared, so registering in several registries is
+    /// fine.
+    fn register_metrics(&self, registry: &mut Registry) {
+        let _ = registry;
+    }
 }

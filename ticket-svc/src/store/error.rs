@@ -7,7 +7,7 @@ pub enum StoreError {
     /// The database URL has no scheme this crate knows.
     #[error("unsupported database URL {url:?}: expected sqlite://PATH or postgres://...")]
     BadUrl {
-        /// The URL, as given.
+        /// The URL, as given (without a password).
         url: String,
     },
     /// SQLite said no.
@@ -40,6 +40,36 @@ pub enum StoreError {
         /// Which value.
         what: String,
     },
+    /// One shard of a sharded store failed.
+    #[error("shard {shard}: {source}")]
+    Shard {
+        /// The shard's index.
+        shard: u8,
+        /// What went wrong there.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// The database URLs given do not make a valid sharded store (or a single URL names one
+    /// shard of a sharded store).
+    #[error("sharded store: {reason}")]
+    ShardConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A database given at one place in the URL list recorded another place at its first open:
+    /// the list was reordered (or a URL removed before others).
+    #[error(
+        "the database given as shard {given} ({url}) is shard {recorded}: give the URLs in the \
+         order they were first given (add a shard by appending its URL; never reorder or remove one)"
+    )]
+    ShardMismatch {
+        /// Its place in the list given now.
+        given: usize,
+        /// The place it recorded at its first open.
+        recorded: i64,
+        /// Its URL, without a password.
+        url: String,
+    },
 }
 
 impl StoreError {
@@ -63,7 +93,11 @@ impl StoreError {
                     || source.code().is_some_and(pg_code_is_transient)
                     || source.as_db_error().is_none()
             }
-            Self::BadUrl { .. } | Self::Corrupt { .. } => false,
+            Self::Shard { source, .. } => source.is_transient(),
+            Self::BadUrl { .. }
+            | Self::Corrupt { .. }
+            | Self::ShardConfig { .. }
+            | Self::ShardMismatch { .. } => false,
         }
     }
 }

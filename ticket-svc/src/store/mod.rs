@@ -3,10 +3,13 @@
 //! - [`SqliteStore`]: the embedded default (`sqlite://PATH`), WAL, every call on the blocking
 //!   pool behind an async lock so the runtime never blocks and waiters never pin threads.
 //! - [`PostgresStore`]: `postgres://...`, a small pool of tokio-postgres connections.
+//! - [`ShardedStore`]: several `postgres://...` databases, sharded by event.
 //!
-//! What both guarantee is the [`Store`] contract (`contract`); [`AnyStore`] picks one by URL.
-//! Layout: `error` ([`StoreError`]), `contract`, `any_store`, `sqlite` (with `group_commit` and
-//! `pending`), `postgres` (with `pg_pool`), `rows` and `schema` (shared by both).
+//! What they guarantee is the [`Store`] contract (`contract`); [`AnyStore`] picks one by URL
+//! (several URLs: sharded). Layout: `error` ([`StoreError`]), `contract`, `any_store`, `urls`
+//! (splitting and redacting URLs), `sqlite` (with `group_commit` and `pending`), `postgres` (with
+//! `pg_pool`), `sharded` (with `shard_catalog`, its SQL on each shard), `rows` and `schema`
+//! (shared by all).
 
 mod any_store;
 mod contract;
@@ -17,7 +20,10 @@ mod pg_pool;
 mod postgres;
 mod rows;
 mod schema;
+mod shard_catalog;
+mod sharded;
 mod sqlite;
+mod urls;
 
 pub use any_store::AnyStore;
 pub use contract::Store;
@@ -25,4 +31,6 @@ pub use error::StoreError;
 pub use group_commit::MAX_GROUP_WRITES;
 pub use pending::PendingRows;
 pub use postgres::PostgresStore;
+pub use sharded::ShardedStore;
 pub use sqlite::SqliteStore;
+pub use urls::{redacted_url, split_db_urls};

@@ -26,7 +26,7 @@ use crate::domain::{
 };
 
 /// Serializes concurrent migrators (several APIs starting at once).
-const MIGRATION_LOCK: i64 = 0x7469_636b_6574;
+pub(super) const MIGRATION_LOCK: i64 = 0x7469_636b_6574;
 
 fn u32_of(v: i32, what: &str) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt {
@@ -34,7 +34,7 @@ fn u32_of(v: i32, what: &str) -> Result<u32, StoreError> {
     })
 }
 
-fn i32_of(v: u32) -> i32 {
+pub(super) fn i32_of(v: u32) -> i32 {
     // Quantities and ticket counts are validated far below 2^31.
     i32::try_from(v).unwrap_or(i32::MAX)
 }
@@ -143,7 +143,7 @@ impl PostgresStore {
         })
     }
 
-    async fn pooled(&self) -> Result<Pooled, StoreError> {
+    pub(super) async fn pooled(&self) -> Result<Pooled, StoreError> {
         self.inner.get().await
     }
 
@@ -210,7 +210,7 @@ fn purchase_of(r: &tokio_postgres::Row) -> Result<Purchase, StoreError> {
     to_purchase(row)
 }
 
-fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
+pub(super) fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
     Ok(Event {
         id: EventId(r.try_get(0).map_err(pg("read event.id"))?),
         name: r.try_get(1).map_err(pg("read event.name"))?,

@@ -7,6 +7,11 @@
 //! - `buyer_totals.confirmed` between 0 and the event's `max_per_buyer` (copied beside it,
 //!   because a CHECK cannot look at another table);
 //! - a purchase's status and reason agree (`rejected` ⇔ a reason).
+//!
+//! A sharded store adds two tables of its own, outside the numbered migrations so that an
+//! unsharded database keeps exactly its schema: [`POSTGRES_SHARD_IDENTITY`] on every shard and
+//! [`POSTGRES_EVENT_SHARDS`] on shard 0. Like a migration, neither is ever edited: a change is a
+//! new statement beside them.
 
 /// SQLite migrations: (version, SQL).
 pub const SQLITE: &[(i64, &str)] = &[
@@ -102,3 +107,20 @@ CREATE TABLE buyer_totals (
 );
 ",
 )];
+
+/// Every shard database: the shard it is, recorded at its first open as a shard (one row).
+pub const POSTGRES_SHARD_IDENTITY: &str = "
+CREATE TABLE IF NOT EXISTS shard_identity (
+    only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    shard SMALLINT NOT NULL CHECK (shard >= 0 AND shard <= 255)
+);
+";
+
+/// Shard 0: the catalog, each event's shard, written before the event row (an event id without a
+/// row here was created before sharding and lives on shard 0).
+pub const POSTGRES_EVENT_SHARDS: &str = "
+CREATE TABLE IF NOT EXISTS event_shards (
+    event_id BIGINT PRIMARY KEY,
+    shard SMALLINT NOT NULL CHECK (shard >= 0 AND shard <= 255)
+);
+";

@@ -29,6 +29,8 @@ pub async fn run_workers<S: Store, Q: PurchaseQueue>(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
+    // The store's own metrics (a sharded store's per-shard decisions) beside the workers'.
+    store.register_metrics(&mut registry);
     let mut tasks = JoinSet::new();
     for i in 0..count.max(1) {
         let worker = Worker::new(

@@ -6,5 +6,6 @@
 mod api;
 mod broker_queue;
 mod queue_contract;
+mod sharded;
 mod store;
 mod worker;

@@ -1,6 +1,7 @@
-//! The shared store suite: every test here runs against SQLite (temp dir) and PostgreSQL
+//! The shared store suite: every test here runs against SQLite (temp dir), PostgreSQL
 //! (`TICKET_TEST_POSTGRES_URL`, each test in a fresh schema dropped at the end; skipped with a
-//! printed reason when the variable is unset).
+//! printed reason when the variable is unset) and PostgreSQL sharded over two databases of the
+//! test's own (`sharded.rs`; events alternate between them).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +73,20 @@ macro_rules! postgres_test {
     };
 }
 
+/// One suite test against a store sharded over two fresh databases.
+macro_rules! sharded_test {
+    ($name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(dbs) = crate::sharded::TestDatabases::new(2).await else {
+                return;
+            };
+            let store = dbs.open().await;
+            super::$name(&store).await;
+        }
+    };
+}
+
 /// `everywhere` runs on every store; `pending_written` only where `record_pending` writes (with
 /// pending rows held, it writes nothing that could fail: a row that cannot be written fails
 /// alone when it is flushed, see `sqlite_held_pending_rows_...` below).
@@ -87,6 +102,10 @@ macro_rules! store_suite {
         mod postgres {
             $(postgres_test!($name);)*
             $(postgres_test!($w);)*
+        }
+        mod sharded {
+            $(sharded_test!($name);)*
+            $(sharded_test!($w);)*
         }
     };
 }
@@ -111,6 +130,26 @@ fn spec(tickets: i64, max: i64) -> EventSpec {
 }
 
 use ticket_svc::testing::queued as job;
+
+/// The shards of `events` in `s` (0 on an unsharded store, and for an unknown event).
+async fn shards_of<S: Store>(s: &S, events: &[EventId]) -> HashMap<EventId, u8> {
+    let mut shards = HashMap::new();
+    for e in events {
+        shards.insert(*e, s.shard_of(*e).await.unwrap());
+    }
+    shards
+}
+
+/// [`job`] with the purchase id stamped with its event's shard, as the API names purchases
+/// (unchanged on an unsharded store).
+fn stamping(shards: HashMap<EventId, u8>) -> impl Fn(EventId, &str, u32, u64) -> QueuedJob + Clone {
+    move |event, buyer, quantity, position| {
+        let mut j = job(event, buyer, quantity, position);
+        let shard = shards.get(&event).copied().unwrap_or(0);
+        j.job.purchase_id = j.job.purchase_id.on_shard(shard);
+        j
+    }
+}
 
 /// `j` queued again at `position` (a retry past the queue's dedup window).
 fn requeued(j: &QueuedJob, position: u64) -> QueuedJob {
@@ -145,6 +184,7 @@ async fn events_round_trip<S: Store>(s: &S) {
 
 async fn decisions_follow_the_rules_and_are_made_once<S: Store>(s: &S) {
     let e = s.create_event(&spec(5, 4)).await.unwrap();
+    let job = stamping(shards_of(s, &[e.id]).await);
     let jobs = vec![
         job(e.id, "a", 4, 0),
         job(e.id, "b", 2, 1),
@@ -190,6 +230,7 @@ async fn decisions_follow_the_rules_and_are_made_once<S: Store>(s: &S) {
 
 async fn buyer_limit_holds_across_batches<S: Store>(s: &S) {
     let e = s.create_event(&spec(100, 4)).await.unwrap();
+    let job = stamping(shards_of(s, &[e.id]).await);
     let first = s.decide_batch(&[job(e.id, "ann", 3, 0)]).await.unwrap();
     assert_eq!(first[0].status, PurchaseStatus::Confirmed);
     let second = s
@@ -211,6 +252,7 @@ async fn buyer_limit_holds_across_batches<S: Store>(s: &S) {
 
 async fn pending_purchases_become_decided_and_stay_decided<S: Store>(s: &S) {
     let e = s.create_event(&spec(10, 4)).await.unwrap();
+    let job = stamping(shards_of(s, &[e.id]).await);
     let j = job(e.id, "a", 2, 0);
     s.record_pending(&j).await.unwrap();
     let p = s.purchase(j.job.purchase_id).await.unwrap().unwrap();
@@ -222,6 +264,7 @@ async fn pending_purchases_become_decided_and_stay_decided<S: Store>(s: &S) {
 
     // A rejection lands on its pending row with its reason, beside a confirmation.
     let small = s.create_event(&spec(3, 4)).await.unwrap();
+    let job = stamping(shards_of(s, &[e.id, small.id]).await);
     let first = job(small.id, "a", 2, 0);
     let second = job(small.id, "b", 2, 1);
     for j in [&first, &second] {
@@ -243,6 +286,7 @@ async fn pending_purchases_become_decided_and_stay_decided<S: Store>(s: &S) {
 
 async fn a_decision_before_the_pending_record_wins<S: Store>(s: &S) {
     let e = s.create_event(&spec(10, 4)).await.unwrap();
+    let job = stamping(shards_of(s, &[e.id]).await);
     let j = job(e.id, "a", 2, 7);
     s.decide_batch(std::slice::from_ref(&j)).await.unwrap();
     assert_eq!(s.record_pending(&j).await.unwrap(), Position(7));
@@ -258,6 +302,7 @@ async fn a_decision_before_the_pending_record_wins<S: Store>(s: &S) {
 
 async fn dead_letters_fail_only_undecided_purchases<S: Store>(s: &S) {
     let e = s.create_event(&spec(10, 4)).await.unwrap();
+    let job = stamping(shards_of(s, &[e.id]).await);
     let failed = PurchaseStatus::Rejected(RejectReason::Failed);
 
     let pending = job(e.id, "a", 1, 0);
@@ -302,6 +347,7 @@ async fn dead_letters_fail_only_undecided_purchases<S: Store>(s: &S) {
 
 async fn concurrent_overlapping_batches_never_oversell<S: Store + Clone>(s: &S) {
     let e = s.create_event(&spec(60, 4)).await.unwrap();
+    let job = stamping(shards_of(s, &[e.id]).await);
     let jobs: Arc<Vec<QueuedJob>> = Arc::new(
         (0..200u64)
             .map(|i| job(e.id, &format!("buyer{}", i % 23), 1 + (i % 4) as u32, i))
@@ -357,6 +403,7 @@ async fn concurrent_overlapping_batches_never_oversell<S: Store + Clone>(s: &S) 
 
 async fn event_purchases_come_in_position_order<S: Store>(s: &S) {
     let e = s.create_event(&spec(10, 4)).await.unwrap();
+    let job = stamping(shards_of(s, &[e.id]).await);
     for pos in [5u64, 1, 3] {
         s.record_pending(&job(e.id, "a", 1, pos)).await.unwrap();
     }
@@ -375,6 +422,7 @@ async fn a_failing_write_does_not_disturb_concurrent_ones<S: Store + Clone>(s: &
     // SQLite group-commits concurrent writes in one transaction; a write that fails (here a
     // foreign key to an event that does not exist) must fail alone.
     let e = s.create_event(&spec(10, 4)).await.unwrap();
+    let job = stamping(shards_of(s, &[e.id]).await);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..40u64 {
         let s = s.clone();
@@ -629,6 +677,7 @@ async fn decides_like_the_ledger<S: Store>(
         .create_event(&spec(i64::from(tickets), i64::from(max)))
         .await
         .unwrap();
+    let job = stamping(shards_of(s, &[e.id]).await);
     let jobs: Vec<QueuedJob> = arrivals
         .iter()
         .enumerate()
@@ -693,4 +742,13 @@ async fn postgres_decides_like_the_ledger_for_any_batching() {
     };
     run_cases(&s, 24);
     s.drop_schema().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_decides_like_the_ledger_for_any_batching() {
+    let Some(dbs) = crate::sharded::TestDatabases::new(2).await else {
+        return;
+    };
+    let s = dbs.open().await;
+    run_cases(&s, 16);
 }
