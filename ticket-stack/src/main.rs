@@ -253,10 +253,11 @@ struct ClusterArgs {
     /// sale. Without it, everything runs in this process on SQLite.
     #[arg(long)]
     cluster: bool,
-    /// With --cluster: the store every process shares, a postgres:// URL (prefer the env var
-    /// for a URL with a password: it stays out of `ps`).
+    /// With --cluster: the store every process shares, a postgres:// URL; given several times
+    /// (or comma-separated in TICKET_DB), PostgreSQL sharded by event, as for `api` and
+    /// `worker`. Prefer the env var for a URL with a password: it stays out of `ps`.
     #[arg(long, env = "TICKET_DB", hide_env_values = true)]
-    db: Option<String>,
+    db: Vec<String>,
     /// With --cluster: balancers (buyers may use any; each fronts every API).
     #[arg(long, default_value_t = 2)]
     balancers: usize,
@@ -300,12 +301,18 @@ impl ClusterArgs {
         data_dir: &std::path::Path,
         apis: Option<usize>,
     ) -> anyhow::Result<ticket_stack::cluster::ClusterConfig> {
-        let db = self.db.as_deref().context(
-            "--cluster needs --db postgres://... (or TICKET_DB): its processes share one database",
-        )?;
+        let db: Vec<String> = self
+            .db
+            .iter()
+            .flat_map(|v| ticket_svc::store::split_db_urls(v))
+            .collect();
+        anyhow::ensure!(
+            !db.is_empty(),
+            "--cluster needs --db postgres://... (or TICKET_DB): its processes share one database"
+        );
         let program =
             std::env::current_exe().context("finding this binary to run its processes")?;
-        let mut config = ticket_stack::cluster::ClusterConfig::new(program, data_dir, db);
+        let mut config = ticket_stack::cluster::ClusterConfig::new(program, data_dir, &db);
         config.balancers = self.balancers;
         config.brokers = self.brokers;
         config.apis = apis.unwrap_or(config.apis);

@@ -16,7 +16,7 @@ pub struct ClusterConfig {
     /// The brokers' logs and every process's output live here.
     pub data_dir: PathBuf,
     /// The store: a `postgres://` URL (every API and worker process shares it).
-    pub db: String,
+    pub db: Vec<String>,
     /// Balancers, each in front of every API.
     pub balancers: usize,
     /// API processes at the start, and at least.
@@ -50,11 +50,11 @@ impl ClusterConfig {
     /// Two balancers (public 127.0.0.1:8080 and :8081, admin :9080 and :9081), three APIs, three
     /// brokers, two workers, the runner's status on 127.0.0.1:9079; 15 s to drain, 60 s to come
     /// up.
-    pub fn new(program: impl Into<PathBuf>, data_dir: impl Into<PathBuf>, db: &str) -> Self {
+    pub fn new(program: impl Into<PathBuf>, data_dir: impl Into<PathBuf>, db: &[String]) -> Self {
         Self {
             program: program.into(),
             data_dir: data_dir.into(),
-            db: db.to_owned(),
+            db: db.to_vec(),
             balancers: 2,
             apis: 3,
             max_apis: 3,
@@ -99,9 +99,14 @@ impl ClusterConfig {
             "must be 1, 3 or 5",
         )?;
         ConfigError::check(
-            self.db.starts_with("postgres://") || self.db.starts_with("postgresql://"),
+            !self.db.is_empty()
+                && self
+                    .db
+                    .iter()
+                    .all(|u| ticket_svc::store::is_postgres_url(u)),
             "ClusterConfig::db",
-            "must be a postgres:// URL: the processes of a cluster share one database",
+            "must be postgres:// URLs (one, or one per shard): the processes of a cluster share \
+             the database",
         )?;
         for (addr, name) in [
             (self.listen, "ClusterConfig::listen"),
@@ -174,7 +179,7 @@ mod tests {
     use super::*;
 
     fn config() -> ClusterConfig {
-        ClusterConfig::new("ticket-svc", "data", "postgres://u@127.0.0.1/db")
+        ClusterConfig::new("ticket-svc", "data", &["postgres://u@127.0.0.1/db".into()])
     }
 
     #[test]
@@ -192,7 +197,11 @@ mod tests {
                 }),
                 ("ClusterConfig::workers", |c| c.workers = 0),
                 ("ClusterConfig::brokers", |c| c.brokers = 2),
-                ("ClusterConfig::db", |c| c.db = "sqlite://x.db".into()),
+                ("ClusterConfig::db", |c| c.db = vec!["sqlite://x.db".into()]),
+                ("ClusterConfig::db", |c| c.db.clear()),
+                ("ClusterConfig::db", |c| {
+                    c.db = vec!["postgres://h/a".into(), "sqlite://b.db".into()];
+                }),
                 ("ClusterConfig::listen", |c| {
                     c.listen = ([127, 0, 0, 1], u16::MAX).into();
                 }),

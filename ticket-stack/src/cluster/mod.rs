@@ -80,7 +80,7 @@ pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         ),
         None => None,
     };
-    let store = AnyStore::open(&config.db)
+    let store = AnyStore::open_all(&config.db)
         .await
         .map_err(|e| ClusterError::Store(e.to_string()))?;
     let (specs, mut addresses, recipe) = plan::plan(&config, &logs)?;

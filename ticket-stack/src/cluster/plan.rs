@@ -39,7 +39,7 @@ pub(super) struct Recipe {
     program: PathBuf,
     logs: PathBuf,
     data_dir: PathBuf,
-    db: String,
+    db: Vec<String>,
     brokers: Vec<SocketAddr>,
 }
 
@@ -79,8 +79,9 @@ impl Recipe {
     }
 
     /// The store's URL goes in the environment, never on a command line (`ps` shows those).
+    /// Several URLs (shards) go comma-separated, which `ticket-svc` splits again.
     fn db_env(&self) -> Vec<(String, String)> {
-        vec![("TICKET_DB".to_owned(), self.db.clone())]
+        vec![("TICKET_DB".to_owned(), self.db.join(","))]
     }
 
     /// Broker node `n` (from 1) of the cluster, on `addr`.
@@ -198,7 +199,7 @@ mod tests {
     use super::*;
 
     fn config() -> ClusterConfig {
-        ClusterConfig::new("ticket-svc", "data", "postgres://u@127.0.0.1/db")
+        ClusterConfig::new("ticket-svc", "data", &["postgres://u@127.0.0.1/db".into()])
     }
 
     #[test]
@@ -231,7 +232,7 @@ mod tests {
                     assert!(args.contains(&format!("--broker={}", brokers.join(","))));
                     assert_eq!(
                         s.env,
-                        [("TICKET_DB".into(), config().db)],
+                        [("TICKET_DB".into(), config().db.join(","))],
                         "the URL stays out of ps"
                     );
                     assert!(!args.contains("postgres"));

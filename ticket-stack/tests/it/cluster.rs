@@ -58,9 +58,10 @@ impl TestDb {
     }
 }
 
-fn config(dir: &std::path::Path, db: &str) -> ClusterConfig {
+fn config(dir: &std::path::Path, db: &[&TestDb]) -> ClusterConfig {
+    let db: Vec<String> = db.iter().map(|d| d.url.clone()).collect();
     let loopback0: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let mut c = ClusterConfig::new(env!("CARGO_BIN_EXE_ticket-svc"), dir, db);
+    let mut c = ClusterConfig::new(env!("CARGO_BIN_EXE_ticket-svc"), dir, &db);
     c.listen = loopback0;
     c.admin_listen = loopback0;
     c.status_listen = Some(loopback0);
@@ -106,16 +107,20 @@ fn a_url_names_another_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_sees_it() {
-    let Some(db) = TestDb::create().await else {
+    // On two shards: the event is on shard 1, so every purchase id carries its shard.
+    let (Some(db0), Some(db1)) = (TestDb::create().await, TestDb::create().await) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let c = cluster::start(config(dir.path(), &db.url)).await.unwrap();
+    let c = cluster::start(config(dir.path(), &[&db0, &db1]))
+        .await
+        .unwrap();
     let event = c
         .store
         .create_event(&EventSpec::new("DJ night", 1_000, 4).unwrap())
         .await
         .unwrap();
+    assert_eq!(c.store.shard_of(event.id).await.unwrap(), 1);
     let urls: Vec<String> = c
         .addresses
         .public
@@ -221,7 +226,8 @@ async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_see
     }
     assert!(metrics.contains(r#"ticket_cluster_process_up{process="api 2",kind="api"} 1"#));
     c.stop().await;
-    db.drop().await;
+    db0.drop().await;
+    db1.drop().await;
 }
 
 /// API processes running now.
@@ -238,7 +244,7 @@ async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_r
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path(), &db.url);
+    let mut config = config(dir.path(), &[&db]);
     config.balancers = 2;
     config.brokers = 1;
     config.workers = 1;

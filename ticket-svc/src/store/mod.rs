@@ -33,4 +33,4 @@ pub use pending::PendingRows;
 pub use postgres::PostgresStore;
 pub use sharded::ShardedStore;
 pub use sqlite::SqliteStore;
-pub use urls::{redacted_url, split_db_urls};
+pub use urls::{is_postgres_url, redacted_url, split_db_urls};
