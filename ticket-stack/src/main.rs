@@ -645,6 +645,9 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
                     Ok(target) => demo_rush(&s.store, vec![target], &sale, false).await,
                     Err(e) => Err(e.into()),
                 };
+                if let Ok(report) = &outcome {
+                    print_outcome(&s.store, report).await;
+                }
                 s.stop().await;
                 outcome?
             };
@@ -711,13 +714,7 @@ async fn demo_cluster_rush(
     sale: &Sale,
     chaos: Option<ticket_stack::cluster::chaos::ChaosConfig>,
 ) -> anyhow::Result<ticket_stack::rush::RushReport> {
-    let urls: Vec<String> = c
-        .addresses
-        .public
-        .iter()
-        .map(|a| format!("http://{a}"))
-        .collect();
-    let targets = Target::resolve_all(&urls).await?;
+    let targets = Target::resolve_all(&c.addresses.public_urls()).await?;
     let stop_chaos = CancellationToken::new();
     let chaos_run = async {
         match chaos {
@@ -739,20 +736,23 @@ async fn demo_cluster_rush(
             process: k.process,
         })
         .collect();
-    if !report.kills.is_empty() {
-        let kills: Vec<String> = report
-            .kills
-            .iter()
-            .map(|k| format!("{} at {:.1} s", k.process, k.at.as_secs_f64()))
-            .collect();
-        println!("chaos killed: {}", kills.join(", "));
-    }
+    print_outcome(&c.store, &report).await;
     Ok(report)
 }
 
 #[cfg(feature = "stack")]
-/// `demo`'s part once the stack is up: the event, the rush with `--verify` through `targets`,
-/// the report printed.
+/// Prints the rush's report and the event's tickets sold.
+async fn print_outcome(store: &AnyStore, report: &ticket_stack::rush::RushReport) {
+    use ticket_svc::store::Store;
+    print!("{report}");
+    if let Ok(Some(e)) = store.event(report.event).await {
+        println!("event {}: sold {} of {} tickets", e.id, e.sold, e.tickets);
+    }
+}
+
+#[cfg(feature = "stack")]
+/// `demo`'s part once the stack is up: the event, and the rush with `--verify` through
+/// `targets` (its report is printed by the caller, with [`print_outcome`]).
 async fn demo_rush(
     store: &AnyStore,
     targets: Vec<Target>,
@@ -782,10 +782,6 @@ async fn demo_rush(
     let report = ticket_stack::rush::run(config, shutdown)
         .await
         .context("rush")?;
-    print!("{report}");
-    if let Ok(Some(e)) = store.event(event.id).await {
-        println!("event {}: sold {} of {} tickets", e.id, e.sold, e.tickets);
-    }
     Ok(report)
 }
 

@@ -12,14 +12,14 @@ use balancer::{BackendSpec, Config};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use balancer::testing::{Client, Reply};
 
-use crate::support::TestBalancer;
+use crate::support::{TestBalancer, fill, find};
 
 /// What a scripted backend does with each request once it has read all of it.
 #[derive(Debug, Clone, Copy)]
@@ -97,22 +97,6 @@ impl ScriptedBackend {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads more bytes into `buf`; false at EOF.
-async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    let mut tmp = [0u8; 16 * 1024];
-    match s.read(&mut tmp).await {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&tmp[..n]);
-            true
-        }
     }
 }
 

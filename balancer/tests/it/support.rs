@@ -95,3 +95,21 @@ pub fn row(handle: &Handle, addr: SocketAddr) -> Option<balancer::admin::status:
         .into_iter()
         .find(|b| b.addr == addr.to_string())
 }
+
+/// Where `needle` first occurs in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads more bytes from a raw backend's connection into `buf`; false at EOF.
+pub async fn fill(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut tmp = [0u8; 16 * 1024];
+    match s.read(&mut tmp).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&tmp[..n]);
+            true
+        }
+    }
+}

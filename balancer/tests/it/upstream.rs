@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use balancer::testing::Client;
 
-use crate::support::{TestBalancer, row, wait_until};
+use crate::support::{TestBalancer, fill, find, row, wait_until};
 
 /// A backend speaking raw HTTP/1.1 from a script keyed by path.
 struct RawBackend {
@@ -88,22 +88,6 @@ impl RawBackend {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads more bytes into `buf`; false at EOF.
-async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    let mut tmp = [0u8; 4096];
-    match s.read(&mut tmp).await {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&tmp[..n]);
-            true
-        }
     }
 }
 

@@ -21,6 +21,13 @@ pub struct Addresses {
     pub status: Option<SocketAddr>,
 }
 
+impl Addresses {
+    /// Each balancer's public address as a URL: the targets of a crowd.
+    pub fn public_urls(&self) -> Vec<String> {
+        self.public.iter().map(|a| format!("http://{a}")).collect()
+    }
+}
+
 impl std::fmt::Display for Addresses {
     /// Every URL, a line each, as `up --cluster` prints them.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

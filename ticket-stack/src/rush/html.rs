@@ -181,11 +181,7 @@ pub fn render(report: &RushReport) -> String {
         ),
     );
     if !report.kills.is_empty() {
-        let kills: Vec<String> = report
-            .kills
-            .iter()
-            .map(|k| format!("{} at {:.1} s", k.process, k.at.as_secs_f64()))
-            .collect();
+        let kills: Vec<String> = report.kills.iter().map(ToString::to_string).collect();
         row(&mut html, "killed", &kills.join(", "));
     }
     row(

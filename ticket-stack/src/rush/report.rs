@@ -19,6 +19,13 @@ pub struct Kill {
     pub process: String,
 }
 
+impl fmt::Display for Kill {
+    /// `api 2 at 5.0 s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {:.1} s", self.process, self.at.as_secs_f64())
+    }
+}
+
 /// What the crowd saw.
 #[derive(Debug)]
 pub struct RushReport {
@@ -165,11 +172,7 @@ impl fmt::Display for RushReport {
             self.resent, self.failed
         )?;
         if !self.kills.is_empty() {
-            let kills: Vec<String> = self
-                .kills
-                .iter()
-                .map(|k| format!("{} at {:.1} s", k.process, k.at.as_secs_f64()))
-                .collect();
+            let kills: Vec<String> = self.kills.iter().map(ToString::to_string).collect();
             writeln!(f, "  killed      {}", kills.join(", "))?;
         }
         writeln!(

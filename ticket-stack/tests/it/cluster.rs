@@ -121,12 +121,7 @@ async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_see
         .await
         .unwrap();
     assert_eq!(c.store.shard_of(event.id).await.unwrap(), 1);
-    let urls: Vec<String> = c
-        .addresses
-        .public
-        .iter()
-        .map(|a| format!("http://{a}"))
-        .collect();
+    let urls = c.addresses.public_urls();
     let mut rush = RushConfig::verified(
         Target::resolve_all(&urls).await.unwrap(),
         event.id,
@@ -258,12 +253,7 @@ async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_r
         .create_event(&EventSpec::new("DJ night", 100_000, 4).unwrap())
         .await
         .unwrap();
-    let urls: Vec<String> = c
-        .addresses
-        .public
-        .iter()
-        .map(|a| format!("http://{a}"))
-        .collect();
+    let urls = c.addresses.public_urls();
     let targets = Target::resolve_all(&urls).await.unwrap();
     let crowd = |buyers: u64, concurrency: usize, rate: Option<f64>, seed: u64| {
         let mut rush = RushConfig::verified(targets.clone(), event.id, buyers, concurrency);

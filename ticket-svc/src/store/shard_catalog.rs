@@ -13,6 +13,8 @@
 //! - a database that is a shard of a sharded store is refused as an unsharded store, unless it
 //!   is shard 0 and every catalogued event is on shard 0.
 
+use tokio_postgres::GenericClient;
+
 use super::error::StoreError;
 use super::pg_pool::pg;
 use super::postgres::{MIGRATION_LOCK, PostgresStore, event_of, i32_of};
@@ -28,6 +30,17 @@ const SQL_PLACE_EVENT: &str = "INSERT INTO event_shards (event_id, shard) VALUES
 const SQL_INSERT_EVENT_WITH_ID: &str =
     "INSERT INTO events (id, name, tickets, max_per_buyer) VALUES ($1, $2, $3, $4)
      RETURNING id, name, tickets, max_per_buyer, sold";
+
+/// The shard index this database recorded, if any (its `shard_identity` table must exist).
+async fn recorded_shard(client: &impl GenericClient) -> Result<Option<i16>, StoreError> {
+    client
+        .query_opt("SELECT shard FROM shard_identity", &[])
+        .await
+        .map_err(pg("read shard_identity"))?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(pg("read shard_identity.shard"))
+}
 
 impl PostgresStore {
     /// Records this database as shard `given` at its first open as a shard, or checks that it
@@ -52,13 +65,7 @@ impl PostgresStore {
         tx.batch_execute(schema::POSTGRES_SHARD_IDENTITY)
             .await
             .map_err(pg("create shard_identity"))?;
-        let recorded: Option<i16> = tx
-            .query_opt("SELECT shard FROM shard_identity", &[])
-            .await
-            .map_err(pg("read shard_identity"))?
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(pg("read shard_identity.shard"))?;
+        let recorded = recorded_shard(&tx).await?;
         match recorded {
             Some(r) if r == index => {}
             Some(r) => {
@@ -189,13 +196,7 @@ impl PostgresStore {
         let has_identity: bool = row.try_get(0).map_err(pg("look for shard tables"))?;
         let has_catalog: bool = row.try_get(1).map_err(pg("look for shard tables"))?;
         if has_identity {
-            let shard: Option<i16> = client
-                .query_opt("SELECT shard FROM shard_identity", &[])
-                .await
-                .map_err(pg("read shard_identity"))?
-                .map(|r| r.try_get(0))
-                .transpose()
-                .map_err(pg("read shard_identity.shard"))?;
+            let shard = recorded_shard(client).await?;
             if let Some(s) = shard.filter(|s| *s != 0) {
                 return Err(StoreError::ShardConfig {
                     reason: format!(
