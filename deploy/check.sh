@@ -470,15 +470,17 @@ for q in keda:
 # which exports the broker_cluster_* gauges as 0 but none of these. Their rules and panels are
 # covered by alerts_test.yml only.
 LEADER_ONLY = {"broker_replica_lag_records", "broker_replica_lag_seconds", "broker_partition_under_replicated"}
-# Exported only by workers on a sharded store (several --db); the stack here has one database.
-SHARDED_ONLY = {"ticket_store_shard_decisions_total", "ticket_store_shard_errors_total"}
+# Exported only by workers on a sharded store (several --db) and by APIs with a read replica
+# (--db-replica); the stack here has one database and no replica.
+SHARDED_ONLY = {"ticket_store_shard_decisions_total", "ticket_store_shard_errors_total",
+                "ticket_store_replica_lag_seconds"}
 unknown = (LEADER_ONLY | SHARDED_ONLY) - (used_rules | used_dash)
 if unknown:
     sys.exit(f"check.sh's LEADER_ONLY or SHARDED_ONLY names {sorted(unknown)}, which nothing uses: update it")
 used = sorted((used_rules | used_dash) - LEADER_ONLY - SHARDED_ONLY)
 print(f"  {len(used_rules)} names in the rules, {len(used_dash)} in the dashboard, {len(used)} distinct to check"
       f" (not: {', '.join(sorted(LEADER_ONLY))}, exported only by a cluster's leader;"
-      f" {', '.join(sorted(SHARDED_ONLY))}, only by workers on a sharded store)")
+      f" {', '.join(sorted(SHARDED_ONLY))}, only with shards or replicas)")
 
 deadline = time.time() + 60
 while True:

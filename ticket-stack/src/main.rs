@@ -382,13 +382,25 @@ struct ServiceDeps {
         hide_env_values = true
     )]
     db: Vec<String>,
+    /// A hot standby (PostgreSQL streaming replication) of a --db database that answers the
+    /// reads of decided purchases (`GET /purchases/{id}`; a purchase pending there, or not yet
+    /// there, is read from the primary, so no buyer ever sees one go back to pending). Given
+    /// several times (or comma-separated in TICKET_DB_REPLICA), the i-th is shard i's; at most
+    /// one per --db. Used by `api`; a worker, which reads no purchases, ignores it.
+    #[arg(long, env = "TICKET_DB_REPLICA", hide_env_values = true)]
+    db_replica: Vec<String>,
     /// How long to keep trying to reach the broker at start, in seconds.
     #[arg(long, default_value_t = 10)]
     connect_timeout_s: u64,
 }
 
 impl ServiceDeps {
-    async fn open(&self) -> anyhow::Result<(Arc<AnyStore>, Arc<BrokerQueue>, Duration)> {
+    /// The store (with its read replicas when `reads`: the API reads purchases, a worker does
+    /// not), the queue, and the queue's enqueue timeout.
+    async fn open(
+        &self,
+        reads: bool,
+    ) -> anyhow::Result<(Arc<AnyStore>, Arc<BrokerQueue>, Duration)> {
         // Each value may itself be a comma-separated list (TICKET_DB); a URL with several hosts
         // stays whole.
         let urls: Vec<String> = self
@@ -396,13 +408,21 @@ impl ServiceDeps {
             .iter()
             .flat_map(|v| ticket_svc::store::split_db_urls(v))
             .collect();
-        let store = AnyStore::open_all(&urls).await.with_context(|| {
-            let shown: Vec<String> = urls
-                .iter()
-                .map(|u| ticket_svc::store::redacted_url(u))
-                .collect();
-            format!("cannot open the store {}", shown.join(", "))
-        })?;
+        let replicas: Vec<String> = self
+            .db_replica
+            .iter()
+            .filter(|_| reads)
+            .flat_map(|v| ticket_svc::store::split_db_urls(v))
+            .collect();
+        let store = AnyStore::open_with_replicas(&urls, &replicas)
+            .await
+            .with_context(|| {
+                let shown: Vec<String> = urls
+                    .iter()
+                    .map(|u| ticket_svc::store::redacted_url(u))
+                    .collect();
+                format!("cannot open the store {}", shown.join(", "))
+            })?;
         let mut config = BrokerQueueConfig::new(self.broker.clone());
         config.token = self.broker_token.clone();
         let enqueue_timeout = config.enqueue_timeout;
@@ -423,7 +443,7 @@ async fn api(listen: SocketAddr, deps: ServiceDeps) -> anyhow::Result<ExitCode> 
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let (store, queue, enqueue_timeout) = deps.open().await?;
+    let (store, queue, enqueue_timeout) = deps.open(true).await?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone())?;
     tracing::info!(listen = %listener.local_addr()?, broker = %deps.broker, "api serving");
@@ -459,7 +479,7 @@ async fn worker(
         ),
         None => None,
     };
-    let (store, queue, _) = deps.open().await?;
+    let (store, queue, _) = deps.open(false).await?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone())?;
     tracing::info!(

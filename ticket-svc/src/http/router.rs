@@ -74,6 +74,7 @@ pub async fn run_api<S: Store, Q: PurchaseQueue>(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
+    store.register_read_metrics(&mut registry);
     let state = ApiState::new(store, queue, metrics, Arc::new(registry), api);
     serve(listener, router(state), serve_config, shutdown).await
 }

@@ -6,6 +6,7 @@ use prometheus_client::registry::Registry;
 use super::contract::Store;
 use super::error::StoreError;
 use super::postgres::PostgresStore;
+use super::replica::ReplicaMetrics;
 use super::sharded::ShardedStore;
 use super::sqlite::SqliteStore;
 use super::urls::{is_postgres_url, redacted_url};
@@ -47,13 +48,38 @@ impl AnyStore {
     /// [`ShardedStore`], URL i being shard i, every one `postgres://` (see
     /// [`ShardedStore::open`]).
     pub async fn open_all(urls: &[impl AsRef<str>]) -> Result<Self, StoreError> {
-        match urls {
-            [] => Err(StoreError::ShardConfig {
+        Self::open_with_replicas(urls, &[] as &[&str]).await
+    }
+
+    /// [`AnyStore::open_all`], and `replicas[i]` (when given) a hot standby of database i
+    /// (PostgreSQL streaming replication) that answers reads of decided purchases
+    /// ([`super::replica`]).
+    ///
+    /// # Errors
+    /// As [`AnyStore::open_all`]; a replica for SQLite, more replicas than databases, a replica
+    /// unreachable or not a standby.
+    pub async fn open_with_replicas(
+        urls: &[impl AsRef<str>],
+        replicas: &[impl AsRef<str>],
+    ) -> Result<Self, StoreError> {
+        match (urls, replicas) {
+            ([], _) => Err(StoreError::ShardConfig {
                 reason: "no database URL given".into(),
             }),
-            [one] => Self::open(one.as_ref()).await,
+            ([one], []) => Self::open(one.as_ref()).await,
+            ([one], [replica]) => match Self::open(one.as_ref()).await? {
+                Self::Postgres(store) => Ok(Self::Postgres(
+                    store
+                        .with_replica(replica.as_ref(), 0, ReplicaMetrics::default())
+                        .await?,
+                )),
+                _ => Err(StoreError::ShardConfig {
+                    reason: "a read replica needs a postgres:// database".into(),
+                }),
+            },
             many => Ok(Self::Sharded(
-                ShardedStore::open(many, PostgresStore::DEFAULT_POOL_SIZE).await?,
+                ShardedStore::open_with_replicas(many.0, many.1, PostgresStore::DEFAULT_POOL_SIZE)
+                    .await?,
             )),
         }
     }
@@ -123,6 +149,13 @@ impl Store for AnyStore {
         match self {
             Self::Sharded(s) => s.register_metrics(registry),
             Self::Sqlite(_) | Self::Postgres(_) => {}
+        }
+    }
+    fn register_read_metrics(&self, registry: &mut Registry) {
+        match self {
+            Self::Sharded(s) => s.register_read_metrics(registry),
+            Self::Postgres(s) => s.register_replica_metrics(registry),
+            Self::Sqlite(_) => {}
         }
     }
 }

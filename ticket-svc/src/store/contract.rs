@@ -85,4 +85,10 @@ pub trait Store: Send + Sync + 'static {
     fn register_metrics(&self, registry: &mut Registry) {
         let _ = registry;
     }
+
+    /// Registers the metrics of the store's reading side in `registry`, if it has any (its
+    /// read replicas'): the API's registry, since the API is what reads purchases.
+    fn register_read_metrics(&self, registry: &mut Registry) {
+        let _ = registry;
+    }
 }

@@ -15,9 +15,12 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
+use prometheus_client::registry::Registry;
+
 use super::contract::Store;
 use super::error::StoreError;
 use super::pg_pool::{Pool, Pooled, connect_one, pg};
+use super::replica::{Replica, ReplicaMetrics};
 use super::rows::{i64_of, parse_status, position_of, to_purchase};
 use super::schema;
 use crate::domain::{
@@ -54,6 +57,8 @@ fn is_plain_identifier(s: &str) -> bool {
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Pool>,
+    /// A hot standby that answers reads of decided purchases ([`super::replica`]).
+    replica: Option<Arc<Replica>>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -140,7 +145,34 @@ impl PostgresStore {
         migrate(&mut first).await?;
         Ok(Self {
             inner: Arc::new(Pool::new(url, schema, pool_size, first)),
+            replica: None,
         })
+    }
+
+    /// Registers the replica's metrics, when it has one (a sharded store registers its shards'
+    /// together instead).
+    pub fn register_replica_metrics(&self, registry: &mut Registry) {
+        if let Some(r) = &self.replica {
+            r.metrics().register(registry);
+        }
+    }
+
+    /// This store with `url`, a hot standby of its database (PostgreSQL streaming
+    /// replication), answering reads of decided purchases (see [`super::replica`]); `shard`
+    /// labels its metrics (0 unsharded). Its pool is as large as this store's.
+    ///
+    /// # Errors
+    /// The replica unreachable, or not a standby.
+    pub async fn with_replica(
+        mut self,
+        url: &str,
+        shard: u8,
+        metrics: ReplicaMetrics,
+    ) -> Result<Self, StoreError> {
+        let schema = self.inner.schema().map(str::to_owned);
+        let replica = Replica::connect(url, schema, self.inner.size(), shard, metrics).await?;
+        self.replica = Some(replica);
+        Ok(self)
     }
 
     pub(super) async fn pooled(&self) -> Result<Pooled, StoreError> {
@@ -420,6 +452,24 @@ async fn decide_in(
     Ok(decisions)
 }
 
+/// One purchase as the database behind `pool` has it.
+async fn read_purchase(pool: &Arc<Pool>, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
+    let mut c = pool.get().await?;
+    let st = c
+        .stmt(
+            "SELECT id, event_id, buyer, quantity, position, status, reason
+             FROM purchases WHERE id = $1",
+        )
+        .await?;
+    c.client()?
+        .query_opt(&st, &[&id.to_string()])
+        .await
+        .map_err(pg("read purchase"))?
+        .as_ref()
+        .map(purchase_of)
+        .transpose()
+}
+
 impl Store for PostgresStore {
     async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
         let mut c = self.pooled().await?;
@@ -504,20 +554,22 @@ impl Store for PostgresStore {
     }
 
     async fn purchase(&self, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
-        let mut c = self.pooled().await?;
-        let st = c
-            .stmt(
-                "SELECT id, event_id, buyer, quantity, position, status, reason
-                 FROM purchases WHERE id = $1",
-            )
-            .await?;
-        c.client()?
-            .query_opt(&st, &[&id.to_string()])
-            .await
-            .map_err(pg("read purchase"))?
-            .as_ref()
-            .map(purchase_of)
-            .transpose()
+        // A replica answers only with a final purchase: see `super::replica` for why a buyer
+        // then never sees one go backwards.
+        if let Some(replica) = &self.replica {
+            match read_purchase(&replica.pool, id).await {
+                Ok(Some(p)) if p.status != PurchaseStatus::Pending => {
+                    replica.counted("final");
+                    return Ok(Some(p));
+                }
+                Ok(_) => replica.counted("primary"),
+                Err(e) => {
+                    replica.counted("error");
+                    tracing::debug!(error = %e, "replica read failed; reading the primary");
+                }
+            }
+        }
+        read_purchase(&self.inner, id).await
     }
 
     async fn decide_batch(&self, jobs: &[QueuedJob]) -> Result<Vec<Decision>, StoreError> {

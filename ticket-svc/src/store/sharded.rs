@@ -37,6 +37,7 @@ use prometheus_client::registry::Registry;
 use super::contract::Store;
 use super::error::StoreError;
 use super::postgres::PostgresStore;
+use super::replica::ReplicaMetrics;
 use super::urls::{is_postgres_url, redacted_url};
 use crate::domain::{
     Decision, Event, EventId, EventSpec, MAX_SHARDS, Position, Purchase, PurchaseId, PurchaseJob,
@@ -60,6 +61,8 @@ struct Inner {
     /// Each event's shard, as the catalog says (immutable, so never stale).
     placements: DashMap<EventId, u8>,
     metrics: ShardMetrics,
+    /// Shared by the shards' replicas, when any was given.
+    replica_metrics: Option<ReplicaMetrics>,
 }
 
 impl fmt::Debug for ShardedStore {
@@ -99,7 +102,31 @@ impl ShardedStore {
     /// past the list's end (a URL was removed); [`StoreError::ShardMismatch`] for a database at
     /// another place than it recorded; a shard's connection or migration error, naming it.
     pub async fn open(urls: &[impl AsRef<str>], pool_size: usize) -> Result<Self, StoreError> {
+        Self::open_with_replicas(urls, &[] as &[&str], pool_size).await
+    }
+
+    /// [`ShardedStore::open`], and `replicas[i]` (when given) a hot standby of shard i that
+    /// answers reads of decided purchases ([`super::replica`]).
+    ///
+    /// # Errors
+    /// As [`ShardedStore::open`]; more replicas than shards; a replica unreachable or not a
+    /// standby.
+    pub async fn open_with_replicas(
+        urls: &[impl AsRef<str>],
+        replicas: &[impl AsRef<str>],
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
         let count = urls.len();
+        if replicas.len() > count {
+            return Err(StoreError::ShardConfig {
+                reason: format!(
+                    "{} replica URLs for {count} database URLs: give at most one per \
+                     database, in the same order",
+                    replicas.len()
+                ),
+            });
+        }
+        let replica_metrics = (!replicas.is_empty()).then(ReplicaMetrics::default);
         if !(1..=MAX_SHARDS).contains(&count) {
             return Err(StoreError::ShardConfig {
                 reason: format!(
@@ -126,10 +153,16 @@ impl ShardedStore {
             let shard = u8::try_from(i).map_err(|_| StoreError::ShardConfig {
                 reason: format!("shard index {i} is over 255"),
             })?;
-            let store = PostgresStore::connect(url, pool_size)
+            let mut store = PostgresStore::connect(url, pool_size)
                 .await
                 .map_err(on_shard(shard))?;
             store.claim_shard(i, &redacted_url(url)).await?;
+            if let (Some(replica), Some(metrics)) = (replicas.get(i), &replica_metrics) {
+                store = store
+                    .with_replica(replica.as_ref(), shard, metrics.clone())
+                    .await
+                    .map_err(on_shard(shard))?;
+            }
             shards.push(store);
         }
         let catalog = shards.first().ok_or_else(|| StoreError::ShardConfig {
@@ -151,6 +184,7 @@ impl ShardedStore {
                 shards,
                 placements: DashMap::new(),
                 metrics: ShardMetrics::new(count),
+                replica_metrics,
             }),
         })
     }
@@ -388,5 +422,11 @@ impl Store for ShardedStore {
 
     fn register_metrics(&self, registry: &mut Registry) {
         self.inner.metrics.register(registry);
+    }
+
+    fn register_read_metrics(&self, registry: &mut Registry) {
+        if let Some(m) = &self.inner.replica_metrics {
+            m.register(registry);
+        }
     }
 }

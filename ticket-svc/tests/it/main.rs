@@ -6,6 +6,7 @@
 mod api;
 mod broker_queue;
 mod queue_contract;
+mod replica;
 mod sharded;
 mod store;
 mod worker;
