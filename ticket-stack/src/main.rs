@@ -258,6 +258,10 @@ struct ClusterArgs {
     /// `worker`. Prefer the env var for a URL with a password: it stays out of `ps`.
     #[arg(long, env = "TICKET_DB", hide_env_values = true)]
     db: Vec<String>,
+    /// With --cluster: a hot standby of a --db database for the APIs' reads of decided
+    /// purchases, as `api --db-replica` (the i-th for the i-th --db).
+    #[arg(long, env = "TICKET_DB_REPLICA", hide_env_values = true)]
+    db_replica: Vec<String>,
     /// With --cluster: balancers (buyers may use any; each fronts every API).
     #[arg(long, default_value_t = 2)]
     balancers: usize,
@@ -313,6 +317,11 @@ impl ClusterArgs {
         let program =
             std::env::current_exe().context("finding this binary to run its processes")?;
         let mut config = ticket_stack::cluster::ClusterConfig::new(program, data_dir, &db);
+        config.db_replicas = self
+            .db_replica
+            .iter()
+            .flat_map(|v| ticket_svc::store::split_db_urls(v))
+            .collect();
         config.balancers = self.balancers;
         config.brokers = self.brokers;
         config.apis = apis.unwrap_or(config.apis);

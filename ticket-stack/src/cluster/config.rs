@@ -17,6 +17,8 @@ pub struct ClusterConfig {
     pub data_dir: PathBuf,
     /// The store: a `postgres://` URL (every API and worker process shares it).
     pub db: Vec<String>,
+    /// Read replicas of those databases, the i-th for the i-th (`ticket-svc api --db-replica`).
+    pub db_replicas: Vec<String>,
     /// Balancers, each in front of every API.
     pub balancers: usize,
     /// API processes at the start, and at least.
@@ -55,6 +57,7 @@ impl ClusterConfig {
             program: program.into(),
             data_dir: data_dir.into(),
             db: db.to_vec(),
+            db_replicas: Vec::new(),
             balancers: 2,
             apis: 3,
             max_apis: 3,
@@ -107,6 +110,15 @@ impl ClusterConfig {
             "ClusterConfig::db",
             "must be postgres:// URLs (one, or one per shard): the processes of a cluster share \
              the database",
+        )?;
+        ConfigError::check(
+            self.db_replicas.len() <= self.db.len()
+                && self
+                    .db_replicas
+                    .iter()
+                    .all(|u| ticket_svc::store::is_postgres_url(u)),
+            "ClusterConfig::db_replicas",
+            "must be postgres:// URLs, at most one per database",
         )?;
         for (addr, name) in [
             (self.listen, "ClusterConfig::listen"),
@@ -199,6 +211,12 @@ mod tests {
                 ("ClusterConfig::brokers", |c| c.brokers = 2),
                 ("ClusterConfig::db", |c| c.db = vec!["sqlite://x.db".into()]),
                 ("ClusterConfig::db", |c| c.db.clear()),
+                ("ClusterConfig::db_replicas", |c| {
+                    c.db_replicas = vec!["postgres://h/r0".into(), "postgres://h/r1".into()];
+                }),
+                ("ClusterConfig::db_replicas", |c| {
+                    c.db_replicas = vec!["sqlite://r.db".into()];
+                }),
                 ("ClusterConfig::db", |c| {
                     c.db = vec!["postgres://h/a".into(), "sqlite://b.db".into()];
                 }),

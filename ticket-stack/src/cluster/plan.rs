@@ -40,6 +40,7 @@ pub(super) struct Recipe {
     logs: PathBuf,
     data_dir: PathBuf,
     db: Vec<String>,
+    db_replicas: Vec<String>,
     brokers: Vec<SocketAddr>,
 }
 
@@ -120,14 +121,18 @@ impl Recipe {
         self.spec(Kind::Worker, n, metrics, args, self.db_env())
     }
 
-    /// API `n`, on `addr`.
+    /// API `n`, on `addr` (with the read replicas, which only APIs use).
     pub(super) fn api(&self, n: usize, addr: SocketAddr) -> ProcessSpec {
         let args = vec![
             "api".into(),
             format!("--listen={addr}"),
             format!("--broker={}", self.broker_list()),
         ];
-        self.spec(Kind::Api, n, addr, args, self.db_env())
+        let mut env = self.db_env();
+        if !self.db_replicas.is_empty() {
+            env.push(("TICKET_DB_REPLICA".to_owned(), self.db_replicas.join(",")));
+        }
+        self.spec(Kind::Api, n, addr, args, env)
     }
 
     /// Balancer `n`, in front of `apis`.
@@ -176,6 +181,7 @@ pub(super) fn plan(
         logs: logs.to_path_buf(),
         data_dir: config.data_dir.clone(),
         db: config.db.clone(),
+        db_replicas: config.db_replicas.clone(),
         brokers: a.brokers.clone(),
     };
     let mut specs = Vec::new();
@@ -246,6 +252,20 @@ mod tests {
             assert_eq!(
                 s.log,
                 dir.join(format!("{}-{}.log", s.kind.name(), s.index))
+            );
+        }
+        let mut replicated = config();
+        replicated.db_replicas = vec!["postgres://u@127.0.0.1/replica".into()];
+        let (specs, _, _) = plan(&replicated, dir).unwrap();
+        for s in &specs {
+            let has_replica = s
+                .env
+                .iter()
+                .any(|(k, v)| k == "TICKET_DB_REPLICA" && v.ends_with("/replica"));
+            assert_eq!(
+                has_replica,
+                s.kind == Kind::Api,
+                "only APIs read purchases: {s:?}"
             );
         }
         let mut one = config();
