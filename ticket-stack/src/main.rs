@@ -612,6 +612,8 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             if cluster.cluster {
                 let mut config = cluster.config(std::path::Path::new(&data_dir), Some(apis))?;
                 config.workers = workers;
+                config.max_workers = max_workers.max(workers);
+                config.scale_up_lag = scale_up_lag;
                 config.listen = listen;
                 config.admin_listen = admin_listen;
                 return up_cluster(config, cluster.chaos()?).await;

@@ -124,7 +124,6 @@ impl ApiFleet {
                 continue;
             }
             let load = load_per_api(&views, &addrs);
-            self.metrics.apis_now(apis.len(), load);
             match scaler.decide_load(&self.scaling, load, usize::MAX, apis.len()) {
                 Step::Up => {
                     tokio::select! {
@@ -141,6 +140,7 @@ impl ApiFleet {
                 }
                 Step::Hold => {}
             }
+            self.metrics.apis_now(self.apis().len(), load);
         }
     }
 

@@ -29,12 +29,19 @@ pub struct ClusterConfig {
     /// Requests in flight or queued per API (over every balancer) above which an API is added;
     /// one is removed at an eighth of it or less.
     pub api_busy: u64,
-    /// How often the API autoscaler checks; it acts after 3 checks in a row past a threshold.
-    pub api_check_every: Duration,
+    /// How often the API and worker autoscalers check; each acts after 3 checks in a row past
+    /// a threshold.
+    pub scale_check_every: Duration,
     /// Broker nodes: 1, or 3 or 5 as a replicated cluster.
     pub brokers: usize,
-    /// Worker processes.
+    /// Worker processes at the start, and at least.
     pub workers: usize,
+    /// Worker processes at most: above `workers`, one more is started while more than
+    /// `scale_up_lag` purchases stay queued, one stopped while 5% of that or fewer are, never
+    /// more than the partitions with purchases queued ([`crate::supervisor`]'s rule).
+    pub max_workers: usize,
+    /// Queued purchases above which a worker process is added.
+    pub scale_up_lag: u64,
     /// The first balancer's public address; balancer `k` (from 0) listens on its port + `k`.
     /// Port 0: each picks a free port.
     pub listen: SocketAddr,
@@ -62,9 +69,11 @@ impl ClusterConfig {
             apis: 3,
             max_apis: 3,
             api_busy: 32,
-            api_check_every: Duration::from_secs(1),
+            scale_check_every: Duration::from_secs(1),
             brokers: 3,
             workers: 2,
+            max_workers: 2,
+            scale_up_lag: 1000,
             listen: ([127, 0, 0, 1], 8080).into(),
             admin_listen: ([127, 0, 0, 1], 9080).into(),
             status_listen: Some(([127, 0, 0, 1], 9079).into()),
@@ -90,6 +99,12 @@ impl ClusterConfig {
             "ClusterConfig::max_apis",
             "must be apis to 16",
         )?;
+        ConfigError::check(
+            (self.workers..=16).contains(&self.max_workers),
+            "ClusterConfig::max_workers",
+            "must be workers to 16",
+        )?;
+        self.worker_scaling().validate()?;
         ConfigError::check(
             self.api_busy > 0,
             "ClusterConfig::api_busy",
@@ -141,7 +156,17 @@ impl ClusterConfig {
         let mut s = ScalingConfig::new(self.apis, self.max_apis);
         s.scale_up_lag = self.api_busy;
         s.scale_down_lag = self.api_busy / 8;
-        s.every = self.api_check_every;
+        s.every = self.scale_check_every;
+        s
+    }
+
+    /// The worker autoscaler's thresholds: `workers` to `max_workers`, add above `scale_up_lag`
+    /// queued, remove at 5% of it, after 3 checks.
+    pub(super) fn worker_scaling(&self) -> ScalingConfig {
+        let mut s = ScalingConfig::new(self.workers, self.max_workers);
+        s.scale_up_lag = self.scale_up_lag;
+        s.scale_down_lag = self.scale_up_lag / 20;
+        s.every = self.scale_check_every;
         s
     }
 }
@@ -203,9 +228,10 @@ mod tests {
                 ("ClusterConfig::balancers", |c| c.balancers = 0),
                 ("ClusterConfig::apis", |c| c.apis = 17),
                 ("ClusterConfig::max_apis", |c| c.max_apis = 2),
+                ("ClusterConfig::max_workers", |c| c.max_workers = 1),
                 ("ClusterConfig::api_busy", |c| c.api_busy = 0),
                 ("ScalingConfig::every", |c| {
-                    c.api_check_every = Duration::ZERO
+                    c.scale_check_every = Duration::ZERO
                 }),
                 ("ClusterConfig::workers", |c| c.workers = 0),
                 ("ClusterConfig::brokers", |c| c.brokers = 2),

@@ -29,6 +29,7 @@ mod members;
 mod plan;
 pub mod process;
 pub mod status;
+mod worker_scale;
 
 pub use addresses::Addresses;
 pub use config::{ClusterConfig, ClusterError};
@@ -54,9 +55,9 @@ pub struct Cluster {
     /// Stops the status listener (last, after every process).
     status_stop: tokio_util::sync::CancellationToken,
     status_task: Option<tokio::task::JoinHandle<()>>,
-    /// Stops the API autoscaler (first, before any process).
+    /// Stops the API and worker autoscalers (first, before any process).
     autoscale_stop: tokio_util::sync::CancellationToken,
-    autoscale_task: Option<tokio::task::JoinHandle<()>>,
+    autoscale_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Opens the store (making its schema), starts every process, and waits until the cluster
@@ -105,17 +106,28 @@ pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         ))
     });
     let autoscale_stop = tokio_util::sync::CancellationToken::new();
-    let autoscale_task = (config.max_apis > config.apis).then(|| {
+    let mut autoscale_tasks = Vec::new();
+    if config.max_apis > config.apis {
         let fleet = autoscale::ApiFleet {
             members: members.clone(),
-            recipe,
+            recipe: recipe.clone(),
             admins: addresses.admin.clone(),
             scaling: config.api_scaling(),
             drain_grace: config.drain_grace,
             metrics: Arc::clone(&metrics),
         };
-        tokio::spawn(fleet.run(autoscale_stop.clone()))
-    });
+        autoscale_tasks.push(tokio::spawn(fleet.run(autoscale_stop.clone())));
+    }
+    if config.max_workers > config.workers {
+        let fleet = worker_scale::WorkerFleet {
+            members: members.clone(),
+            recipe,
+            scaling: config.worker_scaling(),
+            drain_grace: config.drain_grace,
+            metrics: Arc::clone(&metrics),
+        };
+        autoscale_tasks.push(tokio::spawn(fleet.run(autoscale_stop.clone())));
+    }
     let cluster = Cluster {
         addresses,
         store: Arc::new(store),
@@ -126,7 +138,7 @@ pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         status_stop,
         status_task,
         autoscale_stop,
-        autoscale_task,
+        autoscale_tasks,
     };
     if let Err(why) = cluster.wait_ready(config.ready_within).await {
         let logs = cluster.logs.display().to_string();
@@ -183,7 +195,7 @@ impl Cluster {
     /// drained together before the next.
     pub async fn stop(mut self) {
         self.autoscale_stop.cancel();
-        if let Some(task) = self.autoscale_task.take() {
+        for task in std::mem::take(&mut self.autoscale_tasks) {
             let _ = task.await;
         }
         for kind in [Kind::Balancer, Kind::Api, Kind::Worker, Kind::Broker] {

@@ -46,7 +46,7 @@ pub(super) struct Recipe {
 
 impl Recipe {
     /// Every broker's address, comma-separated, as the APIs and workers take them.
-    fn broker_list(&self) -> String {
+    pub(super) fn broker_list(&self) -> String {
         self.brokers
             .iter()
             .map(ToString::to_string)
@@ -112,7 +112,7 @@ impl Recipe {
     }
 
     /// Worker process `n`, serving its metrics on `metrics`.
-    fn worker(&self, n: usize, metrics: SocketAddr) -> ProcessSpec {
+    pub(super) fn worker(&self, n: usize, metrics: SocketAddr) -> ProcessSpec {
         let args = vec![
             "worker".into(),
             format!("--broker={}", self.broker_list()),

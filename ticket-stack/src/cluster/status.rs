@@ -31,6 +31,8 @@ pub struct ClusterMetrics {
     kills: Family<Vec<(&'static str, String)>, Counter>,
     apis: Gauge,
     api_load: Gauge,
+    workers: Gauge,
+    worker_lag: Gauge,
 }
 
 impl ClusterMetrics {
@@ -63,6 +65,16 @@ impl ClusterMetrics {
             m.api_load.clone(),
         );
         registry.register(
+            "ticket_cluster_workers",
+            "Worker processes running, as the worker autoscaler last counted them",
+            m.workers.clone(),
+        );
+        registry.register(
+            "ticket_cluster_worker_lag",
+            "Purchases queued and not yet decided, as the worker autoscaler last read it",
+            m.worker_lag.clone(),
+        );
+        registry.register(
             "ticket_cluster_chaos_kills",
             "Processes SIGKILLed on purpose by chaos mode, by kind",
             m.kills.clone(),
@@ -85,6 +97,12 @@ impl ClusterMetrics {
     pub fn apis_now(&self, apis: usize, load: u64) {
         self.apis.set(i64::try_from(apis).unwrap_or(i64::MAX));
         self.api_load.set(i64::try_from(load).unwrap_or(i64::MAX));
+    }
+
+    /// What the worker autoscaler last saw: `workers` running, `lag` purchases queued.
+    pub fn workers_now(&self, workers: usize, lag: u64) {
+        self.workers.set(i64::try_from(workers).unwrap_or(i64::MAX));
+        self.worker_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
 
     /// Counts a kill by chaos.

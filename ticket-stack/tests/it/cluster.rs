@@ -13,6 +13,12 @@ use ticket_svc::store::Store;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// One cluster at a time: each is a dozen processes with PostgreSQL connection pools, and two at
+/// once on a 2-core machine ran the server out of connections ("too many clients") and made
+/// the kill test's restart count depend on the other test.
+static ONE_CLUSTER: std::sync::LazyLock<tokio::sync::Mutex<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
+
 /// A database made for one test and dropped after it.
 struct TestDb {
     admin: tokio_postgres::Client,
@@ -107,6 +113,7 @@ fn a_url_names_another_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_sees_it() {
+    let _one = ONE_CLUSTER.lock().await;
     // On two shards: the event is on shard 1, so every purchase id carries its shard.
     let (Some(db0), Some(db1)) = (TestDb::create().await, TestDb::create().await) else {
         return;
@@ -235,6 +242,7 @@ fn apis(c: &cluster::Cluster) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_request() {
+    let _one = ONE_CLUSTER.lock().await;
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -246,7 +254,7 @@ async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_r
     config.apis = 1;
     config.max_apis = 3;
     config.api_busy = 8;
-    config.api_check_every = Duration::from_millis(200);
+    config.scale_check_every = Duration::from_millis(200);
     let c = cluster::start(config).await.unwrap();
     let event = c
         .store
@@ -302,6 +310,85 @@ async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_r
         .unwrap()
         .body;
     assert!(metrics.contains("ticket_cluster_apis 1"), "{metrics}");
+    c.stop().await;
+    db.drop().await;
+}
+
+/// Processes of `kind` running now.
+fn running(c: &cluster::Cluster, kind: cluster::process::Kind) -> usize {
+    c.processes()
+        .iter()
+        .filter(|p| p.spec().kind == kind)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_follow_the_queue_up_and_back_down() {
+    let _one = ONE_CLUSTER.lock().await;
+    use cluster::process::Kind;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &[&db]);
+    config.balancers = 1;
+    config.brokers = 1;
+    config.apis = 2;
+    config.workers = 1;
+    config.max_workers = 3;
+    config.scale_up_lag = 2;
+    config.scale_check_every = Duration::from_millis(200);
+    let c = cluster::start(config).await.unwrap();
+    // Four events, so their lines are on more than one partition: one worker per partition
+    // with a backlog can help.
+    let targets = Target::resolve_all(&c.addresses.public_urls())
+        .await
+        .unwrap();
+    let mut rushes = tokio::task::JoinSet::new();
+    for seed in 1..=4 {
+        let event = c
+            .store
+            .create_event(&EventSpec::new("DJ night", 100_000, 4).unwrap())
+            .await
+            .unwrap();
+        let mut rush = RushConfig::verified(targets.clone(), event.id, 1_500, 16);
+        rush.seed = seed;
+        rush.verify = false;
+        rush.show_progress = false;
+        rush.require_answers = true;
+        rushes.spawn(ticket_stack::rush::run(rush, CancellationToken::new()));
+    }
+    let mut most = 1;
+    while !rushes.is_empty() {
+        tokio::select! {
+            done = rushes.join_next() => {
+                let report = done.unwrap().unwrap().unwrap();
+                assert!(report.is_ok(), "{report}");
+            }
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                most = most.max(running(&c, Kind::Worker));
+            }
+        }
+    }
+    assert!(
+        most >= 2,
+        "a worker was added while purchases were queued (at most {most})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running(&c, Kind::Worker) > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the added workers were never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = c.addresses.status.unwrap();
+    let metrics = plumbing::testing::http_get(status, "/metrics")
+        .await
+        .unwrap()
+        .body;
+    assert!(metrics.contains("ticket_cluster_workers 1"), "{metrics}");
+    assert!(metrics.contains("ticket_cluster_worker_lag 0"), "{metrics}");
     c.stop().await;
     db.drop().await;
 }
