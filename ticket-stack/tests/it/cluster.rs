@@ -19,9 +19,11 @@ use tokio_util::sync::CancellationToken;
 static ONE_CLUSTER: std::sync::LazyLock<tokio::sync::Mutex<()>> =
     std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
 
-/// A database made for one test and dropped after it.
+/// A database made for one test, dropped (`WITH (FORCE)`, which ends every connection to it)
+/// when this is dropped, even by a panic.
 struct TestDb {
-    admin: tokio_postgres::Client,
+    /// The server's URL, where the database is created and dropped from.
+    server: String,
     name: String,
     url: String,
 }
@@ -36,31 +38,45 @@ fn with_database(url: &str, name: &str) -> String {
 
 impl TestDb {
     async fn create() -> Option<Self> {
-        let Ok(url) = std::env::var("TICKET_TEST_POSTGRES_URL") else {
+        let Ok(server) = std::env::var("TICKET_TEST_POSTGRES_URL") else {
             eprintln!("skipped: TICKET_TEST_POSTGRES_URL is not set");
             return None;
         };
-        let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
         let name = format!("ticket_cluster_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let url = with_database(&url, &name);
-        Some(Self { admin, name, url })
+        sql(&server, &format!("CREATE DATABASE {name}")).await;
+        let url = with_database(&server, &name);
+        Some(Self { server, name, url })
     }
+}
 
-    async fn drop(self) {
-        self.admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .unwrap();
+/// Runs `query` on the server at `url`.
+async fn sql(url: &str, query: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(query).await.unwrap();
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, maybe during a panic: the database is dropped
+        // from a thread with a runtime of its own.
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(sql(
+                    &server,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ));
+        })
+        .join();
+        if dropped.is_err() {
+            eprintln!("could not drop the test database {}", self.name);
+        }
     }
 }
 
@@ -228,8 +244,6 @@ async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_see
     }
     assert!(metrics.contains(r#"ticket_cluster_process_up{process="api 2",kind="api"} 1"#));
     c.stop().await;
-    db0.drop().await;
-    db1.drop().await;
 }
 
 /// API processes running now.
@@ -311,7 +325,6 @@ async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_r
         .body;
     assert!(metrics.contains("ticket_cluster_apis 1"), "{metrics}");
     c.stop().await;
-    db.drop().await;
 }
 
 /// Processes of `kind` running now.
@@ -390,5 +403,4 @@ async fn worker_processes_follow_the_queue_up_and_back_down() {
     assert!(metrics.contains("ticket_cluster_workers 1"), "{metrics}");
     assert!(metrics.contains("ticket_cluster_worker_lag 0"), "{metrics}");
     c.stop().await;
-    db.drop().await;
 }
