@@ -241,3 +241,101 @@ pub fn assert_each_refused<C: Clone>(
         assert_eq!(e.setting, *setting, "{e}");
     }
 }
+
+/// `url` naming database `name` instead of its own (its query string kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let authority = before_query.split('/').next().unwrap_or(before_query);
+    let mut out = format!("{scheme}://{authority}/{name}");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A client of the PostgreSQL server at `url`, its connection driven by a task of its own.
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the PostgreSQL server accepts a connection");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A database made for one test on the server of `TICKET_TEST_POSTGRES_URL`, dropped (`WITH
+/// (FORCE)`, which ends every connection to it) when this is dropped, even by a panic.
+#[derive(Debug)]
+pub struct TestDatabase {
+    server: String,
+    name: String,
+    /// The database's URL.
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// A fresh database named `PREFIX_<uuid>`, or `None` (the reason printed) when
+    /// `TICKET_TEST_POSTGRES_URL` is not set.
+    pub async fn create(prefix: &str) -> Option<Self> {
+        let Ok(server) = std::env::var("TICKET_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: TICKET_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        pg_client(&server)
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("creating a test database");
+        let url = with_database(&server, &name);
+        Some(Self { server, name, url })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, maybe during a panic: the database is dropped
+        // from a thread with a runtime of its own.
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for dropping the test database");
+            rt.block_on(async {
+                pg_client(&server)
+                    .await
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_names_another_database() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}

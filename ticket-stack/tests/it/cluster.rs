@@ -10,6 +10,7 @@ use ticket_stack::cluster::{self, ClusterConfig};
 use ticket_stack::rush::{RushConfig, Target};
 use ticket_svc::domain::EventSpec;
 use ticket_svc::store::Store;
+use ticket_svc::testing::TestDatabase;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -19,68 +20,7 @@ use tokio_util::sync::CancellationToken;
 static ONE_CLUSTER: std::sync::LazyLock<tokio::sync::Mutex<()>> =
     std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
 
-/// A database made for one test, dropped (`WITH (FORCE)`, which ends every connection to it)
-/// when this is dropped, even by a panic.
-struct TestDb {
-    /// The server's URL, where the database is created and dropped from.
-    server: String,
-    name: String,
-    url: String,
-}
-
-/// `url` naming database `name` instead of its own.
-fn with_database(url: &str, name: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let (authority, after) = rest.split_once('/').unwrap_or((rest, ""));
-    let query = after.split_once('?').map(|(_, q)| format!("?{q}"));
-    format!("{scheme}://{authority}/{name}{}", query.unwrap_or_default())
-}
-
-impl TestDb {
-    async fn create() -> Option<Self> {
-        let Ok(server) = std::env::var("TICKET_TEST_POSTGRES_URL") else {
-            eprintln!("skipped: TICKET_TEST_POSTGRES_URL is not set");
-            return None;
-        };
-        let name = format!("ticket_cluster_{}", uuid::Uuid::new_v4().simple());
-        sql(&server, &format!("CREATE DATABASE {name}")).await;
-        let url = with_database(&server, &name);
-        Some(Self { server, name, url })
-    }
-}
-
-/// Runs `query` on the server at `url`.
-async fn sql(url: &str, query: &str) {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client.batch_execute(query).await.unwrap();
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Drop runs inside the test's runtime, maybe during a panic: the database is dropped
-        // from a thread with a runtime of its own.
-        let (server, name) = (self.server.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(sql(
-                    &server,
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                ));
-        })
-        .join();
-        if dropped.is_err() {
-            eprintln!("could not drop the test database {}", self.name);
-        }
-    }
-}
-
-fn config(dir: &std::path::Path, db: &[&TestDb]) -> ClusterConfig {
+fn config(dir: &std::path::Path, db: &[&TestDatabase]) -> ClusterConfig {
     let db: Vec<String> = db.iter().map(|d| d.url.clone()).collect();
     let loopback0: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut c = ClusterConfig::new(env!("CARGO_BIN_EXE_ticket-svc"), dir, &db);
@@ -114,24 +54,14 @@ async fn broker_leader(c: &cluster::Cluster) -> u64 {
     }
 }
 
-#[test]
-fn a_url_names_another_database() {
-    assert_eq!(
-        with_database("postgres://u@h:5432/test", "x"),
-        "postgres://u@h:5432/x"
-    );
-    assert_eq!(
-        with_database("postgres://u@h/test?sslmode=disable", "x"),
-        "postgres://u@h/x?sslmode=disable"
-    );
-    assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_sees_it() {
     let _one = ONE_CLUSTER.lock().await;
     // On two shards: the event is on shard 1, so every purchase id carries its shard.
-    let (Some(db0), Some(db1)) = (TestDb::create().await, TestDb::create().await) else {
+    let (Some(db0), Some(db1)) = (
+        TestDatabase::create("ticket_cluster").await,
+        TestDatabase::create("ticket_cluster").await,
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -257,7 +187,7 @@ fn apis(c: &cluster::Cluster) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_request() {
     let _one = ONE_CLUSTER.lock().await;
-    let Some(db) = TestDb::create().await else {
+    let Some(db) = TestDatabase::create("ticket_cluster").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -339,7 +269,7 @@ fn running(c: &cluster::Cluster, kind: cluster::process::Kind) -> usize {
 async fn worker_processes_follow_the_queue_up_and_back_down() {
     let _one = ONE_CLUSTER.lock().await;
     use cluster::process::Kind;
-    let Some(db) = TestDb::create().await else {
+    let Some(db) = TestDatabase::create("ticket_cluster").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

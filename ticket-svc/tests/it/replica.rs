@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ticket_svc::domain::{EventSpec, PurchaseStatus};
 use ticket_svc::store::{AnyStore, PostgresStore, ReplicaMetrics, Store};
-use ticket_svc::testing::queued;
+use ticket_svc::testing::{pg_client, queued};
 
 /// The directory of `initdb`, `pg_ctl` and `pg_basebackup`, if they are installed.
 fn server_bin() -> Option<PathBuf> {
@@ -117,14 +117,6 @@ impl Drop for Server {
     }
 }
 
-async fn sql(url: &str, query: &str) {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client.batch_execute(query).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_answers_decided_purchases_and_never_turns_one_back_to_pending() {
     let Some(bin) = server_bin() else {
@@ -185,7 +177,11 @@ async fn a_replica_answers_decided_purchases_and_never_turns_one_back_to_pending
         .unwrap();
 
     // Replay paused: the standby stops short of what follows.
-    sql(&standby.url(), "SELECT pg_wal_replay_pause()").await;
+    pg_client(&standby.url())
+        .await
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
     let job = queued(event.id, "ann", 2, 1);
     store.record_pending(&job).await.unwrap();
     store
@@ -199,7 +195,11 @@ async fn a_replica_answers_decided_purchases_and_never_turns_one_back_to_pending
     }
 
     // Replay resumed: the standby catches up and answers the decided purchase itself.
-    sql(&standby.url(), "SELECT pg_wal_replay_resume()").await;
+    pg_client(&standby.url())
+        .await
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     store.register_read_metrics(&mut registry);
     let served_by_replica = || {

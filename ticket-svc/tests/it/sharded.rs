@@ -18,9 +18,10 @@ use ticket_svc::domain::{
 use ticket_svc::http::ApiConfig;
 use ticket_svc::queue::{MemoryQueue, MemoryQueueConfig};
 use ticket_svc::store::{AnyStore, ShardedStore, Store, StoreError};
-use ticket_svc::testing::{create_event, get, post_json, queued, start_api_over};
+use ticket_svc::testing::{
+    create_event, get, pg_client, post_json, queued, start_api_over, with_database,
+};
 use ticket_svc::worker::{WorkerConfig, run_workers};
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 /// Databases made for one test on the server of `TICKET_TEST_POSTGRES_URL`, dropped (with
@@ -30,32 +31,6 @@ pub struct TestDatabases {
     server: String,
     /// The databases' names, shard order.
     names: Vec<String>,
-}
-
-/// `url` with its database (the path) replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
-    let (before_query, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    let authority = before_query.split('/').next().unwrap_or(before_query);
-    let mut out = format!("{scheme}://{authority}/{name}");
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-async fn admin(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .expect("TICKET_TEST_POSTGRES_URL is set, so the server must accept a connection");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
 }
 
 impl TestDatabases {
@@ -78,7 +53,7 @@ impl TestDatabases {
     /// Creates one more database (the next shard, when its URL is appended) and returns its URL.
     pub async fn add(&mut self) -> String {
         let name = format!("ticket_shard_{}", uuid::Uuid::new_v4().simple());
-        admin(&self.server)
+        pg_client(&self.server)
             .await
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
@@ -104,14 +79,14 @@ impl TestDatabases {
 
     /// A plain client on database `i`, to look at what is stored where.
     pub async fn client(&self, i: usize) -> tokio_postgres::Client {
-        admin(&self.url(i)).await
+        pg_client(&self.url(i)).await
     }
 
     /// Makes database `i` refuse connections and ends its sessions (a shard outage), or lets it
     /// take connections again.
     pub async fn set_reachable(&self, i: usize, is_reachable: bool) {
         let name = &self.names[i];
-        let c = admin(&self.server).await;
+        let c = pg_client(&self.server).await;
         c.batch_execute(&format!(
             "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {is_reachable}"
         ))
@@ -139,7 +114,7 @@ impl Drop for TestDatabases {
                 .build()
                 .expect("a runtime for dropping the test databases");
             rt.block_on(async {
-                let c = admin(&server).await;
+                let c = pg_client(&server).await;
                 for name in names {
                     if let Err(e) = c
                         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
