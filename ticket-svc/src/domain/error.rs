@@ -41,4 +41,17 @@ pub enum DomainError {
         /// The longest accepted key, in bytes.
         max: usize,
     },
+    /// A time that is not an RFC 3339 timestamp with an offset (or is outside the years 0000
+    /// to 9999 in UTC).
+    #[error("times must be RFC 3339 with an offset, e.g. 2026-12-24T18:00:00Z")]
+    BadTimestamp,
+    /// An on-sale time (`opens_at` or `closes_at`) outside the years 2000 to 9999.
+    #[error("{field} must be between 2000-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z")]
+    BadSaleTime {
+        /// The field: `opens_at` or `closes_at`.
+        field: &'static str,
+    },
+    /// An on-sale window whose `closes_at` is not after its `opens_at`.
+    #[error("closes_at must be after opens_at")]
+    BadSaleWindow,
 }

@@ -8,11 +8,15 @@
 //! - no buyer's confirmed total goes over `max_per_buyer`;
 //! - first come, first served: purchases are decided in position order, so a purchase that did
 //!   not fit is rejected `sold_out` and no later purchase of the same or a larger quantity can be
-//!   confirmed after it (a later *smaller* one may still fit).
+//!   confirmed after it (a later *smaller* one may still fit);
+//! - an event's [`SaleWindow`] is valid (it closes after it opens, within the years 2000 to
+//!   9999) and half-open: [`SaleWindow::state_at`] says open from `opens_at` itself until
+//!   `closes_at`; an event without one is [`SaleWindow::ALWAYS`] on sale.
 
 mod error;
 mod ledger;
 mod types;
+mod window;
 
 pub use error::DomainError;
 pub use ledger::{Decision, Ledger, decide_in_order};
@@ -20,3 +24,4 @@ pub use types::{
     Event, EventId, EventSpec, IdempotencyKey, MAX_SHARDS, Position, Purchase, PurchaseId,
     PurchaseJob, PurchaseRequest, PurchaseStatus, QueuedJob, RejectReason,
 };
+pub use window::{SaleState, SaleWindow, UnixMillis};

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::DomainError;
+use super::window::SaleWindow;
 
 /// An event's id, assigned by the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -159,6 +160,8 @@ pub struct EventSpec {
     pub tickets: u32,
     /// The most tickets one buyer may hold for this event.
     pub max_per_buyer: u32,
+    /// When it is on sale ([`SaleWindow::ALWAYS`] unless [`EventSpec::with_window`] says).
+    pub window: SaleWindow,
 }
 
 impl EventSpec {
@@ -169,7 +172,8 @@ impl EventSpec {
     /// The highest per-buyer limit.
     pub const MAX_PER_BUYER_LIMIT: u32 = 1_000;
 
-    /// Checks every field; the error names the first one that is wrong.
+    /// Checks every field; the error names the first one that is wrong. The event is always on
+    /// sale: give it a window with [`EventSpec::with_window`].
     pub fn new(name: &str, tickets: i64, max_per_buyer: i64) -> Result<Self, DomainError> {
         let name = name.trim();
         if name.is_empty()
@@ -196,7 +200,13 @@ impl EventSpec {
             name: name.to_owned(),
             tickets,
             max_per_buyer,
+            window: SaleWindow::ALWAYS,
         })
+    }
+
+    /// This spec, on sale only inside `window` (a [`SaleWindow`] is valid by construction).
+    pub fn with_window(self, window: SaleWindow) -> Self {
+        Self { window, ..self }
     }
 }
 
@@ -213,6 +223,8 @@ pub struct Event {
     pub max_per_buyer: u32,
     /// How many are sold (the sum of confirmed quantities).
     pub sold: u32,
+    /// When it is on sale ([`SaleWindow::ALWAYS`] for events made before windows existed).
+    pub window: SaleWindow,
 }
 
 impl Event {
@@ -431,6 +443,7 @@ mod tests {
             tickets: 10,
             max_per_buyer,
             sold: 0,
+            window: SaleWindow::ALWAYS,
         }
     }
 
@@ -458,6 +471,24 @@ mod tests {
             EventSpec::new("a", 1, 0),
             Err(DomainError::BadMaxPerBuyer { .. })
         ));
+    }
+
+    #[test]
+    fn an_event_spec_is_always_on_sale_unless_given_a_window() {
+        let spec = EventSpec::new("DJ night", 100, 4).unwrap();
+        assert_eq!(spec.window, SaleWindow::ALWAYS);
+        let opens = crate::domain::UnixMillis(1_798_135_200_000);
+        let window = SaleWindow::new(Some(opens), None).unwrap();
+        let windowed = spec.clone().with_window(window);
+        assert_eq!(windowed.window, window);
+        assert_eq!(
+            (
+                windowed.name.as_str(),
+                windowed.tickets,
+                windowed.max_per_buyer
+            ),
+            (spec.name.as_str(), spec.tickets, spec.max_per_buyer)
+        );
     }
 
     #[test]

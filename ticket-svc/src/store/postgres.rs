@@ -21,7 +21,7 @@ use super::contract::Store;
 use super::error::StoreError;
 use super::pg_pool::{Pool, Pooled, connect_one, pg};
 use super::replica::{Replica, ReplicaMetrics};
-use super::rows::{i64_of, parse_status, position_of, to_purchase};
+use super::rows::{i64_of, parse_status, position_of, to_purchase, window_columns, window_of};
 use super::schema;
 use crate::domain::{
     Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
@@ -242,6 +242,25 @@ fn purchase_of(r: &tokio_postgres::Row) -> Result<Purchase, StoreError> {
     to_purchase(row)
 }
 
+/// The columns [`event_of`] reads, in its order: a macro, so that `concat!` makes static SQL
+/// of it (prepared statements are cached by their `&'static str`).
+macro_rules! event_columns {
+    () => {
+        "id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms"
+    };
+}
+pub(super) use event_columns;
+
+/// An event, by id.
+const SQL_READ_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE id = $1");
+/// A new event, with an id from the table's sequence.
+const SQL_INSERT_EVENT: &str = concat!(
+    "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms, closes_at_ms)
+     VALUES ($1, $2, $3, $4, $5) RETURNING ",
+    event_columns!()
+);
+
+/// An event from a row of the columns `event_columns!` names.
 pub(super) fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
     Ok(Event {
         id: EventId(r.try_get(0).map_err(pg("read event.id"))?),
@@ -255,6 +274,10 @@ pub(super) fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
             "events.max_per_buyer",
         )?,
         sold: u32_of(r.try_get(4).map_err(pg("read event.sold"))?, "events.sold")?,
+        window: window_of(
+            r.try_get(5).map_err(pg("read event.opens_at_ms"))?,
+            r.try_get(6).map_err(pg("read event.closes_at_ms"))?,
+        )?,
     })
 }
 
@@ -473,15 +496,17 @@ async fn read_purchase(pool: &Arc<Pool>, id: PurchaseId) -> Result<Option<Purcha
 impl Store for PostgresStore {
     async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
         let mut c = self.pooled().await?;
+        let (opens_at_ms, closes_at_ms) = window_columns(&spec.window);
         let row = c
             .client()?
             .query_one(
-                "INSERT INTO events (name, tickets, max_per_buyer) VALUES ($1, $2, $3)
-                 RETURNING id, name, tickets, max_per_buyer, sold",
+                SQL_INSERT_EVENT,
                 &[
                     &spec.name,
                     &i32_of(spec.tickets),
                     &i32_of(spec.max_per_buyer),
+                    &opens_at_ms,
+                    &closes_at_ms,
                 ],
             )
             .await
@@ -491,9 +516,7 @@ impl Store for PostgresStore {
 
     async fn event(&self, id: EventId) -> Result<Option<Event>, StoreError> {
         let mut c = self.pooled().await?;
-        let st = c
-            .stmt("SELECT id, name, tickets, max_per_buyer, sold FROM events WHERE id = $1")
-            .await?;
+        let st = c.stmt(SQL_READ_EVENT).await?;
         c.client()?
             .query_opt(&st, &[&id.0])
             .await
@@ -666,5 +689,103 @@ impl Store for PostgresStore {
             .batch_execute("SELECT 1")
             .await
             .map_err(pg("ping"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{SaleWindow, UnixMillis};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_from_before_sale_windows_opens_with_its_events_always_on_sale() {
+        let Ok(url) = std::env::var("TICKET_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: TICKET_TEST_POSTGRES_URL is not set (PostgreSQL store tests)");
+            return;
+        };
+        let name = format!("tk_test_{}", uuid::Uuid::new_v4().simple());
+        connect_one(&url, None)
+            .await
+            .unwrap()
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap();
+        // A database as the migrations before the window columns left it, with an event in it.
+        let raw = connect_one(&url, Some(&name)).await.unwrap();
+        raw.batch_execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY)")
+            .await
+            .unwrap();
+        for (version, sql) in schema::POSTGRES.iter().filter(|(v, _)| *v < 2) {
+            raw.batch_execute(sql).await.unwrap();
+            raw.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .unwrap();
+        }
+        raw.batch_execute(
+            "INSERT INTO events (name, tickets, max_per_buyer, sold) VALUES ('old', 10, 4, 2)",
+        )
+        .await
+        .unwrap();
+
+        let store = PostgresStore::connect_in_schema(&url, &name, 2)
+            .await
+            .unwrap();
+        let old = store.event(EventId(1)).await.unwrap().unwrap();
+        assert_eq!(
+            old,
+            Event {
+                id: EventId(1),
+                name: "old".into(),
+                tickets: 10,
+                max_per_buyer: 4,
+                sold: 2,
+                window: SaleWindow::ALWAYS,
+            }
+        );
+
+        // New events beside it keep their windows.
+        let opens = UnixMillis(1_798_135_200_000);
+        let window = SaleWindow::new(Some(opens), Some(UnixMillis(opens.0 + 1))).unwrap();
+        let spec = EventSpec::new("new", 5, 1).unwrap().with_window(window);
+        let new = store.create_event(&spec).await.unwrap();
+        assert_eq!(store.event(new.id).await.unwrap().unwrap().window, window);
+
+        // The migrated table refuses a window that closes before it opens, and only that.
+        for (opens_at_ms, closes_at_ms, is_accepted) in [
+            (Some(2_i64), Some(1_i64), false),
+            (Some(2), Some(2), false),
+            (Some(2), Some(3), true),
+            (Some(2), None, true),
+            (None, Some(1), true),
+            (None, None, true),
+        ] {
+            let updated = raw
+                .execute(
+                    "UPDATE events SET opens_at_ms = $1, closes_at_ms = $2 WHERE id = 1",
+                    &[&opens_at_ms, &closes_at_ms],
+                )
+                .await;
+            assert_eq!(
+                updated.is_ok(),
+                is_accepted,
+                "{opens_at_ms:?} {closes_at_ms:?}: {updated:?}"
+            );
+        }
+
+        // A second open finds nothing left to do, and the old event is as it was.
+        let again = PostgresStore::connect_in_schema(&url, &name, 2)
+            .await
+            .unwrap();
+        assert_eq!(again.event(EventId(1)).await.unwrap().unwrap(), old);
+        let versions: i64 = raw
+            .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, i64::try_from(schema::POSTGRES.len()).unwrap());
+        store.drop_schema().await.unwrap();
     }
 }

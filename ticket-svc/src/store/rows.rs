@@ -1,7 +1,7 @@
 //! Converting between stored columns and domain values (shared by both stores).
 
 use super::error::StoreError;
-use crate::domain::{EventId, Position, Purchase, PurchaseStatus};
+use crate::domain::{EventId, Position, Purchase, PurchaseStatus, SaleWindow, UnixMillis};
 
 /// A purchase's columns: id, event_id, buyer, quantity, position, status, reason.
 pub type PurchaseRow = (String, i64, String, i64, i64, String, Option<String>);
@@ -43,6 +43,29 @@ pub fn to_purchase(
         position: position_of(position)?,
         status: parse_status(&status, reason.as_deref())?,
     })
+}
+
+/// A stored window, `events.opens_at_ms` and `events.closes_at_ms` (both NULL: always on sale,
+/// as every event from before windows reads).
+pub fn window_of(
+    opens_at_ms: Option<i64>,
+    closes_at_ms: Option<i64>,
+) -> Result<SaleWindow, StoreError> {
+    SaleWindow::new(opens_at_ms.map(UnixMillis), closes_at_ms.map(UnixMillis)).map_err(|e| {
+        StoreError::Corrupt {
+            what: format!(
+                "events.opens_at_ms = {opens_at_ms:?}, events.closes_at_ms = {closes_at_ms:?} ({e})"
+            ),
+        }
+    })
+}
+
+/// A window as its columns, `(opens_at_ms, closes_at_ms)`.
+pub fn window_columns(window: &SaleWindow) -> (Option<i64>, Option<i64>) {
+    (
+        window.opens_at().map(|t| t.0),
+        window.closes_at().map(|t| t.0),
+    )
 }
 
 /// Parses a stored status pair (shared with the PostgreSQL store).

@@ -17,7 +17,8 @@ use tokio_postgres::GenericClient;
 
 use super::error::StoreError;
 use super::pg_pool::pg;
-use super::postgres::{MIGRATION_LOCK, PostgresStore, event_of, i32_of};
+use super::postgres::{MIGRATION_LOCK, PostgresStore, event_columns, event_of, i32_of};
+use super::rows::window_columns;
 use super::schema;
 use crate::domain::{Event, EventId, EventSpec};
 
@@ -27,9 +28,11 @@ const SQL_PLACEMENT: &str = "SELECT (SELECT shard FROM event_shards WHERE event_
 /// The next event id, from shard 0's `events` identity sequence.
 const SQL_NEXT_EVENT_ID: &str = "SELECT nextval(pg_get_serial_sequence('events', 'id'))";
 const SQL_PLACE_EVENT: &str = "INSERT INTO event_shards (event_id, shard) VALUES ($1, $2)";
-const SQL_INSERT_EVENT_WITH_ID: &str =
-    "INSERT INTO events (id, name, tickets, max_per_buyer) VALUES ($1, $2, $3, $4)
-     RETURNING id, name, tickets, max_per_buyer, sold";
+const SQL_INSERT_EVENT_WITH_ID: &str = concat!(
+    "INSERT INTO events (id, name, tickets, max_per_buyer, opens_at_ms, closes_at_ms)
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+    event_columns!()
+);
 
 /// The shard index this database recorded, if any (its `shard_identity` table must exist).
 async fn recorded_shard(client: &impl GenericClient) -> Result<Option<i16>, StoreError> {
@@ -162,6 +165,7 @@ impl PostgresStore {
         spec: &EventSpec,
     ) -> Result<Event, StoreError> {
         let mut c = self.pooled().await?;
+        let (opens_at_ms, closes_at_ms) = window_columns(&spec.window);
         let row = c
             .client()?
             .query_one(
@@ -171,6 +175,8 @@ impl PostgresStore {
                     &spec.name,
                     &i32_of(spec.tickets),
                     &i32_of(spec.max_per_buyer),
+                    &opens_at_ms,
+                    &closes_at_ms,
                 ],
             )
             .await

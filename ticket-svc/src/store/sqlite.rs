@@ -23,7 +23,7 @@ use super::contract::Store;
 use super::error::{StoreError, sq};
 use super::group_commit::{Durability, Undo, WriteOp, spawn_writer, write};
 use super::pending::{OnRecord, PendingBuffer, PendingRows};
-use super::rows::{PurchaseRow, to_purchase, u32_of};
+use super::rows::{PurchaseRow, to_purchase, u32_of, window_columns, window_of};
 use super::schema;
 use crate::domain::{
     Decision, Event, EventId, EventSpec, Position, Purchase, PurchaseId, PurchaseJob,
@@ -165,22 +165,34 @@ where
         })?
 }
 
-const EVENT_COLUMNS: &str = "id, name, tickets, max_per_buyer, sold";
+const EVENT_COLUMNS: &str = "id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms";
 const PURCHASE_COLUMNS: &str = "id, event_id, buyer, quantity, position, status, reason";
 
-type EventRow = (i64, String, i64, i64, i64);
+/// An event's columns: id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms.
+type EventRow = (i64, String, i64, i64, i64, Option<i64>, Option<i64>);
 
 fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
-fn to_event((id, name, tickets, max_per_buyer, sold): EventRow) -> Result<Event, StoreError> {
+fn to_event(
+    (id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms): EventRow,
+) -> Result<Event, StoreError> {
     Ok(Event {
         id: EventId(id),
         name,
         tickets: u32_of(tickets, "events.tickets")?,
         max_per_buyer: u32_of(max_per_buyer, "events.max_per_buyer")?,
         sold: u32_of(sold, "events.sold")?,
+        window: window_of(opens_at_ms, closes_at_ms)?,
     })
 }
 
@@ -314,9 +326,17 @@ impl Store for SqliteStore {
     async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
         let spec = spec.clone();
         self.write(move |c| {
+            let (opens_at_ms, closes_at_ms) = window_columns(&spec.window);
             c.execute(
-                "INSERT INTO events (name, tickets, max_per_buyer) VALUES (?1, ?2, ?3)",
-                params![spec.name, spec.tickets, spec.max_per_buyer],
+                "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms, closes_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    spec.name,
+                    spec.tickets,
+                    spec.max_per_buyer,
+                    opens_at_ms,
+                    closes_at_ms
+                ],
             )
             .map_err(sq("insert event"))?;
             Ok(Event {
@@ -325,6 +345,7 @@ impl Store for SqliteStore {
                 tickets: spec.tickets,
                 max_per_buyer: spec.max_per_buyer,
                 sold: 0,
+                window: spec.window,
             })
         })
         .await
@@ -599,6 +620,104 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
         assert_eq!(versions, i64::try_from(schema::SQLITE.len()).unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_from_before_sale_windows_opens_with_its_events_always_on_sale() {
+        use crate::domain::{SaleWindow, UnixMillis};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        // A database as the migrations before the window columns left it, with an event in it.
+        {
+            let conn = open_connection(&path).unwrap();
+            conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+                .unwrap();
+            for (version, sql) in schema::SQLITE.iter().filter(|(v, _)| *v < 3) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations (version) VALUES (?1)",
+                    [version],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO events (name, tickets, max_per_buyer, sold) VALUES ('old', 10, 4, 2)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let old = store.event(EventId(1)).await.unwrap().unwrap();
+        assert_eq!(
+            old,
+            Event {
+                id: EventId(1),
+                name: "old".into(),
+                tickets: 10,
+                max_per_buyer: 4,
+                sold: 2,
+                window: SaleWindow::ALWAYS,
+            }
+        );
+
+        // New events beside it keep their windows.
+        let opens = UnixMillis(1_798_135_200_000);
+        let window = SaleWindow::new(Some(opens), Some(UnixMillis(opens.0 + 1))).unwrap();
+        let spec = EventSpec::new("new", 5, 1).unwrap().with_window(window);
+        let new = store.create_event(&spec).await.unwrap();
+        assert_eq!(store.event(new.id).await.unwrap().unwrap().window, window);
+
+        // The migrated table refuses a window that closes before it opens, and only that.
+        let raw = Connection::open(&path).unwrap();
+        for (opens_at_ms, closes_at_ms, is_accepted) in [
+            (Some(2_i64), Some(1_i64), false),
+            (Some(2), Some(2), false),
+            (Some(2), Some(3), true),
+            (Some(2), None, true),
+            (None, Some(1), true),
+            (None, None, true),
+        ] {
+            let updated = raw.execute(
+                "UPDATE events SET opens_at_ms = ?1, closes_at_ms = ?2 WHERE id = 1",
+                params![opens_at_ms, closes_at_ms],
+            );
+            assert_eq!(
+                updated.is_ok(),
+                is_accepted,
+                "{opens_at_ms:?} {closes_at_ms:?}: {updated:?}"
+            );
+        }
+        drop(store);
+
+        // A second open finds nothing left to do, and the old event is as it was.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.event(EventId(1)).await.unwrap().unwrap(), old);
+        let versions: i64 = raw
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(versions, i64::try_from(schema::SQLITE.len()).unwrap());
+    }
+
+    #[test]
+    fn a_stored_window_that_breaks_the_rules_reads_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        // Before the year 2000: the CHECK cannot see it, the domain can.
+        conn.execute(
+            "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms) VALUES ('e', 1, 1, 0)",
+            [],
+        )
+        .unwrap();
+        let row = conn
+            .query_row(
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = 1"),
+                [],
+                event_row,
+            )
+            .unwrap();
+        assert!(matches!(to_event(row), Err(StoreError::Corrupt { .. })));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ticket_svc::domain::IdempotencyKey;
 use ticket_svc::domain::{
     EventId, EventSpec, Position, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob, RejectReason,
+    SaleWindow, UnixMillis,
 };
 use ticket_svc::store::{PendingRows, PostgresStore, SqliteStore, Store};
 
@@ -113,6 +114,8 @@ macro_rules! store_suite {
 store_suite!(
     everywhere: [
         events_round_trip,
+        sale_windows_round_trip,
+        an_event_without_a_window_is_always_on_sale,
         decisions_follow_the_rules_and_are_made_once,
         buyer_limit_holds_across_batches,
         pending_purchases_become_decided_and_stay_decided,
@@ -180,6 +183,34 @@ async fn events_round_trip<S: Store>(s: &S) {
     let other = s.create_event(&spec(5, 1)).await.unwrap();
     assert_ne!(other.id, e.id);
     assert!(s.event(EventId(987_654)).await.unwrap().is_none());
+}
+
+async fn sale_windows_round_trip<S: Store>(s: &S) {
+    let opens = UnixMillis(1_798_135_200_000); // 2026-12-24T18:00:00Z
+    let closes = UnixMillis(opens.0 + 3 * 3_600_000 + 1);
+    for window in [
+        SaleWindow::new(Some(opens), Some(closes)).unwrap(),
+        SaleWindow::new(Some(opens), None).unwrap(),
+        SaleWindow::new(None, Some(closes)).unwrap(),
+        SaleWindow::new(Some(SaleWindow::EARLIEST), Some(SaleWindow::LATEST)).unwrap(),
+    ] {
+        let e = s
+            .create_event(&spec(10, 2).with_window(window))
+            .await
+            .unwrap();
+        assert_eq!(e.window, window);
+        assert_eq!((e.tickets, e.max_per_buyer, e.sold), (10, 2, 0));
+        let back = s.event(e.id).await.unwrap().unwrap();
+        assert_eq!(back, e, "{window:?}");
+    }
+}
+
+async fn an_event_without_a_window_is_always_on_sale<S: Store>(s: &S) {
+    let e = s.create_event(&spec(10, 2)).await.unwrap();
+    assert_eq!(e.window, SaleWindow::ALWAYS);
+    let back = s.event(e.id).await.unwrap().unwrap();
+    assert_eq!(back.window, SaleWindow::ALWAYS);
+    assert!(back.window.state_at(UnixMillis::now()).is_open());
 }
 
 async fn decisions_follow_the_rules_and_are_made_once<S: Store>(s: &S) {
