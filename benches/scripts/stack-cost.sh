@@ -7,10 +7,12 @@
 #
 # Each round starts a fresh `BIN up` on free loopback ports with its data in a temp dir. It then
 # creates one event with a ticket for every buyer, so every purchase is confirmed, and runs
-# `BIN rush` without --verify. It reports:
+# `BIN rush` without --verify (its buyers log in first, their codes delivered to the rush's
+# mailbox). It reports:
 #   - accepted/s and p99, as the crowd saw them;
-#   - the stack's CPU per buyer: utime+stime of the `up` process from the rush's start until the
-#     workers have decided every purchase (the event's `sold` still for 200 ms), from /proc;
+#   - the stack's CPU per buyer: utime+stime of the `up` process from the crowd's start (its
+#     logins included) until the workers have decided every purchase (the event's `sold` still
+#     for 200 ms), from /proc. Builds from before buyer logins cannot run this crowd;
 #   - the crowd's own CPU per buyer.
 # On a shared 2-core VM, accepted/s between back-to-back runs of one binary moved by up to 40%.
 # CPU per buyer moved less, so compare builds with this, alternating (give BASELINE_BIN).
@@ -43,35 +45,41 @@ TCK="$(getconf CLK_TCK)"
 # cpu_ticks PID : utime + stime of PID so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# http METHOD URL [JSON] : the response body, failing on a non-2xx status.
+# http METHOD URL [JSON [AUTHORIZATION]] : the response body, failing on a non-2xx status.
 http() {
     python3 - "$@" <<'PY'
 import sys, urllib.request
 method, url = sys.argv[1], sys.argv[2]
 data = sys.argv[3].encode() if len(sys.argv) > 3 else None
-req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+headers = {"content-type": "application/json"}
+if len(sys.argv) > 4:
+    headers["authorization"] = sys.argv[4]
+req = urllib.request.Request(url, data=data, method=method, headers=headers)
 print(urllib.request.urlopen(req, timeout=5).read().decode())
 PY
 }
 
 # one_run LABEL BIN : one fresh stack and one rush; appends "label tput p99 stack_us crowd_us".
 one_run() {
-    local label="$1" bin="$2" dir port admin up event t0 t1 out crowd_us tput p99 stack_us
+    local label="$1" bin="$2" dir port admin mailbox up event t0 t1 out crowd_us tput p99 stack_us
     dir="$(mktemp -d "$BENCH_TMP/run.XXXX")"
     port="$(free_port)"
     admin="$(free_port)"
-    start_bg "up-$label" "$bin" up --data-dir "$dir" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin"
+    mailbox="$(free_port)"
+    start_bg "up-$label" "$bin" up --data-dir "$dir" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+        --login-sender "http://127.0.0.1:$mailbox/codes"
     up="$LAST_PID"
     wait_port "$port" 30
     for _ in $(seq 1 100); do http GET "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
     event="$(http POST "http://127.0.0.1:$port/events" \
-        "{\"name\":\"cost\",\"tickets\":$((BUYERS * 4)),\"max_per_buyer\":4}" \
+        "{\"name\":\"cost\",\"tickets\":$((BUYERS * 4)),\"max_per_buyer\":4}" "Bearer $(cat "$dir/organizer-token")" \
         | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')"
     t0="$(cpu_ticks "$up")"
-    out="$(python3 - "$bin" "$port" "$event" <<PY
+    out="$(python3 - "$bin" "$port" "$event" "$mailbox" <<PY
 import resource, subprocess, sys
-bin, port, event = sys.argv[1:4]
+bin, port, event, mailbox = sys.argv[1:5]
 r = subprocess.run([bin, "rush", "--target", f"http://127.0.0.1:{port}", "--event", event,
+                    "--mailbox-listen", f"127.0.0.1:{mailbox}",
                     "--buyers", "$BUYERS", "--concurrency", "$CONCURRENCY"],
                    capture_output=True, text=True)
 u = resource.getrusage(resource.RUSAGE_CHILDREN)

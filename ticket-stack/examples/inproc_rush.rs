@@ -1,6 +1,6 @@
 //! A local benchmark of the API → store → worker path in ONE process, over the in-memory queue
 //! (not durable, no broker, no balancer): what the API and the stores can do on this machine
-//! until the broker-backed queue is wired in. Not the `demo`.
+//! without them. Not the `demo`.
 //!
 //! `cargo run --release -p ticket-stack --example inproc_rush -- [BUYERS] [TICKETS] [CONCURRENCY] [DB_URL|-] [memory|broker]`
 //!
@@ -12,7 +12,8 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use ticket_stack::rush::{RushConfig, Target};
+use ticket_stack::rush::{Mailbox, RushConfig, Target};
+use ticket_svc::access::{Access, AccessConfig, KeyRing};
 use ticket_svc::domain::EventSpec;
 use ticket_svc::http::{ApiConfig, ApiState, ServeConfig, router, serve};
 use ticket_svc::metrics::Metrics;
@@ -71,13 +72,20 @@ async fn bench<Q: PurchaseQueue>(
     tickets: u64,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::new(&mut registry));
+    let metrics = Arc::new(Metrics::new(&mut Registry::default()));
+    // The crowd logs in through the API: its codes come to the crowd's mailbox.
+    let mailbox = Arc::new(Mailbox::bind(([127, 0, 0, 1], 0).into()).await?);
+    let access = AccessConfig::from_flags(
+        &[KeyRing::generate_spec()?],
+        &[],
+        &mailbox.url(),
+        AccessConfig::DEFAULT_SESSION_TTL,
+    )?;
     let state = ApiState::new(
         Arc::clone(&store),
         Arc::clone(&queue),
         Arc::clone(&metrics),
-        Arc::new(registry),
+        Arc::new(Access::new(access)),
         ApiConfig::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -108,9 +116,11 @@ async fn bench<Q: PurchaseQueue>(
     let target = Target::resolve(&format!("http://{addr}")).await?;
     let report = ticket_stack::rush::run(
         RushConfig::verified(vec![target], event.id, buyers, concurrency),
+        Arc::clone(&mailbox),
         CancellationToken::new(),
     )
     .await?;
+    mailbox.stop().await;
     print!("{report}");
     stop.cancel();
     while let Some(r) = workers.join_next().await {

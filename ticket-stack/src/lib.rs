@@ -1,7 +1,9 @@
 //! Everything that runs the ticket service rather than being it: the whole stack in one process
 //! on loopback ([`stack`], behind `ticket-svc up` and `ticket-svc demo`) with its worker
 //! [`supervisor`], the stack as separate supervised processes ([`cluster`], behind
-//! `up --cluster` and `demo --cluster`, with its chaos mode), the CPU pinning of runtime workers ([`affinity`]), and the buyer crowd
+//! `up --cluster` and `demo --cluster`, with its chaos mode), the [`demo`] over either, the
+//! [`credentials`] their APIs
+//! share, the CPU pinning of runtime workers ([`affinity`]), and the buyer crowd
 //! ([`rush`], behind `ticket-svc rush`) with its report. The crate also builds the `ticket-svc`
 //! binary, whose `api` and `worker` commands run the service crate alone.
 //!
@@ -11,6 +13,10 @@
 pub mod affinity;
 #[cfg(feature = "stack")]
 pub mod cluster;
+#[cfg(feature = "stack")]
+pub mod credentials;
+#[cfg(feature = "stack")]
+pub mod demo;
 #[cfg(feature = "stack")]
 pub mod rush;
 #[cfg(feature = "stack")]

@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio::net::TcpListener;
 
 #[cfg(feature = "stack")]
-use ticket_stack::rush::{RushConfig, Target};
+use ticket_stack::rush::{Codes, Mailbox, RushConfig, Target};
 #[cfg(feature = "stack")]
 use ticket_svc::domain::EventId;
-use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
+use ticket_svc::http::{ApiConfig, ApiListeners, ServeConfig, run_api};
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
 use ticket_svc::store::AnyStore;
 use ticket_svc::worker::{
@@ -116,8 +116,14 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
+        /// Serve `/metrics` here, for the operators' network (the public listener does not).
+        /// None: no metrics.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         deps: ServiceDeps,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// A purchase worker: decide queued purchases in batches.
     Worker {
@@ -173,6 +179,10 @@ enum Command {
         /// With --cluster, balancer k (from 0) takes this port + k, as with --listen.
         #[arg(long, default_value = "127.0.0.1:9080")]
         admin_listen: String,
+        /// Where the APIs send login codes, as `api --login-sender`: `log`, or an http:// URL
+        /// (e.g. a crowd's `rush --mailbox-listen` address, /codes).
+        #[arg(long, default_value = "log", env = "TICKET_LOGIN_SENDER")]
+        login_sender: String,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -241,6 +251,24 @@ enum Command {
         /// processes are killed on purpose and buyers must never see it.
         #[arg(long)]
         require_answers: bool,
+        /// Where the crowd receives its buyers' login codes: start every API with
+        /// `--login-sender http://THIS_ADDRESS/codes`. Each buyer logs in (POST /login, the
+        /// code, POST /sessions) before the rush.
+        #[arg(long, required_unless_present = "mailbox", conflicts_with = "mailbox")]
+        mailbox_listen: Option<SocketAddr>,
+        /// Or read the codes from a mailbox that runs apart (`ticket-svc mailbox`, which several
+        /// crowds may share), e.g. http://127.0.0.1:7999.
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
+    /// A mailbox for login codes, as a test mail server: the APIs' webhook login sender delivers
+    /// codes to it (`api --login-sender http://ADDR/codes`) and crowds read them
+    /// (`rush --mailbox http://ADDR`). For load tests and rehearsals, never production.
+    #[cfg(feature = "stack")]
+    Mailbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7999")]
+        listen: SocketAddr,
     },
 }
 
@@ -442,16 +470,77 @@ impl ServiceDeps {
     }
 }
 
+/// Who may do what on an API: its signing keys, organizer tokens and login sender.
+#[derive(Debug, clap::Args)]
+struct AccessArgs {
+    /// A key that signs buyer sessions and login codes, as ID:SECRET (the secret at least 32
+    /// bytes; `openssl rand -hex 32`). Every API instance needs the same keys. Given several
+    /// times (or comma-separated in TICKET_SIGNING_KEYS), the first signs and all verify: rotate
+    /// by adding the new key second, then moving it first, then dropping the old one once its
+    /// sessions have expired.
+    #[arg(
+        long,
+        env = "TICKET_SIGNING_KEYS",
+        hide_env_values = true,
+        required = true
+    )]
+    signing_key: Vec<String>,
+    /// A token that organizer routes (POST /events) accept as `Authorization: Bearer TOKEN`, 16
+    /// to 256 visible characters. Several (or comma-separated in TICKET_ORGANIZER_TOKENS) for
+    /// rotation. None: organizer routes answer 403.
+    #[arg(long, env = "TICKET_ORGANIZER_TOKENS", hide_env_values = true)]
+    organizer_token: Vec<String>,
+    /// Where login codes go: `log` (the API's log; development only) or an http:// URL that
+    /// is POSTed {"email","code","expires_at"} (an e-mail service's webhook).
+    #[arg(long, default_value = "log", env = "TICKET_LOGIN_SENDER")]
+    login_sender: String,
+    /// How long a buyer session lasts.
+    #[arg(long, default_value = "12h", value_parser = broker::config::parse_duration)]
+    session_ttl: Duration,
+}
+
+impl AccessArgs {
+    fn gatekeeper(&self) -> anyhow::Result<ticket_svc::access::Access> {
+        let config = ticket_svc::access::AccessConfig::from_flags(
+            &self.signing_key,
+            &self.organizer_token,
+            &self.login_sender,
+            self.session_ttl,
+        )?;
+        if !config.organizers.any() {
+            tracing::warn!("no --organizer-token: organizer routes (POST /events) answer 403");
+        }
+        if config.sender.name() == "log" {
+            tracing::warn!("login codes go to this log (--login-sender log): for development only");
+        }
+        Ok(ticket_svc::access::Access::new(config))
+    }
+}
+
 /// Cancels `shutdown` on SIGTERM or SIGINT.
 fn shutdown_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
     plumbing::signals::cancel_on_stop_signal(shutdown)
         .context("installing the SIGTERM and SIGINT handlers")
 }
 
-async fn api(listen: SocketAddr, deps: ServiceDeps) -> anyhow::Result<ExitCode> {
+async fn api(
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    deps: ServiceDeps,
+    access: AccessArgs,
+) -> anyhow::Result<ExitCode> {
+    let access = access.gatekeeper()?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
     let (store, queue, enqueue_timeout) = deps.open(true).await?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone())?;
@@ -461,9 +550,13 @@ async fn api(listen: SocketAddr, deps: ServiceDeps) -> anyhow::Result<ExitCode> 
         ..ApiConfig::default()
     };
     run_api(
-        listener,
+        ApiListeners {
+            public: listener,
+            metrics,
+        },
         store,
         queue,
+        access,
         config,
         ServeConfig::default(),
         shutdown,
@@ -521,9 +614,23 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
         report: report_path,
         resends,
         require_answers,
+        mailbox_listen,
+        mailbox,
     } = cmd
     else {
         anyhow::bail!("not a rush");
+    };
+    let (codes, own_mailbox) = match (mailbox_listen, mailbox) {
+        (Some(addr), _) => {
+            let m = Arc::new(
+                Mailbox::bind(addr)
+                    .await
+                    .with_context(|| format!("the mailbox cannot listen on {addr}"))?,
+            );
+            (Codes::Local(Arc::clone(&m)), Some(m))
+        }
+        (None, Some(url)) => (Codes::Remote(Target::resolve(&url).await?), None),
+        (None, None) => anyhow::bail!("rush needs --mailbox-listen or --mailbox"),
     };
     let config = RushConfig {
         targets: Target::resolve_all(&targets).await?,
@@ -541,9 +648,11 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
     };
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone())?;
-    let report = ticket_stack::rush::run(config, shutdown)
-        .await
-        .context("rush")?;
+    let report = ticket_stack::rush::run(config, codes, shutdown).await;
+    if let Some(m) = own_mailbox {
+        m.stop().await;
+    }
+    let report = report.context("rush")?;
     print!("{report}");
     if let Some(path) = report_path {
         write_report(&path, &report).await?;
@@ -553,6 +662,24 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(feature = "stack")]
+/// `ticket-svc mailbox`: serves login codes until SIGTERM or SIGINT.
+async fn mailbox(listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    let m = Mailbox::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let shutdown = CancellationToken::new();
+    shutdown_on_signal(shutdown.clone())?;
+    println!(
+        "mailbox on http://{}: start the APIs with --login-sender {}",
+        m.addr(),
+        m.url()
+    );
+    shutdown.cancelled().await;
+    m.stop().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(feature = "stack")]
@@ -569,26 +696,6 @@ async fn write_report(
 }
 
 #[cfg(feature = "stack")]
-fn print_urls(s: &ticket_stack::stack::Stack) {
-    println!("ticketrush is up");
-    println!("  buyers (balancer):  http://{}", s.public);
-    if let Some(admin) = s.admin {
-        println!("  status page:        http://{admin}/status");
-        println!("  balancer metrics:   http://{admin}/metrics");
-    }
-    println!("  broker:             {}", s.broker);
-    if let Some(m) = s.broker_metrics {
-        println!("  broker metrics:     http://{m}/metrics");
-    }
-    for (i, a) in s.apis.iter().enumerate() {
-        println!("  api {i} metrics:      http://{a}/metrics");
-    }
-    if let Some(m) = s.worker_metrics {
-        println!("  worker metrics:     http://{m}/metrics");
-    }
-}
-
-#[cfg(feature = "stack")]
 /// `up` and `demo`: the whole stack in this process.
 async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
     use ticket_stack::stack::{self, StackConfig};
@@ -601,6 +708,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             scale_up_lag,
             listen,
             admin_listen,
+            login_sender,
             cluster,
         } => {
             let listen: SocketAddr = listen.parse().with_context(|| {
@@ -616,6 +724,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
                 config.scale_up_lag = scale_up_lag;
                 config.listen = listen;
                 config.admin_listen = admin_listen;
+                config.login_sender = login_sender;
                 return up_cluster(config, cluster.chaos()?).await;
             }
             let mut config = StackConfig::new(&data_dir);
@@ -625,8 +734,9 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             config.scale_up_lag = scale_up_lag;
             config.listen = listen;
             config.admin_listen = admin_listen;
+            config.login_sender = login_sender;
             let s = stack::start(config).await.context("starting the stack")?;
-            print_urls(&s);
+            ticket_stack::demo::print_addresses(&s);
             println!("data in {data_dir}; Ctrl-C to stop");
             let shutdown = CancellationToken::new();
             shutdown_on_signal(shutdown.clone())?;
@@ -646,42 +756,24 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             let temp = tempfile::tempdir().context("making a temp dir")?;
             let dir = data_dir.map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
             let loopback0: SocketAddr = ([127, 0, 0, 1], 0).into();
-            let sale = Sale {
+            let sale = ticket_stack::demo::Sale {
                 tickets,
                 buyers,
                 concurrency,
             };
-            // Stop the stack whatever the rush did: its processes or threads must be done with
-            // the data dir before the temp dir goes away.
+            let shutdown = CancellationToken::new();
+            shutdown_on_signal(shutdown.clone())?;
             let report = if cluster.cluster {
                 let mut config = cluster.config(&dir, None)?;
                 config.listen = loopback0;
                 config.admin_listen = loopback0;
                 config.status_listen = Some(loopback0);
-                let chaos = cluster.chaos()?;
-                let c = ticket_stack::cluster::start(config)
-                    .await
-                    .context("starting the cluster")?;
-                print!("{}", c.addresses);
-                let outcome = demo_cluster_rush(&c, &sale, chaos).await;
-                c.stop().await;
-                outcome?
+                ticket_stack::demo::on_cluster(config, cluster.chaos()?, sale, shutdown).await?
             } else {
-                let mut config = StackConfig::new(&dir);
-                config.listen = loopback0;
-                config.admin_listen = loopback0;
-                let s = stack::start(config).await.context("starting the stack")?;
-                print_urls(&s);
-                let outcome = match Target::resolve(&format!("http://{}", s.public)).await {
-                    Ok(target) => demo_rush(&s.store, vec![target], &sale, false).await,
-                    Err(e) => Err(e.into()),
-                };
-                if let Ok(report) = &outcome {
-                    print_outcome(&s.store, report).await;
-                }
-                s.stop().await;
-                outcome?
+                ticket_stack::demo::in_process(dir, sale, shutdown).await?
             };
+            print!("{report}");
+            println!("{}", ticket_stack::demo::sold_line(&report));
             write_report(&report_path, &report).await?;
             Ok(if report.is_ok() {
                 println!("demo: every invariant held");
@@ -693,14 +785,6 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         _ => anyhow::bail!("not a stack command"),
     }
-}
-
-/// The sale `demo` runs.
-#[cfg(feature = "stack")]
-struct Sale {
-    tickets: u32,
-    buyers: u64,
-    concurrency: usize,
 }
 
 #[cfg(feature = "stack")]
@@ -716,6 +800,10 @@ async fn up_cluster(
         .await
         .context("starting the cluster")?;
     print!("{}", c.addresses);
+    println!(
+        "  organizer token:      in {}",
+        c.credentials.organizer_token_file.display()
+    );
     println!(
         "data in {data_dir}, each process's output in {}; Ctrl-C to stop",
         c.logs.display()
@@ -734,86 +822,6 @@ async fn up_cluster(
     eprintln!("ticket-svc: draining");
     c.stop().await;
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(feature = "stack")]
-/// `demo --cluster`'s part once the cluster is up: the rush over every balancer, with chaos
-/// killing processes meanwhile if asked (and then every request must be answered), the kills
-/// put on the report.
-async fn demo_cluster_rush(
-    c: &ticket_stack::cluster::Cluster,
-    sale: &Sale,
-    chaos: Option<ticket_stack::cluster::chaos::ChaosConfig>,
-) -> anyhow::Result<ticket_stack::rush::RushReport> {
-    let targets = Target::resolve_all(&c.addresses.public_urls()).await?;
-    let stop_chaos = CancellationToken::new();
-    let chaos_run = async {
-        match chaos {
-            Some(chaos) => c.chaos(chaos, stop_chaos.clone()).await,
-            None => Vec::new(),
-        }
-    };
-    let rush_run = async {
-        let report = demo_rush(&c.store, targets, sale, chaos.is_some()).await;
-        stop_chaos.cancel();
-        report
-    };
-    let (report, kills) = tokio::join!(rush_run, chaos_run);
-    let mut report = report?;
-    report.kills = kills
-        .into_iter()
-        .map(|k| ticket_stack::rush::Kill {
-            at: k.at.saturating_duration_since(report.started),
-            process: k.process,
-        })
-        .collect();
-    print_outcome(&c.store, &report).await;
-    Ok(report)
-}
-
-#[cfg(feature = "stack")]
-/// Prints the rush's report and the event's tickets sold.
-async fn print_outcome(store: &AnyStore, report: &ticket_stack::rush::RushReport) {
-    use ticket_svc::store::Store;
-    print!("{report}");
-    if let Ok(Some(e)) = store.event(report.event).await {
-        println!("event {}: sold {} of {} tickets", e.id, e.sold, e.tickets);
-    }
-}
-
-#[cfg(feature = "stack")]
-/// `demo`'s part once the stack is up: the event, and the rush with `--verify` through
-/// `targets` (its report is printed by the caller, with [`print_outcome`]).
-async fn demo_rush(
-    store: &AnyStore,
-    targets: Vec<Target>,
-    sale: &Sale,
-    require_answers: bool,
-) -> anyhow::Result<ticket_stack::rush::RushReport> {
-    use ticket_svc::store::Store;
-    let Sale {
-        tickets,
-        buyers,
-        concurrency,
-    } = *sale;
-    let spec = ticket_svc::domain::EventSpec::new("DJ night", i64::from(tickets), 4)
-        .context("the event")?;
-    let event = store
-        .create_event(&spec)
-        .await
-        .context("creating the event")?;
-    println!(
-        "event {}: {tickets} tickets, at most 4 per buyer; {buyers} buyers rush the balancer",
-        event.id
-    );
-    let shutdown = CancellationToken::new();
-    shutdown_on_signal(shutdown.clone())?;
-    let mut config = RushConfig::verified(targets, event.id, buyers, concurrency);
-    config.require_answers = require_answers;
-    let report = ticket_stack::rush::run(config, shutdown)
-        .await
-        .context("rush")?;
-    Ok(report)
 }
 
 /// `ticket-svc balancer ...` and `ticket-svc broker ...`: the built-in program named by the first
@@ -893,7 +901,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match run {
-            Command::Api { listen, deps } => api(listen, deps).await,
+            Command::Api {
+                listen,
+                metrics_listen,
+                deps,
+                access,
+            } => api(listen, metrics_listen, deps, access).await,
             Command::Worker {
                 deps,
                 workers,
@@ -914,6 +927,8 @@ fn main() -> ExitCode {
             cmd @ (Command::Up { .. } | Command::Demo { .. }) => stack_command(cmd).await,
             #[cfg(feature = "stack")]
             cmd @ Command::Rush { .. } => rush(cmd).await,
+            #[cfg(feature = "stack")]
+            Command::Mailbox { listen } => mailbox(listen).await,
         }
     });
     match result {

@@ -19,9 +19,11 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::credentials::StackCredentials;
 use crate::supervisor::{ScalingConfig, SupervisorMetrics, group_lag, supervise};
+use ticket_svc::access::{Access, AccessConfig};
 use ticket_svc::config_error::ConfigError;
-use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
+use ticket_svc::http::{ApiConfig, ApiListeners, ServeConfig, run_api};
 use ticket_svc::metrics::Metrics;
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
 use ticket_svc::store::{AnyStore, PendingRows, SqliteStore};
@@ -48,6 +50,8 @@ pub struct StackConfig {
     pub partitions: u32,
     /// The broker's fsync policy.
     pub fsync: broker::config::FsyncPolicy,
+    /// Where the APIs send login codes: `log` or a webhook URL (`api --login-sender`).
+    pub login_sender: String,
 }
 
 impl StackConfig {
@@ -64,6 +68,7 @@ impl StackConfig {
             admin_listen: ([127, 0, 0, 1], 9080).into(),
             partitions: 8,
             fsync: broker::config::FsyncPolicy::Always,
+            login_sender: "log".into(),
         }
     }
 }
@@ -130,6 +135,9 @@ pub enum StackError {
     /// An API listener could not be bound.
     #[error("api listener: {0}")]
     Listen(std::io::Error),
+    /// The APIs' credentials could not be read or made, or are not valid.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// The balancer did not start.
     #[error("balancer: {0}")]
     Balancer(#[from] balancer::BalancerError),
@@ -149,8 +157,12 @@ pub struct Stack {
     pub broker: SocketAddr,
     /// The broker's `/metrics` address.
     pub broker_metrics: Option<SocketAddr>,
-    /// Each API instance's own address (`/metrics` per instance).
+    /// Each API instance's own address.
     pub apis: Vec<SocketAddr>,
+    /// Each API instance's `/metrics` address.
+    pub api_metrics: Vec<SocketAddr>,
+    /// The signing key and organizer token the APIs share (kept under the data dir).
+    pub credentials: StackCredentials,
     /// The workers' `/metrics` address.
     pub worker_metrics: Option<SocketAddr>,
     /// The shared store.
@@ -201,9 +213,12 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
     // producer pool is shared: one Produce in flight for the whole process, so the jobs of every
     // instance share each of the partition's fsyncs. A pool per instance put three Produces out
     // at once and doubled the broker's fsyncs, each with half the jobs.
+    let credentials = StackCredentials::load_or_create(&config.data_dir)
+        .map_err(|e| StackError::Credentials(e.to_string()))?;
     let front = CancellationToken::new();
     let mut front_tasks = JoinSet::new();
     let mut apis = Vec::with_capacity(config.apis);
+    let mut api_metrics = Vec::with_capacity(config.apis);
     let mut qcfg = BrokerQueueConfig::new(broker_addr.to_string());
     qcfg.partitions = config.partitions;
     let queue = Arc::new(
@@ -217,13 +232,28 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
             .await
             .map_err(StackError::Listen)?;
         apis.push(listener.local_addr().map_err(StackError::Listen)?);
+        let metrics_listener = tokio::net::TcpListener::bind(loopback0)
+            .await
+            .map_err(StackError::Listen)?;
+        api_metrics.push(metrics_listener.local_addr().map_err(StackError::Listen)?);
+        let access = AccessConfig::from_flags(
+            &[credentials.signing_key.as_str()],
+            &[credentials.organizer_token.as_str()],
+            &config.login_sender,
+            AccessConfig::DEFAULT_SESSION_TTL,
+        )
+        .map_err(|e| StackError::Credentials(e.to_string()))?;
         let stop = front.clone();
         let store = Arc::clone(&store);
         front_tasks.spawn(async move {
             let served = run_api(
-                listener,
+                ApiListeners {
+                    public: listener,
+                    metrics: Some(metrics_listener),
+                },
                 store,
                 queue,
+                Access::new(access),
                 ApiConfig::default(),
                 ServeConfig::default(),
                 stop,
@@ -312,6 +342,8 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
         broker: broker_addr,
         broker_metrics,
         apis,
+        api_metrics,
+        credentials,
         worker_metrics,
         store,
         front,

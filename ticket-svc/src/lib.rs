@@ -2,9 +2,11 @@
 //! stores that keep the sale. What an `api` or a `worker` deployment runs; the stack runner and
 //! the buyer crowd live in `ticket-stack`.
 //!
-//! Layout: [`domain`] holds the sale rules (pure), [`store`] the databases, [`queue`] the purchase
+//! Layout: [`access`] says who may do what (buyer sessions, organizer tokens), [`domain`] holds
+//! the sale rules (pure), [`store`] the databases, [`queue`] the purchase
 //! queue abstraction, [`http`] the API, [`worker`] the deciding loop.
 
+pub mod access;
 pub mod config_error;
 pub mod domain;
 pub mod http;

@@ -40,6 +40,23 @@ pub struct ShardLabels {
     pub shard: u8,
 }
 
+/// Labels of a refused credential.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `session`, `login` or `organizer`.
+    pub credential: &'static str,
+    /// Why: `missing`, `malformed`, `unknown_key`, `bad_signature`, `expired`, `wrong_code`,
+    /// `too_many_attempts`, `not_organizer` or `organizer_disabled`.
+    pub reason: &'static str,
+}
+
+/// Labels of a login step's result.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct LoginLabels {
+    /// `code_sent`, `send_failed` or `session_issued`.
+    pub result: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs … ~3.3 s
     Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
@@ -75,6 +92,10 @@ pub struct Metrics {
     pub dead_letters: Counter,
     /// `ticket_worker_busy`: workers inside a batch right now.
     pub workers_busy: Gauge,
+    /// `ticket_access_refused_total{credential,reason}`: requests refused for their credential.
+    pub access_refused: Family<RefusalLabels, Counter>,
+    /// `ticket_logins_total{result}`: login codes sent or not, sessions issued.
+    pub logins: Family<LoginLabels, Counter>,
 }
 
 impl Metrics {
@@ -94,6 +115,8 @@ impl Metrics {
             store_retries: Counter::default(),
             dead_letters: Counter::default(),
             workers_busy: Gauge::default(),
+            access_refused: Family::default(),
+            logins: Family::default(),
         };
         registry.register(
             "ticket_http_requests",
@@ -159,6 +182,16 @@ impl Metrics {
             "ticket_worker_busy",
             "Workers deciding a batch right now",
             m.workers_busy.clone(),
+        );
+        registry.register(
+            "ticket_access_refused",
+            "Requests refused for their credential (buyer session, login, organizer token), by reason",
+            m.access_refused.clone(),
+        );
+        registry.register(
+            "ticket_logins",
+            "Login codes sent (or not) and buyer sessions issued",
+            m.logins.clone(),
         );
         m
     }

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::{Access, AccessConfig, Email, KeyRing, OrganizerTokens, unix_now};
 use crate::config_error::ConfigError;
 use crate::domain::{EventId, Position, PurchaseId, PurchaseJob, QueuedJob};
 use crate::http::{ApiConfig, ApiState, ServeConfig, router, serve};
@@ -23,10 +24,59 @@ use crate::metrics::Metrics;
 use crate::queue::{MemoryQueue, MemoryQueueConfig};
 use crate::store::{SqliteStore, Store};
 
+/// The signing key of every test API (all of them share it, as a deployment's instances do).
+pub const TEST_SIGNING_KEY: &str = "test:0123456789abcdef0123456789abcdef";
+/// The organizer token of every test API.
+pub const TEST_ORGANIZER_TOKEN: &str = "test-organizer-token-0123456789";
+
+/// The gatekeeper of a test API: [`TEST_SIGNING_KEY`], [`TEST_ORGANIZER_TOKEN`], codes to the log.
+pub fn test_access() -> Access {
+    Access::new(AccessConfig::new(
+        KeyRing::parse(&[TEST_SIGNING_KEY]).expect("the test key parses"),
+        OrganizerTokens::parse(&[TEST_ORGANIZER_TOKEN]).expect("the test organizer token parses"),
+    ))
+}
+
+/// [`test_access`], with login codes sent by `login_sender` (`log` or a webhook URL).
+pub fn test_access_sending_to(login_sender: &str) -> Access {
+    Access::new(
+        AccessConfig::from_flags(
+            &[TEST_SIGNING_KEY],
+            &[TEST_ORGANIZER_TOKEN],
+            login_sender,
+            AccessConfig::DEFAULT_SESSION_TTL,
+        )
+        .expect("the test's login sender is valid"),
+    )
+}
+
+/// The `Authorization` value of a session for the buyer `name@test.example` (signed with the
+/// test key, as the API would sign it after a login).
+pub fn session_of(name: &str) -> String {
+    let email = Email::parse(&format!("{name}@test.example")).expect("a test buyer's address");
+    format!(
+        "Bearer {}",
+        test_access().session_for(&email, unix_now()).token
+    )
+}
+
+/// The buyer id of `name@test.example`, as purchases show it.
+pub fn buyer_id_of(name: &str) -> String {
+    let email = Email::parse(&format!("{name}@test.example")).expect("a test buyer's address");
+    crate::access::BuyerId::of(&email).as_str().to_owned()
+}
+
+/// The `Authorization` value of the organizer.
+pub fn organizer() -> String {
+    format!("Bearer {TEST_ORGANIZER_TOKEN}")
+}
+
 /// A running API instance.
 pub struct TestApi {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves `/metrics`.
+    pub metrics_addr: SocketAddr,
     /// Cancel to drain it.
     pub shutdown: CancellationToken,
     /// The server task: its result is the server's.
@@ -59,9 +109,20 @@ pub async fn test_deps(queue: MemoryQueueConfig) -> TestDeps {
     }
 }
 
-/// Starts an API instance over `deps` on loopback port 0.
+/// Starts an API instance over `deps` on loopback port 0, with [`test_access`].
 pub async fn start_api(deps: &TestDeps, config: ApiConfig) -> TestApi {
-    start_api_over(Arc::clone(&deps.store), Arc::clone(&deps.queue), config).await
+    start_api_with(deps, config, test_access()).await
+}
+
+/// Starts an API instance over `deps` on loopback port 0 with its gatekeeper.
+pub async fn start_api_with(deps: &TestDeps, config: ApiConfig, access: Access) -> TestApi {
+    start_api_over(
+        Arc::clone(&deps.store),
+        Arc::clone(&deps.queue),
+        config,
+        access,
+    )
+    .await
 }
 
 /// Starts an API instance over any store and an in-memory queue on loopback port 0.
@@ -69,17 +130,31 @@ pub async fn start_api_over<S: Store>(
     store: Arc<S>,
     queue: Arc<MemoryQueue>,
     config: ApiConfig,
+    access: Access,
 ) -> TestApi {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
-    let state = ApiState::new(store, queue, metrics, Arc::new(registry), config);
+    store.register_read_metrics(&mut registry);
+    let state = ApiState::new(store, queue, metrics, Arc::new(access), config);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("loopback port 0 can be bound");
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");
+    let metrics_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback port 0 can be bound");
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .expect("a bound listener has an address");
     let shutdown = CancellationToken::new();
+    tokio::spawn(plumbing::metrics::serve(
+        metrics_listener,
+        Arc::new(registry),
+        || {},
+        shutdown.clone(),
+    ));
     let stop = shutdown.clone();
     let task = tokio::spawn(serve(
         listener,
@@ -92,6 +167,7 @@ pub async fn start_api_over<S: Store>(
     ));
     TestApi {
         addr,
+        metrics_addr,
         shutdown,
         task,
     }
@@ -191,11 +267,59 @@ pub async fn post_json(addr: SocketAddr, path: &str, body: serde_json::Value) ->
     .await
 }
 
-/// Creates an event through the API and returns its id.
+/// `POST path` with a JSON body and an `Authorization` value on a fresh connection.
+pub async fn post_json_as(
+    addr: SocketAddr,
+    path: &str,
+    authorization: &str,
+    body: serde_json::Value,
+) -> Reply {
+    call(
+        addr,
+        Method::POST,
+        path,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", authorization),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
+/// `POST /events/{event}/purchases` of `quantity` by the test buyer `name` (see [`session_of`]),
+/// with an `Idempotency-Key` when given.
+pub async fn buy(
+    addr: SocketAddr,
+    event: i64,
+    name: &str,
+    quantity: i64,
+    key: Option<&str>,
+) -> Reply {
+    let session = session_of(name);
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("authorization", session.as_str()),
+    ];
+    if let Some(k) = key {
+        headers.push(("idempotency-key", k));
+    }
+    call(
+        addr,
+        Method::POST,
+        &format!("/events/{event}/purchases"),
+        &headers,
+        serde_json::json!({ "quantity": quantity }).to_string(),
+    )
+    .await
+}
+
+/// Creates an event through the API, as the organizer, and returns its id.
 pub async fn create_event(addr: SocketAddr, tickets: u32, max_per_buyer: u32) -> i64 {
-    let r = post_json(
+    let r = post_json_as(
         addr,
         "/events",
+        &organizer(),
         serde_json::json!({"name": "DJ night", "tickets": tickets, "max_per_buyer": max_per_buyer}),
     )
     .await;

@@ -1,7 +1,8 @@
 //! `naive_api`: the ticket API without a queue, for the stack comparison (`benches/run.sh stack`).
 //!
 //! ```text
-//! naive_api --listen 127.0.0.1:8081 --db sqlite://DIR/tickets.db
+//! naive_api --listen 127.0.0.1:8081 --db sqlite://DIR/tickets.db --signing-key ID:SECRET \
+//!           [--organizer-token T] [--login-sender log|URL]
 //! ```
 //! The same routes and JSON as `ticket-svc api`, served by the same router, but a purchase is
 //! decided in its own database transaction before the 202 (see `benches::naive`). Run several
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use benches::naive::NaiveQueue;
 use clap::Parser;
-use ticket_svc::http::{ApiConfig, ServeConfig, run_api};
+use ticket_svc::access::{Access, AccessConfig};
+use ticket_svc::http::{ApiConfig, ApiListeners, ServeConfig, run_api};
 use ticket_svc::store::AnyStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,9 +31,29 @@ struct Cli {
     /// sqlite://PATH or postgres://...
     #[arg(long, env = "TICKET_DB", hide_env_values = true)]
     db: String,
+    /// As `ticket-svc api --signing-key`.
+    #[arg(
+        long,
+        env = "TICKET_SIGNING_KEYS",
+        hide_env_values = true,
+        required = true
+    )]
+    signing_key: Vec<String>,
+    /// As `ticket-svc api --organizer-token`.
+    #[arg(long, env = "TICKET_ORGANIZER_TOKENS", hide_env_values = true)]
+    organizer_token: Vec<String>,
+    /// As `ticket-svc api --login-sender`.
+    #[arg(long, default_value = "log", env = "TICKET_LOGIN_SENDER")]
+    login_sender: String,
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let access = AccessConfig::from_flags(
+        &cli.signing_key,
+        &cli.organizer_token,
+        &cli.login_sender,
+        AccessConfig::DEFAULT_SESSION_TTL,
+    )?;
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
@@ -54,9 +76,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     });
     tracing::info!(listen = %listener.local_addr()?, "naive api serving");
     run_api(
-        listener,
+        ApiListeners {
+            public: listener,
+            metrics: None,
+        },
         store,
         queue,
+        Access::new(access),
         ApiConfig::default(),
         ServeConfig::default(),
         shutdown,

@@ -9,8 +9,10 @@ pub struct Addresses {
     pub public: Vec<SocketAddr>,
     /// Each balancer's admin address (`/status`, `/metrics`).
     pub admin: Vec<SocketAddr>,
-    /// Each API's address (`/metrics` per API).
+    /// Each API's address.
     pub apis: Vec<SocketAddr>,
+    /// Each API's `/metrics` address.
+    pub api_metrics: Vec<SocketAddr>,
     /// Each broker's client address.
     pub brokers: Vec<SocketAddr>,
     /// Each broker's `/metrics` address.
@@ -53,8 +55,12 @@ impl std::fmt::Display for Addresses {
                 i + 1
             )?;
         }
-        for (i, api) in self.apis.iter().enumerate() {
-            writeln!(f, "  api {} metrics:        http://{api}/metrics", i + 1)?;
+        for (i, metrics) in self.api_metrics.iter().enumerate() {
+            writeln!(
+                f,
+                "  api {} metrics:        http://{metrics}/metrics",
+                i + 1
+            )?;
         }
         for (i, metrics) in self.worker_metrics.iter().enumerate() {
             writeln!(

@@ -166,14 +166,16 @@ impl ApiFleet {
     /// Starts API `max index + 1`, and once it answers, puts it behind every balancer.
     async fn add(&self, apis: &[Arc<Supervised>]) {
         let n = apis.iter().map(|p| p.spec().index).max().unwrap_or(0) + 1;
-        let addr = match FreePorts::default().take() {
-            Ok(a) => a,
-            Err(e) => {
+        let mut ports = FreePorts::default();
+        let (addr, metrics) = match (ports.take(), ports.take()) {
+            (Ok(a), Ok(m)) => (a, m),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(error = %e, "no port for a new API");
                 return;
             }
         };
-        let p = Arc::new(Supervised::start(self.recipe.api(n, addr)));
+        drop(ports);
+        let p = Arc::new(Supervised::start(self.recipe.api(n, addr, metrics)));
         let name = p.spec().name();
         self.members.add(Arc::clone(&p));
         let deadline = Instant::now() + READY_WITHIN;

@@ -53,6 +53,8 @@ pub struct ClusterConfig {
     pub drain_grace: Duration,
     /// How long to wait for the cluster to answer through every balancer.
     pub ready_within: Duration,
+    /// Where the APIs send login codes: `log` or a webhook URL (`api --login-sender`).
+    pub login_sender: String,
 }
 
 impl ClusterConfig {
@@ -79,6 +81,7 @@ impl ClusterConfig {
             status_listen: Some(([127, 0, 0, 1], 9079).into()),
             drain_grace: Duration::from_secs(15),
             ready_within: Duration::from_secs(60),
+            login_sender: "log".into(),
         }
     }
 
@@ -199,6 +202,9 @@ pub enum ClusterError {
     /// The store did not open.
     #[error("store: {0}")]
     Store(String),
+    /// The APIs' credentials could not be read or made under the data dir.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// The cluster did not answer through every balancer in time.
     #[error("not ready after {within:?}: {why} (the processes' output is in {logs})")]
     NotReady {

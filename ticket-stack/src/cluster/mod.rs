@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use ticket_svc::store::AnyStore;
 
+use crate::credentials::StackCredentials;
+
 mod addresses;
 mod autoscale;
 pub mod chaos;
@@ -48,6 +50,8 @@ pub struct Cluster {
     pub store: Arc<AnyStore>,
     /// Where the processes' output goes.
     pub logs: PathBuf,
+    /// The signing key and organizer token the APIs share (kept under the data dir).
+    pub credentials: StackCredentials,
     /// Every process, in start order (brokers, workers, APIs, balancers).
     members: Members,
     drain_grace: Duration,
@@ -84,7 +88,9 @@ pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
     let store = AnyStore::open_all(&config.db)
         .await
         .map_err(|e| ClusterError::Store(e.to_string()))?;
-    let (specs, mut addresses, recipe) = plan::plan(&config, &logs)?;
+    let credentials = StackCredentials::load_or_create(&config.data_dir)
+        .map_err(|e| ClusterError::Credentials(e.to_string()))?;
+    let (specs, mut addresses, recipe) = plan::plan(&config, &logs, &credentials)?;
     let members = Members::default();
     for spec in specs {
         members.add(Arc::new(Supervised::start(spec)));
@@ -132,6 +138,7 @@ pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         addresses,
         store: Arc::new(store),
         logs,
+        credentials,
         members,
         drain_grace: config.drain_grace,
         metrics,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::addresses::Addresses;
 use super::config::{ClusterConfig, ClusterError};
 use super::process::{Kind, ProcessSpec};
+use crate::credentials::StackCredentials;
 
 /// Free ports on loopback, each held until the pool is dropped so no two are the same; the
 /// processes that will listen on them start after that.
@@ -42,6 +43,8 @@ pub(super) struct Recipe {
     db: Vec<String>,
     db_replicas: Vec<String>,
     brokers: Vec<SocketAddr>,
+    credentials: StackCredentials,
+    login_sender: String,
 }
 
 impl Recipe {
@@ -121,17 +124,29 @@ impl Recipe {
         self.spec(Kind::Worker, n, metrics, args, self.db_env())
     }
 
-    /// API `n`, on `addr` (with the read replicas, which only APIs use).
-    pub(super) fn api(&self, n: usize, addr: SocketAddr) -> ProcessSpec {
+    /// API `n`, on `addr`, serving its metrics on `metrics` (with the read replicas, which
+    /// only APIs use). Its signing key and organizer token go in the environment, like the
+    /// store's URL.
+    pub(super) fn api(&self, n: usize, addr: SocketAddr, metrics: SocketAddr) -> ProcessSpec {
         let args = vec![
             "api".into(),
             format!("--listen={addr}"),
+            format!("--metrics-listen={metrics}"),
             format!("--broker={}", self.broker_list()),
+            format!("--login-sender={}", self.login_sender),
         ];
         let mut env = self.db_env();
         if !self.db_replicas.is_empty() {
             env.push(("TICKET_DB_REPLICA".to_owned(), self.db_replicas.join(",")));
         }
+        env.push((
+            "TICKET_SIGNING_KEYS".to_owned(),
+            self.credentials.signing_key.clone(),
+        ));
+        env.push((
+            "TICKET_ORGANIZER_TOKENS".to_owned(),
+            self.credentials.organizer_token.clone(),
+        ));
         self.spec(Kind::Api, n, addr, args, env)
     }
 
@@ -159,6 +174,7 @@ impl Recipe {
 pub(super) fn plan(
     config: &ClusterConfig,
     logs: &std::path::Path,
+    credentials: &StackCredentials,
 ) -> Result<(Vec<ProcessSpec>, Addresses, Recipe), ClusterError> {
     let mut a = Addresses::default();
     let mut ports = FreePorts::default();
@@ -171,6 +187,7 @@ pub(super) fn plan(
     }
     for _ in 0..config.apis {
         a.apis.push(ports.take()?);
+        a.api_metrics.push(ports.take()?);
     }
     for k in 0..config.balancers {
         a.public.push(ports.numbered(config.listen, k)?);
@@ -183,6 +200,8 @@ pub(super) fn plan(
         db: config.db.clone(),
         db_replicas: config.db_replicas.clone(),
         brokers: a.brokers.clone(),
+        credentials: credentials.clone(),
+        login_sender: config.login_sender.clone(),
     };
     let mut specs = Vec::new();
     for (i, (addr, metrics)) in a.brokers.iter().zip(&a.broker_metrics).enumerate() {
@@ -191,8 +210,8 @@ pub(super) fn plan(
     for (i, metrics) in a.worker_metrics.iter().enumerate() {
         specs.push(recipe.worker(i + 1, *metrics));
     }
-    for (i, addr) in a.apis.iter().enumerate() {
-        specs.push(recipe.api(i + 1, *addr));
+    for (i, (addr, metrics)) in a.apis.iter().zip(&a.api_metrics).enumerate() {
+        specs.push(recipe.api(i + 1, *addr, *metrics));
     }
     for (i, (public, admin)) in a.public.iter().zip(&a.admin).enumerate() {
         specs.push(recipe.balancer(i + 1, *public, *admin, &a.apis));
@@ -208,10 +227,18 @@ mod tests {
         ClusterConfig::new("ticket-svc", "data", &["postgres://u@127.0.0.1/db".into()])
     }
 
+    fn credentials() -> StackCredentials {
+        StackCredentials {
+            signing_key: "k:0123456789abcdef0123456789abcdef".into(),
+            organizer_token: "organizer-token-0123456789".into(),
+            organizer_token_file: "data/organizer-token".into(),
+        }
+    }
+
     #[test]
     fn the_plan_wires_every_process_to_the_others() {
         let dir = std::path::Path::new("logs");
-        let (specs, a, _) = plan(&config(), dir).unwrap();
+        let (specs, a, _) = plan(&config(), dir, &credentials()).unwrap();
         let count = |k: Kind| specs.iter().filter(|s| s.kind == k).count();
         assert_eq!(
             [Kind::Broker, Kind::Worker, Kind::Api, Kind::Balancer].map(count),
@@ -237,11 +264,31 @@ mod tests {
                 Kind::Api | Kind::Worker => {
                     assert!(args.contains(&format!("--broker={}", brokers.join(","))));
                     assert_eq!(
-                        s.env,
-                        [("TICKET_DB".into(), config().db.join(","))],
+                        s.env[0],
+                        ("TICKET_DB".into(), config().db.join(",")),
                         "the URL stays out of ps"
                     );
                     assert!(!args.contains("postgres"));
+                    // The APIs' secrets too, and only the APIs have them.
+                    let secrets = s
+                        .env
+                        .iter()
+                        .filter(|(k, v)| {
+                            (k == "TICKET_SIGNING_KEYS" && *v == credentials().signing_key)
+                                || (k == "TICKET_ORGANIZER_TOKENS"
+                                    && *v == credentials().organizer_token)
+                        })
+                        .count();
+                    assert_eq!(secrets, if s.kind == Kind::Api { 2 } else { 0 });
+                    assert!(!args.contains("0123456789abcdef"));
+                    if s.kind == Kind::Api {
+                        assert!(
+                            args.contains(&format!(
+                                "--metrics-listen={}",
+                                a.api_metrics[s.index - 1]
+                            ))
+                        );
+                    }
                 }
                 Kind::Balancer => {
                     for api in &a.apis {
@@ -256,7 +303,7 @@ mod tests {
         }
         let mut replicated = config();
         replicated.db_replicas = vec!["postgres://u@127.0.0.1/replica".into()];
-        let (specs, _, _) = plan(&replicated, dir).unwrap();
+        let (specs, _, _) = plan(&replicated, dir, &credentials()).unwrap();
         for s in &specs {
             let has_replica = s
                 .env
@@ -270,7 +317,7 @@ mod tests {
         }
         let mut one = config();
         one.brokers = 1;
-        let (specs, _, _) = plan(&one, dir).unwrap();
+        let (specs, _, _) = plan(&one, dir, &credentials()).unwrap();
         assert!(
             !specs[0].args.iter().any(|a| a.starts_with("--peers")),
             "a lone broker"

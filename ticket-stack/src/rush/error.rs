@@ -16,6 +16,12 @@ pub enum RushError {
     /// A setting is out of range.
     #[error("bad setting: {0}")]
     BadConfig(String),
+    /// The event could not be created.
+    #[error("could not create the event: {0}")]
+    CreateEvent(String),
+    /// The crowd's mailbox could not listen.
+    #[error("the mailbox for login codes cannot listen: {0}")]
+    Mailbox(std::io::Error),
     /// The event could not be read.
     #[error("could not read event {event}: {reason}")]
     Event {

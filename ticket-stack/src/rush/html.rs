@@ -161,6 +161,7 @@ pub fn render(report: &RushReport) -> String {
     html.push_str("<h2>Summary</h2><table>");
     let h = &report.latency_us;
     row(&mut html, "buyers", &report.buyers.to_string());
+    row(&mut html, "logins", &report.logins_summary());
     row(&mut html, "requests sent", &report.requests.to_string());
     row(
         &mut html,
@@ -320,6 +321,9 @@ mod tests {
             started: tokio::time::Instant::now(),
             event: EventId(3),
             buyers: 20,
+            logins: 20,
+            login_failures: 0,
+            login_elapsed: Duration::from_millis(400),
             requests: 20,
             statuses: BTreeMap::from([(202, 16), (400, 4)]),
             transport_errors: 0,

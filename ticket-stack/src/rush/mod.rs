@@ -1,9 +1,10 @@
 //! `ticket-svc rush`: a crowd of simulated buyers against any deployment's HTTP API.
 //!
-//! Each of `concurrency` slots keeps one keep-alive connection and takes the next buyer from a
-//! shared counter. A buyer buys 1..=min(4, max_per_buyer) tickets; some retry with the same
-//! Idempotency-Key (and must get the same purchase back); a few send a bad request (and must get
-//! a 400). With `--rate R` buyer `i` is due at `start + i/R` and its latency is measured from
+//! First every buyer logs in through the API ([`login`]: a code by e-mail, to the crowd's
+//! mailbox, exchanged for a session). Then each of `concurrency` slots keeps one keep-alive connection and takes the next buyer from a
+//! shared counter. A buyer buys 1..=min(4, max_per_buyer) tickets with their session; some
+//! retry with the same Idempotency-Key (and must get the same purchase back); a few send a bad
+//! request (and must get a 400) or a forged session (and must get a 401). With `--rate R` buyer `i` is due at `start + i/R` and its latency is measured from
 //! that intended time, so a slow server cannot hide its queueing (no coordinated omission).
 //! With `--verify` every accepted purchase is polled to a final state and the docs/DESIGN.md
 //! invariants are checked ([`verify`]), and the time from the rush's last answer to the moment
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -32,15 +33,21 @@ use tokio_util::sync::CancellationToken;
 use ticket_svc::domain::{EventId, Position, PurchaseStatus};
 
 pub mod client;
+mod config;
 mod error;
 pub mod html;
+pub mod login;
+pub mod mailbox;
 mod report;
 pub mod svg;
 mod target;
 pub mod timeline;
 pub mod verify;
 
+pub use config::RushConfig;
 pub use error::RushError;
+pub use login::Codes;
+pub use mailbox::Mailbox;
 pub use report::{Kill, RushReport};
 pub use target::{Route, Target};
 
@@ -48,139 +55,83 @@ use timeline::{Second, SlotSeconds, SoldSample, Timeline};
 
 use verify::{EventCounts, Observed};
 
-/// Settings for one rush.
-#[derive(Debug, Clone)]
-pub struct RushConfig {
-    /// Where: the site's addresses. Slot `k` starts on target `k` modulo their number, and a
-    /// request that fails moves its slot to the next one.
-    pub targets: Vec<Target>,
-    /// Which event.
-    pub event: EventId,
-    /// How many buyers.
-    pub buyers: u64,
-    /// Buyers in flight at once (connections).
-    pub concurrency: usize,
-    /// Buyers started per second (open model), or as fast as answered (closed model).
-    pub rate: Option<f64>,
-    /// Poll every purchase to its final state and check the invariants.
-    pub verify: bool,
-    /// Seed for the buyers' choices.
-    pub seed: u64,
-    /// Deadline per request.
-    pub request_timeout: Duration,
-    /// The longest `--verify` waits for purchases to become final.
-    pub verify_timeout: Duration,
-    /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
-    pub show_progress: bool,
-    /// Times a request is sent again, on the next target, after no answer or a 502, 503 or 504
-    /// (see [`target`]).
-    pub resends: u32,
-    /// A buyer whose request still failed after its re-sends breaks the run (for runs where
-    /// processes are killed on purpose: the re-sends must absorb every failure).
-    pub require_answers: bool,
-}
-
-impl RushConfig {
-    /// The most buyers one rush may have.
-    pub const MAX_BUYERS: u64 = 10_000_000;
-    /// The most concurrent slots.
-    pub const MAX_CONCURRENCY: usize = 4_096;
-
-    /// Re-sends per request by default: with their pauses (50 ms doubling to 1 s) a request is
-    /// tried for about 4.5 s, past a process restart or a broker election.
-    pub const DEFAULT_RESENDS: u32 = 8;
-
-    /// The demo's rush: `buyers` as fast as answered with `concurrency` in flight, seed 1, 10 s
-    /// per request, failures sent again [`Self::DEFAULT_RESENDS`] times, then every purchase
-    /// polled to its final state (for up to 120 s) and the invariants checked, with a progress
-    /// bar.
-    pub fn verified(targets: Vec<Target>, event: EventId, buyers: u64, concurrency: usize) -> Self {
-        Self {
-            targets,
-            event,
-            buyers,
-            concurrency,
-            rate: None,
-            verify: true,
-            seed: 1,
-            request_timeout: Duration::from_secs(10),
-            verify_timeout: Duration::from_secs(120),
-            show_progress: true,
-            resends: Self::DEFAULT_RESENDS,
-            require_answers: false,
-        }
-    }
-
-    fn check(&self) -> Result<(), RushError> {
-        if self.targets.is_empty() {
-            return Err(RushError::BadConfig("at least one target".into()));
-        }
-        if self.buyers == 0 || self.buyers > Self::MAX_BUYERS {
-            return Err(RushError::BadConfig(format!(
-                "buyers must be 1..={}",
-                Self::MAX_BUYERS
-            )));
-        }
-        if self.concurrency == 0 || self.concurrency > Self::MAX_CONCURRENCY {
-            return Err(RushError::BadConfig(format!(
-                "concurrency must be 1..={}",
-                Self::MAX_CONCURRENCY
-            )));
-        }
-        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-            return Err(RushError::BadConfig("rate must be above 0".into()));
-        }
-        Ok(())
-    }
-}
-
 /// What one buyer does (deterministic from the seed and the buyer's index). Every purchase
 /// carries an Idempotency-Key, as a checkout page makes one per purchase: a buyer whose request
 /// failed may then send it again, on another address, and still buy once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct BuyerPlan {
-    buyer: String,
     quantity: u32,
     key: String,
     /// Sent this many times in all (a second time: the buyer pressed "buy" again, and must get
     /// the same purchase back).
     sends: u8,
-    is_bad: bool,
+    bad: Option<Bad>,
+}
+
+/// A request the API must refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bad {
+    /// Quantity 0: a 400.
+    Quantity,
+    /// The session altered: a 401 (nobody buys as someone else).
+    ForgedSession,
+}
+
+impl Bad {
+    fn expected(self) -> StatusCode {
+        match self {
+            Self::Quantity => StatusCode::BAD_REQUEST,
+            Self::ForgedSession => StatusCode::UNAUTHORIZED,
+        }
+    }
 }
 
 fn plan(seed: u64, i: u64, max_quantity: u32) -> BuyerPlan {
     let mut rng = SmallRng::seed_from_u64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let is_bad = rng.random_bool(0.02);
-    let retries = !is_bad && rng.random_bool(0.10);
+    let bad = if rng.random_bool(0.02) {
+        Some(Bad::Quantity)
+    } else if rng.random_bool(0.01) {
+        Some(Bad::ForgedSession)
+    } else {
+        None
+    };
+    let retries = bad.is_none() && rng.random_bool(0.10);
     BuyerPlan {
-        buyer: format!("buyer-{seed}-{i}"),
-        quantity: if is_bad {
+        quantity: if bad == Some(Bad::Quantity) {
             0
         } else {
             rng.random_range(1..=max_quantity.clamp(1, 4))
         },
         key: format!("rush-{seed}-{i}"),
         sends: if retries { 2 } else { 1 },
-        is_bad,
+        bad,
     }
+}
+
+/// `authorization` with one character of its payload changed: a session nobody signed.
+fn forged(authorization: &HeaderValue) -> HeaderValue {
+    let mut bytes = authorization.as_bytes().to_vec();
+    let at = bytes.len() / 2;
+    if let Some(b) = bytes.get_mut(at) {
+        *b = if *b == b'A' { b'B' } else { b'A' };
+    }
+    HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| authorization.clone())
 }
 
 /// The header a retrying buyer repeats.
 const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
 
-/// A buyer's `POST /events/{id}/purchases` body.
+/// A buyer's `POST /events/{id}/purchases` body (the buyer is the session's).
 #[derive(serde::Serialize)]
-struct PurchaseBody<'a> {
-    buyer: &'a str,
+struct PurchaseBody {
     quantity: u32,
 }
 
 fn purchase_body(plan: &BuyerPlan) -> Bytes {
     let body = PurchaseBody {
-        buyer: &plan.buyer,
         quantity: plan.quantity,
     };
-    // Serializing two plain fields cannot fail; an empty body would be refused with a 400.
+    // Serializing a plain field cannot fail; an empty body would be refused with a 400.
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
@@ -231,6 +182,61 @@ async fn read_event(route: &mut Route, event: EventId) -> Result<EventInfo, Rush
     })
 }
 
+/// Creates an event through the API with an organizer's `Authorization` value, as an
+/// organizer's tool would: the crowd's sale goes through the same front door as everyone's.
+///
+/// # Errors
+/// No answer, or an answer other than 201 with the event's id.
+pub async fn create_event(
+    targets: &[Target],
+    organizer: &str,
+    name: &str,
+    tickets: u32,
+    max_per_buyer: u32,
+) -> Result<EventId, RushError> {
+    let fail = |reason: String| RushError::CreateEvent(reason);
+    let mut route = Route::new(
+        targets,
+        0,
+        Duration::from_secs(10),
+        RushConfig::DEFAULT_RESENDS,
+    );
+    let authorization =
+        HeaderValue::from_str(organizer).map_err(|_| fail("a bad organizer token".into()))?;
+    let headers = [
+        (http::header::AUTHORIZATION, authorization),
+        (
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+    ];
+    let body =
+        serde_json::json!({"name": name, "tickets": tickets, "max_per_buyer": max_per_buyer});
+    // Not sent again: a second POST /events would make a second event.
+    let (status, answer) = route
+        .send(
+            &Method::POST,
+            |prefix| format!("{prefix}/events"),
+            &headers,
+            &Bytes::from(body.to_string()),
+            false,
+            |_| {},
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if status != StatusCode::CREATED {
+        return Err(fail(format!(
+            "answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        )));
+    }
+    serde_json::from_slice::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v.get("id").and_then(serde_json::Value::as_i64))
+        .map(EventId)
+        .ok_or_else(|| fail("no id in the answer".into()))
+}
+
 #[derive(Default)]
 struct SlotResult {
     requests: u64,
@@ -257,6 +263,8 @@ struct Shared {
     progress: ProgressBar,
     shutdown: CancellationToken,
     timeline: Mutex<Timeline>,
+    /// Buyer `i`'s session, from the login phase.
+    sessions: Vec<Option<login::Session>>,
 }
 
 impl Shared {
@@ -289,6 +297,15 @@ async fn slot(shared: Arc<Shared>, k: usize) -> (SlotResult, Histogram<u64>) {
             break;
         }
         let plan = plan(c.seed, i, shared.max_quantity);
+        // A buyer whose login failed (counted then) does not buy.
+        let Some(session) = usize::try_from(i)
+            .ok()
+            .and_then(|i| shared.sessions.get(i))
+            .and_then(Option::as_ref)
+        else {
+            shared.progress.inc(1);
+            continue;
+        };
         let mut due = None;
         if let Some(rate) = c.rate {
             let at = shared.start + Duration::from_secs_f64(i as f64 / rate);
@@ -301,10 +318,18 @@ async fn slot(shared: Arc<Shared>, k: usize) -> (SlotResult, Histogram<u64>) {
         let body = purchase_body(&plan);
         // Made once per buyer and sent with each of its attempts. The plan's keys are
         // `rush-{seed}-{i}`, always a valid header value.
-        let key = http::HeaderValue::from_str(&plan.key)
-            .ok()
-            .map(|v| [(IDEMPOTENCY_KEY, v)]);
-        let headers = key.as_ref().map_or(&[][..], |k| &k[..]);
+        let authorization = match plan.bad {
+            Some(Bad::ForgedSession) => forged(&session.authorization),
+            _ => session.authorization.clone(),
+        };
+        let mut headers = vec![(http::header::AUTHORIZATION, authorization)];
+        headers.extend(
+            HeaderValue::from_str(&plan.key)
+                .ok()
+                .map(|v| (IDEMPOTENCY_KEY, v)),
+        );
+        let keyed = headers.len() > 1;
+        let headers = &headers[..];
         let mut first: Option<(String, u64)> = None;
         for send in 0..plan.sends {
             // The buyer's latency runs from the first attempt (or the moment the buyer was due)
@@ -317,7 +342,7 @@ async fn slot(shared: Arc<Shared>, k: usize) -> (SlotResult, Histogram<u64>) {
                     |prefix| format!("{prefix}{suffix}"),
                     headers,
                     &body,
-                    !headers.is_empty(),
+                    keyed,
                     |attempt| {
                         let sent = match (send, began, due) {
                             (0, None, Some(due)) => due,
@@ -364,8 +389,8 @@ async fn slot(shared: Arc<Shared>, k: usize) -> (SlotResult, Histogram<u64>) {
                     continue;
                 }
             };
-            if plan.is_bad {
-                if status != StatusCode::BAD_REQUEST {
+            if let Some(bad) = plan.bad {
+                if status != bad.expected() {
                     out.bad_not_refused += 1;
                 }
                 continue;
@@ -388,7 +413,7 @@ async fn slot(shared: Arc<Shared>, k: usize) -> (SlotResult, Histogram<u64>) {
                     first = Some((id.clone(), position));
                     out.accepted.push(Observed {
                         purchase_id: id,
-                        buyer: plan.buyer.clone(),
+                        buyer: session.buyer.clone(),
                         quantity: plan.quantity,
                         position: Position(position),
                         status: PurchaseStatus::Pending,
@@ -537,8 +562,28 @@ async fn poll_until_final(
     }
 }
 
-/// Runs the crowd (stopping early, with what it has, when `shutdown` is cancelled).
-pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<RushReport, RushError> {
+/// Runs the crowd: logs every buyer in (reading their codes from `codes`), then rushes
+/// (stopping early, with what it has, when `shutdown` is cancelled).
+pub async fn run(
+    config: RushConfig,
+    codes: impl Into<Codes>,
+    shutdown: CancellationToken,
+) -> Result<RushReport, RushError> {
+    config.check()?;
+    // An event that cannot be read fails the run before anyone logs in for it.
+    let mut route = Route::new(&config.targets, 0, config.request_timeout, config.resends);
+    read_event(&mut route, config.event).await?;
+    let logins = login::log_in_all(&config, &codes.into(), &shutdown).await;
+    run_logged_in(config, logins, shutdown).await
+}
+
+/// The rush of buyers who logged in already ([`login::log_in_all`]): for runs that time
+/// something against the rush alone.
+pub async fn run_logged_in(
+    config: RushConfig,
+    logins: login::Logins,
+    shutdown: CancellationToken,
+) -> Result<RushReport, RushError> {
     config.check()?;
     let mut route = Route::new(&config.targets, 0, config.request_timeout, config.resends);
     let before = read_event(&mut route, config.event).await?;
@@ -562,7 +607,9 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
         shutdown: shutdown.clone(),
         config: config.clone(),
         timeline: Mutex::new(Timeline::default()),
+        sessions: logins.sessions,
     });
+    let (login_failures, login_elapsed) = (logins.failed, logins.elapsed);
     let stop_sampling = shutdown.child_token();
     let sampler = tokio::spawn(sample_sold(
         shared.route(0),
@@ -599,6 +646,7 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
         t.saturating_duration_since(shared.start)
     });
     let buyers = shared.next.load(Ordering::Relaxed).min(config.buyers);
+    let login_count = config.buyers.saturating_sub(login_failures);
 
     let mut decided_after = None;
     let mut last_in_line_decided_after = None;
@@ -664,6 +712,9 @@ pub async fn run(config: RushConfig, shutdown: CancellationToken) -> Result<Rush
         started: shared.start,
         event: config.event,
         buyers,
+        logins: login_count,
+        login_failures,
+        login_elapsed,
         requests: total.requests,
         statuses: total.statuses,
         transport_errors: total.transport_errors,
@@ -694,10 +745,17 @@ mod tests {
         for i in 0..1_000 {
             let p = plan(7, i, 2);
             assert_eq!(p, plan(7, i, 2));
-            assert!(p.is_bad || (1..=2).contains(&p.quantity));
+            assert!(p.bad == Some(Bad::Quantity) || (1..=2).contains(&p.quantity));
             assert!(p.key.starts_with("rush-7-"), "every purchase carries a key");
         }
-        let bad = (0..10_000).filter(|i| plan(1, *i, 4).is_bad).count();
+        let count = |b| {
+            (0..10_000)
+                .filter(|i| plan(1, *i, 4).bad == Some(b))
+                .count()
+        };
+        let bad = count(Bad::Quantity);
         assert!((100..400).contains(&bad), "about 2% bad: {bad}");
+        let forged = count(Bad::ForgedSession);
+        assert!((40..200).contains(&forged), "about 1% forged: {forged}");
     }
 }

@@ -37,6 +37,12 @@ pub struct RushReport {
     pub event: EventId,
     /// Buyers that ran.
     pub buyers: u64,
+    /// Buyers who logged in (through the API, before the rush).
+    pub logins: u64,
+    /// Buyers whose login failed every try (they did not buy).
+    pub login_failures: u64,
+    /// How long the logins took.
+    pub login_elapsed: Duration,
     /// Requests sent.
     pub requests: u64,
     /// Answers by status code.
@@ -86,6 +92,17 @@ impl RushReport {
         self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// The login phase in words: how many, how fast, how many failed.
+    pub fn logins_summary(&self) -> String {
+        format!(
+            "{} in {:.2} s ({:.0}/s), {} failed",
+            self.logins,
+            self.login_elapsed.as_secs_f64(),
+            self.logins as f64 / self.login_elapsed.as_secs_f64().max(1e-9),
+            self.login_failures
+        )
+    }
+
     /// The problems found, in words (empty when everything checked held).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -99,6 +116,12 @@ impl RushReport {
             problems.push(format!(
                 "{} idempotent retries got another purchase",
                 self.retry_mismatches
+            ));
+        }
+        if self.login_failures > 0 {
+            problems.push(format!(
+                "{} buyers could not log in (POST /login, the code, POST /sessions)",
+                self.login_failures
             ));
         }
         if self.require_answers && self.failed > 0 {
@@ -161,6 +184,7 @@ impl fmt::Display for RushReport {
             self.event,
             self.elapsed.as_secs_f64()
         )?;
+        writeln!(f, "  logins      {}", self.logins_summary())?;
         writeln!(
             f,
             "  requests    {} sent, {} purchases accepted, {} transport errors",

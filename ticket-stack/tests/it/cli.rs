@@ -10,7 +10,8 @@ use broker::testing::TestBroker;
 use http::StatusCode;
 use serde_json::json;
 
-use ticket_svc::testing::{get, post_json};
+use ticket_svc::access::{Access, AccessConfig, Email, KeyRing, OrganizerTokens, unix_now};
+use ticket_svc::testing::{TEST_ORGANIZER_TOKEN, TEST_SIGNING_KEY, buy, create_event, get};
 
 fn ticket_svc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ticket-svc"))
@@ -82,6 +83,10 @@ async fn api_and_worker_processes_sell_through_a_broker_and_drain_on_sigterm() {
         &broker_addr,
         "--db",
         &db,
+        "--signing-key",
+        TEST_SIGNING_KEY,
+        "--organizer-token",
+        TEST_ORGANIZER_TOKEN,
     ]);
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
     let worker = spawn(&[
@@ -113,22 +118,10 @@ async fn api_and_worker_processes_sell_through_a_broker_and_drain_on_sigterm() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let event = post_json(
-        addr,
-        "/events",
-        json!({"name": "DJ night", "tickets": 3, "max_per_buyer": 2}),
-    )
-    .await;
-    assert_eq!(event.status, StatusCode::CREATED);
-    let id = event.json["id"].as_i64().unwrap();
+    let id = create_event(addr, 3, 2).await;
     let mut purchases = Vec::new();
     for buyer in ["ann", "bob", "cat"] {
-        let r = post_json(
-            addr,
-            &format!("/events/{id}/purchases"),
-            json!({"buyer": buyer, "quantity": 2}),
-        )
-        .await;
+        let r = buy(addr, id, buyer, 2, None).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
         purchases.push(r.json["purchase_id"].as_str().unwrap().to_owned());
     }
@@ -189,6 +182,22 @@ async fn wait_healthy(addr: std::net::SocketAddr, child: Child, what: &str) -> C
     }
 }
 
+/// The organizer's `Authorization` value and a session maker, from the credentials `up` keeps
+/// under its data dir.
+fn up_credentials(data_dir: &str) -> (String, Access) {
+    let read = |name: &str| {
+        std::fs::read_to_string(std::path::Path::new(data_dir).join(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let access = Access::new(AccessConfig::new(
+        KeyRing::parse(&[read("signing-key")]).unwrap(),
+        OrganizerTokens::parse::<&str>(&[]).unwrap(),
+    ));
+    (format!("Bearer {}", read("organizer-token")), access)
+}
+
 fn start_up(data_dir: &str, listen: &str, admin: &str) -> Child {
     spawn(&[
         "up",
@@ -215,32 +224,45 @@ async fn up_killed_mid_rush_loses_no_accepted_purchase() {
     );
     let addr: std::net::SocketAddr = listen.parse().unwrap();
     let up = wait_healthy(addr, start_up(&data, &listen, &admin), "up").await;
-    let event = ticket_svc::testing::create_event(addr, 100, 2).await;
+    let (organizer, access) = up_credentials(&data);
+    let event = ticket_svc::testing::post_json_as(
+        addr,
+        "/events",
+        &organizer,
+        json!({"name": "DJ night", "tickets": 100, "max_per_buyer": 2}),
+    )
+    .await;
+    assert_eq!(event.status, StatusCode::CREATED, "{}", event.text);
+    let event = event.json["id"].as_i64().unwrap();
+    let access = std::sync::Arc::new(access);
 
     // 8 buyers at a time, 240 purchases, half of them with an Idempotency-Key.
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..8u32 {
+        let access = std::sync::Arc::clone(&access);
         tasks.spawn(async move {
             let mut accepted = Vec::new();
             for i in 0..30u32 {
                 let n = t * 30 + i;
                 let path = format!("/events/{event}/purchases");
-                let body = json!({"buyer": format!("b{n}"), "quantity": 1});
-                let r = if n % 2 == 0 {
-                    ticket_svc::testing::call(
-                        addr,
-                        http::Method::POST,
-                        &path,
-                        &[
-                            ("content-type", "application/json"),
-                            ("idempotency-key", &format!("k{n}")),
-                        ],
-                        body.to_string(),
-                    )
-                    .await
-                } else {
-                    post_json(addr, &path, body).await
-                };
+                let email = Email::parse(&format!("b{n}@test.example")).unwrap();
+                let session = format!("Bearer {}", access.session_for(&email, unix_now()).token);
+                let key = format!("k{n}");
+                let mut headers = vec![
+                    ("content-type", "application/json"),
+                    ("authorization", session.as_str()),
+                ];
+                if n % 2 == 0 {
+                    headers.push(("idempotency-key", &key));
+                }
+                let r = ticket_svc::testing::call(
+                    addr,
+                    http::Method::POST,
+                    &path,
+                    &headers,
+                    json!({"quantity": 1}).to_string(),
+                )
+                .await;
                 assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
                 accepted.push(r.json["purchase_id"].as_str().unwrap().to_owned());
             }
@@ -305,6 +327,8 @@ fn startup_failures_are_one_clear_line_and_exit_1() {
         &db,
         "--connect-timeout-s",
         "1",
+        "--signing-key",
+        TEST_SIGNING_KEY,
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -325,10 +349,42 @@ fn startup_failures_are_one_clear_line_and_exit_1() {
         &dead_broker,
         "--db",
         &db,
+        "--signing-key",
+        TEST_SIGNING_KEY,
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {port}")), "{err}");
+
+    // Bad credentials are refused before anything listens: one line, exit 1.
+    for (flags, says) in [
+        (["--signing-key", "k:short"], "needs at least 32"),
+        (
+            ["--organizer-token", "short"],
+            "organizer token must be 16 to 256",
+        ),
+        (["--login-sender", "smtp://x"], "--login-sender"),
+    ] {
+        let mut args = vec![
+            "api",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &db,
+            "--signing-key",
+            TEST_SIGNING_KEY,
+        ];
+        args.extend(flags);
+        let out = ticket_svc(&args);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flags:?}: {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("ticket-svc:")).count(),
+            1,
+            "{err}"
+        );
+    }
 
     let out = ticket_svc(&[
         "worker",
@@ -416,6 +472,10 @@ fn bad_flags_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = ticket_svc(&["api", "--listen", "not-an-address"]);
     assert_eq!(out.status.code(), Some(2));
+    // An API needs the signing key its sessions are checked with.
+    let out = ticket_svc(&["api"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--signing-key"));
     // Checked with the flags, before a stack is started for nothing.
     let out = refused(
         &["demo", "--concurrency", "0"],
@@ -461,6 +521,8 @@ fn rush_against_nothing_fails_with_one_clear_line() {
         "1",
         "--timeout-ms",
         "500",
+        "--mailbox-listen",
+        "127.0.0.1:0",
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -4,10 +4,11 @@
 //! reason, when `TICKET_TEST_POSTGRES_URL` is not set.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ticket_stack::cluster::{self, ClusterConfig};
-use ticket_stack::rush::{RushConfig, Target};
+use ticket_stack::rush::{Mailbox, RushConfig, Target};
 use ticket_svc::domain::EventSpec;
 use ticket_svc::store::Store;
 use ticket_svc::testing::TestDatabase;
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 static ONE_CLUSTER: std::sync::LazyLock<tokio::sync::Mutex<()>> =
     std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
 
-fn config(dir: &std::path::Path, db: &[&TestDatabase]) -> ClusterConfig {
+/// A cluster over `db` whose APIs send login codes to `mailbox` (the crowd's).
+fn config(dir: &std::path::Path, db: &[&TestDatabase], mailbox: &Mailbox) -> ClusterConfig {
     let db: Vec<String> = db.iter().map(|d| d.url.clone()).collect();
     let loopback0: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut c = ClusterConfig::new(env!("CARGO_BIN_EXE_ticket-svc"), dir, &db);
@@ -28,7 +30,12 @@ fn config(dir: &std::path::Path, db: &[&TestDatabase]) -> ClusterConfig {
     c.admin_listen = loopback0;
     c.status_listen = Some(loopback0);
     c.drain_grace = Duration::from_secs(10);
+    c.login_sender = mailbox.url();
     c
+}
+
+async fn mailbox() -> Arc<Mailbox> {
+    Arc::new(Mailbox::bind(([127, 0, 0, 1], 0).into()).await.unwrap())
 }
 
 /// The broker node that leads now.
@@ -65,7 +72,8 @@ async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_see
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let c = cluster::start(config(dir.path(), &[&db0, &db1]))
+    let mailbox = mailbox().await;
+    let c = cluster::start(config(dir.path(), &[&db0, &db1], &mailbox))
         .await
         .unwrap();
     let event = c
@@ -86,6 +94,14 @@ async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_see
     rush.show_progress = false;
     rush.require_answers = true;
     rush.verify_timeout = Duration::from_secs(90);
+    // Logged in first, so that every kill lands in the rush itself.
+    let logins = ticket_stack::rush::login::log_in_all(
+        &rush,
+        &ticket_stack::rush::Codes::from(Arc::clone(&mailbox)),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(logins.failed, 0);
     let start = Instant::now();
     let killer = async {
         let mut killed = Vec::new();
@@ -106,7 +122,7 @@ async fn one_process_of_each_kind_killed_mid_rush_loses_nothing_and_no_buyer_see
         killed
     };
     let (report, killed) = tokio::join!(
-        ticket_stack::rush::run(rush, CancellationToken::new()),
+        ticket_stack::rush::run_logged_in(rush, logins, CancellationToken::new()),
         killer
     );
     let report = report.unwrap();
@@ -191,7 +207,8 @@ async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_r
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path(), &[&db]);
+    let mailbox = mailbox().await;
+    let mut config = config(dir.path(), &[&db], &mailbox);
     config.balancers = 2;
     config.brokers = 1;
     config.workers = 1;
@@ -218,7 +235,11 @@ async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_r
     };
 
     // Busy: 64 buyers in flight at one API. Watch the API count while they run.
-    let busy = ticket_stack::rush::run(crowd(3_000, 64, None, 1), CancellationToken::new());
+    let busy = ticket_stack::rush::run(
+        crowd(3_000, 64, None, 1),
+        Arc::clone(&mailbox),
+        CancellationToken::new(),
+    );
     let mut most = 1;
     tokio::pin!(busy);
     let busy = loop {
@@ -235,7 +256,11 @@ async fn busy_apis_get_company_and_idle_ones_are_drained_away_without_a_failed_r
 
     // Idle: a trickle of buyers while the added APIs are drained away; none of them may see a
     // failure, and none needs a re-send either.
-    let idle = ticket_stack::rush::run(crowd(150, 4, Some(25.0), 2), CancellationToken::new());
+    let idle = ticket_stack::rush::run(
+        crowd(150, 4, Some(25.0), 2),
+        Arc::clone(&mailbox),
+        CancellationToken::new(),
+    );
     let watch = async {
         let deadline = Instant::now() + Duration::from_secs(30);
         while apis(&c) > 1 {
@@ -273,7 +298,8 @@ async fn worker_processes_follow_the_queue_up_and_back_down() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path(), &[&db]);
+    let mailbox = mailbox().await;
+    let mut config = config(dir.path(), &[&db], &mailbox);
     config.balancers = 1;
     config.brokers = 1;
     config.apis = 2;
@@ -299,7 +325,11 @@ async fn worker_processes_follow_the_queue_up_and_back_down() {
         rush.verify = false;
         rush.show_progress = false;
         rush.require_answers = true;
-        rushes.spawn(ticket_stack::rush::run(rush, CancellationToken::new()));
+        rushes.spawn(ticket_stack::rush::run(
+            rush,
+            Arc::clone(&mailbox),
+            CancellationToken::new(),
+        ));
     }
     let mut most = 1;
     while !rushes.is_empty() {

@@ -4,13 +4,29 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use ticket_stack::rush::{RushConfig, Target, run};
+use std::sync::Arc;
+
+use ticket_stack::rush::{Codes, Mailbox, RushConfig, Target, run};
 use ticket_svc::domain::EventId;
 use ticket_svc::http::ApiConfig;
 use ticket_svc::queue::MemoryQueueConfig;
 use ticket_svc::worker::{Worker, WorkerConfig};
 
-use ticket_svc::testing::{create_event, start_api, test_deps};
+use ticket_svc::testing::{
+    TestApi, TestDeps, create_event, start_api_with, test_access_sending_to, test_deps,
+};
+
+/// A mailbox for the crowd's login codes, and an API that sends them there.
+async fn api_with_mailbox(deps: &TestDeps) -> (TestApi, Arc<Mailbox>) {
+    let mailbox = Arc::new(Mailbox::bind(([127, 0, 0, 1], 0).into()).await.unwrap());
+    let api = start_api_with(
+        deps,
+        ApiConfig::default(),
+        test_access_sending_to(&mailbox.url()),
+    )
+    .await;
+    (api, mailbox)
+}
 
 fn config(target: Target, event: i64, buyers: u64, rate: Option<f64>) -> RushConfig {
     RushConfig {
@@ -32,7 +48,7 @@ fn config(target: Target, event: i64, buyers: u64, rate: Option<f64>) -> RushCon
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rush_sells_out_fairly_and_verifies() {
     let b = test_deps(MemoryQueueConfig::default()).await;
-    let api = start_api(&b, ApiConfig::default()).await;
+    let (api, mailbox) = api_with_mailbox(&b).await;
     let shutdown = CancellationToken::new();
     let mut workers = tokio::task::JoinSet::new();
     for i in 0..2 {
@@ -56,6 +72,7 @@ async fn a_rush_sells_out_fairly_and_verifies() {
 
     let report = run(
         config(target.clone(), event, 400, None),
+        Arc::clone(&mailbox),
         CancellationToken::new(),
     )
     .await
@@ -72,6 +89,12 @@ async fn a_rush_sells_out_fairly_and_verifies() {
         report.statuses.contains_key(&400),
         "some bad requests were sent"
     );
+    assert!(
+        report.statuses.contains_key(&401),
+        "some forged sessions were sent, and refused"
+    );
+    // Every buyer logged in through the API, with a code from the mailbox.
+    assert_eq!((report.logins, report.login_failures), (400, 0));
     assert_eq!(report.transport_errors, 0);
     let text = report.to_string();
     assert!(text.contains("p99"), "{text}");
@@ -98,10 +121,17 @@ async fn a_rush_sells_out_fairly_and_verifies() {
     assert!(report.last_in_line_decided_after.is_some());
     assert!(text.contains("after the rush's last answer"), "{text}");
 
-    // Open model: a fixed rate, latency from the intended send time.
+    // Open model: a fixed rate, latency from the intended send time. The codes are read from
+    // the mailbox over HTTP this time, as a crowd sharing a `ticket-svc mailbox` reads them.
     let event = create_event(api.addr, 10, 2).await;
+    let remote = Codes::Remote(
+        Target::resolve(&format!("http://{}", mailbox.addr()))
+            .await
+            .unwrap(),
+    );
     let report = run(
         config(target, event, 60, Some(600.0)),
+        remote,
         CancellationToken::new(),
     )
     .await
@@ -111,6 +141,7 @@ async fn a_rush_sells_out_fairly_and_verifies() {
         report.elapsed >= Duration::from_millis(90),
         "60 buyers at 600/s take ~100 ms"
     );
+    assert_eq!((report.logins, report.login_failures), (60, 0));
 
     shutdown.cancel();
     while let Some(r) = workers.join_next().await {
@@ -122,13 +153,17 @@ async fn a_rush_sells_out_fairly_and_verifies() {
 #[tokio::test]
 async fn a_rush_against_an_unknown_event_says_so() {
     let b = test_deps(MemoryQueueConfig::default()).await;
-    let api = start_api(&b, ApiConfig::default()).await;
+    let (api, mailbox) = api_with_mailbox(&b).await;
     let target = Target::resolve(&format!("http://{}", api.addr))
         .await
         .unwrap();
-    let err = run(config(target, 999, 10, None), CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = run(
+        config(target, 999, 10, None),
+        mailbox,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("999"), "{err}");
     api.stop().await;
 }

@@ -1,13 +1,27 @@
 //! The whole stack in one process: a crowd through the balancer, every invariant checked, and
 //! a restart on the same data dir that keeps every event and purchase.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use ticket_stack::rush::{RushConfig, Target};
+use ticket_stack::rush::{Mailbox, RushConfig, Target};
 use ticket_stack::stack::{self, StackConfig};
+use ticket_svc::access::{Access, AccessConfig, Email, KeyRing, OrganizerTokens, unix_now};
 use ticket_svc::domain::EventSpec;
 use ticket_svc::store::Store;
 use tokio_util::sync::CancellationToken;
+
+/// `Authorization: Bearer SESSION` for `email`, signed with the stack's own key (as its APIs
+/// sign one after a login).
+fn session(s: &stack::Stack, email: &str) -> http::HeaderValue {
+    let keys = KeyRing::parse(&[s.credentials.signing_key.as_str()]).unwrap();
+    let access = Access::new(AccessConfig::new(
+        keys,
+        OrganizerTokens::parse::<&str>(&[]).unwrap(),
+    ));
+    let session = access.session_for(&Email::parse(email).unwrap(), unix_now());
+    http::HeaderValue::from_str(&format!("Bearer {}", session.token)).unwrap()
+}
 
 fn config(dir: &std::path::Path) -> StackConfig {
     let mut c = StackConfig::new(dir);
@@ -22,19 +36,34 @@ fn config(dir: &std::path::Path) -> StackConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let s = stack::start(config(dir.path())).await.unwrap();
-    let event = s
-        .store
-        .create_event(&EventSpec::new("DJ night", 300, 4).unwrap())
-        .await
-        .unwrap();
+    let mailbox = Arc::new(Mailbox::bind(([127, 0, 0, 1], 0).into()).await.unwrap());
+    let mut with_mailbox = config(dir.path());
+    with_mailbox.login_sender = mailbox.url();
+    let s = stack::start(with_mailbox).await.unwrap();
+    // The organizer creates the event through the balancer, with the token the stack made.
+    let targets = vec![
+        Target::resolve(&format!("http://{}", s.public))
+            .await
+            .unwrap(),
+    ];
+    let id = ticket_stack::rush::create_event(
+        &targets,
+        &s.credentials.organizer_authorization(),
+        "DJ night",
+        300,
+        4,
+    )
+    .await
+    .unwrap();
+    let refused =
+        ticket_stack::rush::create_event(&targets, "Bearer not-the-organizer-token", "x", 1, 1)
+            .await
+            .unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let event = s.store.event(id).await.unwrap().unwrap();
     let report = ticket_stack::rush::run(
         RushConfig {
-            targets: vec![
-                Target::resolve(&format!("http://{}", s.public))
-                    .await
-                    .unwrap(),
-            ],
+            targets,
             event: event.id,
             buyers: 400,
             concurrency: 32,
@@ -47,11 +76,13 @@ async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_res
             resends: RushConfig::DEFAULT_RESENDS,
             require_answers: true,
         },
+        Arc::clone(&mailbox),
         CancellationToken::new(),
     )
     .await
     .unwrap();
     assert!(report.is_ok(), "{report}");
+    assert_eq!(report.logins, 400, "{report}");
     let sold = s.store.event(event.id).await.unwrap().unwrap().sold;
     assert_eq!(sold, 300, "400 buyers of 1-4 tickets sell out 300");
     // Admin and metrics listeners answer.
@@ -138,17 +169,20 @@ async fn a_purchase_whose_answer_was_lost_is_sent_again_on_another_address_and_s
             .unwrap(),
     ];
     let mut route = ticket_stack::rush::Route::new(&targets, 0, Duration::from_secs(5), 3);
-    let key = [(
-        HeaderName::from_static("idempotency-key"),
-        HeaderValue::from_static("lost-answer-1"),
-    )];
+    let key = [
+        (
+            HeaderName::from_static("idempotency-key"),
+            HeaderValue::from_static("lost-answer-1"),
+        ),
+        (http::header::AUTHORIZATION, session(&s, "ann@example.org")),
+    ];
     let mut failed = Vec::new();
     let (status, body) = route
         .send(
             &Method::POST,
             |prefix| format!("{prefix}/events/{}/purchases", event.id),
             &key,
-            &Bytes::from_static(br#"{"buyer":"ann","quantity":3}"#),
+            &Bytes::from_static(br#"{"quantity":3}"#),
             true,
             |a| failed.push(a.answer.is_err()),
         )

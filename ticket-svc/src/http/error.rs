@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::access::AccessError;
 use crate::domain::DomainError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
@@ -65,6 +66,14 @@ pub enum AppError {
     /// A readiness dependency is down.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// A credential was missing or refused, or a login could not go on.
+    #[error("{0}")]
+    Access(#[from] AccessError),
+    /// A purchase body that names its buyer: the buyer is the session's.
+    #[error(
+        "the buyer is the one the session names: drop `buyer` from the body and send Authorization: Bearer SESSION"
+    )]
+    BuyerInBody,
 }
 
 #[derive(Serialize)]
@@ -94,6 +103,23 @@ impl AppError {
             }
             Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
             Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Self::BuyerInBody => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::Access(e) => match e {
+                AccessError::BadEmail { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+                AccessError::Unauthenticated { .. } => {
+                    (StatusCode::UNAUTHORIZED, "unauthenticated")
+                }
+                AccessError::BadSession(_) => (StatusCode::UNAUTHORIZED, "bad_session"),
+                AccessError::BadLogin(_) => (StatusCode::UNAUTHORIZED, "bad_login"),
+                AccessError::WrongCode => (StatusCode::UNAUTHORIZED, "wrong_code"),
+                AccessError::TooManyAttempts => {
+                    (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+                }
+                AccessError::NotOrganizer => (StatusCode::FORBIDDEN, "not_organizer"),
+                AccessError::OrganizerDisabled => (StatusCode::FORBIDDEN, "organizer_disabled"),
+                AccessError::CodeNotSent(_) => (StatusCode::SERVICE_UNAVAILABLE, "code_not_sent"),
+                AccessError::NoRandomness => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
         }
     }
 }
@@ -124,6 +150,13 @@ impl IntoResponse for AppError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: the scheme a 401 wants.
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ticketrush\""),
+            );
         }
         resp
     }

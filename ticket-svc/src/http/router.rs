@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::server::{ServeConfig, serve};
 use super::state::{ApiConfig, ApiState};
-use super::{routes, track};
+use super::{access, routes, track};
+use crate::access::Access;
 use crate::metrics::Metrics;
 use crate::queue::PurchaseQueue;
 use crate::store::Store;
@@ -52,19 +53,31 @@ pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
         "/purchases/{id}",
         get(routes::show_purchase::<S, Q>),
     );
+    let router = route(router, "/login", post(access::start_login::<S, Q>));
+    let router = route(router, "/sessions", post(access::create_session::<S, Q>));
     let router = route(router, "/healthz", get(routes::healthz::<S, Q>));
-    let router = route(router, "/metrics", get(routes::metrics::<S, Q>));
     router
         .fallback_service(any(routes::not_found).layer(layers(track::UNMATCHED)))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled, then drains. A configuration out
-/// of range is an `InvalidInput` error before anything is served.
+/// Where an API listens: the public listener (buyers, through the balancer) and, apart from it,
+/// the operators' `/metrics` listener (none: metrics are not served).
+#[derive(Debug)]
+pub struct ApiListeners {
+    /// The API's routes.
+    pub public: TcpListener,
+    /// `GET /metrics` only, for the operators' network.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Serves the API on its listeners until `shutdown` is cancelled, then drains. A configuration
+/// out of range is an `InvalidInput` error before anything is served.
 pub async fn run_api<S: Store, Q: PurchaseQueue>(
-    listener: TcpListener,
+    listeners: ApiListeners,
     store: Arc<S>,
     queue: Arc<Q>,
+    access: Access,
     api: ApiConfig,
     serve_config: ServeConfig,
     shutdown: CancellationToken,
@@ -75,6 +88,20 @@ pub async fn run_api<S: Store, Q: PurchaseQueue>(
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     store.register_read_metrics(&mut registry);
-    let state = ApiState::new(store, queue, metrics, Arc::new(registry), api);
-    serve(listener, router(state), serve_config, shutdown).await
+    let state = ApiState::new(store, queue, metrics, Arc::new(access), api);
+    let metrics_server = async {
+        if let Some(l) = listeners.metrics {
+            plumbing::metrics::serve(l, Arc::new(registry), || {}, shutdown.clone()).await;
+        }
+    };
+    let (served, ()) = tokio::join!(
+        serve(
+            listeners.public,
+            router(state),
+            serve_config,
+            shutdown.clone()
+        ),
+        metrics_server
+    );
+    served
 }

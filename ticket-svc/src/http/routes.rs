@@ -11,8 +11,10 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 
+use super::access::{Buyer, Organizer};
+use super::body::{body_bytes, parse_json};
 use super::error::AppError;
 use super::state::ApiState;
 use crate::domain::{
@@ -31,12 +33,14 @@ struct CreateEventBody {
     max_per_buyer: i64,
 }
 
-/// `POST /events/{id}/purchases` body.
+/// `POST /events/{id}/purchases` body. The buyer is the session's; `buyer` is accepted only to
+/// tell a client of the old API so.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreatePurchaseBody {
-    buyer: String,
     quantity: i64,
+    #[serde(default)]
+    buyer: Option<serde::de::IgnoredAny>,
 }
 
 /// An event as `POST /events` and `GET /events/{id}` show it.
@@ -99,20 +103,6 @@ impl<'a> From<&'a Purchase> for PurchaseView<'a> {
     }
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, AppError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::BodyTooLarge { limit_bytes: limit }
-        } else {
-            AppError::BadBody(rejection.body_text())
-        }
-    })
-}
-
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
-    serde_json::from_slice(body).map_err(|e| AppError::BadJson(e.to_string()))
-}
-
 fn status_url(id: PurchaseId) -> String {
     format!("/purchases/{id}")
 }
@@ -164,6 +154,7 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
 
 pub(super) async fn create_event<S: Store, Q: PurchaseQueue>(
     State(st): State<ApiState<S, Q>>,
+    _: Organizer,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let body = body_bytes(body, st.config.max_body_bytes)?;
@@ -204,14 +195,18 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
 pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
     State(st): State<ApiState<S, Q>>,
     Path(id): Path<String>,
+    Buyer(buyer): Buyer,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let event_id: EventId = id.parse().map_err(|_| AppError::EventNotFound)?;
     let body = body_bytes(body, st.config.max_body_bytes)?;
     let raw: CreatePurchaseBody = parse_json(&body)?;
+    if raw.buyer.is_some() {
+        return Err(AppError::BuyerInBody);
+    }
     let (event, shard) = st.known_event(event_id).await?;
-    let request = PurchaseRequest::new(&raw.buyer, raw.quantity, &event)?;
+    let request = PurchaseRequest::new(buyer.as_str(), raw.quantity, &event)?;
     let key = match key.as_ref() {
         None => None,
         Some(v) => {
@@ -333,26 +328,6 @@ pub(super) async fn healthz<S: Store, Q: PurchaseQueue>(
         }
     }
     Ok(Json(Health { status: "ok" }).into_response())
-}
-
-pub(super) async fn metrics<S: Store, Q: PurchaseQueue>(
-    State(st): State<ApiState<S, Q>>,
-) -> Response {
-    encode_registry(&st.registry)
-}
-
-fn encode_registry(registry: &prometheus_client::registry::Registry) -> Response {
-    match plumbing::metrics::encode(registry) {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, plumbing::metrics::CONTENT_TYPE)],
-            text,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not encode metrics");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
 }
 
 pub(super) async fn not_found() -> AppError {

@@ -1,12 +1,11 @@
-//! What every handler shares: [`ApiConfig`] and [`ApiState`] (the store, the queue, metrics and
-//! the event cache behind one `Arc`).
+//! What every handler shares: [`ApiConfig`] and [`ApiState`] (the store, the queue, metrics, the
+//! gatekeeper and the event cache behind one `Arc`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
-
+use crate::access::Access;
 use crate::config_error::ConfigError;
 use crate::domain::{Event, EventId};
 use crate::metrics::Metrics;
@@ -86,7 +85,7 @@ pub struct Shared<S, Q> {
     pub(super) store: Arc<S>,
     pub(super) queue: Arc<Q>,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) registry: Arc<Registry>,
+    pub(super) access: Arc<Access>,
     pub(super) config: ApiConfig,
     /// Events seen, with their shard (both immutable once the event exists).
     pub(super) events: Mutex<HashMap<EventId, (Arc<Event>, u8)>>,
@@ -107,19 +106,19 @@ impl<S, Q> std::ops::Deref for ApiState<S, Q> {
 }
 
 impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
-    /// State over a store, a queue, metrics (registered in `registry`, which `/metrics` shows).
+    /// State over a store, a queue, metrics and the gatekeeper.
     pub fn new(
         store: Arc<S>,
         queue: Arc<Q>,
         metrics: Arc<Metrics>,
-        registry: Arc<Registry>,
+        access: Arc<Access>,
         config: ApiConfig,
     ) -> Self {
         Self(Arc::new(Shared {
             store,
             queue,
             metrics,
-            registry,
+            access,
             config,
             events: Mutex::new(HashMap::new()),
         }))

@@ -7,15 +7,18 @@ use serde_json::json;
 use ticket_svc::http::ApiConfig;
 use ticket_svc::queue::{MemoryQueueConfig, PurchaseQueue};
 
-use ticket_svc::testing::{call, create_event, get, post_json, start_api, test_deps};
+use ticket_svc::testing::{
+    buyer_id_of, call, create_event, get, organizer, post_json_as, session_of, start_api, test_deps,
+};
 
 #[tokio::test]
 async fn events_are_created_201_and_read_back() {
     let b = test_deps(MemoryQueueConfig::default()).await;
     let api = start_api(&b, ApiConfig::default()).await;
-    let r = post_json(
+    let r = post_json_as(
         api.addr,
         "/events",
+        &organizer(),
         json!({"name": "DJ night", "tickets": 500, "max_per_buyer": 4}),
     )
     .await;
@@ -68,12 +71,19 @@ async fn bad_event_requests_get_400_naming_the_problem() {
         ),
     ];
     for (body, word) in cases {
-        let r = post_json(api.addr, "/events", body.clone()).await;
+        let r = post_json_as(api.addr, "/events", &organizer(), body.clone()).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
         let msg = r.json["message"].as_str().unwrap();
         assert!(msg.contains(word), "{body}: {msg:?} should name {word:?}");
     }
-    let r = call(api.addr, Method::POST, "/events", &[], "{not json").await;
+    let r = call(
+        api.addr,
+        Method::POST,
+        "/events",
+        &[("authorization", &organizer())],
+        "{not json",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json["error"], "bad_json");
     api.stop().await;
@@ -85,20 +95,20 @@ async fn a_purchase_is_202_with_its_place_in_line_and_pending_until_decided() {
     let api = start_api(&b, ApiConfig::default()).await;
     let event = create_event(api.addr, 10, 4).await;
     let path = format!("/events/{event}/purchases");
-    let first = post_json(api.addr, &path, json!({"buyer": "ann", "quantity": 2})).await;
+    let first = post_json_as(api.addr, &path, &session_of("ann"), json!({"quantity": 2})).await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
     assert_eq!(first.json["status"], "pending");
     assert_eq!(first.json["position"], 0);
     let id = first.json["purchase_id"].as_str().unwrap().to_owned();
     assert_eq!(first.json["status_url"], format!("/purchases/{id}"));
-    let second = post_json(api.addr, &path, json!({"buyer": "bob", "quantity": 1})).await;
+    let second = post_json_as(api.addr, &path, &session_of("bob"), json!({"quantity": 1})).await;
     assert_eq!(second.json["position"], 1);
 
     let p = get(api.addr, &format!("/purchases/{id}")).await;
     assert_eq!(p.status, StatusCode::OK);
     assert_eq!(
         p.json,
-        json!({"purchase_id": id, "event_id": event, "buyer": "ann", "quantity": 2, "position": 0, "status": "pending"})
+        json!({"purchase_id": id, "event_id": event, "buyer": buyer_id_of("ann"), "quantity": 2, "position": 0, "status": "pending"})
     );
     assert_eq!(b.queue.stats().purchases_lag, 2);
     api.stop().await;
@@ -118,40 +128,44 @@ async fn bad_purchases_get_4xx_naming_the_problem() {
     let event = create_event(api.addr, 10, 4).await;
     let path = format!("/events/{event}/purchases");
     let cases = [
-        (json!({"buyer": "a", "quantity": 0}), "quantity"),
-        (json!({"buyer": "a", "quantity": -3}), "quantity"),
-        (
-            json!({"buyer": "a", "quantity": 5}),
-            "quantity must be between 1 and 4",
-        ),
-        (json!({"buyer": "a", "quantity": 1.5}), "floating point"),
-        (json!({"buyer": "a"}), "missing field `quantity`"),
-        (
-            json!({"buyer": "a", "quantity": 1, "vip": true}),
-            "unknown field `vip`",
-        ),
-        (json!({"buyer": "", "quantity": 1}), "buyer"),
+        (json!({"quantity": 0}), "quantity"),
+        (json!({"quantity": -3}), "quantity"),
+        (json!({"quantity": 5}), "quantity must be between 1 and 4"),
+        (json!({"quantity": 1.5}), "floating point"),
+        (json!({}), "missing field `quantity`"),
+        (json!({"quantity": 1, "vip": true}), "unknown field `vip`"),
+        // The buyer is the session's: a body naming one is told so.
+        (json!({"buyer": "a", "quantity": 1}), "drop `buyer`"),
     ];
+    let session = session_of("a");
     for (body, words) in cases {
-        let r = post_json(api.addr, &path, body.clone()).await;
+        let r = post_json_as(api.addr, &path, &session, body.clone()).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
         let msg = r.json["message"].as_str().unwrap();
         assert!(msg.contains(words), "{body}: {msg:?} should say {words:?}");
     }
-    let r = call(api.addr, Method::POST, &path, &[], "[1,2").await;
+    let r = call(
+        api.addr,
+        Method::POST,
+        &path,
+        &[("authorization", &session)],
+        "[1,2",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json["error"], "bad_json");
 
-    let huge = json!({"buyer": "x".repeat(4096), "quantity": 1});
-    let r = post_json(api.addr, &path, huge).await;
+    let huge = json!({"quantity": 1, "pad": "x".repeat(4096)});
+    let r = post_json_as(api.addr, &path, &session, huge).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.json["error"], "body_too_large");
     assert!(r.json["message"].as_str().unwrap().contains("1024"));
 
-    let r = post_json(
+    let r = post_json_as(
         api.addr,
         "/events/424242/purchases",
-        json!({"buyer": "a", "quantity": 1}),
+        &session_of("a"),
+        json!({"quantity": 1}),
     )
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -159,8 +173,11 @@ async fn bad_purchases_get_4xx_naming_the_problem() {
         api.addr,
         Method::POST,
         &path,
-        &[("idempotency-key", "has space")],
-        json!({"buyer": "a", "quantity": 1}).to_string(),
+        &[
+            ("idempotency-key", "has space"),
+            ("authorization", &session),
+        ],
+        json!({"quantity": 1}).to_string(),
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -200,15 +217,16 @@ async fn a_repeated_idempotency_key_answers_the_first_purchase_across_instances(
     let two = start_api(&b, ApiConfig::default()).await;
     let event = create_event(one.addr, 10, 4).await;
     let path = format!("/events/{event}/purchases");
+    let session = session_of("ann");
     let send = |addr, key: &'static str, quantity: u32| {
-        let path = path.clone();
+        let (path, session) = (path.clone(), session.clone());
         async move {
             call(
                 addr,
                 Method::POST,
                 &path,
-                &[("idempotency-key", key)],
-                json!({"buyer": "ann", "quantity": quantity}).to_string(),
+                &[("idempotency-key", key), ("authorization", &session)],
+                json!({"quantity": quantity}).to_string(),
             )
             .await
         }
@@ -237,10 +255,11 @@ async fn a_down_queue_gets_503_with_retry_after_and_nothing_queued() {
     let api = start_api(&b, ApiConfig::default()).await;
     let event = create_event(api.addr, 10, 4).await;
     b.queue.set_available(false);
-    let r = post_json(
+    let r = post_json_as(
         api.addr,
         &format!("/events/{event}/purchases"),
-        json!({"buyer": "a", "quantity": 1}),
+        &session_of("a"),
+        json!({"quantity": 1}),
     )
     .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -269,10 +288,11 @@ async fn a_slow_queue_gets_503_within_the_enqueue_timeout() {
     let event = create_event(api.addr, 10, 4).await;
     b.queue.set_enqueue_delay(Duration::from_secs(30));
     let started = Instant::now();
-    let r = post_json(
+    let r = post_json_as(
         api.addr,
         &format!("/events/{event}/purchases"),
-        json!({"buyer": "a", "quantity": 1}),
+        &session_of("a"),
+        json!({"quantity": 1}),
     )
     .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -294,10 +314,11 @@ async fn healthz_and_metrics_answer() {
     assert_eq!(h.status, StatusCode::OK);
     assert_eq!(h.json["status"], "ok");
     let event = create_event(api.addr, 10, 4).await;
-    post_json(
+    post_json_as(
         api.addr,
         &format!("/events/{event}/purchases"),
-        json!({"buyer": "a", "quantity": 1}),
+        &session_of("a"),
+        json!({"quantity": 1}),
     )
     .await;
     assert_eq!(
@@ -306,14 +327,17 @@ async fn healthz_and_metrics_answer() {
     );
     let wrong_method = call(api.addr, Method::DELETE, "/events", &[], Vec::new()).await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
-    let m = get(api.addr, "/metrics").await;
+    // Metrics are for the operators' listener, not the public one.
+    let public = get(api.addr, "/metrics").await;
+    assert_eq!(public.status, StatusCode::NOT_FOUND);
+    let m = get(api.metrics_addr, "/metrics").await;
     assert_eq!(m.status, StatusCode::OK);
     for name in [
         "ticket_http_requests_total{route=\"/events/{id}/purchases\",status=\"202\"} 1",
         "ticket_http_requests_total{route=\"/events\",status=\"201\"} 1",
         "ticket_http_requests_total{route=\"/events\",status=\"405\"} 1",
         "ticket_http_requests_total{route=\"/healthz\",status=\"200\"} 1",
-        "ticket_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+        "ticket_http_requests_total{route=\"unmatched\",status=\"404\"} 2",
         "ticket_http_request_duration_seconds_count{route=\"/events/{id}/purchases\"} 1",
         "ticket_purchases_accepted_total 1",
         "ticket_queue_enqueue_duration_seconds_count 1",
@@ -336,10 +360,11 @@ async fn shutdown_lets_an_in_flight_purchase_finish() {
     b.queue.set_enqueue_delay(Duration::from_millis(300));
     let addr = api.addr;
     let inflight = tokio::spawn(async move {
-        post_json(
+        post_json_as(
             addr,
             &format!("/events/{event}/purchases"),
-            json!({"buyer": "a", "quantity": 1}),
+            &session_of("a"),
+            json!({"quantity": 1}),
         )
         .await
     });
@@ -380,7 +405,7 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_broker_gets_503_with_retry_after_promptly_and_a_restarted_one_202() {
     use std::sync::Arc;
-    use ticket_svc::http::{ServeConfig, run_api};
+    use ticket_svc::http::{ApiListeners, ServeConfig, run_api};
     use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
     use tokio_util::sync::CancellationToken;
 
@@ -399,9 +424,13 @@ async fn a_stopped_broker_gets_503_with_retry_after_promptly_and_a_restarted_one
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(run_api(
-        listener,
+        ApiListeners {
+            public: listener,
+            metrics: None,
+        },
         Arc::new(store),
         Arc::new(queue),
+        ticket_svc::testing::test_access(),
         ApiConfig {
             enqueue_timeout: config.enqueue_timeout,
             ..Default::default()
@@ -411,12 +440,12 @@ async fn a_stopped_broker_gets_503_with_retry_after_promptly_and_a_restarted_one
     ));
     let event = create_event(addr, 10, 4).await;
     let path = format!("/events/{event}/purchases");
-    let ok = post_json(addr, &path, json!({"buyer": "a", "quantity": 1})).await;
+    let ok = post_json_as(addr, &path, &session_of("a"), json!({"quantity": 1})).await;
     assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.text);
 
     let data = broker.stop().await;
     let started = Instant::now();
-    let r = post_json(addr, &path, json!({"buyer": "b", "quantity": 1})).await;
+    let r = post_json_as(addr, &path, &session_of("b"), json!({"quantity": 1})).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
     assert_eq!(r.headers.get("retry-after").unwrap(), "1");
     assert!(
@@ -433,7 +462,7 @@ async fn a_stopped_broker_gets_503_with_retry_after_promptly_and_a_restarted_one
     let _again = broker::testing::TestBroker::start_in(data, |c| c.listen = broker_addr).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = post_json(addr, &path, json!({"buyer": "c", "quantity": 1})).await;
+        let r = post_json_as(addr, &path, &session_of("c"), json!({"quantity": 1})).await;
         if r.status == StatusCode::ACCEPTED {
             break;
         }

@@ -3,6 +3,7 @@
 // Helpers here are test code too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod api;
 mod broker_queue;
 mod queue_contract;

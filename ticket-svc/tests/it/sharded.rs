@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use serde_json::json;
 use ticket_svc::domain::{
     EventId, EventSpec, IdempotencyKey, Ledger, PurchaseId, PurchaseStatus, QueuedJob,
     RejectReason, decide_in_order,
@@ -18,9 +17,7 @@ use ticket_svc::domain::{
 use ticket_svc::http::ApiConfig;
 use ticket_svc::queue::{MemoryQueue, MemoryQueueConfig};
 use ticket_svc::store::{AnyStore, ShardedStore, Store, StoreError};
-use ticket_svc::testing::{
-    create_event, get, pg_client, post_json, queued, start_api_over, with_database,
-};
+use ticket_svc::testing::{create_event, get, pg_client, queued, start_api_over, with_database};
 use ticket_svc::worker::{WorkerConfig, run_workers};
 use tokio_util::sync::CancellationToken;
 
@@ -555,27 +552,22 @@ async fn the_api_and_a_worker_over_shards_answer_purchases_on_every_shard() {
     };
     let store = Arc::new(AnyStore::open_all(&dbs.urls()).await.unwrap());
     let queue = Arc::new(MemoryQueue::new(MemoryQueueConfig::default()));
-    let api = start_api_over(Arc::clone(&store), Arc::clone(&queue), ApiConfig::default()).await;
+    let api = start_api_over(
+        Arc::clone(&store),
+        Arc::clone(&queue),
+        ApiConfig::default(),
+        ticket_svc::testing::test_access(),
+    )
+    .await;
     let first = create_event(api.addr, 10, 4).await;
     let second = create_event(api.addr, 10, 4).await;
     let shard_of = |id: i64| u8::try_from(id % 2).unwrap();
 
     let mut ids = Vec::new();
     for event in [first, second] {
-        let path = format!("/events/{event}/purchases");
-        let plain = post_json(api.addr, &path, json!({"buyer": "ann", "quantity": 2})).await;
+        let plain = ticket_svc::testing::buy(api.addr, event, "ann", 2, None).await;
         assert_eq!(plain.status, StatusCode::ACCEPTED, "{}", plain.text);
-        let keyed = ticket_svc::testing::call(
-            api.addr,
-            http::Method::POST,
-            &path,
-            &[
-                ("content-type", "application/json"),
-                ("idempotency-key", "k-1"),
-            ],
-            json!({"buyer": "bob", "quantity": 1}).to_string(),
-        )
-        .await;
+        let keyed = ticket_svc::testing::buy(api.addr, event, "bob", 1, Some("k-1")).await;
         assert_eq!(keyed.status, StatusCode::ACCEPTED, "{}", keyed.text);
         for r in [plain, keyed] {
             let id: PurchaseId = r.json["purchase_id"].as_str().unwrap().parse().unwrap();

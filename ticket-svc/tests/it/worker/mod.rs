@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +22,7 @@ use ticket_svc::queue::{JobConsumer, Lane, MemoryQueue, MemoryQueueConfig, Purch
 use ticket_svc::store::{SqliteStore, Store, StoreError};
 use ticket_svc::worker::{Worker, WorkerConfig};
 
-use ticket_svc::testing::{create_event, get, post_json, start_api, test_deps};
+use ticket_svc::testing::{create_event, get, start_api, test_deps};
 
 mod store_failures;
 
@@ -419,12 +418,8 @@ async fn purchases_through_the_api_reach_a_final_state_without_oversell() {
     let event = create_event(api.addr, 20, 4).await;
     let mut ids = Vec::new();
     for i in 0..40 {
-        let r = post_json(
-            api.addr,
-            &format!("/events/{event}/purchases"),
-            json!({"buyer": format!("b{}", i % 15), "quantity": 1 + i % 3}),
-        )
-        .await;
+        let r = ticket_svc::testing::buy(api.addr, event, &format!("b{}", i % 15), 1 + i % 3, None)
+            .await;
         assert_eq!(r.status, 202, "{}", r.text);
         ids.push(r.json["purchase_id"].as_str().unwrap().to_owned());
     }
