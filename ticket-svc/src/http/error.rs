@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::access::AccessError;
-use crate::domain::DomainError;
+use crate::domain::{DomainError, UnixMillis};
 use crate::queue::QueueError;
 use crate::store::StoreError;
 
@@ -69,6 +69,18 @@ pub enum AppError {
     /// A credential was missing or refused, or a login could not go on.
     #[error("{0}")]
     Access(#[from] AccessError),
+    /// A purchase before the event's sale opens.
+    #[error("the sale has not opened: it opens at {opens_at}")]
+    SaleNotOpen {
+        /// When it opens.
+        opens_at: UnixMillis,
+    },
+    /// A purchase after the event's sale closed.
+    #[error("the sale closed at {closes_at}")]
+    SaleClosed {
+        /// When it closed.
+        closes_at: UnixMillis,
+    },
     /// A purchase body that names its buyer: the buyer is the session's.
     #[error(
         "the buyer is the one the session names: drop `buyer` from the body and send Authorization: Bearer SESSION"
@@ -104,6 +116,8 @@ impl AppError {
             Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
             Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::BuyerInBody => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::SaleNotOpen { .. } => (StatusCode::FORBIDDEN, "sale_not_open"),
+            Self::SaleClosed { .. } => (StatusCode::FORBIDDEN, "sale_closed"),
             Self::Access(e) => match e {
                 AccessError::BadEmail { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
                 AccessError::Unauthenticated { .. } => {

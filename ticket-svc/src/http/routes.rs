@@ -19,18 +19,23 @@ use super::error::AppError;
 use super::state::ApiState;
 use crate::domain::{
     Event, EventId, EventSpec, IdempotencyKey, Position, Purchase, PurchaseId, PurchaseJob,
-    PurchaseRequest, QueuedJob,
+    PurchaseRequest, QueuedJob, SaleState, SaleWindow, UnixMillis,
 };
 use crate::queue::PurchaseQueue;
 use crate::store::{Store, StoreError};
 
-/// `POST /events` body.
+/// `POST /events` body. Without `opens_at` an event is on sale from its creation; without
+/// `closes_at`, until it sells out.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateEventBody {
     name: String,
     tickets: i64,
     max_per_buyer: i64,
+    #[serde(default)]
+    opens_at: Option<UnixMillis>,
+    #[serde(default)]
+    closes_at: Option<UnixMillis>,
 }
 
 /// `POST /events/{id}/purchases` body. The buyer is the session's; `buyer` is accepted only to
@@ -52,6 +57,8 @@ struct EventView<'a> {
     max_per_buyer: u32,
     sold: u32,
     remaining: u32,
+    opens_at: Option<UnixMillis>,
+    closes_at: Option<UnixMillis>,
 }
 
 impl<'a> From<&'a Event> for EventView<'a> {
@@ -63,6 +70,8 @@ impl<'a> From<&'a Event> for EventView<'a> {
             max_per_buyer: e.max_per_buyer,
             sold: e.sold,
             remaining: e.remaining(),
+            opens_at: e.window.opens_at(),
+            closes_at: e.window.closes_at(),
         }
     }
 }
@@ -159,7 +168,8 @@ pub(super) async fn create_event<S: Store, Q: PurchaseQueue>(
 ) -> Result<Response, AppError> {
     let body = body_bytes(body, st.config.max_body_bytes)?;
     let raw: CreateEventBody = parse_json(&body)?;
-    let spec = EventSpec::new(&raw.name, raw.tickets, raw.max_per_buyer)?;
+    let spec = EventSpec::new(&raw.name, raw.tickets, raw.max_per_buyer)?
+        .with_window(SaleWindow::new(raw.opens_at, raw.closes_at)?);
     let event = st.bounded(st.store.create_event(&spec)).await?;
     let mut resp = (StatusCode::CREATED, Json(EventView::from(&event))).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/events/{}", event.id)) {
@@ -206,6 +216,12 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
         return Err(AppError::BuyerInBody);
     }
     let (event, shard) = st.known_event(event_id).await?;
+    // The API's clock decides: before `opens_at` or from `closes_at` on, nothing is queued.
+    match event.window.state_at(UnixMillis::now()) {
+        SaleState::Open => {}
+        SaleState::NotOpen { opens_at } => return Err(AppError::SaleNotOpen { opens_at }),
+        SaleState::Closed { closes_at } => return Err(AppError::SaleClosed { closes_at }),
+    }
     let request = PurchaseRequest::new(buyer.as_str(), raw.quantity, &event)?;
     let key = match key.as_ref() {
         None => None,

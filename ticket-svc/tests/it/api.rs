@@ -33,7 +33,7 @@ async fn events_are_created_201_and_read_back() {
     assert_eq!(g.status, StatusCode::OK);
     assert_eq!(
         g.json,
-        json!({"id": id, "name": "DJ night", "tickets": 500, "max_per_buyer": 4, "sold": 0, "remaining": 500})
+        json!({"id": id, "name": "DJ night", "tickets": 500, "max_per_buyer": 4, "sold": 0, "remaining": 500, "opens_at": null, "closes_at": null})
     );
     for missing in ["/events/999999", "/events/abc", "/events/-1"] {
         let r = get(api.addr, missing).await;
@@ -471,4 +471,82 @@ async fn a_stopped_broker_gets_503_with_retry_after_promptly_and_a_restarted_one
     }
     shutdown.cancel();
     server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_sale_window_refuses_purchases_before_it_opens_and_after_it_closes() {
+    let b = test_deps(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    let create = |window: serde_json::Value| {
+        let mut body = json!({"name": "DJ night", "tickets": 10, "max_per_buyer": 4});
+        if let (Some(body), Some(window)) = (body.as_object_mut(), window.as_object()) {
+            body.extend(window.clone());
+        }
+        async move { post_json_as(api.addr, "/events", &organizer(), body).await }
+    };
+    let future = create(json!({"opens_at": "2999-01-01T18:00:00+01:00"})).await;
+    assert_eq!(future.status, StatusCode::CREATED, "{}", future.text);
+    assert_eq!(future.json["opens_at"], "2999-01-01T17:00:00.000Z");
+    assert_eq!(future.json["closes_at"], serde_json::Value::Null);
+    let past = create(json!({
+        "opens_at": "2001-01-01T00:00:00Z",
+        "closes_at": "2002-01-01T00:00:00Z"
+    }))
+    .await;
+    assert_eq!(past.status, StatusCode::CREATED, "{}", past.text);
+    let open = create(json!({"opens_at": "2001-01-01T00:00:00Z"})).await;
+
+    let session = session_of("ann");
+    let buy_in = |event: &serde_json::Value| {
+        let path = format!("/events/{}/purchases", event["id"]);
+        let session = session.clone();
+        async move { post_json_as(api.addr, &path, &session, json!({"quantity": 1})).await }
+    };
+    let early = buy_in(&future.json).await;
+    assert_eq!(early.status, StatusCode::FORBIDDEN, "{}", early.text);
+    assert_eq!(early.json["error"], "sale_not_open");
+    assert!(
+        early.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("2999-01-01T17:00:00.000Z"),
+        "{}",
+        early.text
+    );
+    let late = buy_in(&past.json).await;
+    assert_eq!(late.status, StatusCode::FORBIDDEN);
+    assert_eq!(late.json["error"], "sale_closed");
+    assert!(
+        late.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("2002-01-01")
+    );
+    assert_eq!(b.queue.stats().purchases_lag, 0, "nothing was queued");
+    assert_eq!(buy_in(&open.json).await.status, StatusCode::ACCEPTED);
+    // The window reads back with the event.
+    let g = get(api.addr, &format!("/events/{}", past.json["id"])).await;
+    assert_eq!(g.json["closes_at"], "2002-01-01T00:00:00.000Z");
+
+    for (window, word) in [
+        (json!({"opens_at": "tomorrow"}), "RFC 3339"),
+        (json!({"opens_at": "2026-12-24T18:00:00"}), "RFC 3339"),
+        (
+            json!({"opens_at": "1999-12-31T23:00:00Z"}),
+            "opens_at must be between",
+        ),
+        (
+            json!({"opens_at": "2030-01-01T00:00:00Z", "closes_at": "2030-01-01T00:00:00Z"}),
+            "closes_at must be after opens_at",
+        ),
+    ] {
+        let r = create(window.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{window}: {}", r.text);
+        assert!(
+            r.json["message"].as_str().unwrap().contains(word),
+            "{window}: {}",
+            r.text
+        );
+    }
+    api.stop().await;
 }
