@@ -7,12 +7,14 @@
 //! [`MemoryQueue`] implements the same contract for tests.
 //!
 //! Layout: `contract` (the traits, the rules every implementation keeps, and the values they
-//! pass), `error` ([`QueueError`]), `broker_queue` and `memory` (the two implementations).
+//! pass), `error` ([`QueueError`]), `broker_queue` and `memory` (the two implementations),
+//! `producer` (the API's pool of producing connections, which the waiting room's line shares).
 
 mod broker_queue;
 mod contract;
 mod error;
 mod memory;
+pub(crate) mod producer;
 
 pub use broker_queue::{BrokerConsumer, BrokerQueue, BrokerQueueConfig};
 pub use contract::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};

@@ -7,27 +7,21 @@
 //! - Dead letters are in `purchases.dlq`, read by the shared group `workers-dlq`; their original
 //!   position and the reason travel in the broker's `x-dlq-*` headers. That group retries a dead
 //!   letter until its purchase is marked failed (it never dead-letters one again).
-//! - The API keeps a small pool of connections, each with a producer task, all fed from one
-//!   queue. Normally one Produce is in flight per API: the jobs that arrive while it is out wait
-//!   for its answer and then go out together in the next one (natural batching, no linger: an
-//!   idle API sends a lone job at once). A Produce is answered after the broker's next fsync, and
-//!   every Produce that reaches a partition during one fsync shares the next, so sending more at
-//!   once buys no latency; it only multiplies the frames, hand-offs and answers per job. Another
-//!   connection sends at once only when a full batch is waiting or the jobs have waited
-//!   [`STALLED_PRODUCE`] for the Produce in flight (a stuck connection does not hold the line).
-//!   A broken connection is replaced on next use; every enqueue has a deadline, so a slow or
-//!   dead broker is a prompt `Unavailable`, never a hang.
+//! - The API produces through a small pool of connections that batches what arrives while a
+//!   Produce is out (see `producer`); every enqueue has a deadline, so a slow or dead broker is
+//!   a prompt `Unavailable`, never a hang.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use broker::client::{Client, ClientConfig, ClientError, Consumer};
 use broker::engine::delivery_id;
-use broker::protocol::{FetchMode, ProduceAck, Record};
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use broker::protocol::{FetchMode, Record};
+use tokio::sync::Mutex;
 
 use super::contract::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
 use super::error::QueueError;
+use super::producer::{Producer, live_client, unavailable};
 use crate::config_error::ConfigError;
 use crate::domain::{Position, PurchaseJob, QueuedJob};
 
@@ -125,7 +119,9 @@ impl BrokerQueueConfig {
         format!("{}{}", self.topic, broker::engine::DLQ_SUFFIX)
     }
 
-    fn client_config(&self, connect_timeout: Duration) -> ClientConfig {
+    /// A broker client's settings for these: address, token, and a request deadline of the
+    /// enqueue timeout (at least 5 s), connecting within `connect_timeout`.
+    pub fn client_config(&self, connect_timeout: Duration) -> ClientConfig {
         let mut c = ClientConfig::new(self.addr.clone()).with_token(self.token.clone());
         c.client_id = format!("ticket-svc/{}", env!("CARGO_PKG_VERSION"));
         c.connect_timeout = connect_timeout;
@@ -134,37 +130,17 @@ impl BrokerQueueConfig {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> QueueError {
-    QueueError::Unavailable {
-        reason: e.to_string(),
-    }
-}
-
-/// How long a producer waits before sending jobs again after a retriable failure.
-const RESEND_BACKOFF: Duration = Duration::from_millis(50);
-/// The most jobs one Produce carries.
-const MAX_PRODUCE_BATCH: usize = 256;
-/// How long jobs wait for the Produce in flight before another connection sends them anyway.
-/// A Produce normally takes one or two fsyncs (about a millisecond on a local SSD); past this
-/// its connection is probably stuck, and the jobs behind it should not share its fate.
-pub const STALLED_PRODUCE: Duration = Duration::from_millis(10);
 /// The pause between tries of [`BrokerQueue::connect`] while the broker says to retry.
 const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// Jobs waiting for a free connection before enqueuers wait (their deadline still holds).
-const BATCH_QUEUE: usize = 4_096;
-
-/// One job waiting for the next free connection's Produce.
-struct PendingJob {
-    record: Record,
-    reply: oneshot::Sender<Result<ProduceAck, QueueError>>,
-}
 
 /// The broker as a [`PurchaseQueue`].
 #[derive(Debug)]
 pub struct BrokerQueue {
     config: BrokerQueueConfig,
-    /// The jobs waiting for a producer (one per pooled connection).
-    jobs: mpsc::Sender<PendingJob>,
+    /// The producing connections.
+    producer: Producer,
+    /// The purchases topic, as the producer takes it.
+    topic: Arc<str>,
     /// The connection readiness probes use (and the one `connect` made the topic with).
     probe: Mutex<Option<Client>>,
 }
@@ -196,20 +172,15 @@ impl BrokerQueue {
                 Err(e) => return Err(unavailable(e)),
             }
         };
-        let (jobs, waiting) = mpsc::channel(BATCH_QUEUE);
-        let waiting = Arc::new(Mutex::new(waiting));
-        let (in_flight, _) = watch::channel(0usize);
-        let in_flight = Arc::new(in_flight);
-        for _ in 0..config.connections.max(1) {
-            tokio::spawn(run_producer(
-                config.clone(),
-                Arc::clone(&waiting),
-                Arc::clone(&in_flight),
-            ));
-        }
+        let producer = Producer::start(
+            config.client_config(config.enqueue_timeout),
+            config.connections,
+            config.enqueue_timeout,
+        );
         Ok(Self {
+            topic: Arc::from(config.topic.as_str()),
             config,
-            jobs,
+            producer,
             probe: Mutex::new(Some(first)),
         })
     }
@@ -222,138 +193,11 @@ impl BrokerQueue {
     /// The probe connection, replacing a broken one (with a short connect deadline).
     async fn probe_client(&self) -> Result<Client, QueueError> {
         let mut slot = self.probe.lock().await;
-        live_client(&self.config, &mut slot).await
-    }
-}
-
-/// `slot`'s connection if it is alive, else a new one (connect deadline: the enqueue timeout).
-async fn live_client(
-    config: &BrokerQueueConfig,
-    slot: &mut Option<Client>,
-) -> Result<Client, QueueError> {
-    if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
-        return Ok(c.clone());
-    }
-    *slot = None;
-    let c = Client::connect(config.client_config(config.enqueue_timeout))
+        live_client(
+            &self.config.client_config(self.config.enqueue_timeout),
+            &mut slot,
+        )
         .await
-        .map_err(unavailable)?;
-    *slot = Some(c.clone());
-    Ok(c)
-}
-
-/// Takes the next batch from the shared queue: at least one job, and then, while another
-/// Produce is in flight, whatever else arrives until it is answered, the batch is full, or it
-/// has taken [`STALLED_PRODUCE`]. Returns false when the queue is closed and empty.
-async fn take_batch(
-    queue: &mut mpsc::Receiver<PendingJob>,
-    in_flight: &watch::Sender<usize>,
-    batch: &mut Vec<PendingJob>,
-) -> bool {
-    if queue.recv_many(batch, MAX_PRODUCE_BATCH).await == 0 {
-        return false;
-    }
-    let mut others = in_flight.subscribe();
-    if batch.len() >= MAX_PRODUCE_BATCH || *others.borrow_and_update() == 0 {
-        return true;
-    }
-    let stalled = tokio::time::sleep(STALLED_PRODUCE);
-    tokio::pin!(stalled);
-    while batch.len() < MAX_PRODUCE_BATCH && *others.borrow_and_update() > 0 {
-        tokio::select! {
-            biased;
-            changed = others.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-            }
-            more = queue.recv_many(batch, MAX_PRODUCE_BATCH - batch.len()) => {
-                if more == 0 {
-                    break;
-                }
-            }
-            () = &mut stalled => break,
-        }
-    }
-    true
-}
-
-/// Counts a Produce in flight for as long as it lives; waiters hear only when none is left.
-struct InFlight<'a>(&'a watch::Sender<usize>);
-
-impl<'a> InFlight<'a> {
-    fn start(count: &'a watch::Sender<usize>) -> Self {
-        count.send_if_modified(|n| {
-            *n += 1;
-            false
-        });
-        Self(count)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.send_if_modified(|n| {
-            *n = n.saturating_sub(1);
-            *n == 0
-        });
-    }
-}
-
-/// Feeds one producing connection: waits its turn at the shared queue, takes a batch (see
-/// [`take_batch`]), lets the next producer take the queue, sends the jobs in one Produce,
-/// answers each with its own ack, repeats. Ends when the queue is dropped.
-async fn run_producer(
-    config: BrokerQueueConfig,
-    queue: Arc<Mutex<mpsc::Receiver<PendingJob>>>,
-    in_flight: Arc<watch::Sender<usize>>,
-) {
-    let mut slot = None;
-    let mut waiting = Vec::with_capacity(MAX_PRODUCE_BATCH);
-    loop {
-        // Held only while taking jobs: the other producers take the queue while this one's
-        // Produce is in flight.
-        if !take_batch(&mut *queue.lock().await, &in_flight, &mut waiting).await {
-            return;
-        }
-        // A job whose caller already gave up (deadline passed, answered 503) is not sent: the
-        // buyer was told it was not queued.
-        let mut jobs: Vec<PendingJob> =
-            waiting.drain(..).filter(|p| !p.reply.is_closed()).collect();
-        while !jobs.is_empty() {
-            let records: Vec<Record> = jobs.iter().map(|p| p.record.clone()).collect();
-            let producing = InFlight::start(&in_flight);
-            let sent = match live_client(&config, &mut slot).await {
-                Ok(client) => client
-                    .produce_batch(&config.topic, records)
-                    .await
-                    .map_err(|e| (e.is_retriable(), unavailable(e))),
-                Err(e) => Err((true, e)),
-            };
-            drop(producing);
-            match sent {
-                Ok(acks) => {
-                    for (job, ack) in jobs.drain(..).zip(acks) {
-                        let _ = job.reply.send(Ok(ack));
-                    }
-                }
-                // The broker restarted, or a cluster's leadership moved: send the jobs again,
-                // for as long as their callers wait. Their dedup ids (the purchase ids) make a
-                // job that was appended before the failure answer with its first offset, not
-                // be appended twice.
-                Err((true, e)) => {
-                    slot = None;
-                    tracing::debug!(error = %e, jobs = jobs.len(), "produce failed; sending again");
-                    tokio::time::sleep(RESEND_BACKOFF).await;
-                    jobs.retain(|p| !p.reply.is_closed());
-                }
-                Err((false, e)) => {
-                    for job in jobs.drain(..) {
-                        let _ = job.reply.send(Err(e.clone()));
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -365,21 +209,10 @@ impl PurchaseQueue for BrokerQueue {
         let record = Record::new(payload)
             .with_key(job.event_id.to_string())
             .with_dedup_id(job.purchase_id.0.to_string());
-        let deadline = self.config.enqueue_timeout;
-        let attempt = async {
-            let (reply, ack) = oneshot::channel();
-            let gone = || unavailable("the API's broker producers stopped");
-            self.jobs
-                .send(PendingJob { record, reply })
-                .await
-                .map_err(|_| gone())?;
-            ack.await.map_err(|_| gone())?
-        };
-        let ack = tokio::time::timeout(deadline, attempt)
-            .await
-            .map_err(|_| {
-                unavailable(format!("broker did not acknowledge within {deadline:?}"))
-            })??;
+        let ack = self
+            .producer
+            .produce(Arc::clone(&self.topic), record)
+            .await?;
         Ok(Enqueued {
             position: Position(ack.offset),
             is_duplicate: ack.duplicate,
@@ -586,102 +419,5 @@ mod tests {
             panic!("a queue with no partitions connected");
         };
         assert!(matches!(e, QueueError::Config(_)), "{e}");
-    }
-
-    fn job(
-        n: u8,
-    ) -> (
-        PendingJob,
-        oneshot::Receiver<Result<ProduceAck, QueueError>>,
-    ) {
-        let (reply, rx) = oneshot::channel();
-        let record = Record::new(vec![n]);
-        (PendingJob { record, reply }, rx)
-    }
-
-    fn payloads(batch: &[PendingJob]) -> Vec<u8> {
-        batch.iter().map(|p| p.record.payload[0]).collect()
-    }
-
-    #[tokio::test]
-    async fn an_idle_api_sends_a_lone_job_at_once() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let (in_flight, _) = watch::channel(0usize);
-        let (j, _r) = job(1);
-        tx.send(j).await.unwrap();
-        let mut batch = Vec::new();
-        assert!(take_batch(&mut rx, &in_flight, &mut batch).await);
-        assert_eq!(payloads(&batch), vec![1]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn jobs_wait_for_the_produce_in_flight_and_then_go_out_together() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let (in_flight, _) = watch::channel(0usize);
-        let producing = InFlight::start(&in_flight);
-        let mut replies = Vec::new();
-        for n in 1..=3 {
-            let (j, r) = job(n);
-            tx.send(j).await.unwrap();
-            replies.push(r);
-        }
-        let mut batch = Vec::new();
-        {
-            let take = take_batch(&mut rx, &in_flight, &mut batch);
-            tokio::pin!(take);
-            // Held back while the other Produce is out, taking what arrives meanwhile.
-            let held = tokio::time::timeout(Duration::from_millis(1), &mut take).await;
-            assert!(held.is_err());
-            let (j, r) = job(4);
-            tx.send(j).await.unwrap();
-            replies.push(r);
-            let held = tokio::time::timeout(Duration::from_millis(1), &mut take).await;
-            assert!(held.is_err());
-            drop(producing);
-            assert!(take.await);
-        }
-        assert_eq!(payloads(&batch), vec![1, 2, 3, 4]);
-        assert_eq!(*in_flight.borrow(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_stalled_produce_does_not_hold_the_line() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let (in_flight, _) = watch::channel(0usize);
-        let _stuck = InFlight::start(&in_flight);
-        let (j, _r) = job(7);
-        tx.send(j).await.unwrap();
-        let started = tokio::time::Instant::now();
-        let mut batch = Vec::new();
-        assert!(take_batch(&mut rx, &in_flight, &mut batch).await);
-        assert_eq!(payloads(&batch), vec![7]);
-        assert_eq!(started.elapsed(), STALLED_PRODUCE);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_full_batch_goes_at_once_even_with_a_produce_in_flight() {
-        let (tx, mut rx) = mpsc::channel(MAX_PRODUCE_BATCH + 1);
-        let (in_flight, _) = watch::channel(0usize);
-        let _producing = InFlight::start(&in_flight);
-        let mut replies = Vec::new();
-        for n in 0..=MAX_PRODUCE_BATCH {
-            let (j, r) = job(u8::try_from(n % 256).unwrap());
-            tx.send(j).await.unwrap();
-            replies.push(r);
-        }
-        let started = tokio::time::Instant::now();
-        let mut batch = Vec::new();
-        assert!(take_batch(&mut rx, &in_flight, &mut batch).await);
-        assert_eq!(batch.len(), MAX_PRODUCE_BATCH);
-        assert_eq!(started.elapsed(), Duration::ZERO);
-    }
-
-    #[tokio::test]
-    async fn a_closed_empty_queue_ends_the_producer() {
-        let (tx, mut rx) = mpsc::channel::<PendingJob>(1);
-        drop(tx);
-        let (in_flight, _) = watch::channel(0usize);
-        let mut batch = Vec::new();
-        assert!(!take_batch(&mut rx, &in_flight, &mut batch).await);
     }
 }
