@@ -54,4 +54,15 @@ pub enum DomainError {
     /// An on-sale window whose `closes_at` is not after its `opens_at`.
     #[error("closes_at must be after opens_at")]
     BadSaleWindow,
+    /// A waiting room's admission rate outside the accepted range.
+    #[error("waiting_room.admit_per_s must be between {min} and {max}")]
+    BadAdmitRate {
+        /// The slowest accepted rate, visitors per second.
+        min: u32,
+        /// The fastest accepted rate, visitors per second.
+        max: u32,
+    },
+    /// A waiting room for an event whose window has no `opens_at`.
+    #[error("a waiting room needs opens_at: the line forms before the sale opens")]
+    WaitingRoomNeedsOpensAt,
 }

@@ -11,11 +11,15 @@
 //!   confirmed after it (a later *smaller* one may still fit);
 //! - an event's [`SaleWindow`] is valid (it closes after it opens, within the years 2000 to
 //!   9999) and half-open: [`SaleWindow::state_at`] says open from `opens_at` itself until
-//!   `closes_at`; an event without one is [`SaleWindow::ALWAYS`] on sale.
+//!   `closes_at`; an event without one is [`SaleWindow::ALWAYS`] on sale;
+//! - an event's [`WaitingRoom`] admits 1 to 1,000,000 visitors a second, needs the window's
+//!   `opens_at`, seals its pre-queue's size once, and never shows its [`LineSeed`] (not in
+//!   `Debug`, not in JSON).
 
 mod error;
 mod ledger;
 mod types;
+mod waiting_room;
 mod window;
 
 pub use error::DomainError;
@@ -24,4 +28,5 @@ pub use types::{
     Event, EventId, EventSpec, IdempotencyKey, MAX_SHARDS, Position, Purchase, PurchaseId,
     PurchaseJob, PurchaseRequest, PurchaseStatus, QueuedJob, RejectReason,
 };
+pub use waiting_room::{LineSeed, WaitingRoom};
 pub use window::{SaleState, SaleWindow, UnixMillis};

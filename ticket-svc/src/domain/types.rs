@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::DomainError;
+use super::waiting_room::WaitingRoom;
 use super::window::SaleWindow;
 
 /// An event's id, assigned by the store.
@@ -162,6 +163,9 @@ pub struct EventSpec {
     pub max_per_buyer: u32,
     /// When it is on sale ([`SaleWindow::ALWAYS`] unless [`EventSpec::with_window`] says).
     pub window: SaleWindow,
+    /// The line in front of the sale, if any (`None` unless [`EventSpec::with_waiting_room`]
+    /// says; only with a window's `opens_at`).
+    pub waiting_room: Option<WaitingRoom>,
 }
 
 impl EventSpec {
@@ -173,7 +177,8 @@ impl EventSpec {
     pub const MAX_PER_BUYER_LIMIT: u32 = 1_000;
 
     /// Checks every field; the error names the first one that is wrong. The event is always on
-    /// sale: give it a window with [`EventSpec::with_window`].
+    /// sale, with no waiting room: give it a window with [`EventSpec::with_window`], then a room
+    /// with [`EventSpec::with_waiting_room`].
     pub fn new(name: &str, tickets: i64, max_per_buyer: i64) -> Result<Self, DomainError> {
         let name = name.trim();
         if name.is_empty()
@@ -201,12 +206,29 @@ impl EventSpec {
             tickets,
             max_per_buyer,
             window: SaleWindow::ALWAYS,
+            waiting_room: None,
         })
     }
 
     /// This spec, on sale only inside `window` (a [`SaleWindow`] is valid by construction).
     pub fn with_window(self, window: SaleWindow) -> Self {
         Self { window, ..self }
+    }
+
+    /// This spec, with a waiting room in front of its sale (a [`WaitingRoom`] is valid by
+    /// construction). Give it its window first ([`EventSpec::with_window`]): the line forms
+    /// before the sale opens, so the room needs the window's `opens_at`.
+    ///
+    /// # Errors
+    /// [`DomainError::WaitingRoomNeedsOpensAt`] when the spec's window has no `opens_at`.
+    pub fn with_waiting_room(self, room: WaitingRoom) -> Result<Self, DomainError> {
+        if self.window.opens_at().is_none() {
+            return Err(DomainError::WaitingRoomNeedsOpensAt);
+        }
+        Ok(Self {
+            waiting_room: Some(room),
+            ..self
+        })
     }
 }
 
@@ -225,6 +247,9 @@ pub struct Event {
     pub sold: u32,
     /// When it is on sale ([`SaleWindow::ALWAYS`] for events made before windows existed).
     pub window: SaleWindow,
+    /// The line in front of the sale, if any (`None` for events made before waiting rooms
+    /// existed). In JSON without its seed (see [`WaitingRoom`]).
+    pub waiting_room: Option<WaitingRoom>,
 }
 
 impl Event {
@@ -444,6 +469,7 @@ mod tests {
             max_per_buyer,
             sold: 0,
             window: SaleWindow::ALWAYS,
+            waiting_room: None,
         }
     }
 

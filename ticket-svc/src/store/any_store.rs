@@ -136,6 +136,9 @@ impl Store for AnyStore {
     ) -> Result<Vec<Purchase>, StoreError> {
         delegate!(self, s => s.event_purchases(event, limit))
     }
+    async fn seal_line(&self, event: EventId, size: u64) -> Result<u64, StoreError> {
+        delegate!(self, s => s.seal_line(event, size))
+    }
     async fn check_ready(&self) -> Result<(), StoreError> {
         delegate!(self, s => s.check_ready())
     }

@@ -6,7 +6,9 @@
 //!   a buggy caller cannot oversell;
 //! - [`Store::decide_batch`] decides a whole batch in ONE transaction with the rules of
 //!   [`crate::domain::Ledger`]; a purchase id is decided once, and a redelivered job reads back
-//!   its decision.
+//!   its decision;
+//! - an event's waiting room is stored with it, and [`Store::seal_line`] records its line's
+//!   pre-queue size once: the first call's size stands for good.
 //!
 //! A sharded store ([`super::ShardedStore`]) keeps this contract per event: an event and its
 //! purchases live in one shard's database, so "one transaction per batch" becomes one per shard
@@ -66,6 +68,22 @@ pub trait Store: Send + Sync + 'static {
         event: EventId,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Purchase>, StoreError>> + Send;
+
+    /// Records the pre-queue size of an event's line the first time it is called and returns
+    /// the size on record (the first caller's, whatever later callers pass): every API
+    /// instance converges on one. One statement decides it (an `UPDATE` of a size still
+    /// unset), so concurrent callers get the same answer; a sealed size is never changed. (A
+    /// size past `i64::MAX` is stored as `i64::MAX`: no line is that long.)
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchEvent`] when there is no such event, [`StoreError::NoWaitingRoom`]
+    /// when it has no waiting room (from every store, a sharded one included: these are
+    /// answers about the event, not a shard's failure); otherwise the database's error.
+    fn seal_line(
+        &self,
+        event: EventId,
+        size: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Ok when the database answers (readiness); a sharded store, when every shard does.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

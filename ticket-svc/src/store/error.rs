@@ -1,6 +1,8 @@
 //! [`StoreError`]: why a store call failed, and whether trying again later may succeed (the
 //! worker waits those out, the API answers them 503).
 
+use crate::domain::EventId;
+
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,6 +41,19 @@ pub enum StoreError {
     Corrupt {
         /// Which value.
         what: String,
+    },
+    /// A call about one event named an event that does not exist.
+    #[error("no event {event}")]
+    NoSuchEvent {
+        /// The id asked for.
+        event: EventId,
+    },
+    /// A call about an event's waiting room ([`super::Store::seal_line`]) named an event that
+    /// has none.
+    #[error("event {event} has no waiting room")]
+    NoWaitingRoom {
+        /// The event.
+        event: EventId,
     },
     /// One shard of a sharded store failed.
     #[error("shard {shard}: {source}")]
@@ -96,6 +111,8 @@ impl StoreError {
             Self::Shard { source, .. } => source.is_transient(),
             Self::BadUrl { .. }
             | Self::Corrupt { .. }
+            | Self::NoSuchEvent { .. }
+            | Self::NoWaitingRoom { .. }
             | Self::ShardConfig { .. }
             | Self::ShardMismatch { .. } => false,
         }

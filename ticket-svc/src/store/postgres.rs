@@ -21,11 +21,14 @@ use super::contract::Store;
 use super::error::StoreError;
 use super::pg_pool::{Pool, Pooled, connect_one, pg};
 use super::replica::{Replica, ReplicaMetrics};
-use super::rows::{i64_of, parse_status, position_of, to_purchase, window_columns, window_of};
+use super::rows::{
+    i64_of, parse_status, position_of, sealed_on_record, sealed_size_of, to_purchase,
+    waiting_room_columns, waiting_room_of, window_columns, window_of,
+};
 use super::schema;
 use crate::domain::{
     Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
-    PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
+    PurchaseStatus, QueuedJob, RejectReason, WaitingRoom, decide_in_order,
 };
 
 /// Serializes concurrent migrators (several APIs starting at once).
@@ -246,7 +249,8 @@ fn purchase_of(r: &tokio_postgres::Row) -> Result<Purchase, StoreError> {
 /// of it (prepared statements are cached by their `&'static str`).
 macro_rules! event_columns {
     () => {
-        "id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms"
+        "id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms, \
+         line_admit_per_s, line_seed, line_sealed_size"
     };
 }
 pub(super) use event_columns;
@@ -255,10 +259,18 @@ pub(super) use event_columns;
 const SQL_READ_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE id = $1");
 /// A new event, with an id from the table's sequence.
 const SQL_INSERT_EVENT: &str = concat!(
-    "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms, closes_at_ms)
-     VALUES ($1, $2, $3, $4, $5) RETURNING ",
+    "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms, closes_at_ms,
+                         line_admit_per_s, line_seed, line_sealed_size)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
     event_columns!()
 );
+/// Seals an event's line: sets its pre-queue size unless one is on record (or it has no room).
+const SQL_SEAL_LINE: &str = "UPDATE events SET line_sealed_size = $2
+     WHERE id = $1 AND line_sealed_size IS NULL AND line_admit_per_s IS NOT NULL
+     RETURNING line_sealed_size";
+/// What an earlier seal left: whether the event has a room, and its size on record.
+const SQL_SEALED_SIZE: &str =
+    "SELECT line_admit_per_s IS NOT NULL, line_sealed_size FROM events WHERE id = $1";
 
 /// An event from a row of the columns `event_columns!` names.
 pub(super) fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
@@ -278,7 +290,23 @@ pub(super) fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
             r.try_get(5).map_err(pg("read event.opens_at_ms"))?,
             r.try_get(6).map_err(pg("read event.closes_at_ms"))?,
         )?,
+        waiting_room: waiting_room_of(
+            r.try_get::<_, Option<i32>>(7)
+                .map_err(pg("read event.line_admit_per_s"))?
+                .map(i64::from),
+            r.try_get(8).map_err(pg("read event.line_seed"))?,
+            r.try_get(9).map_err(pg("read event.line_sealed_size"))?,
+        )?,
     })
+}
+
+/// A waiting room as its PostgreSQL columns: [`waiting_room_columns`] with the rate as the
+/// `INTEGER` it is stored as.
+pub(super) fn pg_waiting_room_columns(
+    room: Option<&WaitingRoom>,
+) -> (Option<i32>, Option<&[u8]>, Option<i64>) {
+    let (admit_per_s, seed, sealed_size) = waiting_room_columns(room);
+    (admit_per_s.map(i32_of), seed, sealed_size)
 }
 
 /// New decisions as column arrays, written with one `INSERT ... SELECT FROM UNNEST`.
@@ -497,6 +525,7 @@ impl Store for PostgresStore {
     async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
         let mut c = self.pooled().await?;
         let (opens_at_ms, closes_at_ms) = window_columns(&spec.window);
+        let (admit_per_s, seed, sealed_size) = pg_waiting_room_columns(spec.waiting_room.as_ref());
         let row = c
             .client()?
             .query_one(
@@ -507,6 +536,9 @@ impl Store for PostgresStore {
                     &i32_of(spec.max_per_buyer),
                     &opens_at_ms,
                     &closes_at_ms,
+                    &admit_per_s,
+                    &seed,
+                    &sealed_size,
                 ],
             )
             .await
@@ -683,6 +715,33 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn seal_line(&self, event: EventId, size: u64) -> Result<u64, StoreError> {
+        let mut c = self.pooled().await?;
+        let seal = c.stmt(SQL_SEAL_LINE).await?;
+        let sealed = c
+            .client()?
+            .query_opt(&seal, &[&event.0, &i64_of(size)])
+            .await
+            .map_err(pg("seal line"))?;
+        if let Some(row) = sealed {
+            return sealed_size_of(row.try_get(0).map_err(pg("read sealed size"))?);
+        }
+        // Sealed before, or no room, or no event. A concurrent seal of the same line made the
+        // UPDATE wait for its commit and then skip the row; this second statement takes a new
+        // snapshot (READ COMMITTED), so it sees that size. Once set it never changes, so
+        // reading it outside the UPDATE's transaction is enough.
+        let read = c.stmt(SQL_SEALED_SIZE).await?;
+        let row = c
+            .client()?
+            .query_opt(&read, &[&event.0])
+            .await
+            .map_err(pg("read sealed size"))?
+            .map(|r| Ok::<_, tokio_postgres::Error>((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()
+            .map_err(pg("read sealed size"))?;
+        sealed_on_record(event, row)
+    }
+
     async fn check_ready(&self) -> Result<(), StoreError> {
         let mut c = self.pooled().await?;
         c.client()?
@@ -695,13 +754,14 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{SaleWindow, UnixMillis};
+    use crate::domain::{LineSeed, SaleWindow, UnixMillis, WaitingRoom};
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_database_from_before_sale_windows_opens_with_its_events_always_on_sale() {
+    /// The test server's URL and a fresh schema on it, as the migrations before `version` left
+    /// it, with a raw session in that schema; `None` (with the reason printed) without a server.
+    async fn schema_before(version: i64) -> Option<(String, String, Client)> {
         let Ok(url) = std::env::var("TICKET_TEST_POSTGRES_URL") else {
             eprintln!("skipped: TICKET_TEST_POSTGRES_URL is not set (PostgreSQL store tests)");
-            return;
+            return None;
         };
         let name = format!("tk_test_{}", uuid::Uuid::new_v4().simple());
         connect_one(&url, None)
@@ -710,20 +770,25 @@ mod tests {
             .batch_execute(&format!("CREATE SCHEMA {name}"))
             .await
             .unwrap();
-        // A database as the migrations before the window columns left it, with an event in it.
         let raw = connect_one(&url, Some(&name)).await.unwrap();
         raw.batch_execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY)")
             .await
             .unwrap();
-        for (version, sql) in schema::POSTGRES.iter().filter(|(v, _)| *v < 2) {
+        for (v, sql) in schema::POSTGRES.iter().filter(|(v, _)| *v < version) {
             raw.batch_execute(sql).await.unwrap();
-            raw.execute(
-                "INSERT INTO schema_migrations (version) VALUES ($1)",
-                &[version],
-            )
-            .await
-            .unwrap();
+            raw.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[v])
+                .await
+                .unwrap();
         }
+        Some((url, name, raw))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_from_before_sale_windows_opens_with_its_events_always_on_sale() {
+        // A database as the migrations before the window columns left it, with an event in it.
+        let Some((url, name, raw)) = schema_before(2).await else {
+            return;
+        };
         raw.batch_execute(
             "INSERT INTO events (name, tickets, max_per_buyer, sold) VALUES ('old', 10, 4, 2)",
         )
@@ -743,6 +808,7 @@ mod tests {
                 max_per_buyer: 4,
                 sold: 2,
                 window: SaleWindow::ALWAYS,
+                waiting_room: None,
             }
         );
 
@@ -780,6 +846,120 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.event(EventId(1)).await.unwrap().unwrap(), old);
+        let versions: i64 = raw
+            .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, i64::try_from(schema::POSTGRES.len()).unwrap());
+        store.drop_schema().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_from_before_waiting_rooms_opens_with_its_events_without_one() {
+        // A database as the migrations before the room columns left it, with events in it.
+        let Some((url, name, raw)) = schema_before(3).await else {
+            return;
+        };
+        let opens = UnixMillis(1_798_135_200_000);
+        raw.batch_execute(
+            "INSERT INTO events (name, tickets, max_per_buyer, sold) VALUES ('old', 10, 4, 2)",
+        )
+        .await
+        .unwrap();
+        raw.execute(
+            "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms)
+             VALUES ('windowed', 5, 1, $1)",
+            &[&opens.0],
+        )
+        .await
+        .unwrap();
+
+        let store = PostgresStore::connect_in_schema(&url, &name, 2)
+            .await
+            .unwrap();
+        let old = store.event(EventId(1)).await.unwrap().unwrap();
+        assert_eq!(
+            old,
+            Event {
+                id: EventId(1),
+                name: "old".into(),
+                tickets: 10,
+                max_per_buyer: 4,
+                sold: 2,
+                window: SaleWindow::ALWAYS,
+                waiting_room: None,
+            }
+        );
+        let windowed = store.event(EventId(2)).await.unwrap().unwrap();
+        assert_eq!(windowed.window.opens_at(), Some(opens));
+        assert_eq!(windowed.waiting_room, None);
+        assert!(matches!(
+            store.seal_line(EventId(1), 3).await,
+            Err(StoreError::NoWaitingRoom { .. })
+        ));
+
+        // New events beside them keep their rooms, and seal their lines.
+        let room = WaitingRoom::with_seed(40, LineSeed([9; 32])).unwrap();
+        let spec = EventSpec::new("new", 5, 1)
+            .unwrap()
+            .with_window(SaleWindow::new(Some(opens), None).unwrap())
+            .with_waiting_room(room.clone())
+            .unwrap();
+        let new = store.create_event(&spec).await.unwrap();
+        assert_eq!(
+            store.event(new.id).await.unwrap().unwrap().waiting_room,
+            Some(room)
+        );
+        assert_eq!(store.seal_line(new.id, 3).await.unwrap(), 3);
+
+        // The migrated table keeps a room whole: a rate of at least 1 and a 32-byte seed, both
+        // or neither, and a sealed size of at least 0 only with a room.
+        let seed = |len: usize| Some(vec![1_u8; len]);
+        for (admit_per_s, line_seed, sealed_size, is_accepted) in [
+            (None, None, None, true),
+            (Some(5_i32), seed(32), None, true),
+            (Some(5), seed(32), Some(0_i64), true),
+            (Some(5), seed(32), Some(7), true),
+            (Some(1_000_000), seed(32), None, true),
+            (Some(0), seed(32), None, false),
+            (Some(-1), seed(32), None, false),
+            (Some(5), None, None, false),
+            (None, seed(32), None, false),
+            (Some(5), seed(31), None, false),
+            (Some(5), seed(33), None, false),
+            (Some(5), seed(0), None, false),
+            (None, None, Some(3), false),
+            (Some(5), seed(32), Some(-1), false),
+        ] {
+            let updated = raw
+                .execute(
+                    "UPDATE events SET line_admit_per_s = $1, line_seed = $2,
+                                       line_sealed_size = $3
+                     WHERE id = 1",
+                    &[&admit_per_s, &line_seed, &sealed_size],
+                )
+                .await;
+            let seed_len = line_seed.as_ref().map(Vec::len);
+            assert_eq!(
+                updated.is_ok(),
+                is_accepted,
+                "{admit_per_s:?} {seed_len:?} {sealed_size:?}: {updated:?}"
+            );
+        }
+        raw.batch_execute(
+            "UPDATE events SET line_admit_per_s = NULL, line_seed = NULL, line_sealed_size = NULL
+             WHERE id = 1",
+        )
+        .await
+        .unwrap();
+
+        // A second open finds nothing left to do, and the old events are as they were.
+        let again = PostgresStore::connect_in_schema(&url, &name, 2)
+            .await
+            .unwrap();
+        assert_eq!(again.event(EventId(1)).await.unwrap().unwrap(), old);
+        assert_eq!(again.event(EventId(2)).await.unwrap().unwrap(), windowed);
         let versions: i64 = raw
             .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
             .await

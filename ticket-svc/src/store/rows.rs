@@ -1,7 +1,9 @@
 //! Converting between stored columns and domain values (shared by both stores).
 
 use super::error::StoreError;
-use crate::domain::{EventId, Position, Purchase, PurchaseStatus, SaleWindow, UnixMillis};
+use crate::domain::{
+    EventId, LineSeed, Position, Purchase, PurchaseStatus, SaleWindow, UnixMillis, WaitingRoom,
+};
 
 /// A purchase's columns: id, event_id, buyer, quantity, position, status, reason.
 pub type PurchaseRow = (String, i64, String, i64, i64, String, Option<String>);
@@ -66,6 +68,76 @@ pub fn window_columns(window: &SaleWindow) -> (Option<i64>, Option<i64>) {
         window.opens_at().map(|t| t.0),
         window.closes_at().map(|t| t.0),
     )
+}
+
+/// A stored waiting room: `events.line_admit_per_s`, `line_seed` and `line_sealed_size` (all
+/// NULL: no room, as every event from before rooms reads). Anything else that breaks the rules
+/// reads as corrupt; the error names the seed's length, never its bytes.
+pub fn waiting_room_of(
+    admit_per_s: Option<i64>,
+    seed: Option<Vec<u8>>,
+    sealed_size: Option<i64>,
+) -> Result<Option<WaitingRoom>, StoreError> {
+    let corrupt = |why: &str, seed_len: Option<usize>| StoreError::Corrupt {
+        what: format!(
+            "events.line_admit_per_s = {admit_per_s:?}, events.line_seed = {}, \
+             events.line_sealed_size = {sealed_size:?} ({why})",
+            seed_len.map_or_else(|| "NULL".to_owned(), |n| format!("{n} bytes"))
+        ),
+    };
+    match (admit_per_s, seed) {
+        (None, None) if sealed_size.is_none() => Ok(None),
+        (Some(admit_per_s), Some(seed)) => {
+            let seed_len = Some(seed.len());
+            let seed = <[u8; LineSeed::LEN]>::try_from(seed.as_slice())
+                .map_err(|_| corrupt("a seed is 32 bytes", seed_len))?;
+            let room = WaitingRoom::with_seed(admit_per_s, LineSeed(seed))
+                .map_err(|e| corrupt(&e.to_string(), seed_len))?;
+            Ok(Some(WaitingRoom {
+                sealed_size: sealed_size.map(sealed_size_of).transpose()?,
+                ..room
+            }))
+        }
+        (_, seed) => Err(corrupt(
+            "a room has a rate and a seed, and only a room a sealed size",
+            seed.as_ref().map(Vec::len),
+        )),
+    }
+}
+
+/// A waiting room as its columns, `(line_admit_per_s, line_seed, line_sealed_size)`.
+pub fn waiting_room_columns(
+    room: Option<&WaitingRoom>,
+) -> (Option<u32>, Option<&[u8]>, Option<i64>) {
+    match room {
+        Some(r) => (
+            Some(r.admit_per_s),
+            Some(r.seed.0.as_slice()),
+            r.sealed_size.map(i64_of),
+        ),
+        None => (None, None, None),
+    }
+}
+
+/// A stored `events.line_sealed_size` as a size.
+pub fn sealed_size_of(v: i64) -> Result<u64, StoreError> {
+    u64_of(v, "events.line_sealed_size")
+}
+
+/// What [`super::Store::seal_line`] reads back after its `UPDATE`: the event's row, if any, as
+/// (whether it has a waiting room, `line_sealed_size`).
+pub fn sealed_on_record(
+    event: EventId,
+    row: Option<(bool, Option<i64>)>,
+) -> Result<u64, StoreError> {
+    match row {
+        None => Err(StoreError::NoSuchEvent { event }),
+        Some((false, _)) => Err(StoreError::NoWaitingRoom { event }),
+        Some((true, Some(size))) => sealed_size_of(size),
+        Some((true, None)) => Err(StoreError::Corrupt {
+            what: format!("event {event}: events.line_sealed_size is NULL after sealing its line"),
+        }),
+    }
 }
 
 /// Parses a stored status pair (shared with the PostgreSQL store).

@@ -9,7 +9,12 @@
 //! - a purchase's status and reason agree (`rejected` ⇔ a reason);
 //! - an event's on-sale window closes after it opens, when it has both ends
 //!   (`closes_at_ms > opens_at_ms`, each in milliseconds since the Unix epoch; NULL is no limit,
-//!   so an event from before the window columns is always on sale).
+//!   so an event from before the window columns is always on sale);
+//! - an event's waiting room is all or nothing: `line_admit_per_s` (at least 1) and `line_seed`
+//!   (exactly 32 bytes) are both set or both NULL (NULL: no room, as every event from before
+//!   the room columns reads), and `line_sealed_size` (at least 0) is NULL without a room.
+//!   That a sealed size is never changed is the store's `UPDATE ... WHERE line_sealed_size IS
+//!   NULL`, not a constraint.
 //!
 //! A sharded store adds two tables of its own, outside the numbered migrations so that an
 //! unsharded database keeps exactly its schema: [`POSTGRES_SHARD_IDENTITY`] on every shard and
@@ -87,6 +92,22 @@ ALTER TABLE events ADD COLUMN closes_at_ms INTEGER
     CHECK (closes_at_ms IS NULL OR opens_at_ms IS NULL OR closes_at_ms > opens_at_ms);
 ",
     ),
+    // An event's waiting room, added in place like the window (existing rows read NULL: no
+    // room). Each CHECK rides on its column and may name the columns added before it. A BLOB
+    // column still takes any value, and `length` counts a text's characters, so the seed must
+    // be a blob of 32 bytes.
+    (
+        4,
+        "
+ALTER TABLE events ADD COLUMN line_admit_per_s INTEGER
+    CHECK (line_admit_per_s >= 1);
+ALTER TABLE events ADD COLUMN line_seed BLOB
+    CHECK ((line_seed IS NULL) = (line_admit_per_s IS NULL)
+           AND (line_seed IS NULL OR (typeof(line_seed) = 'blob' AND length(line_seed) = 32)));
+ALTER TABLE events ADD COLUMN line_sealed_size INTEGER
+    CHECK (line_sealed_size IS NULL OR (line_sealed_size >= 0 AND line_admit_per_s IS NOT NULL));
+",
+    ),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -132,6 +153,23 @@ ALTER TABLE events
     ADD COLUMN closes_at_ms BIGINT,
     ADD CONSTRAINT events_sale_window
         CHECK (closes_at_ms IS NULL OR opens_at_ms IS NULL OR closes_at_ms > opens_at_ms);
+",
+    ),
+    // An event's waiting room, added like the window (no rewrite; existing rows read NULL: no
+    // room).
+    (
+        3,
+        "
+ALTER TABLE events
+    ADD COLUMN line_admit_per_s INTEGER,
+    ADD COLUMN line_seed BYTEA,
+    ADD COLUMN line_sealed_size BIGINT,
+    ADD CONSTRAINT events_line_admit_per_s CHECK (line_admit_per_s >= 1),
+    ADD CONSTRAINT events_line_seed CHECK (octet_length(line_seed) = 32),
+    ADD CONSTRAINT events_line_sealed_size CHECK (line_sealed_size >= 0),
+    ADD CONSTRAINT events_waiting_room
+        CHECK ((line_admit_per_s IS NULL) = (line_seed IS NULL)
+               AND (line_sealed_size IS NULL OR line_admit_per_s IS NOT NULL));
 ",
     ),
 ];

@@ -17,7 +17,9 @@ use tokio_postgres::GenericClient;
 
 use super::error::StoreError;
 use super::pg_pool::pg;
-use super::postgres::{MIGRATION_LOCK, PostgresStore, event_columns, event_of, i32_of};
+use super::postgres::{
+    MIGRATION_LOCK, PostgresStore, event_columns, event_of, i32_of, pg_waiting_room_columns,
+};
 use super::rows::window_columns;
 use super::schema;
 use crate::domain::{Event, EventId, EventSpec};
@@ -29,8 +31,9 @@ const SQL_PLACEMENT: &str = "SELECT (SELECT shard FROM event_shards WHERE event_
 const SQL_NEXT_EVENT_ID: &str = "SELECT nextval(pg_get_serial_sequence('events', 'id'))";
 const SQL_PLACE_EVENT: &str = "INSERT INTO event_shards (event_id, shard) VALUES ($1, $2)";
 const SQL_INSERT_EVENT_WITH_ID: &str = concat!(
-    "INSERT INTO events (id, name, tickets, max_per_buyer, opens_at_ms, closes_at_ms)
-     VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+    "INSERT INTO events (id, name, tickets, max_per_buyer, opens_at_ms, closes_at_ms,
+                         line_admit_per_s, line_seed, line_sealed_size)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
     event_columns!()
 );
 
@@ -166,6 +169,7 @@ impl PostgresStore {
     ) -> Result<Event, StoreError> {
         let mut c = self.pooled().await?;
         let (opens_at_ms, closes_at_ms) = window_columns(&spec.window);
+        let (admit_per_s, seed, sealed_size) = pg_waiting_room_columns(spec.waiting_room.as_ref());
         let row = c
             .client()?
             .query_one(
@@ -177,6 +181,9 @@ impl PostgresStore {
                     &i32_of(spec.max_per_buyer),
                     &opens_at_ms,
                     &closes_at_ms,
+                    &admit_per_s,
+                    &seed,
+                    &sealed_size,
                 ],
             )
             .await

@@ -384,6 +384,16 @@ impl Store for ShardedStore {
             .map_err(on_shard(shard))
     }
 
+    async fn seal_line(&self, event: EventId, size: u64) -> Result<u64, StoreError> {
+        // An unknown event is looked up on shard 0, which answers that it has no such event.
+        let (shard, store) = self.event_shard(event).await?;
+        store.seal_line(event, size).await.map_err(|e| match e {
+            // Answers about the event, the same from every store: not a shard's failure.
+            e @ (StoreError::NoSuchEvent { .. } | StoreError::NoWaitingRoom { .. }) => e,
+            e => on_shard(shard)(e),
+        })
+    }
+
     async fn check_ready(&self) -> Result<(), StoreError> {
         let checks = self
             .inner

@@ -23,7 +23,10 @@ use super::contract::Store;
 use super::error::{StoreError, sq};
 use super::group_commit::{Durability, Undo, WriteOp, spawn_writer, write};
 use super::pending::{OnRecord, PendingBuffer, PendingRows};
-use super::rows::{PurchaseRow, to_purchase, u32_of, window_columns, window_of};
+use super::rows::{
+    PurchaseRow, i64_of, sealed_on_record, to_purchase, u32_of, waiting_room_columns,
+    waiting_room_of, window_columns, window_of,
+};
 use super::schema;
 use crate::domain::{
     Decision, Event, EventId, EventSpec, Position, Purchase, PurchaseId, PurchaseJob,
@@ -165,11 +168,24 @@ where
         })?
 }
 
-const EVENT_COLUMNS: &str = "id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms";
+const EVENT_COLUMNS: &str = "id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms, \
+                             line_admit_per_s, line_seed, line_sealed_size";
 const PURCHASE_COLUMNS: &str = "id, event_id, buyer, quantity, position, status, reason";
 
-/// An event's columns: id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms.
-type EventRow = (i64, String, i64, i64, i64, Option<i64>, Option<i64>);
+/// An event's columns: id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms,
+/// line_admit_per_s, line_seed, line_sealed_size.
+type EventRow = (
+    i64,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<Vec<u8>>,
+    Option<i64>,
+);
 
 fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
     Ok((
@@ -180,11 +196,25 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
     ))
 }
 
 fn to_event(
-    (id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms): EventRow,
+    (
+        id,
+        name,
+        tickets,
+        max_per_buyer,
+        sold,
+        opens_at_ms,
+        closes_at_ms,
+        line_admit_per_s,
+        line_seed,
+        line_sealed_size,
+    ): EventRow,
 ) -> Result<Event, StoreError> {
     Ok(Event {
         id: EventId(id),
@@ -193,8 +223,16 @@ fn to_event(
         max_per_buyer: u32_of(max_per_buyer, "events.max_per_buyer")?,
         sold: u32_of(sold, "events.sold")?,
         window: window_of(opens_at_ms, closes_at_ms)?,
+        waiting_room: waiting_room_of(line_admit_per_s, line_seed, line_sealed_size)?,
     })
 }
+
+/// Seals an event's line: sets its pre-queue size unless one is on record (or it has no room).
+const SQL_SEAL_LINE: &str = "UPDATE events SET line_sealed_size = ?2
+     WHERE id = ?1 AND line_sealed_size IS NULL AND line_admit_per_s IS NOT NULL";
+/// What sealing left: whether the event has a room, and its size on record.
+const SQL_SEALED_SIZE: &str =
+    "SELECT line_admit_per_s IS NOT NULL, line_sealed_size FROM events WHERE id = ?1";
 
 fn purchase_row(r: &Row<'_>) -> rusqlite::Result<PurchaseRow> {
     Ok((
@@ -327,15 +365,20 @@ impl Store for SqliteStore {
         let spec = spec.clone();
         self.write(move |c| {
             let (opens_at_ms, closes_at_ms) = window_columns(&spec.window);
+            let (admit_per_s, seed, sealed_size) = waiting_room_columns(spec.waiting_room.as_ref());
             c.execute(
-                "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms, closes_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms, closes_at_ms,
+                                     line_admit_per_s, line_seed, line_sealed_size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     spec.name,
                     spec.tickets,
                     spec.max_per_buyer,
                     opens_at_ms,
-                    closes_at_ms
+                    closes_at_ms,
+                    admit_per_s,
+                    seed,
+                    sealed_size
                 ],
             )
             .map_err(sq("insert event"))?;
@@ -346,6 +389,7 @@ impl Store for SqliteStore {
                 max_per_buyer: spec.max_per_buyer,
                 sold: 0,
                 window: spec.window,
+                waiting_room: spec.waiting_room,
             })
         })
         .await
@@ -459,6 +503,25 @@ impl Store for SqliteStore {
         out.sort_by_key(|p| p.position);
         out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(out)
+    }
+
+    async fn seal_line(&self, event: EventId, size: u64) -> Result<u64, StoreError> {
+        // On the writer thread, so every seal is serialized there; synced, since every API
+        // instance answers its line with the size on record.
+        self.write(move |c| {
+            c.prepare_cached(SQL_SEAL_LINE)
+                .map_err(sq("prepare seal line"))?
+                .execute(params![event.0, i64_of(size)])
+                .map_err(sq("seal line"))?;
+            let row = c
+                .prepare_cached(SQL_SEALED_SIZE)
+                .map_err(sq("prepare sealed size read"))?
+                .query_row([event.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(sq("read sealed size"))?;
+            sealed_on_record(event, row)
+        })
+        .await
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
@@ -658,6 +721,7 @@ mod tests {
                 max_per_buyer: 4,
                 sold: 2,
                 window: SaleWindow::ALWAYS,
+                waiting_room: None,
             }
         );
 
@@ -697,6 +761,155 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
         assert_eq!(versions, i64::try_from(schema::SQLITE.len()).unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_from_before_waiting_rooms_opens_with_its_events_without_one() {
+        use crate::domain::{LineSeed, SaleWindow, UnixMillis, WaitingRoom};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let opens = UnixMillis(1_798_135_200_000);
+        // A database as the migrations before the room columns left it, with events in it.
+        {
+            let conn = open_connection(&path).unwrap();
+            conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+                .unwrap();
+            for (version, sql) in schema::SQLITE.iter().filter(|(v, _)| *v < 4) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations (version) VALUES (?1)",
+                    [version],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO events (name, tickets, max_per_buyer, sold) VALUES ('old', 10, 4, 2)",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms)
+                 VALUES ('windowed', 5, 1, ?1)",
+                [opens.0],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let old = store.event(EventId(1)).await.unwrap().unwrap();
+        assert_eq!(
+            old,
+            Event {
+                id: EventId(1),
+                name: "old".into(),
+                tickets: 10,
+                max_per_buyer: 4,
+                sold: 2,
+                window: SaleWindow::ALWAYS,
+                waiting_room: None,
+            }
+        );
+        let windowed = store.event(EventId(2)).await.unwrap().unwrap();
+        assert_eq!(windowed.window.opens_at(), Some(opens));
+        assert_eq!(windowed.waiting_room, None);
+        assert!(matches!(
+            store.seal_line(EventId(1), 3).await,
+            Err(StoreError::NoWaitingRoom { .. })
+        ));
+
+        // New events beside them keep their rooms, and seal their lines.
+        let room = WaitingRoom::with_seed(40, LineSeed([9; 32])).unwrap();
+        let spec = EventSpec::new("new", 5, 1)
+            .unwrap()
+            .with_window(SaleWindow::new(Some(opens), None).unwrap())
+            .with_waiting_room(room.clone())
+            .unwrap();
+        let new = store.create_event(&spec).await.unwrap();
+        assert_eq!(
+            store.event(new.id).await.unwrap().unwrap().waiting_room,
+            Some(room)
+        );
+        assert_eq!(store.seal_line(new.id, 3).await.unwrap(), 3);
+
+        // The migrated table keeps a room whole: a rate of at least 1 and a 32-byte seed, both
+        // or neither, and a sealed size of at least 0 only with a room.
+        let raw = Connection::open(&path).unwrap();
+        let seed = |len: usize| Some(vec![1_u8; len]);
+        for (admit_per_s, line_seed, sealed_size, is_accepted) in [
+            (None, None, None, true),
+            (Some(5_i64), seed(32), None, true),
+            (Some(5), seed(32), Some(0_i64), true),
+            (Some(5), seed(32), Some(7), true),
+            (Some(1_000_000), seed(32), None, true),
+            (Some(0), seed(32), None, false),
+            (Some(-1), seed(32), None, false),
+            (Some(5), None, None, false),
+            (None, seed(32), None, false),
+            (Some(5), seed(31), None, false),
+            (Some(5), seed(33), None, false),
+            (Some(5), seed(0), None, false),
+            (None, None, Some(3), false),
+            (Some(5), seed(32), Some(-1), false),
+        ] {
+            let updated = raw.execute(
+                "UPDATE events SET line_admit_per_s = ?1, line_seed = ?2, line_sealed_size = ?3
+                 WHERE id = 1",
+                params![admit_per_s, line_seed, sealed_size],
+            );
+            let seed_len = line_seed.as_ref().map(Vec::len);
+            assert_eq!(
+                updated.is_ok(),
+                is_accepted,
+                "{admit_per_s:?} {seed_len:?} {sealed_size:?}: {updated:?}"
+            );
+        }
+        // A seed must be bytes: 32 characters of text are not a seed.
+        let text_seed = raw.execute(
+            "UPDATE events SET line_admit_per_s = 5, line_seed = ?1 WHERE id = 1",
+            ["x".repeat(32)],
+        );
+        assert!(text_seed.is_err(), "{text_seed:?}");
+        raw.execute(
+            "UPDATE events SET line_admit_per_s = NULL, line_seed = NULL, line_sealed_size = NULL
+             WHERE id = 1",
+            [],
+        )
+        .unwrap();
+        drop(store);
+
+        // A second open finds nothing left to do, and the old events are as they were.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.event(EventId(1)).await.unwrap().unwrap(), old);
+        assert_eq!(store.event(EventId(2)).await.unwrap().unwrap(), windowed);
+        let versions: i64 = raw
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(versions, i64::try_from(schema::SQLITE.len()).unwrap());
+    }
+
+    #[test]
+    fn a_stored_room_that_breaks_the_rules_reads_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        // Faster than the domain admits: the CHECK cannot see it, the domain can.
+        conn.execute(
+            "INSERT INTO events (name, tickets, max_per_buyer, line_admit_per_s, line_seed)
+             VALUES ('e', 1, 1, 1000001, zeroblob(32))",
+            [],
+        )
+        .unwrap();
+        let row = conn
+            .query_row(
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = 1"),
+                [],
+                event_row,
+            )
+            .unwrap();
+        let err = to_event(row).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        // The error names the seed's length, never its bytes.
+        assert!(err.to_string().contains("line_seed = 32 bytes,"), "{err}");
     }
 
     #[test]

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use ticket_svc::domain::IdempotencyKey;
 use ticket_svc::domain::{
-    EventId, EventSpec, Position, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob, RejectReason,
-    SaleWindow, UnixMillis,
+    EventId, EventSpec, LineSeed, Position, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob,
+    RejectReason, SaleWindow, UnixMillis, WaitingRoom,
 };
-use ticket_svc::store::{PendingRows, PostgresStore, SqliteStore, Store};
+use ticket_svc::store::{PendingRows, PostgresStore, SqliteStore, Store, StoreError};
 
 /// A PostgreSQL store in a schema of its own, or `None` (with the reason printed) when no
 /// server is configured.
@@ -116,6 +116,11 @@ store_suite!(
         events_round_trip,
         sale_windows_round_trip,
         an_event_without_a_window_is_always_on_sale,
+        waiting_rooms_round_trip,
+        an_event_without_a_waiting_room_reads_none,
+        the_first_seal_of_a_line_stands,
+        concurrent_seals_of_a_line_all_answer_one_size,
+        sealing_needs_an_event_with_a_waiting_room,
         decisions_follow_the_rules_and_are_made_once,
         buyer_limit_holds_across_batches,
         pending_purchases_become_decided_and_stay_decided,
@@ -211,6 +216,116 @@ async fn an_event_without_a_window_is_always_on_sale<S: Store>(s: &S) {
     let back = s.event(e.id).await.unwrap().unwrap();
     assert_eq!(back.window, SaleWindow::ALWAYS);
     assert!(back.window.state_at(UnixMillis::now()).is_open());
+}
+
+/// A spec on sale from 2026-12-24T18:00:00Z, with `room` in front of it.
+fn spec_with_room(room: WaitingRoom) -> EventSpec {
+    let window = SaleWindow::new(Some(UnixMillis(1_798_135_200_000)), None).unwrap();
+    spec(10, 2)
+        .with_window(window)
+        .with_waiting_room(room)
+        .unwrap()
+}
+
+async fn waiting_rooms_round_trip<S: Store>(s: &S) {
+    let fixed = LineSeed(std::array::from_fn(|i| u8::try_from(i * 7).unwrap()));
+    for room in [
+        WaitingRoom::with_seed(1, fixed.clone()).unwrap(),
+        WaitingRoom::with_seed(1_000_000, LineSeed([0; 32])).unwrap(),
+        WaitingRoom::with_seed(250, LineSeed([0xff; 32])).unwrap(),
+        WaitingRoom::new(100).unwrap(),
+    ] {
+        let e = s.create_event(&spec_with_room(room.clone())).await.unwrap();
+        assert_eq!(e.waiting_room.as_ref(), Some(&room));
+        let back = s.event(e.id).await.unwrap().unwrap();
+        assert_eq!(back, e);
+        let stored = back.waiting_room.unwrap();
+        assert_eq!(stored.admit_per_s, room.admit_per_s);
+        assert_eq!(stored.seed.0, room.seed.0);
+        assert_eq!(stored.sealed_size, None);
+    }
+}
+
+async fn an_event_without_a_waiting_room_reads_none<S: Store>(s: &S) {
+    let window = SaleWindow::new(Some(UnixMillis(1_798_135_200_000)), None).unwrap();
+    for spec in [spec(10, 2), spec(10, 2).with_window(window)] {
+        let e = s.create_event(&spec).await.unwrap();
+        assert_eq!(e.waiting_room, None);
+        assert_eq!(s.event(e.id).await.unwrap().unwrap().waiting_room, None);
+    }
+}
+
+async fn the_first_seal_of_a_line_stands<S: Store>(s: &S) {
+    let e = s
+        .create_event(&spec_with_room(WaitingRoom::new(50).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(s.seal_line(e.id, 10).await.unwrap(), 10);
+    assert_eq!(s.seal_line(e.id, 20).await.unwrap(), 10);
+    assert_eq!(s.seal_line(e.id, 10).await.unwrap(), 10);
+    let back = s.event(e.id).await.unwrap().unwrap();
+    let room = back.waiting_room.unwrap();
+    assert_eq!(room.sealed_size, Some(10));
+    // Sealing changes nothing else.
+    assert_eq!(
+        WaitingRoom {
+            sealed_size: None,
+            ..room
+        },
+        e.waiting_room.unwrap()
+    );
+
+    // An empty pre-queue is a size too, and stands like any other.
+    let empty = s
+        .create_event(&spec_with_room(WaitingRoom::new(50).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(s.seal_line(empty.id, 0).await.unwrap(), 0);
+    assert_eq!(s.seal_line(empty.id, 5).await.unwrap(), 0);
+    // Each event's line is its own.
+    assert_eq!(s.seal_line(e.id, 30).await.unwrap(), 10);
+}
+
+async fn concurrent_seals_of_a_line_all_answer_one_size<S: Store + Clone>(s: &S) {
+    let e = s
+        .create_event(&spec_with_room(WaitingRoom::new(50).unwrap()))
+        .await
+        .unwrap();
+    let mut seals = tokio::task::JoinSet::new();
+    for size in 100..108u64 {
+        let s = s.clone();
+        seals.spawn(async move { s.seal_line(e.id, size).await.unwrap() });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = seals.join_next().await {
+        answers.push(answer.unwrap());
+    }
+    assert_eq!(answers.len(), 8);
+    let first = answers[0];
+    assert!((100..108).contains(&first), "{answers:?}");
+    assert!(answers.iter().all(|a| *a == first), "{answers:?}");
+    let room = s.event(e.id).await.unwrap().unwrap().waiting_room.unwrap();
+    assert_eq!(room.sealed_size, Some(first));
+}
+
+async fn sealing_needs_an_event_with_a_waiting_room<S: Store>(s: &S) {
+    let plain = s.create_event(&spec(10, 2)).await.unwrap();
+    let err = s.seal_line(plain.id, 10).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NoWaitingRoom { event } if event == plain.id),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    assert_eq!(s.event(plain.id).await.unwrap().unwrap(), plain);
+
+    let unknown = EventId(987_654);
+    let err = s.seal_line(unknown, 10).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NoSuchEvent { event } if event == unknown),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    assert!(s.event(unknown).await.unwrap().is_none());
 }
 
 async fn decisions_follow_the_rules_and_are_made_once<S: Store>(s: &S) {

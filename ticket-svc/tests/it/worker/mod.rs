@@ -118,6 +118,9 @@ impl Store for Faulty {
     ) -> Result<Vec<Purchase>, StoreError> {
         self.inner.event_purchases(event, limit).await
     }
+    async fn seal_line(&self, event: EventId, size: u64) -> Result<u64, StoreError> {
+        self.inner.seal_line(event, size).await
+    }
     async fn check_ready(&self) -> Result<(), StoreError> {
         self.inner.check_ready().await
     }
