@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use ticket_stack::rush::{Mailbox, RushConfig, Target};
 use ticket_svc::access::{Access, AccessConfig, KeyRing};
 use ticket_svc::domain::EventSpec;
-use ticket_svc::http::{ApiConfig, ApiState, ServeConfig, router, serve};
+use ticket_svc::http::{ApiConfig, ApiState, FrontDoor, ServeConfig, router, serve};
+use ticket_svc::line::MemoryLineLog;
 use ticket_svc::metrics::Metrics;
 use ticket_svc::queue::{
     BrokerQueue, BrokerQueueConfig, MemoryQueue, MemoryQueueConfig, PurchaseQueue,
@@ -85,7 +86,10 @@ async fn bench<Q: PurchaseQueue>(
         Arc::clone(&store),
         Arc::clone(&queue),
         Arc::clone(&metrics),
-        Arc::new(Access::new(access)),
+        FrontDoor {
+            access: Access::new(access),
+            line_log: Arc::new(MemoryLineLog::new()),
+        },
         ApiConfig::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

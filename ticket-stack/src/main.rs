@@ -28,7 +28,8 @@ use tokio::net::TcpListener;
 use ticket_stack::rush::{Codes, Mailbox, RushConfig, Target};
 #[cfg(feature = "stack")]
 use ticket_svc::domain::EventId;
-use ticket_svc::http::{ApiConfig, ApiListeners, ServeConfig, run_api};
+use ticket_svc::http::{ApiConfig, ApiListeners, FrontDoor, ServeConfig, run_api};
+use ticket_svc::line::BrokerLineLog;
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
 use ticket_svc::store::AnyStore;
 use ticket_svc::worker::{
@@ -542,6 +543,7 @@ async fn api(
         None => None,
     };
     let (store, queue, enqueue_timeout) = deps.open(true).await?;
+    let line_log = Arc::new(BrokerLineLog::new(queue.config()));
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone())?;
     tracing::info!(listen = %listener.local_addr()?, broker = %deps.broker, "api serving");
@@ -556,7 +558,7 @@ async fn api(
         },
         store,
         queue,
-        access,
+        FrontDoor { access, line_log },
         config,
         ServeConfig::default(),
         shutdown,

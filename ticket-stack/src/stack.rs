@@ -23,7 +23,8 @@ use crate::credentials::StackCredentials;
 use crate::supervisor::{ScalingConfig, SupervisorMetrics, group_lag, supervise};
 use ticket_svc::access::{Access, AccessConfig};
 use ticket_svc::config_error::ConfigError;
-use ticket_svc::http::{ApiConfig, ApiListeners, ServeConfig, run_api};
+use ticket_svc::http::{ApiConfig, ApiListeners, FrontDoor, ServeConfig, run_api};
+use ticket_svc::line::{BrokerLineLog, LineLog};
 use ticket_svc::metrics::Metrics;
 use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
 use ticket_svc::store::{AnyStore, PendingRows, SqliteStore};
@@ -226,6 +227,8 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
             .await
             .map_err(|e| StackError::Queue(e.to_string()))?,
     );
+    // One line log for every instance, like the producer pool: an event's line is one topic.
+    let line_log: Arc<dyn LineLog> = Arc::new(BrokerLineLog::new(queue.config()));
     for _ in 0..config.apis.max(1) {
         let queue = Arc::clone(&queue);
         let listener = tokio::net::TcpListener::bind(loopback0)
@@ -245,6 +248,7 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
         .map_err(|e| StackError::Credentials(e.to_string()))?;
         let stop = front.clone();
         let store = Arc::clone(&store);
+        let line_log = Arc::clone(&line_log);
         front_tasks.spawn(async move {
             let served = run_api(
                 ApiListeners {
@@ -253,7 +257,10 @@ pub async fn start(config: StackConfig) -> Result<Stack, StackError> {
                 },
                 store,
                 queue,
-                Access::new(access),
+                FrontDoor {
+                    access: Access::new(access),
+                    line_log,
+                },
                 ApiConfig::default(),
                 ServeConfig::default(),
                 stop,

@@ -50,11 +50,18 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
-/// Labels of a login step's result.
+/// Labels of a step's result (a login's, a permit's).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct LoginLabels {
-    /// `code_sent`, `send_failed` or `session_issued`.
+pub struct ResultLabels {
+    /// Logins: `code_sent`, `send_failed` or `session_issued`; permits: `issued` or `used`.
     pub result: &'static str,
+}
+
+/// Labels of a refusal's reason.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The refusal's error code (e.g. `bad_permit`, `permit_expired`, `not_admitted`).
+    pub reason: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -95,7 +102,18 @@ pub struct Metrics {
     /// `ticket_access_refused_total{credential,reason}`: requests refused for their credential.
     pub access_refused: Family<RefusalLabels, Counter>,
     /// `ticket_logins_total{result}`: login codes sent or not, sessions issued.
-    pub logins: Family<LoginLabels, Counter>,
+    pub logins: Family<ResultLabels, Counter>,
+    /// `ticket_line_joins_total`: joins of waiting-room lines.
+    pub line_joins: Counter,
+    /// `ticket_line_permits_total{result}`: permits issued, and used by a purchase.
+    pub line_permits: Family<ResultLabels, Counter>,
+    /// `ticket_line_refused_total{reason}`: line requests and purchases refused for a token or
+    /// a permit.
+    pub line_refused: Family<ReasonLabels, Counter>,
+    /// `ticket_line_wait_seconds`: from joining (or the opening) to the permit.
+    pub line_wait: Histogram,
+    /// `ticket_line_waiting`: visitors in line not yet admitted, as this instance saw them.
+    pub line_waiting: Gauge,
 }
 
 impl Metrics {
@@ -117,6 +135,12 @@ impl Metrics {
             workers_busy: Gauge::default(),
             access_refused: Family::default(),
             logins: Family::default(),
+            line_joins: Counter::default(),
+            line_permits: Family::default(),
+            line_refused: Family::default(),
+            // 1 s … ~9 h
+            line_wait: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            line_waiting: Gauge::default(),
         };
         registry.register(
             "ticket_http_requests",
@@ -192,6 +216,31 @@ impl Metrics {
             "ticket_logins",
             "Login codes sent (or not) and buyer sessions issued",
             m.logins.clone(),
+        );
+        registry.register(
+            "ticket_line_joins",
+            "Joins of waiting-room lines",
+            m.line_joins.clone(),
+        );
+        registry.register(
+            "ticket_line_permits",
+            "Permits to buy: issued to admitted visitors, used by a purchase",
+            m.line_permits.clone(),
+        );
+        registry.register(
+            "ticket_line_refused",
+            "Line requests and purchases refused for their queue token or permit, by reason",
+            m.line_refused.clone(),
+        );
+        registry.register(
+            "ticket_line_wait_seconds",
+            "Time in line: from joining (or the line's opening) to the permit",
+            m.line_wait.clone(),
+        );
+        registry.register(
+            "ticket_line_waiting",
+            "Visitors in line not yet admitted, as this instance saw them (take the max over instances)",
+            m.line_waiting.clone(),
         );
         m
     }

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::access::{Access, AccessConfig, Email, KeyRing, OrganizerTokens, unix_now};
 use crate::config_error::ConfigError;
 use crate::domain::{EventId, Position, PurchaseId, PurchaseJob, QueuedJob};
-use crate::http::{ApiConfig, ApiState, ServeConfig, router, serve};
+use crate::http::{ApiConfig, ApiState, FrontDoor, ServeConfig, router, serve};
+use crate::line::{LineLog, MemoryLineLog};
 use crate::metrics::Metrics;
 use crate::queue::{MemoryQueue, MemoryQueueConfig};
 use crate::store::{SqliteStore, Store};
@@ -91,6 +92,9 @@ pub struct TestDeps {
     pub queue: Arc<MemoryQueue>,
     /// Metrics registered nowhere.
     pub metrics: Arc<Metrics>,
+    /// The waiting rooms' line log, shared by every API of the test (one line however many
+    /// instances serve it).
+    pub line_log: Arc<MemoryLineLog>,
     /// The temp dir, removed when this is dropped.
     pub dir: tempfile::TempDir,
 }
@@ -102,6 +106,7 @@ pub async fn test_deps(queue: MemoryQueueConfig) -> TestDeps {
         .await
         .expect("SQLite opens in a fresh temp dir");
     TestDeps {
+        line_log: Arc::new(MemoryLineLog::new()),
         store: Arc::new(store),
         queue: Arc::new(MemoryQueue::new(queue)),
         metrics: Arc::new(Metrics::unregistered()),
@@ -119,6 +124,7 @@ pub async fn start_api_with(deps: &TestDeps, config: ApiConfig, access: Access) 
     start_api_over(
         Arc::clone(&deps.store),
         Arc::clone(&deps.queue),
+        Arc::clone(&deps.line_log) as Arc<dyn LineLog>,
         config,
         access,
     )
@@ -129,13 +135,16 @@ pub async fn start_api_with(deps: &TestDeps, config: ApiConfig, access: Access) 
 pub async fn start_api_over<S: Store>(
     store: Arc<S>,
     queue: Arc<MemoryQueue>,
+    line_log: Arc<dyn LineLog>,
     config: ApiConfig,
     access: Access,
 ) -> TestApi {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     store.register_read_metrics(&mut registry);
-    let state = ApiState::new(store, queue, metrics, Arc::new(access), config);
+    let front = FrontDoor { access, line_log };
+    let state = ApiState::new(store, queue, metrics, front, config);
+    let gauges = state.clone();
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("loopback port 0 can be bound");
@@ -152,7 +161,7 @@ pub async fn start_api_over<S: Store>(
     tokio::spawn(plumbing::metrics::serve(
         metrics_listener,
         Arc::new(registry),
-        || {},
+        move || gauges.refresh_gauges(),
         shutdown.clone(),
     ));
     let stop = shutdown.clone();

@@ -17,7 +17,8 @@ use anyhow::Context;
 use benches::naive::NaiveQueue;
 use clap::Parser;
 use ticket_svc::access::{Access, AccessConfig};
-use ticket_svc::http::{ApiConfig, ApiListeners, ServeConfig, run_api};
+use ticket_svc::http::{ApiConfig, ApiListeners, FrontDoor, ServeConfig, run_api};
+use ticket_svc::line::MemoryLineLog;
 use ticket_svc::store::AnyStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +83,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         store,
         queue,
-        Access::new(access),
+        // Waiting rooms are not compared here: each process's line would be its own.
+        FrontDoor {
+            access: Access::new(access),
+            line_log: Arc::new(MemoryLineLog::new()),
+        },
         ApiConfig::default(),
         ServeConfig::default(),
         shutdown,

@@ -29,6 +29,10 @@ pub enum Purpose {
     Session,
     /// A login challenge, exchanged with its code for a session.
     Login,
+    /// A visitor's place in an event's line.
+    Queue,
+    /// An admitted visitor's leave to buy once.
+    Permit,
 }
 
 impl Purpose {
@@ -36,6 +40,8 @@ impl Purpose {
         match self {
             Self::Session => "session",
             Self::Login => "login",
+            Self::Queue => "queue",
+            Self::Permit => "permit",
         }
     }
 }

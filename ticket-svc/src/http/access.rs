@@ -15,7 +15,7 @@ use super::error::AppError;
 use super::state::ApiState;
 use crate::access::{AccessError, BuyerId, unix_now};
 use crate::domain::UnixMillis;
-use crate::metrics::{LoginLabels, Metrics, RefusalLabels};
+use crate::metrics::{Metrics, RefusalLabels, ResultLabels};
 use crate::queue::PurchaseQueue;
 use crate::store::Store;
 
@@ -131,7 +131,7 @@ pub(super) async fn start_login<S: Store, Q: PurchaseQueue>(
     if !matches!(started, Err(AccessError::BadEmail { .. })) {
         st.metrics
             .logins
-            .get_or_create(&LoginLabels { result })
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
     let started = started?;
@@ -157,7 +157,7 @@ pub(super) async fn create_session<S: Store, Q: PurchaseQueue>(
         .map_err(|e| refused(&st.metrics, "login", e))?;
     st.metrics
         .logins
-        .get_or_create(&LoginLabels {
+        .get_or_create(&ResultLabels {
             result: "session_issued",
         })
         .inc();

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::access::AccessError;
 use crate::domain::{DomainError, UnixMillis};
+use crate::line::LineError;
 use crate::queue::QueueError;
 use crate::store::StoreError;
 
@@ -81,6 +82,9 @@ pub enum AppError {
         /// When it closed.
         closes_at: UnixMillis,
     },
+    /// A waiting room refused the request (a token, a permit, not admitted yet).
+    #[error("{0}")]
+    Line(#[from] LineError),
     /// A purchase body that names its buyer: the buyer is the session's.
     #[error(
         "the buyer is the one the session names: drop `buyer` from the body and send Authorization: Bearer SESSION"
@@ -118,6 +122,14 @@ impl AppError {
             Self::BuyerInBody => (StatusCode::BAD_REQUEST, "invalid_request"),
             Self::SaleNotOpen { .. } => (StatusCode::FORBIDDEN, "sale_not_open"),
             Self::SaleClosed { .. } => (StatusCode::FORBIDDEN, "sale_closed"),
+            Self::Line(e) => (
+                match e {
+                    LineError::NoWaitingRoom => StatusCode::CONFLICT,
+                    LineError::TooLarge => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::FORBIDDEN,
+                },
+                e.as_str(),
+            ),
             Self::Access(e) => match e {
                 AccessError::BadEmail { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
                 AccessError::Unauthenticated { .. } => {

@@ -7,13 +7,15 @@
 //! exactly one place, [`AppError`]'s `IntoResponse`.
 //!
 //! Layout: `state` (what every handler shares), `routes` (the handlers and their JSON),
-//! `access` (the credential extractors and the login routes), `body` (reading bodies),
+//! `access` (the credential extractors and the login routes), `line` (the waiting room's
+//! routes), `body` (reading bodies),
 //! `router` (the route table and [`run_api`]), `track` (per-route metrics), `error` (the one
 //! error→status mapping), `server` (accepting and draining connections).
 
 mod access;
 mod body;
 mod error;
+mod line;
 mod router;
 mod routes;
 mod server;
@@ -23,4 +25,4 @@ mod track;
 pub use error::{AppError, RETRY_AFTER_SECS};
 pub use router::{ApiListeners, router, run_api};
 pub use server::{ServeConfig, serve};
-pub use state::{ApiConfig, ApiState, Shared};
+pub use state::{ApiConfig, ApiState, FrontDoor, Shared};

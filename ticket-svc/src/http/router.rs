@@ -10,9 +10,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::server::{ServeConfig, serve};
+use super::state::FrontDoor;
 use super::state::{ApiConfig, ApiState};
-use super::{access, routes, track};
-use crate::access::Access;
+use super::{access, line, routes, track};
 use crate::metrics::Metrics;
 use crate::queue::PurchaseQueue;
 use crate::store::Store;
@@ -53,6 +53,12 @@ pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
         "/purchases/{id}",
         get(routes::show_purchase::<S, Q>),
     );
+    let router = route(
+        router,
+        "/events/{id}/line",
+        post(line::join::<S, Q>).get(line::status::<S, Q>),
+    );
+    let router = route(router, "/events/{id}/permits", post(line::permit::<S, Q>));
     let router = route(router, "/login", post(access::start_login::<S, Q>));
     let router = route(router, "/sessions", post(access::create_session::<S, Q>));
     let router = route(router, "/healthz", get(routes::healthz::<S, Q>));
@@ -77,7 +83,7 @@ pub async fn run_api<S: Store, Q: PurchaseQueue>(
     listeners: ApiListeners,
     store: Arc<S>,
     queue: Arc<Q>,
-    access: Access,
+    front: FrontDoor,
     api: ApiConfig,
     serve_config: ServeConfig,
     shutdown: CancellationToken,
@@ -88,10 +94,12 @@ pub async fn run_api<S: Store, Q: PurchaseQueue>(
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     store.register_read_metrics(&mut registry);
-    let state = ApiState::new(store, queue, metrics, Arc::new(access), api);
+    let state = ApiState::new(store, queue, metrics, front, api);
+    let gauges = state.clone();
     let metrics_server = async {
         if let Some(l) = listeners.metrics {
-            plumbing::metrics::serve(l, Arc::new(registry), || {}, shutdown.clone()).await;
+            let refresh = move || gauges.refresh_gauges();
+            plumbing::metrics::serve(l, Arc::new(registry), refresh, shutdown.clone()).await;
         }
     };
     let (served, ()) = tokio::join!(

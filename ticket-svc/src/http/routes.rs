@@ -1,7 +1,5 @@
 //! The handlers and their JSON shapes (docs/DESIGN.md, "The ticket API").
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -17,12 +15,15 @@ use super::access::{Buyer, Organizer};
 use super::body::{body_bytes, parse_json};
 use super::error::AppError;
 use super::state::ApiState;
+use crate::access::unix_now;
 use crate::domain::{
     Event, EventId, EventSpec, IdempotencyKey, Position, Purchase, PurchaseId, PurchaseJob,
-    PurchaseRequest, QueuedJob, SaleState, SaleWindow, UnixMillis,
+    PurchaseRequest, QueuedJob, SaleState, SaleWindow, UnixMillis, WaitingRoom,
 };
+use crate::line::{LineError, Permit, purchase_id_for_permit};
+use crate::metrics::ResultLabels;
 use crate::queue::PurchaseQueue;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// `POST /events` body. Without `opens_at` an event is on sale from its creation; without
 /// `closes_at`, until it sells out.
@@ -36,14 +37,32 @@ struct CreateEventBody {
     opens_at: Option<UnixMillis>,
     #[serde(default)]
     closes_at: Option<UnixMillis>,
+    #[serde(default)]
+    waiting_room: Option<WaitingRoomBody>,
+}
+
+/// `POST /events`' `waiting_room`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitingRoomBody {
+    admit_per_s: i64,
+}
+
+/// An event's waiting room as it is shown (never its seed).
+#[derive(Debug, Serialize)]
+struct WaitingRoomView {
+    admit_per_s: u32,
 }
 
 /// `POST /events/{id}/purchases` body. The buyer is the session's; `buyer` is accepted only to
-/// tell a client of the old API so.
+/// tell a client of the old API so. `permit`: an event with a waiting room sells only to
+/// admitted visitors, one purchase per permit.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreatePurchaseBody {
     quantity: i64,
+    #[serde(default)]
+    permit: Option<String>,
     #[serde(default)]
     buyer: Option<serde::de::IgnoredAny>,
 }
@@ -59,6 +78,7 @@ struct EventView<'a> {
     remaining: u32,
     opens_at: Option<UnixMillis>,
     closes_at: Option<UnixMillis>,
+    waiting_room: Option<WaitingRoomView>,
 }
 
 impl<'a> From<&'a Event> for EventView<'a> {
@@ -72,6 +92,9 @@ impl<'a> From<&'a Event> for EventView<'a> {
             remaining: e.remaining(),
             opens_at: e.window.opens_at(),
             closes_at: e.window.closes_at(),
+            waiting_room: e.waiting_room.as_ref().map(|r| WaitingRoomView {
+                admit_per_s: r.admit_per_s,
+            }),
         }
     }
 }
@@ -116,51 +139,6 @@ fn status_url(id: PurchaseId) -> String {
     format!("/purchases/{id}")
 }
 
-impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
-    /// A store call under the API's store deadline (a slow store is a 503, never a hang).
-    async fn bounded<T>(
-        &self,
-        call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, AppError> {
-        let limit = self.config.store_timeout;
-        match tokio::time::timeout(limit, call).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(AppError::Store(StoreError::Unavailable {
-                reason: format!("no answer within {limit:?}"),
-            })),
-        }
-    }
-
-    /// An event and the shard that holds it, from the cache when seen before (only the
-    /// event's immutable fields are used; its shard never changes).
-    async fn known_event(&self, id: EventId) -> Result<(Arc<Event>, u8), AppError> {
-        let cached = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&id)
-            .map(|(e, shard)| (Arc::clone(e), *shard));
-        if let Some(known) = cached {
-            return Ok(known);
-        }
-        let event = Arc::new(
-            self.bounded(self.store.event(id))
-                .await?
-                .ok_or(AppError::EventNotFound)?,
-        );
-        let shard = self.bounded(self.store.shard_of(id)).await?;
-        let mut cache = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= self.config.event_cache_entries {
-            cache.clear();
-        }
-        cache.insert(id, (Arc::clone(&event), shard));
-        Ok((event, shard))
-    }
-}
-
 pub(super) async fn create_event<S: Store, Q: PurchaseQueue>(
     State(st): State<ApiState<S, Q>>,
     _: Organizer,
@@ -168,8 +146,11 @@ pub(super) async fn create_event<S: Store, Q: PurchaseQueue>(
 ) -> Result<Response, AppError> {
     let body = body_bytes(body, st.config.max_body_bytes)?;
     let raw: CreateEventBody = parse_json(&body)?;
-    let spec = EventSpec::new(&raw.name, raw.tickets, raw.max_per_buyer)?
+    let mut spec = EventSpec::new(&raw.name, raw.tickets, raw.max_per_buyer)?
         .with_window(SaleWindow::new(raw.opens_at, raw.closes_at)?);
+    if let Some(room) = raw.waiting_room {
+        spec = spec.with_waiting_room(WaitingRoom::new(room.admit_per_s)?)?;
+    }
     let event = st.bounded(st.store.create_event(&spec)).await?;
     let mut resp = (StatusCode::CREATED, Json(EventView::from(&event))).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/events/{}", event.id)) {
@@ -222,6 +203,22 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
         SaleState::NotOpen { opens_at } => return Err(AppError::SaleNotOpen { opens_at }),
         SaleState::Closed { closes_at } => return Err(AppError::SaleClosed { closes_at }),
     }
+    // Under a waiting room, only with a permit, and the permit names the purchase: sent twice,
+    // it is the same purchase, answered with its first position.
+    let permit = match (&event.waiting_room, raw.permit.as_deref()) {
+        (None, _) => None,
+        (Some(_), None) => return Err(st.line_refused(LineError::PermitRequired)),
+        (Some(_), Some(token)) => Some(
+            Permit::open(
+                &st.access.config().keys,
+                token,
+                event_id,
+                &buyer,
+                unix_now(),
+            )
+            .map_err(|e| st.line_refused(e))?,
+        ),
+    };
     let request = PurchaseRequest::new(buyer.as_str(), raw.quantity, &event)?;
     let key = match key.as_ref() {
         None => None,
@@ -238,12 +235,12 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
     // same purchase, the queue's dedup answers a retry with the first position, and the store
     // decides a purchase id once. Either id carries the event's shard (none for shard 0), so
     // `GET /purchases/{id}` finds its database from the id alone.
-    let purchase_id = key
-        .as_ref()
-        .map_or_else(PurchaseId::new, |k| {
-            PurchaseId::for_idempotency_key(event_id, &request.buyer, k)
-        })
-        .on_shard(shard);
+    let purchase_id = match (&permit, &key) {
+        (Some(p), _) => purchase_id_for_permit(p),
+        (None, Some(k)) => PurchaseId::for_idempotency_key(event_id, &request.buyer, k),
+        (None, None) => PurchaseId::new(),
+    }
+    .on_shard(shard);
     let job = PurchaseJob {
         purchase_id,
         event_id,
@@ -285,6 +282,11 @@ pub(super) async fn create_purchase<S: Store, Q: PurchaseQueue>(
     st.metrics.purchases_accepted.inc();
     if enqueued.is_duplicate {
         st.metrics.purchases_deduplicated.inc();
+    } else if permit.is_some() {
+        st.metrics
+            .line_permits
+            .get_or_create(&ResultLabels { result: "used" })
+            .inc();
     }
     let id = queued.job.purchase_id;
     let url = status_url(id);

@@ -33,7 +33,7 @@ async fn events_are_created_201_and_read_back() {
     assert_eq!(g.status, StatusCode::OK);
     assert_eq!(
         g.json,
-        json!({"id": id, "name": "DJ night", "tickets": 500, "max_per_buyer": 4, "sold": 0, "remaining": 500, "opens_at": null, "closes_at": null})
+        json!({"id": id, "name": "DJ night", "tickets": 500, "max_per_buyer": 4, "sold": 0, "remaining": 500, "opens_at": null, "closes_at": null, "waiting_room": null})
     );
     for missing in ["/events/999999", "/events/abc", "/events/-1"] {
         let r = get(api.addr, missing).await;
@@ -430,7 +430,10 @@ async fn a_stopped_broker_gets_503_with_retry_after_promptly_and_a_restarted_one
         },
         Arc::new(store),
         Arc::new(queue),
-        ticket_svc::testing::test_access(),
+        ticket_svc::http::FrontDoor {
+            access: ticket_svc::testing::test_access(),
+            line_log: Arc::new(ticket_svc::line::MemoryLineLog::new()),
+        },
         ApiConfig {
             enqueue_timeout: config.enqueue_timeout,
             ..Default::default()

@@ -6,6 +6,7 @@
 mod access;
 mod api;
 mod broker_queue;
+mod line;
 mod queue_contract;
 mod replica;
 mod sharded;

@@ -555,6 +555,7 @@ async fn the_api_and_a_worker_over_shards_answer_purchases_on_every_shard() {
     let api = start_api_over(
         Arc::clone(&store),
         Arc::clone(&queue),
+        Arc::new(ticket_svc::line::MemoryLineLog::new()),
         ApiConfig::default(),
         ticket_svc::testing::test_access(),
     )
