@@ -11,7 +11,8 @@
 #      the broker's data dir;
 #   3. starts a real Prometheus on 127.0.0.1 with deploy/prometheus/prometheus.yml, its job names
 #      kept and its targets rewritten to the ports just started, and deploy/prometheus/alerts.yml;
-#   4. runs a short `ticket-svc rush --verify` through the balancer;
+#   4. runs a short `ticket-svc rush --verify` through the balancer, its buyers logging in (codes
+#      through a `ticket-svc mailbox`) and waiting their turn in the event's waiting room;
 #   5. asserts through Prometheus's HTTP API that every target is up, every rule evaluates without
 #      error, and every metric name used by the alerts/recording rules, by
 #      deploy/grafana/ticketrush.json and by the KEDA trigger has data; that the KEDA trigger's
@@ -252,11 +253,11 @@ else
     say "systemd-analyze not found: the units in deploy/systemd were NOT verified"
 fi
 
-# Ten free loopback ports at once (bound together, so they differ; released just before use).
-read -r P_BROKER P_BROKER_M P_API1 P_API2 P_W1 P_W2 P_LB P_LB_ADMIN P_PROM P_NODE < <(python3 - <<'EOF'
+# Thirteen free loopback ports at once (bound together, so they differ; released just before use).
+read -r P_BROKER P_BROKER_M P_API1 P_API2 P_W1 P_W2 P_LB P_LB_ADMIN P_PROM P_NODE P_API1_M P_API2_M P_MAILBOX < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(10):
+for _ in range(13):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
@@ -297,13 +298,22 @@ SEG=${SEGS[${#SEGS[@]} - 1]}
 [ -f "$SEG" ] || fail "no segment file under the broker's data dir (layout changed? see broker/README.md, On disk)"
 printf '\000\000\000\060torn-write' >>"$SEG"
 
+# The APIs' credentials (pieces: given here; up: made under its data dir) and the mailbox their
+# login codes go to, which the rush reads.
+SIGNING_KEY="check:$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+ORGANIZER="check-organizer-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+MAILBOX="http://127.0.0.1:$P_MAILBOX"
+
 start_pieces() {
     start broker "$BIN/broker" serve --listen "127.0.0.1:$P_BROKER" --metrics-listen "127.0.0.1:$P_BROKER_M" \
         --data-dir "$BROKER_DIR"
     wait_http broker "http://127.0.0.1:$P_BROKER_M/healthz" 15
-    start api-1 "$BIN/ticket-svc" api --listen "127.0.0.1:$P_API1" --broker "127.0.0.1:$P_BROKER" --db "$DB"
+    export TICKET_SIGNING_KEYS="$SIGNING_KEY" TICKET_ORGANIZER_TOKENS="$ORGANIZER"
+    start api-1 "$BIN/ticket-svc" api --listen "127.0.0.1:$P_API1" --metrics-listen "127.0.0.1:$P_API1_M" \
+        --broker "127.0.0.1:$P_BROKER" --db "$DB" --login-sender "$MAILBOX/codes"
     wait_http api-1 "http://127.0.0.1:$P_API1/healthz" 20
-    start api-2 "$BIN/ticket-svc" api --listen "127.0.0.1:$P_API2" --broker "127.0.0.1:$P_BROKER" --db "$DB"
+    start api-2 "$BIN/ticket-svc" api --listen "127.0.0.1:$P_API2" --metrics-listen "127.0.0.1:$P_API2_M" \
+        --broker "127.0.0.1:$P_BROKER" --db "$DB" --login-sender "$MAILBOX/codes"
     start worker-1 "$BIN/ticket-svc" worker --broker "127.0.0.1:$P_BROKER" --db "$DB" --workers 2 \
         --metrics-listen "127.0.0.1:$P_W1"
     start worker-2 "$BIN/ticket-svc" worker --broker "127.0.0.1:$P_BROKER" --db "$DB" --workers 2 \
@@ -316,7 +326,7 @@ start_pieces() {
         --health-interval 500ms --max-in-flight 64 --max-queue 2000 --max-body-bytes 65536
     wait_http balancer "http://127.0.0.1:$P_LB/healthz" 20
     T_BALANCER="127.0.0.1:$P_LB_ADMIN"
-    T_APIS="127.0.0.1:$P_API1,127.0.0.1:$P_API2"
+    T_APIS="127.0.0.1:$P_API1_M,127.0.0.1:$P_API2_M"
     T_WORKERS="127.0.0.1:$P_W1,127.0.0.1:$P_W2"
     T_BROKER="127.0.0.1:$P_BROKER_M"
     N_APIS=2
@@ -326,7 +336,8 @@ start_pieces() {
 
 start_up() {
     # `up` prints the URLs of everything it started; the balancer admin is 127.0.0.1:9080.
-    start up "$BIN/ticket-svc" up --data-dir "$WORK/data" --listen "127.0.0.1:$P_LB" --apis 2 --workers 2
+    start up "$BIN/ticket-svc" up --data-dir "$WORK/data" --listen "127.0.0.1:$P_LB" --apis 2 --workers 2 \
+        --login-sender "$MAILBOX/codes"
     local i
     for ((i = 0; i < 300; i++)); do
         grep -q 'ticketrush is up' "$WORK/logs/up.log" 2>/dev/null && break
@@ -344,8 +355,11 @@ start_up() {
     fi
     N_APIS=$(echo "$T_APIS" | tr , '\n' | wc -l)
     N_WORKERS=$(echo "$T_WORKERS" | tr , '\n' | wc -l)
+    ORGANIZER=$(cat "$WORK/data/organizer-token") || fail "ticket-svc up made no organizer token"
     say "ticket-svc up: balancer :$P_LB (metrics $T_BALANCER), apis $T_APIS, workers $T_WORKERS, broker metrics $T_BROKER"
 }
+
+start mailbox "$BIN/ticket-svc" mailbox --listen "127.0.0.1:$P_MAILBOX"
 
 if [ "$MODE" = up ]; then start_up; else start_pieces; fi
 # Prometheus's and node_exporter's ports are picked again now: `up` binds its broker, APIs and
@@ -398,11 +412,14 @@ wait_http prometheus "$PROM/-/ready" 30
 # ---------------------------------------------------------------------------------------------
 say "4/6 a short rush through the balancer ($RUSH_BUYERS buyers)"
 LB="http://127.0.0.1:$P_LB"
-EVENT=$(curl -fsS --max-time 5 -H 'content-type: application/json' \
-    -d '{"name":"check.sh","tickets":1000,"max_per_buyer":4}' "$LB/events" |
+# A waiting room opening in 5 s: the buyers log in, join its line, and buy with their permits.
+OPENS_AT=$(python3 -c 'import datetime; print((datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=5)).isoformat())')
+EVENT=$(curl -fsS --max-time 5 -H 'content-type: application/json' -H "authorization: Bearer $ORGANIZER" \
+    -d "{\"name\":\"check.sh\",\"tickets\":1000,\"max_per_buyer\":4,\"opens_at\":\"$OPENS_AT\",\"waiting_room\":{\"admit_per_s\":500}}" \
+    "$LB/events" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') || fail "POST /events through the balancer failed"
-timeout 120 "$BIN/ticket-svc" rush --target "$LB" --event "$EVENT" --buyers "$RUSH_BUYERS" --concurrency 32 \
-    --verify --verify-timeout-s 60 >"$WORK/logs/rush.log" 2>&1 || {
+timeout 120 "$BIN/ticket-svc" rush --target "$LB" --mailbox "$MAILBOX" --event "$EVENT" --buyers "$RUSH_BUYERS" \
+    --concurrency 32 --verify --verify-timeout-s 60 >"$WORK/logs/rush.log" 2>&1 || {
     tail -n 30 "$WORK/logs/rush.log" >&2
     fail "ticket-svc rush --verify failed (invariants or errors above)"
 }

@@ -162,6 +162,9 @@ pub fn render(report: &RushReport) -> String {
     let h = &report.latency_us;
     row(&mut html, "buyers", &report.buyers.to_string());
     row(&mut html, "logins", &report.logins_summary());
+    if let Some(line) = report.line_summary() {
+        row(&mut html, "waiting room", &line);
+    }
     row(&mut html, "requests sent", &report.requests.to_string());
     row(
         &mut html,
@@ -324,6 +327,7 @@ mod tests {
             logins: 20,
             login_failures: 0,
             login_elapsed: Duration::from_millis(400),
+            line: None,
             requests: 20,
             statuses: BTreeMap::from([(202, 16), (400, 4)]),
             transport_errors: 0,

@@ -43,6 +43,7 @@ pub mod svg;
 mod target;
 pub mod timeline;
 pub mod verify;
+pub mod waiting;
 
 pub use config::RushConfig;
 pub use error::RushError;
@@ -75,6 +76,8 @@ enum Bad {
     Quantity,
     /// The session altered: a 401 (nobody buys as someone else).
     ForgedSession,
+    /// Under a waiting room, no permit: a 403 (nobody buys around the line).
+    NoPermit,
 }
 
 impl Bad {
@@ -82,16 +85,21 @@ impl Bad {
         match self {
             Self::Quantity => StatusCode::BAD_REQUEST,
             Self::ForgedSession => StatusCode::UNAUTHORIZED,
+            Self::NoPermit => StatusCode::FORBIDDEN,
         }
     }
 }
 
-fn plan(seed: u64, i: u64, max_quantity: u32) -> BuyerPlan {
+/// Buyer `i`'s plan; `in_line`: the event has a waiting room (some buyers then try without
+/// their permit).
+fn plan(seed: u64, i: u64, max_quantity: u32, in_line: bool) -> BuyerPlan {
     let mut rng = SmallRng::seed_from_u64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let bad = if rng.random_bool(0.02) {
         Some(Bad::Quantity)
     } else if rng.random_bool(0.01) {
         Some(Bad::ForgedSession)
+    } else if in_line && rng.random_bool(0.01) {
+        Some(Bad::NoPermit)
     } else {
         None
     };
@@ -123,13 +131,16 @@ const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempot
 
 /// A buyer's `POST /events/{id}/purchases` body (the buyer is the session's).
 #[derive(serde::Serialize)]
-struct PurchaseBody {
+struct PurchaseBody<'a> {
     quantity: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permit: Option<&'a str>,
 }
 
-fn purchase_body(plan: &BuyerPlan) -> Bytes {
+fn purchase_body(plan: &BuyerPlan, permit: Option<&str>) -> Bytes {
     let body = PurchaseBody {
         quantity: plan.quantity,
+        permit: permit.filter(|_| plan.bad != Some(Bad::NoPermit)),
     };
     // Serializing a plain field cannot fail; an empty body would be refused with a 400.
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
@@ -156,6 +167,7 @@ struct EventInfo {
     tickets: u32,
     max_per_buyer: u32,
     sold: u32,
+    room: Option<waiting::Room>,
 }
 
 async fn read_event(route: &mut Route, event: EventId) -> Result<EventInfo, RushError> {
@@ -175,10 +187,17 @@ async fn read_event(route: &mut Route, event: EventId) -> Result<EventInfo, Rush
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| fail(format!("no {name} in the answer")))
     };
+    let room = v
+        .get("waiting_room")
+        .and_then(|r| r.get("admit_per_s"))
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .map(|admit_per_s| waiting::Room { admit_per_s });
     Ok(EventInfo {
         tickets: field("tickets")?,
         max_per_buyer: field("max_per_buyer")?,
         sold: field("sold")?,
+        room,
     })
 }
 
@@ -255,16 +274,45 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant histogram bounds are valid")
 }
 
+/// Where the slots take their next buyer: in index order, or as a waiting room's line lets
+/// them through (with their permits).
+enum Buyers {
+    InOrder(AtomicU64),
+    Admitted(tokio::sync::Mutex<tokio::sync::mpsc::Receiver<waiting::Admitted>>),
+}
+
+impl Buyers {
+    /// The next buyer and its permit, or `None` when every buyer has been taken.
+    async fn next(&self, buyers: u64) -> Option<(u64, Option<String>)> {
+        match self {
+            Self::InOrder(next) => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                (i < buyers).then_some((i, None))
+            }
+            Self::Admitted(line) => line
+                .lock()
+                .await
+                .recv()
+                .await
+                .map(|a| (a.buyer, Some(a.permit))),
+        }
+    }
+}
+
 struct Shared {
     config: RushConfig,
     max_quantity: u32,
-    next: AtomicU64,
+    buyers: Buyers,
+    /// Buyers taken by the slots.
+    taken: AtomicU64,
     start: Instant,
     progress: ProgressBar,
     shutdown: CancellationToken,
     timeline: Mutex<Timeline>,
     /// Buyer `i`'s session, from the login phase.
-    sessions: Vec<Option<login::Session>>,
+    sessions: Arc<Vec<Option<login::Session>>>,
+    /// The event has a waiting room.
+    in_line: bool,
 }
 
 impl Shared {
@@ -292,11 +340,11 @@ async fn slot(shared: Arc<Shared>, k: usize) -> (SlotResult, Histogram<u64>) {
         if shared.shutdown.is_cancelled() {
             break;
         }
-        let i = shared.next.fetch_add(1, Ordering::Relaxed);
-        if i >= c.buyers {
+        let Some((i, permit)) = shared.buyers.next(c.buyers).await else {
             break;
-        }
-        let plan = plan(c.seed, i, shared.max_quantity);
+        };
+        shared.taken.fetch_add(1, Ordering::Relaxed);
+        let plan = plan(c.seed, i, shared.max_quantity, shared.in_line);
         // A buyer whose login failed (counted then) does not buy.
         let Some(session) = usize::try_from(i)
             .ok()
@@ -315,7 +363,7 @@ async fn slot(shared: Arc<Shared>, k: usize) -> (SlotResult, Histogram<u64>) {
             }
             due = Some(at);
         }
-        let body = purchase_body(&plan);
+        let body = purchase_body(&plan, permit.as_deref());
         // Made once per buyer and sent with each of its attempts. The plan's keys are
         // `rush-{seed}-{i}`, always a valid header value.
         let authorization = match plan.bad {
@@ -599,15 +647,34 @@ pub async fn run_logged_in(
     } else {
         ProgressBar::hidden()
     };
+    if before.room.is_some() && config.rate.is_some() {
+        return Err(RushError::BadConfig(
+            "the event has a waiting room, which paces the crowd: --rate does not apply".into(),
+        ));
+    }
+    let sessions = Arc::new(logins.sessions);
+    let (buyers, line_stage) = match before.room {
+        Some(room) => {
+            let (admitted, task) =
+                waiting::start(&config, Arc::clone(&sessions), room, shutdown.clone());
+            (
+                Buyers::Admitted(tokio::sync::Mutex::new(admitted)),
+                Some(task),
+            )
+        }
+        None => (Buyers::InOrder(AtomicU64::new(0)), None),
+    };
     let shared = Arc::new(Shared {
         max_quantity: before.max_per_buyer,
-        next: AtomicU64::new(0),
+        buyers,
+        taken: AtomicU64::new(0),
+        in_line: line_stage.is_some(),
         start: Instant::now(),
         progress: progress.clone(),
         shutdown: shutdown.clone(),
         config: config.clone(),
         timeline: Mutex::new(Timeline::default()),
-        sessions: logins.sessions,
+        sessions,
     });
     let (login_failures, login_elapsed) = (logins.failed, logins.elapsed);
     let stop_sampling = shutdown.child_token();
@@ -645,7 +712,11 @@ pub async fn run_logged_in(
     let elapsed = total.last_answer.map_or(Duration::ZERO, |t| {
         t.saturating_duration_since(shared.start)
     });
-    let buyers = shared.next.load(Ordering::Relaxed).min(config.buyers);
+    let buyers = shared.taken.load(Ordering::Relaxed).min(config.buyers);
+    let line = match line_stage {
+        Some(task) => Some(task.await.unwrap_or_default()),
+        None => None,
+    };
     let login_count = config.buyers.saturating_sub(login_failures);
 
     let mut decided_after = None;
@@ -715,6 +786,7 @@ pub async fn run_logged_in(
         logins: login_count,
         login_failures,
         login_elapsed,
+        line,
         requests: total.requests,
         statuses: total.statuses,
         transport_errors: total.transport_errors,
@@ -743,19 +815,25 @@ mod tests {
     #[test]
     fn plans_are_deterministic_and_within_the_limit() {
         for i in 0..1_000 {
-            let p = plan(7, i, 2);
-            assert_eq!(p, plan(7, i, 2));
+            let p = plan(7, i, 2, false);
+            assert_eq!(p, plan(7, i, 2, false));
+            assert_ne!(p.bad, Some(Bad::NoPermit), "only in a line");
             assert!(p.bad == Some(Bad::Quantity) || (1..=2).contains(&p.quantity));
             assert!(p.key.starts_with("rush-7-"), "every purchase carries a key");
         }
         let count = |b| {
             (0..10_000)
-                .filter(|i| plan(1, *i, 4).bad == Some(b))
+                .filter(|i| plan(1, *i, 4, true).bad == Some(b))
                 .count()
         };
         let bad = count(Bad::Quantity);
         assert!((100..400).contains(&bad), "about 2% bad: {bad}");
         let forged = count(Bad::ForgedSession);
         assert!((40..200).contains(&forged), "about 1% forged: {forged}");
+        let no_permit = count(Bad::NoPermit);
+        assert!(
+            (40..200).contains(&no_permit),
+            "about 1% without a permit: {no_permit}"
+        );
     }
 }

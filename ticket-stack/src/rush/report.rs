@@ -8,7 +8,12 @@ use hdrhistogram::Histogram;
 
 use super::timeline::{SoldSample, Timeline};
 use super::verify::Verification;
+use super::waiting::LineSeen;
 use ticket_svc::domain::EventId;
+
+/// How far apart two API instances' clocks (and two requests in flight) may place a refusal
+/// and a later place's admission before the crowd calls it out of order.
+const LINE_CLOCK_SLACK: Duration = Duration::from_millis(250);
 
 /// A process killed on purpose during the rush (chaos), drawn on the report's charts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +48,8 @@ pub struct RushReport {
     pub login_failures: u64,
     /// How long the logins took.
     pub login_elapsed: Duration,
+    /// What the crowd saw of the event's waiting room, if it has one.
+    pub line: Option<LineSeen>,
     /// Requests sent.
     pub requests: u64,
     /// Answers by status code.
@@ -92,6 +99,15 @@ impl RushReport {
         self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// The waiting room in words, if the event has one.
+    pub fn line_summary(&self) -> Option<String> {
+        let line = self.line.as_ref()?;
+        Some(format!(
+            "{} joined, {} admitted with a permit, {} looks at a place, {} permits asked a little early, {} failed",
+            line.joined, line.admitted, line.polls, line.too_early, line.failed
+        ))
+    }
+
     /// The login phase in words: how many, how fast, how many failed.
     pub fn logins_summary(&self) -> String {
         format!(
@@ -123,6 +139,15 @@ impl RushReport {
                 "{} buyers could not log in (POST /login, the code, POST /sessions)",
                 self.login_failures
             ));
+        }
+        if let Some(line) = &self.line {
+            if line.failed > 0 {
+                problems.push(format!(
+                    "{} buyers in the waiting room never got a permit (join, place or permit failed)",
+                    line.failed
+                ));
+            }
+            problems.extend(line.out_of_order(LINE_CLOCK_SLACK));
         }
         if self.require_answers && self.failed > 0 {
             problems.push(format!(
@@ -185,6 +210,9 @@ impl fmt::Display for RushReport {
             self.elapsed.as_secs_f64()
         )?;
         writeln!(f, "  logins      {}", self.logins_summary())?;
+        if let Some(line) = self.line_summary() {
+            writeln!(f, "  line        {line}")?;
+        }
         writeln!(
             f,
             "  requests    {} sent, {} purchases accepted, {} transport errors",

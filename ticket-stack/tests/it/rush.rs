@@ -150,6 +150,82 @@ async fn a_rush_sells_out_fairly_and_verifies() {
     api.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_goes_through_a_waiting_room_in_line_order_with_permits() {
+    let b = test_deps(MemoryQueueConfig::default()).await;
+    let (api, mailbox) = api_with_mailbox(&b).await;
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(
+        b.store.clone(),
+        b.queue.clone(),
+        b.metrics.clone(),
+        WorkerConfig {
+            fetch_wait: Duration::from_millis(50),
+            ..Default::default()
+        },
+        "w",
+    );
+    let work = tokio::spawn({
+        let stop = shutdown.clone();
+        async move { worker.run(stop).await }
+    });
+    // The sale opens in 2 s, behind a line admitting 300 a second.
+    let opens_at = ticket_svc::domain::UnixMillis(ticket_svc::domain::UnixMillis::now().0 + 2_000);
+    let r = ticket_svc::testing::post_json_as(
+        api.addr,
+        "/events",
+        &ticket_svc::testing::organizer(),
+        serde_json::json!({
+            "name": "DJ night", "tickets": 200, "max_per_buyer": 4,
+            "opens_at": opens_at.to_string(), "waiting_room": {"admit_per_s": 300}
+        }),
+    )
+    .await;
+    assert_eq!(r.status, http::StatusCode::CREATED, "{}", r.text);
+    let event = r.json["id"].as_i64().unwrap();
+    let target = Target::resolve(&format!("http://{}", api.addr))
+        .await
+        .unwrap();
+    let mut rush = config(target.clone(), event, 300, None);
+    rush.concurrency = 32;
+    let report = run(rush, Arc::clone(&mailbox), CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report}");
+    let line = report.line.as_ref().unwrap();
+    assert_eq!(
+        (line.joined, line.admitted, line.failed),
+        (300, 300, 0),
+        "{report}"
+    );
+    assert!(line.out_of_order(Duration::from_millis(250)).is_empty());
+    assert_eq!(
+        report.verification.as_ref().unwrap().confirmed_tickets,
+        200,
+        "{report}"
+    );
+    assert!(
+        report.statuses.contains_key(&403),
+        "some buyers tried without their permit, and were refused: {report}"
+    );
+    assert!(
+        report.to_string().contains("300 admitted with a permit"),
+        "{report}"
+    );
+    // A waiting room paces the crowd: an open-model rate is refused.
+    let err = run(
+        config(target, event, 10, Some(100.0)),
+        Arc::clone(&mailbox),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("waiting room"), "{err}");
+    shutdown.cancel();
+    work.await.unwrap();
+    api.stop().await;
+}
+
 #[tokio::test]
 async fn a_rush_against_an_unknown_event_says_so() {
     let b = test_deps(MemoryQueueConfig::default()).await;
