@@ -11,8 +11,11 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::chaos::ChaosConfig;
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::credentials::StackCredentials;
-use crate::rush::{self, Kill, Mailbox, RushConfig, RushError, RushReport, Target};
+use crate::rush::{
+    self, Codes, Kill, Mailbox, NewEvent, RushConfig, RushError, RushReport, Target,
+};
 use crate::stack::{self, StackConfig, StackError};
+use ticket_svc::domain::{EventId, UnixMillis};
 
 /// The sale the demo runs.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +26,14 @@ pub struct Sale {
     pub buyers: u64,
     /// Buyers in flight at once.
     pub concurrency: usize,
+    /// The waiting room's pace (none: the event has no waiting room).
+    pub admit_per_s: Option<u32>,
+}
+
+/// How long the demo gives its logged-in buyers to join the line before the sale opens: a
+/// moment, plus a second for every ten thousand buyers (joins run at several times that here).
+fn join_lead(buyers: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(2_000 + buyers / 10)
 }
 
 /// The most tickets one buyer may hold in the demo's event.
@@ -169,21 +180,38 @@ async fn sell(
     require_answers: bool,
     shutdown: CancellationToken,
 ) -> Result<RushReport, RushError> {
-    let event = rush::create_event(
-        &targets,
+    // The buyers log in first, as people do before an on-sale; then the sale is announced, to
+    // open once they had time to join its line.
+    let mut config = RushConfig::verified(targets, EventId(0), sale.buyers, sale.concurrency);
+    config.require_answers = require_answers;
+    println!("{} buyers log in", sale.buyers);
+    let logins =
+        rush::login::log_in_all(&config, &Codes::from(Arc::clone(mailbox)), &shutdown).await;
+    let mut event = NewEvent::new("DJ night", sale.tickets, MAX_PER_BUYER);
+    if let Some(per_s) = sale.admit_per_s {
+        let lead = i64::try_from(join_lead(sale.buyers).as_millis()).unwrap_or(i64::MAX);
+        event.opens_at = Some(UnixMillis(UnixMillis::now().0.saturating_add(lead)));
+        event.admit_per_s = Some(per_s);
+    }
+    config.event = rush::create_event(
+        &config.targets,
         &credentials.organizer_authorization(),
-        "DJ night",
-        sale.tickets,
-        MAX_PER_BUYER,
+        &event,
     )
     .await?;
-    println!(
-        "event {event}: {} tickets, at most {MAX_PER_BUYER} per buyer; {} buyers log in and rush the balancer",
-        sale.tickets, sale.buyers
-    );
-    let mut config = RushConfig::verified(targets, event, sale.buyers, sale.concurrency);
-    config.require_answers = require_answers;
-    rush::run(config, Arc::clone(mailbox), shutdown).await
+    match sale.admit_per_s {
+        Some(per_s) => println!(
+            "event {}: {} tickets, at most {MAX_PER_BUYER} per buyer, on sale in {:.1} s behind a waiting room admitting {per_s}/s; the buyers join its line",
+            config.event,
+            sale.tickets,
+            join_lead(sale.buyers).as_secs_f64()
+        ),
+        None => println!(
+            "event {}: {} tickets, at most {MAX_PER_BUYER} per buyer; the buyers rush the balancer",
+            config.event, sale.tickets
+        ),
+    }
+    rush::run_logged_in(config, logins, shutdown).await
 }
 
 /// Prints where the stack in this process listens, as `up` and `demo` show it.

@@ -205,6 +205,11 @@ enum Command {
         /// Where to write the HTML report (summary and charts, one self-contained file).
         #[arg(long, default_value = "demo-report.html")]
         report: std::path::PathBuf,
+        /// The event's waiting room admits this many buyers a second, from an opening a moment
+        /// after the buyers logged in (they join its line meanwhile); 0: no waiting room, the
+        /// buyers rush the sale directly.
+        #[arg(long, default_value_t = 20_000)]
+        admit_per_s: u32,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -753,6 +758,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             concurrency,
             data_dir,
             report: report_path,
+            admit_per_s,
             cluster,
         } => {
             let temp = tempfile::tempdir().context("making a temp dir")?;
@@ -762,6 +768,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
                 tickets,
                 buyers,
                 concurrency,
+                admit_per_s: (admit_per_s > 0).then_some(admit_per_s),
             };
             let shutdown = CancellationToken::new();
             shutdown_on_signal(shutdown.clone())?;

@@ -6,6 +6,7 @@
 //! file); every piece of text from the report goes through [`svg::escape`].
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use super::RushReport;
 use super::svg::{self, Chart, Mark, Series};
@@ -112,7 +113,7 @@ pub fn sold_chart(report: &RushReport) -> Chart {
         .collect();
     let end = sold.last().map_or(0.0, |(x, _)| *x);
     let tickets = f64::from(report.tickets);
-    let rush_end = report.elapsed.as_secs_f64();
+    let rush_end = (report.purchases_began + report.elapsed).as_secs_f64();
     Chart {
         title: "Tickets sold".into(),
         x_label: "seconds since the rush started".into(),
@@ -136,6 +137,61 @@ pub fn sold_chart(report: &RushReport) -> Chart {
         ],
         marks: kill_marks(report),
     }
+}
+
+/// The waiting room chart, for an event with one: buyers in line (joined, not yet admitted)
+/// and admitted per second, over the rush.
+pub fn line_chart(report: &RushReport) -> Option<Chart> {
+    let line = report.line.as_ref()?;
+    let mut joins: Vec<f64> = line.joins.iter().map(Duration::as_secs_f64).collect();
+    let mut admits: Vec<f64> = line
+        .permits
+        .iter()
+        .map(|(_, at)| at.as_secs_f64())
+        .collect();
+    joins.sort_by(f64::total_cmp);
+    admits.sort_by(f64::total_cmp);
+    let end = joins
+        .last()
+        .copied()
+        .unwrap_or(0.0)
+        .max(admits.last().copied().unwrap_or(0.0));
+    let count_by = |xs: &[f64], t: f64| xs.partition_point(|x| *x <= t) as f64;
+    // Four samples a second of the line's length; admissions counted per whole second.
+    let steps = (end * 4.0).ceil() as usize + 1;
+    let waiting = (0..=steps)
+        .map(|i| {
+            let t = i as f64 / 4.0;
+            (t, count_by(&joins, t) - count_by(&admits, t))
+        })
+        .collect();
+    let admitted = (0..=end.ceil() as usize)
+        .map(|s| {
+            let from = s as f64;
+            (
+                from,
+                count_by(&admits, from + 1.0) - count_by(&admits, from),
+            )
+        })
+        .collect();
+    Some(Chart {
+        title: "Waiting room".into(),
+        x_label: "seconds since the rush started".into(),
+        y_label: "buyers".into(),
+        series: vec![
+            Series {
+                name: "in line (joined, not yet admitted)".into(),
+                color: "#1f77b4".into(),
+                points: waiting,
+            },
+            Series {
+                name: "admitted/s (permits)".into(),
+                color: "#2ca02c".into(),
+                points: admitted,
+            },
+        ],
+        marks: kill_marks(report),
+    })
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:760px;margin:2em auto;color:#222}\
@@ -278,11 +334,11 @@ pub fn render(report: &RushReport) -> String {
     }
 
     html.push_str("<h2>Over time</h2>");
-    for chart in [
+    for chart in line_chart(report).into_iter().chain([
         throughput_chart(report),
         latency_chart(report),
         sold_chart(report),
-    ] {
+    ]) {
         let _ = write!(html, "<figure>{}</figure>", svg::line_chart(&chart));
     }
     html.push_str(
@@ -328,6 +384,7 @@ mod tests {
             login_failures: 0,
             login_elapsed: Duration::from_millis(400),
             line: None,
+            purchases_began: Duration::ZERO,
             requests: 20,
             statuses: BTreeMap::from([(202, 16), (400, 4)]),
             transport_errors: 0,
@@ -357,6 +414,45 @@ mod tests {
                 sold: 0,
             }],
         }
+    }
+
+    #[test]
+    fn a_waiting_room_gets_a_chart_of_its_line() {
+        let mut r = report();
+        assert!(line_chart(&r).is_none(), "no room, no chart");
+        r.line = Some(crate::rush::waiting::LineSeen {
+            joined: 3,
+            pre_queue: 2,
+            admitted: 3,
+            joins: vec![
+                Duration::from_millis(100),
+                Duration::from_millis(200),
+                Duration::from_millis(2500),
+            ],
+            permits: vec![
+                (0, Duration::from_millis(2100)),
+                (1, Duration::from_millis(2200)),
+                (2, Duration::from_millis(2600)),
+            ],
+            ..Default::default()
+        });
+        let chart = line_chart(&r).unwrap();
+        let waiting = &chart.series[0].points;
+        assert_eq!(
+            waiting.iter().map(|(_, y)| *y).fold(0.0, f64::max),
+            2.0,
+            "{waiting:?}"
+        );
+        assert_eq!(
+            waiting.last().map(|(_, y)| *y),
+            Some(0.0),
+            "everyone admitted"
+        );
+        let admitted: f64 = chart.series[1].points.iter().map(|(_, y)| y).sum();
+        assert_eq!(admitted, 3.0);
+        let page = render(&r);
+        assert_eq!(page.matches("<svg").count(), 4, "the line's chart first");
+        assert!(page.contains("Waiting room") && page.contains("2 before the opening"));
     }
 
     #[test]

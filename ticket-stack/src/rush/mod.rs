@@ -201,6 +201,34 @@ async fn read_event(route: &mut Route, event: EventId) -> Result<EventInfo, Rush
     })
 }
 
+/// An event to put on sale through the API ([`create_event`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Tickets for sale.
+    pub tickets: u32,
+    /// The most one buyer may hold.
+    pub max_per_buyer: u32,
+    /// When the sale opens (none: at once).
+    pub opens_at: Option<ticket_svc::domain::UnixMillis>,
+    /// A waiting room admitting this many a second (needs `opens_at`).
+    pub admit_per_s: Option<u32>,
+}
+
+impl<'a> NewEvent<'a> {
+    /// `tickets` on sale at once, at most `max_per_buyer` each, no waiting room.
+    pub fn new(name: &'a str, tickets: u32, max_per_buyer: u32) -> Self {
+        Self {
+            name,
+            tickets,
+            max_per_buyer,
+            opens_at: None,
+            admit_per_s: None,
+        }
+    }
+}
+
 /// Creates an event through the API with an organizer's `Authorization` value, as an
 /// organizer's tool would: the crowd's sale goes through the same front door as everyone's.
 ///
@@ -209,9 +237,7 @@ async fn read_event(route: &mut Route, event: EventId) -> Result<EventInfo, Rush
 pub async fn create_event(
     targets: &[Target],
     organizer: &str,
-    name: &str,
-    tickets: u32,
-    max_per_buyer: u32,
+    event: &NewEvent<'_>,
 ) -> Result<EventId, RushError> {
     let fail = |reason: String| RushError::CreateEvent(reason);
     let mut route = Route::new(
@@ -229,8 +255,15 @@ pub async fn create_event(
             HeaderValue::from_static("application/json"),
         ),
     ];
-    let body =
-        serde_json::json!({"name": name, "tickets": tickets, "max_per_buyer": max_per_buyer});
+    let mut body = serde_json::json!({
+        "name": event.name, "tickets": event.tickets, "max_per_buyer": event.max_per_buyer
+    });
+    if let Some(opens_at) = event.opens_at {
+        body["opens_at"] = opens_at.to_string().into();
+    }
+    if let Some(per_s) = event.admit_per_s {
+        body["waiting_room"] = serde_json::json!({ "admit_per_s": per_s });
+    }
     // Not sent again: a second POST /events would make a second event.
     let (status, answer) = route
         .send(
@@ -267,6 +300,7 @@ struct SlotResult {
     bad_not_refused: u64,
     retry_mismatches: u64,
     last_answer: Option<Instant>,
+    first_sent: Option<Instant>,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -424,6 +458,7 @@ async fn slot(shared: Arc<Shared>, k: usize) -> (SlotResult, Histogram<u64>) {
             let now = Instant::now();
             out.last_answer = Some(now);
             let began = began.unwrap_or(now);
+            out.first_sent = Some(out.first_sent.map_or(began, |f| f.min(began)));
             let us =
                 u64::try_from(now.saturating_duration_since(began).as_micros()).unwrap_or(u64::MAX);
             let _ = hist.record(us.clamp(1, 600_000_000));
@@ -653,10 +688,16 @@ pub async fn run_logged_in(
         ));
     }
     let sessions = Arc::new(logins.sessions);
+    let start = Instant::now();
     let (buyers, line_stage) = match before.room {
         Some(room) => {
-            let (admitted, task) =
-                waiting::start(&config, Arc::clone(&sessions), room, shutdown.clone());
+            let (admitted, task) = waiting::start(
+                &config,
+                Arc::clone(&sessions),
+                room,
+                start,
+                shutdown.clone(),
+            );
             (
                 Buyers::Admitted(tokio::sync::Mutex::new(admitted)),
                 Some(task),
@@ -666,10 +707,10 @@ pub async fn run_logged_in(
     };
     let shared = Arc::new(Shared {
         max_quantity: before.max_per_buyer,
+        start,
         buyers,
         taken: AtomicU64::new(0),
         in_line: line_stage.is_some(),
-        start: Instant::now(),
         progress: progress.clone(),
         shutdown: shutdown.clone(),
         config: config.clone(),
@@ -706,12 +747,18 @@ pub async fn run_logged_in(
         total.bad_not_refused += r.bad_not_refused;
         total.retry_mismatches += r.retry_mismatches;
         total.last_answer = total.last_answer.max(r.last_answer);
+        total.first_sent = match (total.first_sent, r.first_sent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let _ = latency_us.add(h);
     }
     progress.finish_and_clear();
-    let elapsed = total.last_answer.map_or(Duration::ZERO, |t| {
-        t.saturating_duration_since(shared.start)
-    });
+    // Purchases begin at once, or (behind a waiting room) once the first buyer is admitted.
+    let first_sent = total.first_sent.unwrap_or(shared.start);
+    let elapsed = total
+        .last_answer
+        .map_or(Duration::ZERO, |t| t.saturating_duration_since(first_sent));
     let buyers = shared.taken.load(Ordering::Relaxed).min(config.buyers);
     let line = match line_stage {
         Some(task) => Some(task.await.unwrap_or_default()),
@@ -795,6 +842,7 @@ pub async fn run_logged_in(
         require_answers: config.require_answers,
         kills: Vec::new(),
         accepted: total.accepted.len() as u64,
+        purchases_began: first_sent.saturating_duration_since(shared.start),
         elapsed,
         latency_us,
         bad_not_refused: total.bad_not_refused,

@@ -66,7 +66,10 @@ pub struct RushReport {
     pub kills: Vec<Kill>,
     /// Purchases answered 202 (distinct).
     pub accepted: u64,
-    /// From the first send to the last answer.
+    /// From the rush's start to its first purchase sent (behind a waiting room: the wait for
+    /// the first admission).
+    pub purchases_began: Duration,
+    /// From the first purchase sent to the last answer.
     pub elapsed: Duration,
     /// Latency, microseconds.
     pub latency_us: Histogram<u64>,
@@ -103,8 +106,8 @@ impl RushReport {
     pub fn line_summary(&self) -> Option<String> {
         let line = self.line.as_ref()?;
         Some(format!(
-            "{} joined, {} admitted with a permit, {} looks at a place, {} permits asked a little early, {} failed",
-            line.joined, line.admitted, line.polls, line.too_early, line.failed
+            "{} joined ({} before the opening, drawn at it), {} admitted with a permit, {} looks at a place, {} permits asked a little early, {} failed",
+            line.joined, line.pre_queue, line.admitted, line.polls, line.too_early, line.failed
         ))
     }
 

@@ -63,7 +63,11 @@ pub struct LineSeen {
     pub polls: u64,
     /// Permit requests refused `not_admitted` (asked a little early: clocks differ).
     pub too_early: u64,
-    /// Every permit: (place, when, since the line stage began).
+    /// Buyers who joined before the sale opened (the pre-queue, drawn at the opening).
+    pub pre_queue: u64,
+    /// When each buyer joined, since the rush started.
+    pub joins: Vec<Duration>,
+    /// Every permit: (place, when, since the rush started).
     pub permits: Vec<(u64, Duration)>,
     /// Every `not_admitted` refusal: (place, when).
     pub refusals: Vec<(u64, Duration)>,
@@ -138,6 +142,7 @@ pub fn start(
     config: &RushConfig,
     sessions: Arc<Vec<Option<Session>>>,
     room: Room,
+    started: Instant,
     shutdown: CancellationToken,
 ) -> (mpsc::Receiver<Admitted>, tokio::task::JoinHandle<LineSeen>) {
     let n = config.concurrency.max(1);
@@ -153,7 +158,6 @@ pub fn start(
     let event = config.event;
     let seen = Arc::new(std::sync::Mutex::new(LineSeen::default()));
     let polls = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
     let task = tokio::spawn(async move {
         let mut buyers = JoinSet::new();
         for (i, session) in sessions.iter().enumerate() {
@@ -257,7 +261,13 @@ impl Buyer {
         }
         let mut view: View = serde_json::from_slice(&body).ok()?;
         let token = view.token.clone()?;
-        self.note(|s| s.joined += 1);
+        let at = self.since_start();
+        let before_open = view.state == "before_open";
+        self.note(|s| {
+            s.joined += 1;
+            s.pre_queue += u64::from(before_open);
+            s.joins.push(at);
+        });
         let give_up = Instant::now() + MAX_WAIT;
         let status_path = format!("/events/{}/line?token={token}", self.event);
         let permit_body = Bytes::from(serde_json::json!({ "token": token }).to_string());

@@ -430,10 +430,14 @@ fn demo_runs_the_whole_stack_and_checks_the_invariants() {
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
     assert!(html.trim_end().ends_with("</html>"));
-    for chart in ["Throughput", "Latency", "Tickets sold"] {
+    for chart in ["Waiting room", "Throughput", "Latency", "Tickets sold"] {
         assert!(html.contains(&format!("aria-label=\"{chart}\"")), "{chart}");
     }
-    assert_eq!(html.matches("<svg").count(), 3, "one svg per chart");
+    assert_eq!(html.matches("<svg").count(), 4, "one svg per chart");
+    assert!(
+        stdout.contains("300 joined") && stdout.contains("300 admitted with a permit"),
+        "the buyers went through the waiting room: {stdout}"
+    );
     assert!(html.contains("<th>buyers</th><td>300</td>"), "{html}");
     assert!(html.contains("accepted purchases/s"));
     assert!(html.contains("p99"));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ticket_stack::rush::{Mailbox, RushConfig, Target};
+use ticket_stack::rush::{Mailbox, NewEvent, RushConfig, Target};
 use ticket_stack::stack::{self, StackConfig};
 use ticket_svc::access::{Access, AccessConfig, Email, KeyRing, OrganizerTokens, unix_now};
 use ticket_svc::domain::EventSpec;
@@ -49,16 +49,17 @@ async fn a_rush_through_the_whole_stack_keeps_every_invariant_and_survives_a_res
     let id = ticket_stack::rush::create_event(
         &targets,
         &s.credentials.organizer_authorization(),
-        "DJ night",
-        300,
-        4,
+        &NewEvent::new("DJ night", 300, 4),
     )
     .await
     .unwrap();
-    let refused =
-        ticket_stack::rush::create_event(&targets, "Bearer not-the-organizer-token", "x", 1, 1)
-            .await
-            .unwrap_err();
+    let refused = ticket_stack::rush::create_event(
+        &targets,
+        "Bearer not-the-organizer-token",
+        &NewEvent::new("x", 1, 1),
+    )
+    .await
+    .unwrap_err();
     assert!(refused.to_string().contains("403"), "{refused}");
     let event = s.store.event(id).await.unwrap().unwrap();
     let report = ticket_stack::rush::run(
