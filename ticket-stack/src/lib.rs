@@ -8,8 +8,10 @@
 //! binary, whose `api` and `worker` commands run the service crate alone.
 //!
 //! The runner and the crowd are behind the `stack` feature (on by default); without it only
-//! [`affinity`] is left, for the binary's `--pin-workers`.
+//! [`affinity`] (for the binary's `--pin-workers`) and [`access_args`] (the API's front-door
+//! flags) are left.
 
+pub mod access_args;
 pub mod affinity;
 #[cfg(feature = "stack")]
 pub mod cluster;

@@ -124,7 +124,7 @@ enum Command {
         #[command(flatten)]
         deps: ServiceDeps,
         #[command(flatten)]
-        access: AccessArgs,
+        access: ticket_stack::access_args::AccessArgs,
     },
     /// A purchase worker: decide queued purchases in batches.
     Worker {
@@ -476,50 +476,15 @@ impl ServiceDeps {
     }
 }
 
-/// Who may do what on an API: its signing keys, organizer tokens and login sender.
-#[derive(Debug, clap::Args)]
-struct AccessArgs {
-    /// A key that signs buyer sessions and login codes, as ID:SECRET (the secret at least 32
-    /// bytes; `openssl rand -hex 32`). Every API instance needs the same keys. Given several
-    /// times (or comma-separated in TICKET_SIGNING_KEYS), the first signs and all verify: rotate
-    /// by adding the new key second, then moving it first, then dropping the old one once its
-    /// sessions have expired.
-    #[arg(
-        long,
-        env = "TICKET_SIGNING_KEYS",
-        hide_env_values = true,
-        required = true
-    )]
-    signing_key: Vec<String>,
-    /// A token that organizer routes (POST /events) accept as `Authorization: Bearer TOKEN`, 16
-    /// to 256 visible characters. Several (or comma-separated in TICKET_ORGANIZER_TOKENS) for
-    /// rotation. None: organizer routes answer 403.
-    #[arg(long, env = "TICKET_ORGANIZER_TOKENS", hide_env_values = true)]
-    organizer_token: Vec<String>,
-    /// Where login codes go: `log` (the API's log; development only) or an http:// URL that
-    /// is POSTed {"email","code","expires_at"} (an e-mail service's webhook).
-    #[arg(long, default_value = "log", env = "TICKET_LOGIN_SENDER")]
-    login_sender: String,
-    /// How long a buyer session lasts.
-    #[arg(long, default_value = "12h", value_parser = broker::config::parse_duration)]
-    session_ttl: Duration,
-}
-
-impl AccessArgs {
-    fn gatekeeper(&self) -> anyhow::Result<ticket_svc::access::Access> {
-        let config = ticket_svc::access::AccessConfig::from_flags(
-            &self.signing_key,
-            &self.organizer_token,
-            &self.login_sender,
-            self.session_ttl,
-        )?;
-        if !config.organizers.any() {
-            tracing::warn!("no --organizer-token: organizer routes (POST /events) answer 403");
-        }
-        if config.sender.name() == "log" {
-            tracing::warn!("login codes go to this log (--login-sender log): for development only");
-        }
-        Ok(ticket_svc::access::Access::new(config))
+/// The `--metrics-listen` listener, if one was asked for.
+async fn bind_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        )),
+        None => Ok(None),
     }
 }
 
@@ -533,20 +498,13 @@ async fn api(
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
     deps: ServiceDeps,
-    access: AccessArgs,
+    access: ticket_stack::access_args::AccessArgs,
 ) -> anyhow::Result<ExitCode> {
     let access = access.gatekeeper()?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let metrics = match metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?,
-        ),
-        None => None,
-    };
+    let metrics = bind_metrics(metrics_listen).await?;
     let (store, queue, enqueue_timeout) = deps.open(true).await?;
     let line_log = Arc::new(BrokerLineLog::new(queue.config()));
     let shutdown = CancellationToken::new();
@@ -580,14 +538,7 @@ async fn worker(
     config: WorkerConfig,
     metrics_listen: Option<SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
-    let metrics_listener = match metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?,
-        ),
-        None => None,
-    };
+    let metrics_listener = bind_metrics(metrics_listen).await?;
     let (store, queue, _) = deps.open(false).await?;
     let shutdown = CancellationToken::new();
     shutdown_on_signal(shutdown.clone())?;

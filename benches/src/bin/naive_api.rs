@@ -16,7 +16,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use benches::naive::NaiveQueue;
 use clap::Parser;
-use ticket_svc::access::{Access, AccessConfig};
 use ticket_svc::http::{ApiConfig, ApiListeners, FrontDoor, ServeConfig, run_api};
 use ticket_svc::line::MemoryLineLog;
 use ticket_svc::store::AnyStore;
@@ -32,29 +31,12 @@ struct Cli {
     /// sqlite://PATH or postgres://...
     #[arg(long, env = "TICKET_DB", hide_env_values = true)]
     db: String,
-    /// As `ticket-svc api --signing-key`.
-    #[arg(
-        long,
-        env = "TICKET_SIGNING_KEYS",
-        hide_env_values = true,
-        required = true
-    )]
-    signing_key: Vec<String>,
-    /// As `ticket-svc api --organizer-token`.
-    #[arg(long, env = "TICKET_ORGANIZER_TOKENS", hide_env_values = true)]
-    organizer_token: Vec<String>,
-    /// As `ticket-svc api --login-sender`.
-    #[arg(long, default_value = "log", env = "TICKET_LOGIN_SENDER")]
-    login_sender: String,
+    #[command(flatten)]
+    access: ticket_stack::access_args::AccessArgs,
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let access = AccessConfig::from_flags(
-        &cli.signing_key,
-        &cli.organizer_token,
-        &cli.login_sender,
-        AccessConfig::DEFAULT_SESSION_TTL,
-    )?;
+    let access = cli.access.gatekeeper()?;
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
@@ -85,7 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         queue,
         // Waiting rooms are not compared here: each process's line would be its own.
         FrontDoor {
-            access: Access::new(access),
+            access,
             line_log: Arc::new(MemoryLineLog::new()),
         },
         ApiConfig::default(),

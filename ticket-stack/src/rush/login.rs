@@ -151,50 +151,58 @@ async fn log_in(
     mailbox_route: &mut Option<Route>,
     email: &str,
 ) -> Result<Session, String> {
-    const JSON: [(HeaderName, HeaderValue); 1] = [(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )];
-    let body = Bytes::from(serde_json::json!({ "email": email }).to_string());
-    let (status, answer) = answered(
-        route
-            .send(
-                &Method::POST,
-                |p| format!("{p}/login"),
-                &JSON,
-                &body,
-                true,
-                |_| {},
-            )
-            .await,
-    )?;
-    if status != StatusCode::ACCEPTED {
-        return Err(format!("POST /login answered {status}"));
-    }
+    let answer = post(
+        route,
+        "/login",
+        &serde_json::json!({ "email": email }),
+        StatusCode::ACCEPTED,
+    )
+    .await?;
     let login = json_field(&answer, "login")?;
     let code = codes.take(mailbox_route, email).await?;
-    let body = Bytes::from(serde_json::json!({ "login": login, "code": code }).to_string());
-    let (status, answer) = answered(
-        route
-            .send(
-                &Method::POST,
-                |p| format!("{p}/sessions"),
-                &JSON,
-                &body,
-                true,
-                |_| {},
-            )
-            .await,
-    )?;
-    if status != StatusCode::CREATED {
-        return Err(format!("POST /sessions answered {status}"));
-    }
+    let answer = post(
+        route,
+        "/sessions",
+        &serde_json::json!({ "login": login, "code": code }),
+        StatusCode::CREATED,
+    )
+    .await?;
     let token = json_field(&answer, "session")?;
     Ok(Session {
         authorization: HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| "a session that is not a header value".to_owned())?,
         buyer: json_field(&answer, "buyer")?,
     })
+}
+
+/// POSTs `body` as JSON to `path` (sent again after a failure: logging in twice is harmless),
+/// expecting `expected`; the answer's body.
+async fn post(
+    route: &mut Route,
+    path: &str,
+    body: &serde_json::Value,
+    expected: StatusCode,
+) -> Result<Bytes, String> {
+    const JSON: [(HeaderName, HeaderValue); 1] = [(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
+    let body = Bytes::from(body.to_string());
+    let sent = route
+        .send(
+            &Method::POST,
+            |p| format!("{p}{path}"),
+            &JSON,
+            &body,
+            true,
+            |_| {},
+        )
+        .await;
+    let (status, answer) = answered(sent)?;
+    if status != expected {
+        return Err(format!("POST {path} answered {status}"));
+    }
+    Ok(answer)
 }
 
 fn answered(

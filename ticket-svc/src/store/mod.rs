@@ -9,7 +9,7 @@
 //! (several URLs: sharded). Layout: `error` ([`StoreError`]), `contract`, `any_store`, `urls`
 //! (splitting and redacting URLs), `sqlite` (with `group_commit` and `pending`), `postgres` (with
 //! `pg_pool`), `sharded` (with `shard_catalog`, its SQL on each shard), `rows` and `schema`
-//! (shared by all).
+//! (shared by all), `upgrade_checks` (what both dialects' upgrade tests check).
 
 mod any_store;
 mod contract;
@@ -24,6 +24,8 @@ mod schema;
 mod shard_catalog;
 mod sharded;
 mod sqlite;
+#[cfg(test)]
+mod upgrade_checks;
 mod urls;
 
 pub use any_store::AnyStore;

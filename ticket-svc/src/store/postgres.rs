@@ -754,7 +754,7 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{LineSeed, SaleWindow, UnixMillis, WaitingRoom};
+    use crate::domain::{SaleWindow, UnixMillis};
 
     /// The test server's URL and a fresh schema on it, as the migrations before `version` left
     /// it, with a raw session in that schema; `None` (with the reason printed) without a server.
@@ -878,40 +878,8 @@ mod tests {
         let store = PostgresStore::connect_in_schema(&url, &name, 2)
             .await
             .unwrap();
-        let old = store.event(EventId(1)).await.unwrap().unwrap();
-        assert_eq!(
-            old,
-            Event {
-                id: EventId(1),
-                name: "old".into(),
-                tickets: 10,
-                max_per_buyer: 4,
-                sold: 2,
-                window: SaleWindow::ALWAYS,
-                waiting_room: None,
-            }
-        );
-        let windowed = store.event(EventId(2)).await.unwrap().unwrap();
-        assert_eq!(windowed.window.opens_at(), Some(opens));
-        assert_eq!(windowed.waiting_room, None);
-        assert!(matches!(
-            store.seal_line(EventId(1), 3).await,
-            Err(StoreError::NoWaitingRoom { .. })
-        ));
-
-        // New events beside them keep their rooms, and seal their lines.
-        let room = WaitingRoom::with_seed(40, LineSeed([9; 32])).unwrap();
-        let spec = EventSpec::new("new", 5, 1)
-            .unwrap()
-            .with_window(SaleWindow::new(Some(opens), None).unwrap())
-            .with_waiting_room(room.clone())
-            .unwrap();
-        let new = store.create_event(&spec).await.unwrap();
-        assert_eq!(
-            store.event(new.id).await.unwrap().unwrap().waiting_room,
-            Some(room)
-        );
-        assert_eq!(store.seal_line(new.id, 3).await.unwrap(), 3);
+        let (old, windowed) =
+            crate::store::upgrade_checks::events_from_before_waiting_rooms(&store, opens).await;
 
         // The migrated table keeps a room whole: a rate of at least 1 and a 32-byte seed, both
         // or neither, and a sealed size of at least 0 only with a room.

@@ -685,6 +685,19 @@ mod tests {
         assert_eq!(versions, i64::try_from(schema::SQLITE.len()).unwrap());
     }
 
+    /// A database at `path` as the migrations before `version` left it.
+    fn database_before(path: &std::path::Path, version: i64) -> Connection {
+        let conn = open_connection(path).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+            .unwrap();
+        for (v, sql) in schema::SQLITE.iter().filter(|(v, _)| *v < version) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (?1)", [v])
+                .unwrap();
+        }
+        conn
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_database_from_before_sale_windows_opens_with_its_events_always_on_sale() {
         use crate::domain::{SaleWindow, UnixMillis};
@@ -693,17 +706,7 @@ mod tests {
         let path = dir.path().join("t.db");
         // A database as the migrations before the window columns left it, with an event in it.
         {
-            let conn = open_connection(&path).unwrap();
-            conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
-                .unwrap();
-            for (version, sql) in schema::SQLITE.iter().filter(|(v, _)| *v < 3) {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations (version) VALUES (?1)",
-                    [version],
-                )
-                .unwrap();
-            }
+            let conn = database_before(&path, 3);
             conn.execute(
                 "INSERT INTO events (name, tickets, max_per_buyer, sold) VALUES ('old', 10, 4, 2)",
                 [],
@@ -765,24 +768,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_database_from_before_waiting_rooms_opens_with_its_events_without_one() {
-        use crate::domain::{LineSeed, SaleWindow, UnixMillis, WaitingRoom};
+        use crate::domain::UnixMillis;
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let opens = UnixMillis(1_798_135_200_000);
         // A database as the migrations before the room columns left it, with events in it.
         {
-            let conn = open_connection(&path).unwrap();
-            conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
-                .unwrap();
-            for (version, sql) in schema::SQLITE.iter().filter(|(v, _)| *v < 4) {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations (version) VALUES (?1)",
-                    [version],
-                )
-                .unwrap();
-            }
+            let conn = database_before(&path, 4);
             conn.execute(
                 "INSERT INTO events (name, tickets, max_per_buyer, sold) VALUES ('old', 10, 4, 2)",
                 [],
@@ -796,40 +789,8 @@ mod tests {
             .unwrap();
         }
         let store = SqliteStore::open(&path).await.unwrap();
-        let old = store.event(EventId(1)).await.unwrap().unwrap();
-        assert_eq!(
-            old,
-            Event {
-                id: EventId(1),
-                name: "old".into(),
-                tickets: 10,
-                max_per_buyer: 4,
-                sold: 2,
-                window: SaleWindow::ALWAYS,
-                waiting_room: None,
-            }
-        );
-        let windowed = store.event(EventId(2)).await.unwrap().unwrap();
-        assert_eq!(windowed.window.opens_at(), Some(opens));
-        assert_eq!(windowed.waiting_room, None);
-        assert!(matches!(
-            store.seal_line(EventId(1), 3).await,
-            Err(StoreError::NoWaitingRoom { .. })
-        ));
-
-        // New events beside them keep their rooms, and seal their lines.
-        let room = WaitingRoom::with_seed(40, LineSeed([9; 32])).unwrap();
-        let spec = EventSpec::new("new", 5, 1)
-            .unwrap()
-            .with_window(SaleWindow::new(Some(opens), None).unwrap())
-            .with_waiting_room(room.clone())
-            .unwrap();
-        let new = store.create_event(&spec).await.unwrap();
-        assert_eq!(
-            store.event(new.id).await.unwrap().unwrap().waiting_room,
-            Some(room)
-        );
-        assert_eq!(store.seal_line(new.id, 3).await.unwrap(), 3);
+        let (old, windowed) =
+            crate::store::upgrade_checks::events_from_before_waiting_rooms(&store, opens).await;
 
         // The migrated table keeps a room whole: a rate of at least 1 and a 32-byte seed, both
         // or neither, and a sealed size of at least 0 only with a room.
