@@ -187,12 +187,18 @@ async fn read_event(route: &mut Route, event: EventId) -> Result<EventInfo, Rush
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| fail(format!("no {name} in the answer")))
     };
-    let room = v
-        .get("waiting_room")
-        .and_then(|r| r.get("admit_per_s"))
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|n| u32::try_from(n).ok())
-        .map(|admit_per_s| waiting::Room { admit_per_s });
+    let room = v.get("waiting_room").and_then(|r| {
+        let admit_per_s = u32::try_from(r.get("admit_per_s")?.as_u64()?).ok()?;
+        let proof_of_work_bits = r
+            .get("proof_of_work_bits")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|b| u8::try_from(b).ok())
+            .unwrap_or(0);
+        Some(waiting::Room {
+            admit_per_s,
+            proof_of_work_bits,
+        })
+    });
     Ok(EventInfo {
         tickets: field("tickets")?,
         max_per_buyer: field("max_per_buyer")?,

@@ -105,8 +105,13 @@ impl RushReport {
     /// The waiting room in words, if the event has one.
     pub fn line_summary(&self) -> Option<String> {
         let line = self.line.as_ref()?;
+        let proofs = if line.proofs > 0 {
+            format!(" after {} proofs of work", line.proofs)
+        } else {
+            String::new()
+        };
         Some(format!(
-            "{} joined ({} before the opening, drawn at it), {} admitted with a permit, {} looks at a place, {} permits asked a little early, {} failed",
+            "{} joined{proofs} ({} before the opening, drawn at it), {} admitted with a permit, {} looks at a place, {} permits asked a little early, {} failed",
             line.joined, line.pre_queue, line.admitted, line.polls, line.too_early, line.failed
         ))
     }

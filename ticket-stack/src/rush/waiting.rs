@@ -37,6 +37,8 @@ const OPENING_SPREAD: Duration = Duration::from_millis(1000);
 pub struct Room {
     /// Places admitted per second.
     pub admit_per_s: u32,
+    /// The proof of work asked of each joiner (0: none).
+    pub proof_of_work_bits: u8,
 }
 
 /// A buyer let through: its index, its permit and its place.
@@ -61,6 +63,8 @@ pub struct LineSeen {
     pub failed: u64,
     /// Requests to read a place.
     pub polls: u64,
+    /// Proofs of work solved to join.
+    pub proofs: u64,
     /// Permit requests refused `not_admitted` (asked a little early: clocks differ).
     pub too_early: u64,
     /// Buyers who joined before the sale opened (the pre-queue, drawn at the opening).
@@ -246,13 +250,18 @@ impl Buyer {
             http::header::AUTHORIZATION,
             self.session.authorization.clone(),
         );
+        let join_body = if self.room.proof_of_work_bits > 0 {
+            self.prove(&auth).await?
+        } else {
+            Bytes::from_static(b"{}")
+        };
         let (status, body) = self
             .routes
             .send(
                 &Method::POST,
                 &format!("/events/{}/line", self.event),
                 &[json.clone(), auth.clone()],
-                &Bytes::from_static(b"{}"),
+                &join_body,
             )
             .await?;
         if status != StatusCode::CREATED {
@@ -325,6 +334,36 @@ impl Buyer {
             }
             view = serde_json::from_slice(&body).ok()?;
         }
+    }
+
+    /// A join's body with the proof of work the room asks: a challenge for this buyer and its
+    /// solution, found off the runtime's threads.
+    async fn prove(&self, auth: &(HeaderName, HeaderValue)) -> Option<Bytes> {
+        let (status, body) = self
+            .routes
+            .send(
+                &Method::GET,
+                &format!("/events/{}/line/challenge", self.event),
+                std::slice::from_ref(auth),
+                &Bytes::new(),
+            )
+            .await?;
+        if status != StatusCode::OK {
+            return None;
+        }
+        let view: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let challenge = view.get("challenge")?.as_str()?.to_owned();
+        let bits = u8::try_from(view.get("bits")?.as_u64()?).ok()?;
+        let (challenge, solution) = tokio::task::spawn_blocking(move || {
+            let solution = ticket_svc::line::proof::solve(&challenge, bits);
+            (challenge, solution)
+        })
+        .await
+        .ok()?;
+        self.note(|s| s.proofs += 1);
+        Some(Bytes::from(
+            serde_json::json!({ "challenge": challenge, "solution": solution }).to_string(),
+        ))
     }
 
     /// How long to wait before the next look, from what the last one said: until the opening

@@ -169,7 +169,8 @@ async fn a_crowd_goes_through_a_waiting_room_in_line_order_with_permits() {
         let stop = shutdown.clone();
         async move { worker.run(stop).await }
     });
-    // The sale opens in 2 s, behind a line admitting 300 a second.
+    // The sale opens in 2 s, behind a line admitting 300 a second and asking each joiner a
+    // small proof of work.
     let opens_at = ticket_svc::domain::UnixMillis(ticket_svc::domain::UnixMillis::now().0 + 2_000);
     let r = ticket_svc::testing::post_json_as(
         api.addr,
@@ -177,7 +178,8 @@ async fn a_crowd_goes_through_a_waiting_room_in_line_order_with_permits() {
         &ticket_svc::testing::organizer(),
         serde_json::json!({
             "name": "DJ night", "tickets": 200, "max_per_buyer": 4,
-            "opens_at": opens_at.to_string(), "waiting_room": {"admit_per_s": 300}
+            "opens_at": opens_at.to_string(),
+            "waiting_room": {"admit_per_s": 300, "proof_of_work_bits": 6}
         }),
     )
     .await;
@@ -198,6 +200,7 @@ async fn a_crowd_goes_through_a_waiting_room_in_line_order_with_permits() {
         (300, 300, 0),
         "{report}"
     );
+    assert_eq!(line.proofs, 300, "every joiner did the work");
     assert!(line.out_of_order(Duration::from_millis(250)).is_empty());
     assert_eq!(
         report.verification.as_ref().unwrap().confirmed_tickets,

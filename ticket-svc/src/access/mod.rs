@@ -28,6 +28,11 @@ use serde::{Deserialize, Serialize};
 pub use error::{AccessConfigError, AccessError, TokenError};
 pub use identity::{BuyerId, Email, MAX_EMAIL_BYTES};
 pub use keys::{KeyRing, MIN_SECRET_BYTES};
+
+/// `N` random bytes from the OS's CSPRNG as hex (`None`: it failed).
+pub fn random_hex<const N: usize>() -> Option<String> {
+    keys::random_bytes::<N>().map(|b| keys::hex(&b))
+}
 pub use login::{CODE_CHARS, MAX_WRONG_CODES};
 pub use organizer::OrganizerTokens;
 pub use sender::{CodeSender, LogSender, LoginCode, SendFuture, WebhookSender, sender_from_spec};

@@ -33,6 +33,8 @@ pub enum Purpose {
     Queue,
     /// An admitted visitor's leave to buy once.
     Permit,
+    /// A proof-of-work challenge for joining a line.
+    Challenge,
 }
 
 impl Purpose {
@@ -42,6 +44,7 @@ impl Purpose {
             Self::Login => "login",
             Self::Queue => "queue",
             Self::Permit => "permit",
+            Self::Challenge => "challenge",
         }
     }
 }

@@ -65,4 +65,10 @@ pub enum DomainError {
     /// A waiting room for an event whose window has no `opens_at`.
     #[error("a waiting room needs opens_at: the line forms before the sale opens")]
     WaitingRoomNeedsOpensAt,
+    /// A waiting room's proof-of-work difficulty out of range.
+    #[error("waiting_room.proof_of_work_bits must be between 0 and {max}")]
+    BadProofOfWorkBits {
+        /// The hardest accepted.
+        max: u8,
+    },
 }

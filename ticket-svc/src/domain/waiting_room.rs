@@ -70,6 +70,9 @@ pub struct WaitingRoom {
     pub seed: LineSeed,
     /// The pre-queue's size once the line opened (`None` before); recorded once, never changed.
     pub sealed_size: Option<u64>,
+    /// Leading zero bits a joiner's proof of work must have (0: none asked), up to
+    /// [`WaitingRoom::MAX_PROOF_OF_WORK_BITS`].
+    pub proof_of_work_bits: u8,
 }
 
 impl WaitingRoom {
@@ -77,6 +80,8 @@ impl WaitingRoom {
     pub const MIN_ADMIT_PER_S: u32 = 1;
     /// The fastest admission rate, visitors per second.
     pub const MAX_ADMIT_PER_S: u32 = 1_000_000;
+    /// The hardest proof of work a room may ask: 2^28 hashes, minutes on a phone.
+    pub const MAX_PROOF_OF_WORK_BITS: u8 = 28;
 
     /// A room admitting `admit_per_s` visitors a second, with a fresh seed
     /// ([`LineSeed::random`]) and its line not sealed yet.
@@ -105,6 +110,26 @@ impl WaitingRoom {
             admit_per_s,
             seed,
             sealed_size: None,
+            proof_of_work_bits: 0,
+        })
+    }
+
+    /// This room, asking each joiner for a proof of work of `bits` leading zero bits (about
+    /// 2^bits hashes; 0 asks none).
+    ///
+    /// # Errors
+    /// [`DomainError::BadProofOfWorkBits`] outside 0 to
+    /// [`WaitingRoom::MAX_PROOF_OF_WORK_BITS`].
+    pub fn with_proof_of_work(self, bits: i64) -> Result<Self, DomainError> {
+        let proof_of_work_bits = u8::try_from(bits)
+            .ok()
+            .filter(|b| *b <= Self::MAX_PROOF_OF_WORK_BITS)
+            .ok_or(DomainError::BadProofOfWorkBits {
+                max: Self::MAX_PROOF_OF_WORK_BITS,
+            })?;
+        Ok(Self {
+            proof_of_work_bits,
+            ..self
         })
     }
 }
@@ -164,10 +189,28 @@ mod tests {
             WaitingRoom {
                 admit_per_s: 50,
                 seed,
-                sealed_size: None
+                sealed_size: None,
+                proof_of_work_bits: 0,
             }
         );
         assert!(WaitingRoom::with_seed(0, LineSeed([7; 32])).is_err());
+    }
+
+    #[test]
+    fn a_proof_of_work_asks_0_to_28_bits() {
+        for bits in [0, 1, 20, 28] {
+            let room = WaitingRoom::new(10)
+                .unwrap()
+                .with_proof_of_work(bits)
+                .unwrap();
+            assert_eq!(i64::from(room.proof_of_work_bits), bits);
+        }
+        for bits in [-1, 29, 255, 1 << 40] {
+            assert_eq!(
+                WaitingRoom::new(10).unwrap().with_proof_of_work(bits),
+                Err(DomainError::BadProofOfWorkBits { max: 28 })
+            );
+        }
     }
 
     #[test]
@@ -243,7 +286,7 @@ mod tests {
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(
             json["waiting_room"],
-            serde_json::json!({"admit_per_s": 25, "sealed_size": 12})
+            serde_json::json!({"admit_per_s": 25, "sealed_size": 12, "proof_of_work_bits": 0})
         );
         let text = serde_json::to_string(&event).unwrap();
         assert!(!text.contains("seed"), "{text}");
@@ -254,7 +297,7 @@ mod tests {
         assert!(!text.contains(&as_hex[..8]), "{text}");
         assert_eq!(
             serde_json::to_value(&room).unwrap(),
-            serde_json::json!({"admit_per_s": 25, "sealed_size": 12})
+            serde_json::json!({"admit_per_s": 25, "sealed_size": 12, "proof_of_work_bits": 0})
         );
         let roomless = Event {
             waiting_room: None,

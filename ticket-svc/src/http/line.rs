@@ -1,7 +1,10 @@
 //! The waiting room's routes ([`crate::line`]): joining an event's line, watching one's place,
 //! and exchanging an admitted place for a permit to buy.
 //!
-//! - `POST /events/{id}/line` (a buyer session): joins; 201 with the queue token and the view.
+//! - `GET /events/{id}/line/challenge` (a buyer session): a proof-of-work challenge for this
+//!   visitor, when the room asks one.
+//! - `POST /events/{id}/line` (a buyer session, `{"challenge","solution"}` when the room asks a
+//!   proof of work): joins; 201 with the queue token and the view.
 //! - `GET /events/{id}/line?token=T`: the token's view (before the opening, waiting with the
 //!   place, those ahead and an estimated wait, or admitted).
 //! - `POST /events/{id}/permits` `{"token"}` (the same buyer's session): an admitted visitor's
@@ -21,9 +24,9 @@ use super::access::Buyer;
 use super::body::{body_bytes, parse_json};
 use super::error::AppError;
 use super::state::ApiState;
-use crate::access::unix_now;
+use crate::access::{AccessError, unix_now};
 use crate::domain::{Event, EventId, SaleState, UnixMillis, WaitingRoom};
-use crate::line::{LineError, LineOrder, MAX_PRE_QUEUE, Permit, QueueTicket, Turn, turn};
+use crate::line::{LineError, LineOrder, MAX_PRE_QUEUE, Permit, QueueTicket, Turn, proof, turn};
 use crate::metrics::ResultLabels;
 use crate::queue::PurchaseQueue;
 use crate::store::{Store, StoreError};
@@ -52,6 +55,24 @@ struct LineView {
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenQuery {
     token: String,
+}
+
+/// `POST /events/{id}/line` body (empty, or `{}`, when the room asks no proof of work).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    #[serde(default)]
+    challenge: Option<String>,
+    #[serde(default)]
+    solution: Option<u64>,
+}
+
+/// The answer to `GET /events/{id}/line/challenge`.
+#[derive(Debug, Serialize)]
+struct ChallengeView {
+    challenge: String,
+    bits: u8,
+    expires_at: UnixMillis,
 }
 
 /// `POST /events/{id}/permits` body.
@@ -187,7 +208,7 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
     }
 }
 
-pub(super) async fn join<S: Store, Q: PurchaseQueue>(
+pub(super) async fn challenge<S: Store, Q: PurchaseQueue>(
     State(st): State<ApiState<S, Q>>,
     Path(id): Path<String>,
     Buyer(buyer): Buyer,
@@ -195,6 +216,54 @@ pub(super) async fn join<S: Store, Q: PurchaseQueue>(
     let event_id: EventId = id.parse().map_err(|_| AppError::EventNotFound)?;
     let (event, _) = st.known_event(event_id).await?;
     let (room, _) = room_of(&event)?;
+    let nonce = crate::access::random_hex::<16>().ok_or(AccessError::NoRandomness)?;
+    let expires_at = unix_now().saturating_add(proof::CHALLENGE_TTL_S);
+    let challenge = proof::Challenge {
+        event: event_id,
+        visitor: buyer,
+        nonce,
+    }
+    .seal(&st.access.config().keys, expires_at);
+    Ok(Json(ChallengeView {
+        challenge,
+        bits: room.proof_of_work_bits,
+        expires_at: UnixMillis(expires_at.saturating_mul(1000)),
+    })
+    .into_response())
+}
+
+pub(super) async fn join<S: Store, Q: PurchaseQueue>(
+    State(st): State<ApiState<S, Q>>,
+    Path(id): Path<String>,
+    Buyer(buyer): Buyer,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let event_id: EventId = id.parse().map_err(|_| AppError::EventNotFound)?;
+    let body = body_bytes(body, st.config.max_body_bytes)?;
+    let raw: JoinBody = if body.is_empty() {
+        JoinBody::default()
+    } else {
+        parse_json(&body)?
+    };
+    let (event, _) = st.known_event(event_id).await?;
+    let (room, _) = room_of(&event)?;
+    if room.proof_of_work_bits > 0 {
+        let (Some(challenge), Some(solution)) = (raw.challenge.as_deref(), raw.solution) else {
+            return Err(st.line_refused(LineError::ProofRequired {
+                bits: room.proof_of_work_bits,
+            }));
+        };
+        proof::check(
+            &st.access.config().keys,
+            challenge,
+            solution,
+            room.proof_of_work_bits,
+            event_id,
+            &buyer,
+            unix_now(),
+        )
+        .map_err(|e| st.line_refused(e))?;
+    }
     match event.window.state_at(UnixMillis::now()) {
         SaleState::NotOpen { .. } => {}
         // Open: the seal goes before this join in the log (if no instance put it there yet),

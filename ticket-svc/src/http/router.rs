@@ -58,6 +58,11 @@ pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
         "/events/{id}/line",
         post(line::join::<S, Q>).get(line::status::<S, Q>),
     );
+    let router = route(
+        router,
+        "/events/{id}/line/challenge",
+        get(line::challenge::<S, Q>),
+    );
     let router = route(router, "/events/{id}/permits", post(line::permit::<S, Q>));
     let router = route(router, "/login", post(access::start_login::<S, Q>));
     let router = route(router, "/sessions", post(access::create_session::<S, Q>));

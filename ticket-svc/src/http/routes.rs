@@ -46,12 +46,15 @@ struct CreateEventBody {
 #[serde(deny_unknown_fields)]
 struct WaitingRoomBody {
     admit_per_s: i64,
+    #[serde(default)]
+    proof_of_work_bits: i64,
 }
 
 /// An event's waiting room as it is shown (never its seed).
 #[derive(Debug, Serialize)]
 struct WaitingRoomView {
     admit_per_s: u32,
+    proof_of_work_bits: u8,
 }
 
 /// `POST /events/{id}/purchases` body. The buyer is the session's; `buyer` is accepted only to
@@ -94,6 +97,7 @@ impl<'a> From<&'a Event> for EventView<'a> {
             closes_at: e.window.closes_at(),
             waiting_room: e.waiting_room.as_ref().map(|r| WaitingRoomView {
                 admit_per_s: r.admit_per_s,
+                proof_of_work_bits: r.proof_of_work_bits,
             }),
         }
     }
@@ -149,7 +153,9 @@ pub(super) async fn create_event<S: Store, Q: PurchaseQueue>(
     let mut spec = EventSpec::new(&raw.name, raw.tickets, raw.max_per_buyer)?
         .with_window(SaleWindow::new(raw.opens_at, raw.closes_at)?);
     if let Some(room) = raw.waiting_room {
-        spec = spec.with_waiting_room(WaitingRoom::new(room.admit_per_s)?)?;
+        spec = spec.with_waiting_room(
+            WaitingRoom::new(room.admit_per_s)?.with_proof_of_work(room.proof_of_work_bits)?,
+        )?;
     }
     let event = st.bounded(st.store.create_event(&spec)).await?;
     let mut resp = (StatusCode::CREATED, Json(EventView::from(&event))).into_response();

@@ -39,6 +39,17 @@ pub enum LineError {
     /// A permit asked for before the line opened.
     #[error("the line has not opened yet: places are drawn when the sale opens")]
     NotOpenYet,
+    /// A join without the proof of work the room asks.
+    #[error(
+        "this line asks a proof of work of {bits} bits: GET /events/{{id}}/line/challenge, then join with the challenge and a solution"
+    )]
+    ProofRequired {
+        /// The bits asked.
+        bits: u8,
+    },
+    /// A proof of work that does not hold.
+    #[error("the proof of work does not hold: {0}")]
+    BadProof(String),
     /// The pre-queue is larger than one line can order.
     #[error("the pre-queue is too large to order")]
     TooLarge,
@@ -57,6 +68,8 @@ impl LineError {
             Self::PermitRequired => "permit_required",
             Self::NotAdmitted { .. } => "not_admitted",
             Self::NotOpenYet => "not_open_yet",
+            Self::ProofRequired { .. } => "proof_required",
+            Self::BadProof(_) => "bad_proof",
             Self::TooLarge => "too_large",
         }
     }

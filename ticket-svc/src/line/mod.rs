@@ -11,6 +11,8 @@
 //!   arrival order behind it.
 //! - **Pacing.** Places are admitted at the event's `admit_per_s` from `opens_at` ([`pacing`]):
 //!   every instance computes the same counter from its clock.
+//! - **Proof of work.** A room may ask each joiner for a proof of work ([`proof`]): a number
+//!   whose hash with a challenge signed for that visitor starts with the room's zero bits.
 //! - **Permits.** An admitted visitor exchanges the ticket for a [`Permit`], valid a few
 //!   minutes, and buys with it: the purchase id is derived from the permit, so one permit is one
 //!   purchase however often it is sent.
@@ -24,6 +26,7 @@ mod error;
 mod log;
 mod order;
 mod pacing;
+pub mod proof;
 mod tokens;
 
 use std::collections::HashMap;

@@ -250,7 +250,7 @@ fn purchase_of(r: &tokio_postgres::Row) -> Result<Purchase, StoreError> {
 macro_rules! event_columns {
     () => {
         "id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms, \
-         line_admit_per_s, line_seed, line_sealed_size"
+         line_admit_per_s, line_seed, line_sealed_size, line_pow_bits"
     };
 }
 pub(super) use event_columns;
@@ -260,8 +260,8 @@ const SQL_READ_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events 
 /// A new event, with an id from the table's sequence.
 const SQL_INSERT_EVENT: &str = concat!(
     "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms, closes_at_ms,
-                         line_admit_per_s, line_seed, line_sealed_size)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+                         line_admit_per_s, line_seed, line_sealed_size, line_pow_bits)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
     event_columns!()
 );
 /// Seals an event's line: sets its pre-queue size unless one is on record (or it has no room).
@@ -296,6 +296,10 @@ pub(super) fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
                 .map(i64::from),
             r.try_get(8).map_err(pg("read event.line_seed"))?,
             r.try_get(9).map_err(pg("read event.line_sealed_size"))?,
+            i64::from(
+                r.try_get::<_, i32>(10)
+                    .map_err(pg("read event.line_pow_bits"))?,
+            ),
         )?,
     })
 }
@@ -304,9 +308,9 @@ pub(super) fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
 /// `INTEGER` it is stored as.
 pub(super) fn pg_waiting_room_columns(
     room: Option<&WaitingRoom>,
-) -> (Option<i32>, Option<&[u8]>, Option<i64>) {
-    let (admit_per_s, seed, sealed_size) = waiting_room_columns(room);
-    (admit_per_s.map(i32_of), seed, sealed_size)
+) -> (Option<i32>, Option<&[u8]>, Option<i64>, i32) {
+    let c = waiting_room_columns(room);
+    (c.admit_per_s.map(i32_of), c.seed, c.sealed_size, c.pow_bits)
 }
 
 /// New decisions as column arrays, written with one `INSERT ... SELECT FROM UNNEST`.
@@ -525,7 +529,8 @@ impl Store for PostgresStore {
     async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
         let mut c = self.pooled().await?;
         let (opens_at_ms, closes_at_ms) = window_columns(&spec.window);
-        let (admit_per_s, seed, sealed_size) = pg_waiting_room_columns(spec.waiting_room.as_ref());
+        let (admit_per_s, seed, sealed_size, pow_bits) =
+            pg_waiting_room_columns(spec.waiting_room.as_ref());
         let row = c
             .client()?
             .query_one(
@@ -539,6 +544,7 @@ impl Store for PostgresStore {
                     &admit_per_s,
                     &seed,
                     &sealed_size,
+                    &pow_bits,
                 ],
             )
             .await

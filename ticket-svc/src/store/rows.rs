@@ -77,6 +77,7 @@ pub fn waiting_room_of(
     admit_per_s: Option<i64>,
     seed: Option<Vec<u8>>,
     sealed_size: Option<i64>,
+    pow_bits: i64,
 ) -> Result<Option<WaitingRoom>, StoreError> {
     let corrupt = |why: &str, seed_len: Option<usize>| StoreError::Corrupt {
         what: format!(
@@ -86,12 +87,13 @@ pub fn waiting_room_of(
         ),
     };
     match (admit_per_s, seed) {
-        (None, None) if sealed_size.is_none() => Ok(None),
+        (None, None) if sealed_size.is_none() && pow_bits == 0 => Ok(None),
         (Some(admit_per_s), Some(seed)) => {
             let seed_len = Some(seed.len());
             let seed = <[u8; LineSeed::LEN]>::try_from(seed.as_slice())
                 .map_err(|_| corrupt("a seed is 32 bytes", seed_len))?;
             let room = WaitingRoom::with_seed(admit_per_s, LineSeed(seed))
+                .and_then(|r| r.with_proof_of_work(pow_bits))
                 .map_err(|e| corrupt(&e.to_string(), seed_len))?;
             Ok(Some(WaitingRoom {
                 sealed_size: sealed_size.map(sealed_size_of).transpose()?,
@@ -105,17 +107,34 @@ pub fn waiting_room_of(
     }
 }
 
-/// A waiting room as its columns, `(line_admit_per_s, line_seed, line_sealed_size)`.
-pub fn waiting_room_columns(
-    room: Option<&WaitingRoom>,
-) -> (Option<u32>, Option<&[u8]>, Option<i64>) {
+/// A waiting room's columns: `line_admit_per_s`, `line_seed`, `line_sealed_size` and
+/// `line_pow_bits`.
+pub struct RoomColumns<'a> {
+    /// `line_admit_per_s`.
+    pub admit_per_s: Option<u32>,
+    /// `line_seed`.
+    pub seed: Option<&'a [u8]>,
+    /// `line_sealed_size`.
+    pub sealed_size: Option<i64>,
+    /// `line_pow_bits` (0 without a room).
+    pub pow_bits: i32,
+}
+
+/// A waiting room as its columns.
+pub fn waiting_room_columns(room: Option<&WaitingRoom>) -> RoomColumns<'_> {
     match room {
-        Some(r) => (
-            Some(r.admit_per_s),
-            Some(r.seed.0.as_slice()),
-            r.sealed_size.map(i64_of),
-        ),
-        None => (None, None, None),
+        Some(r) => RoomColumns {
+            admit_per_s: Some(r.admit_per_s),
+            seed: Some(r.seed.0.as_slice()),
+            sealed_size: r.sealed_size.map(i64_of),
+            pow_bits: i32::from(r.proof_of_work_bits),
+        },
+        None => RoomColumns {
+            admit_per_s: None,
+            seed: None,
+            sealed_size: None,
+            pow_bits: 0,
+        },
     }
 }
 

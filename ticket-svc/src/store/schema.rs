@@ -108,6 +108,14 @@ ALTER TABLE events ADD COLUMN line_sealed_size INTEGER
     CHECK (line_sealed_size IS NULL OR (line_sealed_size >= 0 AND line_admit_per_s IS NOT NULL));
 ",
     ),
+    // A waiting room's proof-of-work difficulty (0: none; every existing room asks none).
+    (
+        5,
+        "
+ALTER TABLE events ADD COLUMN line_pow_bits INTEGER NOT NULL DEFAULT 0
+    CHECK (line_pow_bits BETWEEN 0 AND 28 AND (line_pow_bits = 0 OR line_admit_per_s IS NOT NULL));
+",
+    ),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -170,6 +178,16 @@ ALTER TABLE events
     ADD CONSTRAINT events_waiting_room
         CHECK ((line_admit_per_s IS NULL) = (line_seed IS NULL)
                AND (line_sealed_size IS NULL OR line_admit_per_s IS NOT NULL));
+",
+    ),
+    // A waiting room's proof-of-work difficulty (0: none; every existing room asks none).
+    (
+        4,
+        "
+ALTER TABLE events
+    ADD COLUMN line_pow_bits INTEGER NOT NULL DEFAULT 0,
+    ADD CONSTRAINT events_line_pow_bits
+        CHECK (line_pow_bits BETWEEN 0 AND 28 AND (line_pow_bits = 0 OR line_admit_per_s IS NOT NULL));
 ",
     ),
 ];

@@ -169,11 +169,11 @@ where
 }
 
 const EVENT_COLUMNS: &str = "id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms, \
-                             line_admit_per_s, line_seed, line_sealed_size";
+                             line_admit_per_s, line_seed, line_sealed_size, line_pow_bits";
 const PURCHASE_COLUMNS: &str = "id, event_id, buyer, quantity, position, status, reason";
 
 /// An event's columns: id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms,
-/// line_admit_per_s, line_seed, line_sealed_size.
+/// line_admit_per_s, line_seed, line_sealed_size, line_pow_bits.
 type EventRow = (
     i64,
     String,
@@ -185,6 +185,7 @@ type EventRow = (
     Option<i64>,
     Option<Vec<u8>>,
     Option<i64>,
+    i64,
 );
 
 fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
@@ -199,6 +200,7 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
         r.get(7)?,
         r.get(8)?,
         r.get(9)?,
+        r.get(10)?,
     ))
 }
 
@@ -214,6 +216,7 @@ fn to_event(
         line_admit_per_s,
         line_seed,
         line_sealed_size,
+        line_pow_bits,
     ): EventRow,
 ) -> Result<Event, StoreError> {
     Ok(Event {
@@ -223,7 +226,12 @@ fn to_event(
         max_per_buyer: u32_of(max_per_buyer, "events.max_per_buyer")?,
         sold: u32_of(sold, "events.sold")?,
         window: window_of(opens_at_ms, closes_at_ms)?,
-        waiting_room: waiting_room_of(line_admit_per_s, line_seed, line_sealed_size)?,
+        waiting_room: waiting_room_of(
+            line_admit_per_s,
+            line_seed,
+            line_sealed_size,
+            line_pow_bits,
+        )?,
     })
 }
 
@@ -365,20 +373,21 @@ impl Store for SqliteStore {
         let spec = spec.clone();
         self.write(move |c| {
             let (opens_at_ms, closes_at_ms) = window_columns(&spec.window);
-            let (admit_per_s, seed, sealed_size) = waiting_room_columns(spec.waiting_room.as_ref());
+            let room = waiting_room_columns(spec.waiting_room.as_ref());
             c.execute(
                 "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms, closes_at_ms,
-                                     line_admit_per_s, line_seed, line_sealed_size)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                     line_admit_per_s, line_seed, line_sealed_size, line_pow_bits)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     spec.name,
                     spec.tickets,
                     spec.max_per_buyer,
                     opens_at_ms,
                     closes_at_ms,
-                    admit_per_s,
-                    seed,
-                    sealed_size
+                    room.admit_per_s,
+                    room.seed,
+                    room.sealed_size,
+                    room.pow_bits
                 ],
             )
             .map_err(sq("insert event"))?;

@@ -33,7 +33,10 @@ async fn event_with_room(api: &TestApi, opens_in: Duration, per_s: u32) -> (i64,
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    assert_eq!(r.json["waiting_room"], json!({"admit_per_s": per_s}));
+    assert_eq!(
+        r.json["waiting_room"],
+        json!({"admit_per_s": per_s, "proof_of_work_bits": 0})
+    );
     assert!(
         !r.text.contains("seed"),
         "the seed is never shown: {}",
@@ -370,6 +373,99 @@ async fn queue_tokens_are_refused_by_name_and_events_without_a_room_have_no_line
             r.text
         );
     }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_room_that_asks_a_proof_of_work_joins_only_those_who_did_it() {
+    use ticket_svc::line::proof::{solve, zero_bits};
+    let b = test_deps(MemoryQueueConfig::default()).await;
+    let api = start_api(&b, ApiConfig::default()).await;
+    let r = post_json_as(
+        api.addr,
+        "/events",
+        &organizer(),
+        json!({
+            "name": "DJ night", "tickets": 10, "max_per_buyer": 2,
+            "opens_at": "2999-01-01T00:00:00Z",
+            "waiting_room": {"admit_per_s": 10, "proof_of_work_bits": 8}
+        }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json["waiting_room"]["proof_of_work_bits"], 8);
+    let event = r.json["id"].as_i64().unwrap();
+    let line = format!("/events/{event}/line");
+
+    let r = post_json_as(api.addr, &line, &session_of("ann"), json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json["error"], "proof_required");
+    assert!(r.json["message"].as_str().unwrap().contains("8 bits"));
+
+    let c = ticket_svc::testing::call(
+        api.addr,
+        http::Method::GET,
+        &format!("{line}/challenge"),
+        &[("authorization", &session_of("ann"))],
+        "",
+    )
+    .await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.text);
+    assert_eq!(c.json["bits"], 8);
+    let challenge = c.json["challenge"].as_str().unwrap().to_owned();
+    let short = (0..).find(|s| zero_bits(&challenge, *s) < 8).unwrap();
+    let solution = solve(&challenge, 8);
+    for (who, solution, error) in [
+        ("ann", short, "bad_proof"),
+        // Solved for Ann: no line for Bob.
+        ("bob", solution, "bad_proof"),
+    ] {
+        let r = post_json_as(
+            api.addr,
+            &line,
+            &session_of(who),
+            json!({"challenge": challenge, "solution": solution}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{who}: {}", r.text);
+        assert_eq!(r.json["error"], error);
+    }
+    let r = post_json_as(
+        api.addr,
+        &line,
+        &session_of("ann"),
+        json!({"challenge": challenge, "solution": solution}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    // A difficulty beyond 28 bits is refused when the event is made.
+    let r = post_json_as(
+        api.addr,
+        "/events",
+        &organizer(),
+        json!({
+            "name": "x", "tickets": 1, "max_per_buyer": 1, "opens_at": "2999-01-01T00:00:00Z",
+            "waiting_room": {"admit_per_s": 10, "proof_of_work_bits": 29}
+        }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("proof_of_work_bits")
+    );
+    let m = get(api.metrics_addr, "/metrics").await.text;
+    assert!(
+        m.contains(r#"ticket_line_refused_total{reason="bad_proof"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"ticket_line_refused_total{reason="proof_required"} 1"#),
+        "{m}"
+    );
     api.stop().await;
 }
 

@@ -234,6 +234,14 @@ async fn waiting_rooms_round_trip<S: Store>(s: &S) {
         WaitingRoom::with_seed(1_000_000, LineSeed([0; 32])).unwrap(),
         WaitingRoom::with_seed(250, LineSeed([0xff; 32])).unwrap(),
         WaitingRoom::new(100).unwrap(),
+        WaitingRoom::new(100)
+            .unwrap()
+            .with_proof_of_work(20)
+            .unwrap(),
+        WaitingRoom::new(5)
+            .unwrap()
+            .with_proof_of_work(i64::from(WaitingRoom::MAX_PROOF_OF_WORK_BITS))
+            .unwrap(),
     ] {
         let e = s.create_event(&spec_with_room(room.clone())).await.unwrap();
         assert_eq!(e.waiting_room.as_ref(), Some(&room));
@@ -243,6 +251,7 @@ async fn waiting_rooms_round_trip<S: Store>(s: &S) {
         assert_eq!(stored.admit_per_s, room.admit_per_s);
         assert_eq!(stored.seed.0, room.seed.0);
         assert_eq!(stored.sealed_size, None);
+        assert_eq!(stored.proof_of_work_bits, room.proof_of_work_bits);
     }
 }
 
