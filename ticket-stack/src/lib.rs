@@ -8,8 +8,8 @@
 //! binary, whose `api` and `worker` commands run the service crate alone.
 //!
 //! The runner and the crowd are behind the `stack` feature (on by default); without it only
-//! [`affinity`] (for the binary's `--pin-workers`) and [`access_args`] (the API's front-door
-//! flags) are left.
+//! [`affinity`] (for the binary's `--pin-workers`), [`access_args`] (the API's front-door
+//! flags) and [`service`] (`api` and `worker`) are left.
 
 pub mod access_args;
 pub mod affinity;
@@ -21,6 +21,7 @@ pub mod credentials;
 pub mod demo;
 #[cfg(feature = "stack")]
 pub mod rush;
+pub mod service;
 #[cfg(feature = "stack")]
 pub mod stack;
 #[cfg(feature = "stack")]

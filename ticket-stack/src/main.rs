@@ -14,27 +14,24 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+#[cfg(feature = "stack")]
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "stack")]
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use plumbing::logging::LogFormat;
+#[cfg(feature = "stack")]
 use tokio_util::sync::CancellationToken;
-
-use tokio::net::TcpListener;
 
 #[cfg(feature = "stack")]
 use ticket_stack::rush::{Codes, Mailbox, RushConfig, Target};
+use ticket_stack::service::{self, ServiceDeps};
 #[cfg(feature = "stack")]
 use ticket_svc::domain::EventId;
-use ticket_svc::http::{ApiConfig, ApiListeners, FrontDoor, ServeConfig, run_api};
-use ticket_svc::line::BrokerLineLog;
-use ticket_svc::queue::{BrokerQueue, BrokerQueueConfig};
-use ticket_svc::store::AnyStore;
 use ticket_svc::worker::{
-    DEFAULT_LINGER_MS, DEFAULT_STORE_PATIENCE_S, MAX_BATCH_JOBS, MAX_STORE_PATIENCE_S,
-    WorkerConfig, run_workers,
+    DEFAULT_LINGER_MS, DEFAULT_STORE_PATIENCE_S, MAX_BATCH_JOBS, MAX_STORE_PATIENCE_S, WorkerConfig,
 };
 
 /// `worker --linger-ms`: 0 (off) to 1 s.
@@ -402,161 +399,6 @@ impl Command {
     }
 }
 
-/// The store and the broker that `api` and `worker` use.
-#[derive(Debug, clap::Args)]
-struct ServiceDeps {
-    /// The broker (`host:port`), or a cluster's brokers, comma-separated: the API and the
-    /// workers find the leader and follow it when it moves.
-    #[arg(long, default_value = "127.0.0.1:7070")]
-    broker: String,
-    /// The broker's token, if it has one.
-    #[arg(long, env = "TICKET_BROKER_TOKEN")]
-    broker_token: Option<String>,
-    /// The database: sqlite://PATH or postgres://... Given several times (or several
-    /// comma-separated URLs in TICKET_DB), PostgreSQL sharded by event: every URL postgres://,
-    /// the first is shard 0 (it holds the catalog of events' shards), each database records its
-    /// place at first open and refuses another. Add a shard by appending a URL (to every worker
-    /// first, then every API); never reorder or remove one. At most 256. Prefer the env var for
-    /// a URL with a password: it stays out of `ps`.
-    #[arg(
-        long,
-        default_value = "sqlite://data/tickets.db",
-        env = "TICKET_DB",
-        hide_env_values = true
-    )]
-    db: Vec<String>,
-    /// A hot standby (PostgreSQL streaming replication) of a --db database that answers the
-    /// reads of decided purchases (`GET /purchases/{id}`; a purchase pending there, or not yet
-    /// there, is read from the primary, so no buyer ever sees one go back to pending). Given
-    /// several times (or comma-separated in TICKET_DB_REPLICA), the i-th is shard i's; at most
-    /// one per --db. Used by `api`; a worker, which reads no purchases, ignores it.
-    #[arg(long, env = "TICKET_DB_REPLICA", hide_env_values = true)]
-    db_replica: Vec<String>,
-    /// How long to keep trying to reach the broker at start, in seconds.
-    #[arg(long, default_value_t = 10)]
-    connect_timeout_s: u64,
-}
-
-impl ServiceDeps {
-    /// The store (with its read replicas when `reads`: the API reads purchases, a worker does
-    /// not), the queue, and the queue's enqueue timeout.
-    async fn open(
-        &self,
-        reads: bool,
-    ) -> anyhow::Result<(Arc<AnyStore>, Arc<BrokerQueue>, Duration)> {
-        // Each value may itself be a comma-separated list (TICKET_DB); a URL with several hosts
-        // stays whole.
-        let urls: Vec<String> = self
-            .db
-            .iter()
-            .flat_map(|v| ticket_svc::store::split_db_urls(v))
-            .collect();
-        let replicas: Vec<String> = self
-            .db_replica
-            .iter()
-            .filter(|_| reads)
-            .flat_map(|v| ticket_svc::store::split_db_urls(v))
-            .collect();
-        let store = AnyStore::open_with_replicas(&urls, &replicas)
-            .await
-            .with_context(|| {
-                let shown: Vec<String> = urls
-                    .iter()
-                    .map(|u| ticket_svc::store::redacted_url(u))
-                    .collect();
-                format!("cannot open the store {}", shown.join(", "))
-            })?;
-        let mut config = BrokerQueueConfig::new(self.broker.clone());
-        config.token = self.broker_token.clone();
-        let enqueue_timeout = config.enqueue_timeout;
-        let queue = BrokerQueue::connect(config, Duration::from_secs(self.connect_timeout_s))
-            .await
-            .with_context(|| format!("cannot reach the broker at {}", self.broker))?;
-        Ok((Arc::new(store), Arc::new(queue), enqueue_timeout))
-    }
-}
-
-/// The `--metrics-listen` listener, if one was asked for.
-async fn bind_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
-    match addr {
-        Some(addr) => Ok(Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?,
-        )),
-        None => Ok(None),
-    }
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-fn shutdown_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
-    plumbing::signals::cancel_on_stop_signal(shutdown)
-        .context("installing the SIGTERM and SIGINT handlers")
-}
-
-async fn api(
-    listen: SocketAddr,
-    metrics_listen: Option<SocketAddr>,
-    deps: ServiceDeps,
-    access: ticket_stack::access_args::AccessArgs,
-) -> anyhow::Result<ExitCode> {
-    let access = access.gatekeeper()?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let metrics = bind_metrics(metrics_listen).await?;
-    let (store, queue, enqueue_timeout) = deps.open(true).await?;
-    let line_log = Arc::new(BrokerLineLog::new(queue.config()));
-    let shutdown = CancellationToken::new();
-    shutdown_on_signal(shutdown.clone())?;
-    tracing::info!(listen = %listener.local_addr()?, broker = %deps.broker, "api serving");
-    let config = ApiConfig {
-        enqueue_timeout,
-        ..ApiConfig::default()
-    };
-    run_api(
-        ApiListeners {
-            public: listener,
-            metrics,
-        },
-        store,
-        queue,
-        FrontDoor { access, line_log },
-        config,
-        ServeConfig::default(),
-        shutdown,
-    )
-    .await
-    .context("api")?;
-    tracing::info!("api drained and stopped");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn worker(
-    deps: ServiceDeps,
-    workers: usize,
-    config: WorkerConfig,
-    metrics_listen: Option<SocketAddr>,
-) -> anyhow::Result<ExitCode> {
-    let metrics_listener = bind_metrics(metrics_listen).await?;
-    let (store, queue, _) = deps.open(false).await?;
-    let shutdown = CancellationToken::new();
-    shutdown_on_signal(shutdown.clone())?;
-    tracing::info!(
-        workers,
-        batch = config.batch_max_jobs,
-        linger = ?config.linger,
-        store_patience = ?config.store_patience,
-        broker = %deps.broker,
-        "workers running"
-    );
-    run_workers(store, queue, workers, config, metrics_listener, shutdown)
-        .await
-        .context("worker")?;
-    tracing::info!("workers finished their batches and stopped");
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(feature = "stack")]
 async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
     let Command::Rush {
@@ -605,7 +447,7 @@ async fn rush(cmd: Command) -> anyhow::Result<ExitCode> {
         require_answers,
     };
     let shutdown = CancellationToken::new();
-    shutdown_on_signal(shutdown.clone())?;
+    service::cancel_on_signal(shutdown.clone())?;
     let report = ticket_stack::rush::run(config, codes, shutdown).await;
     if let Some(m) = own_mailbox {
         m.stop().await;
@@ -629,7 +471,7 @@ async fn mailbox(listen: SocketAddr) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let shutdown = CancellationToken::new();
-    shutdown_on_signal(shutdown.clone())?;
+    service::cancel_on_signal(shutdown.clone())?;
     println!(
         "mailbox on http://{}: start the APIs with --login-sender {}",
         m.addr(),
@@ -697,7 +539,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             ticket_stack::demo::print_addresses(&s);
             println!("data in {data_dir}; Ctrl-C to stop");
             let shutdown = CancellationToken::new();
-            shutdown_on_signal(shutdown.clone())?;
+            service::cancel_on_signal(shutdown.clone())?;
             shutdown.cancelled().await;
             eprintln!("ticket-svc: draining");
             s.stop().await;
@@ -722,7 +564,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
                 admit_per_s: (admit_per_s > 0).then_some(admit_per_s),
             };
             let shutdown = CancellationToken::new();
-            shutdown_on_signal(shutdown.clone())?;
+            service::cancel_on_signal(shutdown.clone())?;
             let report = if cluster.cluster {
                 let mut config = cluster.config(&dir, None)?;
                 config.listen = loopback0;
@@ -754,7 +596,7 @@ async fn up_cluster(
     chaos: Option<ticket_stack::cluster::chaos::ChaosConfig>,
 ) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
-    shutdown_on_signal(shutdown.clone())?;
+    service::cancel_on_signal(shutdown.clone())?;
     let data_dir = config.data_dir.display().to_string();
     let c = ticket_stack::cluster::start(config)
         .await
@@ -866,7 +708,7 @@ fn main() -> ExitCode {
                 metrics_listen,
                 deps,
                 access,
-            } => api(listen, metrics_listen, deps, access).await,
+            } => service::api(listen, metrics_listen, deps, access).await,
             Command::Worker {
                 deps,
                 workers,
@@ -881,7 +723,7 @@ fn main() -> ExitCode {
                     store_patience: Duration::from_secs(store_patience_s),
                     ..WorkerConfig::default()
                 };
-                worker(deps, workers, config, metrics_listen).await
+                service::worker(deps, workers, config, metrics_listen).await
             }
             #[cfg(feature = "stack")]
             cmd @ (Command::Up { .. } | Command::Demo { .. }) => stack_command(cmd).await,
