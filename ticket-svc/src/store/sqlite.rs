@@ -709,8 +709,6 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_database_from_before_sale_windows_opens_with_its_events_always_on_sale() {
-        use crate::domain::{SaleWindow, UnixMillis};
-
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         // A database as the migrations before the window columns left it, with an event in it.
@@ -723,26 +721,7 @@ mod tests {
             .unwrap();
         }
         let store = SqliteStore::open(&path).await.unwrap();
-        let old = store.event(EventId(1)).await.unwrap().unwrap();
-        assert_eq!(
-            old,
-            Event {
-                id: EventId(1),
-                name: "old".into(),
-                tickets: 10,
-                max_per_buyer: 4,
-                sold: 2,
-                window: SaleWindow::ALWAYS,
-                waiting_room: None,
-            }
-        );
-
-        // New events beside it keep their windows.
-        let opens = UnixMillis(1_798_135_200_000);
-        let window = SaleWindow::new(Some(opens), Some(UnixMillis(opens.0 + 1))).unwrap();
-        let spec = EventSpec::new("new", 5, 1).unwrap().with_window(window);
-        let new = store.create_event(&spec).await.unwrap();
-        assert_eq!(store.event(new.id).await.unwrap().unwrap().window, window);
+        let old = crate::store::upgrade_checks::events_from_before_sale_windows(&store).await;
 
         // The migrated table refuses a window that closes before it opens, and only that.
         let raw = Connection::open(&path).unwrap();
