@@ -1,7 +1,7 @@
 //! Helpers for tests, behind the `testing` feature: a raw HTTP/1.1 `GET` that reads the whole
-//! answer, waiting for a condition with a deadline instead of sleeping, and a TCP proxy that
-//! injects network faults ([`fault_proxy`]). A helper that cannot do its job panics with what
-//! broke: it is test code.
+//! answer, a free loopback port, waiting for a condition with a deadline instead of sleeping,
+//! and a TCP proxy that injects network faults ([`fault_proxy`]). A helper that cannot do its
+//! job panics with what broke: it is test code.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +10,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod fault_proxy;
 pub use fault_proxy::{Direction, FaultProxy};
+
+/// A loopback port that is free now, for a program that takes a port number and cannot tell
+/// which one it bound. Another process may take it before the program binds it; on a test
+/// machine's loopback that is rare.
+///
+/// # Panics
+/// When loopback port 0 cannot be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("loopback port 0 can be bound")
+        .port()
+}
 
 /// An answer to [`http_get`].
 #[derive(Debug, Clone)]

@@ -3,7 +3,8 @@
 //! tiny HTTP/1 client. A helper that fails panics with what broke: it is test code.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -16,7 +17,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{Access, AccessConfig, Email, KeyRing, OrganizerTokens, unix_now};
+use crate::access::{
+    Access, AccessConfig, CodeSender, Email, KeyRing, LoginCode, OrganizerTokens, SendFuture,
+    unix_now,
+};
 use crate::config_error::ConfigError;
 use crate::domain::{EventId, Position, PurchaseId, PurchaseJob, QueuedJob};
 use crate::http::{ApiConfig, ApiState, FrontDoor, ServeConfig, router, serve};
@@ -49,6 +53,69 @@ pub fn test_access_sending_to(login_sender: &str) -> Access {
         )
         .expect("the test's login sender is valid"),
     )
+}
+
+/// A login sender that keeps every code it is asked to send, for a test to read; while down,
+/// it fails every send.
+#[derive(Clone, Default)]
+pub struct Outbox {
+    sent: Arc<Mutex<Vec<(String, String)>>>,
+    down: Arc<AtomicBool>,
+}
+
+impl Outbox {
+    /// The last code sent to `email` (as normalized: trimmed, lower case), if any.
+    pub fn last_code_for(&self, email: &str) -> Option<String> {
+        self.sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|(to, _)| to == email)
+            .map(|(_, code)| code.clone())
+    }
+
+    /// How many codes were sent.
+    pub fn sent(&self) -> usize {
+        self.sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Makes every later send fail (`true`) or succeed again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+impl CodeSender for Outbox {
+    fn send<'a>(&'a self, code: LoginCode<'a>) -> SendFuture<'a> {
+        let result = if self.down.load(Ordering::SeqCst) {
+            Err("the mail service is down".to_owned())
+        } else {
+            self.sent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((code.email.to_string(), code.code.to_owned()));
+            Ok(())
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn name(&self) -> &'static str {
+        "outbox"
+    }
+}
+
+/// A gatekeeper with [`TEST_SIGNING_KEY`] and `organizers`, sending codes to `outbox`.
+pub fn access_with(outbox: &Outbox, organizers: &[&str]) -> Access {
+    let mut config = AccessConfig::new(
+        KeyRing::parse(&[TEST_SIGNING_KEY]).expect("the test key parses"),
+        OrganizerTokens::parse(organizers).expect("the test's organizer tokens parse"),
+    );
+    config.sender = Box::new(outbox.clone());
+    Access::new(config)
 }
 
 /// The `Authorization` value of a session for the buyer `name@test.example` (signed with the

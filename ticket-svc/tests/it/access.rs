@@ -2,78 +2,28 @@
 //! as that identity only; organizer routes take the organizer's token and nothing else; refusals
 //! are counted.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde_json::json;
-use ticket_svc::access::{
-    Access, AccessConfig, CodeSender, KeyRing, LoginCode, MAX_WRONG_CODES, OrganizerTokens,
-    SendFuture,
-};
+use ticket_svc::access::{Access, AccessConfig, KeyRing, MAX_WRONG_CODES, OrganizerTokens};
 use ticket_svc::http::ApiConfig;
 use ticket_svc::queue::MemoryQueueConfig;
 use ticket_svc::testing::{
-    TEST_ORGANIZER_TOKEN, TEST_SIGNING_KEY, buyer_id_of, call, create_event, get, organizer,
+    Outbox, TEST_ORGANIZER_TOKEN, access_with, buyer_id_of, call, create_event, get, organizer,
     post_json, post_json_as, session_of, start_api, start_api_with, test_deps,
 };
 use ticket_svc::worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
-
-/// Keeps every code it is asked to send; fails every send while `down`.
-#[derive(Clone, Default)]
-struct Outbox {
-    sent: Arc<Mutex<Vec<(String, String)>>>,
-    down: Arc<Mutex<bool>>,
-}
-
-impl Outbox {
-    fn last_code_for(&self, email: &str) -> String {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|(to, _)| to == email)
-            .map(|(_, code)| code.clone())
-            .unwrap()
-    }
-}
-
-impl CodeSender for Outbox {
-    fn send<'a>(&'a self, code: LoginCode<'a>) -> SendFuture<'a> {
-        let result = if *self.down.lock().unwrap() {
-            Err("the mail service is down".to_owned())
-        } else {
-            self.sent
-                .lock()
-                .unwrap()
-                .push((code.email.to_string(), code.code.to_owned()));
-            Ok(())
-        };
-        Box::pin(std::future::ready(result))
-    }
-
-    fn name(&self) -> &'static str {
-        "outbox"
-    }
-}
-
-fn access_with(outbox: &Outbox, organizers: &[&str]) -> Access {
-    let mut config = AccessConfig::new(
-        KeyRing::parse(&[TEST_SIGNING_KEY]).unwrap(),
-        OrganizerTokens::parse(organizers).unwrap(),
-    );
-    config.sender = Box::new(outbox.clone());
-    Access::new(config)
-}
 
 /// Logs `email` in through the API: the session's `Authorization` value and buyer id.
 async fn log_in(addr: std::net::SocketAddr, outbox: &Outbox, email: &str) -> (String, String) {
     let started = post_json(addr, "/login", json!({ "email": email })).await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.text);
     assert!(started.json["expires_at"].as_str().unwrap().ends_with('Z'));
-    let code = outbox.last_code_for(&email.trim().to_lowercase());
+    let code = outbox
+        .last_code_for(&email.trim().to_lowercase())
+        .expect("the login sent a code");
     let session = post_json(
         addr,
         "/sessions",
@@ -298,11 +248,11 @@ async fn logins_refuse_bad_addresses_wrong_codes_and_forged_challenges() {
     }
     let r = post_json(api.addr, "/login", json!({ "mail": "x@y.org" })).await;
     assert_eq!(r.json["error"], "bad_json");
-    assert!(outbox.sent.lock().unwrap().is_empty(), "no code was sent");
+    assert_eq!(outbox.sent(), 0, "no code was sent");
 
     let started = post_json(api.addr, "/login", json!({ "email": "ann@example.org" })).await;
     let login = started.json["login"].as_str().unwrap().to_owned();
-    let code = outbox.last_code_for("ann@example.org");
+    let code = outbox.last_code_for("ann@example.org").unwrap();
     let wrong = if code.starts_with('0') {
         "11111111"
     } else {
@@ -342,7 +292,7 @@ async fn logins_refuse_bad_addresses_wrong_codes_and_forged_challenges() {
     assert_eq!(r.json["error"], "bad_login");
 
     // A sender that fails is a 503 the buyer may retry.
-    *outbox.down.lock().unwrap() = true;
+    outbox.set_down(true);
     let r = post_json(api.addr, "/login", json!({ "email": "bob@example.org" })).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json["error"], "code_not_sent");

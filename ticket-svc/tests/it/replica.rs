@@ -33,12 +33,6 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
-/// A port free now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// One PostgreSQL server of the test, stopped (immediately) when dropped.
 struct Server {
     bin: PathBuf,
@@ -67,7 +61,7 @@ fn run(bin: &Path, program: &str, args: &[&str]) {
 
 impl Server {
     fn start(bin: &Path, data: PathBuf, sockets: &Path, extra: &str) -> Self {
-        let port = free_port();
+        let port = plumbing::testing::free_port();
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {extra}",
             sockets.display()
