@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::server::{ServeConfig, serve};
 use super::state::FrontDoor;
 use super::state::{ApiConfig, ApiState};
-use super::{access, line, routes, track};
+use super::{access, line, page, routes, track};
 use crate::metrics::Metrics;
 use crate::queue::PurchaseQueue;
 use crate::store::Store;
@@ -64,6 +64,7 @@ pub fn router<S: Store, Q: PurchaseQueue>(state: ApiState<S, Q>) -> Router {
         get(line::challenge::<S, Q>),
     );
     let router = route(router, "/events/{id}/permits", post(line::permit::<S, Q>));
+    let router = route(router, "/e/{id}", get(page::show));
     let router = route(router, "/login", post(access::start_login::<S, Q>));
     let router = route(router, "/sessions", post(access::create_session::<S, Q>));
     let router = route(router, "/healthz", get(routes::healthz::<S, Q>));
