@@ -6,7 +6,8 @@
 //! The browser is Debian's `chromium` and `chromium-driver` (`.ci/run` installs them; paths in
 //! `TICKET_TEST_CHROMIUM` and `TICKET_TEST_CHROMEDRIVER` override `/usr/bin`). Where they are
 //! missing the browser test says so and passes, unless `TICKET_TEST_BROWSER=required` (as
-//! `.ci/run` sets it), where it fails.
+//! `.ci/run` sets it), where it fails. `TICKET_TEST_SCREENSHOTS=DIR` saves each step's
+//! screenshot in DIR.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -185,8 +186,14 @@ impl Browser {
     }
 
     /// Checks what holds on every step: the page fits a phone's width, and everything it
-    /// loaded came from its own origin.
-    async fn check_fits_and_stays_home(&self) {
+    /// loaded came from its own origin. Where `TICKET_TEST_SCREENSHOTS` names a folder, the
+    /// step's screenshot goes there (`STEP.png`), for a person to look at.
+    async fn check_view(&self) {
+        if let Some(dir) = std::env::var_os("TICKET_TEST_SCREENSHOTS") {
+            let png = self.client().screenshot().await.unwrap();
+            let path = PathBuf::from(dir).join(format!("{}.png", self.step().await));
+            std::fs::write(path, png).unwrap();
+        }
         let fits = self
             .js("return document.documentElement.scrollWidth <= window.innerWidth;")
             .await;
@@ -334,7 +341,7 @@ async fn a_buyer_walks_the_page_from_the_countdown_to_a_confirmed_purchase() {
     );
     assert!(browser.shown("step-login").await.contains("Sign in to buy"));
     assert_eq!(browser.shown("code-form").await, "", "no code asked yet");
-    browser.check_fits_and_stays_home().await;
+    browser.check_view().await;
     browser.type_into("email", &email).await;
     browser.click("#email-form button").await;
     let mut code = None;
@@ -397,7 +404,7 @@ async fn a_buyer_walks_the_page_from_the_countdown_to_a_confirmed_purchase() {
         "You are in the line. The sale has not opened yet."
     );
     assert_eq!(browser.shown("problem").await, "", "the problem is gone");
-    browser.check_fits_and_stays_home().await;
+    browser.check_view().await;
 
     // The line: fifth place, the people ahead counting down, a wait estimated at 1/s.
     browser.wait_for_step("line", Duration::from_secs(25)).await;
@@ -407,7 +414,7 @@ async fn a_buyer_walks_the_page_from_the_countdown_to_a_confirmed_purchase() {
     let wait = browser.shown("wait").await;
     assert!(wait.starts_with("about ") && wait.ends_with(" s"), "{wait}");
     assert!(browser.shown("status").await.ends_with("ahead of you."));
-    browser.check_fits_and_stays_home().await;
+    browser.check_view().await;
     // A reload keeps the place.
     browser.client().refresh().await.unwrap();
     browser.wait_for_step("line", Duration::from_secs(10)).await;
@@ -438,7 +445,7 @@ async fn a_buyer_walks_the_page_from_the_countdown_to_a_confirmed_purchase() {
         .select_by_value("2")
         .await
         .unwrap();
-    browser.check_fits_and_stays_home().await;
+    browser.check_view().await;
     browser.click("#buy").await;
 
     // The purchase: pending, then confirmed by the worker.
@@ -463,7 +470,7 @@ async fn a_buyer_walks_the_page_from_the_countdown_to_a_confirmed_purchase() {
         get(api.addr, &format!("/events/{event}")).await.json["sold"],
         2
     );
-    browser.check_fits_and_stays_home().await;
+    browser.check_view().await;
 
     browser.close().await;
     stop.cancel();
