@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use ticket_svc::domain::PurchaseJob;
 use ticket_svc::queue::{
-    Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue, QueueError,
+    Backlog, Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue, QueueError,
 };
 use ticket_svc::store::{AnyStore, Store};
 
@@ -60,6 +60,11 @@ impl PurchaseQueue for NaiveQueue {
 
     async fn consumer(&self, _lane: Lane, _name: &str) -> Result<NoConsumer, QueueError> {
         Err(no_queue())
+    }
+
+    /// Nothing waits: every purchase is decided in its request.
+    async fn backlog(&self) -> Option<Backlog> {
+        None
     }
 
     async fn check_ready(&self) -> Result<(), QueueError> {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use ticket_svc::config_error::ConfigError;
 use ticket_svc::metrics::Metrics;
-use ticket_svc::queue::PurchaseQueue;
+use ticket_svc::queue::{PurchaseQueue, backlog_of};
 use ticket_svc::store::Store;
 use ticket_svc::worker::{Worker, WorkerConfig};
 
@@ -166,26 +166,9 @@ impl Scaler {
 /// Reads the workers' group lag; `None` when the broker cannot say.
 pub async fn group_lag(client: &broker::client::Client, topic: &str, group: &str) -> Option<Lag> {
     let stats = client.stats(topic).await.ok()?;
-    lag_of(&stats, topic, group)
-}
-
-/// The lag of `group` on `topic` in the broker's `stats` document.
-fn lag_of(stats: &serde_json::Value, topic: &str, group: &str) -> Option<Lag> {
-    let g = stats["topics"]
-        .as_array()?
-        .iter()
-        .find(|t| t["name"] == topic)?["groups"]
-        .as_array()?
-        .iter()
-        .find(|g| g["name"] == group)?;
-    let busy_partitions = g["partitions"]
-        .as_array()?
-        .iter()
-        .filter(|p| p["lag"].as_u64().is_some_and(|l| l > 0))
-        .count();
-    Some(Lag {
-        queued: g["lag"].as_u64()?,
-        busy_partitions,
+    backlog_of(&stats, topic, group).map(|b| Lag {
+        queued: b.queued,
+        busy_partitions: b.busy_partitions,
     })
 }
 

@@ -16,7 +16,8 @@ mod error;
 mod memory;
 pub(crate) mod producer;
 
+pub use broker_queue::backlog_of;
 pub use broker_queue::{BrokerConsumer, BrokerQueue, BrokerQueueConfig};
-pub use contract::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
+pub use contract::{Backlog, Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
 pub use error::QueueError;
 pub use memory::{MemoryConsumer, MemoryQueue, MemoryQueueConfig, QueueStats, partition_of};

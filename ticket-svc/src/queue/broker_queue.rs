@@ -19,7 +19,7 @@ use broker::engine::delivery_id;
 use broker::protocol::{FetchMode, Record};
 use tokio::sync::Mutex;
 
-use super::contract::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
+use super::contract::{Backlog, Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
 use super::error::QueueError;
 use super::producer::{Producer, live_client, unavailable};
 use crate::config_error::ConfigError;
@@ -264,6 +264,42 @@ impl PurchaseQueue for BrokerQueue {
             .await
             .map_err(|_| unavailable("broker did not answer within 1s"))?
     }
+
+    async fn backlog(&self) -> Option<Backlog> {
+        let read = async {
+            let c = self.probe_client().await.ok()?;
+            let stats = c.stats(&self.config.topic).await.ok()?;
+            backlog_of(&stats, &self.config.topic, &self.config.group)
+        };
+        tokio::time::timeout(Duration::from_secs(1), read)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// The backlog of `group` on `topic` in the broker's stats document (`broker stats`), or `None`
+/// when the document has no such topic or group (a group exists from its first fetch on).
+pub fn backlog_of(stats: &serde_json::Value, topic: &str, group: &str) -> Option<Backlog> {
+    let g = stats["topics"]
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == topic)?["groups"]
+        .as_array()?
+        .iter()
+        .find(|g| g["name"] == group)?;
+    let partitions = g["partitions"].as_array()?;
+    Some(Backlog {
+        queued: g["lag"].as_u64()?,
+        busy_partitions: partitions
+            .iter()
+            .filter(|p| p["lag"].as_u64().is_some_and(|l| l > 0))
+            .count(),
+        decided: partitions
+            .iter()
+            .map(|p| p["committed"].as_u64().unwrap_or(0))
+            .sum(),
+    })
 }
 
 /// A worker's membership in the purchases group (or the dead-letter group).

@@ -42,6 +42,19 @@ pub struct Enqueued {
     pub is_duplicate: bool,
 }
 
+/// How much the workers have left and have done, as the queue last knew it: what the
+/// supervisor scales by and an automatic waiting room paces by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Purchases queued and not decided yet, over every partition (the workers' group lag).
+    pub queued: u64,
+    /// Partitions with at least one of them: the most workers that can help.
+    pub busy_partitions: usize,
+    /// Purchases decided ever (acknowledged by the workers): its rate of change is how fast
+    /// the workers decide.
+    pub decided: u64,
+}
+
 /// Names one delivery, for ack and nack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DeliveryTag {
@@ -84,6 +97,9 @@ pub trait PurchaseQueue: Send + Sync + 'static {
 
     /// Ok when the queue can take jobs now (for readiness).
     fn check_ready(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// The workers' [`Backlog`] on the purchases lane, or `None` when the queue cannot tell now.
+    fn backlog(&self) -> impl Future<Output = Option<Backlog>> + Send;
 }
 
 /// A member of the workers' consumer group on one lane. Dropping it gives its unacked jobs back.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::contract::{Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
+use super::contract::{Backlog, Delivery, DeliveryTag, Enqueued, JobConsumer, Lane, PurchaseQueue};
 use super::error::QueueError;
 use crate::domain::{Position, PurchaseId, PurchaseJob, QueuedJob};
 
@@ -105,6 +105,11 @@ impl Partition {
         let len = self.log.len() as u64;
         len.saturating_sub(self.committed)
             .saturating_sub(self.acked.len() as u64)
+    }
+
+    /// Jobs acknowledged.
+    fn decided(&self) -> u64 {
+        self.committed + self.acked.len() as u64
     }
 
     fn ack(&mut self, offset: u64) {
@@ -297,6 +302,18 @@ impl PurchaseQueue for MemoryQueue {
                 reason: "in-memory queue switched off".into(),
             })
         }
+    }
+
+    async fn backlog(&self) -> Option<Backlog> {
+        let st = self.state();
+        if !st.is_available {
+            return None;
+        }
+        Some(Backlog {
+            queued: st.purchases.iter().map(Partition::lag).sum(),
+            busy_partitions: st.purchases.iter().filter(|p| p.lag() > 0).count(),
+            decided: st.purchases.iter().map(Partition::decided).sum(),
+        })
     }
 }
 
