@@ -71,4 +71,12 @@ pub enum DomainError {
         /// The hardest accepted.
         max: u8,
     },
+    /// A waiting room's pacing that is neither `fixed` nor `auto`.
+    #[error("waiting_room.pace must be \"fixed\" or \"auto\"")]
+    BadPacing,
+    /// A point of a line's admission curve out of range (a store's row, never a request).
+    #[error(
+        "a line pace must admit 0 or more places at 1 to 1000000 a second (0 to 1000000 before its time)"
+    )]
+    BadLinePace,
 }

@@ -28,5 +28,5 @@ pub use types::{
     Event, EventId, EventSpec, IdempotencyKey, MAX_SHARDS, Position, Purchase, PurchaseId,
     PurchaseJob, PurchaseRequest, PurchaseStatus, QueuedJob, RejectReason,
 };
-pub use waiting_room::{LineSeed, WaitingRoom};
+pub use waiting_room::{LinePace, LineSeed, Pacing, WaitingRoom};
 pub use window::{SaleState, SaleWindow, UnixMillis};

@@ -15,6 +15,10 @@
 //! - `sealed_size` is `None` until the line opens, then the pre-queue's size, recorded once and
 //!   never changed: the first API instance to seal the line decides it for every instance
 //!   ([`crate::store::Store::seal_line`]);
+//! - `pacing` is [`Pacing::Fixed`] (the counter moves at `admit_per_s` for the whole sale) or
+//!   [`Pacing::Auto`] (it starts at `admit_per_s` and follows the workers' backlog; each change
+//!   is a [`LinePace`], a point of the admission curve, recorded in the store so that every API
+//!   instance admits alike);
 //! - an event with a room has an `opens_at`
 //!   ([`EventSpec::with_waiting_room`](super::EventSpec::with_waiting_room)): the line forms
 //!   before the sale opens, so a sale open from the start has nothing to wait for.
@@ -26,6 +30,7 @@ use rand::rngs::OsRng;
 use serde::Serialize;
 
 use super::error::DomainError;
+use super::window::UnixMillis;
 
 /// The secret that shuffles an event's pre-queue: 32 bytes from the operating system's CSPRNG.
 /// Its `Debug` hides the bytes, and it has no `Serialize`.
@@ -73,6 +78,142 @@ pub struct WaitingRoom {
     /// Leading zero bits a joiner's proof of work must have (0: none asked), up to
     /// [`WaitingRoom::MAX_PROOF_OF_WORK_BITS`].
     pub proof_of_work_bits: u8,
+    /// How the admission rate moves: fixed, or following the workers' backlog.
+    pub pacing: Pacing,
+}
+
+/// How a room's admission rate moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pacing {
+    /// `admit_per_s` for the whole sale.
+    #[default]
+    Fixed,
+    /// `admit_per_s` at the opening, then faster or slower as the workers keep up or fall
+    /// behind (`crate::line::pacer`).
+    Auto,
+}
+
+impl Pacing {
+    /// `fixed` or `auto`, as JSON and the stores spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fixed => "fixed",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// The pacing spelled `text`.
+    ///
+    /// # Errors
+    /// [`DomainError::BadPacing`] for anything but `fixed` and `auto`.
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
+        match text {
+            "fixed" => Ok(Self::Fixed),
+            "auto" => Ok(Self::Auto),
+            _ => Err(DomainError::BadPacing),
+        }
+    }
+}
+
+/// A point of a line's admission curve: by `at`, `admitted_milli` thousandths of a place are
+/// admitted (exact: a rate times milliseconds), from then on
+/// `per_s` more a second, and until then `per_s_before` a second (the curve's previous
+/// segment, so that a point recorded ahead of its time describes the curve up to it too). A
+/// fixed room's curve is one point, at the opening; an auto-paced room's gets a new point at
+/// each change of rate, continuing where it was, so no place admitted before a change is
+/// taken back by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinePace {
+    /// When the rate changes.
+    pub at: UnixMillis,
+    /// Thousandths of places admitted by `at`: whole places are `admitted_milli / 1000`, and
+    /// the fraction keeps a point read early and the point it continues agreeing to the place.
+    pub admitted_milli: u64,
+    /// Places admitted a second from `at` on, [`WaitingRoom::MIN_ADMIT_PER_S`] to
+    /// [`WaitingRoom::MAX_ADMIT_PER_S`].
+    pub per_s: u32,
+    /// Places admitted a second before `at` (0 at the opening: nothing before it).
+    pub per_s_before: u32,
+}
+
+impl LinePace {
+    /// A point as a store holds it.
+    ///
+    /// # Errors
+    /// [`DomainError::BadLinePace`] for a negative `admitted_milli`, a rate out of range, or a
+    /// rate before out of 0 to [`WaitingRoom::MAX_ADMIT_PER_S`].
+    pub fn new(
+        at: UnixMillis,
+        admitted_milli: i64,
+        per_s: i64,
+        per_s_before: i64,
+    ) -> Result<Self, DomainError> {
+        let rate = |r: i64, min: u32| {
+            u32::try_from(r)
+                .ok()
+                .filter(|r| (min..=WaitingRoom::MAX_ADMIT_PER_S).contains(r))
+                .ok_or(DomainError::BadLinePace)
+        };
+        Ok(Self {
+            at,
+            admitted_milli: u64::try_from(admitted_milli).map_err(|_| DomainError::BadLinePace)?,
+            per_s: rate(per_s, WaitingRoom::MIN_ADMIT_PER_S)?,
+            per_s_before: rate(per_s_before, 0)?,
+        })
+    }
+
+    /// The curve's first point: nothing admitted at the opening, then `per_s` a second.
+    pub fn opening(opens_at: UnixMillis, per_s: u32) -> Self {
+        Self {
+            at: opens_at,
+            admitted_milli: 0,
+            per_s,
+            per_s_before: 0,
+        }
+    }
+
+    /// Places admitted by `now`: places `0..n` may buy.
+    pub fn admitted_by(&self, now: UnixMillis) -> u64 {
+        self.admitted_milli_by(now) / 1000
+    }
+
+    /// Thousandths of places admitted by `now`: a rate a second times milliseconds, exactly.
+    fn admitted_milli_by(&self, now: UnixMillis) -> u64 {
+        // u128: a year at a million a second fits many times over.
+        let milli = |ms: i64, per_s: u32| {
+            let n = u128::from(ms.unsigned_abs()) * u128::from(per_s);
+            u64::try_from(n).unwrap_or(u64::MAX)
+        };
+        if now >= self.at {
+            let since = now.0.saturating_sub(self.at.0);
+            self.admitted_milli.saturating_add(milli(since, self.per_s))
+        } else {
+            let until = self.at.0.saturating_sub(now.0);
+            self.admitted_milli
+                .saturating_sub(milli(until, self.per_s_before))
+        }
+    }
+
+    /// The rate in force at `now`.
+    pub fn rate_at(&self, now: UnixMillis) -> u32 {
+        if now >= self.at {
+            self.per_s
+        } else {
+            self.per_s_before
+        }
+    }
+
+    /// The next point: from `at` on (now, or a moment ahead so that every reader has it by
+    /// then), the curve goes on from where it stands at `at`, at `per_s`.
+    pub fn turned(&self, at: UnixMillis, per_s: u32) -> Self {
+        Self {
+            at,
+            admitted_milli: self.admitted_milli_by(at),
+            per_s,
+            per_s_before: self.rate_at(at),
+        }
+    }
 }
 
 impl WaitingRoom {
@@ -111,7 +252,13 @@ impl WaitingRoom {
             seed,
             sealed_size: None,
             proof_of_work_bits: 0,
+            pacing: Pacing::Fixed,
         })
+    }
+
+    /// This room, paced `pacing`.
+    pub fn with_pacing(self, pacing: Pacing) -> Self {
+        Self { pacing, ..self }
     }
 
     /// This room, asking each joiner for a proof of work of `bits` leading zero bits (about
@@ -191,6 +338,7 @@ mod tests {
                 seed,
                 sealed_size: None,
                 proof_of_work_bits: 0,
+                pacing: Pacing::Fixed,
             }
         );
         assert!(WaitingRoom::with_seed(0, LineSeed([7; 32])).is_err());
@@ -286,7 +434,7 @@ mod tests {
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(
             json["waiting_room"],
-            serde_json::json!({"admit_per_s": 25, "sealed_size": 12, "proof_of_work_bits": 0})
+            serde_json::json!({"admit_per_s": 25, "sealed_size": 12, "proof_of_work_bits": 0, "pacing": "fixed"})
         );
         let text = serde_json::to_string(&event).unwrap();
         assert!(!text.contains("seed"), "{text}");
@@ -297,7 +445,7 @@ mod tests {
         assert!(!text.contains(&as_hex[..8]), "{text}");
         assert_eq!(
             serde_json::to_value(&room).unwrap(),
-            serde_json::json!({"admit_per_s": 25, "sealed_size": 12, "proof_of_work_bits": 0})
+            serde_json::json!({"admit_per_s": 25, "sealed_size": 12, "proof_of_work_bits": 0, "pacing": "fixed"})
         );
         let roomless = Event {
             waiting_room: None,
@@ -307,6 +455,94 @@ mod tests {
             serde_json::to_value(&roomless).unwrap()["waiting_room"],
             serde_json::Value::Null
         );
+    }
+
+    #[test]
+    fn pacing_is_fixed_or_auto() {
+        for p in [Pacing::Fixed, Pacing::Auto] {
+            assert_eq!(Pacing::parse(p.as_str()), Ok(p));
+            assert_eq!(
+                serde_json::to_value(p).unwrap(),
+                serde_json::json!(p.as_str())
+            );
+        }
+        for bad in ["", "Auto", "fast", "fixed "] {
+            assert_eq!(Pacing::parse(bad), Err(DomainError::BadPacing), "{bad:?}");
+        }
+        assert_eq!(WaitingRoom::new(5).unwrap().pacing, Pacing::Fixed);
+        assert_eq!(
+            WaitingRoom::new(5)
+                .unwrap()
+                .with_pacing(Pacing::Auto)
+                .pacing,
+            Pacing::Auto
+        );
+    }
+
+    #[test]
+    fn the_admission_curve_continues_where_it_turns() {
+        let open = LinePace::opening(UnixMillis(1_000), 100);
+        assert_eq!(open.admitted_by(UnixMillis(999)), 0, "before the opening");
+        assert_eq!(open.admitted_by(UnixMillis(1_010)), 1, "10 ms at 100/s");
+        assert_eq!(open.admitted_by(UnixMillis(2_000)), 100);
+        // Slowed to 10/s at 2 s: what was admitted stays admitted.
+        let slow = open.turned(UnixMillis(2_000), 10);
+        assert_eq!(
+            slow,
+            LinePace {
+                at: UnixMillis(2_000),
+                admitted_milli: 100_000,
+                per_s: 10,
+                per_s_before: 100
+            }
+        );
+        assert_eq!(slow.admitted_by(UnixMillis(3_000)), 110);
+        // Before its time, a point follows the curve it continues: whoever reads it early
+        // admits as those who have not read it yet.
+        for t in [1_000, 1_009, 1_010, 1_500, 1_999, 2_000] {
+            assert_eq!(
+                slow.admitted_by(UnixMillis(t)),
+                open.admitted_by(UnixMillis(t)),
+                "{t}"
+            );
+        }
+        assert_eq!(slow.admitted_by(UnixMillis(0)), 0, "not below nothing");
+        assert_eq!(
+            (
+                slow.rate_at(UnixMillis(1_999)),
+                slow.rate_at(UnixMillis(2_000))
+            ),
+            (100, 10)
+        );
+        let top = LinePace::opening(UnixMillis(i64::MIN), WaitingRoom::MAX_ADMIT_PER_S);
+        assert_eq!(
+            top.admitted_by(UnixMillis(i64::MAX)),
+            u64::MAX / 1000,
+            "saturates"
+        );
+        assert_eq!(
+            LinePace::new(UnixMillis(5), 7, 3, 0),
+            Ok(LinePace {
+                at: UnixMillis(5),
+                admitted_milli: 7,
+                per_s: 3,
+                per_s_before: 0
+            })
+        );
+        for (admitted, per_s, before) in [
+            (-1, 3, 1),
+            (0, 0, 1),
+            (0, 1_000_001, 1),
+            (0, -5, 1),
+            (0, 3, -1),
+            (0, 3, 1_000_001),
+        ] {
+            assert_eq!(
+                LinePace::new(UnixMillis(5), admitted, per_s, before),
+                Err(DomainError::BadLinePace),
+                "{admitted} at {per_s}/s, {before}/s before"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::sharded::ShardedStore;
 use super::sqlite::SqliteStore;
 use super::urls::{is_postgres_url, redacted_url};
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, Position, Purchase, PurchaseId, PurchaseJob,
+    Decision, Event, EventId, EventSpec, LinePace, Position, Purchase, PurchaseId, PurchaseJob,
     PurchaseStatus, QueuedJob,
 };
 
@@ -138,6 +138,17 @@ impl Store for AnyStore {
     }
     async fn seal_line(&self, event: EventId, size: u64) -> Result<u64, StoreError> {
         delegate!(self, s => s.seal_line(event, size))
+    }
+    async fn line_pace(&self, event: EventId) -> Result<Option<LinePace>, StoreError> {
+        delegate!(self, s => s.line_pace(event))
+    }
+    async fn record_line_pace(
+        &self,
+        event: EventId,
+        current: Option<LinePace>,
+        next: LinePace,
+    ) -> Result<LinePace, StoreError> {
+        delegate!(self, s => s.record_line_pace(event, current, next))
     }
     async fn check_ready(&self) -> Result<(), StoreError> {
         delegate!(self, s => s.check_ready())

@@ -7,8 +7,11 @@
 //! - [`Store::decide_batch`] decides a whole batch in ONE transaction with the rules of
 //!   [`crate::domain::Ledger`]; a purchase id is decided once, and a redelivered job reads back
 //!   its decision;
-//! - an event's waiting room is stored with it, and [`Store::seal_line`] records its line's
-//!   pre-queue size once: the first call's size stands for good.
+//! - an event's waiting room is stored with it (its pacing included), and [`Store::seal_line`]
+//!   records its line's pre-queue size once: the first call's size stands for good;
+//! - [`Store::record_line_pace`] moves a line's admission curve on by compare-and-set: of
+//!   several callers turning it from the same point, exactly one wins, and every caller (and
+//!   every later [`Store::line_pace`]) reads the winner's point.
 //!
 //! A sharded store ([`super::ShardedStore`]) keeps this contract per event: an event and its
 //! purchases live in one shard's database, so "one transaction per batch" becomes one per shard
@@ -20,7 +23,8 @@ use prometheus_client::registry::Registry;
 
 use super::error::StoreError;
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, Position, Purchase, PurchaseId, PurchaseStatus, QueuedJob,
+    Decision, Event, EventId, EventSpec, LinePace, Position, Purchase, PurchaseId, PurchaseStatus,
+    QueuedJob,
 };
 
 /// The ticket store. Every method is one transaction.
@@ -84,6 +88,35 @@ pub trait Store: Send + Sync + 'static {
         event: EventId,
         size: u64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The latest point of `event`'s admission curve on record: `None` until one is recorded
+    /// (the curve is then `LinePace::opening(opens_at, admit_per_s)`).
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchEvent`] and [`StoreError::NoWaitingRoom`] as for
+    /// [`Store::seal_line`]; otherwise the database's error.
+    fn line_pace(
+        &self,
+        event: EventId,
+    ) -> impl Future<Output = Result<Option<LinePace>, StoreError>> + Send;
+
+    /// Records `next` as `event`'s latest point if the one on record is still `current`
+    /// (`None`: none recorded yet) and returns the point on record afterwards: `next` when this
+    /// call won, the winner's when another call changed it first. A compare-and-set in one
+    /// transaction, so of several API instances turning the curve at once exactly one point
+    /// wins and all read it back. (An `admitted` past `i64::MAX` is stored as `i64::MAX`.)
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchEvent`] and [`StoreError::NoWaitingRoom`] as for
+    /// [`Store::seal_line`]; [`StoreError::Corrupt`] when no point is on record afterwards
+    /// (a `current` of `Some` for a line that never had one recorded); otherwise the
+    /// database's error (a `next` out of range breaks a CHECK constraint).
+    fn record_line_pace(
+        &self,
+        event: EventId,
+        current: Option<LinePace>,
+        next: LinePace,
+    ) -> impl Future<Output = Result<LinePace, StoreError>> + Send;
 
     /// Ok when the database answers (readiness); a sharded store, when every shard does.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -8,12 +8,13 @@
 //! foreign key to the event with `FOR KEY SHARE`, which a plain `FOR UPDATE` would block for the
 //! whole batch. A lost connection is replaced on the next call. Every call is bounded: pool
 //! wait, connect and `statement_timeout`.
+//!
+//! `decide` holds the deciding transaction's SQL and code.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient, Statement};
 
 use prometheus_client::registry::Registry;
 
@@ -22,28 +23,22 @@ use super::error::StoreError;
 use super::pg_pool::{Pool, Pooled, connect_one, pg};
 use super::replica::{Replica, ReplicaMetrics};
 use super::rows::{
-    i64_of, parse_status, position_of, sealed_on_record, sealed_size_of, to_purchase,
+    PaceRow, RoomColumns, i32_of, i64_of, line_pace_columns, pace_on_record, parse_status,
+    position_of, recorded_pace, sealed_on_record, sealed_size_of, to_purchase, u32_of,
     waiting_room_columns, waiting_room_of, window_columns, window_of,
 };
 use super::schema;
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
-    PurchaseStatus, QueuedJob, RejectReason, WaitingRoom, decide_in_order,
+    Decision, Event, EventId, EventSpec, LinePace, Position, Purchase, PurchaseId, PurchaseJob,
+    PurchaseStatus, QueuedJob, RejectReason, WaitingRoom,
 };
+
+mod decide;
+
+use decide::{DecideStatements, decide_in};
 
 /// Serializes concurrent migrators (several APIs starting at once).
 pub(super) const MIGRATION_LOCK: i64 = 0x7469_636b_6574;
-
-fn u32_of(v: i32, what: &str) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt {
-        what: format!("{what} = {v}"),
-    })
-}
-
-pub(super) fn i32_of(v: u32) -> i32 {
-    // Quantities and ticket counts are validated far below 2^31.
-    i32::try_from(v).unwrap_or(i32::MAX)
-}
 
 /// A schema name safe to splice into SQL: `[a-z_][a-z0-9_]*`, at most 63 bytes.
 fn is_plain_identifier(s: &str) -> bool {
@@ -250,7 +245,7 @@ fn purchase_of(r: &tokio_postgres::Row) -> Result<Purchase, StoreError> {
 macro_rules! event_columns {
     () => {
         "id, name, tickets, max_per_buyer, sold, opens_at_ms, closes_at_ms, \
-         line_admit_per_s, line_seed, line_sealed_size, line_pow_bits"
+         line_admit_per_s, line_seed, line_sealed_size, line_pow_bits, line_pacing"
     };
 }
 pub(super) use event_columns;
@@ -260,8 +255,9 @@ const SQL_READ_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events 
 /// A new event, with an id from the table's sequence.
 const SQL_INSERT_EVENT: &str = concat!(
     "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms, closes_at_ms,
-                         line_admit_per_s, line_seed, line_sealed_size, line_pow_bits)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
+                         line_admit_per_s, line_seed, line_sealed_size, line_pow_bits,
+                         line_pacing)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
     event_columns!()
 );
 /// Seals an event's line: sets its pre-queue size unless one is on record (or it has no room).
@@ -271,6 +267,20 @@ const SQL_SEAL_LINE: &str = "UPDATE events SET line_sealed_size = $2
 /// What an earlier seal left: whether the event has a room, and its size on record.
 const SQL_SEALED_SIZE: &str =
     "SELECT line_admit_per_s IS NOT NULL, line_sealed_size FROM events WHERE id = $1";
+/// An event's line pace: whether it has a room, and its pace on record (a [`PaceRow`]).
+const SQL_LINE_PACE: &str =
+    "SELECT e.line_admit_per_s IS NOT NULL, p.at_ms, p.admitted_milli, p.per_s,
+            p.per_s_before
+     FROM events e LEFT JOIN line_paces p ON p.event_id = e.id WHERE e.id = $1";
+/// Records a line's first pace, unless one is on record.
+const SQL_INSERT_LINE_PACE: &str =
+    "INSERT INTO line_paces (event_id, at_ms, admitted_milli, per_s, per_s_before)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING";
+/// Records a line's next pace, if the one on record is still the caller's ($6 to $8: a
+/// point is known by where it turns and to what).
+const SQL_UPDATE_LINE_PACE: &str = "UPDATE line_paces
+     SET at_ms = $2, admitted_milli = $3, per_s = $4, per_s_before = $5
+     WHERE event_id = $1 AND at_ms = $6 AND admitted_milli = $7 AND per_s = $8";
 
 /// An event from a row of the columns `event_columns!` names.
 pub(super) fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
@@ -278,14 +288,18 @@ pub(super) fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
         id: EventId(r.try_get(0).map_err(pg("read event.id"))?),
         name: r.try_get(1).map_err(pg("read event.name"))?,
         tickets: u32_of(
-            r.try_get(2).map_err(pg("read event.tickets"))?,
+            r.try_get::<_, i32>(2).map_err(pg("read event.tickets"))?,
             "events.tickets",
         )?,
         max_per_buyer: u32_of(
-            r.try_get(3).map_err(pg("read event.max_per_buyer"))?,
+            r.try_get::<_, i32>(3)
+                .map_err(pg("read event.max_per_buyer"))?,
             "events.max_per_buyer",
         )?,
-        sold: u32_of(r.try_get(4).map_err(pg("read event.sold"))?, "events.sold")?,
+        sold: u32_of(
+            r.try_get::<_, i32>(4).map_err(pg("read event.sold"))?,
+            "events.sold",
+        )?,
         window: window_of(
             r.try_get(5).map_err(pg("read event.opens_at_ms"))?,
             r.try_get(6).map_err(pg("read event.closes_at_ms"))?,
@@ -300,52 +314,43 @@ pub(super) fn event_of(r: &tokio_postgres::Row) -> Result<Event, StoreError> {
                 r.try_get::<_, i32>(10)
                     .map_err(pg("read event.line_pow_bits"))?,
             ),
+            r.try_get(11).map_err(pg("read event.line_pacing"))?,
         )?,
     })
 }
 
-/// A waiting room as its PostgreSQL columns: [`waiting_room_columns`] with the rate as the
-/// `INTEGER` it is stored as.
+/// A waiting room as its PostgreSQL columns: [`waiting_room_columns`], and its rate as the
+/// `INTEGER` it is stored as (bind that, not the columns' `admit_per_s`).
 pub(super) fn pg_waiting_room_columns(
     room: Option<&WaitingRoom>,
-) -> (Option<i32>, Option<&[u8]>, Option<i64>, i32) {
+) -> (Option<i32>, RoomColumns<'_>) {
     let c = waiting_room_columns(room);
-    (c.admit_per_s.map(i32_of), c.seed, c.sealed_size, c.pow_bits)
+    (c.admit_per_s.map(i32_of), c)
 }
 
-/// New decisions as column arrays, written with one `INSERT ... SELECT FROM UNNEST`.
-#[derive(Default)]
-struct DecisionRows {
-    ids: Vec<String>,
-    events: Vec<i64>,
-    buyers: Vec<String>,
-    quantities: Vec<i32>,
-    positions: Vec<i64>,
-    statuses: Vec<String>,
-    reasons: Vec<Option<String>>,
+/// An event's line pace, read through `client` with `read` ([`SQL_LINE_PACE`] prepared);
+/// `None`: no such event.
+async fn line_pace_row(
+    client: &impl GenericClient,
+    read: &Statement,
+    event: EventId,
+) -> Result<Option<PaceRow>, StoreError> {
+    client
+        .query_opt(read, &[&event.0])
+        .await
+        .map_err(pg("read line pace"))?
+        .map(|r| {
+            Ok::<_, tokio_postgres::Error>((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get::<_, Option<i32>>(3)?.map(i64::from),
+                r.try_get::<_, Option<i32>>(4)?.map(i64::from),
+            ))
+        })
+        .transpose()
+        .map_err(pg("read line pace"))
 }
-
-// The deciding transaction's statements (prepared once per connection).
-const SQL_LOCK_EVENTS: &str =
-    "SELECT id, tickets, max_per_buyer, sold FROM events WHERE id = ANY($1)
-                 ORDER BY id FOR NO KEY UPDATE";
-const SQL_BUYER_TOTALS: &str = "SELECT t.event_id, t.buyer, t.confirmed FROM buyer_totals t
-                 JOIN UNNEST($1::bigint[], $2::text[]) AS k(event_id, buyer)
-                   ON t.event_id = k.event_id AND t.buyer = k.buyer";
-const SQL_DECISIONS: &str = "SELECT id, status, reason FROM purchases WHERE id = ANY($1::text[])";
-const SQL_UPDATE_SOLD: &str = "UPDATE events AS e SET sold = v.sold
-             FROM UNNEST($1::bigint[], $2::int[]) AS v(id, sold)
-             WHERE e.id = v.id AND e.sold <> v.sold";
-const SQL_WRITE_TOTALS: &str =
-    "INSERT INTO buyer_totals (event_id, buyer, confirmed, max_per_buyer)
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::int[])
-                 ON CONFLICT (event_id, buyer) DO UPDATE SET confirmed = EXCLUDED.confirmed";
-const SQL_WRITE_DECISIONS: &str =
-    "INSERT INTO purchases (id, event_id, buyer, quantity, position, status, reason)
-                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::int[],
-                                      $5::bigint[], $6::text[], $7::text[])
-                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, reason = EXCLUDED.reason
-                 WHERE purchases.status = 'pending'";
 
 /// `sell_now`'s place in line: the one on record for this purchase id, else the next one.
 const SQL_NEXT_POSITION: &str = "SELECT COALESCE(
@@ -353,159 +358,6 @@ const SQL_NEXT_POSITION: &str = "SELECT COALESCE(
                  (SELECT MAX(position) + 1 FROM purchases WHERE event_id = $2),
                  0)";
 const PURCHASE_COLUMNS: &str = "id, event_id, buyer, quantity, position, status, reason";
-
-/// The deciding transaction's statements, prepared on one connection.
-struct DecideStatements {
-    lock_events: tokio_postgres::Statement,
-    buyer_totals: tokio_postgres::Statement,
-    decisions_read: tokio_postgres::Statement,
-    update_sold: tokio_postgres::Statement,
-    write_totals: tokio_postgres::Statement,
-    write_decisions: tokio_postgres::Statement,
-}
-
-impl DecideStatements {
-    async fn prepare(c: &mut Pooled) -> Result<Self, StoreError> {
-        Ok(Self {
-            lock_events: c.stmt(SQL_LOCK_EVENTS).await?,
-            buyer_totals: c.stmt(SQL_BUYER_TOTALS).await?,
-            decisions_read: c.stmt(SQL_DECISIONS).await?,
-            update_sold: c.stmt(SQL_UPDATE_SOLD).await?,
-            write_totals: c.stmt(SQL_WRITE_TOTALS).await?,
-            write_decisions: c.stmt(SQL_WRITE_DECISIONS).await?,
-        })
-    }
-}
-
-/// Decides `jobs` inside `tx` (see the module docs on locking); the caller commits.
-async fn decide_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    st: &DecideStatements,
-    jobs: &[QueuedJob],
-) -> Result<Vec<Decision>, StoreError> {
-    let mut ledger = Ledger::new();
-    let events: Vec<i64> = jobs
-        .iter()
-        .map(|j| j.job.event_id.0)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut max_per_buyer = HashMap::new();
-    for r in tx
-        .query(&st.lock_events, &[&events])
-        .await
-        .map_err(pg("lock events"))?
-    {
-        let id = EventId(r.try_get(0).map_err(pg("read event.id"))?);
-        let max = u32_of(
-            r.try_get(2).map_err(pg("read max"))?,
-            "events.max_per_buyer",
-        )?;
-        ledger.add_event(
-            id,
-            u32_of(r.try_get(1).map_err(pg("read tickets"))?, "events.tickets")?,
-            max,
-            u32_of(r.try_get(3).map_err(pg("read sold"))?, "events.sold")?,
-        );
-        max_per_buyer.insert(id, max);
-    }
-
-    let pairs: HashSet<(i64, &str)> = jobs
-        .iter()
-        .map(|j| (j.job.event_id.0, j.job.buyer.as_str()))
-        .collect();
-    let (pe, pb): (Vec<i64>, Vec<&str>) = pairs.into_iter().unzip();
-    for r in tx
-        .query(&st.buyer_totals, &[&pe, &pb])
-        .await
-        .map_err(pg("read buyer totals"))?
-    {
-        let e = EventId(r.try_get(0).map_err(pg("read total.event_id"))?);
-        let b: &str = r.try_get(1).map_err(pg("read total.buyer"))?;
-        let n = u32_of(
-            r.try_get(2).map_err(pg("read total"))?,
-            "buyer_totals.confirmed",
-        )?;
-        ledger.add_buyer_total(e, b, n);
-    }
-
-    let ids: Vec<String> = jobs.iter().map(|j| j.job.purchase_id.to_string()).collect();
-    for r in tx
-        .query(&st.decisions_read, &[&ids])
-        .await
-        .map_err(pg("read decisions"))?
-    {
-        let id: String = r.try_get(0).map_err(pg("read purchase.id"))?;
-        let status: String = r.try_get(1).map_err(pg("read purchase.status"))?;
-        let reason: Option<String> = r.try_get(2).map_err(pg("read purchase.reason"))?;
-        let id: PurchaseId = id.parse().map_err(|_| StoreError::Corrupt {
-            what: format!("purchases.id = {id:?}"),
-        })?;
-        ledger.add_decided(id, parse_status(&status, reason.as_deref())?);
-    }
-
-    let decisions = decide_in_order(&mut ledger, jobs);
-
-    let (se, ss): (Vec<i64>, Vec<i32>) =
-        ledger.sold_counts().map(|(e, s)| (e.0, i32_of(s))).unzip();
-    tx.execute(&st.update_sold, &[&se, &ss])
-        .await
-        .map_err(pg("update sold"))?;
-
-    let mut totals: (Vec<i64>, Vec<String>, Vec<i32>, Vec<i32>) = Default::default();
-    let mut seen = HashSet::new();
-    let mut rows = DecisionRows::default();
-    for (j, d) in jobs.iter().zip(&decisions) {
-        if !d.is_new {
-            continue;
-        }
-        let e = j.job.event_id;
-        if d.status == PurchaseStatus::Confirmed && seen.insert((e, j.job.buyer.as_str())) {
-            totals.0.push(e.0);
-            totals.1.push(j.job.buyer.clone());
-            totals.2.push(i32_of(ledger.buyer_total(e, &j.job.buyer)));
-            totals
-                .3
-                .push(i32_of(max_per_buyer.get(&e).copied().unwrap_or(0)));
-        }
-        rows.ids.push(j.job.purchase_id.to_string());
-        rows.events.push(e.0);
-        rows.buyers.push(j.job.buyer.clone());
-        rows.quantities.push(i32_of(j.job.quantity));
-        rows.positions.push(i64_of(j.position.0));
-        rows.statuses.push(d.status.as_str().to_owned());
-        rows.reasons.push(
-            d.status
-                .reason()
-                .map(|r| RejectReason::as_str(r).to_owned()),
-        );
-    }
-    if !totals.0.is_empty() {
-        tx.execute(
-            &st.write_totals,
-            &[&totals.0, &totals.1, &totals.2, &totals.3],
-        )
-        .await
-        .map_err(pg("write buyer totals"))?;
-    }
-    if !rows.ids.is_empty() {
-        tx.execute(
-            &st.write_decisions,
-            &[
-                &rows.ids,
-                &rows.events,
-                &rows.buyers,
-                &rows.quantities,
-                &rows.positions,
-                &rows.statuses,
-                &rows.reasons,
-            ],
-        )
-        .await
-        .map_err(pg("write decisions"))?;
-    }
-    Ok(decisions)
-}
 
 /// One purchase as the database behind `pool` has it.
 async fn read_purchase(pool: &Arc<Pool>, id: PurchaseId) -> Result<Option<Purchase>, StoreError> {
@@ -529,8 +381,7 @@ impl Store for PostgresStore {
     async fn create_event(&self, spec: &EventSpec) -> Result<Event, StoreError> {
         let mut c = self.pooled().await?;
         let (opens_at_ms, closes_at_ms) = window_columns(&spec.window);
-        let (admit_per_s, seed, sealed_size, pow_bits) =
-            pg_waiting_room_columns(spec.waiting_room.as_ref());
+        let (admit_per_s, room) = pg_waiting_room_columns(spec.waiting_room.as_ref());
         let row = c
             .client()?
             .query_one(
@@ -542,9 +393,10 @@ impl Store for PostgresStore {
                     &opens_at_ms,
                     &closes_at_ms,
                     &admit_per_s,
-                    &seed,
-                    &sealed_size,
-                    &pow_bits,
+                    &room.seed,
+                    &room.sealed_size,
+                    &room.pow_bits,
+                    &room.pacing,
                 ],
             )
             .await
@@ -748,6 +600,66 @@ impl Store for PostgresStore {
         sealed_on_record(event, row)
     }
 
+    async fn line_pace(&self, event: EventId) -> Result<Option<LinePace>, StoreError> {
+        let mut c = self.pooled().await?;
+        let read = c.stmt(SQL_LINE_PACE).await?;
+        let row = line_pace_row(c.client()?, &read, event).await?;
+        pace_on_record(event, row)
+    }
+
+    async fn record_line_pace(
+        &self,
+        event: EventId,
+        current: Option<LinePace>,
+        next: LinePace,
+    ) -> Result<LinePace, StoreError> {
+        let mut c = self.pooled().await?;
+        let read = c.stmt(SQL_LINE_PACE).await?;
+        let write = match current {
+            None => c.stmt(SQL_INSERT_LINE_PACE).await?,
+            Some(_) => c.stmt(SQL_UPDATE_LINE_PACE).await?,
+        };
+        let tx = c
+            .client()?
+            .transaction()
+            .await
+            .map_err(pg("begin line pace"))?;
+        // No such event, or no room: answered before anything is written.
+        pace_on_record(event, line_pace_row(&tx, &read, event).await?)?;
+        let (at_ms, admitted, per_s, per_s_before) = line_pace_columns(&next);
+        match current.as_ref().map(line_pace_columns) {
+            None => {
+                tx.execute(
+                    &write,
+                    &[&event.0, &at_ms, &admitted, &per_s, &per_s_before],
+                )
+                .await
+            }
+            Some((was_at_ms, was_admitted, was_per_s, _)) => {
+                tx.execute(
+                    &write,
+                    &[
+                        &event.0,
+                        &at_ms,
+                        &admitted,
+                        &per_s,
+                        &per_s_before,
+                        &was_at_ms,
+                        &was_admitted,
+                        &was_per_s,
+                    ],
+                )
+                .await
+            }
+        }
+        .map_err(pg("record line pace"))?;
+        // A concurrent recorder's INSERT or UPDATE made this one wait for its commit and then
+        // skip the row; this read takes a new snapshot (READ COMMITTED), so it sees the winner.
+        let row = line_pace_row(&tx, &read, event).await?;
+        tx.commit().await.map_err(pg("commit line pace"))?;
+        recorded_pace(event, current, row)
+    }
+
     async fn check_ready(&self) -> Result<(), StoreError> {
         let mut c = self.pooled().await?;
         c.client()?
@@ -758,169 +670,5 @@ impl Store for PostgresStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::UnixMillis;
-
-    /// The test server's URL and a fresh schema on it, as the migrations before `version` left
-    /// it, with a raw session in that schema; `None` (with the reason printed) without a server.
-    async fn schema_before(version: i64) -> Option<(String, String, Client)> {
-        let Ok(url) = std::env::var("TICKET_TEST_POSTGRES_URL") else {
-            eprintln!("skipped: TICKET_TEST_POSTGRES_URL is not set (PostgreSQL store tests)");
-            return None;
-        };
-        let name = format!("tk_test_{}", uuid::Uuid::new_v4().simple());
-        connect_one(&url, None)
-            .await
-            .unwrap()
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .await
-            .unwrap();
-        let raw = connect_one(&url, Some(&name)).await.unwrap();
-        raw.batch_execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY)")
-            .await
-            .unwrap();
-        for (v, sql) in schema::POSTGRES.iter().filter(|(v, _)| *v < version) {
-            raw.batch_execute(sql).await.unwrap();
-            raw.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[v])
-                .await
-                .unwrap();
-        }
-        Some((url, name, raw))
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_database_from_before_sale_windows_opens_with_its_events_always_on_sale() {
-        // A database as the migrations before the window columns left it, with an event in it.
-        let Some((url, name, raw)) = schema_before(2).await else {
-            return;
-        };
-        raw.batch_execute(
-            "INSERT INTO events (name, tickets, max_per_buyer, sold) VALUES ('old', 10, 4, 2)",
-        )
-        .await
-        .unwrap();
-
-        let store = PostgresStore::connect_in_schema(&url, &name, 2)
-            .await
-            .unwrap();
-        let old = crate::store::upgrade_checks::events_from_before_sale_windows(&store).await;
-
-        // The migrated table refuses a window that closes before it opens, and only that.
-        for (opens_at_ms, closes_at_ms, is_accepted) in [
-            (Some(2_i64), Some(1_i64), false),
-            (Some(2), Some(2), false),
-            (Some(2), Some(3), true),
-            (Some(2), None, true),
-            (None, Some(1), true),
-            (None, None, true),
-        ] {
-            let updated = raw
-                .execute(
-                    "UPDATE events SET opens_at_ms = $1, closes_at_ms = $2 WHERE id = 1",
-                    &[&opens_at_ms, &closes_at_ms],
-                )
-                .await;
-            assert_eq!(
-                updated.is_ok(),
-                is_accepted,
-                "{opens_at_ms:?} {closes_at_ms:?}: {updated:?}"
-            );
-        }
-
-        // A second open finds nothing left to do, and the old event is as it was.
-        let again = PostgresStore::connect_in_schema(&url, &name, 2)
-            .await
-            .unwrap();
-        assert_eq!(again.event(EventId(1)).await.unwrap().unwrap(), old);
-        let versions: i64 = raw
-            .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(versions, i64::try_from(schema::POSTGRES.len()).unwrap());
-        store.drop_schema().await.unwrap();
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_database_from_before_waiting_rooms_opens_with_its_events_without_one() {
-        // A database as the migrations before the room columns left it, with events in it.
-        let Some((url, name, raw)) = schema_before(3).await else {
-            return;
-        };
-        let opens = UnixMillis(1_798_135_200_000);
-        raw.batch_execute(
-            "INSERT INTO events (name, tickets, max_per_buyer, sold) VALUES ('old', 10, 4, 2)",
-        )
-        .await
-        .unwrap();
-        raw.execute(
-            "INSERT INTO events (name, tickets, max_per_buyer, opens_at_ms)
-             VALUES ('windowed', 5, 1, $1)",
-            &[&opens.0],
-        )
-        .await
-        .unwrap();
-
-        let store = PostgresStore::connect_in_schema(&url, &name, 2)
-            .await
-            .unwrap();
-        let (old, windowed) =
-            crate::store::upgrade_checks::events_from_before_waiting_rooms(&store, opens).await;
-
-        // The migrated table keeps a room whole: a rate of at least 1 and a 32-byte seed, both
-        // or neither, and a sealed size of at least 0 only with a room.
-        let seed = |len: usize| Some(vec![1_u8; len]);
-        for (admit_per_s, line_seed, sealed_size, is_accepted) in [
-            (None, None, None, true),
-            (Some(5_i32), seed(32), None, true),
-            (Some(5), seed(32), Some(0_i64), true),
-            (Some(5), seed(32), Some(7), true),
-            (Some(1_000_000), seed(32), None, true),
-            (Some(0), seed(32), None, false),
-            (Some(-1), seed(32), None, false),
-            (Some(5), None, None, false),
-            (None, seed(32), None, false),
-            (Some(5), seed(31), None, false),
-            (Some(5), seed(33), None, false),
-            (Some(5), seed(0), None, false),
-            (None, None, Some(3), false),
-            (Some(5), seed(32), Some(-1), false),
-        ] {
-            let updated = raw
-                .execute(
-                    "UPDATE events SET line_admit_per_s = $1, line_seed = $2,
-                                       line_sealed_size = $3
-                     WHERE id = 1",
-                    &[&admit_per_s, &line_seed, &sealed_size],
-                )
-                .await;
-            let seed_len = line_seed.as_ref().map(Vec::len);
-            assert_eq!(
-                updated.is_ok(),
-                is_accepted,
-                "{admit_per_s:?} {seed_len:?} {sealed_size:?}: {updated:?}"
-            );
-        }
-        raw.batch_execute(
-            "UPDATE events SET line_admit_per_s = NULL, line_seed = NULL, line_sealed_size = NULL
-             WHERE id = 1",
-        )
-        .await
-        .unwrap();
-
-        // A second open finds nothing left to do, and the old events are as they were.
-        let again = PostgresStore::connect_in_schema(&url, &name, 2)
-            .await
-            .unwrap();
-        assert_eq!(again.event(EventId(1)).await.unwrap().unwrap(), old);
-        assert_eq!(again.event(EventId(2)).await.unwrap().unwrap(), windowed);
-        let versions: i64 = raw
-            .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(versions, i64::try_from(schema::POSTGRES.len()).unwrap());
-        store.drop_schema().await.unwrap();
-    }
-}
+#[path = "postgres_tests.rs"]
+mod tests;

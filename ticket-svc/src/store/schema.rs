@@ -14,7 +14,10 @@
 //!   (exactly 32 bytes) are both set or both NULL (NULL: no room, as every event from before
 //!   the room columns reads), and `line_sealed_size` (at least 0) is NULL without a room.
 //!   That a sealed size is never changed is the store's `UPDATE ... WHERE line_sealed_size IS
-//!   NULL`, not a constraint.
+//!   NULL`, not a constraint;
+//! - a room's `line_pacing` is `fixed` or `auto`, and `fixed` without a room;
+//! - a line's pace (`line_paces`, one row per event at most) admits at least 0 places, at 1 to
+//!   1,000,000 a second. Which point stands is the store's compare-and-set, not a constraint.
 //!
 //! A sharded store adds two tables of its own, outside the numbered migrations so that an
 //! unsharded database keeps exactly its schema: [`POSTGRES_SHARD_IDENTITY`] on every shard and
@@ -116,6 +119,25 @@ ALTER TABLE events ADD COLUMN line_pow_bits INTEGER NOT NULL DEFAULT 0
     CHECK (line_pow_bits BETWEEN 0 AND 28 AND (line_pow_bits = 0 OR line_admit_per_s IS NOT NULL));
 ",
     ),
+    // A waiting room's pacing (every existing room is fixed), and the latest point of each
+    // auto-paced line's admission curve. A table of its own, not columns on `events`: the
+    // workers update an event's row (`sold`) on every batch, and the pacer would contend with
+    // them. The CHECK on `line_pacing` costs those updates nothing: SQLite checks an UPDATE only
+    // against the constraints that name a column it changes.
+    (
+        6,
+        "
+ALTER TABLE events ADD COLUMN line_pacing TEXT NOT NULL DEFAULT 'fixed'
+    CHECK (line_pacing IN ('fixed', 'auto') AND (line_pacing = 'fixed' OR line_admit_per_s IS NOT NULL));
+CREATE TABLE line_paces (
+    event_id INTEGER PRIMARY KEY REFERENCES events(id),
+    at_ms INTEGER NOT NULL,
+    admitted_milli INTEGER NOT NULL CHECK (admitted_milli >= 0),
+    per_s INTEGER NOT NULL CHECK (per_s BETWEEN 1 AND 1000000),
+    per_s_before INTEGER NOT NULL CHECK (per_s_before BETWEEN 0 AND 1000000)
+);
+",
+    ),
 ];
 
 /// PostgreSQL migrations: (version, SQL).
@@ -188,6 +210,27 @@ ALTER TABLE events
     ADD COLUMN line_pow_bits INTEGER NOT NULL DEFAULT 0,
     ADD CONSTRAINT events_line_pow_bits
         CHECK (line_pow_bits BETWEEN 0 AND 28 AND (line_pow_bits = 0 OR line_admit_per_s IS NOT NULL));
+",
+    ),
+    // A waiting room's pacing (every existing room is fixed; a constant default adds the
+    // column without rewriting the table), and the latest point of each auto-paced line's
+    // admission curve, in a table of its own so that the pacer never contends with the workers'
+    // updates of `events.sold` (its foreign key takes `FOR KEY SHARE`, which `FOR NO KEY
+    // UPDATE` does not block).
+    (
+        5,
+        "
+ALTER TABLE events
+    ADD COLUMN line_pacing TEXT NOT NULL DEFAULT 'fixed',
+    ADD CONSTRAINT events_line_pacing
+        CHECK (line_pacing IN ('fixed', 'auto') AND (line_pacing = 'fixed' OR line_admit_per_s IS NOT NULL));
+CREATE TABLE line_paces (
+    event_id BIGINT PRIMARY KEY REFERENCES events(id),
+    at_ms BIGINT NOT NULL,
+    admitted_milli BIGINT NOT NULL CHECK (admitted_milli >= 0),
+    per_s INTEGER NOT NULL CHECK (per_s BETWEEN 1 AND 1000000),
+    per_s_before INTEGER NOT NULL CHECK (per_s_before BETWEEN 0 AND 1000000)
+);
 ",
     ),
 ];

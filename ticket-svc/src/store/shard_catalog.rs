@@ -18,9 +18,9 @@ use tokio_postgres::GenericClient;
 use super::error::StoreError;
 use super::pg_pool::pg;
 use super::postgres::{
-    MIGRATION_LOCK, PostgresStore, event_columns, event_of, i32_of, pg_waiting_room_columns,
+    MIGRATION_LOCK, PostgresStore, event_columns, event_of, pg_waiting_room_columns,
 };
-use super::rows::window_columns;
+use super::rows::{i32_of, window_columns};
 use super::schema;
 use crate::domain::{Event, EventId, EventSpec};
 
@@ -32,8 +32,9 @@ const SQL_NEXT_EVENT_ID: &str = "SELECT nextval(pg_get_serial_sequence('events',
 const SQL_PLACE_EVENT: &str = "INSERT INTO event_shards (event_id, shard) VALUES ($1, $2)";
 const SQL_INSERT_EVENT_WITH_ID: &str = concat!(
     "INSERT INTO events (id, name, tickets, max_per_buyer, opens_at_ms, closes_at_ms,
-                         line_admit_per_s, line_seed, line_sealed_size, line_pow_bits)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+                         line_admit_per_s, line_seed, line_sealed_size, line_pow_bits,
+                         line_pacing)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
     event_columns!()
 );
 
@@ -169,8 +170,7 @@ impl PostgresStore {
     ) -> Result<Event, StoreError> {
         let mut c = self.pooled().await?;
         let (opens_at_ms, closes_at_ms) = window_columns(&spec.window);
-        let (admit_per_s, seed, sealed_size, pow_bits) =
-            pg_waiting_room_columns(spec.waiting_room.as_ref());
+        let (admit_per_s, room) = pg_waiting_room_columns(spec.waiting_room.as_ref());
         let row = c
             .client()?
             .query_one(
@@ -183,9 +183,10 @@ impl PostgresStore {
                     &opens_at_ms,
                     &closes_at_ms,
                     &admit_per_s,
-                    &seed,
-                    &sealed_size,
-                    &pow_bits,
+                    &room.seed,
+                    &room.sealed_size,
+                    &room.pow_bits,
+                    &room.pacing,
                 ],
             )
             .await

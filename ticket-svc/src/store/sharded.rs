@@ -40,8 +40,8 @@ use super::postgres::PostgresStore;
 use super::replica::ReplicaMetrics;
 use super::urls::{is_postgres_url, redacted_url};
 use crate::domain::{
-    Decision, Event, EventId, EventSpec, MAX_SHARDS, Position, Purchase, PurchaseId, PurchaseJob,
-    PurchaseStatus, QueuedJob,
+    Decision, Event, EventId, EventSpec, LinePace, MAX_SHARDS, Position, Purchase, PurchaseId,
+    PurchaseJob, PurchaseStatus, QueuedJob,
 };
 use crate::metrics::{ShardLabels, ShardMetrics};
 
@@ -79,6 +79,15 @@ fn on_shard(shard: u8) -> impl FnOnce(StoreError) -> StoreError {
     move |source| StoreError::Shard {
         shard,
         source: Box::new(source),
+    }
+}
+
+/// Wraps an error from shard `shard` as [`on_shard`] does, except the answers about an event
+/// itself (no such event, no waiting room): the same from every store, not a shard's failure.
+fn about_the_event_or_on(shard: u8) -> impl FnOnce(StoreError) -> StoreError {
+    move |e| match e {
+        e @ (StoreError::NoSuchEvent { .. } | StoreError::NoWaitingRoom { .. }) => e,
+        e => on_shard(shard)(e),
     }
 }
 
@@ -387,11 +396,32 @@ impl Store for ShardedStore {
     async fn seal_line(&self, event: EventId, size: u64) -> Result<u64, StoreError> {
         // An unknown event is looked up on shard 0, which answers that it has no such event.
         let (shard, store) = self.event_shard(event).await?;
-        store.seal_line(event, size).await.map_err(|e| match e {
-            // Answers about the event, the same from every store: not a shard's failure.
-            e @ (StoreError::NoSuchEvent { .. } | StoreError::NoWaitingRoom { .. }) => e,
-            e => on_shard(shard)(e),
-        })
+        store
+            .seal_line(event, size)
+            .await
+            .map_err(about_the_event_or_on(shard))
+    }
+
+    async fn line_pace(&self, event: EventId) -> Result<Option<LinePace>, StoreError> {
+        // As `seal_line`: an unknown event is looked up on shard 0.
+        let (shard, store) = self.event_shard(event).await?;
+        store
+            .line_pace(event)
+            .await
+            .map_err(about_the_event_or_on(shard))
+    }
+
+    async fn record_line_pace(
+        &self,
+        event: EventId,
+        current: Option<LinePace>,
+        next: LinePace,
+    ) -> Result<LinePace, StoreError> {
+        let (shard, store) = self.event_shard(event).await?;
+        store
+            .record_line_pace(event, current, next)
+            .await
+            .map_err(about_the_event_or_on(shard))
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {

@@ -1,7 +1,8 @@
 //! The shared store suite: every test here runs against SQLite (temp dir), PostgreSQL
 //! (`TICKET_TEST_POSTGRES_URL`, each test in a fresh schema dropped at the end; skipped with a
 //! printed reason when the variable is unset) and PostgreSQL sharded over two databases of the
-//! test's own (`sharded.rs`; events alternate between them).
+//! test's own (`sharded.rs`; events alternate between them). The tests of pacing and line paces
+//! are in `line_pace`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,14 @@ use ticket_svc::domain::{
     RejectReason, SaleWindow, UnixMillis, WaitingRoom,
 };
 use ticket_svc::store::{PendingRows, PostgresStore, SqliteStore, Store, StoreError};
+
+mod line_pace;
+use line_pace::{
+    a_line_pace_moves_on_only_from_the_one_on_record, a_line_pace_past_i64_max_is_stored_at_it,
+    concurrent_line_pace_records_all_answer_one_winner,
+    line_paces_need_an_event_with_a_waiting_room, no_line_pace_is_on_record_at_first,
+    pacing_round_trips, the_first_line_pace_recorded_stands,
+};
 
 /// A PostgreSQL store in a schema of its own, or `None` (with the reason printed) when no
 /// server is configured.
@@ -121,6 +130,13 @@ store_suite!(
         the_first_seal_of_a_line_stands,
         concurrent_seals_of_a_line_all_answer_one_size,
         sealing_needs_an_event_with_a_waiting_room,
+        pacing_round_trips,
+        no_line_pace_is_on_record_at_first,
+        the_first_line_pace_recorded_stands,
+        a_line_pace_moves_on_only_from_the_one_on_record,
+        a_line_pace_past_i64_max_is_stored_at_it,
+        concurrent_line_pace_records_all_answer_one_winner,
+        line_paces_need_an_event_with_a_waiting_room,
         decisions_follow_the_rules_and_are_made_once,
         buyer_limit_holds_across_batches,
         pending_purchases_become_decided_and_stay_decided,

@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use ticket_svc::domain::{
-    Decision, Event, EventId, EventSpec, Ledger, Position, Purchase, PurchaseId, PurchaseJob,
-    PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
+    Decision, Event, EventId, EventSpec, Ledger, LinePace, Position, Purchase, PurchaseId,
+    PurchaseJob, PurchaseStatus, QueuedJob, RejectReason, decide_in_order,
 };
 use ticket_svc::http::ApiConfig;
 use ticket_svc::metrics::Metrics;
@@ -120,6 +120,17 @@ impl Store for Faulty {
     }
     async fn seal_line(&self, event: EventId, size: u64) -> Result<u64, StoreError> {
         self.inner.seal_line(event, size).await
+    }
+    async fn line_pace(&self, event: EventId) -> Result<Option<LinePace>, StoreError> {
+        self.inner.line_pace(event).await
+    }
+    async fn record_line_pace(
+        &self,
+        event: EventId,
+        current: Option<LinePace>,
+        next: LinePace,
+    ) -> Result<LinePace, StoreError> {
+        self.inner.record_line_pace(event, current, next).await
     }
     async fn check_ready(&self) -> Result<(), StoreError> {
         self.inner.check_ready().await
