@@ -412,10 +412,11 @@ wait_http prometheus "$PROM/-/ready" 30
 # ---------------------------------------------------------------------------------------------
 say "4/6 a short rush through the balancer ($RUSH_BUYERS buyers)"
 LB="http://127.0.0.1:$P_LB"
-# A waiting room opening in 5 s: the buyers log in, join its line, and buy with their permits.
+# An auto-paced waiting room opening in 5 s: the buyers log in, join its line, and buy with
+# their permits.
 OPENS_AT=$(python3 -c 'import datetime; print((datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=5)).isoformat())')
 EVENT=$(curl -fsS --max-time 5 -H 'content-type: application/json' -H "authorization: Bearer $ORGANIZER" \
-    -d "{\"name\":\"check.sh\",\"tickets\":1000,\"max_per_buyer\":4,\"opens_at\":\"$OPENS_AT\",\"waiting_room\":{\"admit_per_s\":500}}" \
+    -d "{\"name\":\"check.sh\",\"tickets\":1000,\"max_per_buyer\":4,\"opens_at\":\"$OPENS_AT\",\"waiting_room\":{\"admit_per_s\":500,\"pace\":\"auto\"}}" \
     "$LB/events" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])') || fail "POST /events through the balancer failed"
 timeout 120 "$BIN/ticket-svc" rush --target "$LB" --mailbox "$MAILBOX" --event "$EVENT" --buyers "$RUSH_BUYERS" \

@@ -28,6 +28,8 @@ pub struct Sale {
     pub concurrency: usize,
     /// The waiting room's pace (none: the event has no waiting room).
     pub admit_per_s: Option<u32>,
+    /// The room's rate follows the workers from `admit_per_s` on.
+    pub auto_pace: bool,
 }
 
 /// How long the demo gives its logged-in buyers to join the line before the sale opens: a
@@ -192,6 +194,7 @@ async fn sell(
         let lead = i64::try_from(join_lead(sale.buyers).as_millis()).unwrap_or(i64::MAX);
         event.opens_at = Some(UnixMillis(UnixMillis::now().0.saturating_add(lead)));
         event.admit_per_s = Some(per_s);
+        event.auto_pace = sale.auto_pace;
     }
     config.event = rush::create_event(
         &config.targets,
@@ -201,10 +204,15 @@ async fn sell(
     .await?;
     match sale.admit_per_s {
         Some(per_s) => println!(
-            "event {}: {} tickets, at most {MAX_PER_BUYER} per buyer, on sale in {:.1} s behind a waiting room admitting {per_s}/s; the buyers join its line",
+            "event {}: {} tickets, at most {MAX_PER_BUYER} per buyer, on sale in {:.1} s behind a waiting room admitting {per_s}/s{}; the buyers join its line",
             config.event,
             sale.tickets,
-            join_lead(sale.buyers).as_secs_f64()
+            join_lead(sale.buyers).as_secs_f64(),
+            if sale.auto_pace {
+                " at first, then at the workers' pace"
+            } else {
+                ""
+            }
         ),
         None => println!(
             "event {}: {} tickets, at most {MAX_PER_BUYER} per buyer; the buyers rush the balancer",

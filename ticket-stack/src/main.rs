@@ -107,6 +107,13 @@ enum PinWorkers {
     Off,
 }
 
+/// `demo --pace`: the waiting room's pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Pace {
+    Fixed,
+    Auto,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The HTTP API: validate, enqueue durably, answer 202.
@@ -207,6 +214,10 @@ enum Command {
         /// buyers rush the sale directly.
         #[arg(long, default_value_t = 20_000)]
         admit_per_s: u32,
+        /// How the waiting room's rate moves: `fixed` at --admit-per-s, or `auto`: from
+        /// --admit-per-s, faster while the workers keep up and slower when they fall behind.
+        #[arg(long, value_enum, default_value = "fixed")]
+        pace: Pace,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -552,6 +563,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
             data_dir,
             report: report_path,
             admit_per_s,
+            pace,
             cluster,
         } => {
             let temp = tempfile::tempdir().context("making a temp dir")?;
@@ -562,6 +574,7 @@ async fn stack_command(cmd: Command) -> anyhow::Result<ExitCode> {
                 buyers,
                 concurrency,
                 admit_per_s: (admit_per_s > 0).then_some(admit_per_s),
+                auto_pace: pace == Pace::Auto,
             };
             let shutdown = CancellationToken::new();
             service::cancel_on_signal(shutdown.clone())?;

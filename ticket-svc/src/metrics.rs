@@ -57,6 +57,13 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// Labels of a change's direction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `up` or `down`.
+    pub direction: &'static str,
+}
+
 /// Labels of a refusal's reason.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -114,6 +121,14 @@ pub struct Metrics {
     pub line_wait: Histogram,
     /// `ticket_line_waiting`: visitors in line not yet admitted, as this instance saw them.
     pub line_waiting: Gauge,
+    /// `ticket_line_admitted`: places admitted, over the open lines this instance serves.
+    pub line_admitted: Gauge,
+    /// `ticket_line_admit_per_s`: the admission rate now, over the open lines this instance
+    /// serves.
+    pub line_admit_per_s: Gauge,
+    /// `ticket_line_pace_changes_total{direction}`: auto-paced rates this instance raised
+    /// (`up`) or cut (`down`).
+    pub line_pace_changes: Family<DirectionLabels, Counter>,
 }
 
 impl Metrics {
@@ -141,6 +156,9 @@ impl Metrics {
             // 1 s … ~9 h
             line_wait: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             line_waiting: Gauge::default(),
+            line_admitted: Gauge::default(),
+            line_admit_per_s: Gauge::default(),
+            line_pace_changes: Family::default(),
         };
         registry.register(
             "ticket_http_requests",
@@ -242,6 +260,28 @@ impl Metrics {
             "Visitors in line not yet admitted, as this instance saw them (take the max over instances)",
             m.line_waiting.clone(),
         );
+        registry.register(
+            "ticket_line_admitted",
+            "Places admitted, over the open lines this instance serves (take the max over instances; its rate is admissions a second)",
+            m.line_admitted.clone(),
+        );
+        registry.register(
+            "ticket_line_admit_per_s",
+            "The admission rate now, over the open lines this instance serves (take the max over instances)",
+            m.line_admit_per_s.clone(),
+        );
+        registry.register(
+            "ticket_line_pace_changes",
+            "Auto-paced admission rates this instance changed, by direction (up: the workers keep up; down: they fall behind)",
+            m.line_pace_changes.clone(),
+        );
+        // Both directions from the start: a rate() over a series that appears late misses its
+        // first change.
+        for direction in ["up", "down"] {
+            m.line_pace_changes
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(0);
+        }
         m
     }
 

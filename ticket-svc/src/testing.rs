@@ -212,6 +212,7 @@ pub async fn start_api_over<S: Store>(
     let front = FrontDoor { access, line_log };
     let state = ApiState::new(store, queue, metrics, front, config);
     let gauges = state.clone();
+    let pacer = state.clone();
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("loopback port 0 can be bound");
@@ -231,6 +232,7 @@ pub async fn start_api_over<S: Store>(
         move || gauges.refresh_gauges(),
         shutdown.clone(),
     ));
+    tokio::spawn(pacer.run_pacer(shutdown.clone()));
     let stop = shutdown.clone();
     let task = tokio::spawn(serve(
         listener,

@@ -220,6 +220,8 @@ pub struct NewEvent<'a> {
     pub opens_at: Option<ticket_svc::domain::UnixMillis>,
     /// A waiting room admitting this many a second (needs `opens_at`).
     pub admit_per_s: Option<u32>,
+    /// The room's rate follows the workers from `admit_per_s` on (`"pace": "auto"`).
+    pub auto_pace: bool,
 }
 
 impl<'a> NewEvent<'a> {
@@ -231,6 +233,7 @@ impl<'a> NewEvent<'a> {
             max_per_buyer,
             opens_at: None,
             admit_per_s: None,
+            auto_pace: false,
         }
     }
 }
@@ -268,7 +271,8 @@ pub async fn create_event(
         body["opens_at"] = opens_at.to_string().into();
     }
     if let Some(per_s) = event.admit_per_s {
-        body["waiting_room"] = serde_json::json!({ "admit_per_s": per_s });
+        let pace = if event.auto_pace { "auto" } else { "fixed" };
+        body["waiting_room"] = serde_json::json!({ "admit_per_s": per_s, "pace": pace });
     }
     // Not sent again: a second POST /events would make a second event.
     let (status, answer) = route

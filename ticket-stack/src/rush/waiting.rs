@@ -227,6 +227,9 @@ struct View {
     #[serde(default)]
     ahead: Option<u64>,
     opens_at: String,
+    /// The line's rate now (an auto-paced room's moves).
+    #[serde(default)]
+    admit_per_s: Option<u32>,
 }
 
 impl Buyer {
@@ -381,7 +384,8 @@ impl Buyer {
             }
             _ => {
                 let ahead = view.ahead.unwrap_or(0) + 1;
-                let turn = Duration::from_secs_f64(ahead as f64 / f64::from(self.room.admit_per_s));
+                let per_s = view.admit_per_s.unwrap_or(self.room.admit_per_s).max(1);
+                let turn = Duration::from_secs_f64(ahead as f64 / f64::from(per_s));
                 turn.min(MAX_POLL_PAUSE)
             }
         }

@@ -25,8 +25,10 @@ use super::body::{body_bytes, parse_json};
 use super::error::AppError;
 use super::state::ApiState;
 use crate::access::{AccessError, unix_now};
-use crate::domain::{Event, EventId, SaleState, UnixMillis, WaitingRoom};
-use crate::line::{LineError, LineOrder, MAX_PRE_QUEUE, Permit, QueueTicket, Turn, proof, turn};
+use crate::domain::{Event, EventId, LinePace, SaleState, UnixMillis, WaitingRoom};
+use crate::line::{
+    Line, LineError, LineOrder, MAX_PRE_QUEUE, Permit, QueueTicket, Turn, proof, turn,
+};
 use crate::metrics::ResultLabels;
 use crate::queue::PurchaseQueue;
 use crate::store::{Store, StoreError};
@@ -114,9 +116,10 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
         &self,
         event: &Event,
         room: &WaitingRoom,
+        line: &Line,
     ) -> Result<Arc<LineOrder>, AppError> {
-        let cell = self.lines.cell(event.id);
-        let order = cell
+        let order = line
+            .order
             .get_or_try_init(|| async {
                 // The cached event may predate the seal: read the store's.
                 let recorded = self
@@ -154,6 +157,20 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
         Ok(Arc::clone(order))
     }
 
+    /// The point of `line`'s admission curve to admit by: read from the store the first time
+    /// an auto-paced line is served here, then kept fresh by the pacer ([`Self::run_pacer`]).
+    async fn pace(&self, event: EventId, line: &Line) -> Result<LinePace, AppError> {
+        if let Some(pace) = line.pace() {
+            return Ok(pace);
+        }
+        let pace = self
+            .bounded(self.store.line_pace(event))
+            .await?
+            .unwrap_or_else(|| line.opening());
+        line.set_pace(pace);
+        Ok(pace)
+    }
+
     /// Where `ticket`'s visitor stands now.
     async fn view(
         &self,
@@ -163,8 +180,8 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
     ) -> Result<(LineView, Turn), AppError> {
         let (room, opens_at) = room_of(event)?;
         let now = UnixMillis::now();
-        self.lines
-            .observe(event.id, ticket.seq, opens_at.0, room.admit_per_s);
+        let line = self.lines.line(event.id, opens_at, room);
+        line.observe(ticket.seq);
         let mut view = LineView {
             state: "before_open",
             opens_at,
@@ -181,14 +198,16 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
             };
             return Ok((view, wait));
         }
-        let order = self.line_order(event, room).await?;
+        let order = self.line_order(event, room, &line).await?;
+        let pace = self.pace(event.id, &line).await?;
+        view.admit_per_s = pace.rate_at(now);
         // A signed ticket never names the seal's offset (the log answered it to a join).
         let place = order.place(ticket.seq).ok_or_else(|| {
             AppError::Store(StoreError::Corrupt {
                 what: format!("a queue ticket of event {} names the seal", event.id),
             })
         })?;
-        let now_turn = turn(place, now.0, opens_at.0, room.admit_per_s);
+        let now_turn = turn(place, now, &pace);
         view.place = Some(place);
         match now_turn {
             Turn::Admitted => view.state = "admitted",
@@ -246,7 +265,7 @@ pub(super) async fn join<S: Store, Q: PurchaseQueue>(
         parse_json(&body)?
     };
     let (event, _) = st.known_event(event_id).await?;
-    let (room, _) = room_of(&event)?;
+    let (room, opens_at) = room_of(&event)?;
     if room.proof_of_work_bits > 0 {
         let (Some(challenge), Some(solution)) = (raw.challenge.as_deref(), raw.solution) else {
             return Err(st.line_refused(LineError::ProofRequired {
@@ -269,7 +288,8 @@ pub(super) async fn join<S: Store, Q: PurchaseQueue>(
         // Open: the seal goes before this join in the log (if no instance put it there yet),
         // so a visitor arriving after the opening always stands behind the pre-queue.
         SaleState::Open => {
-            st.line_order(&event, room).await?;
+            let line = st.lines.line(event_id, opens_at, room);
+            st.line_order(&event, room, &line).await?;
         }
         SaleState::Closed { closes_at } => return Err(AppError::SaleClosed { closes_at }),
     }
@@ -357,11 +377,16 @@ pub(super) async fn permit<S: Store, Q: PurchaseQueue>(
 }
 
 impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
-    /// Sets the gauges read on demand, before each scrape: `ticket_line_waiting`.
+    /// Sets the gauges read on demand, before each scrape: `ticket_line_waiting`,
+    /// `ticket_line_admitted` and `ticket_line_admit_per_s`.
     pub fn refresh_gauges(&self) {
-        let waiting = self.lines.waiting(UnixMillis::now().0);
+        let now = UnixMillis::now();
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.metrics
             .line_waiting
-            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+            .set(gauge(self.lines.waiting(now)));
+        let (admitted, per_s) = self.lines.admitting(now);
+        self.metrics.line_admitted.set(gauge(admitted));
+        self.metrics.line_admit_per_s.set(gauge(per_s));
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Layout: `state` (what every handler shares), `routes` (the handlers and their JSON),
 //! `access` (the credential extractors and the login routes), `line` (the waiting room's
-//! routes), `page` (the buyer's page, `GET /e/{id}`), `body` (reading bodies),
+//! routes), `pacer` (the loop that paces auto-paced lines), `page` (the buyer's page,
+//! `GET /e/{id}`), `body` (reading bodies),
 //! `router` (the route table and [`run_api`]), `track` (per-route metrics), `error` (the one
 //! error→status mapping), `server` (accepting and draining connections).
 
@@ -16,6 +17,7 @@ mod access;
 mod body;
 mod error;
 mod line;
+mod pacer;
 mod page;
 mod router;
 mod routes;

@@ -102,20 +102,22 @@ pub async fn run_api<S: Store, Q: PurchaseQueue>(
     store.register_read_metrics(&mut registry);
     let state = ApiState::new(store, queue, metrics, front, api);
     let gauges = state.clone();
+    let pacer = state.clone().run_pacer(shutdown.clone());
     let metrics_server = async {
         if let Some(l) = listeners.metrics {
             let refresh = move || gauges.refresh_gauges();
             plumbing::metrics::serve(l, Arc::new(registry), refresh, shutdown.clone()).await;
         }
     };
-    let (served, ()) = tokio::join!(
+    let (served, (), ()) = tokio::join!(
         serve(
             listeners.public,
             router(state),
             serve_config,
             shutdown.clone()
         ),
-        metrics_server
+        metrics_server,
+        pacer
     );
     served
 }

@@ -17,7 +17,7 @@ use super::error::AppError;
 use super::state::ApiState;
 use crate::access::unix_now;
 use crate::domain::{
-    Event, EventId, EventSpec, IdempotencyKey, Position, Purchase, PurchaseId, PurchaseJob,
+    Event, EventId, EventSpec, IdempotencyKey, Pacing, Position, Purchase, PurchaseId, PurchaseJob,
     PurchaseRequest, QueuedJob, SaleState, SaleWindow, UnixMillis, WaitingRoom,
 };
 use crate::line::{LineError, Permit, purchase_id_for_permit};
@@ -48,6 +48,8 @@ struct WaitingRoomBody {
     admit_per_s: i64,
     #[serde(default)]
     proof_of_work_bits: i64,
+    #[serde(default)]
+    pace: Option<String>,
 }
 
 /// An event's waiting room as it is shown (never its seed).
@@ -55,6 +57,7 @@ struct WaitingRoomBody {
 struct WaitingRoomView {
     admit_per_s: u32,
     proof_of_work_bits: u8,
+    pace: Pacing,
 }
 
 /// `POST /events/{id}/purchases` body. The buyer is the session's; `buyer` is accepted only to
@@ -98,6 +101,7 @@ impl<'a> From<&'a Event> for EventView<'a> {
             waiting_room: e.waiting_room.as_ref().map(|r| WaitingRoomView {
                 admit_per_s: r.admit_per_s,
                 proof_of_work_bits: r.proof_of_work_bits,
+                pace: r.pacing,
             }),
         }
     }
@@ -153,8 +157,14 @@ pub(super) async fn create_event<S: Store, Q: PurchaseQueue>(
     let mut spec = EventSpec::new(&raw.name, raw.tickets, raw.max_per_buyer)?
         .with_window(SaleWindow::new(raw.opens_at, raw.closes_at)?);
     if let Some(room) = raw.waiting_room {
+        let pacing = room
+            .pace
+            .as_deref()
+            .map_or(Ok(Pacing::Fixed), Pacing::parse)?;
         spec = spec.with_waiting_room(
-            WaitingRoom::new(room.admit_per_s)?.with_proof_of_work(room.proof_of_work_bits)?,
+            WaitingRoom::new(room.admit_per_s)?
+                .with_proof_of_work(room.proof_of_work_bits)?
+                .with_pacing(pacing),
         )?;
     }
     let event = st.bounded(st.store.create_event(&spec)).await?;

@@ -35,7 +35,7 @@ async fn event_with_room(api: &TestApi, opens_in: Duration, per_s: u32) -> (i64,
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(
         r.json["waiting_room"],
-        json!({"admit_per_s": per_s, "proof_of_work_bits": 0})
+        json!({"admit_per_s": per_s, "proof_of_work_bits": 0, "pace": "fixed"})
     );
     assert!(
         !r.text.contains("seed"),

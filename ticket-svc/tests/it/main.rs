@@ -7,6 +7,7 @@ mod access;
 mod api;
 mod broker_queue;
 mod line;
+mod pacing;
 mod page;
 mod queue_contract;
 mod replica;
