@@ -28,6 +28,7 @@ use crate::line::{LineLog, MemoryLineLog};
 use crate::metrics::Metrics;
 use crate::queue::{MemoryQueue, MemoryQueueConfig};
 use crate::store::{SqliteStore, Store};
+use crate::worker::{Worker, WorkerConfig};
 
 /// The signing key of every test API (all of them share it, as a deployment's instances do).
 pub const TEST_SIGNING_KEY: &str = "test:0123456789abcdef0123456789abcdef";
@@ -164,6 +165,42 @@ pub struct TestDeps {
     pub line_log: Arc<MemoryLineLog>,
     /// The temp dir, removed when this is dropped.
     pub dir: tempfile::TempDir,
+}
+
+/// A purchase worker of a test, deciding what [`TestDeps`] queues until stopped.
+pub struct TestWorker {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestWorker {
+    /// Stops the worker (it finishes the batch it is in) and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("the worker task did not panic");
+    }
+}
+
+impl TestDeps {
+    /// Starts a purchase worker over this store and queue (fetching every 20 ms).
+    pub fn start_worker(&self) -> TestWorker {
+        let worker = Worker::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.queue),
+            Arc::clone(&self.metrics),
+            WorkerConfig {
+                fetch_wait: Duration::from_millis(20),
+                ..Default::default()
+            },
+            "test-worker",
+        );
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        TestWorker {
+            stop,
+            task: tokio::spawn(async move { worker.run(token).await }),
+        }
+    }
 }
 
 /// A fresh SQLite store in a temp dir and an in-memory queue with `queue`'s settings.

@@ -13,8 +13,6 @@ use ticket_svc::testing::{
     Outbox, TEST_ORGANIZER_TOKEN, access_with, buyer_id_of, call, create_event, get, organizer,
     post_json, post_json_as, session_of, start_api, start_api_with, test_deps,
 };
-use ticket_svc::worker::{Worker, WorkerConfig};
-use tokio_util::sync::CancellationToken;
 
 /// Logs `email` in through the API: the session's `Authorization` value and buyer id.
 async fn log_in(addr: std::net::SocketAddr, outbox: &Outbox, email: &str) -> (String, String) {
@@ -64,21 +62,7 @@ async fn a_buyer_logs_in_with_a_code_and_the_limit_binds_to_the_identity() {
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
         ids.push(r.json["purchase_id"].as_str().unwrap().to_owned());
     }
-    let stop = CancellationToken::new();
-    let worker = Worker::new(
-        b.store.clone(),
-        b.queue.clone(),
-        b.metrics.clone(),
-        WorkerConfig {
-            fetch_wait: Duration::from_millis(20),
-            ..Default::default()
-        },
-        "w",
-    );
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { worker.run(stop).await }
-    });
+    let worker = b.start_worker();
     let mut seen = Vec::new();
     for id in &ids {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -96,8 +80,7 @@ async fn a_buyer_logs_in_with_a_code_and_the_limit_binds_to_the_identity() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    stop.cancel();
-    task.await.unwrap();
+    worker.stop().await;
     assert_eq!(
         seen,
         [

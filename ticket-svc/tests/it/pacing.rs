@@ -12,10 +12,8 @@ use ticket_svc::http::ApiConfig;
 use ticket_svc::queue::MemoryQueueConfig;
 use ticket_svc::store::Store;
 use ticket_svc::testing::{
-    TestApi, TestDeps, buy, create_event, get, organizer, post_json_as, session_of, start_api,
-    test_deps,
+    TestApi, buy, create_event, get, organizer, post_json_as, session_of, start_api, test_deps,
 };
-use ticket_svc::worker::{Worker, WorkerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -23,25 +21,6 @@ async fn view(api: &TestApi, event: i64, token: &str) -> Value {
     let r = get(api.addr, &format!("/events/{event}/line?token={token}")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     r.json
-}
-
-/// Workers deciding everything queued, until the token is cancelled.
-fn start_workers(deps: &TestDeps) -> (CancellationToken, JoinSet<()>) {
-    let stop = CancellationToken::new();
-    let mut set = JoinSet::new();
-    let worker = Worker::new(
-        deps.store.clone(),
-        deps.queue.clone(),
-        deps.metrics.clone(),
-        WorkerConfig {
-            fetch_wait: Duration::from_millis(20),
-            ..Default::default()
-        },
-        "w",
-    );
-    let token = stop.clone();
-    set.spawn(async move { worker.run(token).await });
-    (stop, set)
 }
 
 /// Buys on `event`, one ticket per buyer, about `per_s` a second, until cancelled.
@@ -115,7 +94,7 @@ async fn an_auto_paced_line_speeds_up_while_the_workers_keep_up_and_slows_when_t
         tokens.push(r.json["token"].as_str().unwrap().to_owned());
     }
     let other = create_event(a.addr, 100_000, 1).await;
-    let (workers_stop, mut workers) = start_workers(&deps);
+    let worker = deps.start_worker();
     let (buying_stop, mut buying) = start_buying(&a, other, 50);
 
     // The workers decide ~50/s and keep up: the rate rises from 10/s, on both instances alike.
@@ -157,8 +136,7 @@ async fn an_auto_paced_line_speeds_up_while_the_workers_keep_up_and_slows_when_t
     assert!(!admitted_tokens.is_empty());
 
     // The workers stop while purchases keep coming: the queue grows and the rate is cut.
-    workers_stop.cancel();
-    while workers.join_next().await.is_some() {}
+    worker.stop().await;
     wait_until("the line slows down", Duration::from_secs(20), async || {
         view(&b, event, probe).await["admit_per_s"]
             .as_u64()

@@ -29,8 +29,6 @@ use ticket_svc::testing::{
     Outbox, TEST_ORGANIZER_TOKEN, TEST_SIGNING_KEY, TestApi, access_with, buyer_id_of, call, get,
     organizer, post_json_as, session_of, start_api, start_api_with, test_deps,
 };
-use ticket_svc::worker::{Worker, WorkerConfig};
-use tokio_util::sync::CancellationToken;
 
 /// A phone's viewport: the page must fit it without sideways scrolling.
 const PHONE: (u32, u32) = (390, 844);
@@ -266,21 +264,7 @@ async fn a_buyer_walks_the_page_from_the_countdown_to_a_confirmed_purchase() {
         access_with(&outbox, &[TEST_ORGANIZER_TOKEN]),
     )
     .await;
-    let stop = CancellationToken::new();
-    let worker = Worker::new(
-        deps.store.clone(),
-        deps.queue.clone(),
-        deps.metrics.clone(),
-        WorkerConfig {
-            fetch_wait: Duration::from_millis(20),
-            ..Default::default()
-        },
-        "w",
-    );
-    let workers = tokio::spawn({
-        let stop = stop.clone();
-        async move { worker.run(stop).await }
-    });
+    let worker = deps.start_worker();
 
     // The sale opens in 15 s (time for the browser to sign in and join before it), behind a
     // room admitting one visitor a second that asks a proof of work.
@@ -473,8 +457,7 @@ async fn a_buyer_walks_the_page_from_the_countdown_to_a_confirmed_purchase() {
     browser.check_view().await;
 
     browser.close().await;
-    stop.cancel();
-    workers.await.unwrap();
+    worker.stop().await;
     api.stop().await;
 }
 
