@@ -89,8 +89,9 @@ impl<S: Store, Q: PurchaseQueue> ApiState<S, Q> {
         let on_record = self
             .bounded(self.store.record_line_pace(event, recorded, next))
             .await?;
-        line.set_pace(on_record);
-        if on_record == next {
+        line.set_pace(on_record.pace);
+        // Counted and logged by the instance whose point was recorded, once a change.
+        if on_record.won {
             let direction = if rate > current.per_s { "up" } else { "down" };
             self.metrics
                 .line_pace_changes

@@ -3,7 +3,7 @@
 
 use prometheus_client::registry::Registry;
 
-use super::contract::Store;
+use super::contract::{RecordedPace, Store};
 use super::error::StoreError;
 use super::postgres::PostgresStore;
 use super::replica::ReplicaMetrics;
@@ -147,7 +147,7 @@ impl Store for AnyStore {
         event: EventId,
         current: Option<LinePace>,
         next: LinePace,
-    ) -> Result<LinePace, StoreError> {
+    ) -> Result<RecordedPace, StoreError> {
         delegate!(self, s => s.record_line_pace(event, current, next))
     }
     async fn check_ready(&self) -> Result<(), StoreError> {

@@ -27,6 +27,15 @@ use crate::domain::{
     QueuedJob,
 };
 
+/// What [`Store::record_line_pace`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedPace {
+    /// The point on record after the call.
+    pub pace: LinePace,
+    /// Whether this call recorded it.
+    pub won: bool,
+}
+
 /// The ticket store. Every method is one transaction.
 pub trait Store: Send + Sync + 'static {
     /// Creates an event with nothing sold.
@@ -102,9 +111,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records `next` as `event`'s latest point if the one on record is still `current`
     /// (`None`: none recorded yet) and returns the point on record afterwards: `next` when this
-    /// call won, the winner's when another call changed it first. A compare-and-set in one
-    /// transaction, so of several API instances turning the curve at once exactly one point
-    /// wins and all read it back. (An `admitted` past `i64::MAX` is stored as `i64::MAX`.)
+    /// call won, the winner's when another call changed it first, and which of the two
+    /// happened (callers that raced with equal points all get `next`, and one of them won). A
+    /// compare-and-set in one transaction, so of several API instances turning the curve at
+    /// once exactly one point wins and all read it back. (An `admitted_milli` past `i64::MAX`
+    /// is stored as `i64::MAX`.)
     ///
     /// # Errors
     /// [`StoreError::NoSuchEvent`] and [`StoreError::NoWaitingRoom`] as for
@@ -116,7 +127,7 @@ pub trait Store: Send + Sync + 'static {
         event: EventId,
         current: Option<LinePace>,
         next: LinePace,
-    ) -> impl Future<Output = Result<LinePace, StoreError>> + Send;
+    ) -> impl Future<Output = Result<RecordedPace, StoreError>> + Send;
 
     /// Ok when the database answers (readiness); a sharded store, when every shard does.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -29,7 +29,7 @@ mod upgrade_checks;
 mod urls;
 
 pub use any_store::AnyStore;
-pub use contract::Store;
+pub use contract::{RecordedPace, Store};
 pub use error::StoreError;
 pub use group_commit::MAX_GROUP_WRITES;
 pub use pending::PendingRows;

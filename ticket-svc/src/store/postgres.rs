@@ -18,7 +18,7 @@ use tokio_postgres::{Client, GenericClient, Statement};
 
 use prometheus_client::registry::Registry;
 
-use super::contract::Store;
+use super::contract::{RecordedPace, Store};
 use super::error::StoreError;
 use super::pg_pool::{Pool, Pooled, connect_one, pg};
 use super::replica::{Replica, ReplicaMetrics};
@@ -612,7 +612,7 @@ impl Store for PostgresStore {
         event: EventId,
         current: Option<LinePace>,
         next: LinePace,
-    ) -> Result<LinePace, StoreError> {
+    ) -> Result<RecordedPace, StoreError> {
         let mut c = self.pooled().await?;
         let read = c.stmt(SQL_LINE_PACE).await?;
         let write = match current {
@@ -627,7 +627,7 @@ impl Store for PostgresStore {
         // No such event, or no room: answered before anything is written.
         pace_on_record(event, line_pace_row(&tx, &read, event).await?)?;
         let (at_ms, admitted, per_s, per_s_before) = line_pace_columns(&next);
-        match current.as_ref().map(line_pace_columns) {
+        let written = match current.as_ref().map(line_pace_columns) {
             None => {
                 tx.execute(
                     &write,
@@ -657,7 +657,10 @@ impl Store for PostgresStore {
         // skip the row; this read takes a new snapshot (READ COMMITTED), so it sees the winner.
         let row = line_pace_row(&tx, &read, event).await?;
         tx.commit().await.map_err(pg("commit line pace"))?;
-        recorded_pace(event, current, row)
+        Ok(RecordedPace {
+            pace: recorded_pace(event, current, row)?,
+            won: written == 1,
+        })
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {

@@ -34,7 +34,7 @@ use dashmap::DashMap;
 use futures_util::future::join_all;
 use prometheus_client::registry::Registry;
 
-use super::contract::Store;
+use super::contract::{RecordedPace, Store};
 use super::error::StoreError;
 use super::postgres::PostgresStore;
 use super::replica::ReplicaMetrics;
@@ -416,7 +416,7 @@ impl Store for ShardedStore {
         event: EventId,
         current: Option<LinePace>,
         next: LinePace,
-    ) -> Result<LinePace, StoreError> {
+    ) -> Result<RecordedPace, StoreError> {
         let (shard, store) = self.event_shard(event).await?;
         store
             .record_line_pace(event, current, next)

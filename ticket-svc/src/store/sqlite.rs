@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{Mutex, mpsc};
 
-use super::contract::Store;
+use super::contract::{RecordedPace, Store};
 use super::error::{StoreError, sq};
 use super::group_commit::{Durability, Undo, WriteOp, spawn_writer, write};
 use super::pending::{OnRecord, PendingBuffer, PendingRows};
@@ -578,14 +578,14 @@ impl Store for SqliteStore {
         event: EventId,
         current: Option<LinePace>,
         next: LinePace,
-    ) -> Result<LinePace, StoreError> {
+    ) -> Result<RecordedPace, StoreError> {
         // On the writer thread, in one transaction (`BEGIN IMMEDIATE` holds the file's write
         // lock from the start, so other processes wait), synced like a seal.
         self.write(move |c| {
             // No such event, or no room: answered before anything is written.
             pace_on_record(event, line_pace_row(c, event)?)?;
             let (at_ms, admitted, per_s, per_s_before) = line_pace_columns(&next);
-            match current.as_ref().map(line_pace_columns) {
+            let written = match current.as_ref().map(line_pace_columns) {
                 None => c
                     .prepare_cached(SQL_INSERT_LINE_PACE)
                     .map_err(sq("prepare line pace insert"))?
@@ -605,7 +605,10 @@ impl Store for SqliteStore {
                     ]),
             }
             .map_err(sq("record line pace"))?;
-            recorded_pace(event, current, line_pace_row(c, event)?)
+            Ok(RecordedPace {
+                pace: recorded_pace(event, current, line_pace_row(c, event)?)?,
+                won: written == 1,
+            })
         })
         .await
     }

@@ -75,7 +75,10 @@ pub(super) async fn rooms_from_before_pacing(store: &impl Store, opens: UnixMill
     let first = LinePace::opening(opens, 40).turned(UnixMillis(opens.0 + 1_000), 80);
     assert_eq!(
         store.record_line_pace(old.id, None, first).await.unwrap(),
-        first
+        super::RecordedPace {
+            pace: first,
+            won: true
+        }
     );
     assert_eq!(store.line_pace(old.id).await.unwrap(), Some(first));
     assert_eq!(store.event(old.id).await.unwrap().unwrap(), old);

@@ -2,7 +2,7 @@
 //! admission curve (run on every store by `store_suite!` in `store.rs`).
 
 use ticket_svc::domain::{EventId, LinePace, Pacing, UnixMillis, WaitingRoom};
-use ticket_svc::store::{Store, StoreError};
+use ticket_svc::store::{RecordedPace, Store, StoreError};
 
 use super::{spec, spec_with_room};
 
@@ -61,21 +61,40 @@ pub(super) async fn no_line_pace_is_on_record_at_first<S: Store>(s: &S) {
     assert_eq!(s.line_pace(fixed.id).await.unwrap(), None);
 }
 
+/// The answer of a call that recorded `pace`.
+fn won(pace: LinePace) -> RecordedPace {
+    RecordedPace { pace, won: true }
+}
+
+/// The answer of a call that found `pace` recorded by another.
+fn lost(pace: LinePace) -> RecordedPace {
+    RecordedPace { pace, won: false }
+}
+
 pub(super) async fn the_first_line_pace_recorded_stands<S: Store>(s: &S) {
     let e = auto_paced(s).await;
     let opening = LinePace::opening(OPENS, 100);
     let first = opening.turned(after(2_000), 50);
-    assert_eq!(s.record_line_pace(e, None, first).await.unwrap(), first);
+    assert_eq!(
+        s.record_line_pace(e, None, first).await.unwrap(),
+        won(first)
+    );
     assert_eq!(s.line_pace(e).await.unwrap(), Some(first));
     // A second caller that also saw none recorded loses, and reads the winner's point.
     let late = opening.turned(after(2_500), 200);
-    assert_eq!(s.record_line_pace(e, None, late).await.unwrap(), first);
+    assert_eq!(
+        s.record_line_pace(e, None, late).await.unwrap(),
+        lost(first)
+    );
     assert_eq!(s.line_pace(e).await.unwrap(), Some(first));
 
     // Each event's line is its own.
     let other = auto_paced(s).await;
     assert_eq!(s.line_pace(other).await.unwrap(), None);
-    assert_eq!(s.record_line_pace(other, None, late).await.unwrap(), late);
+    assert_eq!(
+        s.record_line_pace(other, None, late).await.unwrap(),
+        won(late)
+    );
     assert_eq!(s.line_pace(e).await.unwrap(), Some(first));
 }
 
@@ -90,7 +109,7 @@ pub(super) async fn a_line_pace_moves_on_only_from_the_one_on_record<S: Store>(s
     );
     assert_eq!(
         s.record_line_pace(e, Some(first), second).await.unwrap(),
-        second
+        won(second)
     );
     assert_eq!(s.line_pace(e).await.unwrap(), Some(second));
 
@@ -100,7 +119,7 @@ pub(super) async fn a_line_pace_moves_on_only_from_the_one_on_record<S: Store>(s
         s.record_line_pace(e, Some(first), from_first)
             .await
             .unwrap(),
-        second
+        lost(second)
     );
     for stale in [
         LinePace {
@@ -119,7 +138,7 @@ pub(super) async fn a_line_pace_moves_on_only_from_the_one_on_record<S: Store>(s
         let next = stale.turned(after(4_000), 10);
         assert_eq!(
             s.record_line_pace(e, Some(stale), next).await.unwrap(),
-            second,
+            lost(second),
             "{stale:?}"
         );
     }
@@ -148,13 +167,16 @@ pub(super) async fn a_line_pace_past_i64_max_is_stored_at_it<S: Store>(s: &S) {
         admitted_milli: u64::try_from(i64::MAX).unwrap(),
         ..huge
     };
-    assert_eq!(s.record_line_pace(e, None, huge).await.unwrap(), stored);
+    assert_eq!(
+        s.record_line_pace(e, None, huge).await.unwrap(),
+        won(stored)
+    );
     assert_eq!(s.line_pace(e).await.unwrap(), Some(stored));
     // The point as read back is the one to move on from (at once, so it admits no more).
     let next = stored.turned(stored.at, 9);
     assert_eq!(
         s.record_line_pace(e, Some(stored), next).await.unwrap(),
-        next
+        won(next)
     );
 }
 
@@ -179,9 +201,14 @@ pub(super) async fn concurrent_line_pace_records_all_answer_one_winner<S: Store 
             answers.push(answer.unwrap());
         }
         assert_eq!(answers.len(), 8);
-        let winner = answers[0];
+        let winner = answers[0].pace;
         assert!(candidates.contains(&winner), "{answers:?}");
-        assert!(answers.iter().all(|a| *a == winner), "{answers:?}");
+        assert!(answers.iter().all(|a| a.pace == winner), "{answers:?}");
+        assert_eq!(
+            answers.iter().filter(|a| a.won).count(),
+            1,
+            "one recorded it: {answers:?}"
+        );
         assert_eq!(s.line_pace(e).await.unwrap(), Some(winner));
         current = Some(winner);
     }

@@ -19,7 +19,7 @@ use ticket_svc::domain::{
 use ticket_svc::http::ApiConfig;
 use ticket_svc::metrics::Metrics;
 use ticket_svc::queue::{JobConsumer, Lane, MemoryQueue, MemoryQueueConfig, PurchaseQueue};
-use ticket_svc::store::{SqliteStore, Store, StoreError};
+use ticket_svc::store::{RecordedPace, SqliteStore, Store, StoreError};
 use ticket_svc::worker::{Worker, WorkerConfig};
 
 use ticket_svc::testing::{create_event, get, start_api, test_deps};
@@ -129,7 +129,7 @@ impl Store for Faulty {
         event: EventId,
         current: Option<LinePace>,
         next: LinePace,
-    ) -> Result<LinePace, StoreError> {
+    ) -> Result<RecordedPace, StoreError> {
         self.inner.record_line_pace(event, current, next).await
     }
     async fn check_ready(&self) -> Result<(), StoreError> {
