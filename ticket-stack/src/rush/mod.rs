@@ -27,17 +27,19 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use ticket_svc::domain::{EventId, Position, PurchaseStatus};
+use ticket_svc::domain::{Position, PurchaseStatus};
 
 pub mod client;
 mod config;
 mod error;
+mod event;
 pub mod html;
 pub mod login;
 pub mod mailbox;
+mod polling;
 mod report;
 pub mod svg;
 mod target;
@@ -47,11 +49,14 @@ pub mod waiting;
 
 pub use config::RushConfig;
 pub use error::RushError;
+pub use event::{NewEvent, create_event};
 pub use login::Codes;
 pub use mailbox::Mailbox;
 pub use report::{Kill, RushReport};
 pub use target::{Route, Target};
 
+use event::{read_event, sample_sold};
+use polling::{poll_until_final, probe_until_final};
 use timeline::{Second, SlotSeconds, SoldSample, Timeline};
 
 use verify::{EventCounts, Observed};
@@ -152,151 +157,6 @@ struct AcceptedAnswer<'a> {
     #[serde(borrow)]
     purchase_id: std::borrow::Cow<'a, str>,
     position: u64,
-}
-
-/// The fields of `GET /purchases/{id}` the verify phase reads (the rest is ignored).
-#[derive(serde::Deserialize)]
-struct StatusAnswer<'a> {
-    #[serde(borrow)]
-    status: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    reason: Option<std::borrow::Cow<'a, str>>,
-}
-
-struct EventInfo {
-    tickets: u32,
-    max_per_buyer: u32,
-    sold: u32,
-    room: Option<waiting::Room>,
-}
-
-async fn read_event(route: &mut Route, event: EventId) -> Result<EventInfo, RushError> {
-    let fail = |reason: String| RushError::Event { event, reason };
-    let (status, body) = route
-        .get(&format!("/events/{event}"))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if status != StatusCode::OK {
-        return Err(fail(format!("answered {status}")));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| fail(format!("bad JSON: {e}")))?;
-    let field = |name: &str| {
-        v.get(name)
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| fail(format!("no {name} in the answer")))
-    };
-    let room = v.get("waiting_room").and_then(|r| {
-        let admit_per_s = u32::try_from(r.get("admit_per_s")?.as_u64()?).ok()?;
-        let proof_of_work_bits = r
-            .get("proof_of_work_bits")
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|b| u8::try_from(b).ok())
-            .unwrap_or(0);
-        Some(waiting::Room {
-            admit_per_s,
-            proof_of_work_bits,
-        })
-    });
-    Ok(EventInfo {
-        tickets: field("tickets")?,
-        max_per_buyer: field("max_per_buyer")?,
-        sold: field("sold")?,
-        room,
-    })
-}
-
-/// An event to put on sale through the API ([`create_event`]).
-#[derive(Debug, Clone, Copy)]
-pub struct NewEvent<'a> {
-    /// Its name.
-    pub name: &'a str,
-    /// Tickets for sale.
-    pub tickets: u32,
-    /// The most one buyer may hold.
-    pub max_per_buyer: u32,
-    /// When the sale opens (none: at once).
-    pub opens_at: Option<ticket_svc::domain::UnixMillis>,
-    /// A waiting room admitting this many a second (needs `opens_at`).
-    pub admit_per_s: Option<u32>,
-    /// The room's rate follows the workers from `admit_per_s` on (`"pace": "auto"`).
-    pub auto_pace: bool,
-}
-
-impl<'a> NewEvent<'a> {
-    /// `tickets` on sale at once, at most `max_per_buyer` each, no waiting room.
-    pub fn new(name: &'a str, tickets: u32, max_per_buyer: u32) -> Self {
-        Self {
-            name,
-            tickets,
-            max_per_buyer,
-            opens_at: None,
-            admit_per_s: None,
-            auto_pace: false,
-        }
-    }
-}
-
-/// Creates an event through the API with an organizer's `Authorization` value, as an
-/// organizer's tool would: the crowd's sale goes through the same front door as everyone's.
-///
-/// # Errors
-/// No answer, or an answer other than 201 with the event's id.
-pub async fn create_event(
-    targets: &[Target],
-    organizer: &str,
-    event: &NewEvent<'_>,
-) -> Result<EventId, RushError> {
-    let fail = |reason: String| RushError::CreateEvent(reason);
-    let mut route = Route::new(
-        targets,
-        0,
-        Duration::from_secs(10),
-        RushConfig::DEFAULT_RESENDS,
-    );
-    let authorization =
-        HeaderValue::from_str(organizer).map_err(|_| fail("a bad organizer token".into()))?;
-    let headers = [
-        (http::header::AUTHORIZATION, authorization),
-        (
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ),
-    ];
-    let mut body = serde_json::json!({
-        "name": event.name, "tickets": event.tickets, "max_per_buyer": event.max_per_buyer
-    });
-    if let Some(opens_at) = event.opens_at {
-        body["opens_at"] = opens_at.to_string().into();
-    }
-    if let Some(per_s) = event.admit_per_s {
-        let pace = if event.auto_pace { "auto" } else { "fixed" };
-        body["waiting_room"] = serde_json::json!({ "admit_per_s": per_s, "pace": pace });
-    }
-    // Not sent again: a second POST /events would make a second event.
-    let (status, answer) = route
-        .send(
-            &Method::POST,
-            |prefix| format!("{prefix}/events"),
-            &headers,
-            &Bytes::from(body.to_string()),
-            false,
-            |_| {},
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if status != StatusCode::CREATED {
-        return Err(fail(format!(
-            "answered {status}: {}",
-            String::from_utf8_lossy(&answer)
-        )));
-    }
-    serde_json::from_slice::<serde_json::Value>(&answer)
-        .ok()
-        .and_then(|v| v.get("id").and_then(serde_json::Value::as_i64))
-        .map(EventId)
-        .ok_or_else(|| fail("no id in the answer".into()))
 }
 
 #[derive(Default)]
@@ -523,136 +383,6 @@ async fn slot(shared: Arc<Shared>, k: usize) -> (SlotResult, Histogram<u64>) {
     }
     seconds.take(flush);
     (out, hist)
-}
-
-/// How often the event's `sold` is read: a few requests per second, so a sell-out that takes
-/// a second still draws a curve.
-const SOLD_SAMPLE_EVERY: Duration = Duration::from_millis(250);
-/// The most `sold` samples one rush keeps (six hours at four a second).
-const MAX_SOLD_SAMPLES: usize = Timeline::MAX_SECONDS * 4;
-
-/// Reads the event's `sold` through the target every [`SOLD_SAMPLE_EVERY`] until `stop`.
-async fn sample_sold(
-    mut route: Route,
-    event: EventId,
-    start: Instant,
-    stop: CancellationToken,
-) -> Vec<SoldSample> {
-    let mut samples = Vec::new();
-    let mut tick = tokio::time::interval(SOLD_SAMPLE_EVERY);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    while samples.len() < MAX_SOLD_SAMPLES {
-        let read = tokio::select! {
-            () = stop.cancelled() => break,
-            _ = tick.tick() => tokio::select! {
-                () = stop.cancelled() => break,
-                r = read_event(&mut route, event) => r,
-            },
-        };
-        match read {
-            Ok(e) => samples.push(SoldSample {
-                at: Instant::now().saturating_duration_since(start),
-                sold: e.sold,
-            }),
-            Err(e) => tracing::debug!(error = %e, "sampling the event's sold count failed"),
-        }
-    }
-    samples
-}
-
-/// The purchase's status if it is final (`None` when pending or unreadable).
-async fn final_status(route: &mut Route, id: &str) -> Option<PurchaseStatus> {
-    let Ok((StatusCode::OK, body)) = route.get(&format!("/purchases/{id}")).await else {
-        return None;
-    };
-    let seen: StatusAnswer = serde_json::from_slice(&body).ok()?;
-    PurchaseStatus::parse(&seen.status, seen.reason.as_deref())
-        .filter(|s| *s != PurchaseStatus::Pending)
-}
-
-/// Polls one purchase every 20 ms until it is final: the moment it was seen final, or `None`
-/// at the deadline. Used on the last purchase in line, which the ordered workers decide last,
-/// so this measures the workers' lag without the cost of polling every purchase.
-async fn probe_until_final(
-    config: &RushConfig,
-    id: &str,
-    shutdown: &CancellationToken,
-) -> Option<Instant> {
-    let deadline = Instant::now() + config.verify_timeout;
-    let mut route = Route::new(&config.targets, 0, config.request_timeout, config.resends);
-    loop {
-        if final_status(&mut route, id).await.is_some() {
-            return Some(Instant::now());
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return None,
-            () = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
-    }
-}
-
-/// Polls every purchase until it is final or the deadline passes. Returns the moment the last
-/// pending purchase was seen final (an upper bound on when the last one was decided), or `None`
-/// when some never were.
-async fn poll_until_final(
-    config: &RushConfig,
-    purchases: &mut [Observed],
-    shutdown: &CancellationToken,
-) -> Option<Instant> {
-    let deadline = Instant::now() + config.verify_timeout;
-    let mut last_seen_final: Option<Instant> = None;
-    loop {
-        let pending: Vec<usize> = purchases
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.status == PurchaseStatus::Pending)
-            .map(|(i, _)| i)
-            .collect();
-        if pending.is_empty() {
-            return Some(last_seen_final.unwrap_or_else(Instant::now));
-        }
-        if Instant::now() >= deadline || shutdown.is_cancelled() {
-            return None;
-        }
-        let chunk = pending.len().div_ceil(config.concurrency).max(1);
-        let mut tasks = JoinSet::new();
-        for (k, part) in pending.chunks(chunk).enumerate() {
-            let ids: Vec<(usize, String)> = part
-                .iter()
-                .filter_map(|i| purchases.get(*i).map(|p| (*i, p.purchase_id.clone())))
-                .collect();
-            let mut route = Route::new(&config.targets, k, config.request_timeout, config.resends);
-            tasks.spawn(async move {
-                let mut found = Vec::new();
-                for (i, id) in ids {
-                    if let Some(s) = final_status(&mut route, &id).await {
-                        found.push((i, s, Instant::now()));
-                    }
-                }
-                found
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            for (i, status, seen) in done.unwrap_or_default() {
-                if let Some(p) = purchases.get_mut(i) {
-                    p.status = status;
-                    last_seen_final = last_seen_final.max(Some(seen));
-                }
-            }
-        }
-        if purchases
-            .iter()
-            .any(|p| p.status == PurchaseStatus::Pending)
-        {
-            tokio::select! {
-                () = shutdown.cancelled() => return None,
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        }
-    }
 }
 
 /// Runs the crowd: logs every buyer in (reading their codes from `codes`), then rushes
