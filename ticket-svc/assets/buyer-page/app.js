@@ -324,6 +324,7 @@
         await sleep(Math.floor(Math.random() * LINE_POLL_MS));
         continue;
       }
+      // The API counts places (and positions) from 0; people count from 1.
       $("place").textContent = (view.place + 1).toLocaleString();
       $("ahead").textContent = view.ahead.toLocaleString();
       $("wait").textContent = "about " + duration(view.estimated_wait_s);
@@ -412,7 +413,7 @@
       }
       $("purchase-result").textContent = "Pending";
       $("purchase-detail").textContent = p
-        ? "Received, number " + p.position.toLocaleString() + " in the sale's queue. Waiting for the decision…"
+        ? "Received, number " + (p.position + 1).toLocaleString() + " in the sale's queue. Waiting for the decision…"
         : "Received. Waiting for the decision…";
       show("purchase", "Your purchase is pending.");
       await sleep(jitter(PURCHASE_POLL_MS));

@@ -1,7 +1,9 @@
-//! The buyer's page, `GET /e/{id}`: what it is served with, and a buyer walking it in a real
+//! The buyer's page, `GET /e/{id}`: what it is served with, and buyers walking it in a real
 //! browser. Headless Chromium, driven through chromedriver (WebDriver), signs in with a code,
 //! waits out the countdown in the pre-queue, watches its place in the line (across a reload),
-//! is admitted, buys, and sees the purchase confirmed; each step's text is checked.
+//! is admitted, buys, and sees the purchase confirmed; another loses the last ticket to a
+//! rival queued first and sees its purchase pending, then refused with the reason. Each
+//! step's text is checked.
 //!
 //! The browser is Debian's `chromium` and `chromium-driver` (`.ci/run` installs them; paths in
 //! `TICKET_TEST_CHROMIUM` and `TICKET_TEST_CHROMEDRIVER` override `/usr/bin`). Where they are
@@ -26,8 +28,8 @@ use ticket_svc::line::{LineOrder, QueueTicket};
 use ticket_svc::queue::MemoryQueueConfig;
 use ticket_svc::store::Store;
 use ticket_svc::testing::{
-    Outbox, TEST_ORGANIZER_TOKEN, TEST_SIGNING_KEY, TestApi, access_with, buyer_id_of, call, get,
-    organizer, post_json_as, session_of, start_api, start_api_with, test_deps,
+    Outbox, TEST_ORGANIZER_TOKEN, TEST_SIGNING_KEY, TestApi, access_with, buy, buyer_id_of, call,
+    create_event, get, organizer, post_json_as, session_of, start_api, start_api_with, test_deps,
 };
 
 /// A phone's viewport: the page must fit it without sideways scrolling.
@@ -206,6 +208,29 @@ impl Browser {
             json!([]),
             "the page loaded something from elsewhere"
         );
+    }
+
+    /// Signs the page in as `email`, with the code `outbox` received.
+    async fn sign_in(&self, outbox: &Outbox, email: &str) {
+        self.wait_for_step("login", Duration::from_secs(10)).await;
+        self.type_into("email", email).await;
+        self.click("#email-form button").await;
+        let mut code = None;
+        wait_until(
+            "the page's login sent a code",
+            Duration::from_secs(10),
+            async || {
+                code = outbox.last_code_for(email);
+                code.is_some()
+            },
+        )
+        .await;
+        wait_until("the code form shows", Duration::from_secs(10), async || {
+            !self.shown("code-form").await.is_empty()
+        })
+        .await;
+        self.type_into("code", code.as_deref().unwrap()).await;
+        self.click("#code-form button").await;
     }
 
     async fn close(mut self) {
@@ -456,6 +481,80 @@ async fn a_buyer_walks_the_page_from_the_countdown_to_a_confirmed_purchase() {
     );
     browser.check_view().await;
 
+    browser.close().await;
+    worker.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_that_loses_the_last_ticket_shows_pending_then_the_reason() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let deps = test_deps(MemoryQueueConfig::default()).await;
+    let outbox = Outbox::default();
+    let api = start_api_with(
+        &deps,
+        ApiConfig::default(),
+        access_with(&outbox, &[TEST_ORGANIZER_TOKEN]),
+    )
+    .await;
+    // One ticket, on sale at once, no waiting room; no worker yet, so purchases wait queued.
+    let event = create_event(api.addr, 1, 1).await;
+    browser
+        .client()
+        .goto(&format!("http://{}/e/{event}", api.addr))
+        .await
+        .unwrap();
+    browser.sign_in(&outbox, "late@test.example").await;
+    browser.wait_for_step("buy", Duration::from_secs(10)).await;
+    assert_eq!(
+        browser
+            .js("return document.getElementById('quantity').options.length;")
+            .await,
+        json!(1)
+    );
+
+    // A rival's purchase is queued first; the page's comes second, and shows so.
+    let rival = buy(api.addr, event, "rival", 1, None).await;
+    assert_eq!(rival.status, StatusCode::ACCEPTED, "{}", rival.text);
+    browser.click("#buy").await;
+    wait_until(
+        "the page shows its place",
+        Duration::from_secs(10),
+        async || {
+            browser
+                .shown("purchase-detail")
+                .await
+                .starts_with("Received, number 2 ")
+        },
+    )
+    .await;
+    assert_eq!(browser.step().await, "purchase");
+    assert_eq!(browser.shown("purchase-result").await, "Pending");
+    assert_eq!(browser.shown("status").await, "Your purchase is pending.");
+    browser.check_view().await;
+
+    // The worker sells the ticket to the rival: the page turns to the refusal, in words.
+    let worker = deps.start_worker();
+    browser
+        .wait_for_step("rejected", Duration::from_secs(10))
+        .await;
+    assert_eq!(browser.shown("purchase-result").await, "Not sold");
+    assert_eq!(
+        browser.shown("purchase-detail").await,
+        "Sold out: every ticket was sold before your request was decided."
+    );
+    assert_eq!(browser.shown("status").await, "Your purchase was refused.");
+    browser.check_view().await;
+
+    // A visit after the sale says it is over before asking anyone to sign in.
+    browser.js("localStorage.clear(); return null;").await;
+    browser.client().refresh().await.unwrap();
+    browser
+        .wait_for_step("ended", Duration::from_secs(10))
+        .await;
+    assert_eq!(browser.shown("ended-title").await, "Sold out");
     browser.close().await;
     worker.stop().await;
     api.stop().await;
