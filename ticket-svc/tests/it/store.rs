@@ -1,25 +1,33 @@
 //! The shared store suite: every test here runs against SQLite (temp dir), PostgreSQL
 //! (`TICKET_TEST_POSTGRES_URL`, each test in a fresh schema dropped at the end; skipped with a
 //! printed reason when the variable is unset) and PostgreSQL sharded over two databases of the
-//! test's own (`sharded.rs`; events alternate between them). The tests of pacing and line paces
-//! are in `line_pace`.
+//! test's own (`sharded.rs`; events alternate between them). The tests of waiting rooms and their
+//! seals are in `waiting_room`, those of pacing and line paces in `line_pace`, and the property
+//! test that every store decides as the pure ledger does in `ledger_model`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use ticket_svc::domain::IdempotencyKey;
 use ticket_svc::domain::{
-    EventId, EventSpec, LineSeed, Position, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob,
-    RejectReason, SaleWindow, UnixMillis, WaitingRoom,
+    EventId, EventSpec, Position, PurchaseId, PurchaseJob, PurchaseStatus, QueuedJob, RejectReason,
+    SaleWindow, UnixMillis,
 };
-use ticket_svc::store::{PendingRows, PostgresStore, SqliteStore, Store, StoreError};
+use ticket_svc::store::{PendingRows, PostgresStore, SqliteStore, Store};
 
+mod ledger_model;
 mod line_pace;
+mod waiting_room;
 use line_pace::{
     a_line_pace_moves_on_only_from_the_one_on_record, a_line_pace_past_i64_max_is_stored_at_it,
     concurrent_line_pace_records_all_answer_one_winner,
     line_paces_need_an_event_with_a_waiting_room, no_line_pace_is_on_record_at_first,
     pacing_round_trips, the_first_line_pace_recorded_stands,
+};
+use waiting_room::{
+    an_event_without_a_waiting_room_reads_none, concurrent_seals_of_a_line_all_answer_one_size,
+    sealing_needs_an_event_with_a_waiting_room, the_first_seal_of_a_line_stands,
+    waiting_rooms_round_trip,
 };
 
 /// A PostgreSQL store in a schema of its own, or `None` (with the reason printed) when no
@@ -232,125 +240,6 @@ async fn an_event_without_a_window_is_always_on_sale<S: Store>(s: &S) {
     let back = s.event(e.id).await.unwrap().unwrap();
     assert_eq!(back.window, SaleWindow::ALWAYS);
     assert!(back.window.state_at(UnixMillis::now()).is_open());
-}
-
-/// A spec on sale from 2026-12-24T18:00:00Z, with `room` in front of it.
-fn spec_with_room(room: WaitingRoom) -> EventSpec {
-    let window = SaleWindow::new(Some(UnixMillis(1_798_135_200_000)), None).unwrap();
-    spec(10, 2)
-        .with_window(window)
-        .with_waiting_room(room)
-        .unwrap()
-}
-
-async fn waiting_rooms_round_trip<S: Store>(s: &S) {
-    let fixed = LineSeed(std::array::from_fn(|i| u8::try_from(i * 7).unwrap()));
-    for room in [
-        WaitingRoom::with_seed(1, fixed.clone()).unwrap(),
-        WaitingRoom::with_seed(1_000_000, LineSeed([0; 32])).unwrap(),
-        WaitingRoom::with_seed(250, LineSeed([0xff; 32])).unwrap(),
-        WaitingRoom::new(100).unwrap(),
-        WaitingRoom::new(100)
-            .unwrap()
-            .with_proof_of_work(20)
-            .unwrap(),
-        WaitingRoom::new(5)
-            .unwrap()
-            .with_proof_of_work(i64::from(WaitingRoom::MAX_PROOF_OF_WORK_BITS))
-            .unwrap(),
-    ] {
-        let e = s.create_event(&spec_with_room(room.clone())).await.unwrap();
-        assert_eq!(e.waiting_room.as_ref(), Some(&room));
-        let back = s.event(e.id).await.unwrap().unwrap();
-        assert_eq!(back, e);
-        let stored = back.waiting_room.unwrap();
-        assert_eq!(stored.admit_per_s, room.admit_per_s);
-        assert_eq!(stored.seed.0, room.seed.0);
-        assert_eq!(stored.sealed_size, None);
-        assert_eq!(stored.proof_of_work_bits, room.proof_of_work_bits);
-    }
-}
-
-async fn an_event_without_a_waiting_room_reads_none<S: Store>(s: &S) {
-    let window = SaleWindow::new(Some(UnixMillis(1_798_135_200_000)), None).unwrap();
-    for spec in [spec(10, 2), spec(10, 2).with_window(window)] {
-        let e = s.create_event(&spec).await.unwrap();
-        assert_eq!(e.waiting_room, None);
-        assert_eq!(s.event(e.id).await.unwrap().unwrap().waiting_room, None);
-    }
-}
-
-async fn the_first_seal_of_a_line_stands<S: Store>(s: &S) {
-    let e = s
-        .create_event(&spec_with_room(WaitingRoom::new(50).unwrap()))
-        .await
-        .unwrap();
-    assert_eq!(s.seal_line(e.id, 10).await.unwrap(), 10);
-    assert_eq!(s.seal_line(e.id, 20).await.unwrap(), 10);
-    assert_eq!(s.seal_line(e.id, 10).await.unwrap(), 10);
-    let back = s.event(e.id).await.unwrap().unwrap();
-    let room = back.waiting_room.unwrap();
-    assert_eq!(room.sealed_size, Some(10));
-    // Sealing changes nothing else.
-    assert_eq!(
-        WaitingRoom {
-            sealed_size: None,
-            ..room
-        },
-        e.waiting_room.unwrap()
-    );
-
-    // An empty pre-queue is a size too, and stands like any other.
-    let empty = s
-        .create_event(&spec_with_room(WaitingRoom::new(50).unwrap()))
-        .await
-        .unwrap();
-    assert_eq!(s.seal_line(empty.id, 0).await.unwrap(), 0);
-    assert_eq!(s.seal_line(empty.id, 5).await.unwrap(), 0);
-    // Each event's line is its own.
-    assert_eq!(s.seal_line(e.id, 30).await.unwrap(), 10);
-}
-
-async fn concurrent_seals_of_a_line_all_answer_one_size<S: Store + Clone>(s: &S) {
-    let e = s
-        .create_event(&spec_with_room(WaitingRoom::new(50).unwrap()))
-        .await
-        .unwrap();
-    let mut seals = tokio::task::JoinSet::new();
-    for size in 100..108u64 {
-        let s = s.clone();
-        seals.spawn(async move { s.seal_line(e.id, size).await.unwrap() });
-    }
-    let mut answers = Vec::new();
-    while let Some(answer) = seals.join_next().await {
-        answers.push(answer.unwrap());
-    }
-    assert_eq!(answers.len(), 8);
-    let first = answers[0];
-    assert!((100..108).contains(&first), "{answers:?}");
-    assert!(answers.iter().all(|a| *a == first), "{answers:?}");
-    let room = s.event(e.id).await.unwrap().unwrap().waiting_room.unwrap();
-    assert_eq!(room.sealed_size, Some(first));
-}
-
-async fn sealing_needs_an_event_with_a_waiting_room<S: Store>(s: &S) {
-    let plain = s.create_event(&spec(10, 2)).await.unwrap();
-    let err = s.seal_line(plain.id, 10).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::NoWaitingRoom { event } if event == plain.id),
-        "{err}"
-    );
-    assert!(!err.is_transient());
-    assert_eq!(s.event(plain.id).await.unwrap().unwrap(), plain);
-
-    let unknown = EventId(987_654);
-    let err = s.seal_line(unknown, 10).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::NoSuchEvent { event } if event == unknown),
-        "{err}"
-    );
-    assert!(!err.is_transient());
-    assert!(s.event(unknown).await.unwrap().is_none());
 }
 
 async fn decisions_follow_the_rules_and_are_made_once<S: Store>(s: &S) {
@@ -819,107 +708,4 @@ async fn postgres_keeps_everything_across_reconnect_and_enforces_inventory() {
     drop(client);
     let _ = conn.await;
     s.drop_schema().await.unwrap();
-}
-
-/// Arrivals (buyer, quantity), tickets, max_per_buyer, batch sizes, and redeliveries (a job index
-/// repeated inside a later batch).
-type Scenario = (Vec<(u8, u32)>, u32, u32, Vec<usize>, Vec<usize>);
-
-fn scenario() -> impl proptest::strategy::Strategy<Value = Scenario> {
-    use proptest::prelude::*;
-    (1u32..5).prop_flat_map(|max| {
-        (
-            proptest::collection::vec((0u8..6, 1..=max), 1..50),
-            0u32..40,
-            Just(max),
-            proptest::collection::vec(1usize..12, 1..10),
-            proptest::collection::vec(0usize..50, 0..10),
-        )
-    })
-}
-
-/// The store decides exactly as the pure ledger does, whatever the batching and redeliveries.
-async fn decides_like_the_ledger<S: Store>(
-    s: &S,
-    (arrivals, tickets, max, sizes, again): Scenario,
-) {
-    use ticket_svc::domain::{Ledger, decide_in_order};
-    let e = s
-        .create_event(&spec(i64::from(tickets), i64::from(max)))
-        .await
-        .unwrap();
-    let job = stamping(shards_of(s, &[e.id]).await);
-    let jobs: Vec<QueuedJob> = arrivals
-        .iter()
-        .enumerate()
-        .map(|(i, (b, q))| job(e.id, &format!("b{b}"), *q, i as u64))
-        .collect();
-    let mut reference = Ledger::new();
-    reference.add_event(e.id, tickets, max, 0);
-    let expected = decide_in_order(&mut reference, &jobs);
-
-    let mut start = 0;
-    for size in sizes.iter().cycle() {
-        if start >= jobs.len() {
-            break;
-        }
-        let end = (start + size).min(jobs.len());
-        let mut batch = jobs[start..end].to_vec();
-        // Redeliver some already-decided jobs in the same transaction.
-        batch.extend(
-            again
-                .iter()
-                .filter(|i| **i < start)
-                .map(|i| jobs[*i].clone()),
-        );
-        let got = s.decide_batch(&batch).await.unwrap();
-        for (j, d) in batch.iter().zip(&got) {
-            let i = usize::try_from(j.position.0).unwrap();
-            assert_eq!(d.status, expected[i].status, "job {i}");
-        }
-        start = end;
-    }
-    let sold = s.event(e.id).await.unwrap().unwrap().sold;
-    assert_eq!(Some(sold), reference.sold(e.id));
-}
-
-fn run_cases<S: Store>(s: &S, cases: u32) {
-    use proptest::test_runner::{Config, TestRunner};
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let handle = tokio::runtime::Handle::current();
-    runner
-        .run(&scenario(), |sc| {
-            tokio::task::block_in_place(|| handle.block_on(decides_like_the_ledger(s, sc)));
-            Ok(())
-        })
-        .unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_decides_like_the_ledger_for_any_batching() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path().join("t.db")).await.unwrap();
-    run_cases(&s, 32);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_decides_like_the_ledger_for_any_batching() {
-    let Some(s) = postgres_store().await else {
-        return;
-    };
-    run_cases(&s, 24);
-    s.drop_schema().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sharded_decides_like_the_ledger_for_any_batching() {
-    let Some(dbs) = crate::sharded::TestDatabases::new(2).await else {
-        return;
-    };
-    let s = dbs.open().await;
-    run_cases(&s, 16);
 }

@@ -4,7 +4,8 @@
 use ticket_svc::domain::{EventId, LinePace, Pacing, UnixMillis, WaitingRoom};
 use ticket_svc::store::{RecordedPace, Store, StoreError};
 
-use super::{spec, spec_with_room};
+use super::spec;
+use super::waiting_room::spec_with_room;
 
 /// When the rooms of [`spec_with_room`] open.
 const OPENS: UnixMillis = UnixMillis(1_798_135_200_000);
