@@ -210,9 +210,9 @@ impl Browser {
         );
     }
 
-    /// Signs the page in as `email`, with the code `outbox` received.
-    async fn sign_in(&self, outbox: &Outbox, email: &str) {
-        self.wait_for_step("login", Duration::from_secs(10)).await;
+    /// Asks the page's login for a code for `email`: the code `outbox` received, once the
+    /// page shows its code form.
+    async fn ask_code(&self, outbox: &Outbox, email: &str) -> String {
         self.type_into("email", email).await;
         self.click("#email-form button").await;
         let mut code = None;
@@ -226,10 +226,19 @@ impl Browser {
         )
         .await;
         wait_until("the code form shows", Duration::from_secs(10), async || {
-            !self.shown("code-form").await.is_empty()
+            self.shown("code-form")
+                .await
+                .contains("The code we sent you")
         })
         .await;
-        self.type_into("code", code.as_deref().unwrap()).await;
+        code.unwrap()
+    }
+
+    /// Signs the page in as `email`, with the code `outbox` received.
+    async fn sign_in(&self, outbox: &Outbox, email: &str) {
+        self.wait_for_step("login", Duration::from_secs(10)).await;
+        let code = self.ask_code(outbox, email).await;
+        self.type_into("code", &code).await;
         self.click("#code-form button").await;
     }
 
@@ -351,31 +360,13 @@ async fn a_buyer_walks_the_page_from_the_countdown_to_a_confirmed_purchase() {
     assert!(browser.shown("step-login").await.contains("Sign in to buy"));
     assert_eq!(browser.shown("code-form").await, "", "no code asked yet");
     browser.check_view().await;
-    browser.type_into("email", &email).await;
-    browser.click("#email-form button").await;
-    let mut code = None;
-    wait_until(
-        "the page's login sent a code",
-        Duration::from_secs(10),
-        async || {
-            code = outbox.last_code_for(&email);
-            code.is_some()
-        },
-    )
-    .await;
-    wait_until("the code form shows", Duration::from_secs(10), async || {
-        browser
-            .shown("code-form")
-            .await
-            .contains("The code we sent you")
-    })
-    .await;
+    let code = browser.ask_code(&outbox, &email).await;
     assert_eq!(
         browser.shown("status").await,
         format!("We sent a code to {email}.")
     );
     // A wrong code is refused on the page, by name.
-    let wrong = if code.as_deref().unwrap().starts_with('0') {
+    let wrong = if code.starts_with('0') {
         "11111111"
     } else {
         "00000000"
@@ -388,7 +379,7 @@ async fn a_buyer_walks_the_page_from_the_countdown_to_a_confirmed_purchase() {
         async || browser.shown("problem").await.contains("not the one sent"),
     )
     .await;
-    browser.type_into("code", code.as_deref().unwrap()).await;
+    browser.type_into("code", &code).await;
     browser.click("#code-form button").await;
 
     // The countdown, in the pre-queue (the page solved the proof of work and joined).
